@@ -1,0 +1,547 @@
+//! `shoal`: run an agent, or drive a cluster through any node's HTTP API.
+
+#![allow(clippy::print_stdout)]
+
+mod client;
+mod jobs;
+mod output;
+mod tasks;
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shoal_node::api::types::{NodeView, StatusView};
+use shoal_node::{Agent, AgentOptions};
+
+use crate::client::Client;
+use crate::output::{age, cpus, mib, table};
+
+/// shoal: a data-center operating system with no master.
+///
+/// Every machine runs `shoal agent`; together they pool their CPUs, memory,
+/// disk and GPUs. Every other command talks to the HTTP API of any node
+/// (`--addr`, default http://127.0.0.1:5480).
+#[derive(Parser, Debug)]
+#[command(name = "shoal", version, propagate_version = true)]
+struct Cli {
+    /// URL of a node's API (`http://host:port` or `host:port`).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_ADDR",
+        default_value = "http://127.0.0.1:5480"
+    )]
+    addr: String,
+
+    /// Cluster token: authenticates API calls, and lets `shoal agent --join`
+    /// into the cluster. Printed by the founding agent; also in
+    /// the file `token` of the data dir on every node.
+    #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node of the cluster on this machine.
+    ///
+    /// The first start with no --join founds a cluster and prints the command
+    /// that joins it. Later starts reuse the data dir (identity, token,
+    /// settings, known members) and need no flags.
+    Agent(Box<AgentArgs>),
+    /// List the nodes this node knows, with their state.
+    Nodes,
+    /// Inspect one node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Show the pooled resources of the cluster, in total and per datacenter.
+    Status,
+    /// Submit a job (create or update) from a TOML file or from flags.
+    ///
+    /// An update prints what changed. The job is accepted by the node you
+    /// talk to, even cut off from the rest, and reaches every node.
+    Run(Box<jobs::RunArgs>),
+    /// List the jobs.
+    Jobs {
+        /// Include deleted jobs (kept as tombstones for a while).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Inspect one job.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Change how many tasks a job runs.
+    Scale {
+        /// Job name.
+        name: String,
+        /// Tasks wanted.
+        #[arg(allow_negative_numbers = true)]
+        count: i64,
+        /// Only if the job is at this version.
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// List tasks: where they run, their state, why they wait.
+    Ps {
+        /// Only this job.
+        job: Option<String>,
+    },
+    /// Print a task's output, from whichever node runs it.
+    Logs {
+        /// Task: job/index (web/frontend/3), or job@node for system jobs.
+        task: String,
+        /// Keep printing as the task writes.
+        #[arg(short, long)]
+        follow: bool,
+        /// Standard error instead of standard output.
+        #[arg(long)]
+        stderr: bool,
+    },
+    /// Stop a job: delete it and stop its tasks.
+    Stop {
+        /// Job name.
+        name: String,
+        /// Only if the job is at this version.
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    /// Show a job's spec and status.
+    Show {
+        /// Job name.
+        name: String,
+    },
+    /// Show every version of a job: who changed what, when.
+    History {
+        /// Job name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Show one node by id, unique id prefix, or name.
+    Show {
+        /// Node id, id prefix (4+ hex digits) or name.
+        node: String,
+    },
+    /// Stop a node taking tasks and move its tasks elsewhere (kept across
+    /// restarts; --undo ends it).
+    Drain {
+        /// Node id, id prefix or name.
+        node: String,
+        /// Take tasks again.
+        #[arg(long)]
+        undo: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum GossipPreset {
+    /// One datacenter: 1 s probes, failures known in ~5–10 s.
+    Lan,
+    /// Links across the internet: 5 s probes, tolerant of loss and delay.
+    Wan,
+    /// Many agents on one machine (tests): 300 ms probes.
+    Test,
+}
+
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// Data dir: identity, token, settings, state. Default: /var/lib/shoal as
+    /// root, ~/.local/share/shoal otherwise; a temporary dir with --dev.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Gossip address (UDP). Default 0.0.0.0:5481 (127.0.0.1:0 with --dev).
+    /// Port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+    bind: Option<SocketAddr>,
+
+    /// RPC address (QUIC over UDP). Default: the gossip port + 1.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+    rpc: Option<SocketAddr>,
+
+    /// HTTP API address. Default 0.0.0.0:5480 (127.0.0.1:5480 with --dev).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+    api: Option<SocketAddr>,
+
+    /// IP address other nodes reach this one at, when binding to 0.0.0.0.
+    /// Default: the address of the interface of the default route.
+    #[arg(long, value_name = "IP")]
+    advertise: Option<IpAddr>,
+
+    /// A member of the cluster to join through (any live member will do).
+    /// Repeat for more; retried with backoff until one answers.
+    #[arg(long, value_name = "HOST:PORT")]
+    join: Vec<String>,
+
+    /// Node name. Default: the host name.
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Datacenter. Default: dc1.
+    #[arg(long)]
+    dc: Option<String>,
+
+    /// Zone within the datacenter.
+    #[arg(long)]
+    zone: Option<String>,
+
+    /// Region. Default: global.
+    #[arg(long)]
+    region: Option<String>,
+
+    /// A label, `key=value`; repeat for more. Replaces the stored labels.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+
+    /// CPUs to offer (fractional allowed). Default: what the machine has.
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+
+    /// Memory to offer, MiB. Default: what the machine has.
+    #[arg(long, value_name = "N")]
+    memory_mb: Option<u64>,
+
+    /// Membership timing preset.
+    #[arg(long, value_enum, value_name = "PRESET")]
+    gossip: Option<GossipPreset>,
+
+    /// A one-node cluster for trying shoal: temporary data dir, API on
+    /// 127.0.0.1:5480, no authentication.
+    #[arg(long)]
+    dev: bool,
+
+    /// Serve POST /v1/debug/faults, which cuts this node off from chosen
+    /// others (partition tests only).
+    #[arg(long, hide = true)]
+    fault_injection: bool,
+
+    /// CPUs kept for the machine itself, not offered to tasks. Default 0.25
+    /// of detected CPUs, 0 when --cpus is given.
+    #[arg(long, value_name = "N")]
+    reserve_cpus: Option<f64>,
+
+    /// Memory kept for the machine itself, MiB. Default 256 of detected
+    /// memory, 0 when --memory-mb is given.
+    #[arg(long, value_name = "N")]
+    reserve_memory_mb: Option<u64>,
+
+    /// How long a stopping task gets between SIGTERM and SIGKILL (`10s`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    stop_grace: Option<std::time::Duration>,
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn main() -> ExitCode {
+    // The agent starts tasks through its own binary (see
+    // shoal_node::runtime): not a command for people, so not in --help.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__exec") {
+        return shoal_node::runtime::exec_shim(&args[2..]);
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Agent(ref args) => run_agent(args, cli.token.clone()),
+        Command::Nodes => nodes(&cli),
+        Command::Node(NodeCommand::Show { ref node }) => node_show(&cli, node),
+        Command::Node(NodeCommand::Drain { ref node, undo }) => {
+            tasks::drain(&client(&cli), node, undo)
+        }
+        Command::Ps { ref job } => tasks::ps(&client(&cli), cli.json, job.as_deref()),
+        Command::Logs {
+            ref task,
+            follow,
+            stderr,
+        } => tasks::logs(&client(&cli), task, follow, stderr),
+        Command::Status => status(&cli),
+        Command::Run(ref a) => jobs::run(&client(&cli), cli.json, a),
+        Command::Jobs { all } => jobs::list(&client(&cli), cli.json, all),
+        Command::Job(JobCommand::Show { ref name }) => jobs::show(&client(&cli), cli.json, name),
+        Command::Job(JobCommand::History { ref name }) => {
+            jobs::history(&client(&cli), cli.json, name)
+        }
+        Command::Scale {
+            ref name,
+            count,
+            if_version,
+        } => jobs::scale(&client(&cli), cli.json, name, count, if_version),
+        Command::Stop {
+            ref name,
+            if_version,
+        } => jobs::stop(&client(&cli), cli.json, name, if_version),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_agent(args: &AgentArgs, token: Option<String>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let opts = AgentOptions {
+        data_dir: args.data_dir.clone(),
+        bind: args.bind,
+        rpc: args.rpc,
+        api: args.api,
+        advertise: args.advertise,
+        join: args.join.clone(),
+        token,
+        name: args.name.clone(),
+        dc: args.dc.clone(),
+        zone: args.zone.clone(),
+        region: args.region.clone(),
+        labels: args.labels.clone(),
+        cpus: args.cpus,
+        memory_mb: args.memory_mb,
+        gossip: args.gossip.map(|g| {
+            match g {
+                GossipPreset::Lan => "lan",
+                GossipPreset::Wan => "wan",
+                GossipPreset::Test => "test",
+            }
+            .to_owned()
+        }),
+        dev: args.dev,
+        fault_injection: args.fault_injection,
+        reserve_cpus: args.reserve_cpus,
+        reserve_memory_mb: args.reserve_memory_mb,
+        stop_grace: args.stop_grace,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let agent = Agent::start(opts).await?;
+        let info = agent.info().clone();
+        if info.dev {
+            println!(
+                "shoal dev agent: a one-node cluster, API at http://{} (no token needed)",
+                info.api
+            );
+            if info.temporary_data_dir {
+                println!("  data dir (removed on exit): {}", info.data_dir.display());
+            } else {
+                println!("  data dir: {}", info.data_dir.display());
+            }
+            println!("  try:  shoal nodes     shoal status");
+            println!(
+                "  join another agent to it:  shoal agent --join {} --token {}",
+                info.gossip, info.token
+            );
+        } else if info.founded {
+            println!("shoal agent --join {} --token {}", info.gossip, info.token);
+        }
+        agent.run_until(stop_signal()).await;
+        anyhow::Ok(())
+    })
+}
+
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn client(cli: &Cli) -> Client {
+    Client::new(&cli.addr, cli.token.clone())
+}
+
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn or_dash(s: Option<&str>) -> String {
+    match s {
+        Some(s) if !s.is_empty() => s.to_owned(),
+        _ => "-".into(),
+    }
+}
+
+fn nodes(cli: &Cli) -> anyhow::Result<()> {
+    let mut nodes: Vec<NodeView> = client(cli).get("/v1/nodes")?;
+    nodes.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    if cli.json {
+        return print_json(&nodes);
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                or_dash(n.name.as_deref()),
+                n.id[..8].to_owned(),
+                n.gossip.to_string(),
+                n.state.clone(),
+                or_dash(n.dc.as_deref()),
+                n.capacity.as_ref().map_or("-".into(), |c| cpus(c.cpus)),
+                n.capacity.as_ref().map_or("-".into(), |c| mib(c.memory_mb)),
+                age(&n.first_seen),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "NAME", "ID", "ADDRESS", "STATE", "DC", "CPUS", "MEMORY", "AGE"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn node_show(cli: &Cli, key: &str) -> anyhow::Result<()> {
+    let n: NodeView = client(cli).get(&format!("/v1/nodes/{key}"))?;
+    if cli.json {
+        return print_json(&n);
+    }
+    let labels = if n.labels.is_empty() {
+        "-".to_owned()
+    } else {
+        n.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let runtimes = if n.runtimes.is_empty() {
+        "-".to_owned()
+    } else {
+        n.runtimes
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.version))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut lines = vec![
+        ("Name", or_dash(n.name.as_deref())),
+        ("ID", n.id.clone()),
+        ("State", format!("{} (since {})", n.state, n.state_since)),
+        ("Gossip", n.gossip.to_string()),
+        ("RPC", n.rpc.map_or("-".into(), |a| a.to_string())),
+        ("API", n.api.map_or("-".into(), |a| a.to_string())),
+        ("DC", or_dash(n.dc.as_deref())),
+        ("Zone", or_dash(n.zone.as_deref())),
+        ("Region", or_dash(n.region.as_deref())),
+        ("Labels", labels),
+        ("Runtimes", runtimes),
+        ("Version", or_dash(n.version.as_deref())),
+        ("Generation", n.generation.to_string()),
+    ];
+    if let Some(c) = &n.capacity {
+        lines.push((
+            "Capacity",
+            format!(
+                "{} CPUs, {} memory, {} disk, {} GPUs",
+                cpus(c.cpus),
+                mib(c.memory_mb),
+                mib(c.disk_mb),
+                c.gpus
+            ),
+        ));
+    }
+    if let Some(f) = n.free_class {
+        lines.push(("Free", format!("{}/8", f)));
+    }
+    lines.push(("Isolation", or_dash(n.isolation.as_deref())));
+    if n.draining {
+        lines.push(("Draining", "yes: takes no new tasks".into()));
+    }
+    for (k, v) in lines {
+        println!("{:<11} {v}", format!("{k}:"));
+    }
+    Ok(())
+}
+
+fn status(cli: &Cli) -> anyhow::Result<()> {
+    let s: StatusView = client(cli).get("/v1/status")?;
+    if cli.json {
+        return print_json(&s);
+    }
+    println!(
+        "Nodes:  {} alive, {} suspect, {} failed, {} left",
+        s.members.alive, s.members.suspect, s.members.failed, s.members.left
+    );
+    println!(
+        "Pool:   {} CPUs, {} memory, {} disk, {} GPUs",
+        cpus(s.total.capacity.cpus),
+        mib(s.total.capacity.memory_mb),
+        mib(s.total.capacity.disk_mb),
+        s.total.capacity.gpus
+    );
+    println!();
+    let rows: Vec<Vec<String>> = s
+        .by_dc
+        .iter()
+        .map(|p| {
+            vec![
+                or_dash(Some(&p.dc)),
+                p.nodes.to_string(),
+                cpus(p.capacity.cpus),
+                mib(p.capacity.memory_mb),
+                mib(p.capacity.disk_mb),
+                p.capacity.gpus.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["DC", "NODES", "CPUS", "MEMORY", "DISK", "GPUS"], &rows)
+    );
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! `shoal ps`, `shoal logs`, `shoal node drain`, and waiting for a job.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde_json::json;
+use shoal_node::placement::TaskView;
+use shoal_state::JobView;
+
+use crate::client::Client;
+use crate::jobs::path_name;
+use crate::output::{age, table};
+
+/// The tasks of one job.
+pub fn tasks_of(client: &Client, job: &str) -> anyhow::Result<Vec<TaskView>> {
+    client.get(&format!("/v1/jobs/{}/tasks", path_name(job)))
+}
+
+fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
+    tasks
+        .iter()
+        .map(|t| {
+            let node = t
+                .node_name
+                .clone()
+                .or_else(|| t.node.as_ref().map(|n| n.chars().take(8).collect()))
+                .unwrap_or_else(|| "-".into());
+            vec![
+                t.task.clone(),
+                node,
+                t.state.clone(),
+                t.since.as_deref().map_or("-".into(), age),
+                t.restarts.to_string(),
+                t.exit_code.map_or("-".into(), |c| c.to_string()),
+                t.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+/// Prints a task table (and, under it, why pending tasks wait).
+pub fn print_tasks(tasks: &[TaskView]) {
+    print!(
+        "{}",
+        table(
+            &[
+                "TASK", "NODE", "STATE", "SINCE", "RESTARTS", "EXIT", "REASON"
+            ],
+            &rows(tasks)
+        )
+    );
+    for t in tasks.iter().filter(|t| !t.pending.is_empty()) {
+        println!("\n{} is pending:", t.task);
+        for r in &t.pending {
+            println!("  {r}");
+        }
+    }
+}
+
+/// `shoal ps [JOB]`.
+pub fn ps(client: &Client, json_out: bool, job: Option<&str>) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    match job {
+        Some(j) => all = tasks_of(client, j)?,
+        None => {
+            let jobs: Vec<JobView> = client.get("/v1/jobs")?;
+            for j in jobs {
+                all.extend(tasks_of(client, &j.name)?);
+            }
+        }
+    }
+    if json_out {
+        return crate::print_json(&all);
+    }
+    print_tasks(&all);
+    Ok(())
+}
+
+/// `shoal logs TASK [-f] [--stderr]`.
+pub fn logs(client: &Client, task: &str, follow: bool, stderr: bool) -> anyhow::Result<()> {
+    let mut offset = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let piece: serde_json::Value = client.get(&format!(
+            "/v1/tasks/{}/logs?stderr={stderr}&offset={offset}",
+            path_name(task)
+        ))?;
+        let data = piece["data"].as_str().unwrap_or_default();
+        let next = piece["next"].as_u64().unwrap_or(offset);
+        if !data.is_empty() {
+            out.write_all(data.as_bytes())?;
+            out.flush()?;
+        }
+        let caught_up = next >= piece["size"].as_u64().unwrap_or(0);
+        offset = next;
+        if caught_up {
+            if !follow {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// `shoal node drain NODE [--undo]`.
+pub fn drain(client: &Client, node: &str, undo: bool) -> anyhow::Result<()> {
+    let r: serde_json::Value =
+        client.post(&format!("/v1/nodes/{node}/drain"), &json!({"drain": !undo}))?;
+    if undo {
+        println!("node {node} takes tasks again");
+    } else {
+        println!(
+            "node {node} ({}) is draining: it takes no new tasks and its tasks are being placed elsewhere",
+            r["node"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Waits until every task of `job` runs (or, for batch jobs, has run),
+/// showing progress; fails with the reasons of what is stuck.
+pub fn wait(client: &Client, job: &str, timeout: Duration) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let started = Instant::now();
+    loop {
+        let view: JobView = client.get(&format!("/v1/jobs/{}", path_name(job)))?;
+        let tasks = tasks_of(client, job)?;
+        let wanted = view.count.map_or(tasks.len(), |c| c as usize);
+        let count = |s: &str| tasks.iter().filter(|t| t.state == s).count();
+        let (running, exited, failed, pending) = (
+            count("running"),
+            count("exited"),
+            count("failed") + count("killed"),
+            count("pending"),
+        );
+        let done = running + exited;
+        bar.set_message(format!(
+            "{job}: {running}/{wanted} running, {pending} pending, {failed} failed ({:.0?})",
+            started.elapsed()
+        ));
+        if done >= wanted && tasks.len() >= wanted {
+            bar.finish_with_message(format!(
+                "{job}: {running}/{wanted} running{} after {:.1?}",
+                if exited > 0 {
+                    format!(", {exited} completed")
+                } else {
+                    String::new()
+                },
+                started.elapsed()
+            ));
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bar.finish_and_clear();
+            print_tasks(&tasks);
+            bail!(
+                "{job} is not running after {timeout:?}: {running}/{wanted} running, {pending} pending, {failed} failed"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

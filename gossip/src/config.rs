@@ -1,0 +1,290 @@
+//! Membership tuning, with presets.
+//!
+//! | preset | probe period | probe rtt | gossip | suspicion at 20 / 1k / 500k nodes | for |
+//! |---|---|---|---|---|---|
+//! | `lan`  | 1 s    | 400 ms | 3 members / 200 ms | 3.9 s / 9 s / 17 s | one datacenter |
+//! | `wan`  | 5 s    | 3 s    | 4 members / 500 ms | 39 s / 90 s / 171 s | links across the internet |
+//! | `test` | 300 ms | 150 ms | 3 members / 100 ms | 1.5 s / 2.7 s / 5.1 s | tests on one machine |
+//!
+//! Failure detection time is about one probe period (until some member
+//! probes the dead one) plus the probe round trip, plus the suspicion
+//! timeout, plus a few gossip rounds to tell everyone. The suspicion timeout
+//! grows with `log10(N)` so that a suspected member has time to hear about it
+//! and refute it in a large cluster.
+
+use core::num::{NonZeroU8, NonZeroUsize};
+use core::time::Duration;
+
+use crate::seal::SEAL_OVERHEAD;
+
+/// Tuning of the membership protocol. Start from a preset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// How often this node probes one member. Range 100 ms – 60 s. Lower
+    /// finds failures sooner and costs one probe (two datagrams) per
+    /// period per node, whatever the cluster size.
+    pub probe_period: Duration,
+    /// How long a direct probe may take before members are asked to probe
+    /// indirectly; also how long those indirect probes get. Must be below
+    /// `probe_period`; set it a few times the network's p99 round trip
+    /// (plus scheduling delays of a loaded host).
+    pub probe_rtt: Duration,
+    /// Members asked to probe indirectly (and the fan-out of explicit
+    /// gossip). 3 is the SWIM paper's value; more tolerates more loss.
+    pub indirect_probes: usize,
+    /// How often updates are gossiped outside probes. Range 50 ms – 5 s.
+    pub gossip_period: Duration,
+    /// Members each gossip round goes to.
+    pub gossip_fanout: usize,
+    /// Suspicion timeout = `suspicion_mult × max(1, log10 N) × probe_period`,
+    /// at least `suspicion_min`. Higher means fewer false positives under
+    /// loss or load, and slower detection.
+    pub suspicion_mult: f64,
+    /// Lower bound of the suspicion timeout.
+    pub suspicion_min: Duration,
+    /// Each update is re-sent `transmissions_mult × log10(N + 1)` times
+    /// (at least 3). Higher survives more loss at a cost in bandwidth.
+    pub transmissions_mult: f64,
+    /// How long a failed or departed member stays listed before it is
+    /// forgotten (and may rejoin with the same identity).
+    pub remove_down_after: Duration,
+    /// How often to ask one random member for its member list (repairs
+    /// divergent views).
+    pub announce_period: Duration,
+    /// How often to knock on two members believed down (heals partitions).
+    pub announce_down_period: Duration,
+    /// Largest datagram sent, sealed, in bytes. Keep it below the path MTU
+    /// minus 48 (IPv6 + UDP headers): 1400 suits Ethernet.
+    pub max_datagram_bytes: usize,
+    /// Bytes of each datagram reserved for piggybacked metadata and leave
+    /// records (the rest carries SWIM and its membership updates).
+    pub piggyback_bytes: usize,
+    /// First delay between join attempts; doubles up to `join_backoff_max`.
+    pub join_backoff_initial: Duration,
+    /// Longest delay between join attempts.
+    pub join_backoff_max: Duration,
+    /// How often missing member metadata is requested.
+    pub meta_sync_period: Duration,
+    /// How long to wait for gossip to bring a new member's metadata before
+    /// asking for it directly.
+    pub meta_grace: Duration,
+    /// Keep a replay window per sender (on in the agent; the simulator may
+    /// turn it off to save memory).
+    pub replay_protection: bool,
+    /// How often a member whose application digest differs is reported
+    /// again while it still differs (one sync attempt per period).
+    pub digest_retry: Duration,
+}
+
+impl Config {
+    /// One datacenter: sub-millisecond round trips, rare loss.
+    pub fn lan() -> Config {
+        Config {
+            probe_period: Duration::from_secs(1),
+            probe_rtt: Duration::from_millis(400),
+            indirect_probes: 3,
+            gossip_period: Duration::from_millis(200),
+            gossip_fanout: 3,
+            suspicion_mult: 3.0,
+            suspicion_min: Duration::from_secs(2),
+            transmissions_mult: 4.0,
+            remove_down_after: Duration::from_secs(24 * 3600),
+            announce_period: Duration::from_secs(30),
+            announce_down_period: Duration::from_secs(20),
+            max_datagram_bytes: 1400,
+            piggyback_bytes: 320,
+            join_backoff_initial: Duration::from_millis(500),
+            join_backoff_max: Duration::from_secs(30),
+            meta_sync_period: Duration::from_millis(500),
+            meta_grace: Duration::from_millis(500),
+            replay_protection: true,
+            digest_retry: Duration::from_secs(2),
+        }
+    }
+
+    /// Datacenters joined over the internet: round trips of 100 ms+, loss.
+    pub fn wan() -> Config {
+        Config {
+            probe_period: Duration::from_secs(5),
+            probe_rtt: Duration::from_secs(3),
+            indirect_probes: 4,
+            gossip_period: Duration::from_millis(500),
+            gossip_fanout: 4,
+            suspicion_mult: 6.0,
+            suspicion_min: Duration::from_secs(10),
+            join_backoff_initial: Duration::from_secs(1),
+            join_backoff_max: Duration::from_secs(60),
+            meta_grace: Duration::from_secs(5),
+            ..Config::lan()
+        }
+    }
+
+    /// Many agents on one machine in tests: fast, tolerant of a busy CPU.
+    pub fn test() -> Config {
+        Config {
+            probe_period: Duration::from_millis(300),
+            probe_rtt: Duration::from_millis(150),
+            gossip_period: Duration::from_millis(100),
+            suspicion_mult: 3.0,
+            suspicion_min: Duration::from_millis(1500),
+            remove_down_after: Duration::from_secs(3600),
+            announce_period: Duration::from_secs(5),
+            announce_down_period: Duration::from_secs(3),
+            join_backoff_initial: Duration::from_millis(200),
+            join_backoff_max: Duration::from_secs(5),
+            meta_sync_period: Duration::from_millis(250),
+            meta_grace: Duration::from_millis(250),
+            ..Config::lan()
+        }
+    }
+
+    /// A preset by name: `lan`, `wan` or `test`.
+    pub fn preset(name: &str) -> Option<Config> {
+        match name {
+            "lan" => Some(Config::lan()),
+            "wan" => Some(Config::wan()),
+            "test" => Some(Config::test()),
+            _ => None,
+        }
+    }
+
+    /// Suspicion timeout for a cluster of `cluster_size` members.
+    pub fn suspicion_timeout(&self, cluster_size: usize) -> Duration {
+        let log = (cluster_size.max(1) as f64).log10().max(1.0);
+        let secs = self.suspicion_mult * log * self.probe_period.as_secs_f64();
+        Duration::from_secs_f64(secs).max(self.suspicion_min)
+    }
+
+    /// Times each update is re-sent in a cluster of `cluster_size`.
+    pub fn max_transmissions(&self, cluster_size: usize) -> u8 {
+        let tx = (self.transmissions_mult * ((cluster_size + 1) as f64).log10()).ceil();
+        tx.clamp(3.0, 255.0) as u8
+    }
+
+    /// Bytes of a datagram left to the SWIM payload.
+    pub(crate) fn swim_packet_bytes(&self) -> usize {
+        self.max_datagram_bytes
+            .saturating_sub(SEAL_OVERHEAD + ENVELOPE_OVERHEAD + self.piggyback_bytes)
+            .max(256)
+    }
+
+    /// Checks the values make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, why: String| Err(ConfigError { field, why });
+        if self.probe_period < Duration::from_millis(10) {
+            return bad(
+                "probe_period",
+                format!("{:?} is below 10 ms", self.probe_period),
+            );
+        }
+        if self.probe_rtt >= self.probe_period {
+            return bad(
+                "probe_rtt",
+                format!(
+                    "{:?} must be below probe_period ({:?})",
+                    self.probe_rtt, self.probe_period
+                ),
+            );
+        }
+        if self.indirect_probes == 0 || self.gossip_fanout == 0 {
+            return bad("indirect_probes", "must be at least 1".into());
+        }
+        if self.max_datagram_bytes < 512 || self.max_datagram_bytes > 65_000 {
+            return bad(
+                "max_datagram_bytes",
+                format!("{} is outside 512..=65000", self.max_datagram_bytes),
+            );
+        }
+        if self.suspicion_mult.is_nan() || self.suspicion_mult <= 0.0 {
+            return bad(
+                "suspicion_mult",
+                format!("{} must be > 0", self.suspicion_mult),
+            );
+        }
+        Ok(())
+    }
+
+    /// The foca configuration for a cluster of `cluster_size`.
+    pub(crate) fn foca(&self, cluster_size: usize) -> foca::Config {
+        let nz = |n: usize| NonZeroUsize::new(n.max(1)).expect("max(1) is non-zero");
+        foca::Config {
+            probe_period: self.probe_period,
+            probe_rtt: self.probe_rtt,
+            num_indirect_probes: nz(self.indirect_probes),
+            max_transmissions: NonZeroU8::new(self.max_transmissions(cluster_size))
+                .expect("clamped to at least 3"),
+            suspect_to_down_after: self.suspicion_timeout(cluster_size),
+            remove_down_after: Some(self.remove_down_after),
+            max_packet_size: nz(self.swim_packet_bytes()),
+            notify_down_members: true,
+            periodic_announce: Some(foca::PeriodicParams {
+                frequency: self.announce_period,
+                num_members: nz(1),
+            }),
+            periodic_announce_to_down_members: Some(foca::PeriodicParams {
+                frequency: self.announce_down_period,
+                num_members: nz(2),
+            }),
+            periodic_gossip: Some(foca::PeriodicParams {
+                frequency: self.gossip_period,
+                num_members: nz(self.gossip_fanout),
+            }),
+        }
+    }
+}
+
+/// Room kept for the envelope around the SWIM payload (lengths, tags,
+/// sender metadata version).
+pub(crate) const ENVELOPE_OVERHEAD: usize = 24;
+
+/// A configuration value out of range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("gossip config field {field}: {why}")]
+pub struct ConfigError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        for name in ["lan", "wan", "test"] {
+            Config::preset(name).unwrap().validate().unwrap();
+        }
+        assert!(Config::preset("moon").is_none());
+    }
+
+    #[test]
+    fn documented_suspicion_timeouts() {
+        let lan = Config::lan();
+        let s = |n| lan.suspicion_timeout(n).as_secs_f64();
+        assert!((s(20) - 3.9).abs() < 0.05, "{}", s(20));
+        assert!((s(1000) - 9.0).abs() < 0.05);
+        assert!((s(500_000) - 17.1).abs() < 0.05);
+        assert_eq!(lan.suspicion_timeout(2), Duration::from_secs(3));
+        assert_eq!(
+            Config::test().suspicion_timeout(20),
+            Duration::from_secs_f64(0.3 * 3.0 * 20f64.log10()).max(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn transmissions_grow_with_log_n() {
+        let lan = Config::lan();
+        assert_eq!(lan.max_transmissions(1), 3);
+        assert_eq!(lan.max_transmissions(20), 6);
+        assert_eq!(lan.max_transmissions(500_000), 23);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut c = Config::lan();
+        c.probe_rtt = Duration::from_secs(2);
+        assert_eq!(c.validate().unwrap_err().field, "probe_rtt");
+    }
+}

@@ -1,0 +1,1589 @@
+//! The membership state machine: foca's SWIM, wrapped in sealed datagrams,
+//! with member metadata, join by address and graceful leave.
+
+use core::time::Duration;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use foca::{
+    AccumulatingRuntime, Foca, Message, NoCustomBroadcast, OwnedNotification, PostcardCodec, State,
+    Timer,
+};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::config::{Config, ConfigError, ENVELOPE_OVERHEAD};
+use crate::meta::{MAX_META_BYTES, MemberMeta, MetaUpdate};
+use crate::seal::{self, DropReason, PacketSecurity, ReplayWindow, SEAL_OVERHEAD, SealHeader};
+use crate::wire::{self, Body, Envelope, Item};
+use crate::{Instant, NodeId, NodeIdentity};
+
+type SwimNode = Foca<NodeIdentity, PostcardCodec, ChaCha8Rng, NoCustomBroadcast>;
+
+/// Opaque handle of a scheduled timer; see [`Membership::poll_timeout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimerToken(u64);
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination (a member's gossip address).
+    pub to: SocketAddr,
+    /// The sealed datagram.
+    pub payload: Vec<u8>,
+}
+
+/// A member's state as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; declared failed unless it refutes in time.
+    Suspect,
+    /// Declared down without having said goodbye.
+    Failed,
+    /// Left on purpose.
+    Left,
+}
+
+impl MemberState {
+    /// Lower-case name, as the API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Failed => "failed",
+            MemberState::Left => "left",
+        }
+    }
+}
+
+/// Why a member went down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownReason {
+    /// Stopped answering.
+    Failed,
+    /// Said goodbye.
+    Left,
+}
+
+/// Something the caller may want to log or act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A member is alive (new, back after being down, or a new life of it).
+    MemberUp {
+        /// The member's life now known.
+        identity: NodeIdentity,
+    },
+    /// A member went down.
+    MemberDown {
+        /// The life that went down.
+        identity: NodeIdentity,
+        /// Failure or departure.
+        reason: DownReason,
+    },
+    /// A member restarted and its new life replaced the old one.
+    MemberRenewed {
+        /// The previous life.
+        old: NodeIdentity,
+        /// The new life.
+        new: NodeIdentity,
+    },
+    /// A member's metadata changed (or was learned).
+    MetaChanged {
+        /// The member.
+        id: NodeId,
+    },
+    /// This node is part of a cluster with other members.
+    Connected,
+    /// This node knows no other live member.
+    Isolated,
+    /// Joining has not succeeded yet; it will be tried again.
+    JoinRetry {
+        /// Attempts so far.
+        attempt: u32,
+        /// Addresses being tried.
+        peers: usize,
+        /// Delay before the next attempt.
+        next_in: Duration,
+    },
+    /// The cluster had declared this node down; it rejoined with a new life.
+    /// The caller must persist `identity.bump`.
+    IdentityRenewed {
+        /// The new identity.
+        identity: NodeIdentity,
+    },
+    /// Declared down and unable to rejoin.
+    Defunct,
+    /// A member's application digest (see
+    /// [`Membership::set_app_digest`]) differs from this node's: the
+    /// replicated state should be synced with it. Reported at most once
+    /// per `digest_retry` per member.
+    DigestDiffers {
+        /// The member.
+        id: NodeId,
+        /// Its digest.
+        digest: u64,
+    },
+}
+
+/// A member as returned by [`Membership::members`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberInfo {
+    /// Its current life.
+    pub identity: NodeIdentity,
+    /// Its state.
+    pub state: MemberState,
+    /// SWIM incarnation (grows when it refutes a suspicion).
+    pub incarnation: u16,
+    /// Its metadata, once learned.
+    pub meta: Option<Arc<MemberMeta>>,
+    /// `(bump, version)` of that metadata.
+    pub meta_version: Option<(u32, u32)>,
+    /// When this node first heard of it.
+    pub first_seen: Instant,
+    /// When it last went up or down.
+    pub state_since: Instant,
+    /// Whether it is this node.
+    pub local: bool,
+}
+
+/// Probe round-trip times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RttHistogram {
+    /// Upper bounds of the buckets, in microseconds.
+    pub bounds_micros: &'static [u64],
+    /// Count per bucket (not cumulative); the last is above every bound.
+    pub counts: Vec<u64>,
+    /// Sum of all samples, microseconds.
+    pub sum_micros: u64,
+    /// Number of samples.
+    pub count: u64,
+}
+
+const RTT_BOUNDS_MICROS: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+impl Default for RttHistogram {
+    fn default() -> Self {
+        RttHistogram {
+            bounds_micros: RTT_BOUNDS_MICROS,
+            counts: vec![0; RTT_BOUNDS_MICROS.len() + 1],
+            sum_micros: 0,
+            count: 0,
+        }
+    }
+}
+
+impl RttHistogram {
+    fn observe(&mut self, rtt: Duration) {
+        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        let bucket = self
+            .bounds_micros
+            .iter()
+            .position(|b| micros <= *b)
+            .unwrap_or(self.bounds_micros.len());
+        self.counts[bucket] += 1;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+        self.count += 1;
+    }
+}
+
+/// Counters since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams received.
+    pub packets_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Datagrams dropped, indexed like [`DropReason::ALL`].
+    pub dropped: [u64; DropReason::ALL.len()],
+    /// Probes that got no answer, direct or indirect.
+    pub probe_failures: u64,
+    /// Direct probe round trips.
+    pub probe_rtt: RttHistogram,
+}
+
+impl Stats {
+    /// Drops for one reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()]
+    }
+}
+
+/// Metadata that does not fit in a datagram.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "member metadata is {size} bytes encoded, more than the {max} that fit in a gossip datagram; use fewer or shorter labels"
+)]
+pub struct MetaTooLarge {
+    /// Encoded size.
+    pub size: usize,
+    /// Limit.
+    pub max: usize,
+}
+
+/// Something [`Membership::new`] cannot start with.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum NewError {
+    /// A configuration value out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Metadata too large.
+    #[error(transparent)]
+    Meta(#[from] MetaTooLarge),
+}
+
+#[derive(Debug)]
+enum TimerKind {
+    Swim(Timer<NodeIdentity>),
+    JoinRetry,
+    MemberSyncRetry(u64),
+    MemberSyncFollowUp(SocketAddr),
+    MetaSync,
+    Housekeeping,
+}
+
+#[derive(Debug, Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    pending: BTreeMap<u64, TimerKind>,
+    next: u64,
+}
+
+impl Timers {
+    fn schedule(&mut self, at: Instant, kind: TimerKind) {
+        self.next += 1;
+        self.heap.push(Reverse((at, self.next)));
+        self.pending.insert(self.next, kind);
+    }
+
+    fn peek(&mut self) -> Option<(Instant, TimerToken)> {
+        while let Some(Reverse((at, token))) = self.heap.peek().copied() {
+            if self.pending.contains_key(&token) {
+                return Some((at, TimerToken(token)));
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    fn take(&mut self, token: TimerToken) -> Option<TimerKind> {
+        self.pending.remove(&token.0)
+    }
+}
+
+#[derive(Debug)]
+struct PiggyEntry {
+    key: (u8, NodeId),
+    data: Vec<u8>,
+    remaining: u8,
+}
+
+/// Records that spread by riding on SWIM datagrams, each a bounded number of
+/// times; the least-sent go first.
+#[derive(Debug, Default)]
+struct Piggyback {
+    entries: Vec<PiggyEntry>,
+}
+
+impl Piggyback {
+    fn add(&mut self, item: &Item, transmissions: u8) {
+        let key = item.key();
+        self.entries.retain(|e| e.key != key);
+        self.entries.push(PiggyEntry {
+            key,
+            data: wire::encode(item),
+            remaining: transmissions,
+        });
+    }
+
+    fn fill(&mut self, mut budget: usize) -> Vec<Vec<u8>> {
+        if self.entries.is_empty() {
+            return Vec::new();
+        }
+        // Most remaining transmissions (the freshest) first; stable, so
+        // equal entries keep their insertion order.
+        self.entries.sort_by_key(|e| Reverse(e.remaining));
+        let mut out = Vec::new();
+        for e in &mut self.entries {
+            let cost = e.data.len() + 3;
+            if cost <= budget {
+                budget -= cost;
+                out.push(e.data.clone());
+                e.remaining -= 1;
+            }
+        }
+        self.entries.retain(|e| e.remaining > 0);
+        out
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MetaRecord {
+    bump: u32,
+    version: u32,
+    meta: Arc<MemberMeta>,
+}
+
+#[derive(Debug)]
+struct Record {
+    identity: NodeIdentity,
+    first_seen: Instant,
+    state_since: Instant,
+}
+
+#[derive(Debug)]
+struct Want {
+    since: Instant,
+    asked: u32,
+    last_asked: Option<Instant>,
+    /// A node likely to have the record (the one whose member list we
+    /// copied), asked first.
+    hint: Option<SocketAddr>,
+}
+
+/// Copying a peer's member list, page by page, after joining.
+#[derive(Debug)]
+struct MemberSync {
+    /// 1 for the copy right after joining, 2 for the follow-up.
+    round: u8,
+    peer: SocketAddr,
+    after: Option<NodeId>,
+    attempts: u32,
+    /// Generation, so that a late retry timer of an older page is ignored.
+    page: u64,
+}
+
+/// A sorted copy of the member list, kept briefly to serve pages.
+#[derive(Debug)]
+struct MemberSnapshot {
+    built: Instant,
+    members: Vec<foca::Member<NodeIdentity>>,
+}
+
+#[derive(Debug, Default)]
+struct JoinState {
+    peers: Vec<SocketAddr>,
+    /// The join peer that answered our hello.
+    acked_by: Option<SocketAddr>,
+    active: bool,
+    /// Reconnecting after isolation: any live member ends it. Otherwise a
+    /// join peer must be alive (see `joined_a_peer`).
+    reconnect: bool,
+    attempt: u32,
+    delay: Duration,
+}
+
+/// Members ids asked for in one metadata request.
+const META_REQUEST_MAX_IDS: usize = 64;
+/// Member ids asked for per metadata sync round, all requests together.
+const META_SYNC_MAX_IDS: usize = 256;
+/// Requests of one member-list page before giving up.
+const MEMBER_SYNC_ATTEMPTS: u32 = 5;
+/// How long a sorted member list is reused to serve pages.
+const MEMBER_SNAPSHOT_TTL: Duration = Duration::from_secs(2);
+/// Times a node asks about a member that went down without a leave record.
+const LEAVE_QUERIES: u32 = 6;
+/// How often the housekeeping timer runs.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
+
+/// SWIM membership of one node, as a state machine.
+///
+/// Inputs: [`handle_datagram`](Self::handle_datagram),
+/// [`handle_timer`](Self::handle_timer), [`join`](Self::join),
+/// [`leave`](Self::leave), [`set_meta`](Self::set_meta). After **every**
+/// input the caller drains [`poll_transmit`](Self::poll_transmit) (send each
+/// datagram), [`poll_event`](Self::poll_event), and asks
+/// [`poll_timeout`](Self::poll_timeout) for the next wake-up; then it calls
+/// [`handle_timer`](Self::handle_timer) with that token once its clock
+/// reaches the instant. Tokens of cancelled timers are ignored.
+pub struct Membership {
+    config: Config,
+    identity: NodeIdentity,
+    meta: Arc<MemberMeta>,
+    meta_version: u32,
+    app_digest: u64,
+    digest_reported: BTreeMap<NodeId, Instant>,
+    swim: SwimNode,
+    runtime: AccumulatingRuntime<NodeIdentity>,
+    rng: ChaCha8Rng,
+    security: PacketSecurity,
+    seq: u64,
+    replay: BTreeMap<NodeId, ReplayWindow>,
+    records: BTreeMap<NodeId, Record>,
+    metas: BTreeMap<NodeId, MetaRecord>,
+    leaves: BTreeMap<NodeId, u32>,
+    piggyback: Piggyback,
+    timers: Timers,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    join: JoinState,
+    probes: BTreeMap<(NodeId, u8), Instant>,
+    wanted: BTreeMap<NodeId, Want>,
+    /// Members seen going down with no leave record: asked about a few
+    /// times, in case their leave notice missed this node.
+    unexplained: BTreeMap<NodeId, Want>,
+    member_sync: Option<MemberSync>,
+    member_snapshot: Option<MemberSnapshot>,
+    /// Sender of the datagram being handled.
+    current_from: Option<SocketAddr>,
+    stats: Stats,
+    sized_for: usize,
+    started: Instant,
+    left: bool,
+}
+
+impl core::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Membership")
+            .field("identity", &self.identity)
+            .field("members", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// A node that knows no one yet. `seed` drives every random choice
+    /// (probe order, gossip targets, nonce salts): same seed, same inputs,
+    /// same outputs.
+    pub fn new(
+        now: Instant,
+        identity: NodeIdentity,
+        meta: MemberMeta,
+        config: Config,
+        security: PacketSecurity,
+        seed: u64,
+    ) -> Result<Membership, NewError> {
+        config.validate()?;
+        check_meta_size(&meta)?;
+        let mut root = ChaCha8Rng::seed_from_u64(seed);
+        let swim_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let swim = Foca::new(identity.clone(), config.foca(1), swim_rng, PostcardCodec);
+        let mut m = Membership {
+            config,
+            identity,
+            meta: Arc::new(meta),
+            meta_version: 1,
+            app_digest: 0,
+            digest_reported: BTreeMap::new(),
+            swim,
+            runtime: AccumulatingRuntime::new(),
+            rng: root,
+            security,
+            seq: 0,
+            replay: BTreeMap::new(),
+            records: BTreeMap::new(),
+            metas: BTreeMap::new(),
+            leaves: BTreeMap::new(),
+            piggyback: Piggyback::default(),
+            timers: Timers::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            join: JoinState::default(),
+            probes: BTreeMap::new(),
+            wanted: BTreeMap::new(),
+            unexplained: BTreeMap::new(),
+            member_sync: None,
+            member_snapshot: None,
+            current_from: None,
+            stats: Stats::default(),
+            sized_for: 1,
+            started: now,
+            left: false,
+        };
+        m.publish_own_meta();
+        m.timers
+            .schedule(now + m.config.meta_sync_period, TimerKind::MetaSync);
+        m.timers
+            .schedule(now + HOUSEKEEPING_PERIOD, TimerKind::Housekeeping);
+        Ok(m)
+    }
+
+    /// This node's current identity (its `bump` changes on a rejoin).
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// This node's metadata.
+    pub fn meta(&self) -> &Arc<MemberMeta> {
+        &self.meta
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether at least one other member is known alive.
+    pub fn is_connected(&self) -> bool {
+        self.swim.num_members() > 0
+    }
+
+    /// Other members known alive or suspect.
+    pub fn num_active(&self) -> usize {
+        self.swim.num_members()
+    }
+
+    /// Joins the cluster of any of `peers` (gossip addresses). Retries with
+    /// backoff until one answers; reports each retry as
+    /// [`Event::JoinRetry`]. With no peers this node founds a cluster and
+    /// waits for others to join it.
+    pub fn join(&mut self, now: Instant, peers: &[SocketAddr]) {
+        self.start_join(now, peers, false);
+    }
+
+    fn start_join(&mut self, now: Instant, peers: &[SocketAddr], reconnect: bool) {
+        let mut list: Vec<SocketAddr> = peers
+            .iter()
+            .copied()
+            .filter(|p| *p != self.identity.addr)
+            .collect();
+        list.sort();
+        list.dedup();
+        if list.is_empty() || self.left {
+            return;
+        }
+        self.join = JoinState {
+            peers: list,
+            acked_by: None,
+            active: true,
+            reconnect,
+            attempt: 0,
+            delay: self.config.join_backoff_initial,
+        };
+        self.send_hellos();
+        self.timers
+            .schedule(now + self.join.delay, TimerKind::JoinRetry);
+    }
+
+    /// Leaves the cluster: tells several members that this node is going
+    /// away, so that everyone records it as `left` rather than `failed`.
+    /// The node should stop after draining the transmits.
+    pub fn leave(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        self.join.active = false;
+        // Enough transmissions for every farewell datagram below to carry it.
+        let tx = self
+            .transmissions()
+            .saturating_add(u8::try_from(3 * self.config.indirect_probes).unwrap_or(u8::MAX));
+        self.piggyback.add(
+            &Item::Leave {
+                id: self.identity.id,
+                bump: self.identity.bump,
+            },
+            tx,
+        );
+        // `leave_cluster` queues our own down update and gossips it to a few
+        // members; two more rounds reach more of them directly.
+        let _ = self.swim.leave_cluster(&mut self.runtime);
+        let _ = self.swim.gossip(&mut self.runtime);
+        let _ = self.swim.gossip(&mut self.runtime);
+        self.drain_swim(now);
+    }
+
+    /// Replaces this node's metadata; the change spreads by gossip.
+    pub fn set_meta(&mut self, _now: Instant, meta: MemberMeta) -> Result<(), MetaTooLarge> {
+        check_meta_size(&meta)?;
+        if *self.meta == meta {
+            return Ok(());
+        }
+        self.meta = Arc::new(meta);
+        self.meta_version += 1;
+        self.publish_own_meta();
+        Ok(())
+    }
+
+    /// Sets the 8-byte summary of this node's replicated state that every
+    /// datagram carries (0: none). Members whose digest differs are
+    /// reported as [`Event::DigestDiffers`].
+    pub fn set_app_digest(&mut self, digest: u64) {
+        self.app_digest = digest;
+    }
+
+    /// Handles one datagram received on the gossip socket from `from`.
+    /// Anything that is not a valid, fresh, authentic datagram of this
+    /// cluster is dropped and counted in [`Stats::dropped`]; this never
+    /// panics on input.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += datagram.len() as u64;
+        if datagram.len() > self.config.max_datagram_bytes.saturating_mul(2) {
+            return self.count_drop(DropReason::Oversize);
+        }
+        let (header, plaintext) = match seal::open(&self.security, datagram) {
+            Ok(opened) => opened,
+            Err(reason) => return self.count_drop(reason),
+        };
+        if header.sender == self.identity.id {
+            return self.count_drop(DropReason::FromSelf);
+        }
+        if self.config.replay_protection
+            && !self
+                .replay
+                .entry(header.sender)
+                .or_default()
+                .accept(header.bump, header.seq)
+        {
+            return self.count_drop(DropReason::Replay);
+        }
+        let envelope: Envelope<'_> = match postcard::from_bytes(&plaintext) {
+            Ok(e) => e,
+            Err(_) => return self.count_drop(DropReason::Decode),
+        };
+        if self.left {
+            return;
+        }
+        for raw in &envelope.items {
+            match postcard::from_bytes::<Item>(raw) {
+                Ok(item) => self.apply_item(now, item, true),
+                Err(_) => self.count_drop(DropReason::Decode),
+            }
+        }
+        match envelope.body {
+            Body::Swim(bytes) => {
+                if self.swim.handle_data(bytes, &mut self.runtime).is_err() {
+                    self.count_drop(DropReason::Swim);
+                }
+            }
+            Body::Hello { identity } => {
+                let _ = identity;
+                let ack = Body::HelloAck {
+                    identity: self.identity.clone(),
+                };
+                self.send(from, ack, false);
+            }
+            Body::HelloAck { identity } => {
+                if self.join.active && identity.id != self.identity.id {
+                    self.join.acked_by = Some(from);
+                    let _ = self.swim.announce(identity, &mut self.runtime);
+                }
+            }
+            Body::MetaRequest { ids } => self.answer_meta_request(from, &ids),
+            Body::LeaveQuery { ids } => {
+                let leaves: Vec<(NodeId, u32)> = ids
+                    .iter()
+                    .take(META_REQUEST_MAX_IDS)
+                    .filter_map(|id| self.leaves.get(id).map(|b| (*id, *b)))
+                    .collect();
+                if !leaves.is_empty() {
+                    self.send(from, Body::LeaveAnswer { leaves }, false);
+                }
+            }
+            Body::LeaveAnswer { leaves } => {
+                for (id, bump) in leaves {
+                    self.apply_item(now, Item::Leave { id, bump }, false);
+                }
+            }
+            Body::MembersRequest { after } => self.answer_members_request(now, from, after),
+            Body::MembersPage { members, done } => self.on_members_page(now, from, members, done),
+            Body::MetaResponse { updates } => {
+                for update in updates {
+                    self.apply_item(now, Item::Meta(Box::new(update)), false);
+                }
+            }
+        }
+        self.check_sender_meta(now, &header, envelope.meta_version, from);
+        self.check_sender_digest(now, header.sender, envelope.app_digest);
+        self.current_from = Some(from);
+        self.drain_swim(now);
+        self.current_from = None;
+    }
+
+    /// Fires the timer `token` (from [`poll_timeout`](Self::poll_timeout)).
+    /// A token that was already fired or cancelled is ignored.
+    pub fn handle_timer(&mut self, now: Instant, token: TimerToken) {
+        let Some(kind) = self.timers.take(token) else {
+            return;
+        };
+        match kind {
+            TimerKind::Swim(timer) => {
+                let removed = match &timer {
+                    Timer::RemoveDown(id) => Some(id.id),
+                    _ => None,
+                };
+                let _ = self.swim.handle_timer(timer, &mut self.runtime);
+                if let Some(id) = removed {
+                    self.forget_if_gone(id);
+                }
+            }
+            TimerKind::JoinRetry => self.join_retry(now),
+            TimerKind::MemberSyncRetry(page) => self.member_sync_retry(now, page),
+            TimerKind::MemberSyncFollowUp(previous) => {
+                let others: Vec<SocketAddr> = self
+                    .swim
+                    .iter_members()
+                    .map(|m| m.id().addr)
+                    .filter(|a| *a != previous)
+                    .collect();
+                if self.member_sync.is_none() && !others.is_empty() {
+                    let peer = others[self.rng.random_range(0..others.len())];
+                    self.start_member_sync_round(now, peer, 2);
+                }
+            }
+            TimerKind::MetaSync => {
+                self.meta_sync(now);
+                self.timers
+                    .schedule(now + self.config.meta_sync_period, TimerKind::MetaSync);
+            }
+            TimerKind::Housekeeping => {
+                self.housekeeping(now);
+                self.timers
+                    .schedule(now + HOUSEKEEPING_PERIOD, TimerKind::Housekeeping);
+            }
+        }
+        self.drain_swim(now);
+    }
+
+    /// The next datagram to send, if any. Drain after every input.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, if any. Drain after every input.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timer`](Self::handle_timer) next, and with
+    /// which token. Ask again after every input: an earlier timer may have
+    /// been added.
+    #[must_use]
+    pub fn poll_timeout(&mut self) -> Option<(Instant, TimerToken)> {
+        self.timers.peek()
+    }
+
+    /// Every member this node knows, itself included, ordered by id.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let mut out: Vec<MemberInfo> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| self.info_of(m))
+            .collect();
+        out.push(self.local_info());
+        out.sort_by_key(|m| m.identity.id);
+        out
+    }
+
+    /// One member (or this node) by id.
+    pub fn member(&self, id: NodeId) -> Option<MemberInfo> {
+        if id == self.identity.id {
+            return Some(self.local_info());
+        }
+        self.swim
+            .iter_membership_state()
+            .find(|m| m.id().id == id)
+            .map(|m| self.info_of(m))
+    }
+
+    /// This node as a member.
+    pub fn local_info(&self) -> MemberInfo {
+        MemberInfo {
+            identity: self.identity.clone(),
+            state: if self.left {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            },
+            incarnation: 0,
+            meta: Some(self.meta.clone()),
+            meta_version: Some((self.identity.bump, self.meta_version)),
+            first_seen: self.started,
+            state_since: self.started,
+            local: true,
+        }
+    }
+
+    fn info_of(&self, m: &foca::Member<NodeIdentity>) -> MemberInfo {
+        let id = m.id();
+        let record = self.records.get(&id.id);
+        let meta = self.metas.get(&id.id);
+        MemberInfo {
+            identity: id.clone(),
+            state: self.state_of(m),
+            incarnation: m.incarnation(),
+            meta: meta.map(|r| r.meta.clone()),
+            meta_version: meta.map(|r| (r.bump, r.version)),
+            first_seen: record.map(|r| r.first_seen).unwrap_or(self.started),
+            state_since: record.map(|r| r.state_since).unwrap_or(self.started),
+            local: false,
+        }
+    }
+
+    fn state_of(&self, m: &foca::Member<NodeIdentity>) -> MemberState {
+        match m.state() {
+            State::Alive => MemberState::Alive,
+            State::Suspect => MemberState::Suspect,
+            State::Down => {
+                if self.has_left(m.id()) {
+                    MemberState::Left
+                } else {
+                    MemberState::Failed
+                }
+            }
+        }
+    }
+
+    fn has_left(&self, identity: &NodeIdentity) -> bool {
+        self.leaves
+            .get(&identity.id)
+            .is_some_and(|bump| *bump >= identity.bump)
+    }
+
+    fn transmissions(&self) -> u8 {
+        self.config.max_transmissions(self.swim.num_members() + 1)
+    }
+
+    fn publish_own_meta(&mut self) {
+        let update = MetaUpdate {
+            id: self.identity.id,
+            bump: self.identity.bump,
+            version: self.meta_version,
+            meta: (*self.meta).clone(),
+        };
+        let tx = self.transmissions();
+        self.piggyback.add(&Item::Meta(Box::new(update)), tx);
+    }
+
+    fn count_drop(&mut self, reason: DropReason) {
+        self.stats.dropped[reason.index()] += 1;
+    }
+
+    fn send(&mut self, to: SocketAddr, body: Body<'_>, with_items: bool) {
+        let mut envelope = Envelope {
+            meta_version: self.meta_version,
+            app_digest: self.app_digest,
+            items: Vec::new(),
+            body,
+        };
+        let mut plaintext = wire::encode(&envelope);
+        let items = if with_items {
+            // Each item costs its bytes plus a length prefix; the item count
+            // prefix may grow by a few bytes.
+            let budget = self
+                .config
+                .max_datagram_bytes
+                .saturating_sub(SEAL_OVERHEAD + plaintext.len() + 4);
+            self.piggyback.fill(budget)
+        } else {
+            Vec::new()
+        };
+        if !items.is_empty() {
+            envelope.items = items.iter().map(Vec::as_slice).collect();
+            plaintext = wire::encode(&envelope);
+        }
+        self.seq += 1;
+        let header = SealHeader {
+            sender: self.identity.id,
+            bump: self.identity.bump,
+            seq: self.seq,
+            salt: self.rng.next_u32(),
+        };
+        let payload = seal::seal(&self.security, &header, &plaintext);
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += payload.len() as u64;
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
+    fn send_hellos(&mut self) {
+        let hello = Body::Hello {
+            identity: self.identity.clone(),
+        };
+        for peer in self.join.peers.clone() {
+            self.send(peer, hello.clone(), false);
+        }
+    }
+
+    fn join_retry(&mut self, now: Instant) {
+        if !self.join.active || self.left {
+            return;
+        }
+        if self.joined_a_peer() || (self.join.reconnect && self.is_connected()) {
+            self.join.active = false;
+            return;
+        }
+        self.join.attempt += 1;
+        self.join.delay = (self.join.delay * 2).min(self.config.join_backoff_max);
+        self.events.push_back(Event::JoinRetry {
+            attempt: self.join.attempt,
+            peers: self.join.peers.len(),
+            next_in: self.join.delay,
+        });
+        self.send_hellos();
+        self.timers
+            .schedule(now + self.join.delay, TimerKind::JoinRetry);
+    }
+
+    /// Whether one of the join peers is a live member: from then on SWIM
+    /// keeps this node in that peer's cluster.
+    fn joined_a_peer(&self) -> bool {
+        self.swim
+            .iter_members()
+            .any(|m| self.join.peers.contains(&m.id().addr))
+    }
+
+    fn apply_item(&mut self, now: Instant, item: Item, spread: bool) {
+        match item {
+            Item::Meta(update) => {
+                if update.id == self.identity.id {
+                    return;
+                }
+                let newer = self
+                    .metas
+                    .get(&update.id)
+                    .is_none_or(|r| (r.bump, r.version) < update.key());
+                if !newer {
+                    return;
+                }
+                if update.meta.encoded_len() > MAX_META_BYTES {
+                    return self.count_drop(DropReason::Decode);
+                }
+                let id = update.id;
+                // Only a *change* spreads by gossip: it must reach every node
+                // that holds the old record. A record this node never had
+                // is a newcomer's; every node pulls those (from whoever told
+                // it about the newcomer), which costs each record once per
+                // node instead of once per transmission.
+                let replaces = self.metas.contains_key(&id);
+                if spread && replaces {
+                    let tx = self.transmissions();
+                    self.piggyback.add(&Item::Meta(update.clone()), tx);
+                }
+                self.metas.insert(
+                    id,
+                    MetaRecord {
+                        bump: update.bump,
+                        version: update.version,
+                        meta: Arc::new(update.meta),
+                    },
+                );
+                if self.wanted.contains_key(&id) && !self.meta_is_stale(id) {
+                    self.wanted.remove(&id);
+                }
+                self.events.push_back(Event::MetaChanged { id });
+            }
+            Item::Leave { id, bump } => {
+                if id == self.identity.id {
+                    return;
+                }
+                if self.leaves.get(&id).is_some_and(|b| *b >= bump) {
+                    return;
+                }
+                self.leaves.insert(id, bump);
+                self.unexplained.remove(&id);
+                if spread {
+                    let tx = self.transmissions();
+                    self.piggyback.add(&Item::Leave { id, bump }, tx);
+                }
+                // A member already recorded as failed turns out to have left.
+                let down = self
+                    .swim
+                    .iter_membership_state()
+                    .find(|m| m.id().id == id && m.state() == State::Down)
+                    .map(|m| m.id().clone());
+                if let Some(identity) = down
+                    && identity.bump <= bump
+                {
+                    if let Some(r) = self.records.get_mut(&id) {
+                        r.state_since = now;
+                    }
+                    self.events.push_back(Event::MemberDown {
+                        identity,
+                        reason: DownReason::Left,
+                    });
+                }
+            }
+        }
+    }
+
+    fn meta_is_stale(&self, id: NodeId) -> bool {
+        let Some(record) = self.records.get(&id) else {
+            return !self.metas.contains_key(&id);
+        };
+        self.metas
+            .get(&id)
+            .is_none_or(|m| m.bump < record.identity.bump)
+    }
+
+    fn want_meta(&mut self, now: Instant, id: NodeId) {
+        self.wanted.entry(id).or_insert(Want {
+            since: now,
+            asked: 0,
+            last_asked: None,
+            hint: None,
+        });
+    }
+
+    /// Every datagram says which version of its sender's metadata is
+    /// current; an older or missing copy is pulled from the sender itself.
+    fn check_sender_meta(
+        &mut self,
+        now: Instant,
+        header: &SealHeader,
+        version: u32,
+        from: SocketAddr,
+    ) {
+        if version == 0 {
+            return;
+        }
+        let stale = self
+            .metas
+            .get(&header.sender)
+            .is_none_or(|r| (r.bump, r.version) < (header.bump, version));
+        if !stale {
+            return;
+        }
+        let recent = self
+            .wanted
+            .get(&header.sender)
+            .and_then(|w| w.last_asked)
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.meta_sync_period);
+        if recent {
+            return;
+        }
+        let want = self.wanted.entry(header.sender).or_insert(Want {
+            since: now,
+            asked: 0,
+            last_asked: None,
+            hint: None,
+        });
+        want.asked += 1;
+        want.last_asked = Some(now);
+        let request = Body::MetaRequest {
+            ids: vec![header.sender],
+        };
+        self.send(from, request, false);
+    }
+
+    fn check_sender_digest(&mut self, now: Instant, sender: NodeId, digest: u64) {
+        if digest == self.app_digest || digest == 0 || self.app_digest == 0 {
+            return;
+        }
+        let retry = self.config.digest_retry;
+        let recent = self
+            .digest_reported
+            .get(&sender)
+            .is_some_and(|t| now.saturating_duration_since(*t) < retry);
+        if recent {
+            return;
+        }
+        self.digest_reported.insert(sender, now);
+        self.events
+            .push_back(Event::DigestDiffers { id: sender, digest });
+    }
+
+    fn answer_meta_request(&mut self, to: SocketAddr, ids: &[NodeId]) {
+        let mut updates: Vec<MetaUpdate> = Vec::new();
+        for id in ids.iter().take(META_REQUEST_MAX_IDS) {
+            if *id == self.identity.id {
+                updates.push(MetaUpdate {
+                    id: *id,
+                    bump: self.identity.bump,
+                    version: self.meta_version,
+                    meta: (*self.meta).clone(),
+                });
+            } else if let Some(r) = self.metas.get(id) {
+                updates.push(MetaUpdate {
+                    id: *id,
+                    bump: r.bump,
+                    version: r.version,
+                    meta: (*r.meta).clone(),
+                });
+            }
+        }
+        // As many records per datagram as fit.
+        let room = self
+            .config
+            .max_datagram_bytes
+            .saturating_sub(SEAL_OVERHEAD + ENVELOPE_OVERHEAD);
+        let mut batch: Vec<MetaUpdate> = Vec::new();
+        let mut size = 0;
+        for update in updates {
+            let len = wire::encode(&update).len();
+            if !batch.is_empty() && size + len > room {
+                let body = Body::MetaResponse {
+                    updates: core::mem::take(&mut batch),
+                };
+                self.send(to, body, false);
+                size = 0;
+            }
+            size += len;
+            batch.push(update);
+        }
+        if !batch.is_empty() {
+            self.send(to, Body::MetaResponse { updates: batch }, false);
+        }
+    }
+
+    /// Asks for metadata that gossip did not bring within `meta_grace`:
+    /// first from the member itself, then from random live members.
+    fn meta_sync(&mut self, now: Instant) {
+        let grace = self.config.meta_grace;
+        let retry_after = self.config.meta_sync_period * 2;
+        let mut due: Vec<NodeId> = Vec::new();
+        let mut gone: Vec<NodeId> = Vec::new();
+        for (id, want) in &self.wanted {
+            if !self.records.contains_key(id)
+                && now.saturating_duration_since(want.since) > Duration::from_secs(60)
+            {
+                gone.push(*id);
+                continue;
+            }
+            if now.saturating_duration_since(want.since) < grace {
+                continue;
+            }
+            if want
+                .last_asked
+                .is_some_and(|t| now.saturating_duration_since(t) < retry_after)
+            {
+                continue;
+            }
+            due.push(*id);
+            if due.len() >= META_SYNC_MAX_IDS {
+                break;
+            }
+        }
+        for id in gone {
+            self.wanted.remove(&id);
+        }
+        let mut by_dest: BTreeMap<SocketAddr, Vec<NodeId>> = BTreeMap::new();
+        let alive: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr).collect();
+        for id in due {
+            if !self.meta_is_stale(id) {
+                self.wanted.remove(&id);
+                continue;
+            }
+            let Some(want) = self.wanted.get_mut(&id) else {
+                continue;
+            };
+            want.asked += 1;
+            want.last_asked = Some(now);
+            let own = self.records.get(&id).map(|r| r.identity.addr);
+            // First the node we copied the member list from, then the
+            // member itself, then random live members.
+            let fixed: Vec<SocketAddr> = want.hint.into_iter().chain(own).collect();
+            let attempt = usize::try_from(want.asked - 1).unwrap_or(usize::MAX);
+            let dest = match fixed.get(attempt) {
+                Some(addr) => Some(*addr),
+                None if !alive.is_empty() => Some(alive[self.rng.random_range(0..alive.len())]),
+                None => own,
+            };
+            if let Some(dest) = dest {
+                by_dest.entry(dest).or_default().push(id);
+            }
+        }
+        for (dest, ids) in by_dest {
+            for chunk in ids.chunks(META_REQUEST_MAX_IDS) {
+                let body = Body::MetaRequest {
+                    ids: chunk.to_vec(),
+                };
+                self.send(dest, body, false);
+            }
+        }
+        self.ask_about_unexplained_downs(now, &alive);
+    }
+
+    fn start_member_sync(&mut self, now: Instant, peer: SocketAddr) {
+        self.start_member_sync_round(now, peer, 1);
+    }
+
+    fn start_member_sync_round(&mut self, now: Instant, peer: SocketAddr, round: u8) {
+        let page = self.member_sync.as_ref().map_or(0, |s| s.page) + 1;
+        self.member_sync = Some(MemberSync {
+            round,
+            peer,
+            after: None,
+            attempts: 0,
+            page,
+        });
+        self.request_member_page(now);
+    }
+
+    fn request_member_page(&mut self, now: Instant) {
+        let Some(sync) = self.member_sync.as_mut() else {
+            return;
+        };
+        sync.attempts += 1;
+        sync.page += 1;
+        let (peer, after, page) = (sync.peer, sync.after, sync.page);
+        self.send(peer, Body::MembersRequest { after }, false);
+        let wait = self.config.probe_rtt * 2;
+        self.timers
+            .schedule(now + wait, TimerKind::MemberSyncRetry(page));
+    }
+
+    fn member_sync_retry(&mut self, now: Instant, page: u64) {
+        let Some(sync) = &self.member_sync else {
+            return;
+        };
+        if sync.page != page {
+            return;
+        }
+        if sync.attempts >= MEMBER_SYNC_ATTEMPTS {
+            // Give up; SWIM's periodic feeds keep repairing the list.
+            self.member_sync = None;
+            return;
+        }
+        self.request_member_page(now);
+    }
+
+    fn answer_members_request(&mut self, now: Instant, to: SocketAddr, after: Option<NodeId>) {
+        // A new copy gets a fresh list; its following pages reuse it (they
+        // are found by id, so a change in between costs nothing but
+        // freshness).
+        let fresh = after.is_some()
+            && self
+                .member_snapshot
+                .as_ref()
+                .is_some_and(|s| now.saturating_duration_since(s.built) < MEMBER_SNAPSHOT_TTL);
+        if !fresh {
+            let mut members: Vec<foca::Member<NodeIdentity>> =
+                self.swim.iter_membership_state().cloned().collect();
+            members.push(foca::Member::alive(self.identity.clone()));
+            members.sort_by_key(|m| m.id().id);
+            self.member_snapshot = Some(MemberSnapshot {
+                built: now,
+                members,
+            });
+        }
+        let Some(snapshot) = &self.member_snapshot else {
+            return;
+        };
+        let start = match after {
+            None => 0,
+            Some(id) => snapshot.members.partition_point(|m| m.id().id <= id),
+        };
+        let room = self
+            .config
+            .max_datagram_bytes
+            .saturating_sub(SEAL_OVERHEAD + ENVELOPE_OVERHEAD);
+        let mut page = Vec::new();
+        let mut size = 0;
+        for m in &snapshot.members[start..] {
+            let len = wire::encode(m).len();
+            if size + len > room {
+                break;
+            }
+            size += len;
+            page.push(m.clone());
+        }
+        let done = start + page.len() >= snapshot.members.len();
+        self.send(
+            to,
+            Body::MembersPage {
+                members: page,
+                done,
+            },
+            false,
+        );
+    }
+
+    fn on_members_page(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        members: Vec<foca::Member<NodeIdentity>>,
+        done: bool,
+    ) {
+        let Some(sync) = &self.member_sync else {
+            return;
+        };
+        if sync.peer != from {
+            return;
+        }
+        let last = members.last().map(|m| m.id().id);
+        let others: Vec<foca::Member<NodeIdentity>> = members
+            .into_iter()
+            .filter(|m| m.id().id != self.identity.id)
+            .collect();
+        let ids: Vec<NodeId> = others.iter().map(|m| m.id().id).collect();
+        // Knowledge copied from a peer is not news to the cluster: no
+        // re-broadcast.
+        let _ = self
+            .swim
+            .apply_many(others.into_iter(), false, &mut self.runtime);
+        for id in ids {
+            if self.meta_is_stale(id) {
+                let want = self.wanted.entry(id).or_insert(Want {
+                    since: now,
+                    asked: 0,
+                    last_asked: None,
+                    hint: None,
+                });
+                want.hint = Some(from);
+            }
+        }
+        if done || last.is_none() {
+            let finished = self.member_sync.take();
+            // Members that joined just before our copy may not have reached
+            // the peer yet, and their join news is over by now: copy again,
+            // from someone else, once that news has settled.
+            if let Some(MemberSync { round: 1, peer, .. }) = finished {
+                let delay = (self.config.gossip_period * 20).max(self.config.probe_period * 2);
+                self.timers
+                    .schedule(now + delay, TimerKind::MemberSyncFollowUp(peer));
+            }
+            return;
+        }
+        if let Some(sync) = self.member_sync.as_mut() {
+            sync.after = last;
+            sync.attempts = 0;
+        }
+        self.request_member_page(now);
+    }
+
+    /// A leave notice spreads by a one-shot epidemic that can miss a node;
+    /// that node then sees the member fail. Ask a random live member, a few
+    /// times, whether it knows of a leave.
+    fn ask_about_unexplained_downs(&mut self, now: Instant, alive: &[SocketAddr]) {
+        let retry_after = self.config.meta_sync_period;
+        self.unexplained.retain(|_, w| w.asked < LEAVE_QUERIES);
+        if alive.is_empty() || self.unexplained.is_empty() {
+            return;
+        }
+        let mut ids = Vec::new();
+        for (id, want) in &mut self.unexplained {
+            if want
+                .last_asked
+                .is_some_and(|t| now.saturating_duration_since(t) < retry_after)
+            {
+                continue;
+            }
+            want.asked += 1;
+            want.last_asked = Some(now);
+            ids.push(*id);
+            if ids.len() >= META_REQUEST_MAX_IDS {
+                break;
+            }
+        }
+        if !ids.is_empty() {
+            let dest = alive[self.rng.random_range(0..alive.len())];
+            self.send(dest, Body::LeaveQuery { ids }, false);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let stale_probe = self.config.probe_period * 10;
+        self.probes
+            .retain(|_, sent| now.saturating_duration_since(*sent) < stale_probe);
+        let known: std::collections::BTreeSet<NodeId> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| m.id().id)
+            .collect();
+        self.replay.retain(|id, _| known.contains(id));
+        self.digest_reported.retain(|id, _| known.contains(id));
+        self.leaves.retain(|id, _| known.contains(id));
+    }
+
+    fn forget_if_gone(&mut self, id: NodeId) {
+        if self.swim.iter_membership_state().any(|m| m.id().id == id) {
+            return;
+        }
+        self.records.remove(&id);
+        self.metas.remove(&id);
+        self.leaves.remove(&id);
+        self.replay.remove(&id);
+        self.wanted.remove(&id);
+        self.unexplained.remove(&id);
+    }
+
+    /// Retunes foca when the cluster size moved by a factor of two: the
+    /// suspicion timeout and the number of re-transmissions grow with
+    /// log(N). Done at once, so that the news of a join storm is sent often
+    /// enough to reach everyone.
+    fn resize(&mut self) {
+        let n = self.swim.num_members() + 1;
+        let class = n.next_power_of_two();
+        if class != self.sized_for && self.swim.set_config(self.config.foca(n)).is_ok() {
+            self.sized_for = class;
+        }
+    }
+
+    /// Turns what foca produced into datagrams, timers and events.
+    fn drain_swim(&mut self, now: Instant) {
+        while let Some(notification) = self.runtime.to_notify() {
+            self.on_notification(now, notification);
+        }
+        self.resize();
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timers.schedule(now + after, TimerKind::Swim(timer));
+        }
+        while let Some((to, data)) = self.runtime.to_send() {
+            self.send(to.addr, Body::Swim(&data), true);
+        }
+    }
+
+    fn on_notification(&mut self, now: Instant, n: OwnedNotification<NodeIdentity>) {
+        match n {
+            OwnedNotification::MemberUp(identity) => {
+                let id = identity.id;
+                let record = self.records.entry(id).or_insert(Record {
+                    identity: identity.clone(),
+                    first_seen: now,
+                    state_since: now,
+                });
+                record.identity = identity.clone();
+                record.state_since = now;
+                self.unexplained.remove(&id);
+                if self.meta_is_stale(id) {
+                    self.want_meta(now, id);
+                    // Whoever told us about the member likely has its record.
+                    if let (Some(from), Some(want)) = (self.current_from, self.wanted.get_mut(&id))
+                        && want.hint.is_none()
+                        && from != identity.addr
+                    {
+                        want.hint = Some(from);
+                    }
+                }
+                self.events.push_back(Event::MemberUp { identity });
+            }
+            OwnedNotification::MemberDown(identity) => {
+                if let Some(r) = self.records.get_mut(&identity.id) {
+                    r.state_since = now;
+                }
+                let reason = if self.has_left(&identity) {
+                    DownReason::Left
+                } else {
+                    DownReason::Failed
+                };
+                if reason == DownReason::Failed {
+                    let mut want = Want {
+                        since: now,
+                        asked: 0,
+                        last_asked: None,
+                        hint: None,
+                    };
+                    // Whoever told us it is down may know that it left.
+                    if let Some(from) = self.current_from {
+                        want.asked = 1;
+                        want.last_asked = Some(now);
+                        let query = Body::LeaveQuery {
+                            ids: vec![identity.id],
+                        };
+                        self.send(from, query, false);
+                    }
+                    self.unexplained.insert(identity.id, want);
+                }
+                self.events
+                    .push_back(Event::MemberDown { identity, reason });
+            }
+            OwnedNotification::Rename(old, new) => {
+                let id = new.id;
+                let record = self.records.entry(id).or_insert(Record {
+                    identity: new.clone(),
+                    first_seen: now,
+                    state_since: now,
+                });
+                record.identity = new.clone();
+                if self.meta_is_stale(id) {
+                    self.want_meta(now, id);
+                }
+                self.events.push_back(Event::MemberRenewed { old, new });
+            }
+            OwnedNotification::Active => {
+                // Newly connected: copy a member's whole list, since SWIM's
+                // feed only carries what fits in one datagram.
+                let peer = self
+                    .join
+                    .acked_by
+                    .or_else(|| self.swim.iter_members().next().map(|m| m.id().addr));
+                if let Some(peer) = peer {
+                    self.start_member_sync(now, peer);
+                }
+                // Being connected is not enough to stop joining: a node whose
+                // own join was lost may be joined *by* another newcomer, and
+                // the two would form a cluster of their own. Joining ends when
+                // a join peer is known alive (see `joined_a_peer`).
+                self.events.push_back(Event::Connected);
+            }
+            OwnedNotification::Idle => {
+                self.events.push_back(Event::Isolated);
+                if !self.left {
+                    self.rejoin_after_isolation(now);
+                }
+            }
+            // Leaving makes foca defunct on purpose: not news.
+            OwnedNotification::Defunct if self.left => {}
+            OwnedNotification::Defunct => self.events.push_back(Event::Defunct),
+            OwnedNotification::Rejoin(identity) => {
+                self.identity = identity.clone();
+                self.meta_version = 1;
+                self.publish_own_meta();
+                self.events.push_back(Event::IdentityRenewed { identity });
+            }
+            OwnedNotification::DataSent(header) => {
+                if let Message::Ping(n) = header.message {
+                    self.probes.insert((header.dst.id, n), now);
+                }
+            }
+            OwnedNotification::DataReceived(header) => {
+                if let Message::Ack(n) = header.message
+                    && let Some(sent) = self.probes.remove(&(header.src.id, n))
+                {
+                    self.stats
+                        .probe_rtt
+                        .observe(now.saturating_duration_since(sent));
+                }
+            }
+            OwnedNotification::ProbeFailed(_, _) => self.stats.probe_failures += 1,
+        }
+    }
+
+    /// Knowing no live member, knock again on the join peers and on the
+    /// members this node knew.
+    fn rejoin_after_isolation(&mut self, now: Instant) {
+        let mut peers = self.join.peers.clone();
+        // Members that failed may come back; those that left said they
+        // would not.
+        peers.extend(
+            self.swim
+                .iter_membership_state()
+                .filter(|m| !self.has_left(m.id()))
+                .map(|m| m.id().addr)
+                .take(16),
+        );
+        self.start_join(now, &peers, true);
+    }
+
+    /// Number of records waiting in the piggyback queue (for tests).
+    #[doc(hidden)]
+    pub fn piggyback_backlog(&self) -> usize {
+        self.piggyback.len()
+    }
+}
+
+fn check_meta_size(meta: &MemberMeta) -> Result<(), MetaTooLarge> {
+    let size = meta.encoded_len();
+    if size > MAX_META_BYTES {
+        Err(MetaTooLarge {
+            size,
+            max: MAX_META_BYTES,
+        })
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! What is inside a sealed datagram.
+//!
+//! ```text
+//! Envelope { meta_version, app_digest, items: [Item bytes…], body: Body }
+//! ```
+//!
+//! `app_digest` is an 8-byte summary of the sender's replicated state (the
+//! desired state's root digest): a receiver whose own differs knows it
+//! should sync with the sender, without any traffic while all agree.
+//! `meta_version` is the sender's current metadata version (with the `bump`
+//! of the seal header it tells a receiver whether its copy is stale). `items`
+//! are piggybacked records that spread epidemically (metadata updates, leave
+//! notices); each is encoded on its own so that one bad item does not spoil
+//! the rest. `body` is the point-to-point part: a SWIM packet, or one of the
+//! small exchanges that shoal adds around SWIM.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{MetaUpdate, NodeId, NodeIdentity};
+
+/// The plaintext of a datagram.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Envelope<'a> {
+    pub(crate) meta_version: u32,
+    pub(crate) app_digest: u64,
+    #[serde(borrow)]
+    pub(crate) items: Vec<&'a [u8]>,
+    #[serde(borrow)]
+    pub(crate) body: Body<'a>,
+}
+
+/// The point-to-point part of a datagram.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Body<'a> {
+    /// A foca packet.
+    Swim(&'a [u8]),
+    /// "Who are you?" to a join address; the sender's identity included.
+    Hello { identity: NodeIdentity },
+    /// The answer: the receiver's identity, so the joiner can announce to it.
+    HelloAck { identity: NodeIdentity },
+    /// Send me these members' metadata.
+    MetaRequest { ids: Vec<NodeId> },
+    /// Metadata records.
+    MetaResponse { updates: Vec<MetaUpdate> },
+    /// Did these members leave on purpose? (Asked about members that went
+    /// down without a leave record reaching this node.)
+    LeaveQuery { ids: Vec<NodeId> },
+    /// The leave records the answering node knows, as `(id, bump)`.
+    LeaveAnswer { leaves: Vec<(NodeId, u32)> },
+    /// Send me your member list, ordered by id, after `after`.
+    MembersRequest { after: Option<NodeId> },
+    /// A page of the member list; `done` when it is the last.
+    MembersPage {
+        members: Vec<foca::Member<NodeIdentity>>,
+        done: bool,
+    },
+}
+
+/// A piggybacked record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Item {
+    /// A member's metadata.
+    Meta(Box<MetaUpdate>),
+    /// A member left on purpose (so its `down` means `left`, not `failed`).
+    Leave { id: NodeId, bump: u32 },
+}
+
+impl Item {
+    /// Items with equal keys replace each other in the piggyback queue.
+    pub(crate) fn key(&self) -> (u8, NodeId) {
+        match self {
+            Item::Meta(m) => (0, m.id),
+            Item::Leave { id, .. } => (1, *id),
+        }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("in-memory postcard encoding does not fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Capacity, FreeClass, MemberMeta};
+
+    #[test]
+    fn envelope_round_trip_borrows() {
+        let meta = MemberMeta {
+            name: "n1".into(),
+            gossip_addr: "127.0.0.1:1".parse().unwrap(),
+            rpc_addr: "127.0.0.1:2".parse().unwrap(),
+            api_addr: "127.0.0.1:3".parse().unwrap(),
+            dc: "dc1".into(),
+            zone: String::new(),
+            region: String::new(),
+            labels: Default::default(),
+            capacity: Capacity::default(),
+            runtimes: vec![],
+            agent_version: "0".into(),
+            free_class: FreeClass::IDLE,
+            isolation: String::new(),
+            draining: false,
+        };
+        let item = encode(&Item::Meta(Box::new(MetaUpdate {
+            id: NodeId(1),
+            bump: 1,
+            version: 1,
+            meta,
+        })));
+        let swim = vec![1u8, 2, 3, 250];
+        let env = Envelope {
+            meta_version: 3,
+            app_digest: 9,
+            items: vec![&item],
+            body: Body::Swim(&swim),
+        };
+        let bytes = encode(&env);
+        let back: Envelope<'_> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.meta_version, 3);
+        assert_eq!(back.items, vec![item.as_slice()]);
+        match back.body {
+            Body::Swim(b) => assert_eq!(b, swim.as_slice()),
+            other => panic!("{other:?}"),
+        }
+    }
+}

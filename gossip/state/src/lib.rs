@@ -1,0 +1,25 @@
+//! The desired state of a shoal cluster, as a pure state machine.
+//!
+//! What users ask for (jobs) is small and changes rarely, so every node holds
+//! all of it and accepts writes alone, even cut off from the rest. Each job
+//! is one automerge document; concurrent changes merge field by field, and
+//! the same winner is picked on every node for concurrent changes of one
+//! field. A job's `version` is the length of its history, a list every
+//! change appends to, so concurrent changes both count.
+//!
+//! [`Store`] takes writes from the API and messages from peers; it never
+//! touches the network, the disk or the clock. The caller persists what
+//! [`Store::poll_persist`] returns before acknowledging a write, sends what
+//! [`Store::poll_push`] returns to a few random peers, and runs anti-entropy
+//! rounds ([`Store::begin_round`] / [`Store::handle_request`] /
+//! [`Store::handle_response`]) with random peers. See `docs/state.md`.
+
+mod jsondoc;
+mod store;
+mod sync;
+
+pub use store::{
+    BUCKETS, HistoryEntry, JobEvent, JobView, PersistOp, Push, StateConfig, Store, Write,
+    WriteError, WriteOp, Written, rfc3339,
+};
+pub use sync::{DocChanges, DocHeads, MAX_BATCH_BYTES, SyncRequest, SyncResponse};

@@ -1,0 +1,945 @@
+//! The replica of the desired state a node holds: one automerge document per
+//! job, writes, views, tombstones, and what must be persisted or pushed.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, UNIX_EPOCH};
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ChangeHash, ObjType, ROOT, ReadDoc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use shoal_gossip::NodeId;
+use shoal_model::{Change, JobSpec, JobType, diff};
+
+use crate::jsondoc;
+
+/// Buckets the documents are split into for digests.
+pub const BUCKETS: usize = 256;
+
+/// Tuning of the replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateConfig {
+    /// Peers a fresh change is pushed to at once (and forwarded to by each
+    /// node that finds it new). 3 reaches 50 nodes in about 4 hops.
+    pub push_fanout: usize,
+    /// How long a deleted job's document is kept, in milliseconds, so that
+    /// a node returning from a partition cannot bring the job back. After
+    /// that the document is dropped and a name-only tombstone is kept as
+    /// long again.
+    pub tombstone_ttl_ms: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            push_fanout: 3,
+            tombstone_ttl_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// What a write does to a job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOp {
+    /// Create or update with a full spec.
+    Put(Box<JobSpec>),
+    /// Change `count` only.
+    Scale(u32),
+    /// Delete (a tombstone, for `tombstone_ttl_ms`).
+    Delete,
+}
+
+/// A write accepted by this node's API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Write {
+    /// The job.
+    pub name: String,
+    /// What to do.
+    pub op: WriteOp,
+    /// Check-and-set: only if the job is at this version (0: must not
+    /// exist).
+    pub if_version: Option<u64>,
+    /// Wall-clock time of the write, ms since the Unix epoch.
+    pub now_ms: u64,
+}
+
+/// Why a write was refused. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// No such job (or it was deleted).
+    #[error("job {0:?} not found")]
+    NotFound(String),
+    /// `if_version` did not match.
+    #[error("job {name:?} is at version {actual}, not {expected}")]
+    VersionMismatch {
+        /// The job.
+        name: String,
+        /// Version asked for.
+        expected: u64,
+        /// Version it is at.
+        actual: u64,
+    },
+    /// The write does not apply to this job.
+    #[error("{field}: {message}")]
+    Rejected {
+        /// The field at fault.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// The document could not be written (a bug).
+    #[error("document error: {0}")]
+    Doc(String),
+}
+
+/// A write that was applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    /// The job after the write.
+    pub job: JobView,
+    /// Its version before (0 if it did not exist).
+    pub previous_version: u64,
+    /// Field-by-field changes of the spec.
+    pub changes: Vec<Change>,
+    /// Whether the job was created (or re-created after a delete).
+    pub created: bool,
+    /// The write changed nothing (same spec, same count): no new version.
+    pub unchanged: bool,
+}
+
+/// One entry of a job's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The version this change made (its position in the history).
+    pub version: u64,
+    /// `create`, `update`, `scale` or `delete`.
+    pub op: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Which node accepted it.
+    pub node: String,
+    /// The count it set (scale), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// What changed, as the accepting node saw it.
+    #[serde(default)]
+    pub changes: Vec<Change>,
+    /// The spec as written (create, update).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Value>,
+}
+
+/// A job as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    #[serde(rename = "type")]
+    pub kind: Option<JobType>,
+    /// Tasks wanted (absent for system jobs).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Number of changes so far.
+    pub version: u64,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Last changed (RFC 3339).
+    pub updated_at: String,
+    /// Deleted (kept as a tombstone).
+    #[serde(default)]
+    pub deleted: bool,
+    /// The spec (with `count`), as merged from every node's writes.
+    pub spec: Value,
+    /// Set when concurrent writes merged into a spec that does not validate;
+    /// such a job is not run until it is fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+}
+
+/// Something that happened to a job, locally or by replication.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// Created (or re-created).
+    Created {
+        /// Job.
+        name: String,
+        /// Version.
+        version: u64,
+        /// Node that accepted it.
+        node: String,
+    },
+    /// Spec updated.
+    Updated {
+        /// Job.
+        name: String,
+        /// Version.
+        version: u64,
+        /// Node that accepted it.
+        node: String,
+        /// What changed.
+        changes: Vec<Change>,
+    },
+    /// Count changed.
+    Scaled {
+        /// Job.
+        name: String,
+        /// Version.
+        version: u64,
+        /// Node that accepted it.
+        node: String,
+        /// New count.
+        count: u32,
+    },
+    /// Deleted.
+    Deleted {
+        /// Job.
+        name: String,
+        /// Version.
+        version: u64,
+        /// Node that accepted it.
+        node: String,
+    },
+}
+
+impl JobEvent {
+    /// The job it is about.
+    pub fn name(&self) -> &str {
+        match self {
+            JobEvent::Created { name, .. }
+            | JobEvent::Updated { name, .. }
+            | JobEvent::Scaled { name, .. }
+            | JobEvent::Deleted { name, .. } => name,
+        }
+    }
+}
+
+/// What must reach the disk before a write is acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PersistOp {
+    /// Changes to append to a job's document (automerge bytes).
+    Append {
+        /// Job.
+        name: String,
+        /// Changes.
+        bytes: Vec<u8>,
+    },
+    /// A deleted job's document dropped after its tombstone expired.
+    Drop {
+        /// Job.
+        name: String,
+        /// When it was deleted.
+        deleted_at_ms: u64,
+    },
+    /// A name-only tombstone forgotten.
+    Forget {
+        /// Job.
+        name: String,
+    },
+}
+
+impl PersistOp {
+    /// The job it is about.
+    pub fn name(&self) -> &str {
+        match self {
+            PersistOp::Append { name, .. }
+            | PersistOp::Drop { name, .. }
+            | PersistOp::Forget { name } => name,
+        }
+    }
+}
+
+/// Changes to push to a few random peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Push {
+    /// The documents' new changes.
+    pub docs: Vec<crate::sync::DocChanges>,
+    /// Do not send to this peer (it sent them to us).
+    pub except: Option<NodeId>,
+}
+
+pub(crate) struct JobDoc {
+    pub(crate) doc: AutoCommit,
+    pub(crate) heads: Vec<ChangeHash>,
+    pub(crate) fingerprint: u64,
+}
+
+/// A node's replica of the desired state.
+///
+/// Inputs: [`write`](Self::write) (the API), [`handle_request`] and
+/// [`handle_response`] (peers), [`expire`](Self::expire) (periodically).
+/// After every input the caller drains [`poll_persist`](Self::poll_persist)
+/// (and makes it durable before acknowledging a write),
+/// [`poll_push`](Self::poll_push) and [`poll_event`](Self::poll_event).
+///
+/// [`handle_request`]: Self::handle_request
+/// [`handle_response`]: Self::handle_response
+pub struct Store {
+    pub(crate) config: StateConfig,
+    node: NodeId,
+    actor: ActorId,
+    pub(crate) docs: BTreeMap<String, JobDoc>,
+    pub(crate) buckets: Vec<u64>,
+    pub(crate) dropped: BTreeMap<String, u64>,
+    pub(crate) persist: VecDeque<PersistOp>,
+    pub(crate) pushes: VecDeque<Push>,
+    events: VecDeque<JobEvent>,
+    entry_seq: u64,
+    /// Messages from peers that could not be used, by reason.
+    pub(crate) rejected: BTreeMap<&'static str, u64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("node", &self.node)
+            .field("docs", &self.docs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `ms` since the Unix epoch in RFC 3339 (no clock is read).
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+pub(crate) fn bucket_of(name: &str) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % BUCKETS as u64) as usize
+}
+
+pub(crate) fn fingerprint(name: &str, heads: &[ChangeHash]) -> u64 {
+    // A document with no applied change (only changes waiting for their
+    // dependencies) counts as absent in digests.
+    if heads.is_empty() {
+        return 0;
+    }
+    let mut bytes = Vec::with_capacity(name.len() + 1 + heads.len() * 32);
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.push(0);
+    let mut sorted: Vec<&ChangeHash> = heads.iter().collect();
+    sorted.sort();
+    for h in sorted {
+        bytes.extend_from_slice(&h.0);
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+fn u64_at(doc: &AutoCommit, key: &str) -> Option<u64> {
+    jsondoc::get_root(doc, key).as_u64()
+}
+
+impl Store {
+    /// An empty replica for node `node` in its life `bump` (the pair names
+    /// this replica's automerge actor, unique per start).
+    pub fn new(node: NodeId, bump: u32, config: StateConfig) -> Store {
+        let mut actor = node.0.to_be_bytes().to_vec();
+        actor.extend_from_slice(&bump.to_be_bytes());
+        Store {
+            config,
+            node,
+            actor: ActorId::from(actor),
+            docs: BTreeMap::new(),
+            buckets: vec![0; BUCKETS],
+            dropped: BTreeMap::new(),
+            persist: VecDeque::new(),
+            pushes: VecDeque::new(),
+            events: VecDeque::new(),
+            entry_seq: 0,
+            rejected: BTreeMap::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StateConfig {
+        &self.config
+    }
+
+    /// Number of documents (deleted ones included).
+    pub fn doc_count(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Messages from peers that could not be used, by reason.
+    pub fn rejected(&self) -> &BTreeMap<&'static str, u64> {
+        &self.rejected
+    }
+
+    pub(crate) fn reject(&mut self, reason: &'static str) {
+        *self.rejected.entry(reason).or_default() += 1;
+    }
+
+    /// The next record to make durable.
+    #[must_use]
+    pub fn poll_persist(&mut self) -> Option<PersistOp> {
+        self.persist.pop_front()
+    }
+
+    /// The next push to send to `push_fanout` random peers.
+    #[must_use]
+    pub fn poll_push(&mut self) -> Option<Push> {
+        self.pushes.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<JobEvent> {
+        self.events.pop_front()
+    }
+
+    fn new_doc(&self) -> AutoCommit {
+        AutoCommit::new().with_actor(self.actor.clone())
+    }
+
+    pub(crate) fn refresh(&mut self, name: &str) {
+        let Some(jd) = self.docs.get_mut(name) else {
+            return;
+        };
+        let bucket = bucket_of(name);
+        self.buckets[bucket] ^= jd.fingerprint;
+        jd.heads = jd.doc.get_heads();
+        jd.fingerprint = fingerprint(name, &jd.heads);
+        self.buckets[bucket] ^= jd.fingerprint;
+    }
+
+    pub(crate) fn remove_doc(&mut self, name: &str) {
+        if let Some(jd) = self.docs.remove(name) {
+            self.buckets[bucket_of(name)] ^= jd.fingerprint;
+        }
+    }
+
+    pub(crate) fn insert_doc(&mut self, name: &str, mut doc: AutoCommit) {
+        self.remove_doc(name);
+        doc.set_actor(self.actor.clone());
+        let heads = doc.get_heads();
+        let fp = fingerprint(name, &heads);
+        self.buckets[bucket_of(name)] ^= fp;
+        self.docs.insert(
+            name.to_owned(),
+            JobDoc {
+                doc,
+                heads,
+                fingerprint: fp,
+            },
+        );
+    }
+
+    /// The digest of everything this replica holds.
+    pub fn root_digest(&self) -> u64 {
+        self.buckets.iter().fold(0, |a, b| a ^ b)
+    }
+
+    /// Applies a write from this node's API.
+    pub fn write(&mut self, w: Write) -> Result<Written, WriteError> {
+        let current = self.view(&w.name);
+        let live = current.as_ref().filter(|v| !v.deleted);
+        let version = current.as_ref().map_or(0, |v| v.version);
+        if let Some(expected) = w.if_version {
+            let actual = if live.is_some() { version } else { 0 };
+            if expected != actual {
+                return Err(WriteError::VersionMismatch {
+                    name: w.name.clone(),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        let old_spec = live.map(|v| v.spec.clone());
+        let (op, new_spec, count) = match &w.op {
+            WriteOp::Put(spec) => {
+                if spec.name != w.name {
+                    return Err(WriteError::Rejected {
+                        field: "name".into(),
+                        message: format!("the spec is named {:?}, not {:?}", spec.name, w.name),
+                    });
+                }
+                let new = spec.to_json();
+                if old_spec.as_ref() == Some(&new) {
+                    return Ok(self.unchanged(current.expect("live job has a view")));
+                }
+                (
+                    if live.is_some() { "update" } else { "create" },
+                    Some(new),
+                    spec.count,
+                )
+            }
+            WriteOp::Scale(n) => {
+                let Some(live) = live else {
+                    return Err(WriteError::NotFound(w.name.clone()));
+                };
+                if live.kind == Some(JobType::System) {
+                    return Err(WriteError::Rejected {
+                        field: "count".into(),
+                        message:
+                            "system jobs run one task on every eligible node and cannot be scaled"
+                                .into(),
+                    });
+                }
+                if live.count == Some(*n) {
+                    return Ok(self.unchanged(live.clone()));
+                }
+                let mut spec = live.spec.clone();
+                spec["count"] = json!(n);
+                ("scale", Some(spec), Some(*n))
+            }
+            WriteOp::Delete => {
+                if live.is_none() {
+                    return Err(WriteError::NotFound(w.name.clone()));
+                }
+                ("delete", None, None)
+            }
+        };
+        let changes = match (&old_spec, &new_spec) {
+            (Some(o), Some(n)) => diff(o, n),
+            (None, Some(n)) => diff(&Value::Null, n),
+            _ => Vec::new(),
+        };
+
+        let mut jd_doc = match self.docs.remove(&w.name) {
+            Some(jd) => {
+                self.buckets[bucket_of(&w.name)] ^= jd.fingerprint;
+                jd.doc
+            }
+            None => self.new_doc(),
+        };
+        self.dropped.remove(&w.name);
+        let before = jd_doc.get_heads();
+        let result = self.apply_write(&mut jd_doc, &w, op, new_spec.as_ref(), count, &changes);
+        self.insert_doc(&w.name, jd_doc);
+        if let Err(e) = result {
+            return Err(WriteError::Doc(e.to_string()));
+        }
+        let jd = self.docs.get_mut(&w.name).expect("just inserted");
+        let delta = jd.doc.save_after(&before);
+        self.persist.push_back(PersistOp::Append {
+            name: w.name.clone(),
+            bytes: delta.clone(),
+        });
+        self.pushes.push_back(Push {
+            docs: vec![crate::sync::DocChanges {
+                name: w.name.clone(),
+                bytes: delta,
+            }],
+            except: None,
+        });
+        let job = self.view(&w.name).expect("just written");
+        let node = self.node.to_string();
+        let event = match op {
+            "create" => JobEvent::Created {
+                name: w.name.clone(),
+                version: job.version,
+                node,
+            },
+            "update" => JobEvent::Updated {
+                name: w.name.clone(),
+                version: job.version,
+                node,
+                changes: changes.clone(),
+            },
+            "scale" => JobEvent::Scaled {
+                name: w.name.clone(),
+                version: job.version,
+                node,
+                count: count.unwrap_or(0),
+            },
+            _ => JobEvent::Deleted {
+                name: w.name.clone(),
+                version: job.version,
+                node,
+            },
+        };
+        self.events.push_back(event);
+        Ok(Written {
+            job,
+            previous_version: version,
+            changes,
+            created: op == "create",
+            unchanged: false,
+        })
+    }
+
+    fn unchanged(&self, job: JobView) -> Written {
+        Written {
+            previous_version: job.version,
+            job,
+            changes: Vec::new(),
+            created: false,
+            unchanged: true,
+        }
+    }
+
+    fn apply_write(
+        &mut self,
+        doc: &mut AutoCommit,
+        w: &Write,
+        op: &str,
+        new_spec: Option<&Value>,
+        count: Option<u32>,
+        changes: &[Change],
+    ) -> Result<(), automerge::AutomergeError> {
+        if doc.get(ROOT, "name")?.is_none() {
+            doc.put(ROOT, "name", w.name.as_str())?;
+        }
+        match op {
+            "create" | "update" => {
+                let spec = new_spec.cloned().unwrap_or(Value::Null);
+                let mut body = spec.as_object().cloned().unwrap_or_default();
+                body.remove("count");
+                let spec_obj = match doc.get(ROOT, "spec")? {
+                    Some((automerge::Value::Object(ObjType::Map), id)) if op == "update" => id,
+                    _ => doc.put_object(ROOT, "spec", ObjType::Map)?,
+                };
+                jsondoc::update_map(doc, &spec_obj, &body)?;
+                match count {
+                    Some(c) => doc.put(ROOT, "count", i64::from(c))?,
+                    None => {
+                        if doc.get(ROOT, "count")?.is_some() {
+                            doc.delete(ROOT, "count")?;
+                        }
+                    }
+                }
+                if op == "create" {
+                    doc.put(ROOT, "deleted", false)?;
+                    doc.put(ROOT, "created_at", w.now_ms)?;
+                }
+            }
+            "scale" => doc.put(ROOT, "count", i64::from(count.unwrap_or(0)))?,
+            _ => {
+                doc.put(ROOT, "deleted", true)?;
+                doc.put(ROOT, "deleted_at", w.now_ms)?;
+            }
+        }
+        doc.put(ROOT, "updated_at", w.now_ms)?;
+        let history = match doc.get(ROOT, "history")? {
+            Some((automerge::Value::Object(ObjType::List), id)) => id,
+            _ => doc.put_object(ROOT, "history", ObjType::List)?,
+        };
+        self.entry_seq += 1;
+        let mut entry = json!({
+            "id": format!("{}-{}", self.actor, self.entry_seq),
+            "op": op,
+            "at_ms": w.now_ms,
+            "node": self.node.to_string(),
+            "changes": serde_json::to_string(changes).unwrap_or_default(),
+        });
+        if op == "scale" {
+            entry["count"] = json!(count.unwrap_or(0));
+        }
+        if let Some(spec) = new_spec.filter(|_| op != "scale") {
+            entry["spec"] = json!(spec.to_string());
+        }
+        jsondoc::push(doc, &history, &entry)?;
+        // The seconds are advisory (automerge keeps them with the change).
+        let secs = i64::try_from(w.now_ms / 1000).unwrap_or(0);
+        doc.commit_with(CommitOptions::default().with_time(secs));
+        Ok(())
+    }
+
+    /// Every job, deleted ones only when `deleted` is set, ordered by name.
+    pub fn jobs(&self, deleted: bool) -> Vec<JobView> {
+        self.docs
+            .keys()
+            .filter_map(|n| self.view(n))
+            .filter(|v| deleted || !v.deleted)
+            .collect()
+    }
+
+    /// One job, deleted or not.
+    pub fn view(&self, name: &str) -> Option<JobView> {
+        let jd = self.docs.get(name)?;
+        view_of(name, &jd.doc)
+    }
+
+    /// A job's history, oldest first.
+    pub fn history(&self, name: &str) -> Option<Vec<HistoryEntry>> {
+        let jd = self.docs.get(name)?;
+        Some(history_of(&jd.doc))
+    }
+
+    /// Drops the documents of jobs deleted more than `tombstone_ttl_ms`
+    /// ago (keeping their names as tombstones as long again), and forgets
+    /// older tombstones.
+    pub fn expire(&mut self, now_ms: u64) {
+        let ttl = self.config.tombstone_ttl_ms;
+        let expired: Vec<(String, u64)> = self
+            .docs
+            .iter()
+            .filter_map(|(name, jd)| {
+                let deleted = jsondoc::get_root(&jd.doc, "deleted").as_bool() == Some(true);
+                let at = u64_at(&jd.doc, "deleted_at")?;
+                (deleted && now_ms.saturating_sub(at) > ttl).then(|| (name.clone(), at))
+            })
+            .collect();
+        for (name, at) in expired {
+            self.remove_doc(&name);
+            self.dropped.insert(name.clone(), at);
+            self.persist.push_back(PersistOp::Drop {
+                name,
+                deleted_at_ms: at,
+            });
+        }
+        let forgotten: Vec<String> = self
+            .dropped
+            .iter()
+            .filter(|(_, at)| now_ms.saturating_sub(**at) > ttl.saturating_mul(2))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in forgotten {
+            self.dropped.remove(&name);
+            self.persist.push_back(PersistOp::Forget { name });
+        }
+    }
+
+    /// Applies changes to a job's document from a peer (`persist`: record
+    /// the new changes for the disk and emit events for new history
+    /// entries) or from disk (neither). Returns whether anything was new.
+    pub(crate) fn apply_changes(&mut self, name: &str, bytes: &[u8], persist: bool) -> bool {
+        if shoal_model::validate_name(name).is_err() {
+            self.reject("bad_name");
+            return false;
+        }
+        if let Some(deleted_at) = self.dropped.get(name).copied() {
+            // Only a job created again after it was deleted gets in.
+            let mut probe = self.new_doc();
+            if probe.load_incremental(bytes).is_err() {
+                self.reject("undecodable");
+                return false;
+            }
+            let live = jsondoc::get_root(&probe, "deleted").as_bool() == Some(false);
+            let recreated = u64_at(&probe, "created_at").is_some_and(|c| c > deleted_at);
+            if !(live && recreated) {
+                self.reject("tombstoned");
+                return false;
+            }
+            self.dropped.remove(name);
+        }
+        let existed = self.docs.contains_key(name);
+        if !existed {
+            let doc = self.new_doc();
+            self.insert_doc(name, doc);
+        }
+        let jd = self.docs.get_mut(name).expect("present");
+        let before = jd.heads.clone();
+        // Loading from disk (`persist` off) emits no events: skip reading
+        // the history, which dominates start-up time.
+        let ids_before: BTreeSet<String> = if persist {
+            history_ids(&jd.doc)
+        } else {
+            BTreeSet::new()
+        };
+        if jd.doc.load_incremental(bytes).is_err() {
+            self.reject("undecodable");
+            if !existed {
+                self.remove_doc(name);
+            }
+            return false;
+        }
+        let after = jd.doc.get_heads();
+        if after == before {
+            // Nothing applied. A change whose dependencies have not arrived
+            // waits inside the document (automerge queues it); keep the
+            // document for it.
+            let waiting = !jd.doc.get_missing_deps(&[]).is_empty();
+            if !existed && after.is_empty() && !waiting {
+                self.remove_doc(name);
+            }
+            return false;
+        }
+        if !persist {
+            self.refresh(name);
+            return true;
+        }
+        let delta = jd.doc.save_after(&before);
+        let entries = history_of(&jd.doc);
+        let ids_after = history_ids_ordered(&jd.doc);
+        self.refresh(name);
+        self.persist.push_back(PersistOp::Append {
+            name: name.to_owned(),
+            bytes: delta,
+        });
+        for (entry, id) in entries.into_iter().zip(ids_after) {
+            if ids_before.contains(&id) {
+                continue;
+            }
+            let event = match entry.op.as_str() {
+                "create" => JobEvent::Created {
+                    name: name.to_owned(),
+                    version: entry.version,
+                    node: entry.node,
+                },
+                "update" => JobEvent::Updated {
+                    name: name.to_owned(),
+                    version: entry.version,
+                    node: entry.node,
+                    changes: entry.changes,
+                },
+                "scale" => JobEvent::Scaled {
+                    name: name.to_owned(),
+                    version: entry.version,
+                    node: entry.node,
+                    count: entry.count.unwrap_or(0),
+                },
+                _ => JobEvent::Deleted {
+                    name: name.to_owned(),
+                    version: entry.version,
+                    node: entry.node,
+                },
+            };
+            self.events.push_back(event);
+        }
+        true
+    }
+
+    /// Loads records read from disk (a snapshot's, then the log's), in
+    /// order. Nothing is persisted again and no event is emitted.
+    pub fn restore(&mut self, op: PersistOp) {
+        match op {
+            PersistOp::Append { name, bytes } => {
+                self.apply_changes(&name, &bytes, false);
+            }
+            PersistOp::Drop {
+                name,
+                deleted_at_ms,
+            } => {
+                self.remove_doc(&name);
+                self.dropped.insert(name, deleted_at_ms);
+            }
+            PersistOp::Forget { name } => {
+                self.dropped.remove(&name);
+            }
+        }
+    }
+
+    /// Which of `shards` stores restores the records of job `name`: the
+    /// records of a job must all go to one store, in order, for
+    /// [`absorb`](Self::absorb) to give the same replica as restoring
+    /// everything into one store. Lets start-up load on several threads.
+    pub fn shard_of(name: &str, shards: usize) -> usize {
+        (xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % shards.max(1) as u64) as usize
+    }
+
+    /// Moves into this store everything `other` restored (documents,
+    /// name-only tombstones, rejection counts). The two must hold disjoint
+    /// jobs (see [`shard_of`](Self::shard_of)).
+    pub fn absorb(&mut self, other: Store) {
+        for (name, jd) in other.docs {
+            self.insert_doc(&name, jd.doc);
+        }
+        self.dropped.extend(other.dropped);
+        for (reason, n) in other.rejected {
+            *self.rejected.entry(reason).or_default() += n;
+        }
+    }
+
+    /// Everything, as records that [`restore`](Self::restore) loads back:
+    /// one `Append` with the whole document per job, one `Drop` per
+    /// name-only tombstone. For compacting the log into a snapshot.
+    pub fn snapshot(&mut self) -> Vec<PersistOp> {
+        let mut out: Vec<PersistOp> = self
+            .docs
+            .iter_mut()
+            .map(|(name, jd)| PersistOp::Append {
+                name: name.clone(),
+                bytes: jd.doc.save(),
+            })
+            .collect();
+        out.extend(self.dropped.iter().map(|(name, at)| PersistOp::Drop {
+            name: name.clone(),
+            deleted_at_ms: *at,
+        }));
+        out
+    }
+
+    /// Canonical JSON of every document (for tests comparing replicas).
+    pub fn canonical(&self) -> Value {
+        let jobs: serde_json::Map<String, Value> = self
+            .docs
+            .iter()
+            .map(|(name, jd)| (name.clone(), jsondoc::read(&jd.doc, &ROOT)))
+            .collect();
+        Value::Object(jobs)
+    }
+}
+
+fn history_ids(doc: &AutoCommit) -> BTreeSet<String> {
+    history_ids_ordered(doc).into_iter().collect()
+}
+
+fn history_ids_ordered(doc: &AutoCommit) -> Vec<String> {
+    match jsondoc::get_root(doc, "history") {
+        Value::Array(items) => items
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn history_of(doc: &AutoCommit) -> Vec<HistoryEntry> {
+    let Value::Array(items) = jsondoc::get_root(doc, "history") else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, e)| HistoryEntry {
+            version: i as u64 + 1,
+            op: e["op"].as_str().unwrap_or("update").to_owned(),
+            at: rfc3339(e["at_ms"].as_u64().unwrap_or(0)),
+            node: e["node"].as_str().unwrap_or_default().to_owned(),
+            count: e["count"].as_u64().and_then(|c| u32::try_from(c).ok()),
+            changes: e["changes"]
+                .as_str()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default(),
+            spec: e["spec"]
+                .as_str()
+                .and_then(|s| serde_json::from_str(s).ok()),
+        })
+        .collect()
+}
+
+fn view_of(name: &str, doc: &AutoCommit) -> Option<JobView> {
+    let mut spec = jsondoc::get_root(doc, "spec");
+    if !spec.is_object() {
+        // Only a delete or nothing readable: not a job (yet).
+        let deleted = jsondoc::get_root(doc, "deleted").as_bool() == Some(true);
+        if !deleted {
+            return None;
+        }
+        spec = json!({});
+    }
+    let count = u64_at(doc, "count").and_then(|c| u32::try_from(c).ok());
+    if let (Some(c), Some(obj)) = (count, spec.as_object_mut()) {
+        obj.insert("count".into(), json!(c));
+    }
+    let version = match jsondoc::get_root(doc, "history") {
+        Value::Array(items) => items.len() as u64,
+        _ => 0,
+    };
+    let (kind, invalid) = match serde_json::from_value::<JobSpec>(spec.clone()) {
+        Ok(s) => (
+            Some(s.kind),
+            JobSpec::from_json(spec.clone())
+                .err()
+                .map(|e| e.to_string()),
+        ),
+        Err(e) => (
+            spec.get("type")
+                .and_then(|t| serde_json::from_value(t.clone()).ok()),
+            Some(e.to_string()),
+        ),
+    };
+    let deleted = jsondoc::get_root(doc, "deleted").as_bool() == Some(true);
+    Some(JobView {
+        name: name.to_owned(),
+        kind,
+        count,
+        version,
+        created_at: rfc3339(u64_at(doc, "created_at").unwrap_or(0)),
+        updated_at: rfc3339(u64_at(doc, "updated_at").unwrap_or(0)),
+        deleted,
+        spec,
+        invalid: if deleted { None } else { invalid },
+    })
+}

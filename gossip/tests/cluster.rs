@@ -1,0 +1,615 @@
+//! The membership core driven by a small deterministic network: an event heap
+//! ordered by (time, sequence), seeded latency and loss, no sockets, no clock.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shoal_gossip::{
+    Capacity, Config, DropReason, FreeClass, Instant, MemberMeta, MemberState, Membership, NodeId,
+    NodeIdentity, PacketSecurity, TimerToken,
+};
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        to: usize,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        token: TimerToken,
+    },
+}
+
+struct Net {
+    now: Instant,
+    seq: u64,
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    nodes: Vec<Option<Membership>>,
+    scheduled: Vec<Option<(Instant, TimerToken)>>,
+    addrs: BTreeMap<SocketAddr, usize>,
+    rng: ChaCha8Rng,
+    loss: f64,
+    log: Vec<String>,
+    dropped_by_loss: u64,
+    /// Every datagram delivered, kept when `capture` is on.
+    captured: Vec<(usize, SocketAddr, Vec<u8>)>,
+    capture: bool,
+    /// Nodes that receive nothing until the given instant.
+    deaf_until: BTreeMap<usize, Instant>,
+    dropped_by_deafness: u64,
+}
+
+fn addr_of(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 5481))
+}
+
+fn meta_of(i: usize) -> MemberMeta {
+    MemberMeta {
+        name: format!("node-{i}"),
+        gossip_addr: addr_of(i),
+        rpc_addr: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 5482)),
+        api_addr: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 5480)),
+        dc: if i.is_multiple_of(2) {
+            "east".into()
+        } else {
+            "west".into()
+        },
+        zone: String::new(),
+        region: String::new(),
+        labels: [("rack".to_string(), format!("r{}", i % 5))].into(),
+        capacity: Capacity {
+            cpus_milli: 2000,
+            memory_mb: 1024,
+            disk_mb: 10_000,
+            gpus: 0,
+        },
+        runtimes: vec![],
+        agent_version: "test".into(),
+        free_class: FreeClass::IDLE,
+        isolation: String::new(),
+        draining: false,
+    }
+}
+
+const SECRET: [u8; 32] = [7u8; 32];
+
+impl Net {
+    fn new(seed: u64, loss: f64) -> Net {
+        Net {
+            now: Instant::ZERO,
+            seq: 0,
+            heap: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            nodes: Vec::new(),
+            scheduled: Vec::new(),
+            addrs: BTreeMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            loss,
+            log: Vec::new(),
+            dropped_by_loss: 0,
+            captured: Vec::new(),
+            capture: false,
+            deaf_until: BTreeMap::new(),
+            dropped_by_deafness: 0,
+        }
+    }
+
+    fn push(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn add_node(&mut self, bump: u32) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(None);
+        self.scheduled.push(None);
+        self.start_node(i, bump);
+        i
+    }
+
+    fn start_node(&mut self, i: usize, bump: u32) {
+        let identity = NodeIdentity::new(NodeId(1000 + i as u64), addr_of(i), bump);
+        let seed = self.rng.random::<u64>();
+        let m = Membership::new(
+            self.now,
+            identity,
+            meta_of(i),
+            Config::test(),
+            PacketSecurity::sealed(&SECRET),
+            seed,
+        )
+        .unwrap();
+        self.nodes[i] = Some(m);
+        self.scheduled[i] = None;
+        self.addrs.insert(addr_of(i), i);
+        self.after_input(i);
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.nodes[i] = None;
+        self.scheduled[i] = None;
+        self.log.push(format!("{:?} node-{i} crashed", self.now));
+    }
+
+    fn node(&mut self, i: usize) -> &mut Membership {
+        self.nodes[i].as_mut().expect("node is running")
+    }
+
+    /// Drains everything the node produced and schedules its next timer.
+    fn after_input(&mut self, i: usize) {
+        let Some(node) = self.nodes[i].as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(t) = node.poll_transmit() {
+            out.push(t);
+        }
+        let mut evs = Vec::new();
+        while let Some(e) = node.poll_event() {
+            evs.push(e);
+        }
+        let next = node.poll_timeout();
+        let from = addr_of(i);
+        for e in evs {
+            self.log.push(format!("{:?} node-{i} {e:?}", self.now));
+        }
+        for t in out {
+            if self.rng.random::<f64>() < self.loss {
+                self.dropped_by_loss += 1;
+                continue;
+            }
+            let latency = Duration::from_micros(self.rng.random_range(200..2_000));
+            if let Some(&to) = self.addrs.get(&t.to) {
+                self.push(
+                    self.now + latency,
+                    Ev::Deliver {
+                        to,
+                        from,
+                        bytes: t.payload,
+                    },
+                );
+            }
+        }
+        if let Some((at, token)) = next
+            && self.scheduled[i] != Some((at, token))
+        {
+            self.scheduled[i] = Some((at, token));
+            self.push(at, Ev::Timer { node: i, token });
+        }
+    }
+
+    fn run_until(&mut self, until: Instant) {
+        while let Some(Reverse((at, seq))) = self.heap.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.heap.pop();
+            let ev = self
+                .events
+                .remove(&seq)
+                .expect("every heap entry has an event");
+            self.now = at;
+            match ev {
+                Ev::Deliver { to, from, bytes } => {
+                    if self.nodes[to].is_none() {
+                        continue;
+                    }
+                    if self.deaf_until.get(&to).is_some_and(|t| self.now < *t) {
+                        self.dropped_by_deafness += 1;
+                        continue;
+                    }
+                    if self.capture {
+                        self.captured.push((to, from, bytes.clone()));
+                    }
+                    let now = self.now;
+                    self.node(to).handle_datagram(now, from, &bytes);
+                    self.after_input(to);
+                }
+                Ev::Timer { node, token } => {
+                    if self.scheduled[node] != Some((at, token)) || self.nodes[node].is_none() {
+                        continue;
+                    }
+                    self.scheduled[node] = None;
+                    let now = self.now;
+                    self.node(node).handle_timer(now, token);
+                    self.after_input(node);
+                }
+            }
+        }
+        self.now = until;
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn join(&mut self, i: usize, via: usize) {
+        let now = self.now;
+        self.node(i).join(now, &[addr_of(via)]);
+        self.after_input(i);
+    }
+
+    fn leave(&mut self, i: usize) {
+        let now = self.now;
+        self.node(i).leave(now);
+        self.after_input(i);
+    }
+
+    /// Runs until `cond` holds, checking every 100 ms of virtual time.
+    fn run_until_cond(&mut self, limit: Duration, mut cond: impl FnMut(&Net) -> bool) -> bool {
+        let deadline = self.now + limit;
+        while self.now < deadline {
+            if cond(self) {
+                return true;
+            }
+            self.run_for(Duration::from_millis(100));
+        }
+        cond(self)
+    }
+
+    fn running(&self) -> impl Iterator<Item = (usize, &Membership)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+    }
+
+    /// Every running node sees `expected` members alive (itself included)
+    /// with their metadata.
+    fn all_see_alive(&self, expected: usize) -> bool {
+        self.running().all(|(_, n)| {
+            n.members()
+                .iter()
+                .filter(|m| m.state == MemberState::Alive && m.meta.is_some())
+                .count()
+                == expected
+        })
+    }
+
+    fn all_others_see(&self, id: NodeId, state: MemberState) -> bool {
+        self.running()
+            .filter(|(_, n)| n.identity().id != id)
+            .all(|(_, n)| n.member(id).is_some_and(|m| m.state == state))
+    }
+}
+
+/// Builds a cluster of `n`: each node joins through a random earlier one,
+/// every 50 ms.
+fn form_cluster(seed: u64, n: usize, loss: f64) -> Net {
+    let mut net = Net::new(seed, loss);
+    net.add_node(1);
+    for i in 1..n {
+        net.add_node(1);
+        let via = net.rng.random_range(0..i);
+        net.join(i, via);
+        net.run_for(Duration::from_millis(50));
+    }
+    net
+}
+
+#[test]
+fn fifty_nodes_converge_under_loss() {
+    let mut net = form_cluster(42, 50, 0.05);
+    let ok = net.run_until_cond(Duration::from_secs(60), |net| net.all_see_alive(50));
+    assert!(ok, "50 nodes did not converge in 60 s of virtual time");
+    assert!(net.dropped_by_loss > 0, "the loss knob never fired");
+    // Metadata arrived intact.
+    let m = net.nodes[3]
+        .as_ref()
+        .unwrap()
+        .member(NodeId(1000 + 17))
+        .unwrap();
+    assert_eq!(m.meta.unwrap().name, "node-17");
+}
+
+#[test]
+fn same_seed_same_event_log() {
+    let run = |seed| {
+        let mut net = form_cluster(seed, 50, 0.03);
+        net.run_for(Duration::from_secs(10));
+        net.crash(7);
+        net.run_for(Duration::from_secs(10));
+        net.log
+    };
+    let a = run(7);
+    let b = run(7);
+    assert!(
+        a.len() > 1000,
+        "a real run logs thousands of events, got {}",
+        a.len()
+    );
+    assert_eq!(a, b, "same seed, different event log");
+    let c = run(8);
+    assert_ne!(a, c, "a different seed should give a different run");
+}
+
+#[test]
+fn crash_is_failed_and_leave_is_left() {
+    let mut net = form_cluster(3, 20, 0.01);
+    assert!(net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(20)));
+
+    let crashed = NodeId(1000 + 5);
+    net.crash(5);
+    let ok = net.run_until_cond(Duration::from_secs(30), |n| {
+        n.all_others_see(crashed, MemberState::Failed)
+    });
+    assert!(ok, "crashed node not seen failed by everyone");
+
+    let leaver = NodeId(1000 + 9);
+    net.leave(9);
+    let ok = net.run_until_cond(Duration::from_secs(30), |n| {
+        n.all_others_see(leaver, MemberState::Left)
+    });
+    assert!(ok, "departed node not seen left by everyone");
+    assert!(
+        net.log
+            .iter()
+            .any(|l| l.contains("MemberDown") && l.contains("Left")),
+        "no MemberDown/Left event logged"
+    );
+    // A node that left stops, as the agent does.
+    net.crash(9);
+
+    // The crashed node comes back with a new life and the same id.
+    net.start_node(5, 2);
+    net.join(5, 0);
+    let ok = net.run_until_cond(Duration::from_secs(30), |n| {
+        n.all_others_see(crashed, MemberState::Alive)
+    });
+    assert!(ok, "restarted node not seen alive again");
+    let seen = net.nodes[0].as_ref().unwrap().member(crashed).unwrap();
+    assert_eq!(seen.identity.bump, 2);
+}
+
+#[test]
+fn hostile_datagrams_are_dropped_and_counted() {
+    let mut net = form_cluster(11, 10, 0.0);
+    assert!(net.run_until_cond(Duration::from_secs(20), |n| n.all_see_alive(10)));
+    net.capture = true;
+    net.run_for(Duration::from_secs(2));
+    let captured: Vec<_> = net
+        .captured
+        .iter()
+        .filter(|(to, _, _)| *to == 0)
+        .cloned()
+        .collect();
+    assert!(!captured.is_empty());
+    net.capture = false;
+
+    let now = net.now;
+    let attacker: SocketAddr = "192.0.2.1:9".parse().unwrap();
+    let node = net.node(0);
+    // Replays of genuine datagrams.
+    for (_, from, bytes) in &captured {
+        node.handle_datagram(now, *from, bytes);
+    }
+    // Garbage of every length, truncations and bit flips of a real datagram.
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    for len in 0..1500 {
+        let junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        node.handle_datagram(now, attacker, &junk);
+    }
+    let real = &captured[0].2;
+    for cut in 0..real.len() {
+        node.handle_datagram(now, attacker, &real[..cut]);
+    }
+    for i in 0..real.len() {
+        let mut bad = real.clone();
+        bad[i] ^= 1;
+        node.handle_datagram(now, attacker, &bad);
+    }
+    // A datagram from another cluster.
+    let mut other = Membership::new(
+        now,
+        NodeIdentity::new(NodeId(1), attacker, 1),
+        meta_of(999),
+        Config::test(),
+        PacketSecurity::sealed(&[9u8; 32]),
+        1,
+    )
+    .unwrap();
+    other.join(now, &[addr_of(0)]);
+    let foreign = other.poll_transmit().unwrap();
+    node.handle_datagram(now, attacker, &foreign.payload);
+
+    let stats = node.stats().clone();
+    assert_eq!(stats.dropped(DropReason::Replay), captured.len() as u64);
+    assert!(stats.dropped(DropReason::Truncated) > 0);
+    assert!(stats.dropped(DropReason::Auth) > 0);
+    assert!(stats.dropped(DropReason::UnknownKey) > 0);
+    assert!(stats.dropped(DropReason::Version) > 0);
+    net.after_input(0);
+    net.run_for(Duration::from_secs(5));
+    assert!(
+        net.all_see_alive(10),
+        "the cluster lost members after the attack"
+    );
+}
+
+#[test]
+fn metadata_changes_reach_everyone() {
+    let mut net = form_cluster(5, 30, 0.02);
+    assert!(net.run_until_cond(Duration::from_secs(40), |n| n.all_see_alive(30)));
+    let now = net.now;
+    let mut meta = meta_of(4);
+    meta.labels.insert("gpu".into(), "a100".into());
+    meta.free_class = FreeClass(3);
+    net.node(4).set_meta(now, meta).unwrap();
+    net.after_input(4);
+    let target = NodeId(1004);
+    let ok = net.run_until_cond(Duration::from_secs(20), |n| {
+        n.running().all(|(i, m)| {
+            i == 4
+                || m.member(target).and_then(|x| x.meta).is_some_and(|meta| {
+                    meta.labels.get("gpu").map(String::as_str) == Some("a100")
+                        && meta.free_class == FreeClass(3)
+                })
+        })
+    });
+    assert!(ok, "metadata change did not reach every node");
+    let changed = net
+        .log
+        .iter()
+        .filter(|l| l.contains("MetaChanged") && l.contains(&target.to_string()))
+        .count();
+    assert!(
+        changed >= 29,
+        "expected a MetaChanged event per node, got {changed}"
+    );
+}
+
+#[test]
+fn join_retries_until_a_peer_answers() {
+    let mut net = Net::new(1, 0.0);
+    net.add_node(1);
+    net.add_node(1);
+    // Node 1 joins through an address where nobody listens yet.
+    let nobody = addr_of(2);
+    let now = net.now;
+    net.node(1).join(now, &[nobody]);
+    net.after_input(1);
+    net.run_for(Duration::from_secs(3));
+    let retries = net.log.iter().filter(|l| l.contains("JoinRetry")).count();
+    assert!(retries >= 2, "expected join retries, log: {:?}", net.log);
+    // Now someone appears there, already part of node 0's cluster.
+    net.add_node(1);
+    net.join(2, 0);
+    let ok = net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(3));
+    assert!(ok, "the retrying node never joined");
+}
+
+#[test]
+fn a_missed_leave_notice_is_repaired() {
+    let mut net = form_cluster(21, 10, 0.0);
+    assert!(net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(10)));
+    // Node 2 hears nothing for a moment while node 6 says goodbye: the leave
+    // notice and the down update die out before it listens again.
+    let deaf = 2;
+    let leaver = NodeId(1006);
+    let until = net.now + Duration::from_millis(1200);
+    net.deaf_until.insert(deaf, until);
+    net.leave(6);
+    net.run_for(Duration::from_millis(100));
+    net.crash(6);
+    let ok = net.run_until_cond(Duration::from_secs(30), |n| {
+        n.all_others_see(leaver, MemberState::Left)
+    });
+    assert!(net.dropped_by_deafness > 0, "the deafness knob never fired");
+    let missed = net
+        .log
+        .iter()
+        .any(|l| l.contains("node-2 MemberDown") && l.contains("Failed"));
+    assert!(
+        missed,
+        "node 2 did not miss the leave notice: the repair path was not exercised"
+    );
+    assert!(ok, "node 2 never learned that node 6 left");
+}
+
+#[test]
+fn a_join_storm_converges_quickly() {
+    // 150 nodes, one every 20 ms, each through a random earlier one. SWIM's
+    // feed alone tells a newcomer only what fits in a datagram; the member
+    // list copy after joining tells it everyone.
+    let seed = std::env::var("STORM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(77);
+    let mut net = Net::new(seed, 0.01);
+    net.add_node(1);
+    for i in 1..150 {
+        net.add_node(1);
+        let via = net.rng.random_range(0..i);
+        net.join(i, via);
+        net.run_for(Duration::from_millis(20));
+    }
+    let ok = net.run_until_cond(Duration::from_secs(20), |n| n.all_see_alive(150));
+    if !ok {
+        for (i, n) in net.running() {
+            let ms = n.members();
+            let alive = ms.iter().filter(|m| m.state == MemberState::Alive).count();
+            let meta = ms.iter().filter(|m| m.meta.is_some()).count();
+            if alive != 150 || meta != 150 {
+                let known: Vec<u64> = ms.iter().map(|m| m.identity.id.0 - 1000).collect();
+                let missing: Vec<u64> = (0..150).filter(|x| !known.contains(x)).collect();
+                let nometa: Vec<u64> = ms
+                    .iter()
+                    .filter(|m| m.meta.is_none())
+                    .map(|m| m.identity.id.0 - 1000)
+                    .collect();
+                eprintln!(
+                    "node {i}: {} members, {alive} alive, {meta} with metadata; missing {missing:?}, no meta {nometa:?}",
+                    ms.len()
+                );
+            }
+        }
+    }
+    assert!(ok, "150 nodes did not all know each other within 20 s");
+}
+
+#[test]
+fn a_differing_state_digest_is_reported_and_rate_limited() {
+    let mut net = form_cluster(11, 10, 0.0);
+    assert!(net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(10)));
+    for i in 0..10 {
+        net.node(i).set_app_digest(7);
+    }
+    // Let datagrams built before the change drain.
+    net.run_for(Duration::from_secs(2));
+    net.log.clear();
+    net.run_for(Duration::from_secs(10));
+    assert!(
+        !net.log.iter().any(|l| l.contains("DigestDiffers")),
+        "equal digests reported as differing"
+    );
+
+    net.node(3).set_app_digest(8);
+    let target = format!("id: {}", NodeId(1003));
+    let mut observers = BTreeSet::new();
+    let ok = net.run_until_cond(Duration::from_secs(5), |n| {
+        n.log
+            .iter()
+            .filter(|l| l.contains("DigestDiffers") && l.contains(&target))
+            .count()
+            > 0
+    });
+    assert!(ok, "no node noticed node 3's different digest");
+    net.run_for(Duration::from_secs(10));
+    // Node 3 sees everyone else differ; each report at most once per
+    // `digest_retry` (2 s) per member.
+    let mut per_pair: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for l in net.log.iter().filter(|l| l.contains("DigestDiffers")) {
+        let observer = l.split_whitespace().nth(1).unwrap().to_owned();
+        let member = l.split("id: ").nth(1).unwrap().split(',').next().unwrap();
+        if member == NodeId(1003).to_string() {
+            observers.insert(observer.clone());
+        }
+        *per_pair.entry((observer, member.to_owned())).or_default() += 1;
+    }
+    assert!(observers.len() >= 3, "only {observers:?} noticed node 3");
+    assert!(
+        per_pair.keys().any(|(o, _)| o == "node-3"),
+        "node 3 did not notice the others differ"
+    );
+    let most = per_pair.values().max().copied().unwrap_or(0);
+    assert!(most <= 8, "a member was reported {most} times in ~15 s");
+
+    // Zero means "no digest": never compared.
+    net.node(3).set_app_digest(0);
+    net.run_for(Duration::from_secs(2));
+    net.log.clear();
+    net.run_for(Duration::from_secs(5));
+    assert!(
+        !net.log.iter().any(|l| l.contains("DigestDiffers")),
+        "a zero digest was compared"
+    );
+}

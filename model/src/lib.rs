@@ -1,0 +1,64 @@
+//! Jobs: what users ask shoal to run.
+//!
+//! A [`JobSpec`] is the same structure in TOML (job files) and JSON (the
+//! API). [`JobSpec::from_json`] and [`JobSpec::from_toml`] parse and validate
+//! it; every problem names its field, as in
+//! `task.resources.cpus: must be > 0 (got -1)`. Defaults are filled in, so a
+//! validated spec is complete and canonical: the same spec always serializes
+//! to the same JSON. [`diff`] lists what changed between two specs, field by
+//! field.
+//!
+//! Pure: no I/O, no clock.
+
+mod diff;
+mod spec;
+
+pub use diff::{Change, diff};
+pub use spec::{
+    BUILTIN_ATTRIBUTES, Constraint, ConstraintOp, ConstraintValue, JobSpec, JobType, MAX_COUNT,
+    Port, Protocol, Resources, RestartMode, RestartPolicy, Runtime, TaskSpec, parse_duration,
+    toml_to_json, validate_name,
+};
+
+/// One problem in a spec.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// Dotted path of the field (`task.resources.cpus`), or `spec` for the
+    /// whole document.
+    pub field: String,
+    /// What is wrong, and what would be right.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A spec that cannot be accepted: every problem found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct SpecError {
+    /// The problems, in field order. Never empty.
+    pub errors: Vec<FieldError>,
+}
+
+impl SpecError {
+    /// One problem.
+    pub fn one(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+        SpecError {
+            errors: vec![FieldError::new(field, message)],
+        }
+    }
+
+    /// The field of the first problem.
+    pub fn field(&self) -> &str {
+        self.errors.first().map_or("spec", |e| e.field.as_str())
+    }
+}

@@ -1,0 +1,275 @@
+//! `/v1/jobs…` and `/v1/events`.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shoal_model::JobSpec;
+use shoal_state::{HistoryEntry, JobView, Write, WriteError, WriteOp};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::types::SubmitResponse;
+use super::{ApiError, ApiResult, ApiState};
+use crate::clock::unix_ms;
+use crate::state::SubmitError;
+
+/// `?if_version=N`: only if the job is at version N (0: must not exist).
+#[derive(Debug, Default, Deserialize)]
+pub struct IfVersion {
+    if_version: Option<u64>,
+}
+
+/// `?deleted=true`: include deleted jobs.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    deleted: bool,
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Rejected(WriteError::NotFound(name)) => {
+                ApiError::not_found(format!("no job named {name:?} (see `shoal jobs`)"))
+            }
+            SubmitError::Rejected(WriteError::VersionMismatch {
+                name,
+                expected,
+                actual,
+            }) => ApiError::new(
+                StatusCode::CONFLICT,
+                "version_mismatch",
+                format!("job {name:?} is at version {actual}, not {expected}: it changed since you read it; read it again and retry"),
+            )
+            .with_extra("expected_version", json!(expected))
+            .with_extra("actual_version", json!(actual)),
+            SubmitError::Rejected(WriteError::Rejected { field, message }) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("{field}: {message}"))
+                    .with_field(field)
+            }
+            SubmitError::Rejected(WriteError::Doc(m)) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+            }
+            SubmitError::Persist(m) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "persist_failed",
+                format!("{m}; the change was not acknowledged, retry"),
+            ),
+            SubmitError::Stopped(s) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", s.to_string()),
+        }
+    }
+}
+
+impl From<crate::state::StateStopped> for ApiError {
+    fn from(e: crate::state::StateStopped) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        )
+    }
+}
+
+fn invalid_spec(e: shoal_model::SpecError) -> ApiError {
+    let errors: Vec<Value> = e
+        .errors
+        .iter()
+        .map(|f| json!({"field": f.field, "message": f.message}))
+        .collect();
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_spec",
+        e.to_string(),
+    )
+    .with_field(e.field())
+    .with_extra("errors", Value::Array(errors))
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_spec",
+            format!("the body is not JSON: {e}"),
+        )
+        .with_field("spec")
+    })
+}
+
+fn respond(written: shoal_state::Written) -> (StatusCode, Json<SubmitResponse>) {
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(SubmitResponse {
+            job: written.job,
+            previous_version: written.previous_version,
+            changes: written.changes,
+            created: written.created,
+            unchanged: written.unchanged,
+        }),
+    )
+}
+
+/// `POST /v1/jobs`: create or update.
+pub async fn submit(
+    State(s): State<ApiState>,
+    Query(q): Query<IfVersion>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let spec = JobSpec::from_json(parse_json(&body)?).map_err(invalid_spec)?;
+    let written = s
+        .state
+        .write(Write {
+            name: spec.name.clone(),
+            op: WriteOp::Put(Box::new(spec)),
+            if_version: q.if_version,
+            now_ms: unix_ms(),
+        })
+        .await?;
+    Ok(respond(written))
+}
+
+/// `GET /v1/jobs`.
+pub async fn list(
+    State(s): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Vec<JobView>> {
+    Ok(Json(s.state.jobs(q.deleted).await?))
+}
+
+/// `GET /v1/jobs/{name}`.
+pub async fn get(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<JobView> {
+    match s.state.job(&name).await? {
+        Some(job) if !job.deleted || q.deleted => Ok(Json(job)),
+        Some(_) => Err(ApiError::not_found(format!(
+            "job {name:?} was deleted (see it with ?deleted=true)"
+        ))),
+        None => Err(ApiError::not_found(format!(
+            "no job named {name:?} (see `shoal jobs`)"
+        ))),
+    }
+}
+
+/// `GET /v1/jobs/{name}/versions`.
+pub async fn versions(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<HistoryEntry>> {
+    match s.state.history(&name).await? {
+        Some(h) => Ok(Json(h)),
+        None => Err(ApiError::not_found(format!(
+            "no job named {name:?} (see `shoal jobs`)"
+        ))),
+    }
+}
+
+/// `POST /v1/jobs/{name}/scale` with `{"count": N, "if_version"?: M}`.
+pub async fn scale(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<IfVersion>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let v = parse_json(&body)?;
+    let count = match v.get("count") {
+        Some(c) => c.as_i64().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("count: must be a whole number (got {c})"),
+            )
+            .with_field("count")
+        })?,
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "count: is required",
+            )
+            .with_field("count"));
+        }
+    };
+    if !(0..=i64::from(shoal_model::MAX_COUNT)).contains(&count) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!(
+                "count: must be between 0 and {} (got {count})",
+                shoal_model::MAX_COUNT
+            ),
+        )
+        .with_field("count"));
+    }
+    let if_version = q
+        .if_version
+        .or_else(|| v.get("if_version").and_then(Value::as_u64));
+    let written = s
+        .state
+        .write(Write {
+            name,
+            op: WriteOp::Scale(u32::try_from(count).unwrap_or(0)),
+            if_version,
+            now_ms: unix_ms(),
+        })
+        .await?;
+    Ok(respond(written))
+}
+
+/// `DELETE /v1/jobs/{name}`.
+pub async fn delete(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<IfVersion>,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let written = s
+        .state
+        .write(Write {
+            name,
+            op: WriteOp::Delete,
+            if_version: q.if_version,
+            now_ms: unix_ms(),
+        })
+        .await?;
+    Ok(respond(written))
+}
+
+/// `GET /v1/events`: server-sent events `job.created`, `job.updated`,
+/// `job.scaled`, `job.deleted`, as this node learns of them.
+pub async fn events(
+    State(s): State<ApiState>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let rx = s.state.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(event) => {
+                let value = serde_json::to_value(&event).unwrap_or(Value::Null);
+                let kind = value["event"].as_str().unwrap_or("changed").to_owned();
+                let sse = Event::default()
+                    .event(format!("job.{kind}"))
+                    .data(value.to_string());
+                Some((Ok(sse), rx))
+            }
+            Err(RecvError::Lagged(n)) => {
+                let sse = Event::default()
+                    .event("lagged")
+                    .data(json!({"missed": n}).to_string());
+                Some((Ok(sse), rx))
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,446 @@
+//! The HTTP API every node serves.
+//!
+//! | route | auth | what |
+//! |---|---|---|
+//! | `GET /v1/health` | no | liveness of this agent |
+//! | `GET /v1/self` | yes | this node as a member |
+//! | `GET /v1/nodes` | yes | every member this node knows |
+//! | `GET /v1/nodes/{id-or-name}` | yes | one member (id, unique id prefix, or name) |
+//! | `GET /v1/status` | yes | the pooled resources, in total and per datacenter |
+//! | `GET /metrics` | yes | Prometheus/OpenMetrics text |
+//!
+//! Authentication is `Authorization: Bearer <cluster token>`, except in
+//! `--dev`. Every error is `{"error": {"code", "message"}}` with the matching
+//! status.
+
+pub mod jobs;
+pub mod tasks;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use shoal_gossip::{MemberInfo, MemberState, NodeId};
+
+use crate::clock::Clock;
+use crate::membership::{MembershipHandle, Stopped};
+use crate::metrics;
+use crate::token::ClusterSecret;
+use types::{
+    CapacityView, ErrorBody, ErrorDetail, HealthView, NodeView, PoolView, RuntimeView, StateCounts,
+    StatusView,
+};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The membership loop.
+    pub membership: MembershipHandle,
+    /// The desired-state replica.
+    pub state: crate::state::StateHandle,
+    /// Placement.
+    pub placement: crate::placement::PlacementHandle,
+    /// The process runtime (logs of local tasks).
+    pub runtime: crate::runtime::ProcessRuntime,
+    /// Live members.
+    pub live: tokio::sync::watch::Receiver<Arc<Vec<crate::state::Peer>>>,
+    /// The RPC transport (for fault injection).
+    pub transport: shoal_transport::Transport,
+    /// Serve `POST /v1/debug/faults`.
+    pub fault_injection: bool,
+    /// `None` disables authentication (`--dev`).
+    pub auth: Option<Arc<ClusterSecret>>,
+    /// Real time.
+    pub clock: Clock,
+    /// Where the token lives, for error messages.
+    pub token_hint: String,
+}
+
+/// An API error.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ApiError {
+    /// An error with a status, a code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// Names the offending field.
+    pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Adds a field to the error object.
+    pub fn with_extra(mut self, key: &str, value: serde_json::Value) -> ApiError {
+        self.extra.insert(key.to_owned(), value);
+        self
+    }
+}
+
+impl From<Stopped> for ApiError {
+    fn from(e: Stopped) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+                extra: self.extra,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<axum::Json<T>, ApiError>;
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/v1/self", get(get_self))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{key}", get(get_node))
+        .route("/v1/status", get(get_status))
+        .route("/metrics", get(get_metrics))
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/{name}", get(jobs::get).delete(jobs::delete))
+        .route("/v1/jobs/{name}/versions", get(jobs::versions))
+        .route("/v1/jobs/{name}/scale", post(jobs::scale))
+        .route("/v1/jobs/{name}/tasks", get(tasks::list))
+        .route("/v1/tasks/{task}/logs", get(tasks::logs))
+        .route("/v1/nodes/{key}/drain", post(tasks::drain))
+        .route("/v1/events", get(jobs::events))
+        .route("/v1/debug/faults", post(set_faults))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/v1/health", get(health))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no such endpoint: {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn require_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(secret) = &state.auth else {
+        return next.run(req).await;
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!(
+                "missing `Authorization: Bearer <token>`; pass --token or set SHOAL_TOKEN (the token is in {})",
+                state.token_hint
+            ),
+        )
+        .into_response(),
+        Some(token) if secret.matches_token(token) => next.run(req).await,
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("the token is not this cluster's (see {})", state.token_hint),
+        )
+        .into_response(),
+    }
+}
+
+async fn health(State(state): State<ApiState>) -> ApiResult<HealthView> {
+    let me = state
+        .membership
+        .member(state.membership.local_id())
+        .await?
+        .ok_or_else(|| ApiError::not_found("this node is missing from its own member list"))?;
+    Ok(axum::Json(HealthView {
+        status: "ok".into(),
+        state: if state.state.recovering() {
+            "recovering".into()
+        } else {
+            "ok".into()
+        },
+        node_id: me.identity.id.to_string(),
+        name: me.meta.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }))
+}
+
+/// The API view of a member.
+pub fn node_view(m: &MemberInfo, clock: &Clock) -> NodeView {
+    let meta = m.meta.as_deref();
+    NodeView {
+        id: m.identity.id.to_string(),
+        name: meta.map(|x| x.name.clone()),
+        state: m.state.as_str().to_owned(),
+        gossip: m.identity.addr,
+        rpc: meta.map(|x| x.rpc_addr),
+        api: meta.map(|x| x.api_addr),
+        dc: meta.map(|x| x.dc.clone()),
+        zone: meta.map(|x| x.zone.clone()),
+        region: meta.map(|x| x.region.clone()),
+        labels: meta.map(|x| x.labels.clone()).unwrap_or_default(),
+        capacity: meta.map(|x| CapacityView {
+            cpus: f64::from(x.capacity.cpus_milli) / 1000.0,
+            memory_mb: x.capacity.memory_mb,
+            disk_mb: x.capacity.disk_mb,
+            gpus: x.capacity.gpus,
+        }),
+        runtimes: meta
+            .map(|x| {
+                x.runtimes
+                    .iter()
+                    .map(|r| RuntimeView {
+                        name: r.name.clone(),
+                        version: r.version.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        version: meta.map(|x| x.agent_version.clone()),
+        free_class: meta.map(|x| x.free_class.0),
+        isolation: meta.map(|x| x.isolation.clone()),
+        draining: meta.is_some_and(|x| x.draining),
+        generation: m.identity.bump,
+        incarnation: m.incarnation,
+        first_seen: clock.rfc3339(m.first_seen),
+        state_since: clock.rfc3339(m.state_since),
+        local: m.local,
+    }
+}
+
+async fn get_self(State(state): State<ApiState>) -> ApiResult<NodeView> {
+    let me = state
+        .membership
+        .member(state.membership.local_id())
+        .await?
+        .ok_or_else(|| ApiError::not_found("this node is missing from its own member list"))?;
+    Ok(axum::Json(node_view(&me, &state.clock)))
+}
+
+async fn list_nodes(State(state): State<ApiState>) -> ApiResult<Vec<NodeView>> {
+    let members = state.membership.members().await?;
+    Ok(axum::Json(
+        members.iter().map(|m| node_view(m, &state.clock)).collect(),
+    ))
+}
+
+/// Finds a member by full id, by name, or by a unique id prefix (4+ hex
+/// digits).
+pub fn find_member<'a>(members: &'a [MemberInfo], key: &str) -> Result<&'a MemberInfo, ApiError> {
+    if let Ok(id) = key.parse::<NodeId>()
+        && let Some(m) = members.iter().find(|m| m.identity.id == id)
+    {
+        return Ok(m);
+    }
+    let by_name: Vec<&MemberInfo> = members
+        .iter()
+        .filter(|m| m.meta.as_ref().is_some_and(|x| x.name == key))
+        .collect();
+    match by_name.as_slice() {
+        [one] => return Ok(one),
+        [] => {}
+        many => {
+            let ids: Vec<String> = many.iter().map(|m| m.identity.id.to_string()).collect();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "ambiguous",
+                format!(
+                    "{} nodes are named {key:?} ({}); use an id",
+                    many.len(),
+                    ids.join(", ")
+                ),
+            ));
+        }
+    }
+    if key.len() >= 4 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let by_prefix: Vec<&MemberInfo> = members
+            .iter()
+            .filter(|m| {
+                m.identity
+                    .id
+                    .to_string()
+                    .starts_with(&key.to_ascii_lowercase())
+            })
+            .collect();
+        if let [one] = by_prefix.as_slice() {
+            return Ok(one);
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "no node with id or name {key:?} is known to this node (see `shoal nodes`)"
+    )))
+}
+
+async fn get_node(State(state): State<ApiState>, Path(key): Path<String>) -> ApiResult<NodeView> {
+    let members = state.membership.members().await?;
+    let m = find_member(&members, &key)?;
+    Ok(axum::Json(node_view(m, &state.clock)))
+}
+
+/// Members by state.
+pub fn count_states(members: &[MemberInfo]) -> StateCounts {
+    let mut c = StateCounts::default();
+    for m in members {
+        match m.state {
+            MemberState::Alive => c.alive += 1,
+            MemberState::Suspect => c.suspect += 1,
+            MemberState::Failed => c.failed += 1,
+            MemberState::Left => c.left += 1,
+        }
+    }
+    c
+}
+
+async fn get_status(State(state): State<ApiState>) -> ApiResult<StatusView> {
+    let members = state.membership.members().await?;
+    let local = members
+        .iter()
+        .find(|m| m.local)
+        .ok_or_else(|| ApiError::not_found("this node is missing from its own member list"))?;
+    let mut by_dc: BTreeMap<String, PoolView> = BTreeMap::new();
+    let mut total = PoolView::default();
+    for m in &members {
+        if !matches!(m.state, MemberState::Alive | MemberState::Suspect) {
+            continue;
+        }
+        let Some(meta) = m.meta.as_deref() else {
+            continue;
+        };
+        let pool = by_dc.entry(meta.dc.clone()).or_insert_with(|| PoolView {
+            dc: meta.dc.clone(),
+            ..Default::default()
+        });
+        for p in [pool, &mut total] {
+            p.nodes += 1;
+            p.capacity.cpus += f64::from(meta.capacity.cpus_milli) / 1000.0;
+            p.capacity.memory_mb += meta.capacity.memory_mb;
+            p.capacity.disk_mb += meta.capacity.disk_mb;
+            p.capacity.gpus += meta.capacity.gpus;
+        }
+    }
+    Ok(axum::Json(StatusView {
+        node: node_view(local, &state.clock),
+        members: count_states(&members),
+        total,
+        by_dc: by_dc.into_values().collect(),
+    }))
+}
+
+/// `POST /v1/debug/faults` `{"block": [id or name, ...]}`: drops gossip and
+/// RPC to and from those nodes (an empty list heals). Only with
+/// `--fault-injection`: for partition tests.
+async fn set_faults(
+    State(state): State<ApiState>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if !state.fault_injection {
+        return Err(ApiError::not_found(
+            "fault injection is off (start the agent with --fault-injection)",
+        ));
+    }
+    let keys: Vec<String> = body["block"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let members = state.membership.members().await?;
+    let mut ids = std::collections::BTreeSet::new();
+    let mut addrs = std::collections::BTreeSet::new();
+    for key in &keys {
+        let m = find_member(&members, key)?;
+        ids.insert(m.identity.id);
+        addrs.insert(m.identity.addr);
+        if let Some(meta) = &m.meta {
+            addrs.insert(meta.rpc_addr);
+        }
+    }
+    state.membership.block(addrs.clone()).await?;
+    state.transport.set_blocked(ids.clone());
+    Ok(axum::Json(serde_json::json!({
+        "blocked": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })))
+}
+
+async fn get_metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let stats = state.membership.stats().await?;
+    let members = state.membership.members().await?;
+    let counts = count_states(&members);
+    let store = state.state.status().await?;
+    let transport = state.transport.stats();
+    let text = metrics::render(
+        &stats,
+        &counts,
+        state.membership.slow_turns(),
+        &store,
+        transport,
+    )
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,186 @@
+//! `/v1/jobs/{name}/tasks`, `/v1/tasks/{task}/logs`, `/v1/nodes/{node}/drain`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use shoal_placement::TaskKey;
+use shoal_transport::Service;
+
+use super::{ApiError, ApiResult, ApiState, find_member};
+use crate::placement::{
+    PlacementStopped, TaskRequest, TaskResponse, TaskView, holder_of, job_tasks,
+};
+use crate::rpc::LOG_CHUNK;
+
+impl From<PlacementStopped> for ApiError {
+    fn from(e: PlacementStopped) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        )
+    }
+}
+
+/// `GET /v1/jobs/{name}/tasks`: every task of the job, from the nodes that
+/// answer for them.
+pub async fn list(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Vec<TaskView>> {
+    let Some(job) = s.state.job(&name).await? else {
+        return Err(ApiError::not_found(format!(
+            "no job named {name:?} (see `shoal jobs`)"
+        )));
+    };
+    if job.deleted {
+        return Ok(Json(Vec::new()));
+    }
+    let live = s.live.borrow().clone();
+    Ok(Json(
+        job_tasks(&s.placement, &s.transport, &live, &name).await?,
+    ))
+}
+
+/// Log query.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogQuery {
+    #[serde(default)]
+    stderr: bool,
+    #[serde(default)]
+    offset: u64,
+    max: Option<u64>,
+}
+
+/// A piece of a log.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogPiece {
+    /// The node that runs the task.
+    pub node: String,
+    /// Text (invalid UTF-8 replaced).
+    pub data: String,
+    /// Offset to ask for next.
+    pub next: u64,
+    /// Size of the log file.
+    pub size: u64,
+}
+
+/// `GET /v1/tasks/{task}/logs?stderr&offset&max`: read from the node that
+/// runs the task, wherever it is.
+pub async fn logs(
+    State(s): State<ApiState>,
+    Path(task): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<LogPiece> {
+    let key = TaskKey::parse(&task).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("{task:?} is not a task: write job/index (web/frontend/3) or job@node"),
+        )
+        .with_field("task")
+    })?;
+    let live = s.live.borrow().clone();
+    let holder = holder_of(&s.placement, &s.transport, &live, &key)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "task {task} runs nowhere right now (see `shoal ps {}`)",
+                key.job
+            ))
+        })?;
+    let max = q.max.unwrap_or(LOG_CHUNK).min(LOG_CHUNK);
+    let (data, next, size) = if holder == s.transport.local() {
+        let runtime = s.runtime.clone();
+        let k = key.clone();
+        tokio::task::spawn_blocking(move || runtime.read_log(&k, q.stderr, q.offset, max))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+            .map_err(|e| ApiError::not_found(format!("no log for {task} on this node: {e}")))?
+    } else {
+        let peer = live.iter().find(|p| p.id == holder).ok_or_else(|| {
+            ApiError::not_found(format!("the node running {task} is not a live member"))
+        })?;
+        let body = postcard::to_allocvec(&TaskRequest::Log {
+            key,
+            stderr: q.stderr,
+            offset: q.offset,
+            max,
+        })
+        .expect("encodes");
+        let answer = s
+            .transport
+            .request(holder, peer.rpc, Service::Tasks, &body)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "unreachable",
+                    format!("the node running {task} did not answer: {e}"),
+                )
+            })?;
+        match postcard::from_bytes::<TaskResponse>(&answer) {
+            Ok(TaskResponse::Log { data, next, size }) => (data, next, size),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "unreachable",
+                    "the node running the task answered nonsense",
+                ));
+            }
+        }
+    };
+    Ok(Json(LogPiece {
+        node: holder.to_string(),
+        data: String::from_utf8_lossy(&data).into_owned(),
+        next,
+        size,
+    }))
+}
+
+/// Drain request.
+#[derive(Debug, Deserialize)]
+pub struct DrainBody {
+    #[serde(default = "yes")]
+    drain: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /v1/nodes/{node}/drain` `{"drain": true|false}`: the node stops
+/// taking tasks and its tasks are placed elsewhere (kept across restarts).
+pub async fn drain(
+    State(s): State<ApiState>,
+    Path(node): Path<String>,
+    body: Option<Json<DrainBody>>,
+) -> ApiResult<serde_json::Value> {
+    let on = body.is_none_or(|b| b.drain);
+    let members = s.membership.members().await?;
+    let m = find_member(&members, &node)?.clone();
+    let id = m.identity.id;
+    if id == s.transport.local() {
+        s.placement.drain(on).await?;
+    } else {
+        let rpc = m
+            .meta
+            .as_ref()
+            .map(|x| x.rpc_addr)
+            .ok_or_else(|| ApiError::not_found("that node's address is not known yet"))?;
+        let body = postcard::to_allocvec(&TaskRequest::Drain(on)).expect("encodes");
+        s.transport
+            .request(id, rpc, Service::Tasks, &body)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "unreachable",
+                    format!("the node did not answer: {e}"),
+                )
+            })?;
+    }
+    Ok(Json(
+        serde_json::json!({"node": id.to_string(), "draining": on}),
+    ))
+}

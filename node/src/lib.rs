@@ -1,0 +1,31 @@
+//! The shoal agent.
+//!
+//! Every machine runs the same agent. It binds the gossip socket (UDP), the
+//! RPC socket (QUIC) and the HTTP API, keeps its identity and the cluster
+//! token in its data dir, and wires real time and sockets to the pure state
+//! machines of `shoal-gossip`: one tokio task owns each state machine.
+//!
+//! [`Agent::start`] returns once everything is bound and serving;
+//! [`Agent::run_until`] serves until a stop signal and then leaves the cluster
+//! gracefully, so that the other members record this node as `left`.
+//!
+//! Tasks: the membership loop (`membership`), the desired-state replica
+//! (`state`, with its durable log `statelog`), the RPC transport serving
+//! peers, and the HTTP API (`api`).
+
+pub mod agent;
+pub mod api;
+pub mod cgroups;
+pub mod clock;
+pub mod datadir;
+pub mod membership;
+pub mod metrics;
+pub mod placement;
+pub mod resources;
+pub mod rpc;
+pub mod runtime;
+pub mod state;
+pub mod statelog;
+pub mod token;
+
+pub use agent::{Agent, AgentError, AgentInfo, AgentOptions};

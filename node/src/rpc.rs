@@ -1,0 +1,90 @@
+//! What this node serves on its RPC transport: desired-state sync,
+//! placement messages, and task queries (status, logs, drain).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use shoal_gossip::NodeId;
+use shoal_transport::{Handler, Service};
+
+use crate::placement::{Batch, PlacementHandle, TaskRequest, TaskResponse};
+use crate::runtime::ProcessRuntime;
+
+/// Largest log piece one call returns.
+pub const LOG_CHUNK: u64 = 256 << 10;
+
+/// Routes calls by service.
+pub struct NodeRpc {
+    /// Desired-state sync.
+    pub state: Arc<dyn Handler>,
+    /// Placement.
+    pub placement: PlacementHandle,
+    /// Logs.
+    pub runtime: ProcessRuntime,
+}
+
+impl Handler for NodeRpc {
+    fn handle(
+        &self,
+        from: NodeId,
+        service: Service,
+        body: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>> {
+        match service {
+            Service::State => self.state.handle(from, service, body),
+            Service::Placement => {
+                let placement = self.placement.clone();
+                Box::pin(async move {
+                    let batch: Batch = postcard::from_bytes(&body)
+                        .map_err(|e| format!("malformed placement batch: {e}"))?;
+                    if batch.version != shoal_placement::PROTOCOL_VERSION {
+                        return Err(format!(
+                            "placement protocol {} not supported (this node speaks {})",
+                            batch.version,
+                            shoal_placement::PROTOCOL_VERSION
+                        ));
+                    }
+                    placement
+                        .deliver(from, batch.msgs)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(Vec::new())
+                })
+            }
+            Service::Tasks => {
+                let placement = self.placement.clone();
+                let runtime = self.runtime.clone();
+                Box::pin(async move {
+                    let request: TaskRequest = postcard::from_bytes(&body)
+                        .map_err(|e| format!("malformed task request: {e}"))?;
+                    let response = match request {
+                        TaskRequest::Status(keys) => TaskResponse::Status(
+                            placement.status(keys).await.map_err(|e| e.to_string())?,
+                        ),
+                        TaskRequest::Log {
+                            key,
+                            stderr,
+                            offset,
+                            max,
+                        } => {
+                            let max = max.min(LOG_CHUNK);
+                            let (data, next, size) = tokio::task::spawn_blocking(move || {
+                                runtime.read_log(&key, stderr, offset, max)
+                            })
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| format!("cannot read the log: {e}"))?;
+                            TaskResponse::Log { data, next, size }
+                        }
+                        TaskRequest::Drain(on) => {
+                            placement.drain(on).await.map_err(|e| e.to_string())?;
+                            TaskResponse::Drained
+                        }
+                    };
+                    Ok(postcard::to_allocvec(&response).expect("responses encode"))
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,731 @@
+//! The process runtime: tasks as plain processes.
+//!
+//! Each task runs in `<data-dir>/tasks/<task>/` (its sandbox: working dir by
+//! default, `stdout.log` and `stderr.log`, `task.json`), in its own process
+//! group, in its own cgroup when the host has them (see [`crate::cgroups`]),
+//! with `SHOAL_TASK_ID`, `SHOAL_JOB`, `SHOAL_TASK_INDEX`, `SHOAL_NODE` and
+//! `SHOAL_TASK_DIR` added to the job's environment.
+//!
+//! The agent does not exec the command itself: it starts its own binary as
+//! `shoal __exec`, which joins the task's cgroups and then becomes the
+//! command (`exec`), so that nothing the task starts escapes its limits; a
+//! command that cannot be started is reported as such.
+//!
+//! Stopping sends SIGTERM to the whole group, waits a grace period, then
+//! SIGKILLs it. Logs are rotated by size (copy and truncate: tasks write in
+//! append mode). Tasks outlive the agent: after a restart, [`scan`] finds
+//! those still running (by pid and process start time) so they can be
+//! adopted, and cleans up the rest.
+//!
+//! [`scan`]: ProcessRuntime::scan
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use shoal_model::JobSpec;
+use shoal_placement::{Adopted, ExitReason, Slot, Stamp, TaskKey};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::cgroups::{Isolation, TaskGroup};
+
+/// Largest log file before rotation.
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+/// Rotated files kept per stream.
+const LOG_KEEP: u32 = 2;
+/// Process-count limit per task.
+const PIDS_MAX: u64 = 4096;
+
+/// What the runtime tells the placement task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// The task's process runs.
+    Running(TaskKey),
+    /// It ended.
+    Exited(TaskKey, ExitReason),
+}
+
+/// `task.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// `job/index` or `job@node`.
+    pub task: String,
+    /// The award.
+    pub stamp: Stamp,
+    /// Job version.
+    pub job_version: u64,
+    /// What runs.
+    pub spec: JobSpec,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Process id while running.
+    pub pid: Option<i32>,
+    /// The process's start time (clock ticks since boot, from
+    /// `/proc/<pid>/stat`), to tell it from a recycled pid.
+    pub pid_start: Option<u64>,
+    /// Started (ms since the Unix epoch).
+    pub started_ms: u64,
+}
+
+struct Running {
+    /// Which start of the task (a replaced process must not be taken for
+    /// its successor).
+    generation: u64,
+    /// 0 until spawned.
+    pid: i32,
+    stopping: bool,
+    /// Replaced by a new start: its end is not reported.
+    replaced: bool,
+}
+
+struct Inner {
+    tasks_dir: PathBuf,
+    isolation: Isolation,
+    shim: PathBuf,
+    node: String,
+    events: mpsc::Sender<RuntimeEvent>,
+    running: Mutex<BTreeMap<TaskKey, Running>>,
+    generation: std::sync::atomic::AtomicU64,
+    stop_grace: Duration,
+}
+
+/// Runs tasks as processes. Cheap to clone.
+#[derive(Clone)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ProcessRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessRuntime")
+            .field("isolation", &self.inner.isolation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sandbox dir name of a task: `/` becomes `_` (job names have no `_`).
+pub fn dir_name(key: &TaskKey) -> String {
+    key.to_string().replace('/', "_")
+}
+
+fn pid_start(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    // Field 22 of the whole line, the 20th after the command name.
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn alive(pid: i32, start: Option<u64>) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok() && (start.is_none() || pid_start(pid) == start)
+}
+
+fn now_ms() -> u64 {
+    crate::clock::unix_ms()
+}
+
+impl ProcessRuntime {
+    /// A runtime keeping tasks under `data_dir/tasks`.
+    pub fn new(
+        data_dir: &Path,
+        isolation: Isolation,
+        node: String,
+        stop_grace: Duration,
+        events: mpsc::Sender<RuntimeEvent>,
+    ) -> std::io::Result<ProcessRuntime> {
+        let tasks_dir = data_dir.join("tasks");
+        fs::create_dir_all(&tasks_dir)?;
+        let shim = std::env::current_exe()?;
+        Ok(ProcessRuntime {
+            inner: Arc::new(Inner {
+                tasks_dir,
+                isolation,
+                shim,
+                node,
+                events,
+                running: Mutex::new(BTreeMap::new()),
+                generation: std::sync::atomic::AtomicU64::new(0),
+                stop_grace,
+            }),
+        })
+    }
+
+    /// How tasks are isolated.
+    pub fn isolation(&self) -> &Isolation {
+        &self.inner.isolation
+    }
+
+    /// The sandbox of a task.
+    pub fn task_dir(&self, key: &TaskKey) -> PathBuf {
+        self.inner.tasks_dir.join(dir_name(key))
+    }
+
+    /// Starts a task (in the background); its progress comes as events.
+    pub fn start(
+        &self,
+        key: TaskKey,
+        spec: Arc<JobSpec>,
+        job_version: u64,
+        stamp: Stamp,
+        attempt: u32,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.run(key, spec, job_version, stamp, attempt).await;
+        });
+    }
+
+    async fn run(
+        &self,
+        key: TaskKey,
+        spec: Arc<JobSpec>,
+        job_version: u64,
+        stamp: Stamp,
+        attempt: u32,
+    ) {
+        let generation = self
+            .inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        // A process still there for this task is replaced: stopped first,
+        // its end unreported.
+        let previous = {
+            let mut running = self.inner.running.lock().expect("lock");
+            running.get_mut(&key).map(|r| {
+                r.replaced = true;
+                r.stopping = true;
+                (r.generation, r.pid)
+            })
+        };
+        if let Some((old, pid)) = previous {
+            self.terminate(&key, old, pid).await;
+        }
+        self.inner.running.lock().expect("lock").insert(
+            key.clone(),
+            Running {
+                generation,
+                pid: 0,
+                stopping: false,
+                replaced: false,
+            },
+        );
+        let dir = self.task_dir(&key);
+        let name = dir_name(&key);
+        let fail = |why: String| {
+            self.forget(&key, generation);
+            RuntimeEvent::Exited(key.clone(), ExitReason::StartFailed(why))
+        };
+        if let Err(e) = fs::create_dir_all(&dir) {
+            let _ = self
+                .inner
+                .events
+                .send(fail(format!("cannot create {}: {e}", dir.display())))
+                .await;
+            return;
+        }
+        let error_file = dir.join("start-error");
+        let _ = fs::remove_file(&error_file);
+        let isolation = self.inner.isolation.clone();
+        let demand = shoal_placement::Resources::of_task(&spec.task.resources);
+        let group = tokio::task::spawn_blocking(move || -> std::io::Result<Option<TaskGroup>> {
+            let g = isolation.create(&name)?;
+            if let Some(g) = &g {
+                g.limit(demand.cpus_milli, demand.memory_mb, PIDS_MAX)?;
+            }
+            Ok(g)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let group = match group {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = self
+                    .inner
+                    .events
+                    .send(fail(format!("cannot set up its cgroup: {e}")))
+                    .await;
+                return;
+            }
+        };
+        let open = |file: &str| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(file))
+        };
+        let (stdout, stderr) = match (open("stdout.log"), open("stderr.log")) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = self
+                    .inner
+                    .events
+                    .send(fail(format!("cannot open its log files: {e}")))
+                    .await;
+                return;
+            }
+        };
+        let Some(command) = spec.task.command.clone() else {
+            let _ = self
+                .inner
+                .events
+                .send(fail("the task has no command".into()))
+                .await;
+            return;
+        };
+        let workdir = spec
+            .task
+            .workdir
+            .as_ref()
+            .map_or_else(|| dir.clone(), PathBuf::from);
+        let mut cmd = tokio::process::Command::new(&self.inner.shim);
+        cmd.arg("__exec").arg("--error-file").arg(&error_file);
+        if let Some(g) = &group {
+            for f in g.procs_files() {
+                cmd.arg("--cgroup").arg(f);
+            }
+        }
+        cmd.arg("--").arg(&command).args(&spec.task.args);
+        cmd.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd.env("HOME", &dir);
+        for (k, v) in &spec.task.env {
+            cmd.env(k, v);
+        }
+        cmd.env("SHOAL_TASK_ID", key.to_string())
+            .env("SHOAL_JOB", &key.job)
+            .env(
+                "SHOAL_TASK_INDEX",
+                match &key.slot {
+                    Slot::Index(i) => i.to_string(),
+                    Slot::Node(_) => "0".into(),
+                },
+            )
+            .env("SHOAL_NODE", &self.inner.node)
+            .env("SHOAL_TASK_DIR", &dir)
+            .current_dir(&workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(g) = group {
+                    let _ = tokio::task::spawn_blocking(move || g.remove()).await;
+                }
+                let _ = self
+                    .inner
+                    .events
+                    .send(fail(format!("cannot run {}: {e}", workdir.display())))
+                    .await;
+                return;
+            }
+        };
+        let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        let stop_now = {
+            let mut running = self.inner.running.lock().expect("lock");
+            match running.get_mut(&key) {
+                Some(r) if r.generation == generation => {
+                    r.pid = pid;
+                    r.stopping
+                }
+                _ => true,
+            }
+        };
+        if stop_now {
+            // Told to stop while it was being started.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let record = TaskRecord {
+            task: key.to_string(),
+            stamp,
+            job_version,
+            spec: (*spec).clone(),
+            restarts: attempt,
+            pid: Some(pid),
+            pid_start: pid_start(pid),
+            started_ms: now_ms(),
+        };
+        write_record(&dir, &record);
+        debug!(task = %key, pid, "task started");
+        let _ = self
+            .inner
+            .events
+            .send(RuntimeEvent::Running(key.clone()))
+            .await;
+        let status = child.wait().await;
+        let (stopping, replaced) = self.take(&key, generation);
+        // Nothing of the task outlives it.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        let oom = match group.clone() {
+            Some(g) => tokio::task::spawn_blocking(move || {
+                let oom = g.oom_killed();
+                g.remove();
+                oom
+            })
+            .await
+            .unwrap_or(false),
+            None => false,
+        };
+        let start_error = fs::read_to_string(&error_file).ok();
+        let reason = if let Some(e) = start_error {
+            ExitReason::StartFailed(e.trim().to_owned())
+        } else if stopping {
+            ExitReason::Stopped
+        } else if oom {
+            ExitReason::Oom
+        } else {
+            use std::os::unix::process::ExitStatusExt;
+            match status {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(c), _) => ExitReason::Exited(c),
+                    (None, Some(sig)) => ExitReason::Signaled(sig),
+                    (None, None) => ExitReason::Exited(-1),
+                },
+                Err(e) => ExitReason::StartFailed(format!("cannot wait for it: {e}")),
+            }
+        };
+        let mut record = record;
+        record.pid = None;
+        record.pid_start = None;
+        write_record(&dir, &record);
+        debug!(task = %key, ?reason, replaced, "task ended");
+        if !replaced {
+            let _ = self
+                .inner
+                .events
+                .send(RuntimeEvent::Exited(key, reason))
+                .await;
+        }
+    }
+
+    /// Removes the entry of start `generation` once its process ended:
+    /// whether it was being stopped, and whether it was replaced (a newer
+    /// start took the slot).
+    fn take(&self, key: &TaskKey, generation: u64) -> (bool, bool) {
+        let mut running = self.inner.running.lock().expect("lock");
+        match running.get(key) {
+            Some(r) if r.generation == generation => {
+                let r = running.remove(key).expect("present");
+                (r.stopping, r.replaced)
+            }
+            _ => (true, true),
+        }
+    }
+
+    fn forget(&self, key: &TaskKey, generation: u64) {
+        let mut running = self.inner.running.lock().expect("lock");
+        if running.get(key).is_some_and(|r| r.generation == generation) {
+            running.remove(key);
+        }
+    }
+
+    /// SIGTERM to the group of start `generation`, SIGKILL after the grace
+    /// period; returns once it is gone (or the entry changed).
+    async fn terminate(&self, key: &TaskKey, generation: u64, pid: i32) {
+        let gone = || {
+            self.inner
+                .running
+                .lock()
+                .expect("lock")
+                .get(key)
+                .is_none_or(|r| r.generation != generation)
+        };
+        if pid != 0 {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = tokio::time::Instant::now() + self.inner.stop_grace;
+        while tokio::time::Instant::now() < deadline {
+            if gone() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if pid != 0 {
+            warn!(task = %key, "task did not stop within the grace period; killing it");
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline && !gone() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops a task: SIGTERM to its group, then SIGKILL after the grace
+    /// period. Its end comes as an event.
+    pub fn stop(&self, key: &TaskKey) {
+        let (generation, pid) = {
+            let mut running = self.inner.running.lock().expect("lock");
+            match running.get_mut(key) {
+                Some(r) => {
+                    r.stopping = true;
+                    (r.generation, r.pid)
+                }
+                None => {
+                    // Not running (between restarts, or never started):
+                    // tell the placer at once.
+                    let events = self.inner.events.clone();
+                    let key = key.clone();
+                    tokio::spawn(async move {
+                        let _ = events
+                            .send(RuntimeEvent::Exited(key, ExitReason::Stopped))
+                            .await;
+                    });
+                    return;
+                }
+            }
+        };
+        let this = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            // Spawning: the start sees `stopping` and terminates it.
+            if pid != 0 {
+                this.terminate(&key, generation, pid).await;
+            }
+        });
+    }
+
+    /// After an agent restart: tasks still running are returned (to be
+    /// adopted) and watched; the sandboxes of dead ones stay for their logs.
+    pub fn scan(&self) -> Vec<Adopted> {
+        let mut adopted = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.inner.tasks_dir) else {
+            return adopted;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let dir = entry.path();
+            let Some(record) = read_record(&dir) else {
+                continue;
+            };
+            let Some(key) = TaskKey::parse(&record.task) else {
+                continue;
+            };
+            let Some(pid) = record.pid else { continue };
+            if !alive(pid, record.pid_start) {
+                // Died while the agent was away: clean its group.
+                if let Some(g) = self.inner.isolation.existing(&dir_name(&key)) {
+                    g.remove();
+                }
+                let mut r = record.clone();
+                r.pid = None;
+                write_record(&dir, &r);
+                continue;
+            }
+            info!(task = %key, pid, "found a task still running; adopting it");
+            let generation = self
+                .inner
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            self.inner.running.lock().expect("lock").insert(
+                key.clone(),
+                Running {
+                    generation,
+                    pid,
+                    stopping: false,
+                    replaced: false,
+                },
+            );
+            adopted.push(Adopted {
+                key: key.clone(),
+                stamp: record.stamp,
+                job_version: record.job_version,
+                spec: Arc::new(record.spec.clone()),
+                restarts: record.restarts,
+                since_ms: record.started_ms,
+            });
+            self.watch_adopted(key, generation, pid, record.pid_start, dir);
+        }
+        adopted
+    }
+
+    /// An adopted task is not a child of this agent: poll it.
+    fn watch_adopted(
+        &self,
+        key: TaskKey,
+        generation: u64,
+        pid: i32,
+        start: Option<u64>,
+        dir: PathBuf,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            while alive(pid, start) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let (stopping, replaced) = this.take(&key, generation);
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let name = dir_name(&key);
+            let isolation = this.inner.isolation.clone();
+            let oom = tokio::task::spawn_blocking(move || {
+                isolation.existing(&name).is_some_and(|g| {
+                    let oom = g.oom_killed();
+                    g.remove();
+                    oom
+                })
+            })
+            .await
+            .unwrap_or(false);
+            if let Some(mut r) = read_record(&dir) {
+                r.pid = None;
+                write_record(&dir, &r);
+            }
+            let reason = if stopping {
+                ExitReason::Stopped
+            } else if oom {
+                ExitReason::Oom
+            } else {
+                ExitReason::Unknown
+            };
+            if !replaced {
+                let _ = this
+                    .inner
+                    .events
+                    .send(RuntimeEvent::Exited(key, reason))
+                    .await;
+            }
+        });
+    }
+
+    /// Reads up to `max` bytes of a task's log from `offset` (restarting
+    /// from 0 when the file was rotated below it). Returns the bytes, the
+    /// offset to read from next, and the file's size.
+    pub fn read_log(
+        &self,
+        key: &TaskKey,
+        stderr: bool,
+        offset: u64,
+        max: u64,
+    ) -> std::io::Result<(Vec<u8>, u64, u64)> {
+        let path = self
+            .task_dir(key)
+            .join(if stderr { "stderr.log" } else { "stdout.log" });
+        let mut f = fs::File::open(&path)?;
+        let size = f.metadata()?.len();
+        let from = if offset > size { 0 } else { offset };
+        f.seek(SeekFrom::Start(from))?;
+        let mut buf = Vec::new();
+        f.take(max).read_to_end(&mut buf)?;
+        let next = from + buf.len() as u64;
+        Ok((buf, next, size))
+    }
+
+    /// Rotates the logs of running tasks that grew past `max` bytes.
+    pub fn rotate_logs(&self, max: u64) {
+        let keys: Vec<TaskKey> = self
+            .inner
+            .running
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect();
+        for key in keys {
+            let dir = self.task_dir(&key);
+            for stream in ["stdout.log", "stderr.log"] {
+                let path = dir.join(stream);
+                if fs::metadata(&path).is_ok_and(|m| m.len() > max) {
+                    rotate(&path);
+                }
+            }
+        }
+    }
+
+    /// Tasks running now.
+    pub fn running(&self) -> Vec<TaskKey> {
+        self.inner
+            .running
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+fn rotate(path: &Path) {
+    for i in (1..LOG_KEEP).rev() {
+        let from = path.with_extension(format!("log.{i}"));
+        let to = path.with_extension(format!("log.{}", i + 1));
+        let _ = fs::rename(from, to);
+    }
+    let first = path.with_extension("log.1");
+    if fs::copy(path, &first).is_ok()
+        && let Ok(f) = OpenOptions::new().write(true).open(path)
+    {
+        let _ = f.set_len(0);
+    }
+}
+
+fn write_record(dir: &Path, record: &TaskRecord) {
+    let tmp = dir.join(".task.json.tmp");
+    if let Ok(bytes) = serde_json::to_vec_pretty(record)
+        && fs::write(&tmp, bytes).is_ok()
+    {
+        let _ = fs::rename(&tmp, dir.join("task.json"));
+    }
+}
+
+fn read_record(dir: &Path) -> Option<TaskRecord> {
+    serde_json::from_slice(&fs::read(dir.join("task.json")).ok()?).ok()
+}
+
+/// `shoal __exec --error-file F [--cgroup P]… -- COMMAND ARGS…`: joins the
+/// cgroups, then becomes COMMAND. Run by the agent, not by people.
+pub fn exec_shim(args: &[String]) -> std::process::ExitCode {
+    use std::os::unix::process::CommandExt;
+    let mut error_file: Option<PathBuf> = None;
+    let mut groups: Vec<PathBuf> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--error-file" if i + 1 < args.len() => {
+                error_file = Some(PathBuf::from(&args[i + 1]));
+                i += 2;
+            }
+            "--cgroup" if i + 1 < args.len() => {
+                groups.push(PathBuf::from(&args[i + 1]));
+                i += 2;
+            }
+            "--" => {
+                i += 1;
+                break;
+            }
+            _ => break,
+        }
+    }
+    let fail = |msg: String| {
+        if let Some(f) = &error_file {
+            let _ = fs::write(f, &msg);
+        }
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("shoal: {msg}");
+        }
+        std::process::ExitCode::from(127)
+    };
+    let Some(command) = args.get(i) else {
+        return fail("no command given".into());
+    };
+    let pid = std::process::id().to_string();
+    for g in &groups {
+        if let Err(e) = fs::write(g, &pid) {
+            return fail(format!("cannot join cgroup {}: {e}", g.display()));
+        }
+    }
+    let err = std::process::Command::new(command)
+        .args(&args[i + 1..])
+        .exec();
+    fail(format!("cannot run {command}: {err}"))
+}

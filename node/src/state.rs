@@ -1,0 +1,589 @@
+//! The task that owns the desired-state replica.
+//!
+//! It serves the API (writes are fsynced before they are answered; writes
+//! that arrive together share one fsync), answers peers' sync requests,
+//! runs an anti-entropy round with any member whose gossip carries a
+//! different state digest (and, as a safety net, with a random live peer
+//! every [`SYNC_PERIOD`]), pushes fresh changes to a few peers, drops expired tombstones and
+//! compacts the log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::seq::IndexedRandom;
+use shoal_gossip::NodeId;
+use shoal_state::{
+    HistoryEntry, JobEvent, JobView, PersistOp, Store, SyncRequest, SyncResponse, Write,
+    WriteError, Written,
+};
+use shoal_transport::{Handler, Service, Transport};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::clock::unix_ms;
+use crate::statelog::StateLog;
+
+/// How often a node runs an anti-entropy round with a random peer whatever
+/// the gossiped digests say: a safety net, since a differing digest starts
+/// a round within a gossip period anyway.
+pub const SYNC_PERIOD: Duration = Duration::from_secs(30);
+/// The round period after start-up and while recovering damaged state.
+pub const SYNC_PERIOD_EAGER: Duration = Duration::from_secs(1);
+/// Gossiped in place of an empty replica's digest (zero means "no state
+/// digest" on the gossip wire).
+const EMPTY_DIGEST: u64 = 0x5348_4f41_4c5f_3030;
+/// Writes applied before one fsync at most.
+const BATCH: usize = 256;
+/// How often tombstones are checked for expiry.
+const EXPIRE_PERIOD: Duration = Duration::from_secs(60);
+
+/// A live member (this node included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Node id.
+    pub id: NodeId,
+    /// RPC (QUIC) address.
+    pub rpc: SocketAddr,
+    /// Its start counter: a change means a new process behind the address.
+    pub generation: u32,
+    /// Its metadata.
+    pub meta: Arc<shoal_gossip::MemberMeta>,
+}
+
+/// What joins the state task to the membership task (see
+/// [`crate::membership::StateLink`] for the other end).
+pub struct GossipLink {
+    /// Where the replica's digest is published.
+    pub digest: watch::Sender<u64>,
+    /// Members seen gossiping a different digest.
+    pub differs: mpsc::Receiver<NodeId>,
+}
+
+/// The state task has stopped.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the state task has stopped (agent shutting down)")]
+pub struct StateStopped;
+
+/// A write failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    /// Refused by the store; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] WriteError),
+    /// Applied in memory but not made durable: the write is not
+    /// acknowledged (the node will not restart with it).
+    #[error("could not persist the change: {0}")]
+    Persist(String),
+    /// The task stopped.
+    #[error(transparent)]
+    Stopped(#[from] StateStopped),
+}
+
+enum Command {
+    Write(Write, oneshot::Sender<Result<Written, SubmitError>>),
+    Jobs(bool, oneshot::Sender<Vec<JobView>>),
+    Job(String, oneshot::Sender<Option<JobView>>),
+    JobsNamed(Vec<String>, oneshot::Sender<Vec<(String, Option<JobView>)>>),
+    History(String, oneshot::Sender<Option<Vec<HistoryEntry>>>),
+    Remote(NodeId, SyncRequest, oneshot::Sender<SyncResponse>),
+    BeginRound(oneshot::Sender<SyncRequest>),
+    Response(NodeId, SyncResponse, oneshot::Sender<Option<SyncRequest>>),
+    Status(oneshot::Sender<StateStatus>),
+}
+
+/// Counters and status of the replica.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateStatus {
+    /// Documents held (deleted jobs included).
+    pub docs: u64,
+    /// Whether the node is recovering state from peers after finding its
+    /// files damaged.
+    pub recovering: bool,
+    /// Rounds that found the peer in sync.
+    pub rounds_in_sync: u64,
+    /// Rounds that exchanged changes.
+    pub rounds_synced: u64,
+    /// Rounds that failed (peer unreachable, timeout).
+    pub rounds_failed: u64,
+    /// Payload bytes of rounds that found the peer in sync (both ways).
+    pub in_sync_bytes: u64,
+    /// Payload bytes of all rounds (both ways).
+    pub round_bytes: u64,
+    /// Pushes sent.
+    pub pushes: u64,
+    /// Bytes of pushes sent.
+    pub push_bytes: u64,
+    /// Changes appended to the log.
+    pub persisted: u64,
+    /// Messages from peers that could not be used, by reason.
+    pub rejected: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    rounds_in_sync: AtomicU64,
+    rounds_synced: AtomicU64,
+    rounds_failed: AtomicU64,
+    in_sync_bytes: AtomicU64,
+    round_bytes: AtomicU64,
+    pushes: AtomicU64,
+    push_bytes: AtomicU64,
+    persisted: AtomicU64,
+}
+
+/// Talks to the state task.
+#[derive(Clone, Debug)]
+pub struct StateHandle {
+    tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<JobEvent>,
+    recovering: Arc<AtomicBool>,
+}
+
+impl StateHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, StateStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| StateStopped)?;
+        rx.await.map_err(|_| StateStopped)
+    }
+
+    /// Applies a write and makes it durable.
+    pub async fn write(&self, w: Write) -> Result<Written, SubmitError> {
+        self.ask(|tx| Command::Write(w, tx)).await?
+    }
+
+    /// Every job (deleted ones too when asked).
+    pub async fn jobs(&self, deleted: bool) -> Result<Vec<JobView>, StateStopped> {
+        self.ask(|tx| Command::Jobs(deleted, tx)).await
+    }
+
+    /// One job.
+    pub async fn job(&self, name: &str) -> Result<Option<JobView>, StateStopped> {
+        self.ask(|tx| Command::Job(name.to_owned(), tx)).await
+    }
+
+    /// Some jobs (deleted ones included), each with its name; `None` for a
+    /// name the replica does not hold.
+    pub async fn jobs_named(
+        &self,
+        names: Vec<String>,
+    ) -> Result<Vec<(String, Option<JobView>)>, StateStopped> {
+        self.ask(|tx| Command::JobsNamed(names, tx)).await
+    }
+
+    /// A job's history.
+    pub async fn history(&self, name: &str) -> Result<Option<Vec<HistoryEntry>>, StateStopped> {
+        self.ask(|tx| Command::History(name.to_owned(), tx)).await
+    }
+
+    /// Counters and status.
+    pub async fn status(&self) -> Result<StateStatus, StateStopped> {
+        self.ask(Command::Status).await
+    }
+
+    /// Job events as they happen (local and replicated).
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
+    /// Whether the node is still recovering damaged state from peers.
+    pub fn recovering(&self) -> bool {
+        self.recovering.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves peers' sync requests by handing them to the state task.
+struct RpcHandler {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Handler for RpcHandler {
+    fn handle(
+        &self,
+        from: NodeId,
+        service: Service,
+        body: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send>> {
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            if service != Service::State {
+                return Err(format!(
+                    "service {service:?} is not served by this node yet"
+                ));
+            }
+            let request: SyncRequest =
+                postcard::from_bytes(&body).map_err(|e| format!("malformed sync request: {e}"))?;
+            let (reply, rx) = oneshot::channel();
+            tx.send(Command::Remote(from, request, reply))
+                .await
+                .map_err(|_| "shutting down".to_owned())?;
+            let response = rx.await.map_err(|_| "shutting down".to_owned())?;
+            Ok(postcard::to_allocvec(&response).expect("responses encode"))
+        })
+    }
+}
+
+/// The handler to serve on the RPC transport.
+pub fn rpc_handler(handle: &StateHandle) -> Arc<dyn Handler> {
+    Arc::new(RpcHandler {
+        tx: handle.tx.clone(),
+    })
+}
+
+/// Everything the task needs.
+pub struct StateTask {
+    store: Store,
+    log: StateLog,
+    transport: Transport,
+    peers: watch::Receiver<Arc<Vec<Peer>>>,
+    rx: mpsc::Receiver<Command>,
+    self_tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<JobEvent>,
+    recovering: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    round_in_flight: Arc<AtomicBool>,
+    gossip: GossipLink,
+    shutdown: CancellationToken,
+    state_dir: PathBuf,
+}
+
+impl StateTask {
+    /// A task for `store` (already restored from `log`).
+    pub fn new(
+        store: Store,
+        log: StateLog,
+        transport: Transport,
+        peers: watch::Receiver<Arc<Vec<Peer>>>,
+        recovering: bool,
+        gossip: GossipLink,
+        shutdown: CancellationToken,
+    ) -> (StateTask, StateHandle) {
+        let (tx, rx) = mpsc::channel(1024);
+        let (events, _) = broadcast::channel(1024);
+        let recovering = Arc::new(AtomicBool::new(recovering));
+        let handle = StateHandle {
+            tx: tx.clone(),
+            events: events.clone(),
+            recovering: recovering.clone(),
+        };
+        let state_dir = log.dir().to_owned();
+        let task = StateTask {
+            store,
+            log,
+            transport,
+            peers,
+            rx,
+            self_tx: tx,
+            events,
+            recovering,
+            counters: Arc::new(Counters::default()),
+            round_in_flight: Arc::new(AtomicBool::new(false)),
+            gossip,
+            shutdown,
+            state_dir,
+        };
+        (task, handle)
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(mut self) {
+        self.publish_digest();
+        let mut next_round = tokio::time::Instant::now() + SYNC_PERIOD_EAGER;
+        let mut expire = tokio::time::interval(EXPIRE_PERIOD);
+        expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                command = self.rx.recv() => {
+                    let Some(first) = command else { break };
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH {
+                        match self.rx.try_recv() {
+                            Ok(c) => batch.push(c),
+                            Err(_) => break,
+                        }
+                    }
+                    self.turn(batch);
+                }
+                                Some(peer) = self.gossip.differs.recv() => self.start_round(Some(peer)),
+                () = tokio::time::sleep_until(next_round) => {
+                    self.start_round(None);
+                    let period = if self.recovering.load(Ordering::Relaxed) {
+                        SYNC_PERIOD_EAGER
+                    } else {
+                        SYNC_PERIOD
+                    };
+                    next_round = tokio::time::Instant::now() + period;
+                }
+                _ = expire.tick() => {
+                    self.store.expire(unix_ms());
+                    self.after_turn(Vec::new());
+                }
+            }
+        }
+        debug!("state task stopped");
+    }
+
+    fn turn(&mut self, batch: Vec<Command>) {
+        let mut pending_writes = Vec::new();
+        for command in batch {
+            match command {
+                Command::Write(w, reply) => match self.store.write(w) {
+                    Ok(written) => pending_writes.push((written, reply)),
+                    Err(e) => {
+                        let _ = reply.send(Err(SubmitError::Rejected(e)));
+                    }
+                },
+                Command::Jobs(deleted, reply) => {
+                    let _ = reply.send(self.store.jobs(deleted));
+                }
+                Command::Job(name, reply) => {
+                    let _ = reply.send(self.store.view(&name));
+                }
+                Command::JobsNamed(names, reply) => {
+                    let views = names
+                        .into_iter()
+                        .map(|n| {
+                            let v = self.store.view(&n);
+                            (n, v)
+                        })
+                        .collect();
+                    let _ = reply.send(views);
+                }
+                Command::History(name, reply) => {
+                    let _ = reply.send(self.store.history(&name));
+                }
+                Command::Remote(from, request, reply) => {
+                    let response = self.store.handle_request(from, request);
+                    let _ = reply.send(response);
+                }
+                Command::BeginRound(reply) => {
+                    let _ = reply.send(self.store.begin_round());
+                }
+                Command::Response(from, response, reply) => {
+                    let next = self.store.handle_response(from, response);
+                    let _ = reply.send(next);
+                }
+                Command::Status(reply) => {
+                    let c = &self.counters;
+                    let _ = reply.send(StateStatus {
+                        docs: self.store.doc_count() as u64,
+                        recovering: self.recovering.load(Ordering::Relaxed),
+                        rounds_in_sync: c.rounds_in_sync.load(Ordering::Relaxed),
+                        rounds_synced: c.rounds_synced.load(Ordering::Relaxed),
+                        rounds_failed: c.rounds_failed.load(Ordering::Relaxed),
+                        in_sync_bytes: c.in_sync_bytes.load(Ordering::Relaxed),
+                        round_bytes: c.round_bytes.load(Ordering::Relaxed),
+                        pushes: c.pushes.load(Ordering::Relaxed),
+                        push_bytes: c.push_bytes.load(Ordering::Relaxed),
+                        persisted: c.persisted.load(Ordering::Relaxed),
+                        rejected: self
+                            .store
+                            .rejected()
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), *v))
+                            .collect(),
+                    });
+                }
+            }
+        }
+        self.after_turn(pending_writes);
+    }
+
+    /// Persists, then answers writers, then pushes and publishes events.
+    fn after_turn(
+        &mut self,
+        writes: Vec<(Written, oneshot::Sender<Result<Written, SubmitError>>)>,
+    ) {
+        let mut ops: Vec<PersistOp> = Vec::new();
+        while let Some(op) = self.store.poll_persist() {
+            ops.push(op);
+        }
+        let persisted = if ops.is_empty() {
+            Ok(())
+        } else {
+            self.log.append(&ops).map(|()| {
+                self.counters
+                    .persisted
+                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            })
+        };
+        match &persisted {
+            Ok(()) => {
+                for (written, reply) in writes {
+                    let _ = reply.send(Ok(written));
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "cannot persist state changes");
+                for (_, reply) in writes {
+                    let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
+                }
+            }
+        }
+        if self.log.wants_compaction() {
+            let records = self.store.snapshot();
+            match self.log.compact(&records) {
+                Ok(()) => {
+                    info!(dir = %self.state_dir.display(), records = records.len(), "state log compacted")
+                }
+                Err(e) => warn!(error = %e, "state log compaction failed; will retry"),
+            }
+        }
+        while let Some(push) = self.store.poll_push() {
+            self.send_push(push);
+        }
+        while let Some(event) = self.store.poll_event() {
+            let _ = self.events.send(event);
+        }
+        self.publish_digest();
+    }
+
+    /// Hands the replica's digest to the membership task, which carries it
+    /// in every gossip datagram.
+    fn publish_digest(&self) {
+        let digest = match self.store.root_digest() {
+            0 => EMPTY_DIGEST,
+            d => d,
+        };
+        self.gossip.digest.send_if_modified(|current| {
+            let changed = *current != digest;
+            *current = digest;
+            changed
+        });
+    }
+
+    fn live_peers(&self) -> Vec<Peer> {
+        let local = self.transport.local();
+        self.peers
+            .borrow()
+            .iter()
+            .filter(|p| p.id != local)
+            .cloned()
+            .collect()
+    }
+
+    fn send_push(&self, push: shoal_state::Push) {
+        let peers: Vec<Peer> = self
+            .live_peers()
+            .into_iter()
+            .filter(|p| Some(p.id) != push.except)
+            .collect();
+        let fanout = self.store.config().push_fanout;
+        let chosen: Vec<Peer> = peers.sample(&mut rand::rng(), fanout).cloned().collect();
+        if chosen.is_empty() {
+            return;
+        }
+        let body = postcard::to_allocvec(&SyncRequest::Changes {
+            docs: push.docs,
+            forward: true,
+        })
+        .expect("requests encode");
+        for peer in chosen {
+            let transport = self.transport.clone();
+            let body = body.clone();
+            let counters = self.counters.clone();
+            tokio::spawn(async move {
+                counters.pushes.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .push_bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                if let Err(e) = transport
+                    .request(peer.id, peer.rpc, Service::State, &body)
+                    .await
+                {
+                    debug!(peer = %peer.id, error = %e, "push failed; anti-entropy will catch up");
+                }
+            });
+        }
+    }
+
+    /// Starts a round with `with` (a member gossiping a different digest),
+    /// or with a random live peer; does nothing while one runs (the next
+    /// differing datagram asks again).
+    fn start_round(&mut self, with: Option<NodeId>) {
+        if self.round_in_flight.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let peers = self.live_peers();
+        let chosen = match with {
+            Some(id) => peers.iter().find(|p| p.id == id).cloned(),
+            None => peers.choose(&mut rand::rng()).cloned(),
+        };
+        let Some(peer) = chosen else {
+            self.round_in_flight.store(false, Ordering::Release);
+            return;
+        };
+        let transport = self.transport.clone();
+        let tx = self.self_tx.clone();
+        let in_flight = self.round_in_flight.clone();
+        let counters = self.counters.clone();
+        let recovering = self.recovering.clone();
+        tokio::spawn(async move {
+            let outcome = run_round(&tx, &transport, &peer).await;
+            match outcome {
+                Ok((true, bytes)) => {
+                    counters.rounds_in_sync.fetch_add(1, Ordering::Relaxed);
+                    counters.in_sync_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    counters.round_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    if recovering.swap(false, Ordering::AcqRel) {
+                        info!(peer = %peer.id, "state recovered: in sync with a peer");
+                    }
+                }
+                Ok((false, bytes)) => {
+                    counters.rounds_synced.fetch_add(1, Ordering::Relaxed);
+                    counters.round_bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    counters.rounds_failed.fetch_add(1, Ordering::Relaxed);
+                    debug!(peer = %peer.id, error = %e, "anti-entropy round failed");
+                }
+            }
+            in_flight.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// One round with `peer`: whether it was in sync, and the payload bytes
+/// exchanged.
+async fn run_round(
+    tx: &mpsc::Sender<Command>,
+    transport: &Transport,
+    peer: &Peer,
+) -> Result<(bool, u64), String> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(Command::BeginRound(reply))
+        .await
+        .map_err(|_| "stopping")?;
+    let mut request = rx.await.map_err(|_| "stopping")?;
+    let mut bytes = 0u64;
+    let mut first = true;
+    loop {
+        let body = postcard::to_allocvec(&request).expect("requests encode");
+        bytes += body.len() as u64;
+        let answer = transport
+            .request(peer.id, peer.rpc, Service::State, &body)
+            .await
+            .map_err(|e| e.to_string())?;
+        bytes += answer.len() as u64;
+        let response: SyncResponse =
+            postcard::from_bytes(&answer).map_err(|e| format!("malformed sync response: {e}"))?;
+        let in_sync = first && response == SyncResponse::InSync;
+        first = false;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Command::Response(peer.id, response, reply))
+            .await
+            .map_err(|_| "stopping")?;
+        match rx.await.map_err(|_| "stopping")? {
+            Some(next) => request = next,
+            None => return Ok((in_sync, bytes)),
+        }
+    }
+}

@@ -1,0 +1,1974 @@
+//! The placement state machine of one node, in its three roles.
+//!
+//! - **Coordinator** of the keys it owns on the ring: runs auctions, awards,
+//!   records who holds each key from the holders' lease renewals,
+//!   re-auctions when a holder fails, and keeps one holder per key (the
+//!   latest award) when two show up.
+//! - **Bidder**: answers bid requests from what it has free, reserving it for
+//!   a short while.
+//! - **Runner**: starts the tasks it is awarded (through commands to the
+//!   runtime), applies the restart policy, renews leases with each key's
+//!   current coordinator, and stops tasks that are no longer wanted.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_gossip::{Instant, NodeId};
+use shoal_model::{JobSpec, JobType, RestartMode};
+
+use crate::ring::Ring;
+use crate::types::{Hlc, NodeInfo, Resources, Slot, Stamp, TaskKey};
+
+/// Version of the placement messages.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Tuning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacementConfig {
+    /// Points per member on the ring. More balances coordination better and
+    /// costs memory (16 bytes a point).
+    pub vnodes: u32,
+    /// Candidates asked first (k); the window doubles when none has room.
+    pub candidates: usize,
+    /// How long a coordinator waits for bids. A candidate that does not
+    /// answer in time counts as no bid.
+    pub bid_timeout: Duration,
+    /// How long a bidder holds the resources it bid.
+    pub reservation_ttl: Duration,
+    /// How often a holder renews its lease with the key's coordinator.
+    pub lease_period: Duration,
+    /// A holder not heard from for this long, while gossip still says it is
+    /// alive, is replaced (it may be cut off from this coordinator only).
+    pub lease_silence: Duration,
+    /// After the ring changes, how long a coordinator waits for lease
+    /// renewals before it auctions keys it inherited without knowing their
+    /// holders.
+    pub learn_grace: Duration,
+    /// First and longest wait before retrying a key no node had room for.
+    pub retry_min: Duration,
+    /// Longest wait before retrying a pending key.
+    pub retry_max: Duration,
+    /// Period of the housekeeping tick.
+    pub tick: Duration,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            vnodes: 16,
+            candidates: 3,
+            bid_timeout: Duration::from_millis(500),
+            reservation_ttl: Duration::from_secs(3),
+            lease_period: Duration::from_secs(1),
+            lease_silence: Duration::from_secs(15),
+            learn_grace: Duration::from_secs(3),
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(10),
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A task's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// No node has taken it yet.
+    Pending,
+    /// Awarded; the node has not started it yet.
+    Assigned,
+    /// Being started.
+    Starting,
+    /// Running.
+    Running,
+    /// Exited with success (or was told to stop and did).
+    Exited,
+    /// Exited with failure, or could not start.
+    Failed,
+    /// Killed (out of memory, or stopped by shoal).
+    Killed,
+    /// Its node failed; not yet running elsewhere.
+    Lost,
+}
+
+impl TaskState {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Exited => "exited",
+            TaskState::Failed => "failed",
+            TaskState::Killed => "killed",
+            TaskState::Lost => "lost",
+        }
+    }
+}
+
+/// What a holder tells its coordinator about a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// State.
+    pub state: TaskState,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Last exit code.
+    pub exit_code: Option<i32>,
+    /// Why it last stopped (`oom`, `exited`, `signal 9`, `start failed: …`).
+    pub reason: Option<String>,
+    /// When the state last changed (ms since the Unix epoch).
+    pub since_ms: u64,
+    /// Job version the task runs.
+    pub job_version: u64,
+}
+
+/// A spec inside a message travels as JSON text: the spec's serde form
+/// leaves out absent optional fields, which a compact binary encoding
+/// (postcard) cannot tell.
+mod spec_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use shoal_model::JobSpec;
+
+    pub(super) fn serialize<S: Serializer>(spec: &JobSpec, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(spec).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<JobSpec>, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Messages between nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Msg {
+    /// Coordinator → candidate: can you run this?
+    BidRequest {
+        /// Task.
+        key: TaskKey,
+        /// Auction round.
+        round: u64,
+        /// Job version auctioned.
+        job_version: u64,
+        /// Resources per task.
+        demand: Resources,
+        /// Constraints, runtime, spread: the spec.
+        #[serde(with = "spec_json")]
+        spec: Box<JobSpec>,
+    },
+    /// Candidate → coordinator: yes, reserved.
+    Bid {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+        /// Free capacity left after placing it, thousandths (lower is a
+        /// tighter fit).
+        score: u64,
+        /// Tasks of the same job on the candidate.
+        job_tasks: u32,
+        /// The candidate's value of the job's spread attribute.
+        spread_value: Option<String>,
+    },
+    /// Candidate → coordinator: no, because…
+    Decline {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Coordinator → winner: run it.
+    Award {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+        /// The award's stamp (later awards win conflicts).
+        stamp: Stamp,
+        /// Job version.
+        job_version: u64,
+        /// The spec to run.
+        #[serde(with = "spec_json")]
+        spec: Box<JobSpec>,
+    },
+    /// Winner → coordinator: taken.
+    Accept {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+    },
+    /// Winner → coordinator: cannot take it after all.
+    Reject {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Holder → coordinator: I run it, with this award.
+    Lease {
+        /// Task.
+        key: TaskKey,
+        /// The award the holder runs.
+        stamp: Stamp,
+        /// Its status.
+        report: Report,
+    },
+    /// Coordinator → holder: stop this award of the task.
+    Stop {
+        /// Task.
+        key: TaskKey,
+        /// The award to stop (a newer one on the same node is kept).
+        stamp: Stamp,
+        /// Why.
+        reason: String,
+    },
+    /// Coordinator → losing bidder: the auction is over, release the
+    /// reservation.
+    Cancel {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+    },
+    /// Holder → coordinator: I stopped it for good (scaled down, drained,
+    /// deleted).
+    Release {
+        /// Task.
+        key: TaskKey,
+        /// The award released.
+        stamp: Stamp,
+    },
+}
+
+/// What the runtime must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Start (or restart) a task.
+    Start {
+        /// Task.
+        key: TaskKey,
+        /// What to run.
+        spec: Arc<JobSpec>,
+        /// Job version.
+        job_version: u64,
+        /// The award.
+        stamp: Stamp,
+        /// Start number, from 0.
+        attempt: u32,
+    },
+    /// Stop what runs for the task (without reporting its end), then
+    /// start it anew: a spec change.
+    Replace {
+        /// Task.
+        key: TaskKey,
+        /// What to run now.
+        spec: Arc<JobSpec>,
+        /// Job version.
+        job_version: u64,
+        /// The award.
+        stamp: Stamp,
+        /// Start number.
+        attempt: u32,
+    },
+    /// Stop a task: SIGTERM, grace period, SIGKILL.
+    Stop {
+        /// Task.
+        key: TaskKey,
+        /// Why (for logs).
+        reason: String,
+    },
+}
+
+/// How a task ended, as the runtime saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// Exited by itself with `code`.
+    Exited(i32),
+    /// Killed by a signal it was not sent by shoal.
+    Signaled(i32),
+    /// Killed for using more memory than its limit.
+    Oom,
+    /// Could not start (command not found, …).
+    StartFailed(String),
+    /// Stopped by shoal.
+    Stopped,
+    /// Ended while the agent was away (an adopted task): code unknown.
+    Unknown,
+}
+
+/// Something worth a log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// This node awarded a key.
+    Awarded {
+        /// Task.
+        key: TaskKey,
+        /// Winner.
+        node: NodeId,
+    },
+    /// No node had room; the key waits.
+    Pending {
+        /// Task.
+        key: TaskKey,
+        /// Every candidate's reason, `name: reason`.
+        reasons: Vec<String>,
+    },
+    /// Two nodes held a key; one was told to stop.
+    Conflict {
+        /// Task.
+        key: TaskKey,
+        /// Kept.
+        kept: NodeId,
+        /// Told to stop.
+        stopped: NodeId,
+    },
+    /// A holder failed; the key is auctioned again.
+    Lost {
+        /// Task.
+        key: TaskKey,
+        /// The failed holder.
+        node: NodeId,
+    },
+    /// The free-capacity class of this node changed (publish it by gossip).
+    FreeClass(u8),
+}
+
+/// A task as a coordinator (or a holder) knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// Task.
+    pub key: TaskKey,
+    /// Holder, if any.
+    pub node: Option<NodeId>,
+    /// State.
+    pub state: TaskState,
+    /// Restarts.
+    pub restarts: u32,
+    /// Last exit code.
+    pub exit_code: Option<i32>,
+    /// Why it last stopped.
+    pub reason: Option<String>,
+    /// Since (ms since the Unix epoch).
+    pub since_ms: u64,
+    /// Why no node took it: `name: reason`, one per node asked.
+    pub pending: Vec<String>,
+}
+
+/// A job as placement sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    /// The spec.
+    pub spec: Arc<JobSpec>,
+    /// Version.
+    pub version: u64,
+    /// Deleted (kept to stop its tasks).
+    pub deleted: bool,
+}
+
+/// A task found running after an agent restart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adopted {
+    /// Task.
+    pub key: TaskKey,
+    /// Its award.
+    pub stamp: Stamp,
+    /// Job version it runs.
+    pub job_version: u64,
+    /// Its spec.
+    pub spec: Arc<JobSpec>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Running since (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Answer {
+    Bid {
+        score: u64,
+        job_tasks: u32,
+        spread_value: Option<String>,
+    },
+    Decline(String),
+}
+
+#[derive(Clone, Debug)]
+struct Auction {
+    round: u64,
+    deadline: Instant,
+    asked: Vec<NodeId>,
+    answers: BTreeMap<NodeId, Answer>,
+    /// Positions of the ring walk already used.
+    walked: usize,
+    /// Reasons of members ruled out without asking, and of declines.
+    reasons: BTreeMap<NodeId, String>,
+    exclude: BTreeSet<NodeId>,
+}
+
+#[derive(Clone, Debug)]
+struct Holder {
+    node: NodeId,
+    stamp: Stamp,
+    report: Report,
+    heard: Instant,
+    /// The holder accepted or renewed (not only awarded).
+    confirmed: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Coord {
+    holder: Option<Holder>,
+    auction: Option<Auction>,
+    pending: Vec<String>,
+    pending_since_ms: u64,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Set when this node inherited the key by a ring change.
+    inherited_at: Option<Instant>,
+}
+
+/// What a coordinated key needs (see [`Placer::due`]).
+enum Due {
+    Nothing,
+    /// Its auction's deadline passed.
+    Decide,
+    /// Its holder is no longer a member.
+    Lost(NodeId),
+    /// Its holder stopped renewing the lease.
+    Silent(NodeId),
+    /// No holder, no auction: place it.
+    Start,
+}
+
+#[derive(Clone, Debug)]
+struct Local {
+    stamp: Stamp,
+    spec: Arc<JobSpec>,
+    job_version: u64,
+    demand: Resources,
+    state: TaskState,
+    restarts: u32,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    since_ms: u64,
+    restart_at: Option<Instant>,
+    last_lease: Option<Instant>,
+    /// Being stopped: `release` tells the coordinator once stopped.
+    stopping: Option<bool>,
+}
+
+impl Local {
+    /// Whether the task still holds its resources (running, starting, or
+    /// about to restart).
+    fn holds(&self) -> bool {
+        // A task being stopped still runs until the runtime says so.
+        self.stopping.is_some()
+            || self.restart_at.is_some()
+            || matches!(
+                self.state,
+                TaskState::Assigned | TaskState::Starting | TaskState::Running
+            )
+    }
+
+    fn report(&self) -> Report {
+        Report {
+            state: self.state,
+            restarts: self.restarts,
+            exit_code: self.exit_code,
+            reason: self.reason.clone(),
+            since_ms: self.since_ms,
+            job_version: self.job_version,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Reservation {
+    demand: Resources,
+    until: Instant,
+}
+
+/// One node's placement.
+///
+/// Inputs: [`set_members`](Self::set_members), [`set_jobs`](Self::set_jobs),
+/// [`handle_message`](Self::handle_message), [`handle_tick`](Self::handle_tick),
+/// the runtime's reports ([`task_running`](Self::task_running),
+/// [`task_exited`](Self::task_exited)), [`adopt`](Self::adopt),
+/// [`set_draining`](Self::set_draining). Each takes `now` (monotonic) and
+/// `wall_ms` (for stamps and the times shown to people). After every input,
+/// drain [`poll_message`](Self::poll_message) (messages to other nodes, or
+/// to this one), [`poll_command`](Self::poll_command) and
+/// [`poll_event`](Self::poll_event); call `handle_tick` at
+/// [`next_tick`](Self::next_tick).
+pub struct Placer {
+    me: NodeId,
+    config: PlacementConfig,
+    capacity: Resources,
+    draining: bool,
+    members: BTreeMap<NodeId, NodeInfo>,
+    ring: Ring,
+    ring_changed_at: Instant,
+    jobs: BTreeMap<String, Job>,
+    job_changed_at: BTreeMap<String, Instant>,
+    my_keys: BTreeSet<TaskKey>,
+    keys_dirty: bool,
+    /// Jobs whose keys must be recomputed (when not all are).
+    dirty_jobs: BTreeSet<String>,
+    coord: BTreeMap<TaskKey, Coord>,
+    reservations: BTreeMap<TaskKey, Reservation>,
+    local: BTreeMap<TaskKey, Local>,
+    hlc: Hlc,
+    round: u64,
+    outbox: VecDeque<(NodeId, Msg)>,
+    commands: VecDeque<Command>,
+    events: VecDeque<Event>,
+    next_tick: Instant,
+    free_class: u8,
+}
+
+impl std::fmt::Debug for Placer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placer")
+            .field("me", &self.me)
+            .field("local", &self.local.len())
+            .field("coordinated", &self.coord.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn tie_break(key: &TaskKey, node: NodeId) -> u64 {
+    let mut bytes = key.to_string().into_bytes();
+    bytes.extend_from_slice(&node.0.to_be_bytes());
+    xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, crate::types::KEY_SEED)
+}
+
+fn demand_of(spec: &JobSpec) -> Resources {
+    Resources::of_task(&spec.task.resources)
+}
+
+/// Whether two specs differ in what the task runs (everything but `count`).
+fn runs_differently(a: &JobSpec, b: &JobSpec) -> bool {
+    let mut a = a.clone();
+    let mut b = b.clone();
+    a.count = None;
+    b.count = None;
+    a != b
+}
+
+impl Placer {
+    /// A node's placement, offering `capacity` (its capacity minus its
+    /// reserve).
+    pub fn new(me: NodeId, config: PlacementConfig, capacity: Resources, now: Instant) -> Placer {
+        Placer {
+            me,
+            next_tick: now + config.tick,
+            config,
+            capacity,
+            draining: false,
+            members: BTreeMap::new(),
+            ring: Ring::default(),
+            ring_changed_at: now,
+            jobs: BTreeMap::new(),
+            job_changed_at: BTreeMap::new(),
+            my_keys: BTreeSet::new(),
+            keys_dirty: true,
+            dirty_jobs: BTreeSet::new(),
+            coord: BTreeMap::new(),
+            reservations: BTreeMap::new(),
+            local: BTreeMap::new(),
+            hlc: Hlc::default(),
+            round: 0,
+            outbox: VecDeque::new(),
+            commands: VecDeque::new(),
+            events: VecDeque::new(),
+            free_class: 8,
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The ring in use.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The next message to send, to a node (possibly this one).
+    #[must_use]
+    pub fn poll_message(&mut self) -> Option<(NodeId, Msg)> {
+        self.outbox.pop_front()
+    }
+
+    /// The next command for the runtime.
+    #[must_use]
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_tick`](Self::handle_tick).
+    pub fn next_tick(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// The alive members (this node included, when it is alive).
+    pub fn set_members(&mut self, now: Instant, wall_ms: u64, members: Vec<NodeInfo>) {
+        let new: BTreeMap<NodeId, NodeInfo> = members.into_iter().map(|m| (m.id, m)).collect();
+        let same_ids = new.keys().eq(self.members.keys());
+        if !same_ids {
+            self.ring = Ring::new(new.keys().copied(), self.config.vnodes);
+            self.ring_changed_at = now;
+            self.keys_dirty = true;
+            // New members may have room for what waits.
+            for c in self.coord.values_mut() {
+                if c.retry_at.is_some() {
+                    c.retry_at = Some(now);
+                    c.backoff = Duration::ZERO;
+                }
+            }
+        }
+        self.members = new;
+        self.reconcile(now, wall_ms);
+    }
+
+    /// The desired state: every job (deleted ones too, to stop their tasks).
+    pub fn set_jobs(&mut self, now: Instant, wall_ms: u64, jobs: Vec<Job>) {
+        let mut next = BTreeMap::new();
+        for j in jobs {
+            self.note_job_change(now, &j);
+            next.insert(j.spec.name.clone(), j);
+        }
+        if next.len() != self.jobs.len() {
+            self.keys_dirty = true;
+        }
+        self.job_changed_at.retain(|n, _| next.contains_key(n));
+        self.jobs = next;
+        self.reconcile(now, wall_ms);
+    }
+
+    /// Applies some jobs' new versions (`changed`) and forgets others
+    /// (`removed`), leaving the rest as they are: the cost follows the
+    /// change, not the number of jobs.
+    pub fn update_jobs(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        changed: Vec<Job>,
+        removed: &[String],
+    ) {
+        let mut names = BTreeSet::new();
+        for j in changed {
+            self.note_job_change(now, &j);
+            names.insert(j.spec.name.clone());
+            self.jobs.insert(j.spec.name.clone(), j);
+        }
+        for name in removed {
+            if self.jobs.remove(name).is_some() {
+                self.dirty_jobs.insert(name.clone());
+            }
+            self.job_changed_at.remove(name);
+            names.insert(name.clone());
+        }
+        if self.keys_dirty {
+            self.reconcile(now, wall_ms);
+            return;
+        }
+        self.recompute_keys();
+        let (mut due, mut stale) = (Vec::new(), Vec::new());
+        for name in &names {
+            let start = TaskKey::index(name, 0);
+            let (d, s) = self.scan(
+                now,
+                self.my_keys
+                    .range(start.clone()..)
+                    .take_while(|k| &k.job == name),
+                self.coord
+                    .range(start..)
+                    .take_while(|(k, _)| &k.job == name),
+            );
+            due.extend(d);
+            stale.extend(s);
+        }
+        self.settle(now, wall_ms, &due, stale);
+    }
+
+    fn note_job_change(&mut self, now: Instant, j: &Job) {
+        let changed = self
+            .jobs
+            .get(&j.spec.name)
+            .is_none_or(|old| old.version != j.version || old.deleted != j.deleted);
+        if changed {
+            self.job_changed_at.insert(j.spec.name.clone(), now);
+            self.dirty_jobs.insert(j.spec.name.clone());
+        }
+    }
+
+    /// Stop (or resume) taking tasks; draining also stops the tasks here so
+    /// that their coordinators place them elsewhere.
+    pub fn set_draining(&mut self, now: Instant, wall_ms: u64, draining: bool) {
+        self.draining = draining;
+        if draining {
+            let keys: Vec<TaskKey> = self.local.keys().cloned().collect();
+            for k in keys {
+                self.stop_local(&k, "node draining", true);
+            }
+            self.reservations.clear();
+        }
+        self.reconcile(now, wall_ms);
+    }
+
+    /// Whether this node is draining.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Tasks found still running after an agent restart: held again, and
+    /// their coordinators told at once (they stop any that were placed
+    /// elsewhere meanwhile).
+    pub fn adopt(&mut self, now: Instant, wall_ms: u64, tasks: Vec<Adopted>) {
+        for t in tasks {
+            self.hlc.observe(&t.stamp);
+            self.local.insert(
+                t.key.clone(),
+                Local {
+                    stamp: t.stamp,
+                    demand: demand_of(&t.spec),
+                    spec: t.spec,
+                    job_version: t.job_version,
+                    state: TaskState::Running,
+                    restarts: t.restarts,
+                    exit_code: None,
+                    reason: None,
+                    since_ms: t.since_ms,
+                    restart_at: None,
+                    last_lease: None,
+                    stopping: None,
+                },
+            );
+        }
+        self.reconcile(now, wall_ms);
+    }
+
+    /// The runtime started a task.
+    pub fn task_running(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
+        if let Some(l) = self.local.get_mut(key)
+            && l.stopping.is_none()
+        {
+            l.state = TaskState::Running;
+            l.since_ms = wall_ms;
+            l.last_lease = None;
+        }
+        self.renew_leases(now, true);
+        self.flush_local(now, wall_ms);
+    }
+
+    /// The runtime saw a task end.
+    pub fn task_exited(&mut self, now: Instant, wall_ms: u64, key: &TaskKey, why: ExitReason) {
+        let Some(l) = self.local.get_mut(key) else {
+            return;
+        };
+        if let Some(release) = l.stopping {
+            let stamp = l.stamp;
+            self.local.remove(key);
+            if release && let Some(c) = self.ring.owner(key.hash()) {
+                self.outbox.push_back((
+                    c,
+                    Msg::Release {
+                        key: key.clone(),
+                        stamp,
+                    },
+                ));
+            }
+            self.update_free_class();
+            return;
+        }
+        let (state, code, reason, success) = match &why {
+            ExitReason::Exited(0) => (TaskState::Exited, Some(0), "exited".to_owned(), true),
+            ExitReason::Exited(c) => (
+                TaskState::Failed,
+                Some(*c),
+                format!("exited with code {c}"),
+                false,
+            ),
+            ExitReason::Signaled(s) => (
+                TaskState::Killed,
+                None,
+                format!("killed by signal {s}"),
+                false,
+            ),
+            ExitReason::Oom => (TaskState::Killed, None, "oom".to_owned(), false),
+            ExitReason::StartFailed(m) => (
+                TaskState::Failed,
+                Some(127),
+                format!("start failed: {m}"),
+                false,
+            ),
+            ExitReason::Stopped => (TaskState::Killed, None, "stopped".to_owned(), false),
+            ExitReason::Unknown => (
+                TaskState::Failed,
+                None,
+                "ended while the agent was away (exit code unknown)".to_owned(),
+                false,
+            ),
+        };
+        l.state = state;
+        l.exit_code = code;
+        l.reason = Some(reason);
+        l.since_ms = wall_ms;
+        let policy = &l.spec.restart;
+        let restart = match policy.mode {
+            RestartMode::Never => false,
+            RestartMode::OnFailure => !success,
+            RestartMode::Always => true,
+        } && policy.attempts.is_none_or(|a| l.restarts < a);
+        if restart {
+            let exp = l.restarts.min(20);
+            let delay = policy
+                .delay()
+                .saturating_mul(1u32 << exp.min(16))
+                .min(policy.max_delay());
+            l.restart_at = Some(now + delay);
+        } else {
+            l.restart_at = None;
+        }
+        self.renew_leases(now, true);
+        self.update_free_class();
+    }
+
+    /// Handles a message from `from` (possibly this node).
+    pub fn handle_message(&mut self, now: Instant, wall_ms: u64, from: NodeId, msg: Msg) {
+        match msg {
+            Msg::BidRequest {
+                key,
+                round,
+                demand,
+                spec,
+                ..
+            } => self.on_bid_request(now, from, key, round, demand, &spec),
+            Msg::Bid {
+                key,
+                round,
+                score,
+                job_tasks,
+                spread_value,
+            } => {
+                let answer = Answer::Bid {
+                    score,
+                    job_tasks,
+                    spread_value,
+                };
+                self.on_answer(now, wall_ms, from, &key, round, answer);
+            }
+            Msg::Decline { key, round, reason } => {
+                self.on_answer(now, wall_ms, from, &key, round, Answer::Decline(reason));
+            }
+            Msg::Award {
+                key,
+                round,
+                stamp,
+                job_version,
+                spec,
+            } => self.on_award(now, wall_ms, from, key, round, stamp, job_version, *spec),
+            Msg::Accept { key, round } => {
+                if let Some(h) = self.coord.get_mut(&key).and_then(|c| c.holder.as_mut())
+                    && h.node == from
+                {
+                    let _ = round;
+                    h.confirmed = true;
+                    h.heard = now;
+                }
+            }
+            Msg::Reject { key, round, reason } => {
+                let _ = (round, reason);
+                if let Some(c) = self.coord.get_mut(&key)
+                    && c.holder
+                        .as_ref()
+                        .is_some_and(|h| h.node == from && !h.confirmed)
+                {
+                    c.holder = None;
+                    self.start_auction(now, wall_ms, &key, [from].into());
+                }
+            }
+            Msg::Lease { key, stamp, report } => {
+                self.on_lease(now, wall_ms, from, key, stamp, report)
+            }
+            Msg::Stop { key, stamp, reason } => {
+                if self.local.get(&key).is_some_and(|l| l.stamp <= stamp) {
+                    self.stop_local(&key, &reason, false);
+                }
+            }
+            Msg::Cancel { key, round } => {
+                let _ = round;
+                if !self.local.contains_key(&key) {
+                    self.reservations.remove(&key);
+                }
+            }
+            Msg::Release { key, stamp } => {
+                if let Some(c) = self.coord.get_mut(&key)
+                    && c.holder
+                        .as_ref()
+                        .is_some_and(|h| h.node == from && h.stamp <= stamp)
+                {
+                    c.holder = None;
+                }
+                self.reconcile_key(now, wall_ms, &key);
+            }
+        }
+        self.update_free_class();
+    }
+
+    /// The periodic tick: timeouts, retries, restarts, lease renewals,
+    /// reservation expiry.
+    pub fn handle_tick(&mut self, now: Instant, wall_ms: u64) {
+        self.next_tick = now + self.config.tick;
+        self.reservations.retain(|_, r| r.until > now);
+        self.reconcile(now, wall_ms);
+        self.renew_leases(now, false);
+        self.update_free_class();
+    }
+
+    fn alive(&self, node: NodeId) -> bool {
+        self.members.contains_key(&node)
+    }
+
+    fn name_of(&self, node: NodeId) -> String {
+        self.members
+            .get(&node)
+            .map_or_else(|| node.to_string(), |m| m.name.clone())
+    }
+
+    /// Resources held by tasks here and by reservations (except `except`).
+    fn used(&self, except: Option<&TaskKey>) -> Resources {
+        let mut used = Resources::default();
+        for (k, l) in &self.local {
+            if l.holds() && Some(k) != except {
+                used = used.plus(&l.demand);
+            }
+        }
+        for (k, r) in &self.reservations {
+            if Some(k) != except && !self.local.contains_key(k) {
+                used = used.plus(&r.demand);
+            }
+        }
+        used
+    }
+
+    /// Free resources now.
+    pub fn free(&self) -> Resources {
+        self.capacity.minus(&self.used(None))
+    }
+
+    /// Resources held (tasks and reservations).
+    pub fn used_resources(&self) -> Resources {
+        self.used(None)
+    }
+
+    /// This node's capacity for tasks.
+    pub fn capacity(&self) -> Resources {
+        self.capacity
+    }
+
+    fn update_free_class(&mut self) {
+        let permille = self.capacity.free_permille(&self.used(None));
+        let class = u8::try_from((permille * 8 / 1000).min(8)).unwrap_or(8);
+        if class != self.free_class {
+            self.free_class = class;
+            self.events.push_back(Event::FreeClass(class));
+        }
+    }
+
+    fn recompute_keys(&mut self) {
+        if !self.keys_dirty {
+            self.recompute_dirty_jobs();
+            return;
+        }
+        self.keys_dirty = false;
+        self.dirty_jobs.clear();
+        let mut keys = BTreeSet::new();
+        for name in self.jobs.keys() {
+            keys.extend(self.my_keys_of(name));
+        }
+        self.note_new_keys(&keys);
+        self.my_keys = keys;
+    }
+
+    /// Recomputes only the keys of jobs that changed (O(their tasks)).
+    fn recompute_dirty_jobs(&mut self) {
+        for name in std::mem::take(&mut self.dirty_jobs) {
+            let old: Vec<TaskKey> = self
+                .my_keys
+                .range(TaskKey::index(&name, 0)..)
+                .take_while(|k| k.job == name)
+                .cloned()
+                .collect();
+            let new: BTreeSet<TaskKey> = self.my_keys_of(&name).collect();
+            self.note_new_keys(&new);
+            for k in old {
+                if !new.contains(&k) {
+                    self.my_keys.remove(&k);
+                }
+            }
+            self.my_keys.extend(new);
+        }
+    }
+
+    /// The keys of job `name` this node coordinates.
+    fn my_keys_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = TaskKey> + 'a {
+        let count = match self.jobs.get(name) {
+            Some(job) if !job.deleted && job.spec.kind != JobType::System => job.spec.count(),
+            _ => 0,
+        };
+        (0..count)
+            .map(move |i| TaskKey::index(name, i))
+            .filter(|k| self.ring.owner(k.hash()) == Some(self.me))
+    }
+
+    /// Keys new to this node that belonged to another coordinator before
+    /// the last ring change (their job did not change since) are inherited:
+    /// their placements are learned from lease renewals before any auction.
+    fn note_new_keys(&mut self, keys: &BTreeSet<TaskKey>) {
+        for k in keys {
+            if !self.my_keys.contains(k) && !self.coord.contains_key(k) {
+                let job_changed = self
+                    .job_changed_at
+                    .get(&k.job)
+                    .is_some_and(|t| *t >= self.ring_changed_at);
+                let entry = self.coord.entry(k.clone()).or_default();
+                if !job_changed {
+                    entry.inherited_at = Some(self.ring_changed_at);
+                }
+            }
+        }
+    }
+
+    /// Whether this node, as a runner, should hold `key` according to the
+    /// desired state it knows, and the version of that knowledge.
+    fn wanted(&self, key: &TaskKey) -> (bool, u64) {
+        self.wants(key, false)
+    }
+
+    /// Whether `key` is wanted by the desired state this node knows, and
+    /// the version of that knowledge. A runner holds only its own system
+    /// tasks and nothing of an unknown job; a coordinator takes any node's
+    /// system task, and a task of a job it does not know yet, for wanted.
+    fn wants(&self, key: &TaskKey, as_coordinator: bool) -> (bool, u64) {
+        match self.jobs.get(&key.job) {
+            None => (as_coordinator, 0),
+            Some(j) if j.deleted => (false, j.version),
+            Some(j) => {
+                let wanted = match key.slot {
+                    Slot::Index(i) => j.spec.kind != JobType::System && i < j.spec.count(),
+                    Slot::Node(n) => {
+                        j.spec.kind == JobType::System && (as_coordinator || n == self.me)
+                    }
+                };
+                (wanted, j.version)
+            }
+        }
+    }
+
+    fn reconcile(&mut self, now: Instant, wall_ms: u64) {
+        self.recompute_keys();
+        let (due, stale) = self.scan(now, self.my_keys.iter(), self.coord.iter());
+        self.settle(now, wall_ms, &due, stale);
+    }
+
+    /// Acts on what [`scan`](Self::scan) found, then on local tasks.
+    fn settle(&mut self, now: Instant, wall_ms: u64, due: &[TaskKey], stale: Vec<TaskKey>) {
+        for k in due {
+            self.reconcile_key(now, wall_ms, k);
+        }
+        // Keys this node no longer coordinates (or that are no longer
+        // wanted) keep their entry only while a holder is recorded.
+        for k in stale {
+            let (wanted, _) = self.wanted(&k);
+            let owner = self.ring.owner(k.hash()) == Some(self.me);
+            let entry = self.coord.get_mut(&k).expect("listed");
+            entry.auction = None;
+            entry.pending.clear();
+            entry.retry_at = None;
+            let silent = entry
+                .holder
+                .as_ref()
+                .is_none_or(|h| now.saturating_duration_since(h.heard) > self.config.lease_silence);
+            if silent || (!wanted && owner) {
+                self.coord.remove(&k);
+            }
+        }
+        self.flush_local(now, wall_ms);
+    }
+
+    /// Walks this node's keys and its coordinator entries together (both
+    /// sorted) without allocating for keys with nothing to do: returns the
+    /// keys that need [`reconcile_key`](Self::reconcile_key) now, and the
+    /// entries of keys no longer this node's.
+    fn scan<'a>(
+        &self,
+        now: Instant,
+        mine: impl Iterator<Item = &'a TaskKey>,
+        coord: impl Iterator<Item = (&'a TaskKey, &'a Coord)>,
+    ) -> (Vec<TaskKey>, Vec<TaskKey>) {
+        let (mut due, mut stale) = (Vec::new(), Vec::new());
+        let mut mine = mine.peekable();
+        let mut coord = coord.peekable();
+        loop {
+            match (mine.peek(), coord.peek()) {
+                (None, None) => break,
+                (Some(m), Some((c, entry))) if m == c => {
+                    if !matches!(self.due(entry, now), Due::Nothing) {
+                        due.push((*m).clone());
+                    }
+                    mine.next();
+                    coord.next();
+                }
+                (Some(m), c) if c.is_none_or(|(c, _)| m < c) => {
+                    // No entry yet: a new key.
+                    due.push((*m).clone());
+                    mine.next();
+                }
+                (_, Some((c, entry))) => {
+                    let silent = entry.holder.as_ref().is_none_or(|h| {
+                        now.saturating_duration_since(h.heard) > self.config.lease_silence
+                    });
+                    if silent
+                        || entry.auction.is_some()
+                        || entry.retry_at.is_some()
+                        || !entry.pending.is_empty()
+                        || !self.wanted(c).0
+                    {
+                        stale.push((*c).clone());
+                    }
+                    coord.next();
+                }
+                (Some(_), None) => unreachable!("handled above"),
+            }
+        }
+        (due, stale)
+    }
+
+    /// What a key this node coordinates needs now.
+    fn due(&self, entry: &Coord, now: Instant) -> Due {
+        // An auction in flight finishes on its deadline.
+        if let Some(a) = &entry.auction {
+            return if now >= a.deadline {
+                Due::Decide
+            } else {
+                Due::Nothing
+            };
+        }
+        if let Some(h) = &entry.holder {
+            let done = h.report.state == TaskState::Exited && h.report.exit_code == Some(0);
+            if done {
+                return Due::Nothing;
+            }
+            if !self.alive(h.node) {
+                return Due::Lost(h.node);
+            }
+            let limit = if h.confirmed {
+                self.config.lease_silence
+            } else {
+                self.config.bid_timeout * 4
+            };
+            return if now.saturating_duration_since(h.heard) > limit {
+                Due::Silent(h.node)
+            } else {
+                Due::Nothing
+            };
+        }
+        if let Some(at) = entry.inherited_at
+            && now.saturating_duration_since(at) < self.config.learn_grace
+        {
+            return Due::Nothing;
+        }
+        if entry.retry_at.is_some_and(|t| now < t) {
+            return Due::Nothing;
+        }
+        Due::Start
+    }
+
+    fn reconcile_key(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
+        if !self.my_keys.contains(key) {
+            return;
+        }
+        if !self.coord.contains_key(key) {
+            self.coord.insert(key.clone(), Coord::default());
+        }
+        match self.due(&self.coord[key], now) {
+            Due::Nothing => {}
+            Due::Decide => self.decide(now, wall_ms, key),
+            Due::Lost(node) => {
+                self.events.push_back(Event::Lost {
+                    key: key.clone(),
+                    node,
+                });
+                if let Some(c) = self.coord.get_mut(key)
+                    && let Some(h) = c.holder.as_mut()
+                {
+                    h.report.state = TaskState::Lost;
+                    h.report.since_ms = wall_ms;
+                }
+                self.start_auction(now, wall_ms, key, [node].into());
+            }
+            Due::Silent(node) => self.start_auction(now, wall_ms, key, [node].into()),
+            Due::Start => self.start_auction(now, wall_ms, key, BTreeSet::new()),
+        }
+    }
+
+    fn start_auction(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        key: &TaskKey,
+        exclude: BTreeSet<NodeId>,
+    ) {
+        if !self.jobs.contains_key(&key.job) {
+            return;
+        }
+        self.round += 1;
+        let entry = self.coord.entry(key.clone()).or_default();
+        let keep_lost = entry
+            .holder
+            .as_ref()
+            .filter(|h| h.report.state == TaskState::Lost)
+            .cloned();
+        entry.holder = keep_lost;
+        entry.auction = Some(Auction {
+            round: self.round,
+            deadline: now,
+            asked: Vec::new(),
+            answers: BTreeMap::new(),
+            walked: 0,
+            reasons: BTreeMap::new(),
+            exclude,
+        });
+        self.ask_more(now, wall_ms, key, self.config.candidates);
+    }
+
+    /// Asks the next `want` eligible members on the ring walk; if none is
+    /// left, the key becomes pending.
+    fn ask_more(&mut self, now: Instant, wall_ms: u64, key: &TaskKey, want: usize) {
+        let Some(job) = self.jobs.get(&key.job).cloned() else {
+            self.coord.remove(key);
+            return;
+        };
+        let demand = demand_of(&job.spec);
+        let walk: Vec<NodeId> = self.ring.walk(key.hash()).collect();
+        let Some(mut auction) = self.coord.get_mut(key).and_then(|c| c.auction.take()) else {
+            return;
+        };
+        let mut asked_now = Vec::new();
+        while auction.walked < walk.len() && asked_now.len() < want {
+            let node = walk[auction.walked];
+            auction.walked += 1;
+            if auction.exclude.contains(&node) {
+                auction
+                    .reasons
+                    .insert(node, "its copy of the task was lost".into());
+                continue;
+            }
+            let Some(info) = self.members.get(&node) else {
+                continue;
+            };
+            match info.eligible(&job.spec, &demand) {
+                Ok(()) => asked_now.push(node),
+                Err(why) => {
+                    auction.reasons.insert(node, why);
+                }
+            }
+        }
+        if asked_now.is_empty() {
+            // The walk is over: nobody can take it now.
+            let mut reasons: Vec<String> = auction
+                .reasons
+                .iter()
+                .map(|(n, r)| format!("{}: {r}", self.name_of(*n)))
+                .collect();
+            if reasons.is_empty() {
+                reasons.push("no live node".into());
+            }
+            let entry = self.coord.entry(key.clone()).or_default();
+            let backoff = if entry.backoff.is_zero() {
+                self.config.retry_min
+            } else {
+                (entry.backoff * 2).min(self.config.retry_max)
+            };
+            if entry.pending != reasons || entry.pending_since_ms == 0 {
+                if entry.pending.is_empty() {
+                    entry.pending_since_ms = wall_ms;
+                }
+                self.events.push_back(Event::Pending {
+                    key: key.clone(),
+                    reasons: reasons.clone(),
+                });
+            }
+            let entry = self.coord.entry(key.clone()).or_default();
+            entry.pending = reasons;
+            entry.backoff = backoff;
+            entry.retry_at = Some(now + backoff);
+            entry.auction = None;
+            return;
+        }
+        auction.deadline = now + self.config.bid_timeout;
+        for node in &asked_now {
+            auction.asked.push(*node);
+            self.outbox.push_back((
+                *node,
+                Msg::BidRequest {
+                    key: key.clone(),
+                    round: auction.round,
+                    job_version: job.version,
+                    demand,
+                    spec: Box::new((*job.spec).clone()),
+                },
+            ));
+        }
+        if let Some(entry) = self.coord.get_mut(key) {
+            entry.auction = Some(auction);
+        }
+    }
+
+    fn on_answer(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        from: NodeId,
+        key: &TaskKey,
+        round: u64,
+        answer: Answer,
+    ) {
+        let Some(a) = self.coord.get_mut(key).and_then(|c| c.auction.as_mut()) else {
+            return;
+        };
+        if a.round != round || !a.asked.contains(&from) {
+            return;
+        }
+        a.answers.insert(from, answer);
+        if a.asked.iter().all(|n| a.answers.contains_key(n)) {
+            self.decide(now, wall_ms, key);
+        }
+    }
+
+    /// Picks the best bid of the auction, or widens it.
+    fn decide(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
+        let Some(entry) = self.coord.get_mut(key) else {
+            return;
+        };
+        let Some(mut auction) = entry.auction.take() else {
+            return;
+        };
+        let spread = self.jobs.get(&key.job).and_then(|j| j.spec.spread.clone());
+        // Spread: fewest tasks of the job per attribute value among the
+        // bidders, then per node; otherwise the tightest fit.
+        let mut per_value: BTreeMap<Option<String>, u32> = BTreeMap::new();
+        for a in auction.answers.values() {
+            if let Answer::Bid {
+                job_tasks,
+                spread_value,
+                ..
+            } = a
+            {
+                *per_value.entry(spread_value.clone()).or_default() += *job_tasks;
+            }
+        }
+        let mut best: Option<((u32, u32, u64, u64), NodeId)> = None;
+        for (node, a) in &auction.answers {
+            match a {
+                Answer::Bid {
+                    score,
+                    job_tasks,
+                    spread_value,
+                } => {
+                    let rank = if spread.is_some() {
+                        (
+                            per_value.get(spread_value).copied().unwrap_or(0),
+                            *job_tasks,
+                            1000 - *score,
+                            tie_break(key, *node),
+                        )
+                    } else {
+                        (0, 0, *score, tie_break(key, *node))
+                    };
+                    if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                        best = Some((rank, *node));
+                    }
+                }
+                Answer::Decline(why) => {
+                    auction.reasons.insert(*node, why.clone());
+                }
+            }
+        }
+        for node in &auction.asked {
+            if !auction.answers.contains_key(node) {
+                auction
+                    .reasons
+                    .insert(*node, "did not answer in time".into());
+            }
+        }
+        let Some((_, winner)) = best else {
+            // Nobody had room: ask further along the ring.
+            let want = auction.asked.len().max(1) * 2;
+            auction.asked.clear();
+            auction.answers.clear();
+            if let Some(entry) = self.coord.get_mut(key) {
+                entry.auction = Some(auction);
+            }
+            self.ask_more(now, wall_ms, key, want);
+            return;
+        };
+        let Some(job) = self.jobs.get(&key.job).cloned() else {
+            return;
+        };
+        let stamp = self.hlc.tick(wall_ms, self.me);
+        let entry = self.coord.get_mut(key).expect("present");
+        entry.pending.clear();
+        entry.pending_since_ms = 0;
+        entry.retry_at = None;
+        entry.backoff = Duration::ZERO;
+        entry.inherited_at = None;
+        entry.holder = Some(Holder {
+            node: winner,
+            stamp,
+            report: Report {
+                state: TaskState::Assigned,
+                restarts: 0,
+                exit_code: None,
+                reason: None,
+                since_ms: wall_ms,
+                job_version: job.version,
+            },
+            heard: now,
+            confirmed: false,
+        });
+        self.events.push_back(Event::Awarded {
+            key: key.clone(),
+            node: winner,
+        });
+        for (node, a) in &auction.answers {
+            if *node != winner && matches!(a, Answer::Bid { .. }) {
+                self.outbox.push_back((
+                    *node,
+                    Msg::Cancel {
+                        key: key.clone(),
+                        round: auction.round,
+                    },
+                ));
+            }
+        }
+        self.outbox.push_back((
+            winner,
+            Msg::Award {
+                key: key.clone(),
+                round: auction.round,
+                stamp,
+                job_version: job.version,
+                spec: Box::new((*job.spec).clone()),
+            },
+        ));
+    }
+
+    fn on_bid_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        key: TaskKey,
+        round: u64,
+        demand: Resources,
+        spec: &JobSpec,
+    ) {
+        let answer = |this: &Self, reason: String| Msg::Decline {
+            key: key.clone(),
+            round,
+            reason: {
+                let _ = this;
+                reason
+            },
+        };
+        if self.draining {
+            self.outbox
+                .push_back((from, answer(self, "draining".into())));
+            return;
+        }
+        if let Some(me) = self.members.get(&self.me) {
+            let mut me = me.clone();
+            // Judge by exact capacity here, not the coarse gossip class.
+            me.free_class = 8;
+            if let Err(why) = me.eligible(spec, &demand) {
+                self.outbox.push_back((from, answer(self, why)));
+                return;
+            }
+        }
+        if self.local.get(&key).is_some_and(|l| l.stopping.is_none()) {
+            // Already running it here: bid (a re-auction after a lost lease).
+            let score = self.capacity.free_permille(&self.used(None));
+            self.outbox.push_back((
+                from,
+                Msg::Bid {
+                    key,
+                    round,
+                    score,
+                    job_tasks: 0,
+                    spread_value: None,
+                },
+            ));
+            return;
+        }
+        let free = self.capacity.minus(&self.used(Some(&key)));
+        if let Err(why) = free.fits(&demand) {
+            self.outbox.push_back((from, answer(self, why)));
+            return;
+        }
+        let after = self.used(Some(&key)).plus(&demand);
+        let score = self.capacity.free_permille(&after);
+        let job_tasks = u32::try_from(
+            self.local.keys().filter(|k| k.job == key.job).count()
+                + self
+                    .reservations
+                    .keys()
+                    .filter(|k| k.job == key.job && **k != key)
+                    .count(),
+        )
+        .unwrap_or(u32::MAX);
+        let spread_value = spec.spread.as_ref().and_then(|attr| {
+            let attr = attr.strip_prefix("label.").unwrap_or(attr);
+            self.members.get(&self.me).and_then(|m| m.attribute(attr))
+        });
+        self.reservations.insert(
+            key.clone(),
+            Reservation {
+                demand,
+                until: now + self.config.reservation_ttl,
+            },
+        );
+        self.outbox.push_back((
+            from,
+            Msg::Bid {
+                key,
+                round,
+                score,
+                job_tasks,
+                spread_value,
+            },
+        ));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_award(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        from: NodeId,
+        key: TaskKey,
+        round: u64,
+        stamp: Stamp,
+        job_version: u64,
+        spec: JobSpec,
+    ) {
+        self.hlc.observe(&stamp);
+        if let Some(l) = self.local.get_mut(&key)
+            && l.stopping.is_none()
+        {
+            // Already held here: keep running, under the newer award.
+            if stamp > l.stamp {
+                l.stamp = stamp;
+            }
+            self.outbox.push_back((from, Msg::Accept { key, round }));
+            return;
+        }
+        let demand = demand_of(&spec);
+        let reserved = self.reservations.remove(&key).is_some();
+        let free = self.capacity.minus(&self.used(Some(&key)));
+        let fits = free.fits(&demand);
+        if self.draining || (!reserved && fits.is_err()) || (reserved && fits.is_err()) {
+            let reason = if self.draining {
+                "draining".to_owned()
+            } else {
+                fits.err().unwrap_or_default()
+            };
+            self.outbox
+                .push_back((from, Msg::Reject { key, round, reason }));
+            return;
+        }
+        let spec = Arc::new(spec);
+        self.local.insert(
+            key.clone(),
+            Local {
+                stamp,
+                demand,
+                spec: spec.clone(),
+                job_version,
+                state: TaskState::Starting,
+                restarts: 0,
+                exit_code: None,
+                reason: None,
+                since_ms: wall_ms,
+                restart_at: None,
+                last_lease: Some(now),
+                stopping: None,
+            },
+        );
+        self.commands.push_back(Command::Start {
+            key: key.clone(),
+            spec,
+            job_version,
+            stamp,
+            attempt: 0,
+        });
+        self.outbox.push_back((from, Msg::Accept { key, round }));
+        self.update_free_class();
+    }
+
+    fn on_lease(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        from: NodeId,
+        key: TaskKey,
+        stamp: Stamp,
+        report: Report,
+    ) {
+        self.hlc.observe(&stamp);
+        let (wanted, version) = self.wants(&key, true);
+        if !wanted && version >= report.job_version {
+            self.outbox.push_back((
+                from,
+                Msg::Stop {
+                    key,
+                    stamp,
+                    reason: "no longer wanted".into(),
+                },
+            ));
+            return;
+        }
+        let entry = self.coord.entry(key.clone()).or_default();
+        match entry.holder.as_mut() {
+            Some(h) if h.node == from => {
+                h.stamp = h.stamp.max(stamp);
+                h.report = report;
+                h.heard = now;
+                h.confirmed = true;
+            }
+            Some(h) if h.report.state != TaskState::Lost || self.members.contains_key(&h.node) => {
+                // Two holders: the later award wins, everywhere alike.
+                let (kept, stopped, stop_stamp) = if stamp > h.stamp {
+                    let old = h.clone();
+                    *h = Holder {
+                        node: from,
+                        stamp,
+                        report,
+                        heard: now,
+                        confirmed: true,
+                    };
+                    (from, old.node, old.stamp)
+                } else {
+                    (h.node, from, stamp)
+                };
+                entry.auction = None;
+                self.events.push_back(Event::Conflict {
+                    key: key.clone(),
+                    kept,
+                    stopped,
+                });
+                self.outbox.push_back((
+                    stopped,
+                    Msg::Stop {
+                        key,
+                        stamp: stop_stamp,
+                        reason: "another node holds the task".into(),
+                    },
+                ));
+            }
+            _ => {
+                // Learned from the renewal (a new coordinator, or the first
+                // renewal after the award), or a lost holder came back.
+                entry.holder = Some(Holder {
+                    node: from,
+                    stamp,
+                    report,
+                    heard: now,
+                    confirmed: true,
+                });
+                entry.auction = None;
+                entry.pending.clear();
+                entry.retry_at = None;
+                entry.inherited_at = None;
+            }
+        }
+        let _ = wall_ms;
+    }
+
+    fn stop_local(&mut self, key: &TaskKey, reason: &str, release: bool) {
+        if let Some(l) = self.local.get_mut(key) {
+            if l.stopping.is_some() {
+                return;
+            }
+            l.stopping = Some(release);
+            l.restart_at = None;
+            self.commands.push_back(Command::Stop {
+                key: key.clone(),
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Runner duties: stop what is no longer wanted, restart what the
+    /// policy says, follow spec changes, run system jobs.
+    fn flush_local(&mut self, now: Instant, wall_ms: u64) {
+        let keys: Vec<TaskKey> = self.local.keys().cloned().collect();
+        for key in keys {
+            let (wanted, version) = self.wanted(&key);
+            let Some(l) = self.local.get(&key) else {
+                continue;
+            };
+            if l.stopping.is_some() {
+                continue;
+            }
+            if !wanted && version >= l.job_version {
+                self.stop_local(&key, "no longer wanted", true);
+                continue;
+            }
+            // A newer spec: restart in place if it still fits, else give
+            // the task up so that it is placed again.
+            if let Some(job) = self.jobs.get(&key.job).cloned()
+                && job.version > l.job_version
+                && !job.deleted
+            {
+                if runs_differently(&job.spec, &l.spec) {
+                    let demand = demand_of(&job.spec);
+                    let free = self.capacity.minus(&self.used(Some(&key)));
+                    if free.fits(&demand).is_err() {
+                        self.stop_local(&key, "the new spec does not fit here", true);
+                        continue;
+                    }
+                    let l = self.local.get_mut(&key).expect("present");
+                    l.spec = job.spec.clone();
+                    l.demand = demand;
+                    l.job_version = job.version;
+                    l.state = TaskState::Starting;
+                    l.since_ms = wall_ms;
+                    l.restart_at = None;
+                    let (stamp, attempt) = (l.stamp, l.restarts);
+                    self.commands.push_back(Command::Replace {
+                        key: key.clone(),
+                        spec: job.spec.clone(),
+                        job_version: job.version,
+                        stamp,
+                        attempt,
+                    });
+                } else {
+                    let l = self.local.get_mut(&key).expect("present");
+                    l.job_version = job.version;
+                    l.spec = job.spec.clone();
+                }
+            }
+            let l = self.local.get_mut(&key).expect("present");
+            if let Some(at) = l.restart_at
+                && now >= at
+            {
+                l.restart_at = None;
+                l.restarts += 1;
+                l.state = TaskState::Starting;
+                l.since_ms = wall_ms;
+                self.commands.push_back(Command::Start {
+                    key: key.clone(),
+                    spec: l.spec.clone(),
+                    job_version: l.job_version,
+                    stamp: l.stamp,
+                    attempt: l.restarts,
+                });
+            }
+        }
+        // System jobs: one task here per eligible job.
+        if !self.draining
+            && let Some(me) = self.members.get(&self.me).cloned()
+        {
+            let systems: Vec<Job> = self
+                .jobs
+                .values()
+                .filter(|j| !j.deleted && j.spec.kind == JobType::System)
+                .cloned()
+                .collect();
+            for job in systems {
+                let key = TaskKey::system(&job.spec.name, self.me);
+                if self.local.contains_key(&key) {
+                    continue;
+                }
+                let demand = demand_of(&job.spec);
+                let mut exact = me.clone();
+                exact.free_class = 8;
+                if exact.eligible(&job.spec, &demand).is_err() || self.free().fits(&demand).is_err()
+                {
+                    continue;
+                }
+                let stamp = self.hlc.tick(wall_ms, self.me);
+                self.local.insert(
+                    key.clone(),
+                    Local {
+                        stamp,
+                        demand,
+                        spec: job.spec.clone(),
+                        job_version: job.version,
+                        state: TaskState::Starting,
+                        restarts: 0,
+                        exit_code: None,
+                        reason: None,
+                        since_ms: wall_ms,
+                        restart_at: None,
+                        last_lease: None,
+                        stopping: None,
+                    },
+                );
+                self.commands.push_back(Command::Start {
+                    key,
+                    spec: job.spec.clone(),
+                    job_version: job.version,
+                    stamp,
+                    attempt: 0,
+                });
+            }
+        }
+        self.update_free_class();
+    }
+
+    /// Sends leases that are due (or all, with `force`).
+    fn renew_leases(&mut self, now: Instant, force: bool) {
+        let period = self.config.lease_period;
+        let mut out = Vec::new();
+        for (key, l) in self.local.iter_mut() {
+            // System tasks have no coordinator: their node answers for them.
+            if l.stopping.is_some() || matches!(key.slot, Slot::Node(_)) {
+                continue;
+            }
+            let due = force
+                || l.last_lease
+                    .is_none_or(|t| now.saturating_duration_since(t) >= period);
+            if !due {
+                continue;
+            }
+            let Some(coordinator) = self.ring.owner(key.hash()) else {
+                continue;
+            };
+            l.last_lease = Some(now);
+            out.push((
+                coordinator,
+                Msg::Lease {
+                    key: key.clone(),
+                    stamp: l.stamp,
+                    report: l.report(),
+                },
+            ));
+        }
+        self.outbox.extend(out);
+    }
+
+    /// Status of `keys` as this node knows them: as their coordinator, or
+    /// as their holder.
+    pub fn status(&self, keys: &[TaskKey]) -> Vec<TaskStatus> {
+        keys.iter()
+            .map(|k| {
+                if let Some(l) = self.local.get(k) {
+                    return TaskStatus {
+                        key: k.clone(),
+                        node: Some(self.me),
+                        state: l.state,
+                        restarts: l.restarts,
+                        exit_code: l.exit_code,
+                        reason: l.reason.clone(),
+                        since_ms: l.since_ms,
+                        pending: Vec::new(),
+                    };
+                }
+                match self.coord.get(k) {
+                    Some(c) => match &c.holder {
+                        Some(h) => TaskStatus {
+                            key: k.clone(),
+                            node: Some(h.node),
+                            state: h.report.state,
+                            restarts: h.report.restarts,
+                            exit_code: h.report.exit_code,
+                            reason: h.report.reason.clone(),
+                            since_ms: h.report.since_ms,
+                            pending: Vec::new(),
+                        },
+                        None => TaskStatus {
+                            key: k.clone(),
+                            node: None,
+                            state: TaskState::Pending,
+                            restarts: 0,
+                            exit_code: None,
+                            reason: None,
+                            since_ms: c.pending_since_ms,
+                            pending: c.pending.clone(),
+                        },
+                    },
+                    None => TaskStatus {
+                        key: k.clone(),
+                        node: None,
+                        state: TaskState::Pending,
+                        restarts: 0,
+                        exit_code: None,
+                        reason: None,
+                        since_ms: 0,
+                        pending: Vec::new(),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// The tasks this node holds.
+    pub fn local_tasks(&self) -> Vec<(TaskKey, Stamp, TaskState)> {
+        self.local
+            .iter()
+            .map(|(k, l)| (k.clone(), l.stamp, l.state))
+            .collect()
+    }
+
+    /// The stamp of a task held here.
+    pub fn local_stamp(&self, key: &TaskKey) -> Option<Stamp> {
+        self.local.get(key).map(|l| l.stamp)
+    }
+
+    /// Every task key of `job` as this node sees it, and the node that
+    /// coordinates each (for status queries).
+    pub fn keys_of(&self, job: &str) -> Vec<(TaskKey, Option<NodeId>)> {
+        let Some(j) = self.jobs.get(job) else {
+            return Vec::new();
+        };
+        let keys: Vec<TaskKey> = match j.spec.kind {
+            JobType::System => self
+                .members
+                .keys()
+                .map(|n| TaskKey::system(job, *n))
+                .collect(),
+            _ => (0..j.spec.count())
+                .map(|i| TaskKey::index(job, i))
+                .collect(),
+        };
+        keys.into_iter()
+            .map(|k| {
+                let owner = match k.slot {
+                    Slot::Node(n) => Some(n),
+                    Slot::Index(_) => self.ring.owner(k.hash()),
+                };
+                (k, owner)
+            })
+            .collect()
+    }
+}

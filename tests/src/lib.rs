@@ -1,0 +1,653 @@
+//! A harness that starts real `shoal agent` processes.
+//!
+//! Every agent binds 127.0.0.1 with port 0 and lives in a temporary dir; the
+//! harness learns its addresses from `<data-dir>/agent.json`. Tests wait on
+//! conditions with deadlines ([`wait_until`]); nothing sleeps a fixed time
+//! and no port is fixed. When a test panics, the tail of every agent's log
+//! is printed.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::fs;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde::de::DeserializeOwned;
+use shoal_node::api::types::NodeView;
+use shoal_node::datadir::AgentFile;
+
+/// The `shoal` binary next to the running test or bench executable, built
+/// once per process (`cargo build` is a no-op when it is fresh). `SHOAL_BIN`
+/// overrides it.
+pub fn shoal_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("SHOAL_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("current exe");
+        let mut dir = exe.parent().expect("exe has a parent").to_path_buf();
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            dir.pop();
+        }
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "shoal-cli", "--bin", "shoal"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .expect("running cargo build for the shoal binary");
+        assert!(status.success(), "cargo build of the shoal binary failed");
+        let bin = dir.join("shoal");
+        assert!(bin.exists(), "{} missing after cargo build", bin.display());
+        bin
+    })
+}
+
+/// Polls `check` every 50 ms until it returns `Ok(true)`, or panics after
+/// `timeout` with `what` and the last error.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> anyhow::Result<bool>) {
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        match check() {
+            Ok(true) => return,
+            Ok(false) => last = "condition false".into(),
+            Err(e) => last = format!("{e:#}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into()
+    })
+}
+
+/// `GET` with an optional bearer token: status and body.
+pub fn http_get(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+    let mut req = http().get(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req.call().with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()?;
+    Ok((status, body))
+}
+
+/// Sends `method url` with an optional JSON body: status and body.
+pub fn http_send(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, String)> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let sent = match method {
+        "POST" => {
+            let mut req = http().post(url).header("Content-Type", "application/json");
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            let bytes = serde_json::to_vec(body.unwrap_or(&serde_json::Value::Null))?;
+            req.send(bytes.as_slice())
+        }
+        "DELETE" => {
+            let mut req = http().delete(url);
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        }
+        _ => return http_get(url, token),
+    };
+    let mut resp = sent.with_context(|| format!("{method} {url}"))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()?;
+    Ok((status, text))
+}
+
+/// How to start an agent.
+#[derive(Clone, Debug, Default)]
+pub struct Spec {
+    /// `--name`.
+    pub name: String,
+    /// `--join` addresses.
+    pub join: Vec<SocketAddr>,
+    /// `--token`.
+    pub token: Option<String>,
+    /// More flags.
+    pub args: Vec<String>,
+    /// Gossip preset (default `test`).
+    pub gossip: Option<String>,
+}
+
+impl Spec {
+    /// An agent named `name`.
+    pub fn named(name: &str) -> Spec {
+        Spec {
+            name: name.to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
+/// One agent process.
+#[derive(Debug)]
+pub struct AgentProc {
+    /// Its name.
+    pub name: String,
+    /// Its data dir.
+    pub dir: PathBuf,
+    /// What it bound (from `agent.json`).
+    pub info: AgentFile,
+    /// The cluster token it uses.
+    pub token: String,
+    log: PathBuf,
+    out: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl AgentProc {
+    /// Starts `shoal agent` with `args` (besides the data dir, loopback
+    /// addresses with port 0 and the `test` gossip preset) and waits for
+    /// `agent.json`.
+    pub fn start(root: &Path, spec: &Spec) -> anyhow::Result<AgentProc> {
+        let dir = root.join(&spec.name);
+        let mut args: Vec<String> = vec![
+            "--bind".into(),
+            "127.0.0.1:0".into(),
+            "--api".into(),
+            "127.0.0.1:0".into(),
+            "--name".into(),
+            spec.name.clone(),
+            "--gossip".into(),
+            spec.gossip.clone().unwrap_or_else(|| "test".into()),
+        ];
+        for j in &spec.join {
+            args.push("--join".into());
+            args.push(j.to_string());
+        }
+        if let Some(t) = &spec.token {
+            args.push("--token".into());
+            args.push(t.clone());
+        }
+        args.extend(spec.args.iter().cloned());
+        let mut p = AgentProc {
+            name: spec.name.clone(),
+            log: root.join(format!("{}.log", spec.name)),
+            out: root.join(format!("{}.out", spec.name)),
+            dir,
+            info: AgentFile {
+                node_id: String::new(),
+                name: String::new(),
+                gossip: "0.0.0.0:0".parse().expect("literal"),
+                rpc: "0.0.0.0:0".parse().expect("literal"),
+                api: "0.0.0.0:0".parse().expect("literal"),
+                pid: 0,
+            },
+            token: String::new(),
+            child: None,
+            starts: 0,
+        };
+        p.spawn(&args)?;
+        Ok(p)
+    }
+
+    fn spawn(&mut self, args: &[String]) -> anyhow::Result<()> {
+        self.starts += 1;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let out_path = if self.starts == 1 {
+            self.out.clone()
+        } else {
+            self.out.with_extension(format!("out.{}", self.starts))
+        };
+        let out = fs::File::create(&out_path)?;
+        let mut cmd = Command::new(shoal_bin());
+        cmd.arg("agent")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .env("SHOAL_LOG", "info,shoal_node=debug")
+            .env_remove("SHOAL_TOKEN")
+            .env_remove("SHOAL_ADDR")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log);
+        let child = cmd.spawn().context("spawning shoal agent")?;
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "agent {} exited with {status} before serving; log:\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
+            }
+            if let Ok(text) = fs::read_to_string(self.dir.join("agent.json"))
+                && let Ok(info) = serde_json::from_str::<AgentFile>(&text)
+                && info.pid == pid
+            {
+                self.info = info;
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("agent {} did not write agent.json within 30 s", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.token = fs::read_to_string(self.dir.join("token"))?
+            .trim()
+            .to_owned();
+        Ok(())
+    }
+
+    /// Starts it again from its data dir with no flags but the loopback
+    /// addresses (the data dir remembers the rest).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        assert!(self.child.is_none(), "restart of a running agent");
+        self.spawn(&[])
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `signal` and waits (up to 20 s) for the exit status.
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> anyhow::Result<ExitStatus> {
+        let mut c = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("{} is not running", self.name))?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id())?);
+        nix::sys::signal::kill(pid, signal)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                bail!("{} did not exit within 20 s of {signal}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `SIGTERM` and wait.
+    pub fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        self.stop_with(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// The API base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.info.api)
+    }
+
+    /// `GET path` with the token, decoded; an HTTP error is an error.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let (status, body) = http_get(&format!("{}{}", self.url(), path), Some(&self.token))?;
+        if status != 200 {
+            bail!("GET {path} on {}: {status}: {body}", self.name);
+        }
+        serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
+    }
+
+    /// `GET /v1/nodes`.
+    pub fn nodes(&self) -> anyhow::Result<Vec<NodeView>> {
+        self.get("/v1/nodes")
+    }
+
+    /// `GET path` with the token: status and JSON (null when not JSON).
+    pub fn get_any(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let (status, body) = http_get(&format!("{}{}", self.url(), path), Some(&self.token))?;
+        Ok((
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// `POST path` with a JSON body and the token: status and JSON.
+    pub fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let (status, text) = http_send(
+            "POST",
+            &format!("{}{}", self.url(), path),
+            Some(&self.token),
+            Some(body),
+        )?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// `DELETE path` with the token: status and JSON.
+    pub fn delete(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let (status, text) = http_send(
+            "DELETE",
+            &format!("{}{}", self.url(), path),
+            Some(&self.token),
+            None,
+        )?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// Cuts this agent off from `others` (node ids); an empty list heals.
+    /// The agent must run with `--fault-injection`.
+    pub fn block(&self, others: &[String]) -> anyhow::Result<()> {
+        let (status, body) =
+            self.post("/v1/debug/faults", &serde_json::json!({ "block": others }))?;
+        if status != 200 {
+            bail!("fault injection on {}: {status} {body}", self.name);
+        }
+        Ok(())
+    }
+
+    /// `GET /metrics` as text.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let (status, body) = http_get(&format!("{}/metrics", self.url()), Some(&self.token))?;
+        if status != 200 {
+            bail!("GET /metrics: {status}");
+        }
+        Ok(body)
+    }
+
+    /// The value of one sample of `/metrics`, e.g.
+    /// `shoal_gossip_dropped_packets_total{reason="replay"}`.
+    pub fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        let text = self.metrics()?;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix(sample)
+                && let Some(v) = rest.strip_prefix(' ')
+            {
+                return Ok(v.trim().parse()?);
+            }
+        }
+        bail!("no sample {sample} in /metrics")
+    }
+
+    /// What the agent printed on stdout (of its latest start).
+    pub fn stdout(&self) -> String {
+        let path = if self.starts <= 1 {
+            self.out.clone()
+        } else {
+            self.out.with_extension(format!("out.{}", self.starts))
+        };
+        fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Its whole log.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// The last `n` lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A set of agents under one temporary root.
+pub struct Cluster {
+    /// The root dir (kept with `SHOAL_KEEP_TEST_DIRS=1`).
+    pub root: tempfile::TempDir,
+    /// The agents, in the order they were started.
+    pub agents: Vec<AgentProc>,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster::new()
+    }
+}
+
+impl Cluster {
+    /// No agents yet.
+    pub fn new() -> Cluster {
+        let mut root = tempfile::Builder::new()
+            .prefix("shoal-test-")
+            .tempdir()
+            .expect("temporary dir");
+        if std::env::var_os("SHOAL_KEEP_TEST_DIRS").is_some() {
+            root.disable_cleanup(true);
+        }
+        Cluster {
+            root,
+            agents: Vec::new(),
+        }
+    }
+
+    /// The cluster token (of the first agent).
+    pub fn token(&self) -> String {
+        self.agents[0].token.clone()
+    }
+
+    /// Starts an agent from `spec`; returns its index.
+    pub fn start(&mut self, spec: &Spec) -> usize {
+        let agent = AgentProc::start(self.root.path(), spec)
+            .unwrap_or_else(|e| panic!("starting {}: {e:#}", spec.name));
+        self.agents.push(agent);
+        self.agents.len() - 1
+    }
+
+    /// Founds the cluster with agent `name`.
+    pub fn found(&mut self, name: &str) -> usize {
+        self.start(&Spec::named(name))
+    }
+
+    /// Starts `n` agents with fault injection on, each joining through the
+    /// previous ones, and waits until all see all.
+    pub fn with_agents(n: usize) -> Cluster {
+        let mut c = Cluster::new();
+        for i in 0..n {
+            let mut spec = Spec::named(&format!("n{i}"));
+            spec.args.push("--fault-injection".into());
+            if i > 0 {
+                spec.join = vec![c.agents[i - 1].info.gossip, c.agents[0].info.gossip];
+                spec.token = Some(c.token());
+            }
+            c.start(&spec);
+        }
+        c.wait_all_alive(n, Duration::from_secs(60));
+        c
+    }
+
+    /// Starts `name`, joining through agent `via`.
+    pub fn join(&mut self, name: &str, via: usize) -> usize {
+        let spec = Spec {
+            name: name.to_owned(),
+            join: vec![self.agents[via].info.gossip],
+            token: Some(self.token()),
+            ..Default::default()
+        };
+        self.start(&spec)
+    }
+
+    /// Indexes of running agents.
+    pub fn running(&mut self) -> Vec<usize> {
+        (0..self.agents.len())
+            .filter(|i| self.agents[*i].is_running())
+            .collect()
+    }
+
+    /// Waits until every running agent reports every agent in `ids` in
+    /// `state` (checked through `/v1/nodes`).
+    pub fn wait_all_report(&mut self, ids: &[String], state: &str, timeout: Duration) {
+        let running = self.running();
+        self.wait_report_by(&running, ids, state, timeout);
+    }
+
+    /// Waits until each agent of `observers` reports every agent in `ids` in
+    /// `state`.
+    pub fn wait_report_by(
+        &self,
+        observers: &[usize],
+        ids: &[String],
+        state: &str,
+        timeout: Duration,
+    ) {
+        let running = observers;
+        let agents = &self.agents;
+        let what = format!("every running agent to report {ids:?} {state}");
+        wait_until(&what, timeout, || {
+            for i in running {
+                let nodes = agents[*i].nodes()?;
+                for id in ids {
+                    if &agents[*i].info.node_id == id {
+                        continue;
+                    }
+                    let Some(n) = nodes.iter().find(|n| &n.id == id) else {
+                        bail!("{} does not know {id}", agents[*i].name);
+                    };
+                    if n.state != state {
+                        bail!("{} reports {id} {}", agents[*i].name, n.state);
+                    }
+                }
+            }
+            Ok(true)
+        });
+    }
+
+    /// Waits until every running agent reports exactly `n` members alive,
+    /// each with its metadata.
+    pub fn wait_all_alive(&mut self, n: usize, timeout: Duration) {
+        let running = self.running();
+        let agents = &self.agents;
+        wait_until(&format!("{n} members alive everywhere"), timeout, || {
+            for i in &running {
+                let nodes = agents[*i].nodes()?;
+                let alive = nodes
+                    .iter()
+                    .filter(|x| x.state == "alive" && x.name.is_some())
+                    .count();
+                if alive != n {
+                    bail!("{} sees {alive} alive", agents[*i].name);
+                }
+            }
+            Ok(true)
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for a in &self.agents {
+                eprintln!(
+                    "----- log of {} (last 40 lines) -----\n{}",
+                    a.name,
+                    a.log_tail(40)
+                );
+            }
+        }
+        for a in &mut self.agents {
+            a.kill9();
+        }
+    }
+}
+
+/// Runs the `shoal` binary with `args` and `env`, returns (status, stdout,
+/// stderr).
+pub fn run_shoal(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let mut cmd = Command::new(shoal_bin());
+    cmd.args(args)
+        .env_remove("SHOAL_TOKEN")
+        .env_remove("SHOAL_ADDR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running shoal");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A seed for random choices: `SHOAL_TEST_SEED`, or one drawn from the
+/// clock; printed so a failure can be replayed.
+pub fn test_seed() -> u64 {
+    let seed = std::env::var("SHOAL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("test seed: {seed} (replay with SHOAL_TEST_SEED={seed})");
+    seed
+}

@@ -1,0 +1,328 @@
+//! The agent's start-up, its files, its API and the CLI, against real agents.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_tests::{Cluster, Spec, http_get, run_shoal, wait_until};
+
+#[test]
+fn founding_prints_the_join_command_and_writes_its_files() {
+    let mut c = Cluster::new();
+    c.found("founder");
+    let a = &mut c.agents[0];
+    let out = a.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one stdout line, got {out:?}");
+    let expected = format!("shoal agent --join {} --token {}", a.info.gossip, a.token);
+    assert_eq!(lines[0], expected);
+
+    let token_mode = fs::metadata(a.dir.join("token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(token_mode & 0o777, 0o600);
+    let agent_json: Value =
+        serde_json::from_str(&fs::read_to_string(a.dir.join("agent.json")).unwrap()).unwrap();
+    for key in ["node_id", "name", "gossip", "rpc", "api"] {
+        assert!(
+            agent_json.get(key).is_some(),
+            "agent.json lacks {key}: {agent_json}"
+        );
+    }
+    assert_ne!(a.info.gossip.port(), 0);
+    assert_ne!(a.info.rpc.port(), 0);
+    assert_ne!(a.info.api.port(), 0);
+    assert!(!a.log().is_empty(), "logs go to stderr");
+
+    // A restart founds nothing and prints nothing; the id stays.
+    let id = a.info.node_id.clone();
+    a.terminate().unwrap();
+    a.restart().unwrap();
+    assert_eq!(a.info.node_id, id);
+    assert_eq!(a.stdout(), "");
+}
+
+#[test]
+fn api_needs_the_token_and_answers_errors_in_json() {
+    let mut c = Cluster::new();
+    c.found("n0");
+    c.join("n1", 0);
+    c.wait_all_alive(2, Duration::from_secs(60));
+    let n0 = &c.agents[0];
+    let url = n0.url();
+
+    let (status, body) = http_get(&format!("{url}/v1/health"), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+
+    for path in [
+        "/v1/nodes",
+        "/v1/self",
+        "/v1/status",
+        "/metrics",
+        "/v1/nodes/n1",
+    ] {
+        let (status, body) = http_get(&format!("{url}{path}"), None).unwrap();
+        assert_eq!(status, 401, "{path}: {body}");
+        let err: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(err["error"]["code"], "unauthorized", "{body}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("token"));
+        let (status, _) = http_get(&format!("{url}{path}"), Some("shoal1_wrong")).unwrap();
+        assert_eq!(status, 401);
+    }
+
+    let me: Value = n0.get("/v1/self").unwrap();
+    assert_eq!(me["name"], "n0");
+    assert_eq!(me["local"], true);
+    let by_name: Value = n0.get("/v1/nodes/n1").unwrap();
+    assert_eq!(by_name["id"], c.agents[1].info.node_id.as_str());
+    let by_id: Value = n0
+        .get(&format!("/v1/nodes/{}", c.agents[1].info.node_id))
+        .unwrap();
+    assert_eq!(by_id["name"], "n1");
+    let by_prefix: Value = n0
+        .get(&format!("/v1/nodes/{}", &c.agents[1].info.node_id[..8]))
+        .unwrap();
+    assert_eq!(by_prefix["name"], "n1");
+
+    let (status, body) = http_get(&format!("{url}/v1/nodes/nobody"), Some(&n0.token)).unwrap();
+    assert_eq!(status, 404);
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["error"]["code"], "not_found");
+    let (status, body) = http_get(&format!("{url}/v2/whatever"), Some(&n0.token)).unwrap();
+    assert_eq!(status, 404);
+    assert!(body.contains("\"error\""));
+
+    let metrics = n0.metrics().unwrap();
+    for family in [
+        "shoal_gossip_members{state=\"alive\"} 2",
+        "shoal_gossip_packets_total{direction=\"in\"}",
+        "shoal_gossip_bytes_total{direction=\"out\"}",
+        "shoal_gossip_dropped_packets_total{reason=\"auth\"}",
+        "shoal_gossip_probe_rtt_seconds_count",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "/metrics lacks {family}:\n{metrics}"
+        );
+    }
+}
+
+#[test]
+fn cli_lists_nodes_and_the_pool() {
+    let mut c = Cluster::new();
+    c.found("n0");
+    c.start(&Spec {
+        name: "n1".into(),
+        join: vec![c.agents[0].info.gossip],
+        token: Some(c.token()),
+        args: vec![
+            "--dc".into(),
+            "west".into(),
+            "--cpus".into(),
+            "3".into(),
+            "--memory-mb".into(),
+            "2048".into(),
+            "--label".into(),
+            "rack=r7".into(),
+        ],
+        ..Default::default()
+    });
+    c.wait_all_alive(2, Duration::from_secs(60));
+    let addr = c.agents[0].url();
+    let token = c.token();
+
+    // Flags …
+    let (status, out, err) = run_shoal(&["--addr", &addr, "--token", &token, "nodes"], &[]);
+    assert!(status.success(), "{err}");
+    let header = out.lines().next().unwrap();
+    for col in [
+        "NAME", "ID", "ADDRESS", "STATE", "DC", "CPUS", "MEMORY", "AGE",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(
+        out.contains("n1") && out.contains("west") && out.contains("2.0 GiB"),
+        "{out}"
+    );
+
+    // … or the environment.
+    let env = [
+        ("SHOAL_ADDR", addr.as_str()),
+        ("SHOAL_TOKEN", token.as_str()),
+    ];
+    let (status, out, err) = run_shoal(&["nodes", "--json"], &env);
+    assert!(status.success(), "{err}");
+    let nodes: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(nodes.len(), 2);
+    let n1 = nodes.iter().find(|n| n["name"] == "n1").unwrap();
+    for key in ["id", "name", "state", "gossip", "api", "dc"] {
+        assert!(!n1[key].is_null(), "{key} missing in {n1}");
+    }
+    assert_eq!(n1["state"], "alive");
+    assert_eq!(n1["dc"], "west");
+    assert_eq!(n1["capacity"]["cpus"], 3.0);
+    assert_eq!(n1["capacity"]["memory_mb"], 2048);
+    assert_eq!(n1["labels"]["rack"], "r7");
+
+    let (status, out, err) = run_shoal(&["status"], &env);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("2 alive"), "{out}");
+    assert!(out.contains("west") && out.contains("dc1"), "{out}");
+    let (status, out, _) = run_shoal(&["status", "--json"], &env);
+    assert!(status.success());
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["members"]["alive"], 2);
+    assert_eq!(s["by_dc"].as_array().unwrap().len(), 2);
+
+    let (status, out, _) = run_shoal(&["node", "show", "n1"], &env);
+    assert!(status.success());
+    assert!(out.contains("rack=r7"), "{out}");
+
+    // Errors: a message and a non-zero exit.
+    let (status, _, err) = run_shoal(&["--addr", &addr, "nodes"], &[]);
+    assert!(!status.success());
+    assert!(err.contains("token"), "{err}");
+    let (status, _, err) = run_shoal(&["node", "show", "nobody"], &env);
+    assert!(!status.success());
+    assert!(err.contains("nobody"), "{err}");
+    let (status, _, err) = run_shoal(&["--addr", "127.0.0.1:1", "nodes"], &[]);
+    assert!(!status.success());
+    assert!(err.contains("cannot reach"), "{err}");
+}
+
+#[test]
+fn bad_flags_are_clap_errors() {
+    let (status, _, err) = run_shoal(&["agent", "--frobnicate"], &[]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--frobnicate"), "{err}");
+    let (status, _, err) = run_shoal(&["agent", "--cpus", "many"], &[]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    let (status, _, err) = run_shoal(&["agent", "--bind", "nowhere"], &[]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    let (status, _, err) = run_shoal(&["agent", "--label", "novalue"], &[]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    let (status, _, err) = run_shoal(&["agent", "--gossip", "moon"], &[]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    let (status, out, _) = run_shoal(&["agent", "--help"], &[]);
+    assert!(status.success());
+    assert!(
+        out.contains("--join") && out.contains("--data-dir"),
+        "{out}"
+    );
+}
+
+/// Starts `shoal agent` on `dir` (loopback, port 0) with `extra` flags,
+/// expecting it to refuse; returns what it said.
+fn agent_refuses(dir: &std::path::Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "agent",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let (status, _, err) = run_shoal(&args, &[]);
+    assert!(!status.success(), "the agent started with {extra:?}");
+    err
+}
+
+#[test]
+fn a_corrupt_or_unusable_data_dir_is_named_and_left_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("d");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("node.json"), b"{ this is not json").unwrap();
+    let err = agent_refuses(&dir, &[]);
+    assert!(
+        err.contains("node.json") && err.contains("corrupt"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(dir.join("node.json")).unwrap(),
+        b"{ this is not json"
+    );
+
+    // A data dir that is a file.
+    let file = root.path().join("f");
+    fs::write(&file, b"x").unwrap();
+    let err = agent_refuses(&file, &[]);
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+
+    // A token file that is not a token.
+    let dir2 = root.path().join("d2");
+    fs::create_dir(&dir2).unwrap();
+    fs::write(dir2.join("token"), b"garbage\n").unwrap();
+    let err = agent_refuses(&dir2, &[]);
+    assert!(err.contains("token"), "{err}");
+    assert_eq!(fs::read(dir2.join("token")).unwrap(), b"garbage\n");
+
+    // --join without a token, and a bad token.
+    let err = agent_refuses(&root.path().join("d3"), &["--join", "127.0.0.1:1"]);
+    assert!(err.contains("--join needs --token"), "{err}");
+    let err = agent_refuses(&root.path().join("d4"), &["--token", "nope"]);
+    assert!(err.contains("invalid cluster token"), "{err}");
+}
+
+#[test]
+fn unreachable_join_peers_are_retried_while_the_api_serves() {
+    let mut c = Cluster::new();
+    // A port where nothing listens: bind a socket, note the port, close it.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let token = {
+        let secret = shoal_node::token::ClusterSecret::generate().unwrap();
+        secret.to_token()
+    };
+    let i = c.start(&Spec {
+        name: "lonely".into(),
+        join: vec![dead],
+        token: Some(token.clone()),
+        ..Default::default()
+    });
+    let a = &c.agents[i];
+    let (status, _) = http_get(&format!("{}/v1/health", a.url()), None).unwrap();
+    assert_eq!(status, 200);
+    wait_until("join retries in the log", Duration::from_secs(30), || {
+        Ok(a.log().matches("retrying").count() >= 2)
+    });
+    let nodes = a.nodes().unwrap();
+    assert_eq!(nodes.len(), 1);
+}
+
+#[test]
+fn a_data_dir_belongs_to_one_cluster() {
+    let mut c = Cluster::new();
+    c.found("n0");
+    let other = shoal_node::token::ClusterSecret::generate()
+        .unwrap()
+        .to_token();
+    let d = c.agents[0].dir.to_str().unwrap().to_owned();
+    c.agents[0].terminate().unwrap();
+    let (status, _, err) = run_shoal(&["agent", "--data-dir", &d, "--token", &other], &[]);
+    assert!(!status.success());
+    assert!(err.contains("another cluster"), "{err}");
+}
+
+#[test]
+fn dev_mode_needs_no_token() {
+    let mut c = Cluster::new();
+    let i = c.start(&Spec {
+        name: "dev".into(),
+        args: vec!["--dev".into()],
+        ..Default::default()
+    });
+    let a = &c.agents[i];
+    let (status, body) = http_get(&format!("{}/v1/nodes", a.url()), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let out = a.stdout();
+    assert!(out.contains("dev") && out.contains("shoal nodes"), "{out}");
+}

@@ -1,0 +1,554 @@
+//! Jobs run: placement, the process runtime and failures, with real agents.
+//!
+//! Every task is a process whose environment carries a marker unique to the
+//! test (`SHOAL_TEST_MARKER`), so the tests count the real processes of a
+//! job on the machine, by `SHOAL_TASK_INDEX`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_tests::{Cluster, Spec, run_shoal, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A unique marker for this test's processes.
+fn marker(test: &str) -> String {
+    format!("shoaltest{}{}", test, std::process::id())
+}
+
+/// A job whose tasks print a line and sleep, marked with `marker`.
+fn sleeper(name: &str, count: u32, cpus: f64, marker: &str, extra: Value) -> Value {
+    let mut v = json!({
+        "name": name,
+        "count": count,
+        "task": {
+            "runtime": "process",
+            "command": "/bin/sh",
+            "args": ["-c", "echo started $SHOAL_TASK_ID on $SHOAL_NODE; exec sleep 3600"],
+            "env": {"SHOAL_TEST_MARKER": marker},
+            "resources": {"cpus": cpus, "memory_mb": 64}
+        },
+        "restart": {"mode": "always", "delay": "200ms"}
+    });
+    if let Value::Object(m) = extra {
+        for (k, val) in m {
+            v[k] = val;
+        }
+    }
+    v
+}
+
+/// Pids of the processes carrying `marker`, with their task index.
+fn marked(marker: &str) -> Vec<(i32, u32)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let tag = format!("SHOAL_TEST_MARKER={marker}");
+    for e in dir.filter_map(Result::ok) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = env
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        if !vars.contains(&tag) {
+            continue;
+        }
+        let index = vars
+            .iter()
+            .find_map(|v| v.strip_prefix("SHOAL_TASK_INDEX="))
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0);
+        out.push((pid, index));
+    }
+    out
+}
+
+/// Processes carrying `marker`, counted by task index.
+fn processes(marker: &str) -> BTreeMap<u32, usize> {
+    let mut out = BTreeMap::new();
+    for (_, i) in marked(marker) {
+        *out.entry(i).or_default() += 1;
+    }
+    out
+}
+
+fn exactly_once(marker: &str, count: u32) -> bool {
+    let p = processes(marker);
+    p.len() == count as usize && p.values().all(|n| *n == 1) && p.keys().all(|i| *i < count)
+}
+
+/// The tasks of `job` as agent `via` reports them (none while the job has
+/// not reached that agent yet).
+fn tasks(c: &Cluster, via: usize, job: &str) -> Vec<Value> {
+    match c.agents[via].get_any(&format!("/v1/jobs/{}/tasks", job.replace('/', "%2F"))) {
+        Ok((200, body)) => body.as_array().cloned().unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn cluster(n: usize, extra: &[&str]) -> Cluster {
+    let mut c = Cluster::new();
+    for i in 0..n {
+        let mut spec = Spec::named(&format!("n{i}"));
+        spec.args = [
+            "--fault-injection",
+            "--cpus",
+            "2",
+            "--memory-mb",
+            "1024",
+            "--stop-grace",
+            "2s",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        spec.args.extend(extra.iter().map(|s| (*s).to_owned()));
+        if i > 0 {
+            spec.join = vec![c.agents[0].info.gossip];
+            spec.token = Some(c.token());
+        }
+        c.start(&spec);
+    }
+    c.wait_all_alive(n, SETTLE);
+    c
+}
+
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // Tasks outlive agents on purpose; a test must not leave any.
+        for (pid, _) in marked(&self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn sixteen_tasks_on_five_nodes_then_twenty_then_one_pending_with_every_reason() {
+    let m = marker("fill");
+    let _cleanup = Cleanup(m.clone());
+    let c = cluster(5, &[]);
+    let (status, body) = c.agents[0]
+        .post("/v1/jobs", &sleeper("fill", 16, 0.5, &m, json!({})))
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    wait_until("16 processes, one per index", SETTLE, || {
+        Ok(exactly_once(&m, 16))
+    });
+    let per_node = |c: &Cluster| {
+        let mut count: BTreeMap<String, usize> = BTreeMap::new();
+        for t in tasks(c, 1, "fill") {
+            if t["state"] == "running" {
+                *count
+                    .entry(t["node"].as_str().unwrap_or_default().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        count
+    };
+    wait_until("16 running in the API", SETTLE, || {
+        Ok(per_node(&c).values().sum::<usize>() == 16)
+    });
+    assert!(per_node(&c).values().all(|n| *n <= 4), "{:?}", per_node(&c));
+
+    assert_eq!(
+        c.agents[2]
+            .post("/v1/jobs/fill/scale", &json!({"count": 20}))
+            .unwrap()
+            .0,
+        200
+    );
+    wait_until("20 processes", SETTLE, || Ok(exactly_once(&m, 20)));
+    wait_until("4 running on every node", SETTLE, || {
+        let p = per_node(&c);
+        Ok(p.len() == 5 && p.values().all(|n| *n == 4))
+    });
+
+    assert_eq!(
+        c.agents[3]
+            .post("/v1/jobs/fill/scale", &json!({"count": 21}))
+            .unwrap()
+            .0,
+        200
+    );
+    let names: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
+    wait_until(
+        "fill/20 pending with a reason from every node",
+        SETTLE,
+        || {
+            let t = tasks(&c, 4, "fill");
+            let Some(last) = t.iter().find(|t| t["task"] == "fill/20") else {
+                return Ok(false);
+            };
+            let reasons: Vec<String> = last["pending"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(last["state"] == "pending"
+                && names.iter().all(|n| {
+                    reasons
+                        .iter()
+                        .any(|r| r.starts_with(&format!("{n}: needs 0.5 cpus")))
+                }))
+        },
+    );
+    assert!(exactly_once(&m, 20));
+    // The CLI shows it too.
+    let env = [
+        ("SHOAL_ADDR", c.agents[1].url()),
+        ("SHOAL_TOKEN", c.token()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, out, _) = run_shoal(&["ps", "fill"], &env);
+    assert!(status.success());
+    assert!(
+        out.contains("fill/20 is pending") && out.contains("n4: needs 0.5 cpus"),
+        "{out}"
+    );
+    let (status, out, _) = run_shoal(&["ps", "fill", "--json"], &env);
+    assert!(status.success());
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    for key in ["task", "job", "index", "node", "state"] {
+        assert!(rows[0].get(key).is_some(), "{key} missing: {}", rows[0]);
+    }
+}
+
+#[test]
+fn a_killed_agents_tasks_move_and_its_old_processes_go_when_it_returns() {
+    let m = marker("kill");
+    let _cleanup = Cleanup(m.clone());
+    let mut c = cluster(4, &[]);
+    assert_eq!(
+        c.agents[0]
+            .post("/v1/jobs", &sleeper("kill", 8, 0.5, &m, json!({})))
+            .unwrap()
+            .0,
+        201
+    );
+    wait_until("8 processes", SETTLE, || Ok(exactly_once(&m, 8)));
+    // The node running the most tasks dies.
+    let by_node = {
+        let mut b: BTreeMap<String, u32> = BTreeMap::new();
+        for t in tasks(&c, 0, "kill") {
+            *b.entry(t["node_name"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+        b
+    };
+    let victim_name = by_node.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();
+    let victim = c.agents.iter().position(|a| a.name == victim_name).unwrap();
+    let moved = by_node[&victim_name];
+    assert!(moved > 0);
+    c.agents[victim].kill9();
+    // Its processes outlive it (kill -9 of an agent does not kill tasks), and
+    // its tasks run elsewhere too.
+    let observer = (victim + 1) % 4;
+    wait_until("its tasks running elsewhere", SETTLE, || {
+        let t = tasks(&c, observer, "kill");
+        Ok(t.len() == 8
+            && t.iter()
+                .all(|t| t["state"] == "running" && t["node_name"] != victim_name.as_str()))
+    });
+    // When it comes back, none of its old processes remain and no index
+    // runs twice.
+    c.agents[victim].restart().unwrap();
+    wait_until("exactly one process per index", SETTLE, || {
+        Ok(exactly_once(&m, 8))
+    });
+    let log = c.agents[victim].log();
+    assert!(
+        log.contains("adopting"),
+        "the restarted agent did not find its old tasks"
+    );
+}
+
+#[test]
+fn after_a_partition_heals_exactly_one_process_per_index() {
+    let m = marker("part");
+    let _cleanup = Cleanup(m.clone());
+    let c = cluster(4, &[]);
+    assert_eq!(
+        c.agents[0]
+            .post("/v1/jobs", &sleeper("part", 6, 0.25, &m, json!({})))
+            .unwrap()
+            .0,
+        201
+    );
+    wait_until("6 processes", SETTLE, || Ok(exactly_once(&m, 6)));
+    let ids = |side: &[usize]| {
+        side.iter()
+            .map(|i| c.agents[*i].info.node_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = ([0usize, 1], [2usize, 3]);
+    for i in a {
+        c.agents[i].block(&ids(&b)).unwrap();
+    }
+    for i in b {
+        c.agents[i].block(&ids(&a)).unwrap();
+    }
+    // Each side sees the other fail and runs the tasks it lost.
+    wait_until("both sides run every index", SETTLE, || {
+        let p = processes(&m);
+        Ok(p.len() == 6 && p.values().all(|n| *n == 2))
+    });
+    for i in 0..4 {
+        c.agents[i].block(&[]).unwrap();
+    }
+    wait_until(
+        "exactly one process per index after healing",
+        SETTLE,
+        || Ok(exactly_once(&m, 6)),
+    );
+}
+
+#[test]
+fn scale_down_up_and_stop_leave_no_stray_process() {
+    let m = marker("scale");
+    let _cleanup = Cleanup(m.clone());
+    let c = cluster(5, &[]);
+    assert_eq!(
+        c.agents[0]
+            .post("/v1/jobs", &sleeper("scale", 16, 0.5, &m, json!({})))
+            .unwrap()
+            .0,
+        201
+    );
+    wait_until("16", SETTLE, || Ok(exactly_once(&m, 16)));
+    assert_eq!(
+        c.agents[1]
+            .post("/v1/jobs/scale/scale", &json!({"count": 4}))
+            .unwrap()
+            .0,
+        200
+    );
+    wait_until("the 4 lowest indexes", SETTLE, || Ok(exactly_once(&m, 4)));
+    assert_eq!(
+        c.agents[2]
+            .post("/v1/jobs/scale/scale", &json!({"count": 10}))
+            .unwrap()
+            .0,
+        200
+    );
+    wait_until("10", SETTLE, || Ok(exactly_once(&m, 10)));
+    assert_eq!(c.agents[3].delete("/v1/jobs/scale").unwrap().0, 200);
+    wait_until("no process of the job", SETTLE, || {
+        Ok(processes(&m).is_empty())
+    });
+}
+
+#[test]
+fn constraints_system_jobs_and_a_late_joiner() {
+    let m = marker("sys");
+    let mg = marker("gpu");
+    let _cleanup = (Cleanup(m.clone()), Cleanup(mg.clone()));
+    let mut c = Cluster::new();
+    for i in 0..3 {
+        let mut spec = Spec::named(&format!("n{i}"));
+        spec.args = vec![
+            "--cpus".into(),
+            "2".into(),
+            "--memory-mb".into(),
+            "1024".into(),
+        ];
+        if i == 1 {
+            spec.args.extend(["--label".into(), "gpu=yes".into()]);
+        }
+        if i > 0 {
+            spec.join = vec![c.agents[0].info.gossip];
+            spec.token = Some(c.token());
+        }
+        c.start(&spec);
+    }
+    c.wait_all_alive(3, SETTLE);
+    let gpu = sleeper(
+        "train",
+        3,
+        0.25,
+        &mg,
+        json!({"constraints": [{"attribute": "gpu", "op": "=", "value": "yes"}]}),
+    );
+    assert_eq!(c.agents[0].post("/v1/jobs", &gpu).unwrap().0, 201);
+    let mut daemon = sleeper("daemon", 1, 0.1, &m, json!({"type": "system"}));
+    daemon.as_object_mut().unwrap().remove("count");
+    assert_eq!(c.agents[0].post("/v1/jobs", &daemon).unwrap().0, 201);
+    wait_until("3 gpu tasks", SETTLE, || Ok(exactly_once(&mg, 3)));
+    for t in tasks(&c, 2, "train") {
+        assert_eq!(t["node_name"], "n1", "{t}");
+    }
+    // SHOAL_TASK_INDEX is 0 for system tasks: count per node instead.
+    wait_until("one system task per node", SETTLE, || {
+        let t = tasks(&c, 0, "daemon");
+        Ok(t.len() == 3 && t.iter().all(|t| t["state"] == "running"))
+    });
+    let mut spec = Spec::named("late");
+    spec.join = vec![c.agents[0].info.gossip];
+    spec.token = Some(c.token());
+    c.start(&spec);
+    wait_until("the late joiner runs the system job", SETTLE, || {
+        let t = tasks(&c, 0, "daemon");
+        Ok(t.len() == 4
+            && t.iter()
+                .any(|t| t["node_name"] == "late" && t["state"] == "running"))
+    });
+    assert_eq!(processes(&m).get(&0).copied(), Some(4));
+}
+
+#[test]
+fn a_missing_command_fails_clearly_and_logs_are_read_through_any_node() {
+    let m = marker("logs");
+    let _cleanup = Cleanup(m.clone());
+    let c = cluster(3, &[]);
+    let bad = json!({
+        "name": "broken",
+        "count": 1,
+        "task": {"runtime": "process", "command": "/no/such/program", "resources": {"cpus": 0.1, "memory_mb": 32}},
+        "restart": {"mode": "on_failure", "attempts": 2, "delay": "100ms"}
+    });
+    assert_eq!(c.agents[0].post("/v1/jobs", &bad).unwrap().0, 201);
+    wait_until("broken/0 failed after its restarts", SETTLE, || {
+        let t = tasks(&c, 1, "broken");
+        Ok(t.len() == 1
+            && t[0]["state"] == "failed"
+            && t[0]["restarts"] == 2
+            && t[0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("/no/such/program")))
+    });
+
+    let hello = json!({
+        "name": "hello",
+        "count": 1,
+        "task": {"runtime": "process", "command": "/bin/sh",
+                                  "args": ["-c", "echo out-$SHOAL_TASK_ID; echo err-$SHOAL_JOB >&2; exec sleep 3600"],
+                 "env": {"SHOAL_TEST_MARKER": m},
+                 "resources": {"cpus": 0.1, "memory_mb": 32}}
+    });
+    assert_eq!(c.agents[0].post("/v1/jobs", &hello).unwrap().0, 201);
+    wait_until("hello running", SETTLE, || {
+        Ok(tasks(&c, 0, "hello")
+            .first()
+            .is_some_and(|t| t["state"] == "running"))
+    });
+    let runner = tasks(&c, 0, "hello")[0]["node_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = c.agents.iter().position(|a| a.name != runner).unwrap();
+    let env = [
+        ("SHOAL_ADDR", c.agents[other].url()),
+        ("SHOAL_TOKEN", c.token()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    wait_until("stdout through another node", SETTLE, || {
+        let (status, out, _) = run_shoal(&["logs", "hello/0"], &env);
+        Ok(status.success() && out.contains("out-hello/0"))
+    });
+    let (status, out, _) = run_shoal(&["logs", "hello/0", "--stderr"], &env);
+    assert!(status.success());
+    assert!(out.contains("err-hello"), "{out}");
+    let _ = run_shoal(&["stop", "hello"], &env);
+}
+
+#[test]
+fn a_task_over_its_memory_limit_is_killed_for_oom() {
+    let c = cluster(1, &[]);
+    let (_, me) = c.agents[0].get_any("/v1/self").unwrap();
+    if me["isolation"] == "none" {
+        eprintln!("skipped: this host gives tasks no cgroup limits (isolation: none)");
+        return;
+    }
+    let hog = json!({
+        "name": "hog",
+        "count": 1,
+        "task": {"runtime": "process", "command": "/bin/sh",
+                 "args": ["-c", "head -c 400M /dev/zero | tail"],
+                 "resources": {"cpus": 0.5, "memory_mb": 32}},
+        "restart": {"mode": "never"}
+    });
+    assert_eq!(c.agents[0].post("/v1/jobs", &hog).unwrap().0, 201);
+    wait_until("hog killed for oom", SETTLE, || {
+        let t = tasks(&c, 0, "hog");
+        Ok(t.first()
+            .is_some_and(|t| t["state"] == "killed" && t["reason"] == "oom"))
+    });
+}
+
+#[test]
+fn a_drained_node_takes_no_task_and_its_tasks_move_away() {
+    let m = marker("drain");
+    let _cleanup = Cleanup(m.clone());
+    let c = cluster(3, &[]);
+    let env = [
+        ("SHOAL_ADDR", c.agents[0].url()),
+        ("SHOAL_TOKEN", c.token()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Submit and wait, through the CLI.
+    let job = sleeper("drain", 6, 0.25, &m, json!({}));
+    let toml_text = toml_of(&job);
+    let job_file = c.root.path().join("drain.toml");
+    std::fs::write(&job_file, toml_text).unwrap();
+    let (status, out, err) = run_shoal(
+        &[
+            "run",
+            job_file.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        &env,
+    );
+    assert!(status.success(), "{out}{err}");
+    assert!(exactly_once(&m, 6));
+    let node = tasks(&c, 0, "drain")[0]["node_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, out, err) = run_shoal(&["node", "drain", &node], &env);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("draining"), "{out}");
+    wait_until(
+        "no task left on the drained node, all running",
+        SETTLE,
+        || {
+            let t = tasks(&c, 1, "drain");
+            Ok(t.len() == 6
+                && t.iter()
+                    .all(|t| t["state"] == "running" && t["node_name"] != node.as_str()))
+        },
+    );
+    wait_until("one process per index", SETTLE, || Ok(exactly_once(&m, 6)));
+    // The flag travels in gossip metadata, which may reach node 0 a moment
+    // after the tasks have already moved.
+    wait_until("every node sees the node draining", SETTLE, || {
+        Ok(c.agents[0].get_any(&format!("/v1/nodes/{node}"))?.1["draining"] == true)
+    });
+    // It takes tasks again once undrained.
+    let (status, _, _) = run_shoal(&["node", "drain", &node, "--undo"], &env);
+    assert!(status.success());
+    wait_until("the node is no longer draining", SETTLE, || {
+        Ok(c.agents[1].get_any(&format!("/v1/nodes/{node}"))?.1["draining"] == false)
+    });
+}
+
+/// The job file of a JSON spec.
+fn toml_of(v: &Value) -> String {
+    let value: toml::Value = serde_json::from_value(v.clone()).unwrap();
+    toml::to_string(&value).unwrap()
+}
