@@ -47,6 +47,12 @@ pub struct RunArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub memory_mb: Option<i64>,
 
+    /// A container port to map to a host port, NAME:PORT[/udp] (docker
+    /// tasks; the node picks the host port, the task sees it as
+    /// SHOAL_PORT_<NAME>, `shoal ps` shows it); repeat for more.
+    #[arg(long = "port", value_name = "NAME:PORT")]
+    pub ports: Vec<String>,
+
     /// Environment variable KEY=VALUE; repeat for more.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -128,6 +134,20 @@ pub fn spec_from_args(a: &RunArgs) -> anyhow::Result<Value> {
             env.insert(k, json!(v));
         }
         task.insert("env".into(), Value::Object(env));
+    }
+    if !a.ports.is_empty() {
+        let mut ports = Vec::new();
+        for p in &a.ports {
+            let (name, rest) = p
+                .split_once(':')
+                .with_context(|| format!("--port {p:?} is not NAME:PORT (http:8080)"))?;
+            let (port, protocol) = rest.split_once('/').unwrap_or((rest, "tcp"));
+            let port: u16 = port
+                .parse()
+                .with_context(|| format!("--port {p:?}: {port:?} is not a port number"))?;
+            ports.push(json!({"name": name, "container_port": port, "protocol": protocol}));
+        }
+        task.insert("ports".into(), Value::Array(ports));
     }
     let mut resources = serde_json::Map::new();
     if let Some(c) = a.cpus {

@@ -243,6 +243,37 @@ struct AgentArgs {
     /// How long a stopping task gets between SIGTERM and SIGKILL (`10s`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     stop_grace: Option<std::time::Duration>,
+
+    /// Do not run docker tasks here, even when a Docker engine answers on
+    /// its local socket (by default the node offers `docker` whenever the
+    /// engine answers at start-up).
+    #[arg(long)]
+    no_docker: bool,
+
+    /// Host ports handed to containers' mapped ports, as FIRST-LAST
+    /// (default 20000-29999). A task sees each as SHOAL_PORT_<NAME>.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    port_range: Option<(u16, u16)>,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not a range: write FIRST-LAST, e.g. 20000-29999"))?;
+    let first: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a port number (1-65535)"))?;
+    let last: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a port number (1-65535)"))?;
+    if first == 0 || first > last {
+        return Err(format!(
+            "{s:?}: the first port must be at least 1 and not above the last"
+        ));
+    }
+    Ok((first, last))
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -349,6 +380,8 @@ fn run_agent(args: &AgentArgs, token: Option<String>) -> anyhow::Result<()> {
         reserve_cpus: args.reserve_cpus,
         reserve_memory_mb: args.reserve_memory_mb,
         stop_grace: args.stop_grace,
+        no_docker: args.no_docker,
+        port_range: args.port_range,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)))

@@ -34,6 +34,12 @@ fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
                 t.restarts.to_string(),
                 t.exit_code.map_or("-".into(), |c| c.to_string()),
                 t.reason.clone().unwrap_or_default(),
+                // A running container: where to reach it.
+                t.ports
+                    .iter()
+                    .map(|(n, p)| format!("{n}={p}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
             ]
         })
         .collect()
@@ -41,15 +47,18 @@ fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
 
 /// Prints a task table (and, under it, why pending tasks wait).
 pub fn print_tasks(tasks: &[TaskView]) {
-    print!(
-        "{}",
-        table(
-            &[
-                "TASK", "NODE", "STATE", "SINCE", "RESTARTS", "EXIT", "REASON"
-            ],
-            &rows(tasks)
-        )
-    );
+    let mut header = vec![
+        "TASK", "NODE", "STATE", "SINCE", "RESTARTS", "EXIT", "REASON", "PORTS",
+    ];
+    let mut rows = rows(tasks);
+    // The PORTS column only for jobs that map ports.
+    if tasks.iter().all(|t| t.ports.is_empty()) {
+        header.pop();
+        for r in &mut rows {
+            r.pop();
+        }
+    }
+    print!("{}", table(&header, &rows));
     for t in tasks.iter().filter(|t| !t.pending.is_empty()) {
         println!("\n{} is pending:", t.task);
         for r in &t.pending {

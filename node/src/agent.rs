@@ -20,11 +20,12 @@ use crate::cgroups::Isolation;
 use crate::clock::Clock;
 use crate::clock::unix_ms;
 use crate::datadir::{AgentFile, DataDir, DataDirError, StoredNode, StoredSettings};
+use crate::docker::{DockerRuntime, DockerSettings};
 use crate::membership::{MembershipHandle, MembershipTask, StateLink};
 use crate::placement::{PlacementParts, PlacementTask};
 use crate::resources;
 use crate::rpc::NodeRpc;
-use crate::runtime::ProcessRuntime;
+use crate::runtime::{ProcessRuntime, Runtimes};
 use crate::state::{GossipLink, StateHandle, StateTask, rpc_handler};
 use crate::statelog::StateLog;
 use crate::token::{ClusterSecret, TokenError};
@@ -86,7 +87,15 @@ pub struct AgentOptions {
     pub reserve_memory_mb: Option<u64>,
     /// How long a stopping task gets between SIGTERM and SIGKILL.
     pub stop_grace: Option<Duration>,
+    /// Do not offer the Docker runtime even when an engine answers.
+    pub no_docker: bool,
+    /// Host ports handed to containers' mapped ports (inclusive); default
+    /// [`DEFAULT_PORT_RANGE`].
+    pub port_range: Option<(u16, u16)>,
 }
+
+/// Host ports for containers unless `--port-range` says otherwise.
+pub const DEFAULT_PORT_RANGE: (u16, u16) = (20000, 29999);
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -504,6 +513,45 @@ impl Agent {
         }
         let draining = settings.draining.unwrap_or(false);
         let name = settings.name.clone().unwrap_or_else(resources::hostname);
+        // Containers: only when the engine answers.
+        let (runtime_tx, runtime_rx) = mpsc::channel(1024);
+        let stop_grace = opts.stop_grace.unwrap_or(Duration::from_secs(10));
+        let docker = if opts.no_docker {
+            info!("docker runtime off (--no-docker)");
+            None
+        } else {
+            match DockerRuntime::connect(
+                DockerSettings {
+                    tasks_dir: data_dir.path().join("tasks"),
+                    node_id: node_id.to_string(),
+                    node_name: name.clone(),
+                    stop_grace,
+                    port_range: opts.port_range.unwrap_or(DEFAULT_PORT_RANGE),
+                },
+                runtime_tx.clone(),
+            )
+            .await
+            {
+                Ok(d) => {
+                    info!(engine = d.engine_version(), "docker runtime available");
+                    Some(d)
+                }
+                Err(why) => {
+                    info!(reason = %why, "no docker runtime on this node");
+                    None
+                }
+            }
+        };
+        let mut runtimes = vec![RuntimeInfo {
+            name: "process".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }];
+        if let Some(d) = &docker {
+            runtimes.push(RuntimeInfo {
+                name: "docker".into(),
+                version: d.engine_version().into(),
+            });
+        }
         let meta = MemberMeta {
             name: name.clone(),
             gossip_addr,
@@ -514,10 +562,7 @@ impl Agent {
             region: settings.region.clone().unwrap_or_else(|| "global".into()),
             labels: settings.labels.clone().unwrap_or_default(),
             capacity,
-            runtimes: vec![RuntimeInfo {
-                name: "process".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            }],
+            runtimes,
             agent_version: env!("CARGO_PKG_VERSION").into(),
             free_class: FreeClass::IDLE,
             isolation: isolation.name().into(),
@@ -608,19 +653,22 @@ impl Agent {
 
         // Tasks: the process runtime (adopting what still runs from before a
         // restart) and placement.
-        let (runtime_tx, runtime_rx) = mpsc::channel(1024);
-        let runtime = ProcessRuntime::new(
+        let process = ProcessRuntime::new(
             data_dir.path(),
             isolation,
             name.clone(),
-            opts.stop_grace.unwrap_or(Duration::from_secs(10)),
-            runtime_tx,
+            stop_grace,
+            runtime_tx.clone(),
         )
         .map_err(|source| DataDirError::Write {
             path: data_dir.file("tasks"),
             source,
         })?;
-        let adopted = runtime.scan();
+        let mut adopted = process.scan();
+        if let Some(d) = &docker {
+            adopted.extend(d.scan().await);
+        }
+        let runtime = Runtimes::new(process, docker, runtime_tx);
         if !adopted.is_empty() {
             info!(
                 tasks = adopted.len(),

@@ -10,7 +10,8 @@
 //! gracefully, so that the other members record this node as `left`.
 //!
 //! Tasks: the membership loop (`membership`), the desired-state replica
-//! (`state`, with its durable log `statelog`), the RPC transport serving
+//! (`state`, with its durable log `statelog`), placement and the task
+//! runtimes (`runtime` for processes, `docker` for containers), the RPC transport serving
 //! peers, and the HTTP API (`api`).
 
 pub mod agent;
@@ -18,6 +19,7 @@ pub mod api;
 pub mod cgroups;
 pub mod clock;
 pub mod datadir;
+pub mod docker;
 pub mod membership;
 pub mod metrics;
 pub mod placement;

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::{Clock, unix_ms};
 use crate::membership::MembershipHandle;
-use crate::runtime::{LOG_MAX_BYTES, ProcessRuntime, RuntimeEvent};
+use crate::runtime::{LOG_MAX_BYTES, LocalTask, RuntimeEvent, Runtimes};
 use crate::state::{Peer, StateHandle};
 use shoal_state::JobView;
 
@@ -63,6 +63,8 @@ pub enum TaskRequest {
     },
     /// Drain this node (or stop draining it).
     Drain(bool),
+    /// Container and host ports of tasks running here.
+    Local(Vec<TaskKey>),
 }
 
 /// Answers of the `Tasks` service.
@@ -81,6 +83,8 @@ pub enum TaskResponse {
     },
     /// Done.
     Drained,
+    /// What the runtimes know of tasks running here.
+    Local(Vec<(TaskKey, LocalTask)>),
 }
 
 enum Cmd {
@@ -170,7 +174,7 @@ pub struct PlacementTask {
     placer: Placer,
     clock: Clock,
     rx: mpsc::Receiver<Cmd>,
-    runtime: ProcessRuntime,
+    runtime: Runtimes,
     runtime_rx: mpsc::Receiver<RuntimeEvent>,
     live: watch::Receiver<Arc<Vec<Peer>>>,
     state: StateHandle,
@@ -196,8 +200,8 @@ pub struct PlacementParts {
     pub draining: bool,
     /// Real time.
     pub clock: Clock,
-    /// The process runtime.
-    pub runtime: ProcessRuntime,
+    /// The task runtimes.
+    pub runtime: Runtimes,
     /// Its reports.
     pub runtime_rx: mpsc::Receiver<RuntimeEvent>,
     /// Live members.
@@ -610,6 +614,12 @@ pub struct TaskView {
     pub reason: Option<String>,
     /// Why no node took it, one line per node.
     pub pending: Vec<String>,
+    /// Container id, for docker tasks running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Host port of each named port, for docker tasks running now.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// Status of every task of `job`, asking the node that answers for each
@@ -679,6 +689,8 @@ pub async fn job_tasks(
             exit_code: s.exit_code,
             reason: s.reason,
             pending: s.pending,
+            container: None,
+            ports: BTreeMap::new(),
         })
         .collect();
     views.sort_by(|a, b| (a.index, &a.task).cmp(&(b.index, &b.task)));

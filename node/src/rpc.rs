@@ -9,7 +9,7 @@ use shoal_gossip::NodeId;
 use shoal_transport::{Handler, Service};
 
 use crate::placement::{Batch, PlacementHandle, TaskRequest, TaskResponse};
-use crate::runtime::ProcessRuntime;
+use crate::runtime::Runtimes;
 
 /// Largest log piece one call returns.
 pub const LOG_CHUNK: u64 = 256 << 10;
@@ -20,8 +20,8 @@ pub struct NodeRpc {
     pub state: Arc<dyn Handler>,
     /// Placement.
     pub placement: PlacementHandle,
-    /// Logs.
-    pub runtime: ProcessRuntime,
+    /// Logs and ports of local tasks.
+    pub runtime: Runtimes,
 }
 
 impl Handler for NodeRpc {
@@ -81,6 +81,11 @@ impl Handler for NodeRpc {
                             placement.drain(on).await.map_err(|e| e.to_string())?;
                             TaskResponse::Drained
                         }
+                        TaskRequest::Local(keys) => TaskResponse::Local(
+                            keys.into_iter()
+                                .filter_map(|k| runtime.local_info(&k).map(|i| (k, i)))
+                                .collect(),
+                        ),
                     };
                     Ok(postcard::to_allocvec(&response).expect("responses encode"))
                 })

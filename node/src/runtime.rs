@@ -73,6 +73,33 @@ pub struct TaskRecord {
     pub pid_start: Option<u64>,
     /// Started (ms since the Unix epoch).
     pub started_ms: u64,
+    /// Container id while running (docker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Host port of each named port (docker).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
+}
+
+/// What every task runtime does. The placement task drives them through
+/// [`Runtimes`], which picks one by the task's `runtime`; each reports
+/// through the same [`RuntimeEvent`] channel and keeps its task's logs in
+/// the same sandbox files.
+pub trait Runtime: Send + Sync {
+    /// Its name in gossip and job specs (`process`, `docker`).
+    fn name(&self) -> &'static str;
+    /// Starts (or restarts, replacing what runs) a task in the background;
+    /// progress comes as events.
+    fn start(&self, key: TaskKey, spec: Arc<JobSpec>, job_version: u64, stamp: Stamp, attempt: u32);
+    /// Stops a task; its end comes as an event (at once when it does not
+    /// run here).
+    fn stop(&self, key: &TaskKey);
+    /// Stops a task without reporting its end: it moves to another runtime.
+    fn retire(&self, key: &TaskKey);
+    /// Whether it runs the task now.
+    fn holds(&self, key: &TaskKey) -> bool;
+    /// Tasks running now.
+    fn running(&self) -> Vec<TaskKey>;
 }
 
 struct Running {
@@ -168,7 +195,7 @@ impl ProcessRuntime {
     }
 
     /// Starts a task (in the background); its progress comes as events.
-    pub fn start(
+    fn spawn_run(
         &self,
         key: TaskKey,
         spec: Arc<JobSpec>,
@@ -356,6 +383,8 @@ impl ProcessRuntime {
             pid: Some(pid),
             pid_start: pid_start(pid),
             started_ms: now_ms(),
+            container: None,
+            ports: BTreeMap::new(),
         };
         write_record(&dir, &record);
         debug!(task = %key, pid, "task started");
@@ -464,7 +493,7 @@ impl ProcessRuntime {
 
     /// Stops a task: SIGTERM to its group, then SIGKILL after the grace
     /// period. Its end comes as an event.
-    pub fn stop(&self, key: &TaskKey) {
+    fn stop_task(&self, key: &TaskKey) {
         let (generation, pid) = {
             let mut running = self.inner.running.lock().expect("lock");
             match running.get_mut(key) {
@@ -597,6 +626,162 @@ impl ProcessRuntime {
             }
         });
     }
+}
+
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn start(
+        &self,
+        key: TaskKey,
+        spec: Arc<JobSpec>,
+        job_version: u64,
+        stamp: Stamp,
+        attempt: u32,
+    ) {
+        self.spawn_run(key, spec, job_version, stamp, attempt);
+    }
+
+    fn stop(&self, key: &TaskKey) {
+        self.stop_task(key);
+    }
+
+    fn retire(&self, key: &TaskKey) {
+        let previous = {
+            let mut running = self.inner.running.lock().expect("lock");
+            running.get_mut(key).map(|r| {
+                r.replaced = true;
+                r.stopping = true;
+                (r.generation, r.pid)
+            })
+        };
+        if let Some((generation, pid)) = previous {
+            let this = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move { this.terminate(&key, generation, pid).await });
+        }
+    }
+
+    fn holds(&self, key: &TaskKey) -> bool {
+        self.inner.running.lock().expect("lock").contains_key(key)
+    }
+
+    fn running(&self) -> Vec<TaskKey> {
+        self.inner
+            .running
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+/// A task running on this node, as its runtime knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalTask {
+    /// Container id (docker).
+    pub container: Option<String>,
+    /// Host port of each named port.
+    pub ports: BTreeMap<String, u16>,
+}
+
+/// Every runtime of this node: the process runtime always, Docker when the
+/// engine answered at start-up. Tasks go to the one their spec names; logs
+/// live in the same sandbox files for both. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Runtimes {
+    tasks_dir: PathBuf,
+    process: ProcessRuntime,
+    docker: Option<crate::docker::DockerRuntime>,
+    events: mpsc::Sender<RuntimeEvent>,
+}
+
+impl Runtimes {
+    /// The runtimes of a node.
+    pub fn new(
+        process: ProcessRuntime,
+        docker: Option<crate::docker::DockerRuntime>,
+        events: mpsc::Sender<RuntimeEvent>,
+    ) -> Runtimes {
+        Runtimes {
+            tasks_dir: process.inner.tasks_dir.clone(),
+            process,
+            docker,
+            events,
+        }
+    }
+
+    /// The process runtime.
+    pub fn process(&self) -> &ProcessRuntime {
+        &self.process
+    }
+
+    /// The Docker runtime, when this node has one.
+    pub fn docker(&self) -> Option<&crate::docker::DockerRuntime> {
+        self.docker.as_ref()
+    }
+
+    fn all(&self) -> Vec<&dyn Runtime> {
+        let mut all: Vec<&dyn Runtime> = vec![&self.process];
+        if let Some(d) = &self.docker {
+            all.push(d);
+        }
+        all
+    }
+
+    /// Starts a task on the runtime its spec names (retiring what runs for
+    /// it on another one).
+    pub fn start(
+        &self,
+        key: TaskKey,
+        spec: Arc<JobSpec>,
+        job_version: u64,
+        stamp: Stamp,
+        attempt: u32,
+    ) {
+        let wanted = spec.task.runtime.as_str();
+        let Some(target) = self.all().into_iter().find(|r| r.name() == wanted) else {
+            let events = self.events.clone();
+            let why = format!("this node has no {wanted} runtime");
+            tokio::spawn(async move {
+                let _ = events
+                    .send(RuntimeEvent::Exited(key, ExitReason::StartFailed(why)))
+                    .await;
+            });
+            return;
+        };
+        for other in self.all() {
+            if other.name() != wanted && other.holds(&key) {
+                other.retire(&key);
+            }
+        }
+        target.start(key, spec, job_version, stamp, attempt);
+    }
+
+    /// Stops a task wherever it runs.
+    pub fn stop(&self, key: &TaskKey) {
+        match self.all().into_iter().find(|r| r.holds(key)) {
+            Some(r) => r.stop(key),
+            None => self.process.stop(key),
+        }
+    }
+
+    /// Tasks running now, on any runtime.
+    pub fn running(&self) -> Vec<TaskKey> {
+        self.all().iter().flat_map(|r| r.running()).collect()
+    }
+
+    /// Container and ports of a task running here.
+    pub fn local_info(&self, key: &TaskKey) -> Option<LocalTask> {
+        let (container, ports) = self.docker.as_ref()?.local_info(key)?;
+        Some(LocalTask {
+            container: Some(container),
+            ports,
+        })
+    }
 
     /// Reads up to `max` bytes of a task's log from `offset` (restarting
     /// from 0 when the file was rotated below it). Returns the bytes, the
@@ -608,9 +793,11 @@ impl ProcessRuntime {
         offset: u64,
         max: u64,
     ) -> std::io::Result<(Vec<u8>, u64, u64)> {
-        let path = self
-            .task_dir(key)
-            .join(if stderr { "stderr.log" } else { "stdout.log" });
+        let path = self.tasks_dir.join(dir_name(key)).join(if stderr {
+            "stderr.log"
+        } else {
+            "stdout.log"
+        });
         let mut f = fs::File::open(&path)?;
         let size = f.metadata()?.len();
         let from = if offset > size { 0 } else { offset };
@@ -623,16 +810,8 @@ impl ProcessRuntime {
 
     /// Rotates the logs of running tasks that grew past `max` bytes.
     pub fn rotate_logs(&self, max: u64) {
-        let keys: Vec<TaskKey> = self
-            .inner
-            .running
-            .lock()
-            .expect("lock")
-            .keys()
-            .cloned()
-            .collect();
-        for key in keys {
-            let dir = self.task_dir(&key);
+        for key in self.running() {
+            let dir = self.tasks_dir.join(dir_name(&key));
             for stream in ["stdout.log", "stderr.log"] {
                 let path = dir.join(stream);
                 if fs::metadata(&path).is_ok_and(|m| m.len() > max) {
@@ -640,17 +819,6 @@ impl ProcessRuntime {
                 }
             }
         }
-    }
-
-    /// Tasks running now.
-    pub fn running(&self) -> Vec<TaskKey> {
-        self.inner
-            .running
-            .lock()
-            .expect("lock")
-            .keys()
-            .cloned()
-            .collect()
     }
 }
 
@@ -668,7 +836,7 @@ fn rotate(path: &Path) {
     }
 }
 
-fn write_record(dir: &Path, record: &TaskRecord) {
+pub(crate) fn write_record(dir: &Path, record: &TaskRecord) {
     let tmp = dir.join(".task.json.tmp");
     if let Ok(bytes) = serde_json::to_vec_pretty(record)
         && fs::write(&tmp, bytes).is_ok()
@@ -677,7 +845,7 @@ fn write_record(dir: &Path, record: &TaskRecord) {
     }
 }
 
-fn read_record(dir: &Path) -> Option<TaskRecord> {
+pub(crate) fn read_record(dir: &Path) -> Option<TaskRecord> {
     serde_json::from_slice(&fs::read(dir.join("task.json")).ok()?).ok()
 }
 

@@ -651,3 +651,48 @@ pub fn test_seed() -> u64 {
     eprintln!("test seed: {seed} (replay with SHOAL_TEST_SEED={seed})");
     seed
 }
+
+/// Runs `docker` with `args`: (success, stdout, stderr).
+pub fn docker(args: &[&str]) -> (bool, String, String) {
+    match Command::new("docker").args(args).output() {
+        Ok(out) => (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        Err(e) => (false, String::new(), format!("cannot run docker: {e}")),
+    }
+}
+
+/// Whether tests can use the local Docker engine with the test images
+/// (`scripts/build-test-images.sh`, built once per test process, with the
+/// agent image when `agent` is set); `Err` says why not, for the skip
+/// message.
+pub fn docker_images(agent: bool) -> Result<(), String> {
+    static PLAIN: OnceLock<Result<(), String>> = OnceLock::new();
+    static WITH_AGENT: OnceLock<Result<(), String>> = OnceLock::new();
+    let cell = if agent { &WITH_AGENT } else { &PLAIN };
+    cell.get_or_init(|| {
+        let (ok, _, err) = docker(&["info", "--format", "{{.ServerVersion}}"]);
+        if !ok {
+            return Err(format!("no Docker engine answers: {}", err.trim()));
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-images.sh");
+        let mut cmd = Command::new(&script);
+        if agent {
+            cmd.arg("--agent").arg(shoal_bin());
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    })
+    .clone()
+}

@@ -46,8 +46,8 @@ pub struct ApiState {
     pub state: crate::state::StateHandle,
     /// Placement.
     pub placement: crate::placement::PlacementHandle,
-    /// The process runtime (logs of local tasks).
-    pub runtime: crate::runtime::ProcessRuntime,
+    /// The task runtimes (logs and ports of local tasks).
+    pub runtime: crate::runtime::Runtimes,
     /// Live members.
     pub live: tokio::sync::watch::Receiver<Arc<Vec<crate::state::Peer>>>,
     /// The RPC transport (for fault injection).

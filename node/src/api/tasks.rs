@@ -35,9 +35,60 @@ pub async fn list(State(s): State<ApiState>, Path(name): Path<String>) -> ApiRes
         return Ok(Json(Vec::new()));
     }
     let live = s.live.borrow().clone();
-    Ok(Json(
-        job_tasks(&s.placement, &s.transport, &live, &name).await?,
-    ))
+    let mut tasks = job_tasks(&s.placement, &s.transport, &live, &name).await?;
+    if job.spec.get("task").and_then(|t| t.get("runtime")) == Some(&serde_json::json!("docker")) {
+        add_local_info(&s, &live, &mut tasks).await;
+    }
+    Ok(Json(tasks))
+}
+
+/// Container ids and host ports of running docker tasks, from the nodes
+/// that run them (one call per node; a node that does not answer leaves
+/// them out).
+async fn add_local_info(s: &ApiState, live: &[crate::state::Peer], tasks: &mut [TaskView]) {
+    let mut by_node: std::collections::BTreeMap<String, Vec<TaskKey>> = Default::default();
+    for t in tasks.iter().filter(|t| t.state == "running") {
+        if let (Some(node), Some(key)) = (&t.node, TaskKey::parse(&t.task)) {
+            by_node.entry(node.clone()).or_default().push(key);
+        }
+    }
+    let mut found: std::collections::BTreeMap<String, crate::runtime::LocalTask> =
+        Default::default();
+    for (node, keys) in by_node {
+        let Ok(id) = node.parse::<shoal_gossip::NodeId>() else {
+            continue;
+        };
+        let infos = if id == s.transport.local() {
+            keys.iter()
+                .filter_map(|k| s.runtime.local_info(k).map(|i| (k.clone(), i)))
+                .collect()
+        } else {
+            let Some(peer) = live.iter().find(|p| p.id == id) else {
+                continue;
+            };
+            let body = postcard::to_allocvec(&TaskRequest::Local(keys)).expect("encodes");
+            match s
+                .transport
+                .request(id, peer.rpc, Service::Tasks, &body)
+                .await
+            {
+                Ok(answer) => match postcard::from_bytes::<TaskResponse>(&answer) {
+                    Ok(TaskResponse::Local(infos)) => infos,
+                    _ => continue,
+                },
+                Err(_) => continue,
+            }
+        };
+        for (k, i) in infos {
+            found.insert(k.to_string(), i);
+        }
+    }
+    for t in tasks.iter_mut() {
+        if let Some(i) = found.remove(&t.task) {
+            t.container = i.container;
+            t.ports = i.ports;
+        }
+    }
 }
 
 /// Log query.

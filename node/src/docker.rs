@@ -1,0 +1,879 @@
+//! The Docker runtime: tasks as containers of the local Docker engine
+//! (through bollard).
+//!
+//! Every container carries the labels `shoal.task`, `shoal.job` and
+//! `shoal.node` (this node's id), the task's limits (`NanoCpus`, `Memory`
+//! with no extra swap, `PidsLimit`), its environment plus the same
+//! `SHOAL_*` variables as a process task, and one host port per declared
+//! port, allocated by the node from its port range and passed as
+//! `SHOAL_PORT_<NAME>`. Docker's own restart policy is off: shoal's policy
+//! applies, as for processes.
+//!
+//! The container's output is followed into the task's sandbox dir
+//! (`stdout.log`, `stderr.log`), so logs are read, rotated and proxied the
+//! same way whatever the runtime. After an agent restart, [`DockerRuntime::scan`]
+//! adopts the containers of this node that still run and belong to a task it
+//! knows, and removes the rest (orphans, by label).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use shoal_model::{JobSpec, Protocol};
+use shoal_placement::{Adopted, ExitReason, Slot, Stamp, TaskKey};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::runtime::{Runtime, RuntimeEvent, TaskRecord, dir_name, read_record, write_record};
+
+/// Process-count limit per container.
+const PIDS_MAX: i64 = 4096;
+/// How long to wait for the engine to answer at start-up.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Label keys.
+pub const LABEL_TASK: &str = "shoal.task";
+/// The job.
+pub const LABEL_JOB: &str = "shoal.job";
+/// The node (id) that runs the container.
+pub const LABEL_NODE: &str = "shoal.node";
+
+/// Host ports handed to containers, from a configured range.
+#[derive(Debug)]
+struct PortPool {
+    first: u16,
+    last: u16,
+    next: u16,
+    used: BTreeSet<u16>,
+}
+
+impl PortPool {
+    fn new(range: (u16, u16)) -> PortPool {
+        PortPool {
+            first: range.0,
+            last: range.1,
+            next: range.0,
+            used: BTreeSet::new(),
+        }
+    }
+
+    /// A port free in the pool and on the host (checked by binding it).
+    fn take(&mut self, protocol: Protocol) -> Option<u16> {
+        let size = u32::from(self.last - self.first) + 1;
+        for _ in 0..size {
+            let p = self.next;
+            self.next = if p >= self.last { self.first } else { p + 1 };
+            if self.used.contains(&p) {
+                continue;
+            }
+            let free = match protocol {
+                Protocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", p)).is_ok(),
+                Protocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", p)).is_ok(),
+            };
+            if free {
+                self.used.insert(p);
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    fn give_back(&mut self, ports: impl IntoIterator<Item = u16>) {
+        for p in ports {
+            self.used.remove(&p);
+        }
+    }
+}
+
+struct Running {
+    generation: u64,
+    /// Set once created.
+    container: Option<String>,
+    stopping: bool,
+    replaced: bool,
+}
+
+struct Inner {
+    docker: Docker,
+    engine_version: String,
+    tasks_dir: PathBuf,
+    node_id: String,
+    node_name: String,
+    events: mpsc::Sender<RuntimeEvent>,
+    running: Mutex<BTreeMap<TaskKey, Running>>,
+    generation: AtomicU64,
+    stop_grace: Duration,
+    ports: Mutex<PortPool>,
+}
+
+/// Runs tasks as Docker containers. Cheap to clone.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DockerRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerRuntime")
+            .field("engine", &self.inner.engine_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of the Docker runtime.
+#[derive(Clone, Debug)]
+pub struct DockerSettings {
+    /// Where task sandboxes live (`<data-dir>/tasks`).
+    pub tasks_dir: PathBuf,
+    /// This node's id (the `shoal.node` label).
+    pub node_id: String,
+    /// This node's name (`SHOAL_NODE`).
+    pub node_name: String,
+    /// Between the stop signal and the kill.
+    pub stop_grace: Duration,
+    /// Host ports for containers, inclusive.
+    pub port_range: (u16, u16),
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine; `Err` says why there is no Docker
+    /// runtime on this node (no socket, no answer in time, …).
+    pub async fn connect(
+        settings: DockerSettings,
+        events: mpsc::Sender<RuntimeEvent>,
+    ) -> Result<DockerRuntime, String> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| format!("cannot connect to the Docker engine: {e}"))?;
+        let version = tokio::time::timeout(PROBE_TIMEOUT, docker.version())
+            .await
+            .map_err(|_| {
+                format!(
+                    "the Docker engine did not answer within {}s",
+                    PROBE_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(|e| format!("the Docker engine does not answer: {e}"))?;
+        Ok(DockerRuntime {
+            inner: Arc::new(Inner {
+                docker,
+                engine_version: version.version.unwrap_or_else(|| "unknown".into()),
+                tasks_dir: settings.tasks_dir,
+                node_id: settings.node_id,
+                node_name: settings.node_name,
+                events,
+                running: Mutex::new(BTreeMap::new()),
+                generation: AtomicU64::new(0),
+                stop_grace: settings.stop_grace,
+                ports: Mutex::new(PortPool::new(settings.port_range)),
+            }),
+        })
+    }
+
+    /// The engine's version, as it reported it.
+    pub fn engine_version(&self) -> &str {
+        &self.inner.engine_version
+    }
+
+    fn task_dir(&self, key: &TaskKey) -> PathBuf {
+        self.inner.tasks_dir.join(dir_name(key))
+    }
+
+    async fn send(&self, ev: RuntimeEvent) {
+        let _ = self.inner.events.send(ev).await;
+    }
+
+    /// The image, present locally or pulled; the error is the one the task
+    /// fails with.
+    async fn ensure_image(&self, image: &str) -> Result<(), String> {
+        if self.inner.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let (repo, tag) = split_image(image);
+        let mut pull = self.inner.docker.create_image(
+            Some(CreateImageOptions {
+                from_image: Some(repo.to_owned()),
+                tag: Some(tag.to_owned()),
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        let mut failure = None;
+        while let Some(step) = pull.next().await {
+            match step {
+                Ok(info) => {
+                    if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                        failure = Some(e);
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        match failure {
+            None if self.inner.docker.inspect_image(image).await.is_ok() => Ok(()),
+            None => Err(format!(
+                "image {image} not found locally and could not be pulled: the pull ended without the image"
+            )),
+            Some(why) => Err(format!(
+                "image {image} not found locally and could not be pulled: {why}"
+            )),
+        }
+    }
+
+    async fn run(
+        &self,
+        key: TaskKey,
+        spec: Arc<JobSpec>,
+        job_version: u64,
+        stamp: Stamp,
+        attempt: u32,
+    ) {
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let previous = {
+            let mut running = self.inner.running.lock().expect("lock");
+            running.get_mut(&key).map(|r| {
+                r.replaced = true;
+                r.stopping = true;
+                (r.generation, r.container.clone())
+            })
+        };
+        if let Some((old, container)) = previous {
+            self.terminate(&key, old, container).await;
+        }
+        self.inner.running.lock().expect("lock").insert(
+            key.clone(),
+            Running {
+                generation,
+                container: None,
+                stopping: false,
+                replaced: false,
+            },
+        );
+        let dir = self.task_dir(&key);
+        let started = self.launch(&key, &spec, &dir, generation).await;
+        let (container, ports) = match started {
+            Ok(c) => c,
+            Err(why) => {
+                self.forget(&key, generation);
+                self.send(RuntimeEvent::Exited(key, ExitReason::StartFailed(why)))
+                    .await;
+                return;
+            }
+        };
+        let record = TaskRecord {
+            task: key.to_string(),
+            stamp,
+            job_version,
+            spec: (*spec).clone(),
+            restarts: attempt,
+            pid: None,
+            pid_start: None,
+            started_ms: crate::clock::unix_ms(),
+            container: Some(container.clone()),
+            ports: ports.clone(),
+        };
+        write_record(&dir, &record);
+        debug!(task = %key, %container, "container started");
+        self.send(RuntimeEvent::Running(key.clone())).await;
+        let logs = self.follow_logs(&container, &dir, 0);
+        self.watch(key, generation, container, ports, dir, logs)
+            .await;
+    }
+
+    /// Creates and starts the container; returns its id and host ports.
+    async fn launch(
+        &self,
+        key: &TaskKey,
+        spec: &JobSpec,
+        dir: &Path,
+        generation: u64,
+    ) -> Result<(String, BTreeMap<String, u16>), String> {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let image = spec
+            .task
+            .image
+            .clone()
+            .ok_or_else(|| "the task has no image".to_owned())?;
+        self.ensure_image(&image).await?;
+        let mut ports = BTreeMap::new();
+        {
+            let mut pool = self.inner.ports.lock().expect("lock");
+            for p in &spec.task.ports {
+                match pool.take(p.protocol) {
+                    Some(host) => {
+                        ports.insert(p.name.clone(), host);
+                    }
+                    None => {
+                        pool.give_back(ports.values().copied());
+                        return Err(format!(
+                            "no free host port left in {}-{} for port {}",
+                            pool.first, pool.last, p.name
+                        ));
+                    }
+                }
+            }
+        }
+        let give_back = |ports: &BTreeMap<String, u16>| {
+            self.inner
+                .ports
+                .lock()
+                .expect("lock")
+                .give_back(ports.values().copied());
+        };
+        let mut env: Vec<String> = spec
+            .task
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.push(format!("SHOAL_TASK_ID={key}"));
+        env.push(format!("SHOAL_JOB={}", key.job));
+        env.push(format!(
+            "SHOAL_TASK_INDEX={}",
+            match &key.slot {
+                Slot::Index(i) => i.to_string(),
+                Slot::Node(_) => "0".into(),
+            }
+        ));
+        env.push(format!("SHOAL_NODE={}", self.inner.node_name));
+        for (name, host) in &ports {
+            env.push(format!("SHOAL_PORT_{}={host}", port_env_name(name)));
+        }
+        let mut bindings = HashMap::new();
+        let mut exposed = Vec::new();
+        for p in &spec.task.ports {
+            let proto = match p.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            };
+            let inside = format!("{}/{proto}", p.container_port);
+            exposed.push(inside.clone());
+            bindings.insert(
+                inside,
+                Some(vec![PortBinding {
+                    host_ip: None,
+                    host_port: Some(ports[&p.name].to_string()),
+                }]),
+            );
+        }
+        let resources = shoal_placement::Resources::of_task(&spec.task.resources);
+        let memory = i64::try_from(resources.memory_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
+        let labels = HashMap::from([
+            (LABEL_TASK.to_owned(), key.to_string()),
+            (LABEL_JOB.to_owned(), key.job.clone()),
+            (LABEL_NODE.to_owned(), self.inner.node_id.clone()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            entrypoint: spec.task.command.clone().map(|c| vec![c]),
+            cmd: (!spec.task.args.is_empty()).then(|| spec.task.args.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            host_config: Some(HostConfig {
+                nano_cpus: Some(
+                    i64::try_from(resources.cpus_milli.saturating_mul(1_000_000))
+                        .unwrap_or(i64::MAX),
+                ),
+                memory: (memory > 0).then_some(memory),
+                memory_swap: (memory > 0).then_some(memory),
+                pids_limit: Some(PIDS_MAX),
+                port_bindings: (!bindings.is_empty()).then_some(bindings),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!(
+            "shoal-{}-{}-{generation}",
+            dir_name(key).replace('@', "."),
+            &self.inner.node_id[..self.inner.node_id.len().min(8)]
+        );
+        let created = self
+            .inner
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| {
+                give_back(&ports);
+                format!("cannot create a container of {image}: {e}")
+            })?;
+        let id = created.id;
+        let stop_now = {
+            let mut running = self.inner.running.lock().expect("lock");
+            match running.get_mut(key) {
+                Some(r) if r.generation == generation => {
+                    r.container = Some(id.clone());
+                    r.stopping
+                }
+                _ => true,
+            }
+        };
+        if let Err(e) = self.inner.docker.start_container(&id, None).await {
+            self.remove(&id).await;
+            give_back(&ports);
+            return Err(format!("cannot start the container of {image}: {e}"));
+        }
+        if stop_now {
+            // Told to stop while it was being created.
+            let _ = self.stop_container(&id).await;
+        }
+        Ok((id, ports))
+    }
+
+    /// Appends the container's output to the sandbox's log files until it
+    /// ends; `since` (Unix seconds) skips what was already written.
+    fn follow_logs(&self, container: &str, dir: &Path, since: i32) -> tokio::task::JoinHandle<()> {
+        let docker = self.inner.docker.clone();
+        let container = container.to_owned();
+        let dir = dir.to_path_buf();
+        tokio::spawn(async move {
+            let open = |file: &str| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(file))
+            };
+            let (Ok(mut out), Ok(mut err)) = (open("stdout.log"), open("stderr.log")) else {
+                warn!(%container, "cannot open the task's log files");
+                return;
+            };
+            let mut stream = docker.logs(
+                &container,
+                Some(LogsOptions {
+                    follow: true,
+                    stdout: true,
+                    stderr: true,
+                    since,
+                    ..Default::default()
+                }),
+            );
+            while let Some(piece) = stream.next().await {
+                let written = match piece {
+                    Ok(LogOutput::StdErr { message }) => err.write_all(&message),
+                    Ok(
+                        LogOutput::StdOut { message }
+                        | LogOutput::Console { message }
+                        | LogOutput::StdIn { message },
+                    ) => out.write_all(&message),
+                    Err(e) => {
+                        debug!(%container, error = %e, "log stream ended");
+                        break;
+                    }
+                };
+                if let Err(e) = written {
+                    warn!(%container, error = %e, "cannot write the task's log");
+                    break;
+                }
+            }
+        })
+    }
+
+    /// Waits for the container to end, reports how, and removes it.
+    async fn watch(
+        &self,
+        key: TaskKey,
+        generation: u64,
+        container: String,
+        ports: BTreeMap<String, u16>,
+        dir: PathBuf,
+        logs: tokio::task::JoinHandle<()>,
+    ) {
+        let mut wait = self.inner.docker.wait_container(
+            &container,
+            Some(WaitContainerOptions {
+                condition: "not-running".into(),
+            }),
+        );
+        // A non-zero exit comes as an error of the wait; the state below
+        // tells the code either way.
+        let waited = wait.next().await;
+        let engine_error = match waited {
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) | Some(Ok(_)) => {
+                None
+            }
+            Some(Err(e)) => Some(e.to_string()),
+            None => None,
+        };
+        let state = self
+            .inner
+            .docker
+            .inspect_container(&container, None)
+            .await
+            .ok()
+            .and_then(|c| c.state);
+        let (stopping, replaced) = self.take(&key, generation);
+        // The log stream ends with the container; let it drain.
+        let _ = tokio::time::timeout(Duration::from_secs(2), logs).await;
+        self.remove(&container).await;
+        self.inner
+            .ports
+            .lock()
+            .expect("lock")
+            .give_back(ports.values().copied());
+        let reason = if stopping {
+            ExitReason::Stopped
+        } else if let Some(s) = &state {
+            if s.oom_killed == Some(true) {
+                ExitReason::Oom
+            } else {
+                let code = s.exit_code.unwrap_or(-1);
+                ExitReason::Exited(i32::try_from(code).unwrap_or(-1))
+            }
+        } else if let Some(e) = engine_error {
+            ExitReason::StartFailed(format!("lost the container: {e}"))
+        } else {
+            ExitReason::Unknown
+        };
+        if let Some(mut r) = read_record(&dir) {
+            r.container = None;
+            write_record(&dir, &r);
+        }
+        debug!(task = %key, ?reason, replaced, "container ended");
+        if !replaced {
+            self.send(RuntimeEvent::Exited(key, reason)).await;
+        }
+    }
+
+    async fn stop_container(&self, id: &str) -> Result<(), bollard::errors::Error> {
+        let t = i32::try_from(self.inner.stop_grace.as_secs()).unwrap_or(i32::MAX);
+        self.inner
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(t),
+                    signal: None,
+                }),
+            )
+            .await
+    }
+
+    async fn remove(&self, id: &str) {
+        if let Err(e) = self
+            .inner
+            .docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            debug!(container = %id, error = %e, "cannot remove container");
+        }
+    }
+
+    fn take(&self, key: &TaskKey, generation: u64) -> (bool, bool) {
+        let mut running = self.inner.running.lock().expect("lock");
+        match running.get(key) {
+            Some(r) if r.generation == generation => {
+                let r = running.remove(key).expect("present");
+                (r.stopping, r.replaced)
+            }
+            _ => (true, true),
+        }
+    }
+
+    fn forget(&self, key: &TaskKey, generation: u64) {
+        let mut running = self.inner.running.lock().expect("lock");
+        if running.get(key).is_some_and(|r| r.generation == generation) {
+            running.remove(key);
+        }
+    }
+
+    /// Stops the container of start `generation` (the engine sends SIGTERM,
+    /// then SIGKILL after the grace period) and waits until its watcher saw
+    /// it end.
+    async fn terminate(&self, key: &TaskKey, generation: u64, container: Option<String>) {
+        let gone = || {
+            self.inner
+                .running
+                .lock()
+                .expect("lock")
+                .get(key)
+                .is_none_or(|r| r.generation != generation)
+        };
+        if let Some(id) = &container
+            && let Err(e) = self.stop_container(id).await
+        {
+            debug!(task = %key, error = %e, "cannot stop container; removing it");
+            self.remove(id).await;
+        }
+        let deadline =
+            tokio::time::Instant::now() + self.inner.stop_grace + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline && !gone() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// After an agent restart: this node's containers that still run for a
+    /// task it recorded are adopted and watched; every other container
+    /// labelled with this node is removed.
+    pub async fn scan(&self) -> Vec<Adopted> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_NODE}={}", self.inner.node_id)],
+        )]);
+        let listed = self
+            .inner
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await;
+        let containers = match listed {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot list this node's containers; none adopted");
+                return Vec::new();
+            }
+        };
+        let mut adopted = Vec::new();
+        for c in containers {
+            let Some(id) = c.id.clone() else { continue };
+            let running = c
+                .state
+                .as_ref()
+                .is_some_and(|s| s.to_string().eq_ignore_ascii_case("running"));
+            let key = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_TASK))
+                .and_then(|t| TaskKey::parse(t));
+            let dir = key.as_ref().map(|k| self.task_dir(k));
+            let record = dir.as_deref().and_then(read_record);
+            let ours = record
+                .as_ref()
+                .is_some_and(|r| r.container.as_deref() == Some(id.as_str()));
+            let (Some(key), Some(dir), Some(record), true, true) =
+                (key, dir, record, running, ours)
+            else {
+                info!(container = %id, "removing a container of this node that no task owns");
+                self.remove(&id).await;
+                continue;
+            };
+            info!(task = %key, container = %id, "found a container still running; adopting it");
+            let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+            self.inner.running.lock().expect("lock").insert(
+                key.clone(),
+                Running {
+                    generation,
+                    container: Some(id.clone()),
+                    stopping: false,
+                    replaced: false,
+                },
+            );
+            self.inner
+                .ports
+                .lock()
+                .expect("lock")
+                .used
+                .extend(record.ports.values().copied());
+            adopted.push(Adopted {
+                key: key.clone(),
+                stamp: record.stamp,
+                job_version: record.job_version,
+                spec: Arc::new(record.spec.clone()),
+                restarts: record.restarts,
+                since_ms: record.started_ms,
+            });
+            // Only what it writes from now on: what came before is in the
+            // files already.
+            let since = i32::try_from(crate::clock::unix_ms() / 1000).unwrap_or(0);
+            let logs = self.follow_logs(&id, &dir, since);
+            let this = self.clone();
+            let ports = record.ports.clone();
+            tokio::spawn(async move {
+                this.watch(key, generation, id, ports, dir, logs).await;
+            });
+        }
+        adopted
+    }
+
+    /// Host ports and container of a task running here.
+    pub fn local_info(&self, key: &TaskKey) -> Option<(String, BTreeMap<String, u16>)> {
+        let container = self
+            .inner
+            .running
+            .lock()
+            .expect("lock")
+            .get(key)?
+            .container
+            .clone()?;
+        let record = read_record(&self.task_dir(key))?;
+        Some((container, record.ports))
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn start(
+        &self,
+        key: TaskKey,
+        spec: Arc<JobSpec>,
+        job_version: u64,
+        stamp: Stamp,
+        attempt: u32,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.run(key, spec, job_version, stamp, attempt).await;
+        });
+    }
+
+    fn stop(&self, key: &TaskKey) {
+        let (generation, container) = {
+            let mut running = self.inner.running.lock().expect("lock");
+            match running.get_mut(key) {
+                Some(r) => {
+                    r.stopping = true;
+                    (r.generation, r.container.clone())
+                }
+                None => {
+                    let events = self.inner.events.clone();
+                    let key = key.clone();
+                    tokio::spawn(async move {
+                        let _ = events
+                            .send(RuntimeEvent::Exited(key, ExitReason::Stopped))
+                            .await;
+                    });
+                    return;
+                }
+            }
+        };
+        let this = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            // Still being created: the launch sees `stopping` and stops it.
+            if container.is_some() {
+                this.terminate(&key, generation, container).await;
+            }
+        });
+    }
+
+    fn retire(&self, key: &TaskKey) {
+        let previous = {
+            let mut running = self.inner.running.lock().expect("lock");
+            running.get_mut(key).map(|r| {
+                r.replaced = true;
+                r.stopping = true;
+                (r.generation, r.container.clone())
+            })
+        };
+        if let Some((generation, container)) = previous {
+            let this = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move { this.terminate(&key, generation, container).await });
+        }
+    }
+
+    fn holds(&self, key: &TaskKey) -> bool {
+        self.inner.running.lock().expect("lock").contains_key(key)
+    }
+
+    fn running(&self) -> Vec<TaskKey> {
+        self.inner
+            .running
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+/// `repo[:tag]` (a registry host with a port keeps its colon); `latest`
+/// when no tag is given. A digest (`@sha256:…`) stays in the repo part.
+fn split_image(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (image, "latest"),
+    }
+}
+
+/// `SHOAL_PORT_<NAME>`: upper case, other than letters and digits → `_`.
+pub fn port_env_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_split_into_repo_and_tag() {
+        assert_eq!(split_image("busybox"), ("busybox", "latest"));
+        assert_eq!(split_image("busybox:1.36"), ("busybox", "1.36"));
+        assert_eq!(
+            split_image("registry:5000/team/app"),
+            ("registry:5000/team/app", "latest")
+        );
+        assert_eq!(
+            split_image("registry:5000/team/app:v2"),
+            ("registry:5000/team/app", "v2")
+        );
+        assert_eq!(split_image("app@sha256:abcd"), ("app@sha256:abcd", ""));
+    }
+
+    #[test]
+    fn port_names_become_env_names() {
+        assert_eq!(port_env_name("http"), "HTTP");
+        assert_eq!(port_env_name("admin-api"), "ADMIN_API");
+    }
+
+    #[test]
+    fn the_port_pool_hands_out_each_port_once_and_takes_them_back() {
+        // A range of high ports; some may be taken on the host, which the
+        // pool skips.
+        let mut pool = PortPool::new((47100, 47109));
+        let mut got = BTreeSet::new();
+        while let Some(p) = pool.take(Protocol::Tcp) {
+            assert!((47100..=47109).contains(&p));
+            assert!(got.insert(p), "port {p} handed out twice");
+        }
+        assert!(!got.is_empty());
+        let first = *got.iter().next().unwrap();
+        pool.give_back([first]);
+        assert_eq!(pool.take(Protocol::Tcp), Some(first));
+    }
+}

@@ -1,0 +1,292 @@
+//! The Docker runtime against the local engine: `shoal run --image` end to
+//! end, limits in `docker inspect`, logs, ports, a missing image, an OOM
+//! kill, and adoption after an agent restart. Skipped, with the reason,
+//! where no engine answers. Images come from `scripts/build-test-images.sh`
+//! (nothing is pulled).
+
+#![allow(clippy::print_stderr)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_tests::{Cluster, Spec, docker, docker_images, run_shoal, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(60);
+const IMAGE: &str = "shoal-test/busybox:latest";
+
+macro_rules! need_docker {
+    () => {
+        if let Err(why) = docker_images(false) {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+fn cluster(n: usize) -> Cluster {
+    let mut c = Cluster::new();
+    for i in 0..n {
+        let mut spec = Spec::named(&format!("d{i}"));
+        spec.args = ["--cpus", "2", "--memory-mb", "1024", "--stop-grace", "2s"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        if i > 0 {
+            spec.join = vec![c.agents[0].info.gossip];
+            spec.token = Some(c.token());
+        }
+        c.start(&spec);
+    }
+    c.wait_all_alive(n, SETTLE);
+    c
+}
+
+fn tasks(c: &Cluster, via: usize, job: &str) -> Vec<Value> {
+    match c.agents[via].get_any(&format!("/v1/jobs/{job}/tasks")) {
+        Ok((200, body)) => body.as_array().cloned().unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Ids of the containers of `job` (running or not) on the engine.
+fn containers(job: &str) -> BTreeSet<String> {
+    let (_, out, _) = docker(&[
+        "ps",
+        "-a",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=shoal.job={job}"),
+    ]);
+    out.lines().map(str::to_owned).collect()
+}
+
+fn inspect(id: &str) -> Value {
+    let (ok, out, err) = docker(&["inspect", id]);
+    assert!(ok, "docker inspect {id}: {err}");
+    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+}
+
+/// Removes a job's containers, whatever happens to the test.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for job in &self.0 {
+            for id in containers(job) {
+                let _ = docker(&["rm", "-f", &id]);
+            }
+        }
+    }
+}
+
+fn job_name(base: &str) -> String {
+    format!("{base}{}", std::process::id())
+}
+
+#[test]
+fn shoal_run_image_runs_containers_with_limits_ports_and_logs() {
+    need_docker!();
+    let job = job_name("dweb");
+    let _cleanup = Cleanup(vec![job.clone()]);
+    let c = cluster(2);
+    // Both nodes offer docker.
+    let (_, me) = c.agents[1].get_any("/v1/self").unwrap();
+    assert!(
+        me["runtimes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "docker"),
+        "{me}"
+    );
+    let env = [
+        ("SHOAL_ADDR", c.agents[0].url()),
+        ("SHOAL_TOKEN", c.token()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, out, err) = run_shoal(
+        &[
+            "run",
+            "--name",
+            &job,
+            "--image",
+            IMAGE,
+            "--cmd",
+            "sh -c 'echo hello from $SHOAL_TASK_ID port $SHOAL_PORT_HTTP; echo oops >&2; exec httpd -f -p 8080 -h /'",
+            "--port",
+            "http:8080",
+            "--count",
+            "2",
+            "--cpus",
+            "0.5",
+            "--memory-mb",
+            "64",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        &env,
+    );
+    assert!(status.success(), "{out}{err}");
+    wait_until("2 containers running, with ports", SETTLE, || {
+        let t = tasks(&c, 1, &job);
+        Ok(t.len() == 2
+            && t.iter()
+                .all(|t| t["state"] == "running" && t["ports"]["http"].is_u64()))
+    });
+    let t = tasks(&c, 1, &job);
+    assert_eq!(containers(&job).len(), 2);
+    for task in &t {
+        let id = task["container"].as_str().expect("container id shown");
+        let info = inspect(id);
+        let host = &info["HostConfig"];
+        assert_eq!(host["NanoCpus"], 500_000_000, "{host}");
+        assert_eq!(host["Memory"], 64 << 20, "{host}");
+        assert_eq!(host["PidsLimit"], 4096, "{host}");
+        let labels = &info["Config"]["Labels"];
+        assert_eq!(labels["shoal.task"], task["task"], "{labels}");
+        assert_eq!(labels["shoal.job"], job.as_str());
+        assert_eq!(labels["shoal.node"], task["node"], "{labels}");
+        // The host port answers (busybox httpd behind Docker's mapping).
+        let port = task["ports"]["http"].as_u64().unwrap();
+        let bound = &host["PortBindings"]["8080/tcp"][0]["HostPort"];
+        assert_eq!(bound, &json!(port.to_string()));
+        wait_until("the mapped port answers HTTP", SETTLE, || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port as u16))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            Ok(buf.starts_with("HTTP/"))
+        });
+        // Logs through any node, stdout and stderr.
+        let name = task["task"].as_str().unwrap();
+        wait_until("the container's output in shoal logs", SETTLE, || {
+            let (ok, out, _) = {
+                let (s, o, e) = run_shoal(&["logs", name], &env);
+                (s.success(), o, e)
+            };
+            Ok(ok && out.contains(&format!("hello from {name} port {port}")))
+        });
+        let (s, out, _) = run_shoal(&["logs", name, "--stderr"], &env);
+        assert!(s.success() && out.contains("oops"), "{out}");
+    }
+    let (s, out, _) = run_shoal(&["ps", &job], &env);
+    assert!(s.success());
+    assert!(out.contains("PORTS") && out.contains("http="), "{out}");
+    // Stopped: no container of the job remains.
+    let (s, _, err) = run_shoal(&["stop", &job], &env);
+    assert!(s.success(), "{err}");
+    wait_until("no container of the job left", SETTLE, || {
+        Ok(containers(&job).is_empty())
+    });
+}
+
+#[test]
+fn a_missing_image_fails_the_task_with_the_reason() {
+    need_docker!();
+    let job = job_name("dmissing");
+    let _cleanup = Cleanup(vec![job.clone()]);
+    let c = cluster(1);
+    let spec = json!({
+        "name": job,
+        "task": {"runtime": "docker", "image": "shoal-test/not-built-anywhere:1",
+                 "resources": {"cpus": 0.1, "memory_mb": 16}},
+        "restart": {"mode": "never"}
+    });
+    assert_eq!(c.agents[0].post("/v1/jobs", &spec).unwrap().0, 201);
+    wait_until("the task failed with the image reason", SETTLE, || {
+        let t = tasks(&c, 0, &job);
+        Ok(t.first().is_some_and(|t| {
+            t["state"] == "failed"
+                && t["reason"].as_str().is_some_and(|r| {
+                    r.contains(
+                        "image shoal-test/not-built-anywhere:1 not found locally and could not be pulled: ",
+                    )
+                })
+        }))
+    });
+    assert!(containers(&job).is_empty());
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_killed_for_oom() {
+    need_docker!();
+    let job = job_name("doom");
+    let _cleanup = Cleanup(vec![job.clone()]);
+    let c = cluster(1);
+    let spec = json!({
+        "name": job,
+        "task": {"runtime": "docker", "image": IMAGE, "command": "sh",
+                 "args": ["-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); sleep 60"],
+                 "resources": {"cpus": 0.5, "memory_mb": 16}},
+        "restart": {"mode": "never"}
+    });
+    assert_eq!(c.agents[0].post("/v1/jobs", &spec).unwrap().0, 201);
+    wait_until("the container killed for oom", SETTLE, || {
+        let t = tasks(&c, 0, &job);
+        Ok(t.first()
+            .is_some_and(|t| t["state"] == "killed" && t["reason"] == "oom"))
+    });
+}
+
+#[test]
+fn an_agent_restart_adopts_its_containers_and_removes_orphans() {
+    need_docker!();
+    let job = job_name("dadopt");
+    let ghost = job_name("dghost");
+    let _cleanup = Cleanup(vec![job.clone(), ghost.clone()]);
+    let mut c = cluster(1);
+    let spec = json!({
+        "name": job,
+        "count": 2,
+        "task": {"runtime": "docker", "image": IMAGE, "command": "sleep", "args": ["3600"],
+                 "resources": {"cpus": 0.25, "memory_mb": 32}},
+    });
+    assert_eq!(c.agents[0].post("/v1/jobs", &spec).unwrap().0, 201);
+    wait_until("2 containers running", SETTLE, || {
+        let t = tasks(&c, 0, &job);
+        Ok(t.len() == 2 && t.iter().all(|t| t["state"] == "running"))
+    });
+    let before = containers(&job);
+    assert_eq!(before.len(), 2);
+    // A container labelled as this node's that no task owns.
+    let node = c.agents[0].info.node_id.clone();
+    let (ok, _, err) = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("shoal.node={node}"),
+        "--label",
+        &format!("shoal.job={ghost}"),
+        "--label",
+        &format!("shoal.task={ghost}/0"),
+        IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    assert!(ok, "{err}");
+    c.agents[0].kill9();
+    c.agents[0].restart().unwrap();
+    wait_until(
+        "both tasks running again, in the same containers",
+        SETTLE,
+        || {
+            let t = tasks(&c, 0, &job);
+            let ids: BTreeSet<String> = t
+                .iter()
+                .filter(|t| t["state"] == "running")
+                .filter_map(|t| t["container"].as_str().map(str::to_owned))
+                .collect();
+            Ok(ids == before)
+        },
+    );
+    assert_eq!(containers(&job), before, "no duplicate container");
+    wait_until("the orphan removed", SETTLE, || {
+        Ok(containers(&ghost).is_empty())
+    });
+    assert!(c.agents[0].log().contains("adopting"));
+}
