@@ -696,3 +696,51 @@ pub fn docker_images(agent: bool) -> Result<(), String> {
     })
     .clone()
 }
+
+/// Pids of the processes whose environment has
+/// `SHOAL_TEST_MARKER=<marker>`, with their task index (host-wide: task
+/// processes of agents running in containers too).
+pub fn marked(marker: &str) -> Vec<(i32, u32)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let tag = format!("SHOAL_TEST_MARKER={marker}");
+    for e in dir.filter_map(Result::ok) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = env
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        if !vars.contains(&tag) {
+            continue;
+        }
+        let index = vars
+            .iter()
+            .find_map(|v| v.strip_prefix("SHOAL_TASK_INDEX="))
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0);
+        out.push((pid, index));
+    }
+    out
+}
+
+/// Processes carrying `marker`, counted by task index.
+pub fn processes(marker: &str) -> std::collections::BTreeMap<u32, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for (_, i) in marked(marker) {
+        *out.entry(i).or_default() += 1;
+    }
+    out
+}
+
+/// Exactly one process per index below `count`, and no other.
+pub fn exactly_once(marker: &str, count: u32) -> bool {
+    let p = processes(marker);
+    p.len() == count as usize && p.values().all(|n| *n == 1) && p.keys().all(|i| *i < count)
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_tests::{Cluster, Spec, run_shoal, wait_until};
+use shoal_tests::{Cluster, Spec, exactly_once, marked, processes, run_shoal, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -37,51 +37,6 @@ fn sleeper(name: &str, count: u32, cpus: f64, marker: &str, extra: Value) -> Val
         }
     }
     v
-}
-
-/// Pids of the processes carrying `marker`, with their task index.
-fn marked(marker: &str) -> Vec<(i32, u32)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    let tag = format!("SHOAL_TEST_MARKER={marker}");
-    for e in dir.filter_map(Result::ok) {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        let vars: Vec<String> = env
-            .split(|b| *b == 0)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        if !vars.contains(&tag) {
-            continue;
-        }
-        let index = vars
-            .iter()
-            .find_map(|v| v.strip_prefix("SHOAL_TASK_INDEX="))
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(0);
-        out.push((pid, index));
-    }
-    out
-}
-
-/// Processes carrying `marker`, counted by task index.
-fn processes(marker: &str) -> BTreeMap<u32, usize> {
-    let mut out = BTreeMap::new();
-    for (_, i) in marked(marker) {
-        *out.entry(i).or_default() += 1;
-    }
-    out
-}
-
-fn exactly_once(marker: &str, count: u32) -> bool {
-    let p = processes(marker);
-    p.len() == count as usize && p.values().all(|n| *n == 1) && p.keys().all(|i| *i < count)
 }
 
 /// The tasks of `job` as agent `via` reports them (none while the job has
