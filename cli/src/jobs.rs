@@ -49,7 +49,7 @@ pub struct RunArgs {
 
     /// A container port to map to a host port, NAME:PORT[/udp] (docker
     /// tasks; the node picks the host port, the task sees it as
-    /// SHOAL_PORT_<NAME>, `shoal ps` shows it); repeat for more.
+    /// `SHOAL_PORT_<NAME>`, `shoal ps` shows it); repeat for more.
     #[arg(long = "port", value_name = "NAME:PORT")]
     pub ports: Vec<String>,
 

@@ -251,7 +251,7 @@ struct AgentArgs {
     no_docker: bool,
 
     /// Host ports handed to containers' mapped ports, as FIRST-LAST
-    /// (default 20000-29999). A task sees each as SHOAL_PORT_<NAME>.
+    /// (default 20000-29999). A task sees each as `SHOAL_PORT_<NAME>`.
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
     port_range: Option<(u16, u16)>,
 }
