@@ -712,6 +712,12 @@ impl Agent {
 
         let mut tasks = Vec::new();
         tasks.push(("membership", tokio::spawn(task.run(initial_peers))));
+        if let Some(d) = runtime.docker() {
+            tasks.push((
+                "docker-watch",
+                tokio::spawn(watch_docker(d.clone(), handle.clone(), shutdown.clone())),
+            ));
+        }
         if !unresolved.is_empty() {
             tasks.push((
                 "resolve-join",
@@ -829,6 +835,48 @@ impl Agent {
                 Err(_) => warn!(task = name, "task did not stop within 10 s"),
             }
         }
+    }
+}
+
+/// How often a node with a Docker runtime checks that the engine still
+/// answers.
+const DOCKER_CHECK: Duration = Duration::from_secs(15);
+
+/// Offers `docker` in gossip only while the engine answers: a node whose
+/// engine went away stops getting docker tasks, and gets them again once it
+/// is back.
+async fn watch_docker(
+    docker: DockerRuntime,
+    handle: MembershipHandle,
+    shutdown: CancellationToken,
+) {
+    let mut offered = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(DOCKER_CHECK) => {}
+        }
+        let answers = docker.answers().await;
+        if answers == offered {
+            continue;
+        }
+        let Ok(mut meta) = handle.meta().await else {
+            return;
+        };
+        meta.runtimes.retain(|r| r.name != "docker");
+        if answers {
+            info!("the Docker engine answers again; offering docker tasks");
+            meta.runtimes.push(RuntimeInfo {
+                name: "docker".into(),
+                version: docker.engine_version().into(),
+            });
+        } else {
+            warn!("the Docker engine stopped answering; no longer offering docker tasks");
+        }
+        if handle.set_meta(meta).await.is_err() {
+            return;
+        }
+        offered = answers;
     }
 }
 

@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,7 +35,10 @@ use shoal_placement::{Adopted, ExitReason, Slot, Stamp, TaskKey};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::runtime::{Runtime, RuntimeEvent, TaskRecord, dir_name, read_record, write_record};
+use crate::runtime::{
+    Runtime, RuntimeEvent, TaskRecord, dir_name, read_record, report_stopped, write_record,
+};
+use crate::tasktable::{Ended, TaskTable};
 
 /// Process-count limit per container.
 const PIDS_MAX: i64 = 4096;
@@ -97,14 +99,6 @@ impl PortPool {
     }
 }
 
-struct Running {
-    generation: u64,
-    /// Set once created.
-    container: Option<String>,
-    stopping: bool,
-    replaced: bool,
-}
-
 struct Inner {
     docker: Docker,
     engine_version: String,
@@ -112,8 +106,8 @@ struct Inner {
     node_id: String,
     node_name: String,
     events: mpsc::Sender<RuntimeEvent>,
-    running: Mutex<BTreeMap<TaskKey, Running>>,
-    generation: AtomicU64,
+    /// Running tasks; the handle is the container id.
+    table: TaskTable<String>,
     stop_grace: Duration,
     ports: Mutex<PortPool>,
 }
@@ -173,8 +167,7 @@ impl DockerRuntime {
                 node_id: settings.node_id,
                 node_name: settings.node_name,
                 events,
-                running: Mutex::new(BTreeMap::new()),
-                generation: AtomicU64::new(0),
+                table: TaskTable::new(),
                 stop_grace: settings.stop_grace,
                 ports: Mutex::new(PortPool::new(settings.port_range)),
             }),
@@ -184,6 +177,14 @@ impl DockerRuntime {
     /// The engine's version, as it reported it.
     pub fn engine_version(&self) -> &str {
         &self.inner.engine_version
+    }
+
+    /// Whether the engine answers now.
+    pub async fn answers(&self) -> bool {
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, self.inner.docker.ping()).await,
+            Ok(Ok(_))
+        )
     }
 
     fn task_dir(&self, key: &TaskKey) -> PathBuf {
@@ -243,33 +244,18 @@ impl DockerRuntime {
         stamp: Stamp,
         attempt: u32,
     ) {
-        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let previous = {
-            let mut running = self.inner.running.lock().expect("lock");
-            running.get_mut(&key).map(|r| {
-                r.replaced = true;
-                r.stopping = true;
-                (r.generation, r.container.clone())
-            })
-        };
-        if let Some((old, container)) = previous {
+        // A container still there for this task is replaced: stopped
+        // first, its end unreported.
+        if let Some((old, container)) = self.inner.table.retire(&key) {
             self.terminate(&key, old, container).await;
         }
-        self.inner.running.lock().expect("lock").insert(
-            key.clone(),
-            Running {
-                generation,
-                container: None,
-                stopping: false,
-                replaced: false,
-            },
-        );
+        let generation = self.inner.table.begin(&key, None);
         let dir = self.task_dir(&key);
         let started = self.launch(&key, &spec, &dir, generation).await;
         let (container, ports) = match started {
             Ok(c) => c,
             Err(why) => {
-                self.forget(&key, generation);
+                self.inner.table.forget(&key, generation);
                 self.send(RuntimeEvent::Exited(key, ExitReason::StartFailed(why)))
                     .await;
                 return;
@@ -419,16 +405,7 @@ impl DockerRuntime {
                 format!("cannot create a container of {image}: {e}")
             })?;
         let id = created.id;
-        let stop_now = {
-            let mut running = self.inner.running.lock().expect("lock");
-            match running.get_mut(key) {
-                Some(r) if r.generation == generation => {
-                    r.container = Some(id.clone());
-                    r.stopping
-                }
-                _ => true,
-            }
-        };
+        let stop_now = self.inner.table.started(key, generation, id.clone());
         if let Err(e) = self.inner.docker.start_container(&id, None).await {
             self.remove(&id).await;
             give_back(&ports);
@@ -522,7 +499,7 @@ impl DockerRuntime {
             .await
             .ok()
             .and_then(|c| c.state);
-        let (stopping, replaced) = self.take(&key, generation);
+        let Ended { stopping, replaced } = self.inner.table.end(&key, generation);
         // The log stream ends with the container; let it drain.
         let _ = tokio::time::timeout(Duration::from_secs(2), logs).await;
         self.remove(&container).await;
@@ -587,36 +564,11 @@ impl DockerRuntime {
         }
     }
 
-    fn take(&self, key: &TaskKey, generation: u64) -> (bool, bool) {
-        let mut running = self.inner.running.lock().expect("lock");
-        match running.get(key) {
-            Some(r) if r.generation == generation => {
-                let r = running.remove(key).expect("present");
-                (r.stopping, r.replaced)
-            }
-            _ => (true, true),
-        }
-    }
-
-    fn forget(&self, key: &TaskKey, generation: u64) {
-        let mut running = self.inner.running.lock().expect("lock");
-        if running.get(key).is_some_and(|r| r.generation == generation) {
-            running.remove(key);
-        }
-    }
-
     /// Stops the container of start `generation` (the engine sends SIGTERM,
     /// then SIGKILL after the grace period) and waits until its watcher saw
     /// it end.
     async fn terminate(&self, key: &TaskKey, generation: u64, container: Option<String>) {
-        let gone = || {
-            self.inner
-                .running
-                .lock()
-                .expect("lock")
-                .get(key)
-                .is_none_or(|r| r.generation != generation)
-        };
+        let gone = || self.inner.table.gone(key, generation);
         if let Some(id) = &container
             && let Err(e) = self.stop_container(id).await
         {
@@ -679,16 +631,7 @@ impl DockerRuntime {
                 continue;
             };
             info!(task = %key, container = %id, "found a container still running; adopting it");
-            let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-            self.inner.running.lock().expect("lock").insert(
-                key.clone(),
-                Running {
-                    generation,
-                    container: Some(id.clone()),
-                    stopping: false,
-                    replaced: false,
-                },
-            );
+            let generation = self.inner.table.begin(&key, Some(id.clone()));
             self.inner
                 .ports
                 .lock()
@@ -718,14 +661,7 @@ impl DockerRuntime {
 
     /// Host ports and container of a task running here.
     pub fn local_info(&self, key: &TaskKey) -> Option<(String, BTreeMap<String, u16>)> {
-        let container = self
-            .inner
-            .running
-            .lock()
-            .expect("lock")
-            .get(key)?
-            .container
-            .clone()?;
+        let container = self.inner.table.handle(key)?;
         let record = read_record(&self.task_dir(key))?;
         Some((container, record.ports))
     }
@@ -751,45 +687,20 @@ impl Runtime for DockerRuntime {
     }
 
     fn stop(&self, key: &TaskKey) {
-        let (generation, container) = {
-            let mut running = self.inner.running.lock().expect("lock");
-            match running.get_mut(key) {
-                Some(r) => {
-                    r.stopping = true;
-                    (r.generation, r.container.clone())
-                }
-                None => {
-                    let events = self.inner.events.clone();
-                    let key = key.clone();
-                    tokio::spawn(async move {
-                        let _ = events
-                            .send(RuntimeEvent::Exited(key, ExitReason::Stopped))
-                            .await;
-                    });
-                    return;
-                }
-            }
+        let Some((generation, container)) = self.inner.table.stopping(key) else {
+            report_stopped(&self.inner.events, key);
+            return;
         };
-        let this = self.clone();
-        let key = key.clone();
-        tokio::spawn(async move {
-            // Still being created: the launch sees `stopping` and stops it.
-            if container.is_some() {
-                this.terminate(&key, generation, container).await;
-            }
-        });
+        // Still being created: the launch sees `stopping` and stops it.
+        if container.is_some() {
+            let this = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move { this.terminate(&key, generation, container).await });
+        }
     }
 
     fn retire(&self, key: &TaskKey) {
-        let previous = {
-            let mut running = self.inner.running.lock().expect("lock");
-            running.get_mut(key).map(|r| {
-                r.replaced = true;
-                r.stopping = true;
-                (r.generation, r.container.clone())
-            })
-        };
-        if let Some((generation, container)) = previous {
+        if let Some((generation, container)) = self.inner.table.retire(key) {
             let this = self.clone();
             let key = key.clone();
             tokio::spawn(async move { this.terminate(&key, generation, container).await });
@@ -797,17 +708,11 @@ impl Runtime for DockerRuntime {
     }
 
     fn holds(&self, key: &TaskKey) -> bool {
-        self.inner.running.lock().expect("lock").contains_key(key)
+        self.inner.table.holds(key)
     }
 
     fn running(&self) -> Vec<TaskKey> {
-        self.inner
-            .running
-            .lock()
-            .expect("lock")
-            .keys()
-            .cloned()
-            .collect()
+        self.inner.table.keys()
     }
 }
 

@@ -28,6 +28,7 @@ pub mod rpc;
 pub mod runtime;
 pub mod state;
 pub mod statelog;
+mod tasktable;
 pub mod token;
 
 pub use agent::{Agent, AgentError, AgentInfo, AgentOptions};

@@ -24,7 +24,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::cgroups::{Isolation, TaskGroup};
+use crate::tasktable::{Ended, TaskTable};
 
 /// Largest log file before rotation.
 pub const LOG_MAX_BYTES: u64 = 10 << 20;
@@ -102,25 +103,14 @@ pub trait Runtime: Send + Sync {
     fn running(&self) -> Vec<TaskKey>;
 }
 
-struct Running {
-    /// Which start of the task (a replaced process must not be taken for
-    /// its successor).
-    generation: u64,
-    /// 0 until spawned.
-    pid: i32,
-    stopping: bool,
-    /// Replaced by a new start: its end is not reported.
-    replaced: bool,
-}
-
 struct Inner {
     tasks_dir: PathBuf,
     isolation: Isolation,
     shim: PathBuf,
     node: String,
     events: mpsc::Sender<RuntimeEvent>,
-    running: Mutex<BTreeMap<TaskKey, Running>>,
-    generation: std::sync::atomic::AtomicU64,
+    /// Running tasks; the handle is the process (group) id.
+    table: TaskTable<i32>,
     stop_grace: Duration,
 }
 
@@ -177,8 +167,7 @@ impl ProcessRuntime {
                 shim,
                 node,
                 events,
-                running: Mutex::new(BTreeMap::new()),
-                generation: std::sync::atomic::AtomicU64::new(0),
+                table: TaskTable::new(),
                 stop_grace,
             }),
         })
@@ -217,37 +206,16 @@ impl ProcessRuntime {
         stamp: Stamp,
         attempt: u32,
     ) {
-        let generation = self
-            .inner
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
         // A process still there for this task is replaced: stopped first,
         // its end unreported.
-        let previous = {
-            let mut running = self.inner.running.lock().expect("lock");
-            running.get_mut(&key).map(|r| {
-                r.replaced = true;
-                r.stopping = true;
-                (r.generation, r.pid)
-            })
-        };
-        if let Some((old, pid)) = previous {
+        if let Some((old, pid)) = self.inner.table.retire(&key) {
             self.terminate(&key, old, pid).await;
         }
-        self.inner.running.lock().expect("lock").insert(
-            key.clone(),
-            Running {
-                generation,
-                pid: 0,
-                stopping: false,
-                replaced: false,
-            },
-        );
+        let generation = self.inner.table.begin(&key, None);
         let dir = self.task_dir(&key);
         let name = dir_name(&key);
         let fail = |why: String| {
-            self.forget(&key, generation);
+            self.inner.table.forget(&key, generation);
             RuntimeEvent::Exited(key.clone(), ExitReason::StartFailed(why))
         };
         if let Err(e) = fs::create_dir_all(&dir) {
@@ -360,17 +328,7 @@ impl ProcessRuntime {
             }
         };
         let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-        let stop_now = {
-            let mut running = self.inner.running.lock().expect("lock");
-            match running.get_mut(&key) {
-                Some(r) if r.generation == generation => {
-                    r.pid = pid;
-                    r.stopping
-                }
-                _ => true,
-            }
-        };
-        if stop_now {
+        if self.inner.table.started(&key, generation, pid) {
             // Told to stop while it was being started.
             let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
         }
@@ -394,7 +352,7 @@ impl ProcessRuntime {
             .send(RuntimeEvent::Running(key.clone()))
             .await;
         let status = child.wait().await;
-        let (stopping, replaced) = self.take(&key, generation);
+        let Ended { stopping, replaced } = self.inner.table.end(&key, generation);
         // Nothing of the task outlives it.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         let oom = match group.clone() {
@@ -439,39 +397,11 @@ impl ProcessRuntime {
         }
     }
 
-    /// Removes the entry of start `generation` once its process ended:
-    /// whether it was being stopped, and whether it was replaced (a newer
-    /// start took the slot).
-    fn take(&self, key: &TaskKey, generation: u64) -> (bool, bool) {
-        let mut running = self.inner.running.lock().expect("lock");
-        match running.get(key) {
-            Some(r) if r.generation == generation => {
-                let r = running.remove(key).expect("present");
-                (r.stopping, r.replaced)
-            }
-            _ => (true, true),
-        }
-    }
-
-    fn forget(&self, key: &TaskKey, generation: u64) {
-        let mut running = self.inner.running.lock().expect("lock");
-        if running.get(key).is_some_and(|r| r.generation == generation) {
-            running.remove(key);
-        }
-    }
-
     /// SIGTERM to the group of start `generation`, SIGKILL after the grace
     /// period; returns once it is gone (or the entry changed).
-    async fn terminate(&self, key: &TaskKey, generation: u64, pid: i32) {
-        let gone = || {
-            self.inner
-                .running
-                .lock()
-                .expect("lock")
-                .get(key)
-                .is_none_or(|r| r.generation != generation)
-        };
-        if pid != 0 {
+    async fn terminate(&self, key: &TaskKey, generation: u64, pid: Option<i32>) {
+        let gone = || self.inner.table.gone(key, generation);
+        if let Some(pid) = pid {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
         }
         let deadline = tokio::time::Instant::now() + self.inner.stop_grace;
@@ -481,7 +411,7 @@ impl ProcessRuntime {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if pid != 0 {
+        if let Some(pid) = pid {
             warn!(task = %key, "task did not stop within the grace period; killing it");
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
@@ -494,35 +424,18 @@ impl ProcessRuntime {
     /// Stops a task: SIGTERM to its group, then SIGKILL after the grace
     /// period. Its end comes as an event.
     fn stop_task(&self, key: &TaskKey) {
-        let (generation, pid) = {
-            let mut running = self.inner.running.lock().expect("lock");
-            match running.get_mut(key) {
-                Some(r) => {
-                    r.stopping = true;
-                    (r.generation, r.pid)
-                }
-                None => {
-                    // Not running (between restarts, or never started):
-                    // tell the placer at once.
-                    let events = self.inner.events.clone();
-                    let key = key.clone();
-                    tokio::spawn(async move {
-                        let _ = events
-                            .send(RuntimeEvent::Exited(key, ExitReason::Stopped))
-                            .await;
-                    });
-                    return;
-                }
-            }
+        let Some((generation, pid)) = self.inner.table.stopping(key) else {
+            // Not running (between restarts, or never started): tell the
+            // placer at once.
+            report_stopped(&self.inner.events, key);
+            return;
         };
-        let this = self.clone();
-        let key = key.clone();
-        tokio::spawn(async move {
-            // Spawning: the start sees `stopping` and terminates it.
-            if pid != 0 {
-                this.terminate(&key, generation, pid).await;
-            }
-        });
+        // Still spawning: the start sees `stopping` and terminates it.
+        if pid.is_some() {
+            let this = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move { this.terminate(&key, generation, pid).await });
+        }
     }
 
     /// After an agent restart: tasks still running are returned (to be
@@ -552,20 +465,7 @@ impl ProcessRuntime {
                 continue;
             }
             info!(task = %key, pid, "found a task still running; adopting it");
-            let generation = self
-                .inner
-                .generation
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                + 1;
-            self.inner.running.lock().expect("lock").insert(
-                key.clone(),
-                Running {
-                    generation,
-                    pid,
-                    stopping: false,
-                    replaced: false,
-                },
-            );
+            let generation = self.inner.table.begin(&key, Some(pid));
             adopted.push(Adopted {
                 key: key.clone(),
                 stamp: record.stamp,
@@ -593,7 +493,7 @@ impl ProcessRuntime {
             while alive(pid, start) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let (stopping, replaced) = this.take(&key, generation);
+            let Ended { stopping, replaced } = this.inner.table.end(&key, generation);
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             let name = dir_name(&key);
             let isolation = this.inner.isolation.clone();
@@ -649,15 +549,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn retire(&self, key: &TaskKey) {
-        let previous = {
-            let mut running = self.inner.running.lock().expect("lock");
-            running.get_mut(key).map(|r| {
-                r.replaced = true;
-                r.stopping = true;
-                (r.generation, r.pid)
-            })
-        };
-        if let Some((generation, pid)) = previous {
+        if let Some((generation, pid)) = self.inner.table.retire(key) {
             let this = self.clone();
             let key = key.clone();
             tokio::spawn(async move { this.terminate(&key, generation, pid).await });
@@ -665,17 +557,11 @@ impl Runtime for ProcessRuntime {
     }
 
     fn holds(&self, key: &TaskKey) -> bool {
-        self.inner.running.lock().expect("lock").contains_key(key)
+        self.inner.table.holds(key)
     }
 
     fn running(&self) -> Vec<TaskKey> {
-        self.inner
-            .running
-            .lock()
-            .expect("lock")
-            .keys()
-            .cloned()
-            .collect()
+        self.inner.table.keys()
     }
 }
 
@@ -820,6 +706,17 @@ impl Runtimes {
             }
         }
     }
+}
+
+/// Tells the placer a task it asked to stop does not run here.
+pub(crate) fn report_stopped(events: &mpsc::Sender<RuntimeEvent>, key: &TaskKey) {
+    let events = events.clone();
+    let key = key.clone();
+    tokio::spawn(async move {
+        let _ = events
+            .send(RuntimeEvent::Exited(key, ExitReason::Stopped))
+            .await;
+    });
 }
 
 fn rotate(path: &Path) {
