@@ -40,6 +40,17 @@ use crate::runtime::{
 };
 use crate::tasktable::{Ended, TaskTable};
 
+/// Tries at starting a container when its host port was taken meanwhile.
+const PORT_ATTEMPTS: u32 = 3;
+
+/// Why a container did not start.
+enum Launch {
+    /// A host port was taken between the check and the start.
+    PortTaken(String),
+    /// Anything else: the task fails with this.
+    Failed(String),
+}
+
 /// Process-count limit per container.
 const PIDS_MAX: i64 = 4096;
 /// How long to wait for the engine to answer at start-up.
@@ -62,11 +73,19 @@ struct PortPool {
 }
 
 impl PortPool {
-    fn new(range: (u16, u16)) -> PortPool {
+    /// A pool over `range` whose first pick depends on `seed` (the node
+    /// id), so that agents sharing a host rarely race for the same port.
+    fn new(range: (u16, u16), seed: &str) -> PortPool {
+        // FNV-1a: stable, and enough to spread starting points.
+        let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let size = u64::from(range.1 - range.0) + 1;
+        let offset = u16::try_from(hash % size).unwrap_or(0);
         PortPool {
             first: range.0,
             last: range.1,
-            next: range.0,
+            next: range.0 + offset,
             used: BTreeSet::new(),
         }
     }
@@ -159,6 +178,7 @@ impl DockerRuntime {
                 )
             })?
             .map_err(|e| format!("the Docker engine does not answer: {e}"))?;
+        let ports = PortPool::new(settings.port_range, &settings.node_id);
         Ok(DockerRuntime {
             inner: Arc::new(Inner {
                 docker,
@@ -169,7 +189,7 @@ impl DockerRuntime {
                 events,
                 table: TaskTable::new(),
                 stop_grace: settings.stop_grace,
-                ports: Mutex::new(PortPool::new(settings.port_range)),
+                ports: Mutex::new(ports),
             }),
         })
     }
@@ -296,6 +316,35 @@ impl DockerRuntime {
             .clone()
             .ok_or_else(|| "the task has no image".to_owned())?;
         self.ensure_image(&image).await?;
+        // Another program (or another agent on this engine) may take a host
+        // port between the check and the container's start: try again with
+        // other ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .create_and_start(key, spec, &image, generation, attempt)
+                .await
+            {
+                Err(Launch::PortTaken(why)) if attempt < PORT_ATTEMPTS => {
+                    debug!(task = %key, reason = %why, "host port taken; trying others");
+                }
+                Err(Launch::PortTaken(why) | Launch::Failed(why)) => return Err(why),
+                Ok(started) => return Ok(started),
+            }
+        }
+    }
+
+    /// One try at creating and starting the container, with host ports
+    /// taken from the pool.
+    async fn create_and_start(
+        &self,
+        key: &TaskKey,
+        spec: &JobSpec,
+        image: &str,
+        generation: u64,
+        attempt: u32,
+    ) -> Result<(String, BTreeMap<String, u16>), Launch> {
         let mut ports = BTreeMap::new();
         {
             let mut pool = self.inner.ports.lock().expect("lock");
@@ -306,10 +355,10 @@ impl DockerRuntime {
                     }
                     None => {
                         pool.give_back(ports.values().copied());
-                        return Err(format!(
+                        return Err(Launch::Failed(format!(
                             "no free host port left in {}-{} for port {}",
                             pool.first, pool.last, p.name
-                        ));
+                        )));
                     }
                 }
             }
@@ -365,7 +414,7 @@ impl DockerRuntime {
             (LABEL_NODE.to_owned(), self.inner.node_id.clone()),
         ]);
         let body = ContainerCreateBody {
-            image: Some(image.clone()),
+            image: Some(image.to_owned()),
             entrypoint: spec.task.command.clone().map(|c| vec![c]),
             cmd: (!spec.task.args.is_empty()).then(|| spec.task.args.clone()),
             env: Some(env),
@@ -385,7 +434,7 @@ impl DockerRuntime {
             ..Default::default()
         };
         let name = format!(
-            "shoal-{}-{}-{generation}",
+            "shoal-{}-{}-{generation}-{attempt}",
             dir_name(key).replace('@', "."),
             &self.inner.node_id[..self.inner.node_id.len().min(8)]
         );
@@ -402,14 +451,26 @@ impl DockerRuntime {
             .await
             .map_err(|e| {
                 give_back(&ports);
-                format!("cannot create a container of {image}: {e}")
+                Launch::Failed(format!("cannot create a container of {image}: {e}"))
             })?;
         let id = created.id;
         let stop_now = self.inner.table.started(key, generation, id.clone());
         if let Err(e) = self.inner.docker.start_container(&id, None).await {
             self.remove(&id).await;
             give_back(&ports);
-            return Err(format!("cannot start the container of {image}: {e}"));
+            let why = format!("cannot start the container of {image}: {e}");
+            let text = e.to_string();
+            return Err(
+                if !ports.is_empty()
+                    && (text.contains("port is already allocated")
+                        || text.contains("address already in use")
+                        || text.contains("external connectivity"))
+                {
+                    Launch::PortTaken(why)
+                } else {
+                    Launch::Failed(why)
+                },
+            );
         }
         if stop_now {
             // Told to stop while it was being created.
@@ -770,7 +831,7 @@ mod tests {
     fn the_port_pool_hands_out_each_port_once_and_takes_them_back() {
         // A range of high ports; some may be taken on the host, which the
         // pool skips.
-        let mut pool = PortPool::new((47100, 47109));
+        let mut pool = PortPool::new((47100, 47109), "3ebe59ee90aa688e");
         let mut got = BTreeSet::new();
         while let Some(p) = pool.take(Protocol::Tcp) {
             assert!((47100..=47109).contains(&p));
