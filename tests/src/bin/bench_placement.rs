@@ -192,7 +192,43 @@ fn main() -> anyhow::Result<()> {
         max / mean
     );
 
-    // Re-placement after kill -9 of the busiest agent.
+    // The same job asking to spread over nodes.
+    let t0 = Instant::now();
+    let mut spread = job("spread", args.tasks);
+    spread["spread"] = json!("name");
+    let (status, body) = agents[0].post("/v1/jobs", &spread)?;
+    if status != 201 {
+        bail!("{status} {body}");
+    }
+    let times = watch(
+        &agents[1 % n],
+        "spread",
+        args.tasks as usize,
+        t0,
+        Duration::from_secs(120),
+    )?;
+    let all = times.iter().copied().fold(0.0, f64::max);
+    let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
+    for t in tasks(&agents[0], "spread") {
+        *per_node
+            .entry(t["node_name"].as_str().unwrap_or("-").to_owned())
+            .or_default() += 1;
+    }
+    let max_spread = per_node.values().copied().max().unwrap_or(0) as f64;
+    println!(
+        "| {} tasks with spread = \"name\": all running; balance | {n} agents | all {all:.0} ms; max/mean {:.2} ({per_node:?}) |",
+        args.tasks,
+        max_spread / mean
+    );
+    agents[0].delete("/v1/jobs/spread")?;
+
+    // Re-placement after kill -9 of the busiest agent (of the big job).
+    let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
+    for t in tasks(&agents[0], "big") {
+        *per_node
+            .entry(t["node_name"].as_str().unwrap_or("-").to_owned())
+            .or_default() += 1;
+    }
     let (victim_name, _) = per_node
         .iter()
         .max_by_key(|(_, c)| **c)
