@@ -244,7 +244,7 @@ fn main() -> anyhow::Result<()> {
         .filter(|t| t["node_name"] == victim_name.as_str())
         .filter_map(|t| t["task"].as_str().map(str::to_owned))
         .collect();
-        let t0 = Instant::now();
+    let t0 = Instant::now();
     agents[victim].kill9();
     let mut detected: Option<f64> = None;
     loop {
@@ -269,7 +269,7 @@ fn main() -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-        let all = t0.elapsed().as_secs_f64();
+    let all = t0.elapsed().as_secs_f64();
     let detected = detected.unwrap_or(all);
     println!(
         "| kill -9 of the agent holding {} tasks → all running elsewhere | {n} agents, lan gossip | {all:.1} s (failure detected by the observer after {detected:.1} s; re-placed {:.2} s later) |",

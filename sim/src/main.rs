@@ -1,0 +1,488 @@
+//! `shoal-sim`: runs shoal's real gossip and placement code on simulated
+//! nodes under seeded faults, and reports what it measured and checked.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use shoal_sim::scale::Comparison;
+use shoal_sim::svg::{Line, line_chart};
+use shoal_sim::{Mode, Params, Report, Scenario};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ScenarioArg {
+    /// Crashes under 1% loss plus a wave of jobs (the default).
+    Default,
+    /// Every node joins within --storm seconds.
+    JoinStorm,
+    /// --churn-per-min percent of the nodes crash and restart each minute.
+    Churn,
+    /// --fail-fraction of the nodes (10%) crash at once.
+    MassFailure,
+    /// The datacenters are cut apart for --partition seconds, then healed.
+    Partition,
+    /// Random loss (--loss, default 5%) with --crashes crashes.
+    Loss,
+    /// Waves of job submissions (--tasks-per-sec, --fill).
+    Jobs,
+    /// A whole datacenter is lost at once.
+    DcLoss,
+}
+
+impl From<ScenarioArg> for Scenario {
+    fn from(s: ScenarioArg) -> Scenario {
+        match s {
+            ScenarioArg::Default => Scenario::Default,
+            ScenarioArg::JoinStorm => Scenario::JoinStorm,
+            ScenarioArg::Churn => Scenario::Churn,
+            ScenarioArg::MassFailure => Scenario::MassFailure,
+            ScenarioArg::Partition => Scenario::Partition,
+            ScenarioArg::Loss => Scenario::Loss,
+            ScenarioArg::Jobs => Scenario::Jobs,
+            ScenarioArg::DcLoss => Scenario::DcLoss,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    /// Every node runs the real membership and placement state machines.
+    Full,
+    /// Membership modeled compactly, for sizes past memory (crashes, loss
+    /// and churn; no placement).
+    Scale,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+/// Deterministic simulator of a shoal cluster.
+///
+/// Runs the real membership (SWIM) and placement state machines of every
+/// node over a virtual network with seeded latency, loss, partitions, slow
+/// nodes, crashes and restarts. The same --seed gives the same run; a
+/// failed check prints the command that replays it and exits with status 1.
+///
+/// Examples:
+///
+///   shoal-sim --nodes 300                        # crashes under loss + a wave of jobs
+///
+///   shoal-sim --nodes 300 --scenario partition --json
+///
+///   shoal-sim --nodes 1000 --scenario loss --loss 0.1 --seed 7
+///
+///   shoal-sim --mode scale --nodes 500000 --scenario loss --loss 0.01
+///
+///   shoal-sim --validate 500,1000                # scale model vs real code
+///
+/// Full mode costs O(N²) memory and time (every node holds every member):
+/// 300 nodes take about a minute, 1,000 nodes about 15 minutes and 2 GB.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-sim", version, verbatim_doc_comment)]
+struct Cli {
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 300)]
+    nodes: usize,
+    /// Seed of every random draw: the same seed replays the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Full (the real code on every node) or scale (modeled membership).
+    #[arg(long, value_enum, default_value = "full")]
+    mode: ModeArg,
+    /// What to simulate.
+    #[arg(long, value_enum, default_value = "default")]
+    scenario: ScenarioArg,
+    /// Membership preset: lan, wan or test.
+    #[arg(long, default_value = "lan")]
+    gossip: String,
+    /// Override the preset's suspicion multiplier (timeout = mult × log10 N
+    /// × probe period).
+    #[arg(long)]
+    suspicion_mult: Option<f64>,
+    /// Datacenters (nodes are spread round-robin).
+    #[arg(long, default_value_t = 2)]
+    dcs: usize,
+    /// Zones per datacenter.
+    #[arg(long, default_value_t = 3)]
+    zones: usize,
+    /// Random loss of each datagram during the scenario, 0..1 (default:
+    /// 0.01 for default, 0.05 for loss, else 0).
+    #[arg(long)]
+    loss: Option<f64>,
+    /// Fraction of the nodes made slow.
+    #[arg(long, default_value_t = 0.0)]
+    slow_fraction: f64,
+    /// Extra delay of a slow node's traffic, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    slow_ms: u64,
+    /// Seconds of scenario after the cluster formed.
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// Quiet seconds after the scenario (partitions healed) before the
+    /// eventually_* checks.
+    #[arg(long, default_value_t = 40.0)]
+    settle: f64,
+    /// Longest wait, seconds, for the cluster to form.
+    #[arg(long, default_value_t = 60.0)]
+    form_timeout: f64,
+    /// Nodes joining per second while the cluster forms.
+    #[arg(long, default_value_t = 100.0)]
+    join_rate: f64,
+    /// join-storm: seconds within which every node joins.
+    #[arg(long, default_value_t = 10.0)]
+    storm: f64,
+    /// churn: percent of the nodes crashing (and restarting) per minute.
+    #[arg(long, default_value_t = 2.0)]
+    churn_per_min: f64,
+    /// churn: seconds a crashed node stays down.
+    #[arg(long, default_value_t = 20.0)]
+    churn_down: f64,
+    /// mass-failure: fraction of the nodes failing at once.
+    #[arg(long, default_value_t = 0.10)]
+    fail_fraction: f64,
+    /// default, loss: nodes crashed, 5 s apart.
+    #[arg(long, default_value_t = 3)]
+    crashes: usize,
+    /// partition: seconds the datacenters stay apart.
+    #[arg(long, default_value_t = 30.0)]
+    partition: f64,
+    /// Tasks submitted per second while a wave lasts (0: the whole fill
+    /// within a fifth of the scenario).
+    #[arg(long, default_value_t = 0.0)]
+    tasks_per_sec: f64,
+    /// Task CPU submitted, as a fraction of the cluster's CPU (default 0.5;
+    /// 0.9 for jobs).
+    #[arg(long)]
+    fill: Option<f64>,
+    /// Submit jobs (default: every scenario but join-storm and loss).
+    #[arg(long, value_enum)]
+    jobs: Option<OnOff>,
+    /// Instead of one run: validate the scale model against full mode at
+    /// these sizes (comma-separated), on the loss scenario (--loss, default
+    /// 0.01; --crashes), and print both side by side.
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
+    validate: Vec<usize>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Write the time series and detection delays as CSV, their plots as
+    /// SVG, and the report as JSON into DIR.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+impl Cli {
+    fn params(&self) -> Result<Params> {
+        let scenario: Scenario = self.scenario.into();
+        let mut p = Params::new(scenario, self.nodes, self.seed);
+        p.mode = match self.mode {
+            ModeArg::Full => Mode::Full,
+            ModeArg::Scale => Mode::Scale,
+        };
+        let dur = |name: &str, s: f64| -> Result<Duration> {
+            Duration::try_from_secs_f64(s).with_context(|| format!("--{name} {s}: not a duration"))
+        };
+        p.gossip = self.gossip.clone();
+        p.suspicion_mult = self.suspicion_mult;
+        p.dcs = self.dcs;
+        p.zones = self.zones;
+        if let Some(l) = self.loss {
+            if !(0.0..=1.0).contains(&l) {
+                bail!("--loss {l}: must be between 0 and 1");
+            }
+            p.loss = Some(l);
+        }
+        p.slow_fraction = self.slow_fraction.clamp(0.0, 1.0);
+        p.slow = Duration::from_millis(self.slow_ms);
+        p.duration = dur("duration", self.duration)?;
+        p.settle = dur("settle", self.settle)?;
+        p.form_timeout = dur("form-timeout", self.form_timeout)?;
+        p.join_rate = self.join_rate;
+        p.storm = dur("storm", self.storm)?;
+        p.churn_per_min = self.churn_per_min;
+        p.churn_down = dur("churn-down", self.churn_down)?;
+        p.fail_fraction = self.fail_fraction.clamp(0.0, 1.0);
+        p.crashes = self.crashes;
+        p.partition = dur("partition", self.partition)?;
+        p.tasks_per_sec = self.tasks_per_sec;
+        if let Some(f) = self.fill {
+            p.fill = f;
+        }
+        p.jobs = self.jobs.map(|j| matches!(j, OnOff::On));
+        Ok(p)
+    }
+}
+
+/// Peak resident memory of this process, MiB (Linux).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn write_out(dir: &PathBuf, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut csv = String::from(
+        "t_s,up,running,waiting,duplicates,gossip_bytes_per_node,placement_msgs_per_node\n",
+    );
+    for s in &report.series {
+        csv += &format!(
+            "{},{},{},{},{},{:.1},{:.3}\n",
+            s.t_s,
+            s.up,
+            s.running,
+            s.waiting,
+            s.duplicates,
+            s.gossip_bytes_per_node,
+            s.placement_msgs_per_node
+        );
+    }
+    let series = dir.join("series.csv");
+    std::fs::write(&series, csv).with_context(|| format!("writing {}", series.display()))?;
+    let mut det = String::from("delay_s\n");
+    for d in &report.detect_delays {
+        det += &format!("{d}\n");
+    }
+    let path = dir.join("detections.csv");
+    std::fs::write(&path, det).with_context(|| format!("writing {}", path.display()))?;
+    // Plots: the time series of the run, and the detection delays as a
+    // distribution.
+    let series = |f: fn(&shoal_sim::report::Sample) -> f64| -> Vec<(f64, f64)> {
+        report.series.iter().map(|s| (s.t_s, f(s))).collect()
+    };
+    let title = format!(
+        "{} nodes, {} ({} mode), seed {}",
+        report.nodes, report.scenario, report.mode, report.seed
+    );
+    let charts = [
+        (
+            "tasks.svg",
+            "tasks",
+            vec![
+                Line {
+                    name: "running",
+                    points: series(|s| s.running as f64),
+                },
+                Line {
+                    name: "waiting",
+                    points: series(|s| s.waiting as f64),
+                },
+                Line {
+                    name: "running twice",
+                    points: series(|s| s.duplicates as f64),
+                },
+            ],
+        ),
+        (
+            "nodes.svg",
+            "nodes up",
+            vec![Line {
+                name: "up",
+                points: series(|s| s.up as f64),
+            }],
+        ),
+        (
+            "traffic.svg",
+            "per node per second",
+            vec![
+                Line {
+                    name: "gossip bytes",
+                    points: series(|s| s.gossip_bytes_per_node),
+                },
+                Line {
+                    name: "placement messages x100",
+                    points: series(|s| s.placement_msgs_per_node * 100.0),
+                },
+            ],
+        ),
+    ];
+    for (file, y, lines) in charts {
+        let path = dir.join(file);
+        std::fs::write(
+            &path,
+            line_chart(&title, "simulated seconds", y, &lines, false),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let n = report.detect_delays.len().max(1) as f64;
+    let cdf: Vec<(f64, f64)> = report
+        .detect_delays
+        .iter()
+        .enumerate()
+        .map(|(k, d)| (*d, (k + 1) as f64 / n))
+        .collect();
+    let path = dir.join("detection.svg");
+    std::fs::write(
+        &path,
+        line_chart(
+            &title,
+            "seconds after the crash",
+            "fraction of (crash, observer) pairs that knew",
+            &[Line {
+                name: "detection",
+                points: cdf,
+            }],
+            false,
+        ),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    let path = dir.join("report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Tolerance claimed for the scale model's detection quantiles, seconds.
+const TOLERANCE_DETECT_S: f64 = 1.5;
+/// Tolerance claimed for its datagrams per node per second, relative.
+const TOLERANCE_MSGS: f64 = 0.25;
+
+#[allow(clippy::print_stdout)]
+fn validate(cli: &Cli) -> Result<ExitCode> {
+    let loss = cli.loss.unwrap_or(0.01);
+    let rows = shoal_sim::scale::validate(&cli.validate, cli.seed, loss, cli.crashes)?;
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
+    println!(
+        "scale model vs real code: {} crashes under {loss} loss, seed {}; tolerance claimed: detection quantiles within {TOLERANCE_DETECT_S} s, datagrams per node within {:.0}%",
+        cli.crashes,
+        cli.seed,
+        TOLERANCE_MSGS * 100.0
+    );
+    println!(
+        "{:>7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>5}",
+        "nodes", "mode", "first s", "p50 s", "p99.9 s", "all s", "dgrams/n/s", "B/n/s", "FP"
+    );
+    let mut all_ok = true;
+    for c in &rows {
+        for r in [&c.full, &c.scale] {
+            println!(
+                "{:>7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11.2} {:>10.0} {:>5}",
+                r.nodes,
+                r.mode,
+                f(r.detect_first_s),
+                f(r.detect_p50_s),
+                f(r.detect_p999_s),
+                f(r.detect_all_s),
+                r.msgs_per_node_s,
+                r.bytes_per_node_s,
+                r.false_positives
+            );
+        }
+        let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() <= TOLERANCE_DETECT_S,
+            _ => false,
+        };
+        let msgs_ok = (c.full.msgs_per_node_s - c.scale.msgs_per_node_s).abs()
+            <= TOLERANCE_MSGS * c.full.msgs_per_node_s;
+        let ok = close(c.full.detect_p50_s, c.scale.detect_p50_s)
+            && close(c.full.detect_p999_s, c.scale.detect_p999_s)
+            && msgs_ok;
+        all_ok &= ok;
+        println!(
+            "{:>7} {}",
+            "",
+            if ok {
+                "within tolerance"
+            } else {
+                "OUTSIDE tolerance"
+            }
+        );
+    }
+    if let Some(dir) = &cli.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut csv = String::from(
+            "nodes,mode,detect_first_s,detect_p50_s,detect_p999_s,detect_all_s,msgs_per_node_s,bytes_per_node_s,false_positives\n",
+        );
+        let o = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
+        for c in &rows {
+            for r in [&c.full, &c.scale] {
+                csv += &format!(
+                    "{},{},{},{},{},{},{},{},{}\n",
+                    r.nodes,
+                    r.mode,
+                    o(r.detect_first_s),
+                    o(r.detect_p50_s),
+                    o(r.detect_p999_s),
+                    o(r.detect_all_s),
+                    r.msgs_per_node_s,
+                    r.bytes_per_node_s,
+                    r.false_positives
+                );
+            }
+        }
+        let path = dir.join("validate.csv");
+        std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+        let line = |name, sel: fn(&Comparison) -> &Report, q: fn(&Report) -> Option<f64>| Line {
+            name,
+            points: rows
+                .iter()
+                .filter_map(|c| q(sel(c)).map(|v| (sel(c).nodes as f64, v)))
+                .collect(),
+        };
+        let lines = [
+            line("full p50", |c| &c.full, |r| r.detect_p50_s),
+            line("scale p50", |c| &c.scale, |r| r.detect_p50_s),
+            line("full p99.9", |c| &c.full, |r| r.detect_p999_s),
+            line("scale p99.9", |c| &c.scale, |r| r.detect_p999_s),
+        ];
+        let path = dir.join("validate.svg");
+        std::fs::write(
+            &path,
+            line_chart(
+                "detection: real code (full) and model (scale)",
+                "nodes",
+                "seconds",
+                &lines,
+                true,
+            ),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[allow(clippy::print_stdout)]
+fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    if !cli.validate.is_empty() {
+        return validate(&cli);
+    }
+    let params = cli.params()?;
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+    let wall = std::time::Instant::now();
+    let report = shoal_sim::run(params)?;
+    #[allow(clippy::disallowed_methods)]
+    let wall_s = wall.elapsed().as_secs_f64();
+    let rss = peak_rss_mb();
+    if let Some(dir) = &cli.out {
+        write_out(dir, &report)?;
+    }
+    if cli.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["wall_s"] = serde_json::json!(wall_s);
+        v["peak_rss_mb"] = serde_json::json!(rss);
+        println!("{v}");
+    } else {
+        print!("{report}");
+        println!(
+            "{:<34} {wall_s:.1} s wall, peak memory {}",
+            "run time",
+            rss.map_or("-".into(), |m| format!("{m:.0} MiB"))
+        );
+    }
+    if !report.ok {
+        eprintln!("a check failed; replay with: {}", report.command);
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,555 @@
+//! Scale mode: SWIM membership modeled compactly, for cluster sizes where
+//! one real membership per node does not fit in memory (each holds every
+//! member: O(N²) in all).
+//!
+//! The model keeps a shared ground truth (who is up) and, per rumor, the
+//! time each node learned it. Its timing comes from the same
+//! [`shoal_gossip::Config`] the real core runs with, following what foca
+//! does:
+//!
+//! - **Probing**: each node probes one member per `probe_period`, walking a
+//!   shuffled list, so a crashed member is first probed after the minimum
+//!   of N−1 uniform offsets within a round of (N−1) periods. The prober
+//!   marks it *suspect* at its next probe tick (direct and indirect probes
+//!   had the period to answer) and only that prober declares it *down*
+//!   after the suspicion timeout, unless it hears a refutation first.
+//! - **Dissemination**: a node that learns a rumor piggybacks it on the next
+//!   `max_transmissions` datagrams it sends: gossip to `gossip_fanout`
+//!   random members every `gossip_period` (sent only while it has updates,
+//!   as foca does), its probe every `probe_period`, and acks to the pings
+//!   it receives (one per period on average). Each datagram is lost with
+//!   the scenario's loss and delayed by its link class. Learn times are
+//!   computed exactly for this process with a shortest-path sweep (each
+//!   node sends once it knows, in order of knowing).
+//! - **False positives**: an alive member's probe fails when the direct
+//!   exchange and every indirect path lose a datagram; it is suspected, and
+//!   refutes when the suspicion reaches it. The prober declares it down if
+//!   the refutation does not reach the prober within the suspicion timeout.
+//!
+//! What it leaves out: concurrent rumors competing for room in a datagram
+//! (each rumor is disseminated as if alone, so mass failures are not
+//! modeled), metadata records and member-list copies (formation), and
+//! placement (the real placer keeps the whole member list and ring per
+//! node, which does not fit 500,000 times either). [`validate`] runs both
+//! modes on the same scenario to measure how far the model is from the
+//! real code.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shoal_gossip::Config;
+
+use crate::net::{Fate, Network, Topology};
+use crate::params::{Mode, Params, Scenario};
+use crate::report::{Check, CrashTimes, Report, quantile, quantile_of_population, worst_of};
+use crate::{SimError, net::NetCounters};
+
+/// Bytes of a sealed SWIM datagram with no updates: seal (45), envelope,
+/// foca header with two identities. Calibrated on the real core: full
+/// mode at 1,000 nodes sends 86 B per datagram on average, feeds and
+/// updates included.
+pub const BASE_DATAGRAM_BYTES: f64 = 72.0;
+/// Bytes one membership update adds to a datagram (an identity, its
+/// incarnation and state, postcard-encoded).
+pub const UPDATE_BYTES: f64 = 36.0;
+/// Bytes of the member-list answer to the periodic announce (one feed
+/// datagram, about full).
+pub const FEED_BYTES: f64 = 1_000.0;
+
+/// How one rumor spread.
+#[derive(Clone, Debug)]
+pub struct Spread {
+    /// When each node learned it (`f64::INFINITY`: never).
+    pub learned: Vec<f64>,
+    /// Datagrams that carried it.
+    pub sends: u64,
+    /// Gossip datagrams sent only because of it.
+    pub gossip_datagrams: u64,
+}
+
+/// The compact membership model of one cluster.
+pub struct Model {
+    n: usize,
+    config: Config,
+    net: Network,
+    rng: ChaCha8Rng,
+    gossip_phase: Vec<f32>,
+    probe_phase: Vec<f32>,
+    /// Per node, 1 + the index of the last gossip tick counted: a tick
+    /// sends one set of datagrams whatever number of rumors ride on it.
+    last_gossip_tick: Vec<u32>,
+    up: Vec<bool>,
+}
+
+impl Model {
+    /// A model of `nodes` nodes with membership `config`.
+    pub fn new(
+        nodes: usize,
+        config: Config,
+        topo: Topology,
+        latency: crate::net::Latency,
+        seed: u64,
+    ) -> Model {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let net = Network::new(topo, latency, ChaCha8Rng::seed_from_u64(rng.random()));
+        let gp = config.gossip_period.as_secs_f64();
+        let pp = config.probe_period.as_secs_f64();
+        let gossip_phase = (0..nodes)
+            .map(|_| (rng.random::<f64>() * gp) as f32)
+            .collect();
+        let probe_phase = (0..nodes)
+            .map(|_| (rng.random::<f64>() * pp) as f32)
+            .collect();
+        Model {
+            n: nodes,
+            config,
+            net,
+            rng,
+            gossip_phase,
+            probe_phase,
+            last_gossip_tick: vec![0; nodes],
+            up: vec![true; nodes],
+        }
+    }
+
+    /// The network (to set loss, read counters).
+    pub fn net(&mut self) -> &mut Network {
+        &mut self.net
+    }
+
+    fn random_other(&mut self, i: usize) -> usize {
+        loop {
+            let j = self.rng.random_range(0..self.n);
+            if j != i {
+                return j;
+            }
+        }
+    }
+
+    /// Spreads a rumor that `sources` know from the given times.
+    pub fn spread(&mut self, sources: &[(usize, f64)]) -> Spread {
+        let n = self.n;
+        let tx = usize::from(self.config.max_transmissions(n));
+        let gp = self.config.gossip_period.as_secs_f64();
+        let pp = self.config.probe_period.as_secs_f64();
+        let fanout = self.config.gossip_fanout;
+        let mut learned = vec![f64::INFINITY; n];
+        let mut done = vec![false; n];
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
+        let key = |t: f64| (t * 1e6) as u64;
+        for &(s, t) in sources {
+            if t < learned[s] {
+                learned[s] = t;
+                heap.push(Reverse((key(t), s)));
+            }
+        }
+        let mut sends = 0u64;
+        let mut gossip_datagrams = 0u64;
+        let mut targets = Vec::with_capacity(tx);
+        while let Some(Reverse((_, i))) = heap.pop() {
+            if done[i] {
+                continue;
+            }
+            done[i] = true;
+            if !self.up[i] {
+                continue;
+            }
+            let t0 = learned[i];
+            // The datagrams this node sends from t0 on, in time order:
+            // gossip ticks (fanout each), probe ticks, acks (Poisson).
+            let mut next_gossip = next_tick(t0, f64::from(self.gossip_phase[i]), gp);
+            let mut next_probe = next_tick(t0, f64::from(self.probe_phase[i]), pp);
+            let mut next_ack = t0 + exp(&mut self.rng, pp);
+            targets.clear();
+            while targets.len() < tx {
+                if next_gossip <= next_probe && next_gossip <= next_ack {
+                    let phase = f64::from(self.gossip_phase[i]);
+                    let tick = ((next_gossip - phase) / gp).round() as u32 + 1;
+                    if tick > self.last_gossip_tick[i] {
+                        self.last_gossip_tick[i] = tick;
+                        gossip_datagrams += fanout as u64;
+                    }
+                    for _ in 0..fanout {
+                        if targets.len() < tx {
+                            targets.push(next_gossip);
+                        }
+                    }
+                    next_gossip += gp;
+                } else if next_probe <= next_ack {
+                    targets.push(next_probe);
+                    next_probe += pp;
+                } else {
+                    targets.push(next_ack);
+                    next_ack += exp(&mut self.rng, pp);
+                }
+            }
+            for &at in &targets {
+                let j = self.random_other(i);
+                sends += 1;
+                if let Fate::Deliver(d) = self.net.datagram(i, j) {
+                    let t = at + d.as_secs_f64();
+                    if t < learned[j] && !done[j] {
+                        learned[j] = t;
+                        heap.push(Reverse((key(t), j)));
+                    }
+                }
+            }
+        }
+        Spread {
+            learned,
+            sends,
+            gossip_datagrams,
+        }
+    }
+
+    /// Time from a crash until some node first probes the crashed member:
+    /// the least of N−1 uniform offsets in a round of (N−1) probe periods.
+    pub fn first_probe_delay(&mut self) -> f64 {
+        let others = (self.n - 1).max(1) as f64;
+        let round = others * self.config.probe_period.as_secs_f64();
+        let v: f64 = self.rng.random();
+        round * (1.0 - v.powf(1.0 / others))
+    }
+
+    /// Probability that a probe of a live member fails under `loss`: the
+    /// direct ping/ack and all indirect ping-req/ping/ack/forward paths.
+    pub fn probe_failure(&self, loss: f64) -> f64 {
+        let direct = 1.0 - (1.0 - loss).powi(2);
+        let indirect = 1.0 - (1.0 - loss).powi(4);
+        direct * indirect.powi(self.config.indirect_probes as i32)
+    }
+}
+
+fn next_tick(t: f64, phase: f64, period: f64) -> f64 {
+    let k = ((t - phase) / period).ceil().max(0.0);
+    phase + k * period
+}
+
+fn exp(rng: &mut ChaCha8Rng, mean: f64) -> f64 {
+    let u: f64 = rng.random();
+    -mean * (1.0 - u).ln()
+}
+
+/// One crash, as the model sees it.
+struct Detection {
+    /// Seconds from the crash until each live observer knew (sorted).
+    delays: Vec<f64>,
+    observers: usize,
+}
+
+/// Runs a scale-mode simulation of `params`: the crashes of `default`,
+/// `loss` and `churn` (membership only).
+pub fn run(params: Params) -> Result<Report, SimError> {
+    if !matches!(
+        params.scenario,
+        Scenario::Default | Scenario::Loss | Scenario::Churn
+    ) {
+        return Err(SimError::Params(format!(
+            "scenario {} is not modeled in scale mode (it models crashes, loss and churn; run the others in full mode)",
+            params.scenario
+        )));
+    }
+    if params.nodes < 2 {
+        return Err(SimError::Params("at least 2 nodes".into()));
+    }
+    let mut config = Config::preset(&params.gossip)
+        .ok_or_else(|| SimError::Params(format!("unknown gossip preset {:?}", params.gossip)))?;
+    if let Some(m) = params.suspicion_mult {
+        config.suspicion_mult = m;
+    }
+    config
+        .validate()
+        .map_err(|e| SimError::Params(e.to_string()))?;
+    let n = params.nodes;
+    let loss = params.effective_loss();
+    let topo = Topology::new(n, params.dcs, params.zones);
+    let mut model = Model::new(n, config.clone(), topo, params.latency, params.seed);
+    model.net().set_loss(loss);
+    let pp = config.probe_period.as_secs_f64();
+    let timeout = config.suspicion_timeout(n).as_secs_f64();
+    let duration = params.duration.as_secs_f64();
+
+    // Crashes: the same count and spacing as full mode.
+    let crash_times: Vec<f64> = match params.scenario {
+        Scenario::Churn => {
+            let per_sec = params.churn_per_min / 100.0 * n as f64 / 60.0;
+            let mut v = Vec::new();
+            let mut t = 5.0;
+            while per_sec > 0.0 && t < duration {
+                v.push(t);
+                t += 1.0 / per_sec;
+            }
+            v
+        }
+        _ => (0..params.crashes.max(1))
+            .map(|k| (20.0 + 5.0 * k as f64).min(duration / 2.0))
+            .collect(),
+    };
+    // False positives: failed probes of live members over the whole run.
+    let probes = n as f64 * (duration + params.settle.as_secs_f64()) / pp;
+    let p_fail = model.probe_failure(loss);
+    let suspicions = poisson(&mut model.rng, probes * p_fail).min(10_000);
+    let mut suspicion_times: Vec<f64> = (0..suspicions)
+        .map(|_| model.rng.random::<f64>() * duration)
+        .collect();
+    suspicion_times.sort_by(f64::total_cmp);
+    // Rumors are handled in the order they start, so that a gossip tick
+    // carrying several of them counts once.
+    let mut starts: Vec<(f64, bool)> = crash_times
+        .iter()
+        .map(|t| (*t, true))
+        .chain(suspicion_times.iter().map(|t| (*t, false)))
+        .collect();
+    starts.sort_by(|a, b| a.0.total_cmp(&b.0));
+
+    let mut detections = Vec::new();
+    let mut sends = 0u64;
+    let mut gossip_datagrams = 0u64;
+    let mut undetected = 0u64;
+    let mut false_positives = 0u64;
+    for &(tc, is_crash) in &starts {
+        if !is_crash {
+            let t = tc;
+            let target = model.rng.random_range(0..n);
+            if !model.up[target] {
+                continue;
+            }
+            let prober = model.random_other(target);
+            let s = model.spread(&[(prober, t)]);
+            sends += s.sends;
+            gossip_datagrams += s.gossip_datagrams;
+            let refuted_at = s.learned[target];
+            if refuted_at.is_finite() {
+                let alive = model.spread(&[(target, refuted_at)]);
+                sends += alive.sends;
+                gossip_datagrams += alive.gossip_datagrams;
+                if alive.learned[prober] > t + timeout {
+                    false_positives += 1;
+                }
+            } else {
+                false_positives += 1;
+            }
+            continue;
+        }
+        let victim = model.rng.random_range(0..n);
+        model.up[victim] = false;
+        let prober = model.random_other(victim);
+        let suspected = tc + model.first_probe_delay() + pp;
+        // The suspicion spreads (it costs datagrams; nobody acts on it).
+        let s = model.spread(&[(prober, suspected)]);
+        sends += s.sends;
+        gossip_datagrams += s.gossip_datagrams;
+        let down = model.spread(&[(prober, suspected + timeout)]);
+        sends += down.sends;
+        gossip_datagrams += down.gossip_datagrams;
+        let mut delays: Vec<f64> = down
+            .learned
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| model.up[*i])
+            .map(|(_, t)| *t - tc)
+            .collect();
+        let observers = delays.len();
+        delays.retain(|d| d.is_finite());
+        undetected += (observers - delays.len()) as u64;
+        delays.sort_by(f64::total_cmp);
+        detections.push(Detection { delays, observers });
+        if params.scenario == Scenario::Churn {
+            // It comes back (a join rumor spreads like the others).
+            model.up[victim] = true;
+            let j = model.spread(&[(victim, tc + params.churn_down.as_secs_f64())]);
+            sends += j.sends;
+            gossip_datagrams += j.gossip_datagrams;
+        }
+    }
+
+    // Traffic: probes and acks, the periodic member-list announce (a
+    // request and one feed datagram), and rumor-driven gossip.
+    let span = duration + params.settle.as_secs_f64();
+    let node_seconds = n as f64 * span;
+    let base_msgs = 2.0 / pp + 2.0 / config.announce_period.as_secs_f64();
+    let msgs_per_node_s = base_msgs + gossip_datagrams as f64 / node_seconds;
+    let bytes_per_node_s = 2.0 / pp * BASE_DATAGRAM_BYTES
+        + (BASE_DATAGRAM_BYTES + FEED_BYTES) / config.announce_period.as_secs_f64()
+        + (gossip_datagrams as f64 * BASE_DATAGRAM_BYTES + sends as f64 * UPDATE_BYTES)
+            / node_seconds;
+
+    let mut all: Vec<f64> = detections.iter().flat_map(|d| d.delays.clone()).collect();
+    all.sort_by(f64::total_cmp);
+    let per: Vec<CrashTimes> = detections
+        .iter()
+        .map(|d| {
+            (
+                d.delays.first().copied(),
+                quantile_of_population(&d.delays, d.observers, 0.999),
+                quantile_of_population(&d.delays, d.observers, 1.0),
+            )
+        })
+        .collect();
+    let firsts: Vec<f64> = per.iter().filter_map(|p| p.0).collect();
+    let mut checks = vec![Check {
+        name: "fault_crash_fired".into(),
+        ok: !detections.is_empty() && detections.iter().all(|d| !d.delays.is_empty()),
+        detail: format!("{} crashes modeled", detections.len()),
+    }];
+    if loss > 0.0 {
+        checks.push(Check {
+            name: "fault_loss_fired".into(),
+            ok: model.net.counters.lost > 0,
+            detail: format!("{} datagrams lost at {loss}", model.net.counters.lost),
+        });
+    }
+    checks.push(Check {
+        name: "eventually_everyone_knows".into(),
+        ok: undetected == 0,
+        detail: format!("{undetected} (crash, observer) pairs never learned it"),
+    });
+    let ok = checks.iter().all(|c| c.ok);
+    let counters: NetCounters = model.net.counters;
+    Ok(Report {
+        nodes: n,
+        scenario: params.scenario.to_string(),
+        seed: params.seed,
+        mode: Mode::Scale.as_str().into(),
+        gossip: params.gossip.clone(),
+        command: params.command(),
+        formed_s: None,
+        sim_s: span,
+        events: sends,
+        crashes: detections.len(),
+        detect_first_s: (!firsts.is_empty())
+            .then(|| firsts.iter().sum::<f64>() / firsts.len() as f64),
+        detect_p50_s: quantile(&all, 0.5),
+        detect_p999_s: worst_of(&per, |c| c.1),
+        detect_all_s: worst_of(&per, |c| c.2),
+        undetected,
+        false_positives,
+        false_positives_per_node_hour: false_positives as f64 / (node_seconds / 3600.0),
+        partition_downs: 0,
+        msgs_per_node_s,
+        bytes_per_node_s,
+        placement_msgs_per_node_s: 0.0,
+        placement_bytes_per_node_s: 0.0,
+        tasks: 0,
+        placed: 0,
+        placement_p50_ms: None,
+        placement_p99_ms: None,
+        placement_max_ms: None,
+        placements_per_s: None,
+        packing_efficiency: None,
+        bestfit_placed: 0,
+        load_imbalance: None,
+        replaced: 0,
+        replace_p50_ms: None,
+        replace_p99_ms: None,
+        duplicates: 0,
+        duplicate_max_s: None,
+        duplicates_after_convergence: 0,
+        unplaced: 0,
+        unplaced_no_room: 0,
+        net: counters,
+        checks,
+        ok,
+        series: Vec::new(),
+        detections: per,
+        detect_delays: all,
+    })
+}
+
+fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> u64 {
+    if mean <= 0.0 {
+        return 0;
+    }
+    if mean > 50.0 {
+        // Normal approximation.
+        let u1: f64 = rng.random::<f64>().max(1e-12);
+        let u2: f64 = rng.random();
+        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        return (mean + z * mean.sqrt()).round().max(0.0) as u64;
+    }
+    let limit = (-mean).exp();
+    let mut k = 0;
+    let mut p = 1.0;
+    loop {
+        p *= rng.random::<f64>();
+        if p <= limit {
+            return k;
+        }
+        k += 1;
+    }
+}
+
+/// One size of the validation: the same scenario in both modes.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    /// Full mode.
+    pub full: Report,
+    /// Scale mode.
+    pub scale: Report,
+}
+
+/// Runs the `loss` scenario (crashes under loss) in both modes at each
+/// size, for the side-by-side validation of the model.
+pub fn validate(
+    sizes: &[usize],
+    seed: u64,
+    loss: f64,
+    crashes: usize,
+) -> Result<Vec<Comparison>, SimError> {
+    let mut out = Vec::new();
+    for &n in sizes {
+        let mut p = Params::new(Scenario::Loss, n, seed);
+        p.loss = Some(loss);
+        p.crashes = crashes;
+        p.duration = Duration::from_secs(20 + 5 * crashes as u64 + 20);
+        p.settle = Duration::from_secs(20);
+        let full = crate::full::run(p.clone())?;
+        p.mode = Mode::Scale;
+        let scale = run(p)?;
+        out.push(Comparison { full, scale });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Latency;
+
+    #[test]
+    fn a_rumor_reaches_everyone_in_log_rounds() {
+        let n = 20_000;
+        let mut m = Model::new(
+            n,
+            Config::lan(),
+            Topology::new(n, 2, 3),
+            Latency::default(),
+            1,
+        );
+        let s = m.spread(&[(0, 0.0)]);
+        let mut t: Vec<f64> = s.learned.clone();
+        t.sort_by(f64::total_cmp);
+        let all = t[n - 1];
+        assert!(all.is_finite(), "some node never learned it");
+        // Fanout 3 every 200 ms: a dozen rounds or so.
+        assert!(all < 4.0, "took {all} s");
+        assert!(s.sends as usize <= n * usize::from(Config::lan().max_transmissions(n)));
+    }
+
+    #[test]
+    fn probe_failure_grows_with_loss() {
+        let m = Model::new(
+            10,
+            Config::lan(),
+            Topology::new(10, 1, 1),
+            Latency::default(),
+            1,
+        );
+        assert_eq!(m.probe_failure(0.0), 0.0);
+        assert!(m.probe_failure(0.01) < 1e-5);
+        assert!(m.probe_failure(0.1) > m.probe_failure(0.01));
+    }
+}

@@ -1,0 +1,200 @@
+//! What the cluster is asked to run, what its nodes offer, and the
+//! centralized best-fit placement that shoal's packing is compared with.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use shoal_model::JobSpec;
+use shoal_placement::Resources;
+
+/// CPUs (in thousandths) and memory (MiB) of each node class, with its
+/// weight: a mixed fleet.
+const NODE_CLASSES: [(u64, u64, u32); 3] = [
+    (8_000, 32_768, 50),
+    (16_000, 65_536, 30),
+    (32_000, 131_072, 20),
+];
+
+/// Task sizes (thousandths of a CPU, MiB) with their weights.
+const TASK_SIZES: [(u64, u64, u32); 3] = [(250, 512, 60), (1_000, 2_048, 30), (4_000, 8_192, 10)];
+
+/// Tasks per job, drawn uniformly.
+const JOB_COUNTS: [u32; 5] = [1, 2, 5, 10, 20];
+
+fn weighted<T: Copy>(
+    rng: &mut ChaCha8Rng,
+    items: &[(u64, u64, T)],
+    weight: impl Fn(T) -> u32,
+) -> (u64, u64) {
+    let total: u32 = items.iter().map(|x| weight(x.2)).sum();
+    let mut pick = rng.random_range(0..total);
+    for &(a, b, w) in items {
+        let w = weight(w);
+        if pick < w {
+            return (a, b);
+        }
+        pick -= w;
+    }
+    (items[0].0, items[0].1)
+}
+
+/// The capacity of one node, drawn from the fleet's mix.
+pub fn node_capacity(rng: &mut ChaCha8Rng) -> Resources {
+    let (cpus_milli, memory_mb) = weighted(rng, &NODE_CLASSES, |w| w);
+    Resources {
+        cpus_milli,
+        memory_mb,
+        disk_mb: 1_000_000,
+        gpus: 0,
+    }
+}
+
+/// One job of the workload.
+#[derive(Clone, Debug)]
+pub struct JobPlan {
+    /// Its spec.
+    pub spec: Arc<JobSpec>,
+    /// Index of its first task in the run's task table.
+    pub first_task: u32,
+    /// Tasks.
+    pub count: u32,
+    /// What each task needs.
+    pub demand: Resources,
+}
+
+/// Name of job number `n`.
+pub fn job_name(n: usize) -> String {
+    format!("j{n}")
+}
+
+/// The job number of a job name made by [`job_name`].
+pub fn job_number(name: &str) -> Option<usize> {
+    name.strip_prefix('j')?.parse().ok()
+}
+
+/// Jobs of mixed sizes whose tasks need `fill` of `cluster_cpus_milli`.
+pub fn plan_jobs(rng: &mut ChaCha8Rng, cluster_cpus_milli: u64, fill: f64) -> Vec<JobPlan> {
+    let target = (cluster_cpus_milli as f64 * fill.max(0.0)) as u64;
+    let mut jobs = Vec::new();
+    let mut cpu = 0u64;
+    let mut tasks = 0u32;
+    while cpu < target {
+        let (cpus_milli, memory_mb) = weighted(rng, &TASK_SIZES, |w| w);
+        let count = JOB_COUNTS[rng.random_range(0..JOB_COUNTS.len())];
+        let n = jobs.len();
+        let spec = JobSpec::from_json(json!({
+            "name": job_name(n),
+            "count": count,
+            "task": {
+                "runtime": "process",
+                "command": "/bin/sleep",
+                "args": ["infinity"],
+                "resources": {"cpus": cpus_milli as f64 / 1000.0, "memory_mb": memory_mb},
+            },
+        }))
+        .expect("the simulator's job specs are valid");
+        jobs.push(JobPlan {
+            spec: Arc::new(spec),
+            first_task: tasks,
+            count,
+            demand: Resources {
+                cpus_milli,
+                memory_mb,
+                disk_mb: 0,
+                gpus: 0,
+            },
+        });
+        cpu += cpus_milli * u64::from(count);
+        tasks += count;
+    }
+    jobs
+}
+
+/// What a centralized best-fit-decreasing placement achieves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BestFit {
+    /// Tasks placed.
+    pub placed: u64,
+    /// CPU placed, thousandths.
+    pub placed_cpus_milli: u64,
+    /// Tasks that fit nowhere.
+    pub unplaced: u64,
+}
+
+/// Places `tasks` on `nodes` (their capacities) centrally: largest task
+/// first, each on the node it leaves with the least free CPU that still
+/// has room for it (best fit).
+pub fn best_fit(nodes: &[Resources], tasks: &[Resources]) -> BestFit {
+    let mut order: Vec<&Resources> = tasks.iter().collect();
+    order.sort_by_key(|t| std::cmp::Reverse((t.cpus_milli, t.memory_mb)));
+    // (free cpu, free memory, node)
+    let mut free: BTreeSet<(u64, u64, usize)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.cpus_milli, r.memory_mb, i))
+        .collect();
+    let mut out = BestFit::default();
+    for t in order {
+        let found = free
+            .range((t.cpus_milli, 0, 0)..)
+            .find(|(_, m, _)| *m >= t.memory_mb)
+            .copied();
+        match found {
+            Some(slot @ (c, m, i)) => {
+                free.remove(&slot);
+                free.insert((c - t.cpus_milli, m - t.memory_mb, i));
+                out.placed += 1;
+                out.placed_cpus_milli += t.cpus_milli;
+            }
+            None => out.unplaced += 1,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn r(c: u64, m: u64) -> Resources {
+        Resources {
+            cpus_milli: c,
+            memory_mb: m,
+            disk_mb: 0,
+            gpus: 0,
+        }
+    }
+
+    #[test]
+    fn best_fit_packs_tightly() {
+        // Two nodes of 4 CPUs; tasks 3,3,1,1: best fit places all four.
+        let nodes = [r(4000, 1000), r(4000, 1000)];
+        let tasks = [r(1000, 10), r(3000, 10), r(1000, 10), r(3000, 10)];
+        let b = best_fit(&nodes, &tasks);
+        assert_eq!((b.placed, b.unplaced, b.placed_cpus_milli), (4, 0, 8000));
+        // Memory counts too.
+        let b = best_fit(&[r(4000, 100)], &[r(1000, 200)]);
+        assert_eq!(b.unplaced, 1);
+    }
+
+    #[test]
+    fn planned_jobs_reach_the_fill() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let jobs = plan_jobs(&mut rng, 1_000_000, 0.5);
+        let cpu: u64 = jobs
+            .iter()
+            .map(|j| j.demand.cpus_milli * u64::from(j.count))
+            .sum();
+        assert!((500_000..600_000).contains(&cpu), "{cpu}");
+        assert_eq!(job_number(&job_name(42)), Some(42));
+        let last = jobs.last().unwrap();
+        assert_eq!(
+            last.first_task + last.count,
+            jobs.iter().map(|j| j.count).sum::<u32>()
+        );
+    }
+}
