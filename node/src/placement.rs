@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_gossip::{FreeClass, MemberMeta, NodeId};
+use shoal_gossip::{FreeClass, NodeId};
 use shoal_model::JobSpec;
 use shoal_placement::{
     Command, Event, ExitReason, Job, Msg, NodeInfo, PROTOCOL_VERSION, Placer, Resources, TaskKey,
@@ -145,27 +145,6 @@ impl PlacementHandle {
     /// Capacity offered and resources held.
     pub async fn usage(&self) -> Result<(Resources, Resources), PlacementStopped> {
         self.ask(Cmd::Used).await
-    }
-}
-
-/// The node-info view of a member.
-pub fn node_info(id: NodeId, meta: &MemberMeta) -> NodeInfo {
-    NodeInfo {
-        id,
-        name: meta.name.clone(),
-        dc: meta.dc.clone(),
-        zone: meta.zone.clone(),
-        region: meta.region.clone(),
-        labels: meta.labels.clone(),
-        capacity: Resources {
-            cpus_milli: u64::from(meta.capacity.cpus_milli),
-            memory_mb: meta.capacity.memory_mb,
-            disk_mb: meta.capacity.disk_mb,
-            gpus: u64::from(meta.capacity.gpus),
-        },
-        free_class: meta.free_class.0,
-        runtimes: meta.runtimes.iter().map(|r| r.name.clone()).collect(),
-        draining: meta.draining,
     }
 }
 
@@ -405,7 +384,10 @@ impl PlacementTask {
             }
         }
         self.peers = live.iter().map(|p| (p.id, p.rpc)).collect();
-        let infos: Vec<NodeInfo> = live.iter().map(|p| node_info(p.id, &p.meta)).collect();
+        let infos: Vec<NodeInfo> = live
+            .iter()
+            .map(|p| NodeInfo::from_meta(p.id, &p.meta))
+            .collect();
         let (now, wall) = (self.clock.now(), unix_ms());
         self.placer.set_members(now, wall, infos);
         // Forget the queues of members that are gone.

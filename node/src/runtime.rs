@@ -183,21 +183,6 @@ impl ProcessRuntime {
         self.inner.tasks_dir.join(dir_name(key))
     }
 
-    /// Starts a task (in the background); its progress comes as events.
-    fn spawn_run(
-        &self,
-        key: TaskKey,
-        spec: Arc<JobSpec>,
-        job_version: u64,
-        stamp: Stamp,
-        attempt: u32,
-    ) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            this.run(key, spec, job_version, stamp, attempt).await;
-        });
-    }
-
     async fn run(
         &self,
         key: TaskKey,
@@ -421,23 +406,6 @@ impl ProcessRuntime {
         }
     }
 
-    /// Stops a task: SIGTERM to its group, then SIGKILL after the grace
-    /// period. Its end comes as an event.
-    fn stop_task(&self, key: &TaskKey) {
-        let Some((generation, pid)) = self.inner.table.stopping(key) else {
-            // Not running (between restarts, or never started): tell the
-            // placer at once.
-            report_stopped(&self.inner.events, key);
-            return;
-        };
-        // Still spawning: the start sees `stopping` and terminates it.
-        if pid.is_some() {
-            let this = self.clone();
-            let key = key.clone();
-            tokio::spawn(async move { this.terminate(&key, generation, pid).await });
-        }
-    }
-
     /// After an agent restart: tasks still running are returned (to be
     /// adopted) and watched; the sandboxes of dead ones stay for their logs.
     pub fn scan(&self) -> Vec<Adopted> {
@@ -541,11 +509,26 @@ impl Runtime for ProcessRuntime {
         stamp: Stamp,
         attempt: u32,
     ) {
-        self.spawn_run(key, spec, job_version, stamp, attempt);
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.run(key, spec, job_version, stamp, attempt).await;
+        });
     }
 
+    /// SIGTERM to the task's group, then SIGKILL after the grace period.
     fn stop(&self, key: &TaskKey) {
-        self.stop_task(key);
+        let Some((generation, pid)) = self.inner.table.stopping(key) else {
+            // Not running (between restarts, or never started): tell the
+            // placer at once.
+            report_stopped(&self.inner.events, key);
+            return;
+        };
+        // Still spawning: the start sees `stopping` and terminates it.
+        if pid.is_some() {
+            let this = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move { this.terminate(&key, generation, pid).await });
+        }
     }
 
     fn retire(&self, key: &TaskKey) {

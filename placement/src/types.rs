@@ -199,6 +199,30 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// What placement needs of a member, from the metadata it gossips (the
+    /// agent and the simulator build it the same way).
+    pub fn from_meta(id: NodeId, meta: &shoal_gossip::MemberMeta) -> NodeInfo {
+        NodeInfo {
+            id,
+            name: meta.name.clone(),
+            dc: meta.dc.clone(),
+            zone: meta.zone.clone(),
+            region: meta.region.clone(),
+            labels: meta.labels.clone(),
+            capacity: Resources {
+                cpus_milli: u64::from(meta.capacity.cpus_milli),
+                memory_mb: meta.capacity.memory_mb,
+                disk_mb: meta.capacity.disk_mb,
+                gpus: u64::from(meta.capacity.gpus),
+            },
+            free_class: meta.free_class.0,
+            runtimes: meta.runtimes.iter().map(|r| r.name.clone()).collect(),
+            draining: meta.draining,
+        }
+    }
+}
+
+impl NodeInfo {
     /// The value of a constraint attribute on this node.
     pub fn attribute(&self, key: &str) -> Option<String> {
         match key {

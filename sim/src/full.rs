@@ -242,27 +242,6 @@ fn index_of(addr: &SocketAddr) -> Option<usize> {
     }
 }
 
-/// The node-info view of a member, as the agent builds it.
-fn node_info(id: NodeId, meta: &MemberMeta) -> NodeInfo {
-    NodeInfo {
-        id,
-        name: meta.name.clone(),
-        dc: meta.dc.clone(),
-        zone: meta.zone.clone(),
-        region: meta.region.clone(),
-        labels: meta.labels.clone(),
-        capacity: Resources {
-            cpus_milli: u64::from(meta.capacity.cpus_milli),
-            memory_mb: meta.capacity.memory_mb,
-            disk_mb: meta.capacity.disk_mb,
-            gpus: u64::from(meta.capacity.gpus),
-        },
-        free_class: meta.free_class.0,
-        runtimes: meta.runtimes.iter().map(|r| r.name.clone()).collect(),
-        draining: meta.draining,
-    }
-}
-
 /// FNV-1a over member ids: a cheap, stable fingerprint of a view.
 fn fingerprint(ids: impl Iterator<Item = u64>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -808,7 +787,11 @@ impl World {
             .members()
             .into_iter()
             .filter(|x| x.state == MemberState::Alive)
-            .filter_map(|x| x.meta.as_ref().map(|meta| node_info(x.identity.id, meta)))
+            .filter_map(|x| {
+                x.meta
+                    .as_ref()
+                    .map(|meta| NodeInfo::from_meta(x.identity.id, meta))
+            })
             .collect();
         let view = fingerprint(infos.iter().map(|x| x.id.0));
         let old = n.view;

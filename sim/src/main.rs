@@ -12,50 +12,6 @@ use shoal_sim::svg::{Line, line_chart};
 use shoal_sim::{Mode, Params, Report, Scenario};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum ScenarioArg {
-    /// Crashes under 1% loss plus a wave of jobs (the default).
-    Default,
-    /// Every node joins within --storm seconds.
-    JoinStorm,
-    /// --churn-per-min percent of the nodes crash and restart each minute.
-    Churn,
-    /// --fail-fraction of the nodes (10%) crash at once.
-    MassFailure,
-    /// The datacenters are cut apart for --partition seconds, then healed.
-    Partition,
-    /// Random loss (--loss, default 5%) with --crashes crashes.
-    Loss,
-    /// Waves of job submissions (--tasks-per-sec, --fill).
-    Jobs,
-    /// A whole datacenter is lost at once.
-    DcLoss,
-}
-
-impl From<ScenarioArg> for Scenario {
-    fn from(s: ScenarioArg) -> Scenario {
-        match s {
-            ScenarioArg::Default => Scenario::Default,
-            ScenarioArg::JoinStorm => Scenario::JoinStorm,
-            ScenarioArg::Churn => Scenario::Churn,
-            ScenarioArg::MassFailure => Scenario::MassFailure,
-            ScenarioArg::Partition => Scenario::Partition,
-            ScenarioArg::Loss => Scenario::Loss,
-            ScenarioArg::Jobs => Scenario::Jobs,
-            ScenarioArg::DcLoss => Scenario::DcLoss,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ModeArg {
-    /// Every node runs the real membership and placement state machines.
-    Full,
-    /// Membership modeled compactly, for sizes past memory (crashes, loss
-    /// and churn; no placement).
-    Scale,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 enum OnOff {
     On,
     Off,
@@ -93,10 +49,10 @@ struct Cli {
     seed: u64,
     /// Full (the real code on every node) or scale (modeled membership).
     #[arg(long, value_enum, default_value = "full")]
-    mode: ModeArg,
+    mode: Mode,
     /// What to simulate.
     #[arg(long, value_enum, default_value = "default")]
-    scenario: ScenarioArg,
+    scenario: Scenario,
     /// Membership preset: lan, wan or test.
     #[arg(long, default_value = "lan")]
     gossip: String,
@@ -178,12 +134,9 @@ struct Cli {
 
 impl Cli {
     fn params(&self) -> Result<Params> {
-        let scenario: Scenario = self.scenario.into();
+        let scenario = self.scenario;
         let mut p = Params::new(scenario, self.nodes, self.seed);
-        p.mode = match self.mode {
-            ModeArg::Full => Mode::Full,
-            ModeArg::Scale => Mode::Scale,
-        };
+        p.mode = self.mode;
         let dur = |name: &str, s: f64| -> Result<Duration> {
             Duration::try_from_secs_f64(s).with_context(|| format!("--{name} {s}: not a duration"))
         };

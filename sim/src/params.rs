@@ -10,15 +10,19 @@ use serde::Serialize;
 use crate::net::Latency;
 
 /// How membership is simulated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Every node runs the real `shoal-gossip` membership and the real
     /// `shoal-placement` placer.
+    #[value(help = "Every node runs the real membership and placement state machines.")]
     Full,
     /// Membership is modeled compactly (ground truth plus each node's
     /// knowledge of each rumor), with the SWIM timing of the real
     /// configuration.
+    #[value(
+        help = "Membership modeled compactly, for sizes past memory (crashes, loss and churn; no placement)."
+    )]
     Scale,
 }
 
@@ -35,29 +39,37 @@ impl Mode {
 /// A named scenario. Every scenario first forms the cluster, then runs its
 /// faults and workload for [`Params::duration`], heals, and settles for
 /// [`Params::settle`] before the `eventually_*` checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// Crashes under 1% loss plus a wave of jobs (what runs with no
     /// `--scenario`).
+    #[value(help = "Crashes under 1% loss plus a wave of jobs (the default).")]
     Default,
     /// Every node joins within `storm_secs`; measures how long until all
     /// know all.
+    #[value(help = "Every node joins within --storm seconds.")]
     JoinStorm,
     /// `churn_per_min` percent of the nodes crash and restart every
     /// minute, while jobs run.
+    #[value(help = "--churn-per-min percent of the nodes crash and restart each minute.")]
     Churn,
     /// `fail_fraction` of the nodes (10%) crash at once.
+    #[value(help = "--fail-fraction of the nodes (10%) crash at once.")]
     MassFailure,
     /// The datacenters are cut apart for `partition_secs`, then healed.
+    #[value(help = "The datacenters are cut apart for --partition seconds, then healed.")]
     Partition,
     /// Random loss (`loss`, 1–10%) with a few crashes: detection and false
     /// positives.
+    #[value(help = "Random loss (--loss, default 5%) with --crashes crashes.")]
     Loss,
     /// Waves of job submissions: `tasks_per_sec` tasks per second,
     /// mixed sizes, up to `fill` of the cluster's CPU.
+    #[value(help = "Waves of job submissions (--tasks-per-sec, --fill).")]
     Jobs,
     /// A whole datacenter is lost at once.
+    #[value(help = "A whole datacenter is lost at once.")]
     DcLoss,
 }
 
