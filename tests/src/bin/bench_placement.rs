@@ -96,6 +96,36 @@ fn watch(
     Ok(seen.into_values().collect())
 }
 
+/// Tasks of `job` per node name, as `via` reports them.
+fn tasks_per_node(via: &AgentProc, job: &str) -> BTreeMap<String, u32> {
+    let mut count = BTreeMap::new();
+    for t in tasks(via, job) {
+        *count
+            .entry(t["node_name"].as_str().unwrap_or("-").to_owned())
+            .or_default() += 1;
+    }
+    count
+}
+
+/// Submits `spec` through the first agent and returns, for each task, the
+/// time from submission until a second agent reports it running (ms).
+fn submit_and_watch(agents: &[AgentProc], spec: &Value) -> anyhow::Result<Vec<f64>> {
+    let name = spec["name"].as_str().unwrap_or_default();
+    let count = spec["count"].as_u64().unwrap_or(1) as usize;
+    let t0 = Instant::now();
+    let (status, body) = agents[0].post("/v1/jobs", spec)?;
+    if status != 201 {
+        bail!("{status} {body}");
+    }
+    watch(
+        &agents[1 % agents.len()],
+        name,
+        count,
+        t0,
+        Duration::from_secs(120),
+    )
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     shoal_tests::shoal_bin();
@@ -158,18 +188,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     // A big job.
-    let t0 = Instant::now();
-    let (status, body) = agents[0].post("/v1/jobs", &job("big", args.tasks))?;
-    if status != 201 {
-        bail!("{status} {body}");
-    }
-    let times = watch(
-        &agents[1 % n],
-        "big",
-        args.tasks as usize,
-        t0,
-        Duration::from_secs(120),
-    )?;
+    let times = submit_and_watch(&agents, &job("big", args.tasks))?;
     let all = times.iter().copied().fold(0.0, f64::max);
     println!(
         "| {} tasks: submit → each running | {n} agents | p50 {:.0} ms, p99 {:.0} ms, all {:.0} ms |",
@@ -178,12 +197,7 @@ fn main() -> anyhow::Result<()> {
         percentile(times, 0.99),
         all
     );
-    let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
-    for t in tasks(&agents[0], "big") {
-        *per_node
-            .entry(t["node_name"].as_str().unwrap_or("-").to_owned())
-            .or_default() += 1;
-    }
+    let per_node = tasks_per_node(&agents[0], "big");
     let max = per_node.values().copied().max().unwrap_or(0) as f64;
     let mean = f64::from(args.tasks) / n as f64;
     println!(
@@ -193,42 +207,21 @@ fn main() -> anyhow::Result<()> {
     );
 
     // The same job asking to spread over nodes.
-    let t0 = Instant::now();
     let mut spread = job("spread", args.tasks);
     spread["spread"] = json!("name");
-    let (status, body) = agents[0].post("/v1/jobs", &spread)?;
-    if status != 201 {
-        bail!("{status} {body}");
-    }
-    let times = watch(
-        &agents[1 % n],
-        "spread",
-        args.tasks as usize,
-        t0,
-        Duration::from_secs(120),
-    )?;
+    let times = submit_and_watch(&agents, &spread)?;
     let all = times.iter().copied().fold(0.0, f64::max);
-    let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
-    for t in tasks(&agents[0], "spread") {
-        *per_node
-            .entry(t["node_name"].as_str().unwrap_or("-").to_owned())
-            .or_default() += 1;
-    }
-    let max_spread = per_node.values().copied().max().unwrap_or(0) as f64;
+    let spread_per_node = tasks_per_node(&agents[0], "spread");
+    let max_spread = spread_per_node.values().copied().max().unwrap_or(0) as f64;
     println!(
-        "| {} tasks with spread = \"name\": all running; balance | {n} agents | all {all:.0} ms; max/mean {:.2} ({per_node:?}) |",
+        "| {} tasks with spread = \"name\": all running; balance | {n} agents | all {all:.0} ms; max/mean {:.2} ({spread_per_node:?}) |",
         args.tasks,
         max_spread / mean
     );
     agents[0].delete("/v1/jobs/spread")?;
 
     // Re-placement after kill -9 of the busiest agent (of the big job).
-    let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
-    for t in tasks(&agents[0], "big") {
-        *per_node
-            .entry(t["node_name"].as_str().unwrap_or("-").to_owned())
-            .or_default() += 1;
-    }
+    let per_node = tasks_per_node(&agents[0], "big");
     let (victim_name, _) = per_node
         .iter()
         .max_by_key(|(_, c)| **c)
