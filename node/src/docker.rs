@@ -51,6 +51,13 @@ enum Launch {
     Failed(String),
 }
 
+/// What runs for a task: its container and the host ports it was given.
+#[derive(Clone, Debug)]
+struct Container {
+    id: String,
+    ports: BTreeMap<String, u16>,
+}
+
 /// Process-count limit per container.
 const PIDS_MAX: i64 = 4096;
 /// How long to wait for the engine to answer at start-up.
@@ -90,8 +97,12 @@ impl PortPool {
         }
     }
 
-    /// A port free in the pool and on the host (checked by binding it).
-    fn take(&mut self, protocol: Protocol) -> Option<u16> {
+    /// A port free in the pool and, by `free_on_host`, on the host.
+    fn take(
+        &mut self,
+        protocol: Protocol,
+        free_on_host: impl Fn(u16, Protocol) -> bool,
+    ) -> Option<u16> {
         let size = u32::from(self.last - self.first) + 1;
         for _ in 0..size {
             let p = self.next;
@@ -99,16 +110,20 @@ impl PortPool {
             if self.used.contains(&p) {
                 continue;
             }
-            let free = match protocol {
-                Protocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", p)).is_ok(),
-                Protocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", p)).is_ok(),
-            };
-            if free {
+            if free_on_host(p, protocol) {
                 self.used.insert(p);
                 return Some(p);
             }
         }
         None
+    }
+
+    /// Whether the host has `port` free, checked by binding it.
+    fn free_on_host(port: u16, protocol: Protocol) -> bool {
+        match protocol {
+            Protocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
+            Protocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok(),
+        }
     }
 
     fn give_back(&mut self, ports: impl IntoIterator<Item = u16>) {
@@ -125,8 +140,8 @@ struct Inner {
     node_id: String,
     node_name: String,
     events: mpsc::Sender<RuntimeEvent>,
-    /// Running tasks; the handle is the container id.
-    table: TaskTable<String>,
+    /// Running tasks and their containers.
+    table: TaskTable<Container>,
     stop_grace: Duration,
     ports: Mutex<PortPool>,
 }
@@ -349,7 +364,7 @@ impl DockerRuntime {
         {
             let mut pool = self.inner.ports.lock().expect("lock");
             for p in &spec.task.ports {
-                match pool.take(p.protocol) {
+                match pool.take(p.protocol, PortPool::free_on_host) {
                     Some(host) => {
                         ports.insert(p.name.clone(), host);
                     }
@@ -454,7 +469,14 @@ impl DockerRuntime {
                 Launch::Failed(format!("cannot create a container of {image}: {e}"))
             })?;
         let id = created.id;
-        let stop_now = self.inner.table.started(key, generation, id.clone());
+        let stop_now = self.inner.table.started(
+            key,
+            generation,
+            Container {
+                id: id.clone(),
+                ports: ports.clone(),
+            },
+        );
         if let Err(e) = self.inner.docker.start_container(&id, None).await {
             self.remove(&id).await;
             give_back(&ports);
@@ -628,13 +650,13 @@ impl DockerRuntime {
     /// Stops the container of start `generation` (the engine sends SIGTERM,
     /// then SIGKILL after the grace period) and waits until its watcher saw
     /// it end.
-    async fn terminate(&self, key: &TaskKey, generation: u64, container: Option<String>) {
+    async fn terminate(&self, key: &TaskKey, generation: u64, container: Option<Container>) {
         let gone = || self.inner.table.gone(key, generation);
-        if let Some(id) = &container
-            && let Err(e) = self.stop_container(id).await
+        if let Some(c) = &container
+            && let Err(e) = self.stop_container(&c.id).await
         {
             debug!(task = %key, error = %e, "cannot stop container; removing it");
-            self.remove(id).await;
+            self.remove(&c.id).await;
         }
         let deadline =
             tokio::time::Instant::now() + self.inner.stop_grace + Duration::from_secs(10);
@@ -692,7 +714,13 @@ impl DockerRuntime {
                 continue;
             };
             info!(task = %key, container = %id, "found a container still running; adopting it");
-            let generation = self.inner.table.begin(&key, Some(id.clone()));
+            let generation = self.inner.table.begin(
+                &key,
+                Some(Container {
+                    id: id.clone(),
+                    ports: record.ports.clone(),
+                }),
+            );
             self.inner
                 .ports
                 .lock()
@@ -722,9 +750,8 @@ impl DockerRuntime {
 
     /// Host ports and container of a task running here.
     pub fn local_info(&self, key: &TaskKey) -> Option<(String, BTreeMap<String, u16>)> {
-        let container = self.inner.table.handle(key)?;
-        let record = read_record(&self.task_dir(key))?;
-        Some((container, record.ports))
+        let c = self.inner.table.handle(key)?;
+        Some((c.id, c.ports))
     }
 }
 
@@ -829,17 +856,18 @@ mod tests {
 
     #[test]
     fn the_port_pool_hands_out_each_port_once_and_takes_them_back() {
-        // A range of high ports; some may be taken on the host, which the
-        // pool skips.
+        // A host on which port 47102 is taken by someone else.
+        let host = |p: u16, _: Protocol| p != 47102;
         let mut pool = PortPool::new((47100, 47109), "3ebe59ee90aa688e");
         let mut got = BTreeSet::new();
-        while let Some(p) = pool.take(Protocol::Tcp) {
+        while let Some(p) = pool.take(Protocol::Tcp, host) {
             assert!((47100..=47109).contains(&p));
             assert!(got.insert(p), "port {p} handed out twice");
         }
-        assert!(!got.is_empty());
-        let first = *got.iter().next().unwrap();
-        pool.give_back([first]);
-        assert_eq!(pool.take(Protocol::Tcp), Some(first));
+        assert_eq!(got.len(), 9, "every port but the host's: {got:?}");
+        assert!(!got.contains(&47102));
+        pool.give_back([47105]);
+        assert_eq!(pool.take(Protocol::Tcp, host), Some(47105));
+        assert_eq!(pool.take(Protocol::Tcp, host), None);
     }
 }

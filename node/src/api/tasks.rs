@@ -54,33 +54,38 @@ async fn add_local_info(s: &ApiState, live: &[crate::state::Peer], tasks: &mut [
     }
     let mut found: std::collections::BTreeMap<String, crate::runtime::LocalTask> =
         Default::default();
+    // Every node at once: one round trip, not one per node.
+    let mut asks = Vec::new();
     for (node, keys) in by_node {
         let Ok(id) = node.parse::<shoal_gossip::NodeId>() else {
             continue;
         };
-        let infos = if id == s.transport.local() {
-            keys.iter()
-                .filter_map(|k| s.runtime.local_info(k).map(|i| (k.clone(), i)))
-                .collect()
-        } else {
-            let Some(peer) = live.iter().find(|p| p.id == id) else {
-                continue;
-            };
-            let body = postcard::to_allocvec(&TaskRequest::Local(keys)).expect("encodes");
-            match s
-                .transport
-                .request(id, peer.rpc, Service::Tasks, &body)
-                .await
-            {
-                Ok(answer) => match postcard::from_bytes::<TaskResponse>(&answer) {
-                    Ok(TaskResponse::Local(infos)) => infos,
-                    _ => continue,
-                },
-                Err(_) => continue,
-            }
+        if id == s.transport.local() {
+            found.extend(
+                keys.iter()
+                    .filter_map(|k| s.runtime.local_info(k).map(|i| (k.to_string(), i))),
+            );
+            continue;
+        }
+        let Some(peer) = live.iter().find(|p| p.id == id) else {
+            continue;
         };
-        for (k, i) in infos {
-            found.insert(k.to_string(), i);
+        let (transport, rpc) = (s.transport.clone(), peer.rpc);
+        asks.push(tokio::spawn(async move {
+            let body = postcard::to_allocvec(&TaskRequest::Local(keys)).expect("encodes");
+            let answer = transport
+                .request(id, rpc, Service::Tasks, &body)
+                .await
+                .ok()?;
+            match postcard::from_bytes::<TaskResponse>(&answer) {
+                Ok(TaskResponse::Local(infos)) => Some(infos),
+                _ => None,
+            }
+        }));
+    }
+    for ask in asks {
+        if let Ok(Some(infos)) = ask.await {
+            found.extend(infos.into_iter().map(|(k, i)| (k.to_string(), i)));
         }
     }
     for t in tasks.iter_mut() {
