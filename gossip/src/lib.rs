@@ -29,6 +29,7 @@ mod config;
 mod identity;
 mod membership;
 mod meta;
+mod ranges;
 pub mod seal;
 mod time;
 mod wire;

@@ -16,7 +16,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::config::{Config, ConfigError, ENVELOPE_OVERHEAD};
-use crate::meta::{MAX_META_BYTES, MemberMeta, MetaUpdate};
+use crate::meta::{FreeClass, MAX_META_BYTES, MemberMeta, MetaUpdate};
+use crate::ranges;
 use crate::seal::{self, DropReason, PacketSecurity, ReplayWindow, SEAL_OVERHEAD, SealHeader};
 use crate::wire::{self, Body, Envelope, Item};
 use crate::{Instant, NodeId, NodeIdentity};
@@ -251,6 +252,7 @@ enum TimerKind {
     MemberSyncFollowUp(SocketAddr),
     MetaSync,
     Housekeeping,
+    MemberDigest,
 }
 
 #[derive(Debug, Default)]
@@ -299,7 +301,9 @@ struct Piggyback {
 impl Piggyback {
     fn add(&mut self, item: &Item, transmissions: u8) {
         let key = item.key();
-        self.entries.retain(|e| e.key != key);
+        let stale = item.supersedes();
+        self.entries
+            .retain(|e| e.key != key && Some(e.key) != stale);
         self.entries.push(PiggyEntry {
             key,
             data: wire::encode(item),
@@ -342,6 +346,8 @@ struct MetaRecord {
 #[derive(Debug)]
 struct Record {
     identity: NodeIdentity,
+    /// Alive or suspect (not down) in foca's view.
+    up: bool,
     first_seen: Instant,
     state_since: Instant,
 }
@@ -416,6 +422,8 @@ pub struct Membership {
     identity: NodeIdentity,
     meta: Arc<MemberMeta>,
     meta_version: u32,
+    /// The version of this node's last change other than its free class.
+    meta_base: u32,
     app_digest: u64,
     digest_reported: BTreeMap<NodeId, Instant>,
     swim: SwimNode,
@@ -426,6 +434,9 @@ pub struct Membership {
     replay: BTreeMap<NodeId, ReplayWindow>,
     records: BTreeMap<NodeId, Record>,
     metas: BTreeMap<NodeId, MetaRecord>,
+    /// Record versions heard of (in a free-class change that could not be
+    /// applied) but not held: pulled like a missing record.
+    behind: BTreeMap<NodeId, (u32, u32)>,
     leaves: BTreeMap<NodeId, u32>,
     piggyback: Piggyback,
     timers: Timers,
@@ -478,6 +489,7 @@ impl Membership {
             identity,
             meta: Arc::new(meta),
             meta_version: 1,
+            meta_base: 1,
             app_digest: 0,
             digest_reported: BTreeMap::new(),
             swim,
@@ -488,6 +500,7 @@ impl Membership {
             replay: BTreeMap::new(),
             records: BTreeMap::new(),
             metas: BTreeMap::new(),
+            behind: BTreeMap::new(),
             leaves: BTreeMap::new(),
             piggyback: Piggyback::default(),
             timers: Timers::default(),
@@ -510,6 +523,8 @@ impl Membership {
             .schedule(now + m.config.meta_sync_period, TimerKind::MetaSync);
         m.timers
             .schedule(now + HOUSEKEEPING_PERIOD, TimerKind::Housekeeping);
+        m.timers
+            .schedule(now + m.config.member_digest_period, TimerKind::MemberDigest);
         Ok(m)
     }
 
@@ -609,9 +624,26 @@ impl Membership {
         if *self.meta == meta {
             return Ok(());
         }
+        let only_free_class = MemberMeta {
+            free_class: meta.free_class,
+            ..(*self.meta).clone()
+        } == meta;
         self.meta = Arc::new(meta);
         self.meta_version += 1;
-        self.publish_own_meta();
+        if only_free_class {
+            let item = Item::Free {
+                id: self.identity.id,
+                bump: self.identity.bump,
+                version: self.meta_version,
+                base: self.meta_base,
+                class: self.meta.free_class.0,
+            };
+            let tx = self.transmissions();
+            self.piggyback.add(&item, tx);
+        } else {
+            self.meta_base = self.meta_version;
+            self.publish_own_meta();
+        }
         Ok(())
     }
 
@@ -698,6 +730,16 @@ impl Membership {
             }
             Body::MembersRequest { after } => self.answer_members_request(now, from, after),
             Body::MembersPage { members, done } => self.on_members_page(now, from, members, done),
+            Body::MemberDigest {
+                start,
+                len,
+                digests,
+            } => self.answer_member_digest(from, start, len, &digests),
+            Body::MemberRanges {
+                ranges,
+                members,
+                reply,
+            } => self.on_member_ranges(from, &ranges, members, reply),
             Body::MetaResponse { updates } => {
                 for update in updates {
                     self.apply_item(now, Item::Meta(Box::new(update)), false);
@@ -752,6 +794,13 @@ impl Membership {
                 self.timers
                     .schedule(now + HOUSEKEEPING_PERIOD, TimerKind::Housekeeping);
             }
+            TimerKind::MemberDigest => {
+                self.send_member_digest();
+                self.timers.schedule(
+                    now + self.config.member_digest_period,
+                    TimerKind::MemberDigest,
+                );
+            }
         }
         self.drain_swim(now);
     }
@@ -797,6 +846,19 @@ impl Membership {
             .iter_membership_state()
             .find(|m| m.id().id == id)
             .map(|m| self.info_of(m))
+    }
+
+    /// The metadata of a member that is up (alive or suspect; not failed
+    /// or left), or of this node; `None` while its record is missing.
+    /// O(log N): for callers that follow changes member by member.
+    pub fn up_meta(&self, id: NodeId) -> Option<&Arc<MemberMeta>> {
+        if id == self.identity.id {
+            return (!self.left).then_some(&self.meta);
+        }
+        if !self.records.get(&id).is_some_and(|r| r.up) {
+            return None;
+        }
+        self.metas.get(&id).map(|r| &r.meta)
     }
 
     /// This node as a member.
@@ -980,10 +1042,58 @@ impl Membership {
                         meta: Arc::new(update.meta),
                     },
                 );
-                if self.wanted.contains_key(&id) && !self.meta_is_stale(id) {
-                    self.wanted.remove(&id);
-                }
+                self.caught_up(id);
                 self.events.push_back(Event::MetaChanged { id });
+            }
+            Item::Free {
+                id,
+                bump,
+                version,
+                base,
+                class,
+            } => {
+                if id == self.identity.id {
+                    return;
+                }
+                // A member whose record this node lacks is pulled whole.
+                let Some(held) = self.metas.get(&id) else {
+                    return;
+                };
+                if (held.bump, held.version) >= (bump, version) {
+                    return;
+                }
+                if spread {
+                    let tx = self.transmissions();
+                    let item = Item::Free {
+                        id,
+                        bump,
+                        version,
+                        base,
+                        class,
+                    };
+                    self.piggyback.add(&item, tx);
+                }
+                if held.bump == bump && held.version >= base {
+                    let meta = MemberMeta {
+                        free_class: FreeClass(class),
+                        ..(*held.meta).clone()
+                    };
+                    self.metas.insert(
+                        id,
+                        MetaRecord {
+                            bump,
+                            version,
+                            meta: Arc::new(meta),
+                        },
+                    );
+                    self.caught_up(id);
+                    self.events.push_back(Event::MetaChanged { id });
+                } else {
+                    // A change of another field was missed: pull the record.
+                    let newest = self.behind.entry(id).or_insert((bump, version));
+                    *newest = (*newest).max((bump, version));
+                    self.want_meta(now, id);
+                }
             }
             Item::Leave { id, bump } => {
                 if id == self.identity.id {
@@ -1019,7 +1129,25 @@ impl Membership {
         }
     }
 
+    /// Forgets a pending pull of `id`'s record once the record held is
+    /// current.
+    fn caught_up(&mut self, id: NodeId) {
+        let held = self.metas.get(&id).map(|r| (r.bump, r.version));
+        if self.behind.get(&id).is_some_and(|k| held >= Some(*k)) {
+            self.behind.remove(&id);
+        }
+        if self.wanted.contains_key(&id) && !self.meta_is_stale(id) {
+            self.wanted.remove(&id);
+        }
+    }
+
     fn meta_is_stale(&self, id: NodeId) -> bool {
+        if let Some(newest) = self.behind.get(&id) {
+            let held = self.metas.get(&id).map(|r| (r.bump, r.version));
+            if held < Some(*newest) {
+                return true;
+            }
+        }
         let Some(record) = self.records.get(&id) else {
             return !self.metas.contains_key(&id);
         };
@@ -1355,6 +1483,147 @@ impl Membership {
         self.request_member_page(now);
     }
 
+    /// Live members (this node included) whose id lies in the range of
+    /// `len` ids from `start`.
+    fn up_in_range(&self, start: u64, len: u64) -> impl Iterator<Item = &NodeIdentity> {
+        let end = start.checked_add(len);
+        let head = match end {
+            Some(end) => self.records.range(NodeId(start)..NodeId(end)),
+            None => self.records.range(NodeId(start)..),
+        };
+        // A range that wraps past the top of the id space goes on from 0.
+        let tail = match end {
+            Some(_) => self.records.range(NodeId(0)..NodeId(0)),
+            None => self
+                .records
+                .range(NodeId(0)..NodeId(start.wrapping_add(len))),
+        };
+        let own = (!self.left && ranges::contains(start, len, self.identity.id.0))
+            .then_some(&self.identity);
+        head.chain(tail)
+            .filter(|(_, r)| r.up)
+            .map(|(_, r)| &r.identity)
+            .chain(own)
+    }
+
+    fn range_digest(&self, start: u64, len: u64) -> u64 {
+        self.up_in_range(start, len)
+            .fold(0, |acc, m| acc ^ ranges::member_hash(m.id.0, m.bump))
+    }
+
+    /// Sends one random live member the digests of a few random ranges of
+    /// the member list (see [`ranges`]).
+    fn send_member_digest(&mut self) {
+        let n = self.swim.num_members();
+        if n == 0 || self.left {
+            return;
+        }
+        let pick = self.rng.random_range(0..n);
+        let Some(peer) = self.swim.iter_members().nth(pick).map(|m| m.id().addr) else {
+            return;
+        };
+        let len = ranges::width(n + 1);
+        let start: u64 = self.rng.random();
+        let digests = (0..ranges::RANGES as u64)
+            .map(|i| {
+                let digest = self.range_digest(start.wrapping_add(i.wrapping_mul(len)), len);
+                ranges::wire_digest(digest)
+            })
+            .collect();
+        self.send(
+            peer,
+            Body::MemberDigest {
+                start,
+                len,
+                digests,
+            },
+            false,
+        );
+    }
+
+    /// Sends the members of every range whose digest differs from ours.
+    fn answer_member_digest(&mut self, to: SocketAddr, start: u64, len: u64, digests: &[[u8; 4]]) {
+        let differing: Vec<(u64, u64)> = digests
+            .iter()
+            .take(ranges::RANGES)
+            .enumerate()
+            .map(|(i, d)| (start.wrapping_add((i as u64).wrapping_mul(len)), *d))
+            .filter(|(s, d)| ranges::wire_digest(self.range_digest(*s, len)) != *d)
+            .map(|(s, _)| (s, len))
+            .collect();
+        if differing.is_empty() {
+            return;
+        }
+        let members: Vec<NodeIdentity> = differing
+            .iter()
+            .flat_map(|(s, l)| self.up_in_range(*s, *l))
+            .cloned()
+            .collect();
+        self.send_member_ranges(to, differing, members, true);
+    }
+
+    /// Learns the members of a differing range and, when asked, sends back
+    /// those of ours that the list lacked.
+    fn on_member_ranges(
+        &mut self,
+        from: SocketAddr,
+        asked: &[(u64, u64)],
+        members: Vec<NodeIdentity>,
+        reply: bool,
+    ) {
+        let asked = &asked[..asked.len().min(ranges::RANGES)];
+        let sent: std::collections::BTreeSet<NodeId> = members.iter().map(|m| m.id).collect();
+        let others = members
+            .into_iter()
+            .filter(|m| m.id != self.identity.id)
+            .map(foca::Member::alive);
+        // Copied knowledge is not news: no re-broadcast. An entry foca knows
+        // better (suspect, down, a newer life) leaves it unchanged.
+        let _ = self.swim.apply_many(others, false, &mut self.runtime);
+        if !reply {
+            return;
+        }
+        let lacking: Vec<NodeIdentity> = asked
+            .iter()
+            .flat_map(|(s, l)| self.up_in_range(*s, *l))
+            .filter(|m| !sent.contains(&m.id))
+            .cloned()
+            .collect();
+        if !lacking.is_empty() {
+            self.send_member_ranges(from, asked.to_vec(), lacking, false);
+        }
+    }
+
+    fn send_member_ranges(
+        &mut self,
+        to: SocketAddr,
+        ranges: Vec<(u64, u64)>,
+        members: Vec<NodeIdentity>,
+        reply: bool,
+    ) {
+        // One datagram: a range too crowded to fit is finished next time.
+        let room = self
+            .config
+            .max_datagram_bytes
+            .saturating_sub(SEAL_OVERHEAD + ENVELOPE_OVERHEAD + 16 * ranges.len() + 8);
+        let mut size = 0;
+        let mut page = Vec::new();
+        for m in members {
+            let len = wire::encode(&m).len();
+            if size + len > room {
+                break;
+            }
+            size += len;
+            page.push(m);
+        }
+        let body = Body::MemberRanges {
+            ranges,
+            members: page,
+            reply,
+        };
+        self.send(to, body, false);
+    }
+
     /// A leave notice spreads by a one-shot epidemic that can miss a node;
     /// that node then sees the member fail. Ask a random live member, a few
     /// times, whether it knows of a leave.
@@ -1405,6 +1674,7 @@ impl Membership {
         }
         self.records.remove(&id);
         self.metas.remove(&id);
+        self.behind.remove(&id);
         self.leaves.remove(&id);
         self.replay.remove(&id);
         self.wanted.remove(&id);
@@ -1443,10 +1713,12 @@ impl Membership {
                 let id = identity.id;
                 let record = self.records.entry(id).or_insert(Record {
                     identity: identity.clone(),
+                    up: true,
                     first_seen: now,
                     state_since: now,
                 });
                 record.identity = identity.clone();
+                record.up = true;
                 record.state_since = now;
                 self.unexplained.remove(&id);
                 if self.meta_is_stale(id) {
@@ -1464,6 +1736,7 @@ impl Membership {
             OwnedNotification::MemberDown(identity) => {
                 if let Some(r) = self.records.get_mut(&identity.id) {
                     r.state_since = now;
+                    r.up = false;
                 }
                 let reason = if self.has_left(&identity) {
                     DownReason::Left
@@ -1495,10 +1768,12 @@ impl Membership {
                 let id = new.id;
                 let record = self.records.entry(id).or_insert(Record {
                     identity: new.clone(),
+                    up: true,
                     first_seen: now,
                     state_since: now,
                 });
                 record.identity = new.clone();
+                record.up = true;
                 if self.meta_is_stale(id) {
                     self.want_meta(now, id);
                 }
@@ -1532,6 +1807,7 @@ impl Membership {
             OwnedNotification::Rejoin(identity) => {
                 self.identity = identity.clone();
                 self.meta_version = 1;
+                self.meta_base = 1;
                 self.publish_own_meta();
                 self.events.push_back(Event::IdentityRenewed { identity });
             }
@@ -1585,5 +1861,148 @@ fn check_meta_size(meta: &MemberMeta) -> Result<(), MetaTooLarge> {
         })
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Capacity;
+
+    fn meta(name: &str, class: u8) -> MemberMeta {
+        let addr: SocketAddr = "10.0.0.2:5481".parse().unwrap();
+        MemberMeta {
+            name: name.into(),
+            gossip_addr: addr,
+            rpc_addr: addr,
+            api_addr: addr,
+            dc: "dc1".into(),
+            zone: String::new(),
+            region: String::new(),
+            labels: BTreeMap::new(),
+            capacity: Capacity::default(),
+            runtimes: vec![],
+            agent_version: "0".into(),
+            free_class: FreeClass(class),
+            isolation: String::new(),
+            draining: false,
+        }
+    }
+
+    fn node() -> Membership {
+        let identity = NodeIdentity::new(NodeId(1), "10.0.0.1:5481".parse().unwrap(), 1);
+        let security = PacketSecurity::sealed(&[3; 32]);
+        Membership::new(
+            Instant::ZERO,
+            identity,
+            meta("a", 8),
+            Config::test(),
+            security,
+            1,
+        )
+        .unwrap()
+    }
+
+    fn full(version: u32, name: &str, class: u8) -> Item {
+        Item::Meta(Box::new(MetaUpdate {
+            id: NodeId(2),
+            bump: 1,
+            version,
+            meta: meta(name, class),
+        }))
+    }
+
+    fn free(version: u32, base: u32, class: u8) -> Item {
+        Item::Free {
+            id: NodeId(2),
+            bump: 1,
+            version,
+            base,
+            class,
+        }
+    }
+
+    fn held(m: &Membership) -> (u32, String, u8) {
+        let r = &m.metas[&NodeId(2)];
+        (r.version, r.meta.name.clone(), r.meta.free_class.0)
+    }
+
+    #[test]
+    fn free_class_changes_apply_on_top_of_the_record_they_follow() {
+        let mut m = node();
+        let now = Instant::ZERO;
+        m.apply_item(now, full(1, "b", 8), true);
+        m.apply_item(now, free(2, 1, 6), true);
+        m.apply_item(now, free(4, 1, 3), true);
+        assert_eq!(held(&m), (4, "b".into(), 3));
+        assert!(!m.meta_is_stale(NodeId(2)));
+        // Older news changes nothing.
+        m.apply_item(now, free(3, 1, 5), true);
+        assert_eq!(held(&m), (4, "b".into(), 3));
+    }
+
+    #[test]
+    fn a_missed_change_of_another_field_is_pulled_whole() {
+        let mut m = node();
+        let now = Instant::ZERO;
+        m.apply_item(now, full(1, "b", 8), true);
+        // Version 2 renamed the node; it never arrived. Version 3 only
+        // moved the free class, on top of version 2.
+        m.apply_item(now, free(3, 2, 4), true);
+        assert_eq!(held(&m), (1, "b".into(), 8), "not applied across a gap");
+        assert!(m.meta_is_stale(NodeId(2)), "the record must be pulled");
+        assert!(m.wanted.contains_key(&NodeId(2)));
+        // Version 2 arriving is not enough: 3 is known to exist.
+        m.apply_item(now, full(2, "b2", 8), false);
+        assert!(m.meta_is_stale(NodeId(2)));
+        // The pulled record (version 3) settles it.
+        m.apply_item(now, full(3, "b2", 4), false);
+        assert_eq!(held(&m), (3, "b2".into(), 4));
+        assert!(!m.meta_is_stale(NodeId(2)));
+        assert!(!m.wanted.contains_key(&NodeId(2)));
+    }
+
+    #[test]
+    fn own_free_class_changes_go_out_compact() {
+        let mut m = node();
+        let now = Instant::ZERO;
+        m.set_meta(
+            now,
+            MemberMeta {
+                free_class: FreeClass(5),
+                ..(*m.meta).clone()
+            },
+        )
+        .unwrap();
+        let queued: Vec<Item> = m
+            .piggyback
+            .entries
+            .iter()
+            .map(|e| postcard::from_bytes(&e.data).unwrap())
+            .collect();
+        assert!(
+            queued.contains(&Item::Free {
+                id: NodeId(1),
+                bump: 1,
+                version: 2,
+                base: 1,
+                class: 5
+            }),
+            "{queued:?}"
+        );
+        let compact = m.piggyback.entries.iter().find(|e| e.key.0 == 2).unwrap();
+        assert!(compact.data.len() <= 24, "{} bytes", compact.data.len());
+        // A change of another field sends the whole record, which replaces
+        // the queued free-class change.
+        m.set_meta(
+            now,
+            MemberMeta {
+                draining: true,
+                ..(*m.meta).clone()
+            },
+        )
+        .unwrap();
+        assert!(m.piggyback.entries.iter().all(|e| e.key.0 != 2));
+        assert_eq!((m.meta_version, m.meta_base), (3, 3));
     }
 }

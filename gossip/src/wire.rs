@@ -54,6 +54,22 @@ pub(crate) enum Body<'a> {
         members: Vec<foca::Member<NodeIdentity>>,
         done: bool,
     },
+    /// Digests of the sender's live members (itself included) in
+    /// consecutive id ranges of `len` ids from `start`, one per range (4
+    /// bytes each, little-endian: a collision only delays a repair).
+    MemberDigest {
+        start: u64,
+        len: u64,
+        digests: Vec<[u8; 4]>,
+    },
+    /// The sender's live members in `ranges` (`(start, len)`), whose
+    /// digests differed; with `reply`, send back the members of these
+    /// ranges that the list lacks.
+    MemberRanges {
+        ranges: Vec<(u64, u64)>,
+        members: Vec<NodeIdentity>,
+        reply: bool,
+    },
 }
 
 /// A piggybacked record.
@@ -63,6 +79,17 @@ pub(crate) enum Item {
     Meta(Box<MetaUpdate>),
     /// A member left on purpose (so its `down` means `left`, not `failed`).
     Leave { id: NodeId, bump: u32 },
+    /// A member's free-capacity class changed, and nothing else since
+    /// version `base` of its record: a holder of `base` or later applies it
+    /// without the whole record (20 bytes instead of a few hundred; these
+    /// changes are most of the metadata traffic while tasks are placed).
+    Free {
+        id: NodeId,
+        bump: u32,
+        version: u32,
+        base: u32,
+        class: u8,
+    },
 }
 
 impl Item {
@@ -71,6 +98,16 @@ impl Item {
         match self {
             Item::Meta(m) => (0, m.id),
             Item::Leave { id, .. } => (1, *id),
+            Item::Free { id, .. } => (2, *id),
+        }
+    }
+
+    /// Keys of queued items this one makes useless: a whole record
+    /// carries the free class too.
+    pub(crate) fn supersedes(&self) -> Option<(u8, NodeId)> {
+        match self {
+            Item::Meta(m) => Some((2, m.id)),
+            _ => None,
         }
     }
 }
@@ -83,6 +120,23 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::{Capacity, FreeClass, MemberMeta};
+
+    #[test]
+    fn a_member_digest_datagram_is_small() {
+        let env = Envelope {
+            meta_version: 1_000,
+            app_digest: u64::MAX,
+            items: vec![],
+            body: Body::MemberDigest {
+                start: u64::MAX,
+                len: u64::MAX / 8,
+                digests: vec![[0xff; 4]; crate::ranges::RANGES],
+            },
+        };
+        let sealed = encode(&env).len() + crate::seal::SEAL_OVERHEAD;
+        // docs/gossip.md and the simulator's scale model count ~110 bytes.
+        assert!((100..=115).contains(&sealed), "{sealed} bytes");
+    }
 
     #[test]
     fn envelope_round_trip_borrows() {

@@ -44,6 +44,8 @@ struct Net {
     /// Nodes that receive nothing until the given instant.
     deaf_until: BTreeMap<usize, Instant>,
     dropped_by_deafness: u64,
+    /// The configuration of nodes started from now on.
+    config: Config,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -98,6 +100,7 @@ impl Net {
             capture: false,
             deaf_until: BTreeMap::new(),
             dropped_by_deafness: 0,
+            config: Config::test(),
         }
     }
 
@@ -122,7 +125,7 @@ impl Net {
             self.now,
             identity,
             meta_of(i),
-            Config::test(),
+            self.config.clone(),
             PacketSecurity::sealed(&SECRET),
             seed,
         )
@@ -554,6 +557,67 @@ fn a_join_storm_converges_quickly() {
         }
     }
     assert!(ok, "150 nodes did not all know each other within 20 s");
+}
+
+#[test]
+fn two_clusters_merge_through_one_join() {
+    // Two clusters of 40 formed apart; then one node of the second joins a
+    // node of the first. The join's news and the joiner's member-list copy
+    // reach only part of each side. SWIM's periodic announce (a datagram of
+    // members from a random member) is turned off here so that only the
+    // range digests, which compare member lists piece by piece, can finish
+    // the merge (`MERGE_DIGEST_MS=100000000` shows it fails without them).
+    let digest_period = std::env::var("MERGE_DIGEST_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Config::test().member_digest_period, Duration::from_millis);
+    let mut net = Net::new(5, 0.0);
+    net.config.member_digest_period = digest_period;
+    net.config.announce_period = Duration::from_secs(3600);
+    net.add_node(1);
+    for i in 1..80 {
+        net.add_node(1);
+        let first = if i < 40 { 0 } else { 40 };
+        if i != 40 {
+            let via = net.rng.random_range(first..i);
+            net.join(i, via);
+        }
+        net.run_for(Duration::from_millis(50));
+    }
+    let apart = net.run_until_cond(Duration::from_secs(20), |n| {
+        n.running().all(|(_, m)| {
+            m.members()
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .count()
+                == 40
+        })
+    });
+    assert!(apart, "the two clusters of 40 did not form");
+    net.join(40, 0);
+    let t0 = net.now;
+    let ok = net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(80));
+    eprintln!(
+        "merged: {ok} after {:?}",
+        net.now.saturating_duration_since(t0)
+    );
+    let short: Vec<(usize, usize)> = net
+        .running()
+        .map(|(i, m)| {
+            (
+                i,
+                m.members()
+                    .iter()
+                    .filter(|m| m.state == MemberState::Alive)
+                    .count(),
+            )
+        })
+        .filter(|(_, alive)| *alive != 80)
+        .collect();
+    assert!(
+        ok,
+        "not merged after 30 s; (node, members alive) short of 80: {short:?}"
+    );
 }
 
 #[test]

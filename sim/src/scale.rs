@@ -58,6 +58,10 @@ pub const UPDATE_BYTES: f64 = 36.0;
 /// Bytes of the member-list answer to the periodic announce (one feed
 /// datagram, about full).
 pub const FEED_BYTES: f64 = 1_000.0;
+/// Bytes of a member-list range digest (`MemberDigest`, 8 ranges): sent
+/// once per `member_digest_period`; the answers, sent only where views
+/// differ, are left out.
+pub const DIGEST_BYTES: f64 = 110.0;
 
 /// How one rumor spread.
 #[derive(Clone, Debug)]
@@ -367,13 +371,16 @@ pub fn run(params: Params) -> Result<Report, SimError> {
     }
 
     // Traffic: probes and acks, the periodic member-list announce (a
-    // request and one feed datagram), and rumor-driven gossip.
+    // request and one feed datagram), the range digests, and rumor-driven
+    // gossip.
     let span = duration + params.settle.as_secs_f64();
     let node_seconds = n as f64 * span;
-    let base_msgs = 2.0 / pp + 2.0 / config.announce_period.as_secs_f64();
+    let digest_period = config.member_digest_period.as_secs_f64();
+    let base_msgs = 2.0 / pp + 2.0 / config.announce_period.as_secs_f64() + 1.0 / digest_period;
     let msgs_per_node_s = base_msgs + gossip_datagrams as f64 / node_seconds;
     let bytes_per_node_s = 2.0 / pp * BASE_DATAGRAM_BYTES
         + (BASE_DATAGRAM_BYTES + FEED_BYTES) / config.announce_period.as_secs_f64()
+        + DIGEST_BYTES / digest_period
         + (gossip_datagrams as f64 * BASE_DATAGRAM_BYTES + sends as f64 * UPDATE_BYTES)
             / node_seconds;
 

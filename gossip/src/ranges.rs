@@ -1,0 +1,83 @@
+//! Member-list anti-entropy by id ranges.
+//!
+//! SWIM spreads each join as a rumor that can, rarely, miss a node; a node
+//! that missed it never probes the newcomer, and the newcomer may never
+//! probe it, so neither would ever learn of the other. To repair such gaps
+//! every node periodically sends one random member a digest of the live
+//! members it knows in a few consecutive ranges of the id space (one 8-byte
+//! hash per range, about 16 members each). The receiver compares with its
+//! own view and, for each range that differs, sends back the members it
+//! knows there; the first node then sends what the other lacked. Nothing
+//! else travels while views agree, so the cost is one small datagram per
+//! period per node whatever the cluster size, and each round covers
+//! `RANGES × RANGE_MEMBERS` members of the id space.
+
+/// Ranges compared per round.
+pub(crate) const RANGES: usize = 8;
+/// Members expected in one range: the range width is chosen from the
+/// cluster size so that a range's members fit in a datagram easily.
+pub(crate) const RANGE_MEMBERS: u64 = 16;
+
+/// Width of one range of the 64-bit id space for a cluster of `members`.
+pub(crate) fn width(members: usize) -> u64 {
+    let members = u64::try_from(members).unwrap_or(u64::MAX).max(1);
+    // Never fewer ranges than one round covers: a small cluster is covered
+    // whole by every round.
+    let ranges = members.div_ceil(RANGE_MEMBERS).max(RANGES as u64);
+    u64::MAX / ranges
+}
+
+/// Whether `id` lies in the range of `len` ids from `start` (wrapping).
+pub(crate) fn contains(start: u64, len: u64, id: u64) -> bool {
+    id.wrapping_sub(start) < len
+}
+
+/// The contribution of one member life to a range digest. Digests are the
+/// XOR of their members' contributions, so order does not matter.
+pub(crate) fn member_hash(id: u64, bump: u32) -> u64 {
+    mix(id ^ mix(u64::from(bump) ^ 0x9e37_79b9_7f4a_7c15))
+}
+
+/// A range digest as sent: its low 32 bits.
+pub(crate) fn wire_digest(digest: u64) -> [u8; 4] {
+    (digest as u32).to_le_bytes()
+}
+
+/// splitmix64's finalizer: a fixed, portable 64-bit mixer.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_small_clusters_whole() {
+        let w = width(10);
+        assert!(w.saturating_mul(RANGES as u64) >= u64::MAX - RANGES as u64);
+        // 500,000 members: ranges of about 16.
+        let w = width(500_000);
+        let per_range = 500_000.0 * (w as f64 / u64::MAX as f64);
+        assert!((15.0..=17.0).contains(&per_range), "{per_range}");
+    }
+
+    #[test]
+    fn contains_wraps_around_the_id_space() {
+        assert!(contains(u64::MAX - 1, 4, 1));
+        assert!(contains(u64::MAX - 1, 4, u64::MAX));
+        assert!(!contains(u64::MAX - 1, 4, 2));
+        assert!(contains(10, 5, 14));
+        assert!(!contains(10, 5, 15));
+        assert!(!contains(10, 5, 9));
+    }
+
+    #[test]
+    fn member_hash_tells_lives_apart() {
+        assert_ne!(member_hash(1, 1), member_hash(1, 2));
+        assert_ne!(member_hash(1, 1), member_hash(2, 1));
+        assert_eq!(member_hash(7, 3), member_hash(7, 3));
+    }
+}
