@@ -352,7 +352,8 @@ impl MembershipTask {
         }
     }
 
-    /// Publishes the live members with their RPC addresses.
+    /// Publishes the members that are up (alive or suspect) with their RPC
+    /// addresses.
     fn publish_live(&mut self) {
         if !self.live_dirty {
             return;
@@ -368,7 +369,14 @@ impl MembershipTask {
             .core
             .members()
             .into_iter()
-            .filter(|m| m.state == shoal_gossip::MemberState::Alive)
+            // Up: a suspect stays until it is declared down, so that a
+            // false suspicion does not move keys around the ring.
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    shoal_gossip::MemberState::Alive | shoal_gossip::MemberState::Suspect
+                )
+            })
             .filter_map(|m| {
                 m.meta.as_ref().map(|meta| Peer {
                     id: m.identity.id,

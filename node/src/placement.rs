@@ -162,6 +162,8 @@ pub struct PlacementTask {
     data_dir: Arc<crate::datadir::DataDir>,
     peers: BTreeMap<NodeId, SocketAddr>,
     generations: BTreeMap<NodeId, u32>,
+    /// The metadata each member had when last handed to the placer.
+    handed: BTreeMap<NodeId, Arc<shoal_gossip::MemberMeta>>,
     senders: BTreeMap<NodeId, mpsc::Sender<Msg>>,
     free_class: Option<u8>,
     free_class_published: tokio::time::Instant,
@@ -244,6 +246,7 @@ impl PlacementTask {
             data_dir,
             peers: BTreeMap::new(),
             generations: BTreeMap::new(),
+            handed: BTreeMap::new(),
             senders: BTreeMap::new(),
             free_class: None,
             free_class_published: tokio::time::Instant::now(),
@@ -384,12 +387,32 @@ impl PlacementTask {
             }
         }
         self.peers = live.iter().map(|p| (p.id, p.rpc)).collect();
-        let infos: Vec<NodeInfo> = live
-            .iter()
-            .map(|p| NodeInfo::from_meta(p.id, &p.meta))
+        // Only what changed goes to the placer: most changes are one
+        // member's free-capacity class, and a record that did not change
+        // is the same allocation as before.
+        let mut changed = Vec::new();
+        for p in live.iter() {
+            if self
+                .handed
+                .get(&p.id)
+                .is_some_and(|m| Arc::ptr_eq(m, &p.meta))
+            {
+                continue;
+            }
+            self.handed.insert(p.id, p.meta.clone());
+            changed.push(NodeInfo::from_meta(p.id, &p.meta));
+        }
+        let gone: Vec<NodeId> = self
+            .handed
+            .keys()
+            .filter(|id| !self.peers.contains_key(id))
+            .copied()
             .collect();
+        for id in &gone {
+            self.handed.remove(id);
+        }
         let (now, wall) = (self.clock.now(), unix_ms());
-        self.placer.set_members(now, wall, infos);
+        self.placer.update_members(now, wall, changed, &gone);
         // Forget the queues of members that are gone.
         self.senders.retain(|id, _| self.peers.contains_key(id));
     }

@@ -634,18 +634,59 @@ impl Placer {
         let same_ids = new.keys().eq(self.members.keys());
         if !same_ids {
             self.ring = Ring::new(new.keys().copied(), self.config.vnodes);
-            self.ring_changed_at = now;
-            self.keys_dirty = true;
-            // New members may have room for what waits.
-            for c in self.coord.values_mut() {
-                if c.retry_at.is_some() {
-                    c.retry_at = Some(now);
-                    c.backoff = Duration::ZERO;
-                }
-            }
+            self.ring_changed(now);
         }
         self.members = new;
         self.reconcile(now, wall_ms);
+    }
+
+    /// Applies a change of the member list: `changed` members (new ones,
+    /// or new metadata) and `gone` ones, leaving the rest as they are. The
+    /// same outcome as [`set_members`](Self::set_members) with the whole
+    /// list, at a cost that follows the change (most changes are one
+    /// member's free-capacity class).
+    pub fn update_members(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        changed: Vec<NodeInfo>,
+        gone: &[NodeId],
+    ) {
+        let mut ring_changed = false;
+        for id in gone {
+            if self.members.remove(id).is_some() {
+                self.ring.remove(*id);
+                ring_changed = true;
+            }
+        }
+        for info in changed {
+            let id = info.id;
+            if self.members.insert(id, info).is_none() {
+                self.ring.insert(id, self.config.vnodes);
+                ring_changed = true;
+            }
+        }
+        if ring_changed {
+            self.ring_changed(now);
+        }
+        self.reconcile(now, wall_ms);
+    }
+
+    /// Whether `node` is in the member list.
+    pub fn has_member(&self, node: NodeId) -> bool {
+        self.members.contains_key(&node)
+    }
+
+    fn ring_changed(&mut self, now: Instant) {
+        self.ring_changed_at = now;
+        self.keys_dirty = true;
+        // New members may have room for what waits.
+        for c in self.coord.values_mut() {
+            if c.retry_at.is_some() {
+                c.retry_at = Some(now);
+                c.backoff = Duration::ZERO;
+            }
+        }
     }
 
     /// The desired state: every job (deleted ones too, to stop their tasks).

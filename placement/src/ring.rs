@@ -43,6 +43,31 @@ impl Ring {
         }
     }
 
+    /// Adds a member not yet on the ring (no-op when it is): the same ring
+    /// as [`Ring::new`] with it, at the cost of its own points.
+    pub fn insert(&mut self, node: NodeId, vnodes: u32) {
+        let first = point(node, 0);
+        let at = self.points.partition_point(|p| *p < (first, node));
+        if self.points.get(at) == Some(&(first, node)) {
+            return;
+        }
+        for i in 0..vnodes.max(1) {
+            let p = (point(node, i), node);
+            let at = self.points.partition_point(|q| *q < p);
+            self.points.insert(at, p);
+        }
+        self.members += 1;
+    }
+
+    /// Removes a member (no-op when it is not on the ring).
+    pub fn remove(&mut self, node: NodeId) {
+        let before = self.points.len();
+        self.points.retain(|(_, id)| *id != node);
+        if self.points.len() != before {
+            self.members -= 1;
+        }
+    }
+
     /// Members on the ring.
     pub fn len(&self) -> usize {
         self.members
@@ -120,6 +145,19 @@ mod tests {
             let b = Ring::new(shuffled.into_iter().map(NodeId), 16);
             prop_assert_eq!(a.owner(key), b.owner(key));
             prop_assert_eq!(a.walk(key).collect::<Vec<_>>(), b.walk(key).collect::<Vec<_>>());
+        }
+
+                #[test]
+        fn inserting_and_removing_build_the_same_ring(ids in prop::collection::btree_set(1u64..1000, 2..30)) {
+            let ids: Vec<u64> = ids.into_iter().collect();
+            let mut ring = Ring::new(ids[1..].iter().copied().map(NodeId), 16);
+            ring.insert(NodeId(ids[0]), 16);
+            ring.insert(NodeId(ids[0]), 16);
+            prop_assert_eq!(&ring, &Ring::new(ids.iter().copied().map(NodeId), 16));
+            ring.remove(NodeId(ids[1]));
+            ring.remove(NodeId(ids[1]));
+            let rest = ids.iter().copied().filter(|i| *i != ids[1]).map(NodeId);
+            prop_assert_eq!(&ring, &Ring::new(rest, 16));
         }
 
         #[test]

@@ -131,6 +131,8 @@ struct Node {
     tick: Option<Instant>,
     publish_at: Option<Instant>,
     published: Option<Instant>,
+    /// Members whose state or metadata changed since the last publish.
+    changed: BTreeSet<NodeId>,
     view: u64,
     free_class: Option<u8>,
     free_at: Option<Instant>,
@@ -242,16 +244,13 @@ fn index_of(addr: &SocketAddr) -> Option<usize> {
     }
 }
 
-/// FNV-1a over member ids: a cheap, stable fingerprint of a view.
-fn fingerprint(ids: impl Iterator<Item = u64>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for id in ids {
-        for b in id.to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+/// One member's part of a view's fingerprint: views are the XOR of their
+/// members' parts, so they follow changes member by member.
+fn fingerprint(id: NodeId) -> u64 {
+    let mut z = id.0 ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn secs(d: Duration) -> f64 {
@@ -323,6 +322,7 @@ impl World {
                 tick: None,
                 publish_at: None,
                 published: None,
+                changed: BTreeSet::new(),
                 view: 0,
                 free_class: None,
                 free_at: None,
@@ -491,10 +491,12 @@ impl World {
                 {
                     n.meta.free_class = FreeClass(class);
                     let meta = n.meta.clone();
+                    n.changed.insert(n.id);
                     if let Some(m) = n.m.as_mut() {
                         m.set_meta(now, meta).expect("simulated metadata is small");
                         self.after_gossip(i);
                     }
+                    self.mark_dirty(i);
                 }
             }
             Ev::Started { node, life, key } => {
@@ -669,6 +671,9 @@ impl World {
         n.tick = None;
         n.publish_at = None;
         n.published = None;
+        n.changed.clear();
+        // Its placer starts with itself.
+        n.changed.insert(n.id);
         n.view = 0;
         self.view_joined(0);
         let n = &mut self.nodes[i];
@@ -776,29 +781,39 @@ impl World {
         );
     }
 
-    /// Hands the live member list to the placer, as the agent does.
+    /// Hands the placer the members that changed (up, with metadata, or
+    /// not), as the agent does.
     fn publish(&mut self, i: usize) {
         let now = self.now();
         let wall = self.wall();
         let n = &mut self.nodes[i];
         n.published = Some(now);
-        let Some(m) = n.m.as_ref() else { return };
-        let infos: Vec<NodeInfo> = m
-            .members()
-            .into_iter()
-            .filter(|x| x.state == MemberState::Alive)
-            .filter_map(|x| {
-                x.meta
-                    .as_ref()
-                    .map(|meta| NodeInfo::from_meta(x.identity.id, meta))
-            })
-            .collect();
-        let view = fingerprint(infos.iter().map(|x| x.id.0));
+        let changed = std::mem::take(&mut n.changed);
+        let (Some(m), Some(p)) = (n.m.as_ref(), n.p.as_mut()) else {
+            return;
+        };
         let old = n.view;
-        n.view = view;
-        if let Some(p) = n.p.as_mut() {
-            p.set_members(now, wall, infos);
+        let mut view = old;
+        let mut infos = Vec::new();
+        let mut gone = Vec::new();
+        for id in changed {
+            let had = p.has_member(id);
+            match m.up_meta(id) {
+                Some(meta) => {
+                    infos.push(NodeInfo::from_meta(id, meta));
+                    if !had {
+                        view ^= fingerprint(id);
+                    }
+                }
+                None if had => {
+                    gone.push(id);
+                    view ^= fingerprint(id);
+                }
+                None => {}
+            }
         }
+        n.view = view;
+        p.update_members(now, wall, infos, &gone);
         if view != old {
             self.view_left(old);
             self.view_joined(view);
@@ -845,11 +860,18 @@ impl World {
             match e {
                 GossipEvent::MemberDown { identity, reason } => {
                     dirty = true;
+                    self.nodes[i].changed.insert(identity.id);
                     self.on_member_down(i, &identity, reason);
                 }
-                GossipEvent::MemberUp { .. }
-                | GossipEvent::MemberRenewed { .. }
-                | GossipEvent::MetaChanged { .. } => dirty = true,
+                GossipEvent::MemberUp { identity }
+                | GossipEvent::MemberRenewed { new: identity, .. } => {
+                    dirty = true;
+                    self.nodes[i].changed.insert(identity.id);
+                }
+                GossipEvent::MetaChanged { id } => {
+                    dirty = true;
+                    self.nodes[i].changed.insert(id);
+                }
                 GossipEvent::IdentityRenewed { identity } => self.nodes[i].bump = identity.bump,
                 _ => {}
             }
