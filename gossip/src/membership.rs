@@ -212,6 +212,12 @@ pub struct Stats {
     pub probe_failures: u64,
     /// Direct probe round trips.
     pub probe_rtt: RttHistogram,
+    /// Member-list range digests sent.
+    pub member_digests: u64,
+    /// Ranges found to differ (in digests received).
+    pub member_ranges_differing: u64,
+    /// Members learned from range exchanges (new to this node).
+    pub members_learned_from_ranges: u64,
 }
 
 impl Stats {
@@ -433,6 +439,10 @@ pub struct Membership {
     seq: u64,
     replay: BTreeMap<NodeId, ReplayWindow>,
     records: BTreeMap<NodeId, Record>,
+    /// The members that are up, by their position in the range-digest
+    /// space (a fixed hash of the id, so that ranges hold members evenly
+    /// however ids were chosen).
+    up_index: BTreeMap<u64, NodeIdentity>,
     metas: BTreeMap<NodeId, MetaRecord>,
     /// Record versions heard of (in a free-class change that could not be
     /// applied) but not held: pulled like a missing record.
@@ -450,6 +460,9 @@ pub struct Membership {
     unexplained: BTreeMap<NodeId, Want>,
     member_sync: Option<MemberSync>,
     member_snapshot: Option<MemberSnapshot>,
+    /// Where the next member-list range digest starts: each round goes on
+    /// from the last, so a pass over the id space takes `N / 128` rounds.
+    digest_cursor: u64,
     /// Sender of the datagram being handled.
     current_from: Option<SocketAddr>,
     stats: Stats,
@@ -499,6 +512,7 @@ impl Membership {
             seq: 0,
             replay: BTreeMap::new(),
             records: BTreeMap::new(),
+            up_index: BTreeMap::new(),
             metas: BTreeMap::new(),
             behind: BTreeMap::new(),
             leaves: BTreeMap::new(),
@@ -512,6 +526,7 @@ impl Membership {
             unexplained: BTreeMap::new(),
             member_sync: None,
             member_snapshot: None,
+            digest_cursor: 0,
             current_from: None,
             stats: Stats::default(),
             sized_for: 1,
@@ -519,6 +534,7 @@ impl Membership {
             left: false,
         };
         m.publish_own_meta();
+        m.digest_cursor = m.rng.random();
         m.timers
             .schedule(now + m.config.meta_sync_period, TimerKind::MetaSync);
         m.timers
@@ -1483,27 +1499,23 @@ impl Membership {
         self.request_member_page(now);
     }
 
-    /// Live members (this node included) whose id lies in the range of
-    /// `len` ids from `start`.
+    /// Live members (this node included) whose position lies in the range
+    /// of `len` positions from `start`.
     fn up_in_range(&self, start: u64, len: u64) -> impl Iterator<Item = &NodeIdentity> {
         let end = start.checked_add(len);
         let head = match end {
-            Some(end) => self.records.range(NodeId(start)..NodeId(end)),
-            None => self.records.range(NodeId(start)..),
+            Some(end) => self.up_index.range(start..end),
+            None => self.up_index.range(start..),
         };
-        // A range that wraps past the top of the id space goes on from 0.
+        // A range that wraps past the top of the space goes on from 0.
         let tail = match end {
-            Some(_) => self.records.range(NodeId(0)..NodeId(0)),
-            None => self
-                .records
-                .range(NodeId(0)..NodeId(start.wrapping_add(len))),
+            Some(_) => self.up_index.range(0..0),
+            None => self.up_index.range(0..start.wrapping_add(len)),
         };
-        let own = (!self.left && ranges::contains(start, len, self.identity.id.0))
-            .then_some(&self.identity);
-        head.chain(tail)
-            .filter(|(_, r)| r.up)
-            .map(|(_, r)| &r.identity)
-            .chain(own)
+        let own = (!self.left
+            && ranges::contains(start, len, ranges::position(self.identity.id.0)))
+        .then_some(&self.identity);
+        head.chain(tail).map(|(_, m)| m).chain(own)
     }
 
     fn range_digest(&self, start: u64, len: u64) -> u64 {
@@ -1511,7 +1523,7 @@ impl Membership {
             .fold(0, |acc, m| acc ^ ranges::member_hash(m.id.0, m.bump))
     }
 
-    /// Sends one random live member the digests of a few random ranges of
+    /// Sends one random live member the digests of the next few ranges of
     /// the member list (see [`ranges`]).
     fn send_member_digest(&mut self) {
         let n = self.swim.num_members();
@@ -1523,13 +1535,15 @@ impl Membership {
             return;
         };
         let len = ranges::width(n + 1);
-        let start: u64 = self.rng.random();
+        let start = self.digest_cursor;
+        self.digest_cursor = start.wrapping_add(len.wrapping_mul(ranges::RANGES as u64));
         let digests = (0..ranges::RANGES as u64)
             .map(|i| {
                 let digest = self.range_digest(start.wrapping_add(i.wrapping_mul(len)), len);
                 ranges::wire_digest(digest)
             })
             .collect();
+        self.stats.member_digests += 1;
         self.send(
             peer,
             Body::MemberDigest {
@@ -1551,6 +1565,7 @@ impl Membership {
             .filter(|(s, d)| ranges::wire_digest(self.range_digest(*s, len)) != *d)
             .map(|(s, _)| (s, len))
             .collect();
+        self.stats.member_ranges_differing += differing.len() as u64;
         if differing.is_empty() {
             return;
         }
@@ -1579,7 +1594,11 @@ impl Membership {
             .map(foca::Member::alive);
         // Copied knowledge is not news: no re-broadcast. An entry foca knows
         // better (suspect, down, a newer life) leaves it unchanged.
+
+        let before = self.swim.num_members();
         let _ = self.swim.apply_many(others, false, &mut self.runtime);
+        let learned = self.swim.num_members().saturating_sub(before);
+        self.stats.members_learned_from_ranges += learned as u64;
         if !reply {
             return;
         }
@@ -1601,27 +1620,38 @@ impl Membership {
         members: Vec<NodeIdentity>,
         reply: bool,
     ) {
-        // One datagram: a range too crowded to fit is finished next time.
+        // As many datagrams as it takes, up to one per range (ranges hold
+        // about 16 members; more is a burst of joins, finished next time).
         let room = self
             .config
             .max_datagram_bytes
-            .saturating_sub(SEAL_OVERHEAD + ENVELOPE_OVERHEAD + 16 * ranges.len() + 8);
+            .saturating_sub(SEAL_OVERHEAD + ENVELOPE_OVERHEAD + 21 * ranges.len() + 8);
+        let mut pages: Vec<Vec<NodeIdentity>> = vec![Vec::new()];
         let mut size = 0;
-        let mut page = Vec::new();
         for m in members {
             let len = wire::encode(&m).len();
             if size + len > room {
-                break;
+                if pages.len() == ranges::RANGES {
+                    break;
+                }
+                pages.push(Vec::new());
+                size = 0;
             }
             size += len;
-            page.push(m);
+            pages.last_mut().expect("starts with one").push(m);
         }
-        let body = Body::MemberRanges {
-            ranges,
-            members: page,
-            reply,
-        };
-        self.send(to, body, false);
+        // The receiver finds what we lack by comparing with one page: ask
+        // only when the answer is one page (the rest is found on the
+        // receiver's own rounds).
+        let reply = reply && pages.len() == 1;
+        for page in pages {
+            let body = Body::MemberRanges {
+                ranges: ranges.clone(),
+                members: page,
+                reply,
+            };
+            self.send(to, body, false);
+        }
     }
 
     /// A leave notice spreads by a one-shot epidemic that can miss a node;
@@ -1673,6 +1703,7 @@ impl Membership {
             return;
         }
         self.records.remove(&id);
+        self.up_index.remove(&ranges::position(id.0));
         self.metas.remove(&id);
         self.behind.remove(&id);
         self.leaves.remove(&id);
@@ -1720,6 +1751,8 @@ impl Membership {
                 record.identity = identity.clone();
                 record.up = true;
                 record.state_since = now;
+                self.up_index
+                    .insert(ranges::position(id.0), identity.clone());
                 self.unexplained.remove(&id);
                 if self.meta_is_stale(id) {
                     self.want_meta(now, id);
@@ -1738,6 +1771,7 @@ impl Membership {
                     r.state_since = now;
                     r.up = false;
                 }
+                self.up_index.remove(&ranges::position(identity.id.0));
                 let reason = if self.has_left(&identity) {
                     DownReason::Left
                 } else {
@@ -1774,6 +1808,7 @@ impl Membership {
                 });
                 record.identity = new.clone();
                 record.up = true;
+                self.up_index.insert(ranges::position(id.0), new.clone());
                 if self.meta_is_stale(id) {
                     self.want_meta(now, id);
                 }

@@ -7,6 +7,7 @@
 //! | `shoal_gossip_bytes_total` | counter | `direction` = in, out |
 //! | `shoal_gossip_dropped_packets_total` | counter | `reason` (see `DropReason`) |
 //! | `shoal_gossip_probe_failures_total` | counter | |
+//! | `shoal_gossip_members_repaired_total` | counter | members learned by comparing member-list ranges |
 //! | `shoal_gossip_probe_rtt_seconds` | histogram | |
 //! | `shoal_gossip_slow_turns_total` | counter | |
 //! | `shoal_state_jobs` | gauge | documents held, deleted jobs included |
@@ -144,6 +145,12 @@ pub fn render(
         "probe_failures",
         "Probes that got no answer, direct or indirect",
         stats.probe_failures,
+    );
+    single(
+        registry,
+        "members_repaired",
+        "Members learned by comparing member-list ranges with a peer (a join this node had missed)",
+        stats.members_learned_from_ranges,
     );
     single(
         registry,
