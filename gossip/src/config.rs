@@ -243,7 +243,7 @@ impl Config {
 
 /// Room kept for the envelope around the SWIM payload (lengths, tags,
 /// sender metadata version).
-pub(crate) const ENVELOPE_OVERHEAD: usize = 24;
+pub(crate) const ENVELOPE_OVERHEAD: usize = 32;
 
 /// A configuration value out of range.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

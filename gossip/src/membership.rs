@@ -325,8 +325,18 @@ impl Piggyback {
         // equal entries keep their insertion order.
         self.entries.sort_by_key(|e| Reverse(e.remaining));
         let mut out = Vec::new();
+        let mut free_items = 0;
         for e in &mut self.entries {
             let cost = e.data.len() + 3;
+            // Free-class changes come from every node that runs tasks, so
+            // their number grows with the cluster: a few per datagram keeps
+            // their cost flat (they are hints; bids use exact figures).
+            if e.key.0 == FREE_ITEM_KIND {
+                if free_items == FREE_ITEMS_PER_DATAGRAM {
+                    continue;
+                }
+                free_items += 1;
+            }
             if cost <= budget {
                 budget -= cost;
                 out.push(e.data.clone());
@@ -400,6 +410,10 @@ struct JoinState {
     delay: Duration,
 }
 
+/// Piggyback key kind of free-class items (see [`Item::key`]).
+const FREE_ITEM_KIND: u8 = 2;
+/// Free-class items carried by one datagram, at most.
+const FREE_ITEMS_PER_DATAGRAM: usize = 2;
 /// Members ids asked for in one metadata request.
 const META_REQUEST_MAX_IDS: usize = 64;
 /// Member ids asked for per metadata sync round, all requests together.
@@ -762,7 +776,12 @@ impl Membership {
                 }
             }
         }
-        self.check_sender_meta(now, &header, envelope.meta_version, from);
+        let sender_meta = (
+            envelope.meta_version,
+            envelope.meta_base,
+            envelope.free_class,
+        );
+        self.check_sender_meta(now, &header, sender_meta, from);
         self.check_sender_digest(now, header.sender, envelope.app_digest);
         self.current_from = Some(from);
         self.drain_swim(now);
@@ -953,6 +972,8 @@ impl Membership {
     fn send(&mut self, to: SocketAddr, body: Body<'_>, with_items: bool) {
         let mut envelope = Envelope {
             meta_version: self.meta_version,
+            meta_base: self.meta_base,
+            free_class: self.meta.free_class.0,
             app_digest: self.app_digest,
             items: Vec::new(),
             body,
@@ -1187,7 +1208,7 @@ impl Membership {
         &mut self,
         now: Instant,
         header: &SealHeader,
-        version: u32,
+        (version, base, class): (u32, u32, u8),
         from: SocketAddr,
     ) {
         if version == 0 {
@@ -1198,6 +1219,23 @@ impl Membership {
             .get(&header.sender)
             .is_none_or(|r| (r.bump, r.version) < (header.bump, version));
         if !stale {
+            return;
+        }
+        // Only the free class moved since the copy held: take it from the
+        // datagram, as from a gossiped free-class item.
+        let free = Item::Free {
+            id: header.sender,
+            bump: header.bump,
+            version,
+            base,
+            class,
+        };
+        if self
+            .metas
+            .get(&header.sender)
+            .is_some_and(|r| r.bump == header.bump && r.version >= base)
+        {
+            self.apply_item(now, free, false);
             return;
         }
         let recent = self
@@ -1995,6 +2033,37 @@ mod tests {
         assert_eq!(held(&m), (3, "b2".into(), 4));
         assert!(!m.meta_is_stale(NodeId(2)));
         assert!(!m.wanted.contains_key(&NodeId(2)));
+    }
+
+        #[test]
+    fn a_datagram_carries_few_free_class_items() {
+        let mut queue = Piggyback::default();
+        for id in 1..=6 {
+            let item = Item::Free {
+                id: NodeId(id),
+                bump: 1,
+                version: 2,
+                base: 1,
+                class: 3,
+            };
+            queue.add(&item, 5);
+        }
+                // A whole record of member 2 replaces its queued free-class item.
+        queue.add(&full(2, "b", 8), 5);
+        assert_eq!(queue.len(), 6);
+        let carried: Vec<Item> = queue
+            .fill(1_000)
+            .iter()
+            .map(|b| postcard::from_bytes(b).unwrap())
+            .collect();
+        let free = carried
+            .iter()
+            .filter(|i| matches!(i, Item::Free { .. }))
+            .count();
+        assert_eq!(free, FREE_ITEMS_PER_DATAGRAM, "{carried:?}");
+        assert!(carried.iter().any(|i| matches!(i, Item::Meta(_))));
+                // The others wait for the next datagrams.
+        assert_eq!(queue.len(), 6);
     }
 
     #[test]

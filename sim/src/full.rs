@@ -40,7 +40,7 @@ const SECRET: [u8; 32] = [0x5a; 32];
 /// The agent rebuilds the live member list at most this often.
 const PUBLISH_PERIOD: Duration = Duration::from_millis(200);
 /// The agent publishes its free-capacity class at most this often.
-const FREE_CLASS_PERIOD: Duration = Duration::from_secs(1);
+const FREE_CLASS_PERIOD: Duration = Duration::from_secs(5);
 /// The fake runtime carries out each command (start, replace, stop) this
 /// long after it is given; one delay for all keeps them in order.
 const RUNTIME_DELAY: Duration = Duration::from_millis(50);
