@@ -2035,7 +2035,7 @@ mod tests {
         assert!(!m.wanted.contains_key(&NodeId(2)));
     }
 
-        #[test]
+    #[test]
     fn a_datagram_carries_few_free_class_items() {
         let mut queue = Piggyback::default();
         for id in 1..=6 {
@@ -2048,7 +2048,7 @@ mod tests {
             };
             queue.add(&item, 5);
         }
-                // A whole record of member 2 replaces its queued free-class item.
+        // A whole record of member 2 replaces its queued free-class item.
         queue.add(&full(2, "b", 8), 5);
         assert_eq!(queue.len(), 6);
         let carried: Vec<Item> = queue
@@ -2062,7 +2062,7 @@ mod tests {
             .count();
         assert_eq!(free, FREE_ITEMS_PER_DATAGRAM, "{carried:?}");
         assert!(carried.iter().any(|i| matches!(i, Item::Meta(_))));
-                // The others wait for the next datagrams.
+        // The others wait for the next datagrams.
         assert_eq!(queue.len(), 6);
     }
 
