@@ -48,7 +48,9 @@ pub struct PlacementConfig {
     pub learn_grace: Duration,
     /// First and longest wait before retrying a key no node had room for.
     pub retry_min: Duration,
-    /// Longest wait before retrying a pending key.
+    /// Longest wait before retrying a pending key. Keys are also retried
+    /// at once when the ring changes or a member's free class rises enough
+    /// for them.
     pub retry_max: Duration,
     /// Period of the housekeeping tick.
     pub tick: Duration,
@@ -65,7 +67,7 @@ impl Default for PlacementConfig {
             lease_silence: Duration::from_secs(15),
             learn_grace: Duration::from_secs(3),
             retry_min: Duration::from_millis(500),
-            retry_max: Duration::from_secs(10),
+            retry_max: Duration::from_secs(30),
             tick: Duration::from_millis(100),
         }
     }
@@ -659,15 +661,26 @@ impl Placer {
                 ring_changed = true;
             }
         }
+        let mut roomier = Vec::new();
         for info in changed {
             let id = info.id;
-            if self.members.insert(id, info).is_none() {
-                self.ring.insert(id, self.config.vnodes);
-                ring_changed = true;
+            match self.members.insert(id, info) {
+                None => {
+                    self.ring.insert(id, self.config.vnodes);
+                    ring_changed = true;
+                }
+                Some(old) => {
+                    let new = &self.members[&id];
+                    if new.free_class > old.free_class || (old.draining && !new.draining) {
+                        roomier.push(id);
+                    }
+                }
             }
         }
         if ring_changed {
             self.ring_changed(now);
+        } else if !roomier.is_empty() {
+            self.retry_where_room_appeared(now, &roomier);
         }
         self.reconcile(now, wall_ms);
     }
@@ -675,6 +688,30 @@ impl Placer {
     /// Whether `node` is in the member list.
     pub fn has_member(&self, node: NodeId) -> bool {
         self.members.contains_key(&node)
+    }
+
+    /// Waiting keys that one of `roomier` (members with more free room than
+    /// before) may now take are retried at once, keeping their backoff: a
+    /// key that fits nowhere is not re-auctioned over the whole ring on a
+    /// timer alone.
+    fn retry_where_room_appeared(&mut self, now: Instant, roomier: &[NodeId]) {
+        for (key, c) in &mut self.coord {
+            if c.retry_at.is_none_or(|t| t <= now) {
+                continue;
+            }
+            let Some(job) = self.jobs.get(&key.job) else {
+                continue;
+            };
+            let demand = demand_of(&job.spec);
+            let fits = roomier.iter().any(|id| {
+                self.members
+                    .get(id)
+                    .is_some_and(|m| m.eligible(&job.spec, &demand).is_ok())
+            });
+            if fits {
+                c.retry_at = Some(now);
+            }
+        }
     }
 
     fn ring_changed(&mut self, now: Instant) {

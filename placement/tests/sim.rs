@@ -170,6 +170,21 @@ impl Sim {
         }
     }
 
+    /// Tells every alive placer that node `i`'s record changed (as the
+    /// agent does, one record at a time).
+    fn publish_member(&mut self, i: usize) {
+        let (now, wall) = (self.now, self.wall);
+        let info = self.nodes[i].info.clone();
+        for j in 0..self.nodes.len() {
+            if self.nodes[j].alive {
+                self.nodes[j]
+                    .placer
+                    .update_members(now, wall, vec![info.clone()], &[]);
+                self.drain(j);
+            }
+        }
+    }
+
     fn set_job(&mut self, spec: JobSpec) {
         let version = self.jobs.get(&spec.name).map_or(1, |j| j.version + 1);
         let name = spec.name.clone();
@@ -462,6 +477,35 @@ fn sixteen_tasks_fill_five_nodes_and_the_twenty_first_waits_with_every_reason() 
             st.pending
         );
     }
+}
+
+#[test]
+fn a_waiting_task_is_retried_when_a_member_reports_more_room() {
+    let mut s = Sim::new(5, 1, 0.0);
+    s.set_job(spec("web", Some(20), 0.5, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 20)));
+    // Gossip says every node is full.
+    for i in 0..5 {
+        s.nodes[i].info.free_class = 0;
+        s.publish_member(i);
+    }
+    s.set_job(spec("late", Some(1), 0.5, json!({})));
+    // Long enough for the retry backoff to reach its longest (30 s).
+    s.run_for(Duration::from_secs(40));
+    let late = TaskKey::index("late", 0);
+    assert_eq!(s.status(&late).state, TaskState::Pending);
+    // One task of web goes away; its node's free class rises in gossip.
+    s.set_job(spec("web", Some(19), 0.5, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.processes("web").len() == 19));
+    let freed = s.per_node("web").iter().position(|n| *n < 4).unwrap();
+    s.nodes[freed].info.free_class = 2;
+    s.publish_member(freed);
+    // Retried at once, not at the end of its backoff.
+    assert!(
+        s.run_until(Duration::from_secs(3), |s| s.exactly_once("late", 1)),
+        "late still waits: {:?}",
+        s.status(&late)
+    );
 }
 
 #[test]
