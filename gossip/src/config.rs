@@ -49,7 +49,8 @@ pub struct Config {
     /// forgotten (and may rejoin with the same identity).
     pub remove_down_after: Duration,
     /// How often to ask one random member for its member list (repairs
-    /// divergent views).
+    /// divergent views; the range digests of `member_digest_period` do most
+    /// of that now, so it is rare: one ~1 KB answer per period).
     pub announce_period: Duration,
     /// How often to knock on two members believed down (heals partitions).
     pub announce_down_period: Duration,
@@ -94,7 +95,7 @@ impl Config {
             suspicion_min: Duration::from_secs(2),
             transmissions_mult: 4.0,
             remove_down_after: Duration::from_secs(24 * 3600),
-            announce_period: Duration::from_secs(30),
+            announce_period: Duration::from_secs(60),
             announce_down_period: Duration::from_secs(20),
             member_digest_period: Duration::from_secs(3),
             max_datagram_bytes: 1400,

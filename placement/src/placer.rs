@@ -130,8 +130,11 @@ pub struct Report {
 
 /// A spec inside a message travels as JSON text: the spec's serde form
 /// leaves out absent optional fields, which a compact binary encoding
-/// (postcard) cannot tell.
+/// (postcard) cannot tell. In memory it is shared (`Arc`): a message to
+/// this node, or between simulated nodes, copies no spec.
 mod spec_json {
+    use std::sync::Arc;
+
     use serde::{Deserialize, Deserializer, Serializer};
     use shoal_model::JobSpec;
 
@@ -140,9 +143,11 @@ mod spec_json {
         s.serialize_str(&text)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<JobSpec>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<JobSpec>, D::Error> {
         let text = String::deserialize(d)?;
-        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+        serde_json::from_str(&text)
+            .map(Arc::new)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -161,7 +166,7 @@ pub enum Msg {
         demand: Resources,
         /// Constraints, runtime, spread: the spec.
         #[serde(with = "spec_json")]
-        spec: Box<JobSpec>,
+        spec: Arc<JobSpec>,
     },
     /// Candidate → coordinator: yes, reserved.
     Bid {
@@ -198,7 +203,7 @@ pub enum Msg {
         job_version: u64,
         /// The spec to run.
         #[serde(with = "spec_json")]
-        spec: Box<JobSpec>,
+        spec: Arc<JobSpec>,
     },
     /// Winner → coordinator: taken.
     Accept {
@@ -500,6 +505,34 @@ struct Reservation {
     until: Instant,
 }
 
+/// The members a placer knows and their ring. Placers that see the same
+/// members may share one (see [`Placer::set_view`]).
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    members: BTreeMap<NodeId, NodeInfo>,
+    ring: Ring,
+}
+
+impl View {
+    /// The view of `members`, with `vnodes` ring points each (use the
+    /// placers' [`PlacementConfig::vnodes`]).
+    pub fn new(members: Vec<NodeInfo>, vnodes: u32) -> View {
+        let members: BTreeMap<NodeId, NodeInfo> = members.into_iter().map(|m| (m.id, m)).collect();
+        let ring = Ring::new(members.keys().copied(), vnodes);
+        View { members, ring }
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// A member.
+    pub fn member(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.members.get(&id)
+    }
+}
+
 /// One node's placement.
 ///
 /// Inputs: [`set_members`](Self::set_members), [`set_jobs`](Self::set_jobs),
@@ -517,8 +550,7 @@ pub struct Placer {
     config: PlacementConfig,
     capacity: Resources,
     draining: bool,
-    members: BTreeMap<NodeId, NodeInfo>,
-    ring: Ring,
+    view: Arc<View>,
     ring_changed_at: Instant,
     jobs: BTreeMap<String, Job>,
     job_changed_at: BTreeMap<String, Instant>,
@@ -577,8 +609,7 @@ impl Placer {
             config,
             capacity,
             draining: false,
-            members: BTreeMap::new(),
-            ring: Ring::default(),
+            view: Arc::new(View::default()),
             ring_changed_at: now,
             jobs: BTreeMap::new(),
             job_changed_at: BTreeMap::new(),
@@ -604,7 +635,7 @@ impl Placer {
 
     /// The ring in use.
     pub fn ring(&self) -> &Ring {
-        &self.ring
+        &self.view.ring
     }
 
     /// The next message to send, to a node (possibly this one).
@@ -633,12 +664,27 @@ impl Placer {
     /// The alive members (this node included, when it is alive).
     pub fn set_members(&mut self, now: Instant, wall_ms: u64, members: Vec<NodeInfo>) {
         let new: BTreeMap<NodeId, NodeInfo> = members.into_iter().map(|m| (m.id, m)).collect();
-        let same_ids = new.keys().eq(self.members.keys());
+        let same_ids = new.keys().eq(self.view.members.keys());
+        let view = Arc::make_mut(&mut self.view);
         if !same_ids {
-            self.ring = Ring::new(new.keys().copied(), self.config.vnodes);
+            view.ring = Ring::new(new.keys().copied(), self.config.vnodes);
+        }
+        view.members = new;
+        if !same_ids {
             self.ring_changed(now);
         }
-        self.members = new;
+        self.reconcile(now, wall_ms);
+    }
+
+    /// Takes a member list and ring that other placers may share (the
+    /// simulator's scale mode: 500,000 placers, one view). Built with the
+    /// same `vnodes` as this placer's configuration.
+    pub fn set_view(&mut self, now: Instant, wall_ms: u64, view: Arc<View>) {
+        let same_ids = view.members.keys().eq(self.view.members.keys());
+        self.view = view;
+        if !same_ids {
+            self.ring_changed(now);
+        }
         self.reconcile(now, wall_ms);
     }
 
@@ -655,22 +701,24 @@ impl Placer {
         gone: &[NodeId],
     ) {
         let mut ring_changed = false;
+        let vnodes = self.config.vnodes;
+        let view = Arc::make_mut(&mut self.view);
         for id in gone {
-            if self.members.remove(id).is_some() {
-                self.ring.remove(*id);
+            if view.members.remove(id).is_some() {
+                view.ring.remove(*id);
                 ring_changed = true;
             }
         }
         let mut roomier = Vec::new();
         for info in changed {
             let id = info.id;
-            match self.members.insert(id, info) {
+            match view.members.insert(id, info) {
                 None => {
-                    self.ring.insert(id, self.config.vnodes);
+                    view.ring.insert(id, vnodes);
                     ring_changed = true;
                 }
                 Some(old) => {
-                    let new = &self.members[&id];
+                    let new = &view.members[&id];
                     if new.free_class > old.free_class || (old.draining && !new.draining) {
                         roomier.push(id);
                     }
@@ -687,7 +735,7 @@ impl Placer {
 
     /// Whether `node` is in the member list.
     pub fn has_member(&self, node: NodeId) -> bool {
-        self.members.contains_key(&node)
+        self.view.members.contains_key(&node)
     }
 
     /// Waiting keys that one of `roomier` (members with more free room than
@@ -704,7 +752,8 @@ impl Placer {
             };
             let demand = demand_of(&job.spec);
             let fits = roomier.iter().any(|id| {
-                self.members
+                self.view
+                    .members
                     .get(id)
                     .is_some_and(|m| m.eligible(&job.spec, &demand).is_ok())
             });
@@ -865,7 +914,7 @@ impl Placer {
         if let Some(release) = l.stopping {
             let stamp = l.stamp;
             self.local.remove(key);
-            if release && let Some(c) = self.ring.owner(key.hash()) {
+            if release && let Some(c) = self.view.ring.owner(key.hash()) {
                 self.outbox.push_back((
                     c,
                     Msg::Release {
@@ -963,7 +1012,7 @@ impl Placer {
                 stamp,
                 job_version,
                 spec,
-            } => self.on_award(now, wall_ms, from, key, round, stamp, job_version, *spec),
+            } => self.on_award(now, wall_ms, from, key, round, stamp, job_version, spec),
             Msg::Accept { key, round } => {
                 if let Some(h) = self.coord.get_mut(&key).and_then(|c| c.holder.as_mut())
                     && h.node == from
@@ -1023,11 +1072,12 @@ impl Placer {
     }
 
     fn alive(&self, node: NodeId) -> bool {
-        self.members.contains_key(&node)
+        self.view.members.contains_key(&node)
     }
 
     fn name_of(&self, node: NodeId) -> String {
-        self.members
+        self.view
+            .members
             .get(&node)
             .map_or_else(|| node.to_string(), |m| m.name.clone())
     }
@@ -1115,7 +1165,7 @@ impl Placer {
         };
         (0..count)
             .map(move |i| TaskKey::index(name, i))
-            .filter(|k| self.ring.owner(k.hash()) == Some(self.me))
+            .filter(|k| self.view.ring.owner(k.hash()) == Some(self.me))
     }
 
     /// Keys new to this node that belonged to another coordinator before
@@ -1177,7 +1227,7 @@ impl Placer {
         // wanted) keep their entry only while a holder is recorded.
         for k in stale {
             let (wanted, _) = self.wanted(&k);
-            let owner = self.ring.owner(k.hash()) == Some(self.me);
+            let owner = self.view.ring.owner(k.hash()) == Some(self.me);
             let entry = self.coord.get_mut(&k).expect("listed");
             entry.auction = None;
             entry.pending.clear();
@@ -1347,13 +1397,16 @@ impl Placer {
             return;
         };
         let demand = demand_of(&job.spec);
-        let walk: Vec<NodeId> = self.ring.walk(key.hash()).collect();
         let Some(mut auction) = self.coord.get_mut(key).and_then(|c| c.auction.take()) else {
             return;
         };
+        // Lazily: a walk of the whole ring is 500,000 members at scale.
+        let mut walk = self.view.ring.walk(key.hash()).skip(auction.walked);
         let mut asked_now = Vec::new();
-        while auction.walked < walk.len() && asked_now.len() < want {
-            let node = walk[auction.walked];
+        while asked_now.len() < want {
+            let Some(node) = walk.next() else {
+                break;
+            };
             auction.walked += 1;
             if auction.exclude.contains(&node) {
                 auction
@@ -1361,7 +1414,7 @@ impl Placer {
                     .insert(node, "its copy of the task was lost".into());
                 continue;
             }
-            let Some(info) = self.members.get(&node) else {
+            let Some(info) = self.view.members.get(&node) else {
                 continue;
             };
             match info.eligible(&job.spec, &demand) {
@@ -1413,7 +1466,7 @@ impl Placer {
                     round: auction.round,
                     job_version: job.version,
                     demand,
-                    spec: Box::new((*job.spec).clone()),
+                    spec: job.spec.clone(),
                 },
             ));
         }
@@ -1556,7 +1609,7 @@ impl Placer {
                 round: auction.round,
                 stamp,
                 job_version: job.version,
-                spec: Box::new((*job.spec).clone()),
+                spec: job.spec.clone(),
             },
         ));
     }
@@ -1583,7 +1636,7 @@ impl Placer {
                 .push_back((from, answer(self, "draining".into())));
             return;
         }
-        if let Some(me) = self.members.get(&self.me) {
+        if let Some(me) = self.view.members.get(&self.me) {
             let mut me = me.clone();
             // Judge by exact capacity here, not the coarse gossip class.
             me.free_class = 8;
@@ -1625,7 +1678,10 @@ impl Placer {
         .unwrap_or(u32::MAX);
         let spread_value = spec.spread.as_ref().and_then(|attr| {
             let attr = attr.strip_prefix("label.").unwrap_or(attr);
-            self.members.get(&self.me).and_then(|m| m.attribute(attr))
+            self.view
+                .members
+                .get(&self.me)
+                .and_then(|m| m.attribute(attr))
         });
         self.reservations.insert(
             key.clone(),
@@ -1656,7 +1712,7 @@ impl Placer {
         round: u64,
         stamp: Stamp,
         job_version: u64,
-        spec: JobSpec,
+        spec: Arc<JobSpec>,
     ) {
         self.hlc.observe(&stamp);
         if let Some(l) = self.local.get_mut(&key)
@@ -1683,7 +1739,7 @@ impl Placer {
                 .push_back((from, Msg::Reject { key, round, reason }));
             return;
         }
-        let spec = Arc::new(spec);
+
         self.local.insert(
             key.clone(),
             Local {
@@ -1742,7 +1798,9 @@ impl Placer {
                 h.heard = now;
                 h.confirmed = true;
             }
-            Some(h) if h.report.state != TaskState::Lost || self.members.contains_key(&h.node) => {
+            Some(h)
+                if h.report.state != TaskState::Lost || self.view.members.contains_key(&h.node) =>
+            {
                 // Two holders: the later award wins, everywhere alike.
                 let (kept, stopped, stop_stamp) = if stamp > h.stamp {
                     let old = h.clone();
@@ -1808,7 +1866,25 @@ impl Placer {
     /// Runner duties: stop what is no longer wanted, restart what the
     /// policy says, follow spec changes, run system jobs.
     fn flush_local(&mut self, now: Instant, wall_ms: u64) {
-        let keys: Vec<TaskKey> = self.local.keys().cloned().collect();
+        // The keys with something to do (most have nothing, most of the
+        // time): checked in place, so that only those are copied.
+        let keys: Vec<TaskKey> = self
+            .local
+            .iter()
+            .filter(|(key, l)| {
+                if l.stopping.is_some() {
+                    return false;
+                }
+                let (wanted, version) = self.wanted(key);
+                (!wanted && version >= l.job_version)
+                    || self
+                        .jobs
+                        .get(&key.job)
+                        .is_some_and(|j| j.version > l.job_version && !j.deleted)
+                    || l.restart_at.is_some_and(|at| now >= at)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
         for key in keys {
             let (wanted, version) = self.wanted(&key);
             let Some(l) = self.local.get(&key) else {
@@ -1873,15 +1949,18 @@ impl Placer {
             }
         }
         // System jobs: one task here per eligible job.
-        if !self.draining
-            && let Some(me) = self.members.get(&self.me).cloned()
-        {
-            let systems: Vec<Job> = self
-                .jobs
+        let systems: Vec<Job> = if self.draining {
+            Vec::new()
+        } else {
+            self.jobs
                 .values()
                 .filter(|j| !j.deleted && j.spec.kind == JobType::System)
                 .cloned()
-                .collect();
+                .collect()
+        };
+        if !systems.is_empty()
+            && let Some(me) = self.view.members.get(&self.me).cloned()
+        {
             for job in systems {
                 let key = TaskKey::system(&job.spec.name, self.me);
                 if self.local.contains_key(&key) {
@@ -1939,7 +2018,7 @@ impl Placer {
             if !due {
                 continue;
             }
-            let Some(coordinator) = self.ring.owner(key.hash()) else {
+            let Some(coordinator) = self.view.ring.owner(key.hash()) else {
                 continue;
             };
             l.last_lease = Some(now);
@@ -2031,6 +2110,7 @@ impl Placer {
         };
         let keys: Vec<TaskKey> = match j.spec.kind {
             JobType::System => self
+                .view
                 .members
                 .keys()
                 .map(|n| TaskKey::system(job, *n))
@@ -2043,7 +2123,7 @@ impl Placer {
             .map(|k| {
                 let owner = match k.slot {
                     Slot::Node(n) => Some(n),
-                    Slot::Index(_) => self.ring.owner(k.hash()),
+                    Slot::Index(_) => self.view.ring.owner(k.hash()),
                 };
                 (k, owner)
             })

@@ -676,7 +676,7 @@ mod props {
 
 #[test]
 fn every_message_survives_the_wire_encoding() {
-    let spec = Box::new(spec(
+    let spec = Arc::new(spec(
         "web/frontend",
         Some(3),
         0.5,

@@ -28,6 +28,7 @@ pub mod params;
 pub mod queue;
 pub mod report;
 pub mod scale;
+pub mod scale_place;
 pub mod svg;
 pub mod workload;
 
@@ -46,6 +47,7 @@ pub enum SimError {
 pub fn run(params: Params) -> Result<Report, SimError> {
     match params.mode {
         Mode::Full => full::run(params),
+        Mode::Scale if params.scenario == Scenario::Jobs => scale_place::run(params),
         Mode::Scale => scale::run(params),
     }
 }

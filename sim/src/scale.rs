@@ -252,7 +252,7 @@ pub fn run(params: Params) -> Result<Report, SimError> {
         Scenario::Default | Scenario::Loss | Scenario::Churn
     ) {
         return Err(SimError::Params(format!(
-            "scenario {} is not modeled in scale mode (it models crashes, loss and churn; run the others in full mode)",
+            "scenario {} is not modeled in scale mode (it models crashes, loss and churn, and runs the real placers for `jobs`; run the others in full mode)",
             params.scenario
         )));
     }

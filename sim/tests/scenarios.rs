@@ -136,3 +136,32 @@ fn the_scale_model_detects_crashes_in_log_time() {
     assert!((14.0..22.0).contains(&p999), "{p999}");
     assert_eq!(r.false_positives, 0);
 }
+
+#[test]
+fn scale_mode_places_a_wave_with_the_real_placers() {
+    let mut p = Params::new(Scenario::Jobs, 3_000, 5);
+    p.mode = shoal_sim::Mode::Scale;
+    p.duration = Duration::from_secs(20);
+    p.settle = Duration::from_secs(10);
+    let a = run(p.clone());
+    assert_all_ok(&a);
+    assert!(
+        a.tasks > 10_000 && a.placed == a.tasks,
+        "{} of {}",
+        a.placed,
+        a.tasks
+    );
+    assert!(
+        a.packing_efficiency.is_some_and(|e| e >= 0.97),
+        "{:?}",
+        a.packing_efficiency
+    );
+    assert_eq!(a.duplicates_after_convergence, 0);
+    assert!(a.placement_p99_ms.is_some_and(|ms| ms < 2_000.0));
+    let b = run(p);
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap(),
+        "same seed, different run"
+    );
+}

@@ -1,0 +1,564 @@
+//! Scale mode's placement: the real [`shoal_placement::Placer`] on every
+//! node of a cluster too large for full mode (500,000), wired as full mode
+//! wires it, with what full mode spends per node cut down to what a
+//! placement wave needs:
+//!
+//! - membership is not simulated: every placer shares one [`View`] of the
+//!   whole cluster ([`Placer::set_view`]), as if gossip had settled (scale
+//!   mode's membership model covers detection; this covers placement);
+//! - a job reaches only the nodes that coordinate one of its keys (a
+//!   runner needs no job to hold a task: awards carry the spec), 20–300 ms
+//!   after submission, as replication delivers it everywhere;
+//! - placement messages ride reliable streams over the simulated network
+//!   (latency per link class); a fake runtime starts and stops tasks
+//!   50 ms after it is told;
+//! - the placers tick every second (100 ms in the agent) and renew leases
+//!   every 10 s (1 s in the agent), to keep 500,000 placers within memory
+//!   and wall time; a lease's period does not change how tasks are placed.
+//!
+//! Measured: placement latency (submission to first start), placements
+//! per second, packing against a centralized best-fit of the same tasks,
+//! load imbalance, duplicates, tasks left waiting while a node had room.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shoal_gossip::{Capacity, FreeClass, Instant, MemberMeta, NodeId, RuntimeInfo};
+use shoal_placement::{
+    Command, Job, Msg, NodeInfo, PlacementConfig, Placer, Resources, TaskKey, View,
+};
+
+use crate::SimError;
+use crate::net::{NetCounters, Network, Topology};
+use crate::params::{Mode, Params};
+use crate::queue::EventQueue;
+use crate::report::{Check, Report, quantile};
+use crate::workload::{self, JobPlan};
+
+/// Wall-clock milliseconds at virtual time zero (for award stamps).
+const WALL0_MS: u64 = 1_700_000_000_000;
+/// The fake runtime carries out each command this long after it is told.
+const RUNTIME_DELAY: Duration = Duration::from_millis(50);
+/// Replication of the desired state: a job reaches a node this long after
+/// submission (microseconds, uniform).
+const JOB_DELAY_US: (u64, u64) = (20_000, 300_000);
+/// One placement message in this many is encoded to count bytes.
+const BYTES_SAMPLE: u64 = 64;
+
+enum Ev {
+    /// Job `job` reaches node `node`.
+    Job {
+        node: u32,
+        job: u32,
+    },
+    /// Boxed: a message is large, and events move in the heap.
+    Message {
+        to: u32,
+        from: u32,
+        msg: Box<Msg>,
+    },
+    Tick {
+        node: u32,
+    },
+    Started {
+        node: u32,
+        key: TaskKey,
+    },
+    Stopped {
+        node: u32,
+        key: TaskKey,
+    },
+    Submit,
+}
+
+struct Task {
+    submitted: Option<Instant>,
+    first_run: Option<Instant>,
+    runners: Vec<u32>,
+    ever_dup: bool,
+}
+
+struct World {
+    p: Params,
+    q: EventQueue<Ev>,
+    net: Network,
+    rng: ChaCha8Rng,
+    placers: Vec<Placer>,
+    caps: Vec<Resources>,
+    used: Vec<Resources>,
+    /// The tasks each node runs (few per node).
+    procs: Vec<Vec<(TaskKey, u32)>>,
+    tick_at: Vec<Option<Instant>>,
+    jobs: Vec<JobPlan>,
+    tasks: Vec<Task>,
+    submitted_jobs: usize,
+    first_submit: Option<Instant>,
+    last_first_run: Option<Instant>,
+    place_msgs: u64,
+    place_bytes_sampled: u64,
+    overcommits: u64,
+    first_violation: Option<String>,
+    events: u64,
+    duplicates_ever: u64,
+}
+
+fn node_id(i: usize) -> NodeId {
+    NodeId(i as u64 + 1)
+}
+
+fn index_of(id: NodeId) -> usize {
+    (id.0 as usize).saturating_sub(1)
+}
+
+fn meta(i: usize, cap: Resources, topo: &Topology) -> MemberMeta {
+    let (dc, zone) = (topo.dc(i), topo.zone(i));
+    let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 5481));
+    MemberMeta {
+        name: format!("n{i}"),
+        gossip_addr: addr,
+        rpc_addr: addr,
+        api_addr: addr,
+        dc: format!("dc{dc}"),
+        zone: format!("dc{dc}-z{zone}"),
+        region: "r1".into(),
+        labels: Default::default(),
+        capacity: Capacity {
+            cpus_milli: u32::try_from(cap.cpus_milli).unwrap_or(u32::MAX),
+            memory_mb: cap.memory_mb,
+            disk_mb: cap.disk_mb,
+            gpus: 0,
+        },
+        runtimes: vec![RuntimeInfo {
+            name: "process".into(),
+            version: "sim".into(),
+        }],
+        agent_version: "sim".into(),
+        free_class: FreeClass::IDLE,
+        isolation: "none".into(),
+        draining: false,
+    }
+}
+
+/// The placement wave of the `jobs` scenario in scale mode.
+pub fn run(params: Params) -> Result<Report, SimError> {
+    let n = params.nodes;
+    if n < 2 {
+        return Err(SimError::Params("at least 2 nodes".into()));
+    }
+
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let topo = Topology::new(n, params.dcs, params.zones);
+    let mut caps = Vec::with_capacity(n);
+    let mut infos = Vec::with_capacity(n);
+    for i in 0..n {
+        let cap = workload::node_capacity(&mut rng);
+        infos.push(NodeInfo::from_meta(node_id(i), &meta(i, cap, &topo)));
+        caps.push(cap);
+    }
+    let config = PlacementConfig {
+        tick: Duration::from_secs(1),
+        lease_period: Duration::from_secs(10),
+        lease_silence: Duration::from_secs(30),
+        ..PlacementConfig::default()
+    };
+    let view = Arc::new(View::new(infos, config.vnodes));
+    let now = Instant::ZERO;
+    let mut placers = Vec::with_capacity(n);
+    for (i, cap) in caps.iter().enumerate() {
+        let mut p = Placer::new(node_id(i), config.clone(), *cap, now);
+        p.set_view(now, WALL0_MS, view.clone());
+        placers.push(p);
+    }
+    let cluster_cpu: u64 = caps.iter().map(|c| c.cpus_milli).sum();
+    let jobs = workload::plan_jobs(&mut rng, cluster_cpu, params.fill);
+    let tasks: Vec<Task> = jobs
+        .iter()
+        .flat_map(|j| 0..j.count)
+        .map(|_| Task {
+            submitted: None,
+            first_run: None,
+            runners: Vec::new(),
+            ever_dup: false,
+        })
+        .collect();
+    let net = Network::new(
+        topo,
+        params.latency,
+        ChaCha8Rng::seed_from_u64(rng.random()),
+    );
+    let mut w = World {
+        q: EventQueue::default(),
+        net,
+        rng,
+        placers,
+        used: vec![Resources::default(); n],
+        procs: vec![Vec::new(); n],
+        tick_at: vec![None; n],
+        caps,
+        jobs,
+        tasks,
+        submitted_jobs: 0,
+        first_submit: None,
+        last_first_run: None,
+        place_msgs: 0,
+        place_bytes_sampled: 0,
+        overcommits: 0,
+        first_violation: None,
+        events: 0,
+        duplicates_ever: 0,
+        p: params,
+    };
+    for i in 0..n {
+        w.schedule_tick(i);
+    }
+    w.q.push(Instant::ZERO + Duration::from_secs(1), Ev::Submit);
+    let end = Instant::ZERO + w.p.duration + w.p.settle;
+    while let Some(at) = w.q.peek_time() {
+        if at > end {
+            break;
+        }
+        let Some((_, ev)) = w.q.pop() else { break };
+        w.events += 1;
+        w.handle(ev);
+    }
+    Ok(w.report())
+}
+
+impl World {
+    fn now(&self) -> Instant {
+        self.q.now()
+    }
+
+    fn wall(&self) -> u64 {
+        WALL0_MS + (self.now() - Instant::ZERO).as_millis() as u64
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        let now = self.now();
+        let wall = self.wall();
+        match ev {
+            Ev::Submit => self.submit(),
+            Ev::Job { node, job } => {
+                let plan = &self.jobs[job as usize];
+                let job = Job {
+                    spec: plan.spec.clone(),
+                    version: 1,
+                    deleted: false,
+                };
+                self.placers[node as usize].update_jobs(now, wall, vec![job], &[]);
+                self.after(node as usize);
+            }
+            Ev::Message { to, from, msg } => {
+                let from = node_id(from as usize);
+                self.placers[to as usize].handle_message(now, wall, from, *msg);
+                self.after(to as usize);
+            }
+            Ev::Tick { node } => {
+                let i = node as usize;
+                self.tick_at[i] = None;
+                self.placers[i].handle_tick(now, wall);
+                self.after(i);
+            }
+            Ev::Started { node, key } => {
+                let i = node as usize;
+                let Some(t) = self.task_of(&key) else { return };
+                if !self.procs[i].iter().any(|(k, _)| *k == key) {
+                    let demand = self.jobs[self.job_of(t)].demand;
+                    self.used[i] = self.used[i].plus(&demand);
+                    if self.used[i].cpus_milli > self.caps[i].cpus_milli
+                        || self.used[i].memory_mb > self.caps[i].memory_mb
+                    {
+                        self.overcommits += 1;
+                        if self.first_violation.is_none() {
+                            self.first_violation = Some(format!(
+                                "{now:?}: n{i} runs {:?} with capacity {:?}",
+                                self.used[i], self.caps[i]
+                            ));
+                        }
+                    }
+                    self.procs[i].push((key.clone(), t));
+                    let task = &mut self.tasks[t as usize];
+                    task.runners.push(node);
+                    if task.first_run.is_none() {
+                        task.first_run = Some(now);
+                        self.last_first_run = Some(now);
+                    }
+                    if task.runners.len() > 1 && !task.ever_dup {
+                        task.ever_dup = true;
+                        self.duplicates_ever += 1;
+                    }
+                }
+                self.placers[i].task_running(now, wall, &key);
+                self.after(i);
+            }
+            Ev::Stopped { node, key } => {
+                let i = node as usize;
+                if let Some(pos) = self.procs[i].iter().position(|(k, _)| *k == key) {
+                    let (_, t) = self.procs[i].swap_remove(pos);
+                    let demand = self.jobs[self.job_of(t)].demand;
+                    self.used[i] = self.used[i].minus(&demand);
+                    self.tasks[t as usize].runners.retain(|r| *r != node);
+                }
+                self.placers[i].task_exited(now, wall, &key, shoal_placement::ExitReason::Stopped);
+                self.after(i);
+            }
+        }
+    }
+
+    /// Submits one second's worth of the wave; each job goes to the nodes
+    /// that coordinate its keys.
+    fn submit(&mut self) {
+        let now = self.now();
+        let rate = self.p.effective_tasks_per_sec(self.tasks.len());
+        let mut budget = rate.round().max(1.0) as usize;
+        let mut targets = BTreeSet::new();
+        while self.submitted_jobs < self.jobs.len() && budget > 0 {
+            let j = self.submitted_jobs;
+            let (count, first) = (self.jobs[j].count, self.jobs[j].first_task);
+            let name = self.jobs[j].spec.name.clone();
+            budget = budget.saturating_sub(count as usize);
+            targets.clear();
+            for k in 0..count {
+                self.tasks[(first + k) as usize].submitted = Some(now);
+                let key = TaskKey::index(&name, k);
+                if let Some(owner) = self.placers[0].ring().owner(key.hash()) {
+                    targets.insert(index_of(owner));
+                }
+            }
+            for node in &targets {
+                let d = self.rng.random_range(JOB_DELAY_US.0..JOB_DELAY_US.1);
+                self.q.push(
+                    now + Duration::from_micros(d),
+                    Ev::Job {
+                        node: *node as u32,
+                        job: j as u32,
+                    },
+                );
+            }
+            self.submitted_jobs += 1;
+        }
+        self.first_submit.get_or_insert(now);
+        if self.submitted_jobs < self.jobs.len() {
+            self.q.push(now + Duration::from_secs(1), Ev::Submit);
+        }
+    }
+
+    /// Drains what placer `i` produced, as the agent does.
+    fn after(&mut self, i: usize) {
+        let now = self.now();
+        let wall = self.wall();
+        let me = node_id(i);
+        loop {
+            let mut local = Vec::new();
+            while let Some((to, msg)) = self.placers[i].poll_message() {
+                if to == me {
+                    local.push(msg);
+                    continue;
+                }
+                let j = index_of(to);
+                self.place_msgs += 1;
+                if self.place_msgs.is_multiple_of(BYTES_SAMPLE) {
+                    let bytes = postcard::to_allocvec(&msg).map_or(0, |v| v.len() as u64);
+                    self.place_bytes_sampled += bytes;
+                }
+                if let Some(d) = self.net.reliable(i, j) {
+                    self.q.push(
+                        now + d,
+                        Ev::Message {
+                            to: j as u32,
+                            from: i as u32,
+                            msg: Box::new(msg),
+                        },
+                    );
+                }
+            }
+            while let Some(c) = self.placers[i].poll_command() {
+                match c {
+                    Command::Start { key, .. } | Command::Replace { key, .. } => {
+                        let node = i as u32;
+                        self.q.push(now + RUNTIME_DELAY, Ev::Started { node, key });
+                    }
+                    Command::Stop { key, .. } => {
+                        let node = i as u32;
+                        self.q.push(now + RUNTIME_DELAY, Ev::Stopped { node, key });
+                    }
+                }
+            }
+            // Free-class events: every placer shares the view, which keeps
+            // the free class of the start (the hint is off; bids decide).
+            while self.placers[i].poll_event().is_some() {}
+            if local.is_empty() {
+                break;
+            }
+            for msg in local {
+                self.placers[i].handle_message(now, wall, me, msg);
+            }
+        }
+        self.schedule_tick(i);
+    }
+
+    fn schedule_tick(&mut self, i: usize) {
+        let at = self.placers[i].next_tick();
+        if self.tick_at[i].is_none_or(|t| at < t) {
+            self.tick_at[i] = Some(at);
+            self.q.push(at, Ev::Tick { node: i as u32 });
+        }
+    }
+
+    fn task_of(&self, key: &TaskKey) -> Option<u32> {
+        let plan = self.jobs.get(workload::job_number(&key.job)?)?;
+        let idx = key.index_number()?;
+        (idx < plan.count).then_some(plan.first_task + idx)
+    }
+
+    fn job_of(&self, task: u32) -> usize {
+        self.jobs.partition_point(|j| j.first_task <= task) - 1
+    }
+
+    fn report(self) -> Report {
+        let n = self.placers.len();
+        let now = self.now();
+        let sim_s = (now - Instant::ZERO).as_secs_f64();
+        let mut latencies: Vec<f64> = self
+            .tasks
+            .iter()
+            .filter_map(|t| Some((t.first_run? - t.submitted?).as_secs_f64() * 1000.0))
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let placed = latencies.len() as u64;
+        let submitted: Vec<Resources> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.submitted.is_some())
+            .map(|(i, _)| self.jobs[self.job_of(i as u32)].demand)
+            .collect();
+        let bf = workload::best_fit(&self.caps, &submitted);
+        let running_cpu: u64 = self
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.runners.is_empty())
+            .map(|(i, _)| self.jobs[self.job_of(i as u32)].demand.cpus_milli)
+            .sum();
+        let packing =
+            (bf.placed_cpus_milli > 0).then(|| running_cpu as f64 / bf.placed_cpus_milli as f64);
+        let shares: Vec<f64> = (0..n)
+            .map(|i| self.used[i].cpus_milli as f64 / self.caps[i].cpus_milli.max(1) as f64)
+            .collect();
+        let mean = shares.iter().sum::<f64>() / n.max(1) as f64;
+        let imbalance = (mean > 0.0).then(|| shares.iter().copied().fold(0.0, f64::max) / mean);
+        let duplicates_now = self.tasks.iter().filter(|t| t.runners.len() > 1).count() as u64;
+        // Waiting tasks that a node still had room for (greedy check).
+        let mut free: BTreeSet<(u64, u64, usize)> = (0..n)
+            .map(|i| {
+                let f = self.caps[i].minus(&self.used[i]);
+                (f.cpus_milli, f.memory_mb, i)
+            })
+            .collect();
+        let (mut unplaced, mut no_room) = (0, 0);
+        for (i, t) in self.tasks.iter().enumerate() {
+            if t.submitted.is_none() || !t.runners.is_empty() {
+                continue;
+            }
+            let d = self.jobs[self.job_of(i as u32)].demand;
+            let slot = free
+                .range((d.cpus_milli, 0, 0)..)
+                .find(|(_, m, _)| *m >= d.memory_mb)
+                .copied();
+            match slot {
+                Some(s @ (c, m, node)) => {
+                    unplaced += 1;
+                    free.remove(&s);
+                    free.insert((c - d.cpus_milli, m - d.memory_mb, node));
+                }
+                None => no_room += 1,
+            }
+        }
+        let span = match (self.first_submit, self.last_first_run) {
+            (Some(a), Some(b)) if b > a => Some((b - a).as_secs_f64()),
+            _ => None,
+        };
+        let node_seconds = n as f64 * sim_s.max(1e-9);
+        let checks = vec![
+            Check {
+                name: "always_no_overcommit".into(),
+                ok: self.overcommits == 0,
+                detail: match &self.first_violation {
+                    Some(v) => format!("{} violations, first {v}", self.overcommits),
+                    None => format!("checked at each of {placed} starts; 0 violations"),
+                },
+            },
+            Check {
+                name: "eventually_placeable_tasks_run".into(),
+                ok: unplaced == 0,
+                detail: format!(
+                    "{unplaced} tasks wait while a node has room ({no_room} have none)"
+                ),
+            },
+            Check {
+                name: "eventually_one_copy_per_task".into(),
+                ok: duplicates_now == 0,
+                detail: format!("{duplicates_now} tasks run twice at the end"),
+            },
+            Check {
+                name: "fault_jobs_fired".into(),
+                ok: !submitted.is_empty() && placed > 0,
+                detail: format!("{} tasks submitted, {placed} ran", submitted.len()),
+            },
+        ];
+        let ok = checks.iter().all(|c| c.ok);
+        let counters: NetCounters = self.net.counters;
+        Report {
+            nodes: n,
+            scenario: self.p.scenario.to_string(),
+            seed: self.p.seed,
+            mode: Mode::Scale.as_str().into(),
+            gossip: self.p.gossip.clone(),
+            command: self.p.command(),
+            formed_s: None,
+            sim_s,
+            events: self.events,
+            crashes: 0,
+            detect_first_s: None,
+            detect_p50_s: None,
+            detect_p999_s: None,
+            detect_all_s: None,
+            undetected: 0,
+            false_positives: 0,
+            false_positives_per_node_hour: 0.0,
+            partition_downs: 0,
+            msgs_per_node_s: 0.0,
+            bytes_per_node_s: 0.0,
+            placement_msgs_per_node_s: self.place_msgs as f64 / node_seconds,
+            placement_bytes_per_node_s: (self.place_bytes_sampled * BYTES_SAMPLE) as f64
+                / node_seconds,
+            tasks: submitted.len() as u64,
+            placed,
+            placement_p50_ms: quantile(&latencies, 0.5),
+            placement_p99_ms: quantile(&latencies, 0.99),
+            placement_max_ms: latencies.last().copied(),
+            placements_per_s: span.map(|s| placed as f64 / s),
+            packing_efficiency: packing,
+            bestfit_placed: bf.placed,
+            load_imbalance: imbalance,
+            replaced: 0,
+            replace_p50_ms: None,
+            replace_p99_ms: None,
+            duplicates: self.duplicates_ever,
+            duplicate_max_s: None,
+            duplicates_after_convergence: duplicates_now,
+            unplaced,
+            unplaced_no_room: no_room,
+            net: counters,
+            checks,
+            ok,
+            series: Vec::new(),
+            detections: Vec::new(),
+            detect_delays: Vec::new(),
+        }
+    }
+}
