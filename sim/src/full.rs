@@ -18,8 +18,8 @@ use std::time::Duration;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_gossip::{
-    Capacity, Config, DownReason, Event as GossipEvent, FreeClass, Instant, MemberMeta,
-    MemberState, Membership, NodeId, NodeIdentity, PacketSecurity, RuntimeInfo, TimerToken,
+    Config, DownReason, Event as GossipEvent, FreeClass, Instant, MemberMeta, MemberState,
+    Membership, NodeId, NodeIdentity, PacketSecurity, TimerToken,
 };
 use shoal_placement::{
     Command, Event as PlaceEvent, ExitReason, Job, Msg, NodeInfo, PlacementConfig, Placer,
@@ -284,30 +284,7 @@ impl World {
             let cap = workload::node_capacity(&mut rng);
             let dc = net.topology().dc(i);
             let zone = net.topology().zone(i);
-            let meta = MemberMeta {
-                name: format!("n{i}"),
-                gossip_addr: addr_of(i),
-                rpc_addr: SocketAddr::new(addr_of(i).ip(), 5482),
-                api_addr: SocketAddr::new(addr_of(i).ip(), 5480),
-                dc: format!("dc{dc}"),
-                zone: format!("dc{dc}-z{zone}"),
-                region: "r1".into(),
-                labels: BTreeMap::new(),
-                capacity: Capacity {
-                    cpus_milli: u32::try_from(cap.cpus_milli).unwrap_or(u32::MAX),
-                    memory_mb: cap.memory_mb,
-                    disk_mb: cap.disk_mb,
-                    gpus: 0,
-                },
-                runtimes: vec![RuntimeInfo {
-                    name: "process".into(),
-                    version: "sim".into(),
-                }],
-                agent_version: "sim".into(),
-                free_class: FreeClass::IDLE,
-                isolation: "none".into(),
-                draining: false,
-            };
+            let meta = workload::node_meta(i, cap, dc, zone, addr_of(i));
             nodes.push(Node {
                 id: NodeId(i as u64 + 1),
                 cap,

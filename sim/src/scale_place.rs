@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shoal_gossip::{Capacity, FreeClass, Instant, MemberMeta, NodeId, RuntimeInfo};
+use shoal_gossip::{Instant, NodeId};
 use shoal_placement::{
     Command, Job, Msg, NodeInfo, PlacementConfig, Placer, Resources, TaskKey, View,
 };
@@ -113,35 +113,6 @@ fn index_of(id: NodeId) -> usize {
     (id.0 as usize).saturating_sub(1)
 }
 
-fn meta(i: usize, cap: Resources, topo: &Topology) -> MemberMeta {
-    let (dc, zone) = (topo.dc(i), topo.zone(i));
-    let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 5481));
-    MemberMeta {
-        name: format!("n{i}"),
-        gossip_addr: addr,
-        rpc_addr: addr,
-        api_addr: addr,
-        dc: format!("dc{dc}"),
-        zone: format!("dc{dc}-z{zone}"),
-        region: "r1".into(),
-        labels: Default::default(),
-        capacity: Capacity {
-            cpus_milli: u32::try_from(cap.cpus_milli).unwrap_or(u32::MAX),
-            memory_mb: cap.memory_mb,
-            disk_mb: cap.disk_mb,
-            gpus: 0,
-        },
-        runtimes: vec![RuntimeInfo {
-            name: "process".into(),
-            version: "sim".into(),
-        }],
-        agent_version: "sim".into(),
-        free_class: FreeClass::IDLE,
-        isolation: "none".into(),
-        draining: false,
-    }
-}
-
 /// The placement wave of the `jobs` scenario in scale mode.
 pub fn run(params: Params) -> Result<Report, SimError> {
     let n = params.nodes;
@@ -155,7 +126,9 @@ pub fn run(params: Params) -> Result<Report, SimError> {
     let mut infos = Vec::with_capacity(n);
     for i in 0..n {
         let cap = workload::node_capacity(&mut rng);
-        infos.push(NodeInfo::from_meta(node_id(i), &meta(i, cap, &topo)));
+        let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 5481));
+        let meta = workload::node_meta(i, cap, topo.dc(i), topo.zone(i), addr);
+        infos.push(NodeInfo::from_meta(node_id(i), &meta));
         caps.push(cap);
     }
     let config = PlacementConfig {

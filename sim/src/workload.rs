@@ -1,12 +1,14 @@
 //! What the cluster is asked to run, what its nodes offer, and the
 //! centralized best-fit placement that shoal's packing is compared with.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use shoal_gossip::{Capacity, FreeClass, MemberMeta, RuntimeInfo};
 use shoal_model::JobSpec;
 use shoal_placement::Resources;
 
@@ -49,6 +51,42 @@ pub fn node_capacity(rng: &mut ChaCha8Rng) -> Resources {
         memory_mb,
         disk_mb: 1_000_000,
         gpus: 0,
+    }
+}
+
+/// The metadata of simulated node `i`: name `n<i>`, its datacenter and
+/// zone, its capacity, the process runtime; RPC and API on the gossip
+/// address's IP.
+pub fn node_meta(
+    i: usize,
+    cap: Resources,
+    dc: usize,
+    zone: usize,
+    gossip: SocketAddr,
+) -> MemberMeta {
+    MemberMeta {
+        name: format!("n{i}"),
+        gossip_addr: gossip,
+        rpc_addr: SocketAddr::new(gossip.ip(), 5482),
+        api_addr: SocketAddr::new(gossip.ip(), 5480),
+        dc: format!("dc{dc}"),
+        zone: format!("dc{dc}-z{zone}"),
+        region: "r1".into(),
+        labels: BTreeMap::new(),
+        capacity: Capacity {
+            cpus_milli: u32::try_from(cap.cpus_milli).unwrap_or(u32::MAX),
+            memory_mb: cap.memory_mb,
+            disk_mb: cap.disk_mb,
+            gpus: 0,
+        },
+        runtimes: vec![RuntimeInfo {
+            name: "process".into(),
+            version: "sim".into(),
+        }],
+        agent_version: "sim".into(),
+        free_class: FreeClass::IDLE,
+        isolation: "none".into(),
+        draining: false,
     }
 }
 
