@@ -1223,18 +1223,18 @@ impl Membership {
         }
         // Only the free class moved since the copy held: take it from the
         // datagram, as from a gossiped free-class item.
-        let free = Item::Free {
-            id: header.sender,
-            bump: header.bump,
-            version,
-            base,
-            class,
-        };
-        if self
+        let only_free_class = self
             .metas
             .get(&header.sender)
-            .is_some_and(|r| r.bump == header.bump && r.version >= base)
-        {
+            .is_some_and(|r| r.bump == header.bump && r.version >= base);
+        if only_free_class {
+            let free = Item::Free {
+                id: header.sender,
+                bump: header.bump,
+                version,
+                base,
+                class,
+            };
             self.apply_item(now, free, false);
             return;
         }
