@@ -424,6 +424,8 @@ const MEMBER_SYNC_ATTEMPTS: u32 = 5;
 const MEMBER_SNAPSHOT_TTL: Duration = Duration::from_secs(2);
 /// Times a node asks about a member that went down without a leave record.
 const LEAVE_QUERIES: u32 = 6;
+/// How long a member seen going down is told about in range exchanges.
+const DOWN_REPAIR_WINDOW: Duration = Duration::from_secs(300);
 /// How often the housekeeping timer runs.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
 
@@ -457,6 +459,8 @@ pub struct Membership {
     /// space (a fixed hash of the id, so that ranges hold members evenly
     /// however ids were chosen).
     up_index: BTreeMap<u64, NodeIdentity>,
+    /// Members seen going down lately, by the same position, with when.
+    down_index: BTreeMap<u64, (NodeIdentity, Instant)>,
     metas: BTreeMap<NodeId, MetaRecord>,
     /// Record versions heard of (in a free-class change that could not be
     /// applied) but not held: pulled like a missing record.
@@ -527,6 +531,7 @@ impl Membership {
             replay: BTreeMap::new(),
             records: BTreeMap::new(),
             up_index: BTreeMap::new(),
+            down_index: BTreeMap::new(),
             metas: BTreeMap::new(),
             behind: BTreeMap::new(),
             leaves: BTreeMap::new(),
@@ -764,12 +769,13 @@ impl Membership {
                 start,
                 len,
                 digests,
-            } => self.answer_member_digest(from, start, len, &digests),
+            } => self.answer_member_digest(now, from, start, len, &digests),
             Body::MemberRanges {
                 ranges,
                 members,
+                down,
                 reply,
-            } => self.on_member_ranges(from, &ranges, members, reply),
+            } => self.on_member_ranges(now, from, &ranges, members, down, reply),
             Body::MetaResponse { updates } => {
                 for update in updates {
                     self.apply_item(now, Item::Meta(Box::new(update)), false);
@@ -1594,7 +1600,14 @@ impl Membership {
     }
 
     /// Sends the members of every range whose digest differs from ours.
-    fn answer_member_digest(&mut self, to: SocketAddr, start: u64, len: u64, digests: &[[u8; 4]]) {
+    fn answer_member_digest(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        start: u64,
+        len: u64,
+        digests: &[[u8; 4]],
+    ) {
         let differing: Vec<(u64, u64)> = digests
             .iter()
             .take(ranges::RANGES)
@@ -1612,26 +1625,58 @@ impl Membership {
             .flat_map(|(s, l)| self.up_in_range(*s, *l))
             .cloned()
             .collect();
-        self.send_member_ranges(to, differing, members, true);
+        let down: Vec<NodeIdentity> = differing
+            .iter()
+            .flat_map(|(s, l)| self.down_in_range(now, *s, *l))
+            .cloned()
+            .collect();
+        self.send_member_ranges(to, differing, members, down, true);
+    }
+
+    /// Members seen going down within [`DOWN_REPAIR_WINDOW`] whose position
+    /// lies in the range.
+    fn down_in_range(
+        &self,
+        now: Instant,
+        start: u64,
+        len: u64,
+    ) -> impl Iterator<Item = &NodeIdentity> {
+        let end = start.checked_add(len);
+        let head = match end {
+            Some(end) => self.down_index.range(start..end),
+            None => self.down_index.range(start..),
+        };
+        let tail = match end {
+            Some(_) => self.down_index.range(0..0),
+            None => self.down_index.range(0..start.wrapping_add(len)),
+        };
+        head.chain(tail)
+            .filter(move |(_, (_, at))| now.saturating_duration_since(*at) < DOWN_REPAIR_WINDOW)
+            .map(|(_, (m, _))| m)
     }
 
     /// Learns the members of a differing range and, when asked, sends back
     /// those of ours that the list lacked.
     fn on_member_ranges(
         &mut self,
+        now: Instant,
         from: SocketAddr,
         asked: &[(u64, u64)],
         members: Vec<NodeIdentity>,
+        down: Vec<NodeIdentity>,
         reply: bool,
     ) {
         let asked = &asked[..asked.len().min(ranges::RANGES)];
-        let sent: std::collections::BTreeSet<NodeId> = members.iter().map(|m| m.id).collect();
+        let sent_up: std::collections::BTreeSet<NodeId> = members.iter().map(|m| m.id).collect();
+        let sent_down: std::collections::BTreeSet<NodeId> = down.iter().map(|m| m.id).collect();
         let others = members
             .into_iter()
-            .filter(|m| m.id != self.identity.id)
-            .map(foca::Member::alive);
+            .map(foca::Member::alive)
+            .chain(down.into_iter().map(foca::Member::down))
+            .filter(|m| m.id().id != self.identity.id);
         // Copied knowledge is not news: no re-broadcast. An entry foca knows
-        // better (suspect, down, a newer life) leaves it unchanged.
+        // better (suspect, down, a newer life) leaves it unchanged; a down
+        // entry of the life foca holds as up brings it down.
 
         let before = self.swim.num_members();
         let _ = self.swim.apply_many(others, false, &mut self.runtime);
@@ -1643,11 +1688,18 @@ impl Membership {
         let lacking: Vec<NodeIdentity> = asked
             .iter()
             .flat_map(|(s, l)| self.up_in_range(*s, *l))
-            .filter(|m| !sent.contains(&m.id))
+            .filter(|m| !sent_up.contains(&m.id) && !sent_down.contains(&m.id))
             .cloned()
             .collect();
-        if !lacking.is_empty() {
-            self.send_member_ranges(from, asked.to_vec(), lacking, false);
+        // Members the list has as up that went down here.
+        let gone: Vec<NodeIdentity> = asked
+            .iter()
+            .flat_map(|(s, l)| self.down_in_range(now, *s, *l))
+            .filter(|m| sent_up.contains(&m.id))
+            .cloned()
+            .collect();
+        if !lacking.is_empty() || !gone.is_empty() {
+            self.send_member_ranges(from, asked.to_vec(), lacking, gone, false);
         }
     }
 
@@ -1656,36 +1708,44 @@ impl Membership {
         to: SocketAddr,
         ranges: Vec<(u64, u64)>,
         members: Vec<NodeIdentity>,
+        down: Vec<NodeIdentity>,
         reply: bool,
     ) {
         // As many datagrams as it takes, up to one per range (ranges hold
         // about 16 members; more is a burst of joins, finished next time).
+        // Down members first: they are few and correct a wrong "up".
         let room = self
             .config
             .max_datagram_bytes
             .saturating_sub(SEAL_OVERHEAD + ENVELOPE_OVERHEAD + 21 * ranges.len() + 8);
-        let mut pages: Vec<Vec<NodeIdentity>> = vec![Vec::new()];
+        let mut pages: Vec<(Vec<NodeIdentity>, Vec<NodeIdentity>)> = vec![Default::default()];
         let mut size = 0;
-        for m in members {
+        let tagged = down
+            .into_iter()
+            .map(|m| (false, m))
+            .chain(members.into_iter().map(|m| (true, m)));
+        for (up, m) in tagged {
             let len = wire::encode(&m).len();
             if size + len > room {
                 if pages.len() == ranges::RANGES {
                     break;
                 }
-                pages.push(Vec::new());
+                pages.push(Default::default());
                 size = 0;
             }
             size += len;
-            pages.last_mut().expect("starts with one").push(m);
+            let page = pages.last_mut().expect("starts with one");
+            if up { &mut page.0 } else { &mut page.1 }.push(m);
         }
         // The receiver finds what we lack by comparing with one page: ask
         // only when the answer is one page (the rest is found on the
         // receiver's own rounds).
         let reply = reply && pages.len() == 1;
-        for page in pages {
+        for (members, down) in pages {
             let body = Body::MemberRanges {
                 ranges: ranges.clone(),
-                members: page,
+                members,
+                down,
                 reply,
             };
             self.send(to, body, false);
@@ -1732,6 +1792,8 @@ impl Membership {
             .map(|m| m.id().id)
             .collect();
         self.replay.retain(|id, _| known.contains(id));
+        self.down_index
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < DOWN_REPAIR_WINDOW);
         self.digest_reported.retain(|id, _| known.contains(id));
         self.leaves.retain(|id, _| known.contains(id));
     }
@@ -1742,6 +1804,7 @@ impl Membership {
         }
         self.records.remove(&id);
         self.up_index.remove(&ranges::position(id.0));
+        self.down_index.remove(&ranges::position(id.0));
         self.metas.remove(&id);
         self.behind.remove(&id);
         self.leaves.remove(&id);
@@ -1791,6 +1854,7 @@ impl Membership {
                 record.state_since = now;
                 self.up_index
                     .insert(ranges::position(id.0), identity.clone());
+                self.down_index.remove(&ranges::position(id.0));
                 self.unexplained.remove(&id);
                 if self.meta_is_stale(id) {
                     self.want_meta(now, id);
@@ -1810,6 +1874,8 @@ impl Membership {
                     r.up = false;
                 }
                 self.up_index.remove(&ranges::position(identity.id.0));
+                self.down_index
+                    .insert(ranges::position(identity.id.0), (identity.clone(), now));
                 let reason = if self.has_left(&identity) {
                     DownReason::Left
                 } else {
@@ -1847,6 +1913,7 @@ impl Membership {
                 record.identity = new.clone();
                 record.up = true;
                 self.up_index.insert(ranges::position(id.0), new.clone());
+                self.down_index.remove(&ranges::position(id.0));
                 if self.meta_is_stale(id) {
                     self.want_meta(now, id);
                 }

@@ -68,11 +68,12 @@ pub(crate) enum Body<'a> {
         digests: Vec<[u8; 4]>,
     },
     /// The sender's live members in `ranges` (`(start, len)`), whose
-    /// digests differed; with `reply`, send back the members of these
-    /// ranges that the list lacks.
+    /// digests differed, and those it saw go down lately (a down rumor can
+    /// miss a node too); with `reply`, send back what the lists lack.
     MemberRanges {
         ranges: Vec<(u64, u64)>,
         members: Vec<NodeIdentity>,
+        down: Vec<NodeIdentity>,
         reply: bool,
     },
 }

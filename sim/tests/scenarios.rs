@@ -165,3 +165,20 @@ fn scale_mode_places_a_wave_with_the_real_placers() {
         "same seed, different run"
     );
 }
+
+#[test]
+fn a_missed_down_rumor_is_repaired() {
+    // Found by `--validate 500`: with seed 1, one observer missed node
+    // n312's down rumor and held it as suspect for good (probing it again
+    // takes a round of 500 probe periods). Range digests now carry the
+    // members seen going down lately, and every observer learns.
+    let mut p = Params::new(Scenario::Loss, 500, 1);
+    p.loss = Some(0.01);
+    p.crashes = 5;
+    p.duration = Duration::from_secs(65);
+    p.settle = Duration::from_secs(20);
+    let r = run(p);
+    assert_all_ok(&r);
+    assert_eq!(r.undetected, 0, "replay with: {}", r.command);
+    assert!(r.detect_all_s.is_some(), "replay with: {}", r.command);
+}
