@@ -1546,20 +1546,10 @@ impl Membership {
     /// Live members (this node included) whose position lies in the range
     /// of `len` positions from `start`.
     fn up_in_range(&self, start: u64, len: u64) -> impl Iterator<Item = &NodeIdentity> {
-        let end = start.checked_add(len);
-        let head = match end {
-            Some(end) => self.up_index.range(start..end),
-            None => self.up_index.range(start..),
-        };
-        // A range that wraps past the top of the space goes on from 0.
-        let tail = match end {
-            Some(_) => self.up_index.range(0..0),
-            None => self.up_index.range(0..start.wrapping_add(len)),
-        };
         let own = (!self.left
             && ranges::contains(start, len, ranges::position(self.identity.id.0)))
         .then_some(&self.identity);
-        head.chain(tail).map(|(_, m)| m).chain(own)
+        ranges::values_in(&self.up_index, start, len).chain(own)
     }
 
     fn range_digest(&self, start: u64, len: u64) -> u64 {
@@ -1641,18 +1631,9 @@ impl Membership {
         start: u64,
         len: u64,
     ) -> impl Iterator<Item = &NodeIdentity> {
-        let end = start.checked_add(len);
-        let head = match end {
-            Some(end) => self.down_index.range(start..end),
-            None => self.down_index.range(start..),
-        };
-        let tail = match end {
-            Some(_) => self.down_index.range(0..0),
-            None => self.down_index.range(0..start.wrapping_add(len)),
-        };
-        head.chain(tail)
-            .filter(move |(_, (_, at))| now.saturating_duration_since(*at) < DOWN_REPAIR_WINDOW)
-            .map(|(_, (m, _))| m)
+        ranges::values_in(&self.down_index, start, len)
+            .filter(move |(_, at)| now.saturating_duration_since(*at) < DOWN_REPAIR_WINDOW)
+            .map(|(m, _)| m)
     }
 
     /// Learns the members of a differing range and, when asked, sends back

@@ -13,6 +13,8 @@
 //! period per node whatever the cluster size, and each round covers
 //! `RANGES × RANGE_MEMBERS` members of the id space.
 
+use std::collections::BTreeMap;
+
 /// Ranges compared per round.
 pub(crate) const RANGES: usize = 8;
 /// Members expected in one range: the range width is chosen from the
@@ -32,6 +34,24 @@ pub(crate) fn width(members: usize) -> u64 {
 /// (wrapping).
 pub(crate) fn contains(start: u64, len: u64, position: u64) -> bool {
     position.wrapping_sub(start) < len
+}
+
+/// The values of `index` (keyed by position) in the range of `len`
+/// positions from `start`; a range that wraps past the top of the space
+/// goes on from 0.
+pub(crate) fn values_in<V>(
+    index: &BTreeMap<u64, V>,
+    start: u64,
+    len: u64,
+) -> impl Iterator<Item = &V> {
+    let (head, tail) = match start.checked_add(len) {
+        Some(end) => (index.range(start..end), index.range(0..0)),
+        None => (
+            index.range(start..),
+            index.range(0..start.wrapping_add(len)),
+        ),
+    };
+    head.chain(tail).map(|(_, v)| v)
 }
 
 /// Where a member sits in the space the ranges divide: a fixed bijective

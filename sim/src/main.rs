@@ -309,7 +309,7 @@ fn validate(cli: &Cli) -> Result<ExitCode> {
     let rows = shoal_sim::scale::validate(&cli.validate, cli.seed, loss, cli.crashes)?;
     let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
     println!(
-                "scale model vs real code: {} crashes under {loss} loss, seed {}; tolerance claimed: median detection within {TOLERANCE_DETECT_S} s, 99.9% within {TOLERANCE_TAIL_S} s, datagrams per node within {:.0}%",
+        "scale model vs real code: {} crashes under {loss} loss, seed {}; tolerance claimed: median detection within {TOLERANCE_DETECT_S} s, 99.9% within {TOLERANCE_TAIL_S} s, datagrams per node within {:.0}%",
         cli.crashes,
         cli.seed,
         TOLERANCE_MSGS * 100.0
@@ -334,15 +334,21 @@ fn validate(cli: &Cli) -> Result<ExitCode> {
                 r.false_positives
             );
         }
-                let close = |a: Option<f64>, b: Option<f64>, within: f64| match (a, b) {
+        let close = |a: Option<f64>, b: Option<f64>, within: f64| match (a, b) {
             (Some(a), Some(b)) => (a - b).abs() <= within,
             _ => false,
         };
         let msgs_ok = (c.full.msgs_per_node_s - c.scale.msgs_per_node_s).abs()
             <= TOLERANCE_MSGS * c.full.msgs_per_node_s;
-                let ok = close(c.full.detect_p50_s, c.scale.detect_p50_s, TOLERANCE_DETECT_S)
-            && close(c.full.detect_p999_s, c.scale.detect_p999_s, TOLERANCE_TAIL_S)
-            && msgs_ok;
+        let ok = close(
+            c.full.detect_p50_s,
+            c.scale.detect_p50_s,
+            TOLERANCE_DETECT_S,
+        ) && close(
+            c.full.detect_p999_s,
+            c.scale.detect_p999_s,
+            TOLERANCE_TAIL_S,
+        ) && msgs_ok;
         all_ok &= ok;
         println!(
             "{:>7} {}",
