@@ -1344,36 +1344,20 @@ impl World {
         // Tasks: what runs, what could run.
         let duplicates = self.tasks.iter().filter(|t| t.runners.len() > 1).count() as u64;
         self.end_state.duplicates = duplicates;
-        let mut free: BTreeSet<(u64, u64, usize)> = up
+        // Waiting tasks that the room left on live nodes could still take
+        // (a best fit of them into that room).
+        let room: Vec<Resources> = up
             .iter()
-            .map(|i| {
-                let n = &self.nodes[*i];
-                let f = n.cap.minus(&n.used);
-                (f.cpus_milli, f.memory_mb, *i)
-            })
+            .map(|i| self.nodes[*i].cap.minus(&self.nodes[*i].used))
             .collect();
-        let mut waiting: Vec<Resources> = self
+        let waiting: Vec<Resources> = self
             .tasks
             .iter()
             .filter(|t| t.submitted.is_some() && t.runners.is_empty())
             .map(|t| t.demand)
             .collect();
-        waiting.sort_by_key(|d| std::cmp::Reverse((d.cpus_milli, d.memory_mb)));
-        let (mut unplaced, mut no_room) = (0, 0);
-        for d in waiting {
-            let slot = free
-                .range((d.cpus_milli, 0, 0)..)
-                .find(|(_, m, _)| *m >= d.memory_mb)
-                .copied();
-            match slot {
-                Some(s @ (c, m, i)) => {
-                    unplaced += 1;
-                    free.remove(&s);
-                    free.insert((c - d.cpus_milli, m - d.memory_mb, i));
-                }
-                None => no_room += 1,
-            }
-        }
+        let fit = workload::best_fit(&room, &waiting);
+        let (unplaced, no_room) = (fit.placed, fit.unplaced);
         self.end_state.unplaced = unplaced;
         self.end_state.unplaced_no_room = no_room;
         let submitted: Vec<Resources> = self

@@ -425,32 +425,18 @@ impl World {
         let mean = shares.iter().sum::<f64>() / n.max(1) as f64;
         let imbalance = (mean > 0.0).then(|| shares.iter().copied().fold(0.0, f64::max) / mean);
         let duplicates_now = self.tasks.iter().filter(|t| t.runners.len() > 1).count() as u64;
-        // Waiting tasks that a node still had room for (greedy check).
-        let mut free: BTreeSet<(u64, u64, usize)> = (0..n)
-            .map(|i| {
-                let f = self.caps[i].minus(&self.used[i]);
-                (f.cpus_milli, f.memory_mb, i)
-            })
+        // Waiting tasks that the room left could still take (a best fit
+        // of them into that room).
+        let room: Vec<Resources> = (0..n).map(|i| self.caps[i].minus(&self.used[i])).collect();
+        let waiting: Vec<Resources> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.submitted.is_some() && t.runners.is_empty())
+            .map(|(i, _)| self.jobs[self.job_of(i as u32)].demand)
             .collect();
-        let (mut unplaced, mut no_room) = (0, 0);
-        for (i, t) in self.tasks.iter().enumerate() {
-            if t.submitted.is_none() || !t.runners.is_empty() {
-                continue;
-            }
-            let d = self.jobs[self.job_of(i as u32)].demand;
-            let slot = free
-                .range((d.cpus_milli, 0, 0)..)
-                .find(|(_, m, _)| *m >= d.memory_mb)
-                .copied();
-            match slot {
-                Some(s @ (c, m, node)) => {
-                    unplaced += 1;
-                    free.remove(&s);
-                    free.insert((c - d.cpus_milli, m - d.memory_mb, node));
-                }
-                None => no_room += 1,
-            }
-        }
+        let fit = workload::best_fit(&room, &waiting);
+        let (unplaced, no_room) = (fit.placed, fit.unplaced);
         let span = match (self.first_submit, self.last_first_run) {
             (Some(a), Some(b)) if b > a => Some((b - a).as_secs_f64()),
             _ => None,
