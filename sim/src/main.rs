@@ -408,6 +408,22 @@ fn validate(cli: &Cli) -> Result<ExitCode> {
                 true,
             ),
         )
+                .with_context(|| format!("writing {}", path.display()))?;
+        let traffic = [
+            line("full", |c| &c.full, |r| Some(r.bytes_per_node_s)),
+            line("scale", |c| &c.scale, |r| Some(r.bytes_per_node_s)),
+        ];
+        let path = dir.join("validate-traffic.svg");
+        std::fs::write(
+            &path,
+            line_chart(
+                "gossip bytes per node per second: real code (full) and model (scale)",
+                "nodes",
+                "bytes/s",
+                &traffic,
+                true,
+            ),
+        )
         .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if all_ok {
