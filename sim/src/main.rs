@@ -408,7 +408,7 @@ fn validate(cli: &Cli) -> Result<ExitCode> {
                 true,
             ),
         )
-                .with_context(|| format!("writing {}", path.display()))?;
+        .with_context(|| format!("writing {}", path.display()))?;
         let traffic = [
             line("full", |c| &c.full, |r| Some(r.bytes_per_node_s)),
             line("scale", |c| &c.scale, |r| Some(r.bytes_per_node_s)),
