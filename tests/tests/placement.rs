@@ -247,6 +247,14 @@ fn after_a_partition_heals_exactly_one_process_per_index() {
         201
     );
     wait_until("6 processes", SETTLE, || Ok(exactly_once(&m, 6)));
+    // The job must be known on both sides before the cut: a side that
+    // never heard of it cannot run it (placement is fast enough now to
+    // finish before replication reaches every node).
+    wait_until("the job on every node", SETTLE, || {
+        Ok(c.agents
+            .iter()
+            .all(|a| a.get_any("/v1/jobs/part").is_ok_and(|(s, _)| s == 200)))
+    });
     let ids = |side: &[usize]| {
         side.iter()
             .map(|i| c.agents[*i].info.node_id.clone())
