@@ -182,6 +182,12 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Writes `contents` to `dir/name`, naming the file in the error.
+fn write_file(dir: &std::path::Path, name: &str, contents: impl AsRef<[u8]>) -> Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
 fn write_out(dir: &PathBuf, report: &Report) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut csv = String::from(
@@ -199,14 +205,12 @@ fn write_out(dir: &PathBuf, report: &Report) -> Result<()> {
             s.placement_msgs_per_node
         );
     }
-    let series = dir.join("series.csv");
-    std::fs::write(&series, csv).with_context(|| format!("writing {}", series.display()))?;
+    write_file(dir, "series.csv", csv)?;
     let mut det = String::from("delay_s\n");
     for d in &report.detect_delays {
         det += &format!("{d}\n");
     }
-    let path = dir.join("detections.csv");
-    std::fs::write(&path, det).with_context(|| format!("writing {}", path.display()))?;
+    write_file(dir, "detections.csv", det)?;
     // Plots: the time series of the run, and the detection delays as a
     // distribution.
     let series = |f: fn(&shoal_sim::report::Sample) -> f64| -> Vec<(f64, f64)> {
@@ -259,12 +263,8 @@ fn write_out(dir: &PathBuf, report: &Report) -> Result<()> {
         ),
     ];
     for (file, y, lines) in charts {
-        let path = dir.join(file);
-        std::fs::write(
-            &path,
-            line_chart(&title, "simulated seconds", y, &lines, false),
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
+        let chart = line_chart(&title, "simulated seconds", y, &lines, false);
+        write_file(dir, file, chart)?;
     }
     let n = report.detect_delays.len().max(1) as f64;
     let cdf: Vec<(f64, f64)> = report
@@ -273,24 +273,18 @@ fn write_out(dir: &PathBuf, report: &Report) -> Result<()> {
         .enumerate()
         .map(|(k, d)| (*d, (k + 1) as f64 / n))
         .collect();
-    let path = dir.join("detection.svg");
-    std::fs::write(
-        &path,
-        line_chart(
-            &title,
-            "seconds after the crash",
-            "fraction of (crash, observer) pairs that knew",
-            &[Line {
-                name: "detection",
-                points: cdf,
-            }],
-            false,
-        ),
-    )
-    .with_context(|| format!("writing {}", path.display()))?;
-    let path = dir.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(report)?)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let chart = line_chart(
+        &title,
+        "seconds after the crash",
+        "fraction of (crash, observer) pairs that knew",
+        &[Line {
+            name: "detection",
+            points: cdf,
+        }],
+        false,
+    );
+    write_file(dir, "detection.svg", chart)?;
+    write_file(dir, "report.json", serde_json::to_string_pretty(report)?)?;
     Ok(())
 }
 
@@ -382,8 +376,7 @@ fn validate(cli: &Cli) -> Result<ExitCode> {
                 );
             }
         }
-        let path = dir.join("validate.csv");
-        std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+        write_file(dir, "validate.csv", csv)?;
         let line = |name, sel: fn(&Comparison) -> &Report, q: fn(&Report) -> Option<f64>| Line {
             name,
             points: rows
@@ -391,40 +384,29 @@ fn validate(cli: &Cli) -> Result<ExitCode> {
                 .filter_map(|c| q(sel(c)).map(|v| (sel(c).nodes as f64, v)))
                 .collect(),
         };
-        let lines = [
+        let detection = [
             line("full p50", |c| &c.full, |r| r.detect_p50_s),
             line("scale p50", |c| &c.scale, |r| r.detect_p50_s),
             line("full p99.9", |c| &c.full, |r| r.detect_p999_s),
             line("scale p99.9", |c| &c.scale, |r| r.detect_p999_s),
         ];
-        let path = dir.join("validate.svg");
-        std::fs::write(
-            &path,
-            line_chart(
-                "detection: real code (full) and model (scale)",
-                "nodes",
-                "seconds",
-                &lines,
-                true,
-            ),
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
         let traffic = [
             line("full", |c| &c.full, |r| Some(r.bytes_per_node_s)),
             line("scale", |c| &c.scale, |r| Some(r.bytes_per_node_s)),
         ];
-        let path = dir.join("validate-traffic.svg");
-        std::fs::write(
-            &path,
-            line_chart(
-                "gossip bytes per node per second: real code (full) and model (scale)",
-                "nodes",
+        let charts = [
+            ("validate.svg", "detection", "seconds", &detection[..]),
+            (
+                "validate-traffic.svg",
+                "gossip bytes per node per second",
                 "bytes/s",
-                &traffic,
-                true,
+                &traffic[..],
             ),
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
+        ];
+        for (file, what, y, lines) in charts {
+            let title = format!("{what}: real code (full) and model (scale)");
+            write_file(dir, file, line_chart(&title, "nodes", y, lines, true))?;
+        }
     }
     Ok(if all_ok {
         ExitCode::SUCCESS
