@@ -362,8 +362,6 @@ struct MetaRecord {
 #[derive(Debug)]
 struct Record {
     identity: NodeIdentity,
-    /// Alive or suspect (not down) in foca's view.
-    up: bool,
     first_seen: Instant,
     state_since: Instant,
 }
@@ -896,7 +894,7 @@ impl Membership {
         if id == self.identity.id {
             return (!self.left).then_some(&self.meta);
         }
-        if !self.records.get(&id).is_some_and(|r| r.up) {
+        if !self.up_index.contains_key(&ranges::position(id.0)) {
             return None;
         }
         self.metas.get(&id).map(|r| &r.meta)
@@ -1826,12 +1824,10 @@ impl Membership {
                 let id = identity.id;
                 let record = self.records.entry(id).or_insert(Record {
                     identity: identity.clone(),
-                    up: true,
                     first_seen: now,
                     state_since: now,
                 });
                 record.identity = identity.clone();
-                record.up = true;
                 record.state_since = now;
                 self.up_index
                     .insert(ranges::position(id.0), identity.clone());
@@ -1852,7 +1848,6 @@ impl Membership {
             OwnedNotification::MemberDown(identity) => {
                 if let Some(r) = self.records.get_mut(&identity.id) {
                     r.state_since = now;
-                    r.up = false;
                 }
                 self.up_index.remove(&ranges::position(identity.id.0));
                 self.down_index
@@ -1887,12 +1882,10 @@ impl Membership {
                 let id = new.id;
                 let record = self.records.entry(id).or_insert(Record {
                     identity: new.clone(),
-                    up: true,
                     first_seen: now,
                     state_since: now,
                 });
                 record.identity = new.clone();
-                record.up = true;
                 self.up_index.insert(ranges::position(id.0), new.clone());
                 self.down_index.remove(&ranges::position(id.0));
                 if self.meta_is_stale(id) {

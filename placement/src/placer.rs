@@ -1071,10 +1071,6 @@ impl Placer {
         self.update_free_class();
     }
 
-    fn alive(&self, node: NodeId) -> bool {
-        self.view.members.contains_key(&node)
-    }
-
     fn name_of(&self, node: NodeId) -> String {
         self.view
             .members
@@ -1306,7 +1302,7 @@ impl Placer {
             if done {
                 return Due::Nothing;
             }
-            if !self.alive(h.node) {
+            if !self.has_member(h.node) {
                 return Due::Lost(h.node);
             }
             let limit = if h.confirmed {

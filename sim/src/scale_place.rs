@@ -87,6 +87,8 @@ struct World {
     net: Network,
     rng: ChaCha8Rng,
     placers: Vec<Placer>,
+    /// The view every placer shares.
+    view: Arc<View>,
     caps: Vec<Resources>,
     used: Vec<Resources>,
     /// The tasks each node runs (few per node).
@@ -167,6 +169,7 @@ pub fn run(params: Params) -> Result<Report, SimError> {
         net,
         rng,
         placers,
+        view,
         used: vec![Resources::default(); n],
         procs: vec![Vec::new(); n],
         tick_at: vec![None; n],
@@ -297,7 +300,7 @@ impl World {
             for k in 0..count {
                 self.tasks[(first + k) as usize].submitted = Some(now);
                 let key = TaskKey::index(&name, k);
-                if let Some(owner) = self.placers[0].ring().owner(key.hash()) {
+                if let Some(owner) = self.view.ring().owner(key.hash()) {
                     targets.insert(index_of(owner));
                 }
             }
