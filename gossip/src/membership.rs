@@ -212,10 +212,6 @@ pub struct Stats {
     pub probe_failures: u64,
     /// Direct probe round trips.
     pub probe_rtt: RttHistogram,
-    /// Member-list range digests sent.
-    pub member_digests: u64,
-    /// Ranges found to differ (in digests received).
-    pub member_ranges_differing: u64,
     /// Members learned from range exchanges (new to this node).
     pub members_learned_from_ranges: u64,
 }
@@ -1575,7 +1571,6 @@ impl Membership {
                 ranges::wire_digest(digest)
             })
             .collect();
-        self.stats.member_digests += 1;
         self.send(
             peer,
             Body::MemberDigest {
@@ -1604,7 +1599,6 @@ impl Membership {
             .filter(|(s, d)| ranges::wire_digest(self.range_digest(*s, len)) != *d)
             .map(|(s, _)| (s, len))
             .collect();
-        self.stats.member_ranges_differing += differing.len() as u64;
         if differing.is_empty() {
             return;
         }
