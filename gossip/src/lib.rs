@@ -40,6 +40,8 @@ pub use membership::{
     DownReason, Event, MemberInfo, MemberState, Membership, MetaTooLarge, NewError, RttHistogram,
     Stats, TimerToken, Transmit,
 };
-pub use meta::{Capacity, FreeClass, MAX_META_BYTES, MemberMeta, MetaUpdate, RuntimeInfo};
+pub use meta::{
+    Capacity, FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate, RuntimeInfo,
+};
 pub use seal::{DropReason, GossipKey, PacketSecurity};
 pub use time::Instant;

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::config::{Config, ConfigError, ENVELOPE_OVERHEAD};
-use crate::meta::{FreeClass, MAX_META_BYTES, MemberMeta, MetaUpdate};
+use crate::meta::{FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate};
 use crate::ranges;
 use crate::seal::{self, DropReason, PacketSecurity, ReplayWindow, SEAL_OVERHEAD, SealHeader};
 use crate::wire::{self, Body, Envelope, Item};
@@ -456,6 +456,8 @@ pub struct Membership {
     /// Members seen going down lately, by the same position, with when.
     down_index: BTreeMap<u64, (NodeIdentity, Instant)>,
     metas: BTreeMap<NodeId, MetaRecord>,
+    /// Where records are shared with other memberships of the process.
+    meta_share: Option<Arc<dyn MetaShare>>,
     /// Record versions heard of (in a free-class change that could not be
     /// applied) but not held: pulled like a missing record.
     behind: BTreeMap<NodeId, (u32, u32)>,
@@ -527,6 +529,7 @@ impl Membership {
             up_index: BTreeMap::new(),
             down_index: BTreeMap::new(),
             metas: BTreeMap::new(),
+            meta_share: None,
             behind: BTreeMap::new(),
             leaves: BTreeMap::new(),
             piggyback: Piggyback::default(),
@@ -786,6 +789,28 @@ impl Membership {
         self.current_from = Some(from);
         self.drain_swim(now);
         self.current_from = None;
+    }
+
+    /// Shares this membership's copies of other members' records with the
+    /// other memberships of the process that are handed the same `share`
+    /// (the simulator's: thousands of nodes in one process). Records
+    /// already held stay private copies.
+    pub fn share_metas(&mut self, share: Arc<dyn MetaShare>) {
+        self.meta_share = Some(share);
+    }
+
+    /// Record `(id, bump, version)`, from the shared copies when there are.
+    fn shared_meta(
+        &self,
+        id: NodeId,
+        bump: u32,
+        version: u32,
+        make: &mut dyn FnMut() -> MemberMeta,
+    ) -> Arc<MemberMeta> {
+        match &self.meta_share {
+            Some(share) => share.share(id, bump, version, make),
+            None => Arc::new(make()),
+        }
     }
 
     /// Fires the timer `token` (from [`poll_timeout`](Self::poll_timeout)).
@@ -1071,12 +1096,22 @@ impl Membership {
                     let tx = self.transmissions();
                     self.piggyback.add(&Item::Meta(update.clone()), tx);
                 }
+                let MetaUpdate {
+                    bump,
+                    version,
+                    meta,
+                    ..
+                } = *update;
+                let mut meta = Some(meta);
+                let meta = self.shared_meta(id, bump, version, &mut || {
+                    meta.take().unwrap_or_else(|| unreachable!("made once"))
+                });
                 self.metas.insert(
                     id,
                     MetaRecord {
-                        bump: update.bump,
-                        version: update.version,
-                        meta: Arc::new(update.meta),
+                        bump,
+                        version,
+                        meta,
                     },
                 );
                 self.caught_up(id);
@@ -1111,16 +1146,17 @@ impl Membership {
                     self.piggyback.add(&item, tx);
                 }
                 if held.bump == bump && held.version >= base {
-                    let meta = MemberMeta {
+                    let held = Arc::clone(&held.meta);
+                    let meta = self.shared_meta(id, bump, version, &mut || MemberMeta {
                         free_class: FreeClass(class),
-                        ..(*held.meta).clone()
-                    };
+                        ..(*held).clone()
+                    });
                     self.metas.insert(
                         id,
                         MetaRecord {
                             bump,
                             version,
-                            meta: Arc::new(meta),
+                            meta,
                         },
                     );
                     self.caught_up(id);

@@ -122,6 +122,25 @@ impl MetaUpdate {
     }
 }
 
+/// Shares equal metadata records between the memberships of one process.
+///
+/// An agent runs one membership and needs none. The simulator runs
+/// thousands, each holding every member's record; handing them one
+/// [`MetaShare`] ([`Membership::share_metas`](crate::Membership::share_metas))
+/// keeps each record once per process instead of once per node.
+pub trait MetaShare: Send + Sync {
+    /// The one copy of record `version` of member `id` in its life `bump`
+    /// (a record is identified by these three: every change of it bumps
+    /// `version`). `make` builds it when no copy is held.
+    fn share(
+        &self,
+        id: NodeId,
+        bump: u32,
+        version: u32,
+        make: &mut dyn FnMut() -> MemberMeta,
+    ) -> std::sync::Arc<MemberMeta>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -402,7 +402,7 @@ impl PlacementTask {
                 continue;
             }
             self.handed.insert(p.id, p.meta.clone());
-            changed.push(NodeInfo::from_meta(p.id, &p.meta));
+            changed.push(Arc::new(NodeInfo::from_meta(p.id, &p.meta)));
         }
         let gone: Vec<NodeId> = self
             .handed

@@ -23,7 +23,7 @@ mod types;
 
 pub use placer::{
     Adopted, Command, Event, ExitReason, Job, Msg, PROTOCOL_VERSION, PlacementConfig, Placer,
-    Report, TaskState, TaskStatus, View,
+    Report, RingShare, TaskState, TaskStatus, View,
 };
 pub use ring::{RING_SEED, Ring};
 pub use types::{Hlc, KEY_SEED, NodeInfo, Resources, Slot, Stamp, TaskKey};

@@ -11,7 +11,7 @@
 //!   current coordinator, and stops tasks that are no longer wanted.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -507,30 +507,116 @@ struct Reservation {
 
 /// The members a placer knows and their ring. Placers that see the same
 /// members may share one (see [`Placer::set_view`]).
+///
+/// Records are shared pointers so that a change to one member's record
+/// copies no other. The ring is built the first time it is needed (a placer
+/// with nothing to place never needs it) and kept up to date from then on;
+/// placers of one process can hold one copy of equal rings (the
+/// simulator's full mode runs thousands: [`Placer::share_rings`]).
 #[derive(Clone, Debug, Default)]
 pub struct View {
-    members: BTreeMap<NodeId, NodeInfo>,
-    ring: Ring,
+    members: BTreeMap<NodeId, Arc<NodeInfo>>,
+    ring: OnceLock<Arc<Ring>>,
+    vnodes: u32,
+    /// [`View::fingerprint`], kept as members come and go.
+    fingerprint: u128,
+}
+
+/// Seed of member-set fingerprints.
+const FINGERPRINT_SEED: u64 = 0x5348_4f41_4c46_5052; // "SHOALFPR"
+
+fn id_print(id: NodeId) -> u128 {
+    xxhash_rust::xxh3::xxh3_128_with_seed(&id.0.to_be_bytes(), FINGERPRINT_SEED)
 }
 
 impl View {
     /// The view of `members`, with `vnodes` ring points each (use the
     /// placers' [`PlacementConfig::vnodes`]).
     pub fn new(members: Vec<NodeInfo>, vnodes: u32) -> View {
-        let members: BTreeMap<NodeId, NodeInfo> = members.into_iter().map(|m| (m.id, m)).collect();
-        let ring = Ring::new(members.keys().copied(), vnodes);
-        View { members, ring }
+        let members: BTreeMap<NodeId, Arc<NodeInfo>> =
+            members.into_iter().map(|m| (m.id, Arc::new(m))).collect();
+        let fingerprint = members.keys().fold(0, |f, id| f ^ id_print(*id));
+        View {
+            members,
+            ring: OnceLock::new(),
+            vnodes,
+            fingerprint,
+        }
     }
 
     /// The ring.
     pub fn ring(&self) -> &Ring {
-        &self.ring
+        self.ring_with(None)
+    }
+
+    /// The ring, from `share` when it is built here.
+    fn ring_with(&self, share: Option<&Arc<dyn RingShare>>) -> &Ring {
+        self.ring.get_or_init(|| {
+            let mut build = || Ring::new(self.members.keys().copied(), self.vnodes);
+            match share {
+                Some(share) => share.ring(self.fingerprint, &mut build),
+                None => Arc::new(build()),
+            }
+        })
     }
 
     /// A member.
     pub fn member(&self, id: NodeId) -> Option<&NodeInfo> {
-        self.members.get(&id)
+        self.members.get(&id).map(|m| &**m)
     }
+
+    /// A 128-bit fingerprint of the member set: equal sets give equal
+    /// fingerprints and hence equal rings (two different sets collide with
+    /// odds of about 2^-128).
+    pub fn fingerprint(&self) -> u128 {
+        self.fingerprint
+    }
+
+    /// Brings a ring already built up to date after members were `added`
+    /// and `removed` (a ring not built yet is built when first needed).
+    fn update_ring(
+        &mut self,
+        added: &[NodeId],
+        removed: &[NodeId],
+        share: Option<&Arc<dyn RingShare>>,
+    ) {
+        let Some(mut ring) = self.ring.take() else {
+            return;
+        };
+        let vnodes = self.vnodes;
+        let apply = |ring: &mut Ring| {
+            for id in removed {
+                ring.remove(*id);
+            }
+            for id in added {
+                ring.insert(*id, vnodes);
+            }
+        };
+        let ring = match share {
+            Some(share) => share.ring(self.fingerprint, &mut || {
+                let mut next = Ring::clone(&ring);
+                apply(&mut next);
+                next
+            }),
+            None => {
+                apply(Arc::make_mut(&mut ring));
+                ring
+            }
+        };
+        let _ = self.ring.set(ring);
+    }
+}
+
+/// Shares equal rings between the placers of one process.
+///
+/// An agent runs one placer and needs none. The simulator runs thousands,
+/// each with a ring over (mostly) the same members; handing them one
+/// [`RingShare`] ([`Placer::share_rings`]) keeps one ring per distinct
+/// member set instead of one per node.
+pub trait RingShare: Send + Sync {
+    /// The one ring of the member set with `fingerprint`
+    /// ([`View::fingerprint`]); `make` builds it when none is held.
+    fn ring(&self, fingerprint: u128, make: &mut dyn FnMut() -> Ring) -> Arc<Ring>;
 }
 
 /// One node's placement.
@@ -551,6 +637,7 @@ pub struct Placer {
     capacity: Resources,
     draining: bool,
     view: Arc<View>,
+    ring_share: Option<Arc<dyn RingShare>>,
     ring_changed_at: Instant,
     jobs: BTreeMap<String, Job>,
     job_changed_at: BTreeMap<String, Instant>,
@@ -606,10 +693,10 @@ impl Placer {
         Placer {
             me,
             next_tick: now + config.tick,
-            config,
             capacity,
             draining: false,
-            view: Arc::new(View::default()),
+            view: Arc::new(View::new(Vec::new(), config.vnodes)),
+            ring_share: None,
             ring_changed_at: now,
             jobs: BTreeMap::new(),
             job_changed_at: BTreeMap::new(),
@@ -625,6 +712,7 @@ impl Placer {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             free_class: 8,
+            config,
         }
     }
 
@@ -635,7 +723,13 @@ impl Placer {
 
     /// The ring in use.
     pub fn ring(&self) -> &Ring {
-        &self.view.ring
+        self.view.ring_with(self.ring_share.as_ref())
+    }
+
+    /// Builds rings through `share`, which other placers of the process
+    /// use too, so that equal rings are held once (the simulator's).
+    pub fn share_rings(&mut self, share: Arc<dyn RingShare>) {
+        self.ring_share = Some(share);
     }
 
     /// The next message to send, to a node (possibly this one).
@@ -663,14 +757,12 @@ impl Placer {
 
     /// The alive members (this node included, when it is alive).
     pub fn set_members(&mut self, now: Instant, wall_ms: u64, members: Vec<NodeInfo>) {
-        let new: BTreeMap<NodeId, NodeInfo> = members.into_iter().map(|m| (m.id, m)).collect();
-        let same_ids = new.keys().eq(self.view.members.keys());
-        let view = Arc::make_mut(&mut self.view);
-        if !same_ids {
-            view.ring = Ring::new(new.keys().copied(), self.config.vnodes);
-        }
-        view.members = new;
-        if !same_ids {
+        let new = View::new(members, self.config.vnodes);
+        let same_ids = new.members.keys().eq(self.view.members.keys());
+        if same_ids {
+            Arc::make_mut(&mut self.view).members = new.members;
+        } else {
+            self.view = Arc::new(new);
             self.ring_changed(now);
         }
         self.reconcile(now, wall_ms);
@@ -692,30 +784,31 @@ impl Placer {
     /// or new metadata) and `gone` ones, leaving the rest as they are. The
     /// same outcome as [`set_members`](Self::set_members) with the whole
     /// list, at a cost that follows the change (most changes are one
-    /// member's free-capacity class).
+    /// member's free-capacity class). Records come as shared pointers so
+    /// that placers of one process can hold one copy of each.
     pub fn update_members(
         &mut self,
         now: Instant,
         wall_ms: u64,
-        changed: Vec<NodeInfo>,
+        changed: Vec<Arc<NodeInfo>>,
         gone: &[NodeId],
     ) {
-        let mut ring_changed = false;
-        let vnodes = self.config.vnodes;
         let view = Arc::make_mut(&mut self.view);
+        let mut removed = Vec::new();
         for id in gone {
             if view.members.remove(id).is_some() {
-                view.ring.remove(*id);
-                ring_changed = true;
+                view.fingerprint ^= id_print(*id);
+                removed.push(*id);
             }
         }
+        let mut added = Vec::new();
         let mut roomier = Vec::new();
         for info in changed {
             let id = info.id;
             match view.members.insert(id, info) {
                 None => {
-                    view.ring.insert(id, vnodes);
-                    ring_changed = true;
+                    view.fingerprint ^= id_print(id);
+                    added.push(id);
                 }
                 Some(old) => {
                     let new = &view.members[&id];
@@ -725,7 +818,9 @@ impl Placer {
                 }
             }
         }
+        let ring_changed = !added.is_empty() || !removed.is_empty();
         if ring_changed {
+            view.update_ring(&added, &removed, self.ring_share.as_ref());
             self.ring_changed(now);
         } else if !roomier.is_empty() {
             self.retry_where_room_appeared(now, &roomier);
@@ -914,7 +1009,12 @@ impl Placer {
         if let Some(release) = l.stopping {
             let stamp = l.stamp;
             self.local.remove(key);
-            if release && let Some(c) = self.view.ring.owner(key.hash()) {
+            if release
+                && let Some(c) = self
+                    .view
+                    .ring_with(self.ring_share.as_ref())
+                    .owner(key.hash())
+            {
                 self.outbox.push_back((
                     c,
                     Msg::Release {
@@ -1161,7 +1261,12 @@ impl Placer {
         };
         (0..count)
             .map(move |i| TaskKey::index(name, i))
-            .filter(|k| self.view.ring.owner(k.hash()) == Some(self.me))
+            .filter(|k| {
+                self.view
+                    .ring_with(self.ring_share.as_ref())
+                    .owner(k.hash())
+                    == Some(self.me)
+            })
     }
 
     /// Keys new to this node that belonged to another coordinator before
@@ -1223,7 +1328,11 @@ impl Placer {
         // wanted) keep their entry only while a holder is recorded.
         for k in stale {
             let (wanted, _) = self.wanted(&k);
-            let owner = self.view.ring.owner(k.hash()) == Some(self.me);
+            let owner = self
+                .view
+                .ring_with(self.ring_share.as_ref())
+                .owner(k.hash())
+                == Some(self.me);
             let entry = self.coord.get_mut(&k).expect("listed");
             entry.auction = None;
             entry.pending.clear();
@@ -1397,7 +1506,11 @@ impl Placer {
             return;
         };
         // Lazily: a walk of the whole ring is 500,000 members at scale.
-        let mut walk = self.view.ring.walk(key.hash()).skip(auction.walked);
+        let mut walk = self
+            .view
+            .ring_with(self.ring_share.as_ref())
+            .walk(key.hash())
+            .skip(auction.walked);
         let mut asked_now = Vec::new();
         while asked_now.len() < want {
             let Some(node) = walk.next() else {
@@ -1633,7 +1746,7 @@ impl Placer {
             return;
         }
         if let Some(me) = self.view.members.get(&self.me) {
-            let mut me = me.clone();
+            let mut me = NodeInfo::clone(me);
             // Judge by exact capacity here, not the coarse gossip class.
             me.free_class = 8;
             if let Err(why) = me.eligible(spec, &demand) {
@@ -1963,7 +2076,7 @@ impl Placer {
                     continue;
                 }
                 let demand = demand_of(&job.spec);
-                let mut exact = me.clone();
+                let mut exact = NodeInfo::clone(&me);
                 exact.free_class = 8;
                 if exact.eligible(&job.spec, &demand).is_err() || self.free().fits(&demand).is_err()
                 {
@@ -2014,7 +2127,11 @@ impl Placer {
             if !due {
                 continue;
             }
-            let Some(coordinator) = self.view.ring.owner(key.hash()) else {
+            let Some(coordinator) = self
+                .view
+                .ring_with(self.ring_share.as_ref())
+                .owner(key.hash())
+            else {
                 continue;
             };
             l.last_lease = Some(now);
@@ -2119,7 +2236,10 @@ impl Placer {
             .map(|k| {
                 let owner = match k.slot {
                     Slot::Node(n) => Some(n),
-                    Slot::Index(_) => self.view.ring.owner(k.hash()),
+                    Slot::Index(_) => self
+                        .view
+                        .ring_with(self.ring_share.as_ref())
+                        .owner(k.hash()),
                 };
                 (k, owner)
             })

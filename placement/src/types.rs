@@ -174,7 +174,7 @@ impl Resources {
 }
 
 /// What placement needs to know about a member.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// Node id.
     pub id: NodeId,

@@ -177,9 +177,12 @@ impl Sim {
         let info = self.nodes[i].info.clone();
         for j in 0..self.nodes.len() {
             if self.nodes[j].alive {
-                self.nodes[j]
-                    .placer
-                    .update_members(now, wall, vec![info.clone()], &[]);
+                self.nodes[j].placer.update_members(
+                    now,
+                    wall,
+                    vec![std::sync::Arc::new(info.clone())],
+                    &[],
+                );
                 self.drain(j);
             }
         }

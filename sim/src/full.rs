@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
@@ -31,6 +32,7 @@ use crate::net::{Fate, Network, Topology};
 use crate::params::{Params, Scenario};
 use crate::queue::EventQueue;
 use crate::report::{Check, Report, Sample, quantile, quantile_of_population, worst_of};
+use crate::share::{InfoPool, MetaPool, RingPool};
 use crate::workload::{self, JobPlan};
 
 /// Wall-clock milliseconds at virtual time zero (for award stamps).
@@ -219,6 +221,11 @@ pub struct World {
     series: Vec<Sample>,
     final_checks: Vec<Check>,
     end_state: EndState,
+    /// One copy of each metadata record, placement record and ring for all
+    /// nodes (see [`crate::share`]).
+    meta_pool: Arc<MetaPool>,
+    info_pool: InfoPool,
+    ring_pool: Arc<RingPool>,
 }
 
 #[derive(Default)]
@@ -354,6 +361,9 @@ impl World {
             series: Vec::new(),
             final_checks: Vec::new(),
             end_state: EndState::default(),
+            meta_pool: Arc::new(MetaPool::default()),
+            info_pool: InfoPool::default(),
+            ring_pool: Arc::new(RingPool::default()),
         };
         w.schedule_formation();
         Ok(w)
@@ -633,7 +643,7 @@ impl World {
         n.up = true;
         n.meta.free_class = FreeClass::IDLE;
         let identity = NodeIdentity::new(n.id, addr_of(i), n.bump);
-        let m = Membership::new(
+        let mut m = Membership::new(
             now,
             identity,
             n.meta.clone(),
@@ -642,8 +652,11 @@ impl World {
             seed,
         )
         .expect("validated config and small metadata");
+        m.share_metas(self.meta_pool.clone());
         n.m = Some(m);
-        n.p = Some(Placer::new(n.id, self.placement.clone(), n.cap, now));
+        let mut p = Placer::new(n.id, self.placement.clone(), n.cap, now);
+        p.share_rings(self.ring_pool.clone());
+        n.p = Some(p);
         n.timer = None;
         n.tick = None;
         n.publish_at = None;
@@ -773,11 +786,12 @@ impl World {
         let mut view = old;
         let mut infos = Vec::new();
         let mut gone = Vec::new();
+
         for id in changed {
             let had = p.has_member(id);
             match m.up_meta(id) {
                 Some(meta) => {
-                    infos.push(NodeInfo::from_meta(id, meta));
+                    infos.push(self.info_pool.info(NodeInfo::from_meta(id, meta)));
                     if !had {
                         view ^= fingerprint(id);
                     }
@@ -791,6 +805,7 @@ impl World {
         }
         n.view = view;
         p.update_members(now, wall, infos, &gone);
+
         if view != old {
             self.view_left(old);
             self.view_joined(view);

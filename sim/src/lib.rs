@@ -29,6 +29,7 @@ pub mod queue;
 pub mod report;
 pub mod scale;
 pub mod scale_place;
+pub mod share;
 pub mod svg;
 pub mod workload;
 
