@@ -416,6 +416,16 @@ const META_SYNC_MAX_IDS: usize = 256;
 const MEMBER_SYNC_ATTEMPTS: u32 = 5;
 /// How long a sorted member list is reused to serve pages.
 const MEMBER_SNAPSHOT_TTL: Duration = Duration::from_secs(2);
+/// Room an empty output queue may keep; past it, the room of a burst is
+/// given back (it is O(N) after a join, and a process may run thousands of
+/// memberships: the simulator).
+const SPARE_QUEUE: usize = 256;
+
+fn release_spare<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() > SPARE_QUEUE {
+        queue.shrink_to_fit();
+    }
+}
 /// Times a node asks about a member that went down without a leave record.
 const LEAVE_QUERIES: u32 = 6;
 /// How long a member seen going down is told about in range exchanges.
@@ -452,7 +462,7 @@ pub struct Membership {
     /// The members that are up, by their position in the range-digest
     /// space (a fixed hash of the id, so that ranges hold members evenly
     /// however ids were chosen).
-    up_index: BTreeMap<u64, NodeIdentity>,
+    up_index: BTreeMap<u64, NodeId>,
     /// Members seen going down lately, by the same position, with when.
     down_index: BTreeMap<u64, (NodeIdentity, Instant)>,
     metas: BTreeMap<NodeId, MetaRecord>,
@@ -833,14 +843,9 @@ impl Membership {
             TimerKind::JoinRetry => self.join_retry(now),
             TimerKind::MemberSyncRetry(page) => self.member_sync_retry(now, page),
             TimerKind::MemberSyncFollowUp(previous) => {
-                let others: Vec<SocketAddr> = self
-                    .swim
-                    .iter_members()
-                    .map(|m| m.id().addr)
-                    .filter(|a| *a != previous)
-                    .collect();
-                if self.member_sync.is_none() && !others.is_empty() {
-                    let peer = others[self.rng.random_range(0..others.len())];
+                if self.member_sync.is_none()
+                    && let Some(peer) = self.random_up(Some(previous))
+                {
                     self.start_member_sync_round(now, peer, 2);
                 }
             }
@@ -868,13 +873,21 @@ impl Membership {
     /// The next datagram to send, if any. Drain after every input.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let next = self.transmits.pop_front();
+        if next.is_none() {
+            release_spare(&mut self.transmits);
+        }
+        next
     }
 
     /// The next event, if any. Drain after every input.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let next = self.events.pop_front();
+        if next.is_none() {
+            release_spare(&mut self.events);
+        }
+        next
     }
 
     /// When to call [`handle_timer`](Self::handle_timer) next, and with
@@ -1388,7 +1401,6 @@ impl Membership {
             self.wanted.remove(&id);
         }
         let mut by_dest: BTreeMap<SocketAddr, Vec<NodeId>> = BTreeMap::new();
-        let alive: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr).collect();
         for id in due {
             if !self.meta_is_stale(id) {
                 self.wanted.remove(&id);
@@ -1406,8 +1418,7 @@ impl Membership {
             let attempt = usize::try_from(want.asked - 1).unwrap_or(usize::MAX);
             let dest = match fixed.get(attempt) {
                 Some(addr) => Some(*addr),
-                None if !alive.is_empty() => Some(alive[self.rng.random_range(0..alive.len())]),
-                None => own,
+                None => self.random_up(None).or(own),
             };
             if let Some(dest) = dest {
                 by_dest.entry(dest).or_default().push(id);
@@ -1421,7 +1432,21 @@ impl Membership {
                 self.send(dest, body, false);
             }
         }
-        self.ask_about_unexplained_downs(now, &alive);
+        self.ask_about_unexplained_downs(now);
+    }
+
+    /// A random member that is up (other than `except`), found in
+    /// O(log N): the first after a random position of the range-digest
+    /// space. Members after wide gaps come up more often, which is fine for
+    /// spreading requests and costs no copy of the member list.
+    fn random_up(&mut self, except: Option<SocketAddr>) -> Option<SocketAddr> {
+        let from = self.rng.random::<u64>();
+        self.up_index
+            .range(from..)
+            .chain(self.up_index.range(..from))
+            .filter_map(|(_, id)| self.records.get(id))
+            .map(|r| r.identity.addr)
+            .find(|addr| Some(*addr) != except)
     }
 
     fn start_member_sync(&mut self, now: Instant, peer: SocketAddr) {
@@ -1579,7 +1604,10 @@ impl Membership {
         let own = (!self.left
             && ranges::contains(start, len, ranges::position(self.identity.id.0)))
         .then_some(&self.identity);
-        ranges::values_in(&self.up_index, start, len).chain(own)
+        // Every member in `up_index` has a record.
+        ranges::values_in(&self.up_index, start, len)
+            .filter_map(|id| self.records.get(id).map(|r| &r.identity))
+            .chain(own)
     }
 
     fn range_digest(&self, start: u64, len: u64) -> u64 {
@@ -1594,8 +1622,7 @@ impl Membership {
         if n == 0 || self.left {
             return;
         }
-        let pick = self.rng.random_range(0..n);
-        let Some(peer) = self.swim.iter_members().nth(pick).map(|m| m.id().addr) else {
+        let Some(peer) = self.random_up(None) else {
             return;
         };
         let len = ranges::width(n + 1);
@@ -1764,10 +1791,10 @@ impl Membership {
     /// A leave notice spreads by a one-shot epidemic that can miss a node;
     /// that node then sees the member fail. Ask a random live member, a few
     /// times, whether it knows of a leave.
-    fn ask_about_unexplained_downs(&mut self, now: Instant, alive: &[SocketAddr]) {
+    fn ask_about_unexplained_downs(&mut self, now: Instant) {
         let retry_after = self.config.meta_sync_period;
         self.unexplained.retain(|_, w| w.asked < LEAVE_QUERIES);
-        if alive.is_empty() || self.unexplained.is_empty() {
+        if self.up_index.is_empty() || self.unexplained.is_empty() {
             return;
         }
         let mut ids = Vec::new();
@@ -1785,26 +1812,32 @@ impl Membership {
                 break;
             }
         }
-        if !ids.is_empty() {
-            let dest = alive[self.rng.random_range(0..alive.len())];
+        if !ids.is_empty()
+            && let Some(dest) = self.random_up(None)
+        {
             self.send(dest, Body::LeaveQuery { ids }, false);
         }
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        if self
+            .member_snapshot
+            .as_ref()
+            .is_some_and(|s| now.saturating_duration_since(s.built) >= MEMBER_SNAPSHOT_TTL)
+        {
+            self.member_snapshot = None;
+        }
         let stale_probe = self.config.probe_period * 10;
         self.probes
             .retain(|_, sent| now.saturating_duration_since(*sent) < stale_probe);
-        let known: std::collections::BTreeSet<NodeId> = self
-            .swim
-            .iter_membership_state()
-            .map(|m| m.id().id)
-            .collect();
-        self.replay.retain(|id, _| known.contains(id));
+        // `records` holds what foca holds (a member is forgotten in both
+        // at once), without copying foca's list.
+        let known = &self.records;
+        self.replay.retain(|id, _| known.contains_key(id));
         self.down_index
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < DOWN_REPAIR_WINDOW);
-        self.digest_reported.retain(|id, _| known.contains(id));
-        self.leaves.retain(|id, _| known.contains(id));
+        self.digest_reported.retain(|id, _| known.contains_key(id));
+        self.leaves.retain(|id, _| known.contains_key(id));
     }
 
     fn forget_if_gone(&mut self, id: NodeId) {
@@ -1836,15 +1869,25 @@ impl Membership {
 
     /// Turns what foca produced into datagrams, timers and events.
     fn drain_swim(&mut self, now: Instant) {
+        let mut drained = 0;
         while let Some(notification) = self.runtime.to_notify() {
             self.on_notification(now, notification);
+            drained += 1;
         }
         self.resize();
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.timers.schedule(now + after, TimerKind::Swim(timer));
+            drained += 1;
         }
         while let Some((to, data)) = self.runtime.to_send() {
             self.send(to.addr, Body::Swim(&data), true);
+            drained += 1;
+        }
+        // The runtime's queues keep the room of their largest burst (a
+        // member list copied at join: one notification per member); an
+        // empty runtime is swapped for a fresh one rather than keep it.
+        if drained > SPARE_QUEUE {
+            self.runtime = AccumulatingRuntime::new();
         }
     }
 
@@ -1859,8 +1902,7 @@ impl Membership {
                 });
                 record.identity = identity.clone();
                 record.state_since = now;
-                self.up_index
-                    .insert(ranges::position(id.0), identity.clone());
+                self.up_index.insert(ranges::position(id.0), id);
                 self.down_index.remove(&ranges::position(id.0));
                 self.unexplained.remove(&id);
                 if self.meta_is_stale(id) {
@@ -1916,7 +1958,7 @@ impl Membership {
                     state_since: now,
                 });
                 record.identity = new.clone();
-                self.up_index.insert(ranges::position(id.0), new.clone());
+                self.up_index.insert(ranges::position(id.0), id);
                 self.down_index.remove(&ranges::position(id.0));
                 if self.meta_is_stale(id) {
                     self.want_meta(now, id);
