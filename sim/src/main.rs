@@ -126,6 +126,16 @@ struct Cli {
     /// 0.01; --crashes), and print both side by side.
     #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
     validate: Vec<usize>,
+    /// Instead of one run: the same scenario and mode at each of these
+    /// sizes (comma-separated), one table row per size; with --out, the
+    /// rows as sweep.csv and each metric against N (log axis) as SVG.
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        conflicts_with = "validate"
+    )]
+    sweep: Vec<usize>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -415,11 +425,221 @@ fn validate(cli: &Cli) -> Result<ExitCode> {
     })
 }
 
+/// One run of a sweep, with what it cost.
+struct SweepRow {
+    report: Report,
+    wall_s: f64,
+    rss_mb: Option<f64>,
+}
+
+#[allow(clippy::print_stdout)]
+fn sweep(cli: &Cli) -> Result<ExitCode> {
+    let f = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |x| format!("{x:.digits$}"));
+    println!(
+        "{} mode, scenario {}, seed {}: each size is one run",
+        cli.mode
+            .to_possible_value()
+            .map_or("?".into(), |v| v.get_name().to_string()),
+        cli.scenario
+            .to_possible_value()
+            .map_or("?".into(), |v| v.get_name().to_string()),
+        cli.seed
+    );
+    println!(
+        "{:>7} {:>8} {:>8} {:>5} {:>8} {:>9} {:>9} {:>8} {:>8} {:>5} {:>8} {:>8}",
+        "nodes",
+        "p50 s",
+        "p99.9 s",
+        "FP",
+        "B/n/s",
+        "place p50",
+        "place p99",
+        "packing",
+        "unplaced",
+        "dups",
+        "wall s",
+        "MiB"
+    );
+    let mut rows = Vec::new();
+    let mut all_ok = true;
+    for &n in &cli.sweep {
+        let mut params = cli.params()?;
+        params.nodes = n;
+        // Reset the peak-memory mark so that each row shows its own run
+        // (Linux; elsewhere the column shows the peak so far).
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+        let wall = std::time::Instant::now();
+        let report = shoal_sim::run(params)?;
+        #[allow(clippy::disallowed_methods)]
+        let wall_s = wall.elapsed().as_secs_f64();
+        let rss_mb = peak_rss_mb();
+        println!(
+            "{:>7} {:>8} {:>8} {:>5} {:>8.0} {:>9} {:>9} {:>8} {:>8} {:>5} {:>8.1} {:>8}",
+            n,
+            f(report.detect_p50_s, 2),
+            f(report.detect_p999_s, 2),
+            report.false_positives,
+            report.bytes_per_node_s,
+            f(report.placement_p50_ms, 0),
+            f(report.placement_p99_ms, 0),
+            f(report.packing_efficiency, 3),
+            report.unplaced,
+            report.duplicates_after_convergence,
+            wall_s,
+            f(rss_mb, 0)
+        );
+        if !report.ok {
+            all_ok = false;
+            eprintln!(
+                "a check failed at {n} nodes; replay with: {}",
+                report.command
+            );
+        }
+        rows.push(SweepRow {
+            report,
+            wall_s,
+            rss_mb,
+        });
+    }
+    if let Some(dir) = &cli.out {
+        write_sweep(dir, &rows)?;
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// sweep.csv and one chart per metric against N.
+fn write_sweep(dir: &std::path::Path, rows: &[SweepRow]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let o = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
+    let mut csv = String::from(
+        "nodes,mode,scenario,seed,detect_first_s,detect_p50_s,detect_p999_s,detect_all_s,false_positives,msgs_per_node_s,bytes_per_node_s,placement_bytes_per_node_s,placement_p50_ms,placement_p99_ms,placement_max_ms,placements_per_s,packing_efficiency,load_imbalance,unplaced,duplicates_after_convergence,wall_s,peak_rss_mb\n",
+    );
+    for SweepRow {
+        report: r,
+        wall_s,
+        rss_mb,
+    } in rows
+    {
+        csv += &format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.nodes,
+            r.mode,
+            r.scenario,
+            r.seed,
+            o(r.detect_first_s),
+            o(r.detect_p50_s),
+            o(r.detect_p999_s),
+            o(r.detect_all_s),
+            r.false_positives,
+            r.msgs_per_node_s,
+            r.bytes_per_node_s,
+            r.placement_bytes_per_node_s,
+            o(r.placement_p50_ms),
+            o(r.placement_p99_ms),
+            o(r.placement_max_ms),
+            o(r.placements_per_s),
+            o(r.packing_efficiency),
+            o(r.load_imbalance),
+            r.unplaced,
+            r.duplicates_after_convergence,
+            wall_s,
+            o(*rss_mb)
+        );
+    }
+    write_file(dir, "sweep.csv", csv)?;
+    let line = |name, q: fn(&SweepRow) -> Option<f64>| Line {
+        name,
+        points: rows
+            .iter()
+            .filter_map(|r| q(r).map(|v| (r.report.nodes as f64, v)))
+            .collect(),
+    };
+    let charts: [(&str, &str, &str, Vec<Line<'_>>); 6] = [
+        (
+            "sweep-detection.svg",
+            "failure detection (share of nodes knowing)",
+            "seconds",
+            vec![
+                line("first", |r| r.report.detect_first_s),
+                line("50%", |r| r.report.detect_p50_s),
+                line("99.9%", |r| r.report.detect_p999_s),
+                line("100%", |r| r.report.detect_all_s),
+            ],
+        ),
+        (
+            "sweep-traffic.svg",
+            "bytes per node per second",
+            "bytes/s",
+            vec![
+                line("gossip", |r| Some(r.report.bytes_per_node_s)),
+                line("placement", |r| Some(r.report.placement_bytes_per_node_s)),
+            ],
+        ),
+        (
+            "sweep-placement.svg",
+            "placement latency",
+            "ms",
+            vec![
+                line("p50", |r| r.report.placement_p50_ms),
+                line("p99", |r| r.report.placement_p99_ms),
+                line("max", |r| r.report.placement_max_ms),
+            ],
+        ),
+        (
+            "sweep-packing.svg",
+            "packing efficiency (vs central best-fit) and load imbalance (max/mean)",
+            "ratio",
+            vec![
+                line("packing", |r| r.report.packing_efficiency),
+                line("imbalance", |r| r.report.load_imbalance),
+            ],
+        ),
+        (
+            "sweep-faults.svg",
+            "false positives, unplaced tasks, duplicates after convergence",
+            "count",
+            vec![
+                line("false positives", |r| Some(r.report.false_positives as f64)),
+                line("unplaced", |r| Some(r.report.unplaced as f64)),
+                line("duplicates", |r| {
+                    Some(r.report.duplicates_after_convergence as f64)
+                }),
+            ],
+        ),
+        (
+            "sweep-cost.svg",
+            "simulator cost",
+            "seconds / MiB",
+            vec![
+                line("wall s", |r| Some(r.wall_s)),
+                line("peak MiB", |r| r.rss_mb),
+            ],
+        ),
+    ];
+    for (file, what, y, lines) in charts {
+        let title = format!("{what} against cluster size");
+        write_file(
+            dir,
+            file,
+            line_chart(&title, "nodes (log)", y, &lines, true),
+        )?;
+    }
+    Ok(())
+}
+
 #[allow(clippy::print_stdout)]
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     if !cli.validate.is_empty() {
         return validate(&cli);
+    }
+    if !cli.sweep.is_empty() {
+        return sweep(&cli);
     }
     let params = cli.params()?;
     #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
