@@ -560,6 +560,29 @@ impl View {
         })
     }
 
+    /// This view without the members `gone`: their records are shared
+    /// with this view, the ring is built when first needed.
+    pub fn without(&self, gone: &[NodeId]) -> View {
+        let mut members = self.members.clone();
+        let mut fingerprint = self.fingerprint;
+        for id in gone {
+            if members.remove(id).is_some() {
+                fingerprint ^= id_print(*id);
+            }
+        }
+        View {
+            members,
+            ring: OnceLock::new(),
+            vnodes: self.vnodes,
+            fingerprint,
+        }
+    }
+
+    /// Whether both hold the same member ids (by fingerprint and count).
+    fn same_ids(&self, other: &View) -> bool {
+        self.fingerprint == other.fingerprint && self.members.len() == other.members.len()
+    }
+
     /// A member.
     pub fn member(&self, id: NodeId) -> Option<&NodeInfo> {
         self.members.get(&id).map(|m| &**m)
@@ -758,8 +781,7 @@ impl Placer {
     /// The alive members (this node included, when it is alive).
     pub fn set_members(&mut self, now: Instant, wall_ms: u64, members: Vec<NodeInfo>) {
         let new = View::new(members, self.config.vnodes);
-        let same_ids = new.members.keys().eq(self.view.members.keys());
-        if same_ids {
+        if new.same_ids(&self.view) {
             Arc::make_mut(&mut self.view).members = new.members;
         } else {
             self.view = Arc::new(new);
@@ -772,7 +794,7 @@ impl Placer {
     /// simulator's scale mode: 500,000 placers, one view). Built with the
     /// same `vnodes` as this placer's configuration.
     pub fn set_view(&mut self, now: Instant, wall_ms: u64, view: Arc<View>) {
-        let same_ids = view.members.keys().eq(self.view.members.keys());
+        let same_ids = view.same_ids(&self.view);
         self.view = view;
         if !same_ids {
             self.ring_changed(now);

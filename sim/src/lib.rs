@@ -48,7 +48,8 @@ pub enum SimError {
 pub fn run(params: Params) -> Result<Report, SimError> {
     match params.mode {
         Mode::Full => full::run(params),
-        Mode::Scale if params.scenario == Scenario::Jobs => scale_place::run(params),
+        Mode::Scale if params.scenario == Scenario::Jobs => scale_place::run(params, Vec::new()),
+        Mode::Scale if params.scenario == Scenario::Default => scale_place::run_default(params),
         Mode::Scale => scale::run(params),
     }
 }

@@ -247,6 +247,26 @@ struct Detection {
 /// Runs a scale-mode simulation of `params`: the crashes of `default`,
 /// `loss` and `churn` (membership only).
 pub fn run(params: Params) -> Result<Report, SimError> {
+    model(&params, false).map(|(report, _)| report)
+}
+
+/// One modeled crash, for the placers of [`crate::scale_place`]: who, when
+/// (seconds), and when each node learned it was down (`f64::INFINITY`:
+/// never, or the victim itself).
+#[derive(Clone, Debug)]
+pub struct CrashPlan {
+    /// The node that crashes.
+    pub victim: usize,
+    /// When, in seconds of simulated time.
+    pub at: f64,
+    /// When each node learned of it, in seconds.
+    pub learned: Vec<f64>,
+}
+
+/// The membership model's run; with `keep`, also each crash's victim and
+/// the time every node learned of it (not for churn, whose crashes come
+/// back).
+pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), SimError> {
     if !matches!(
         params.scenario,
         Scenario::Default | Scenario::Loss | Scenario::Churn
@@ -310,6 +330,7 @@ pub fn run(params: Params) -> Result<Report, SimError> {
     starts.sort_by(|a, b| a.0.total_cmp(&b.0));
 
     let mut detections = Vec::new();
+    let mut plans = Vec::new();
     let mut sends = 0u64;
     let mut gossip_datagrams = 0u64;
     let mut undetected = 0u64;
@@ -361,6 +382,15 @@ pub fn run(params: Params) -> Result<Report, SimError> {
         undetected += (observers - delays.len()) as u64;
         delays.sort_by(f64::total_cmp);
         detections.push(Detection { delays, observers });
+        if keep && params.scenario != Scenario::Churn {
+            let mut learned = down.learned;
+            learned[victim] = f64::INFINITY;
+            plans.push(CrashPlan {
+                victim,
+                at: tc,
+                learned,
+            });
+        }
         if params.scenario == Scenario::Churn {
             // It comes back (a join rumor spreads like the others).
             model.up[victim] = true;
@@ -416,7 +446,7 @@ pub fn run(params: Params) -> Result<Report, SimError> {
     });
     let ok = checks.iter().all(|c| c.ok);
     let counters: NetCounters = model.net.counters;
-    Ok(Report {
+    let report = Report {
         nodes: n,
         scenario: params.scenario.to_string(),
         seed: params.seed,
@@ -463,7 +493,8 @@ pub fn run(params: Params) -> Result<Report, SimError> {
         series: Vec::new(),
         detections: per,
         detect_delays: all,
-    })
+    };
+    Ok((report, plans))
 }
 
 fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> u64 {

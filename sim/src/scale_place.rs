@@ -20,7 +20,7 @@
 //! per second, packing against a centralized best-fit of the same tasks,
 //! load imbalance, duplicates, tasks left waiting while a node had room.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ use crate::net::{NetCounters, Network, Topology};
 use crate::params::{Mode, Params};
 use crate::queue::EventQueue;
 use crate::report::{Check, Report, quantile};
+use crate::scale::CrashPlan;
 use crate::workload::{self, JobPlan};
 
 /// Wall-clock milliseconds at virtual time zero (for award stamps).
@@ -72,6 +73,15 @@ enum Ev {
         key: TaskKey,
     },
     Submit,
+    /// Crash `plan` happens.
+    Crash {
+        plan: u32,
+    },
+    /// Node `node` learns that the victim of crash `plan` is down.
+    Learn {
+        node: u32,
+        plan: u32,
+    },
 }
 
 struct Task {
@@ -79,6 +89,8 @@ struct Task {
     first_run: Option<Instant>,
     runners: Vec<u32>,
     ever_dup: bool,
+    /// When its last runner crashed, until it runs again.
+    lost_at: Option<Instant>,
 }
 
 struct World {
@@ -105,6 +117,17 @@ struct World {
     first_violation: Option<String>,
     events: u64,
     duplicates_ever: u64,
+    /// Crashes during the wave, from the membership model.
+    plans: Vec<CrashPlan>,
+    dead: Vec<bool>,
+    /// Per node, the crashes it knows of (bit k: plan k).
+    known: Vec<u64>,
+    /// The view of each set of known crashes, shared by the nodes that
+    /// know exactly that set.
+    views: BTreeMap<u64, Arc<View>>,
+    /// The crashes that happened so far.
+    crashed: u64,
+    replace_ms: Vec<f64>,
 }
 
 fn node_id(i: usize) -> NodeId {
@@ -115,11 +138,19 @@ fn index_of(id: NodeId) -> usize {
     (id.0 as usize).saturating_sub(1)
 }
 
-/// The placement wave of the `jobs` scenario in scale mode.
-pub fn run(params: Params) -> Result<Report, SimError> {
+/// The placement wave of the `jobs` scenario in scale mode; with `plans`,
+/// nodes crash during it and each node's placer drops the victim when the
+/// membership model says that node learned of it.
+pub fn run(params: Params, plans: Vec<CrashPlan>) -> Result<Report, SimError> {
     let n = params.nodes;
     if n < 2 {
         return Err(SimError::Params("at least 2 nodes".into()));
+    }
+    if plans.len() > 64 {
+        return Err(SimError::Params(format!(
+            "{} crashes: scale mode's placers follow at most 64",
+            plans.len()
+        )));
     }
 
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
@@ -157,6 +188,7 @@ pub fn run(params: Params) -> Result<Report, SimError> {
             first_run: None,
             runners: Vec::new(),
             ever_dup: false,
+            lost_at: None,
         })
         .collect();
     let net = Network::new(
@@ -185,8 +217,31 @@ pub fn run(params: Params) -> Result<Report, SimError> {
         first_violation: None,
         events: 0,
         duplicates_ever: 0,
+        dead: vec![false; n],
+        known: vec![0; n],
+        views: BTreeMap::new(),
+        crashed: 0,
+        replace_ms: Vec::new(),
+        plans,
         p: params,
     };
+    w.views.insert(0, w.view.clone());
+    let end_s = (w.p.duration + w.p.settle).as_secs_f64();
+    for (k, plan) in w.plans.iter().enumerate() {
+        let at = |s: f64| Instant::ZERO + Duration::from_secs_f64(s);
+        w.q.push(at(plan.at), Ev::Crash { plan: k as u32 });
+        for (i, t) in plan.learned.iter().enumerate() {
+            if t.is_finite() && *t <= end_s {
+                w.q.push(
+                    at(*t),
+                    Ev::Learn {
+                        node: i as u32,
+                        plan: k as u32,
+                    },
+                );
+            }
+        }
+    }
     for i in 0..n {
         w.schedule_tick(i);
     }
@@ -203,6 +258,35 @@ pub fn run(params: Params) -> Result<Report, SimError> {
     Ok(w.report())
 }
 
+/// Scale mode's default scenario: the membership model's crashes under
+/// loss (detection, false positives, gossip traffic), and a wave of jobs
+/// on the real placers during which those crashes happen, each node's
+/// placer dropping a victim when the model says that node learned of it.
+pub fn run_default(params: Params) -> Result<Report, SimError> {
+    let (m, plans) = crate::scale::model(&params, true)?;
+    let mut r = run(params, plans)?;
+    r.detect_first_s = m.detect_first_s;
+    r.detect_p50_s = m.detect_p50_s;
+    r.detect_p999_s = m.detect_p999_s;
+    r.detect_all_s = m.detect_all_s;
+    r.undetected = m.undetected;
+    r.false_positives = m.false_positives;
+    r.false_positives_per_node_hour = m.false_positives_per_node_hour;
+    r.msgs_per_node_s = m.msgs_per_node_s;
+    r.bytes_per_node_s = m.bytes_per_node_s;
+    r.events += m.events;
+    r.net.lost += m.net.lost;
+    r.detections = m.detections;
+    r.detect_delays = m.detect_delays;
+    let mut checks = m.checks;
+    // The model's crash check counts detections; the placers' counts the
+    // crashes that happened during the wave.
+    checks.extend(r.checks);
+    r.ok = checks.iter().all(|c| c.ok);
+    r.checks = checks;
+    Ok(r)
+}
+
 impl World {
     fn now(&self) -> Instant {
         self.q.now()
@@ -217,6 +301,21 @@ impl World {
         let wall = self.wall();
         match ev {
             Ev::Submit => self.submit(),
+            Ev::Crash { plan } => self.crash(plan as usize),
+            Ev::Learn { node, .. }
+            | Ev::Job { node, .. }
+            | Ev::Tick { node }
+            | Ev::Started { node, .. }
+            | Ev::Stopped { node, .. }
+                if self.dead[node as usize] => {}
+            Ev::Message { to, .. } if self.dead[to as usize] => {}
+            Ev::Learn { node, plan } => {
+                let i = node as usize;
+                self.known[i] |= 1 << plan;
+                let view = self.view_of(self.known[i]);
+                self.placers[i].set_view(now, wall, view);
+                self.after(i);
+            }
             Ev::Job { node, job } => {
                 let plan = &self.jobs[job as usize];
                 let job = Job {
@@ -258,6 +357,9 @@ impl World {
                     self.procs[i].push((key.clone(), t));
                     let task = &mut self.tasks[t as usize];
                     task.runners.push(node);
+                    if let Some(lost) = task.lost_at.take() {
+                        self.replace_ms.push((now - lost).as_secs_f64() * 1000.0);
+                    }
                     if task.first_run.is_none() {
                         task.first_run = Some(now);
                         self.last_first_run = Some(now);
@@ -284,10 +386,66 @@ impl World {
         }
     }
 
+    /// The view of a node that knows of the crashes in `mask`.
+    fn view_of(&mut self, mask: u64) -> Arc<View> {
+        if let Some(v) = self.views.get(&mask) {
+            return v.clone();
+        }
+        let gone: Vec<NodeId> = (0..self.plans.len())
+            .filter(|k| mask & (1 << k) != 0)
+            .map(|k| node_id(self.plans[k].victim))
+            .collect();
+        let v = Arc::new(self.view.without(&gone));
+        self.views.insert(mask, v.clone());
+        v
+    }
+
+    /// Crash `k`: the victim stops, with its tasks. Every node has every
+    /// job (replication), but here a job reaches only its keys'
+    /// coordinators: the victim's keys' next coordinators get theirs now.
+    fn crash(&mut self, k: usize) {
+        let now = self.now();
+        let victim = self.plans[k].victim;
+        self.dead[victim] = true;
+        self.crashed |= 1 << k;
+        for (_, t) in std::mem::take(&mut self.procs[victim]) {
+            let task = &mut self.tasks[t as usize];
+            task.runners.retain(|r| *r as usize != victim);
+            if task.runners.is_empty() {
+                task.lost_at = Some(now);
+            }
+        }
+        self.used[victim] = Resources::default();
+        let after = self.view_of(self.crashed);
+        let victim_id = node_id(victim);
+        let mut targets = BTreeSet::new();
+        for j in 0..self.submitted_jobs {
+            let name = &self.jobs[j].spec.name;
+            for idx in 0..self.jobs[j].count {
+                let hash = TaskKey::index(name, idx).hash();
+                if self.view.ring().owner(hash) == Some(victim_id)
+                    && let Some(owner) = after.ring().owner(hash)
+                {
+                    targets.insert((index_of(owner), j));
+                }
+            }
+        }
+        for (node, j) in targets {
+            self.q.push(
+                now,
+                Ev::Job {
+                    node: node as u32,
+                    job: j as u32,
+                },
+            );
+        }
+    }
+
     /// Submits one second's worth of the wave; each job goes to the nodes
     /// that coordinate its keys.
     fn submit(&mut self) {
         let now = self.now();
+        let truth = self.view_of(self.crashed);
         let rate = self.p.effective_tasks_per_sec(self.tasks.len());
         let mut budget = rate.round().max(1.0) as usize;
         let mut targets = BTreeSet::new();
@@ -300,7 +458,7 @@ impl World {
             for k in 0..count {
                 self.tasks[(first + k) as usize].submitted = Some(now);
                 let key = TaskKey::index(&name, k);
-                if let Some(owner) = self.view.ring().owner(key.hash()) {
+                if let Some(owner) = truth.ring().owner(key.hash()) {
                     targets.insert(index_of(owner));
                 }
             }
@@ -412,7 +570,19 @@ impl World {
             .filter(|(_, t)| t.submitted.is_some())
             .map(|(i, _)| self.jobs[self.job_of(i as u32)].demand)
             .collect();
-        let bf = workload::best_fit(&self.caps, &submitted);
+        // The centralized best fit places the same tasks on the nodes
+        // still alive.
+        let caps: Vec<Resources> = (0..n)
+            .map(|i| {
+                if self.dead[i] {
+                    Resources::default()
+                } else {
+                    self.caps[i]
+                }
+            })
+            .collect();
+        let alive = self.dead.iter().filter(|d| !**d).count();
+        let bf = workload::best_fit(&caps, &submitted);
         let running_cpu: u64 = self
             .tasks
             .iter()
@@ -423,14 +593,15 @@ impl World {
         let packing =
             (bf.placed_cpus_milli > 0).then(|| running_cpu as f64 / bf.placed_cpus_milli as f64);
         let shares: Vec<f64> = (0..n)
+            .filter(|i| !self.dead[*i])
             .map(|i| self.used[i].cpus_milli as f64 / self.caps[i].cpus_milli.max(1) as f64)
             .collect();
-        let mean = shares.iter().sum::<f64>() / n.max(1) as f64;
+        let mean = shares.iter().sum::<f64>() / alive.max(1) as f64;
         let imbalance = (mean > 0.0).then(|| shares.iter().copied().fold(0.0, f64::max) / mean);
         let duplicates_now = self.tasks.iter().filter(|t| t.runners.len() > 1).count() as u64;
         // Waiting tasks that the room left could still take (a best fit
         // of them into that room).
-        let room: Vec<Resources> = (0..n).map(|i| self.caps[i].minus(&self.used[i])).collect();
+        let room: Vec<Resources> = (0..n).map(|i| caps[i].minus(&self.used[i])).collect();
         let waiting: Vec<Resources> = self
             .tasks
             .iter()
@@ -472,6 +643,21 @@ impl World {
                 detail: format!("{} tasks submitted, {placed} ran", submitted.len()),
             },
         ];
+        let mut checks = checks;
+        if !self.plans.is_empty() {
+            let happened = self.crashed.count_ones() as usize;
+            checks.push(Check {
+                name: "fault_crash_during_wave_fired".into(),
+                ok: happened == self.plans.len(),
+                detail: format!(
+                    "{happened} of {} crashes happened; {} tasks lost with their node ran again",
+                    self.plans.len(),
+                    self.replace_ms.len()
+                ),
+            });
+        }
+        let mut replace_ms = self.replace_ms;
+        replace_ms.sort_by(f64::total_cmp);
         let ok = checks.iter().all(|c| c.ok);
         let counters: NetCounters = self.net.counters;
         Report {
@@ -484,7 +670,7 @@ impl World {
             formed_s: None,
             sim_s,
             events: self.events,
-            crashes: 0,
+            crashes: self.crashed.count_ones() as usize,
             detect_first_s: None,
             detect_p50_s: None,
             detect_p999_s: None,
@@ -507,9 +693,9 @@ impl World {
             packing_efficiency: packing,
             bestfit_placed: bf.placed,
             load_imbalance: imbalance,
-            replaced: 0,
-            replace_p50_ms: None,
-            replace_p99_ms: None,
+            replaced: replace_ms.len() as u64,
+            replace_p50_ms: quantile(&replace_ms, 0.5),
+            replace_p99_ms: quantile(&replace_ms, 0.99),
             duplicates: self.duplicates_ever,
             duplicate_max_s: None,
             duplicates_after_convergence: duplicates_now,
