@@ -167,6 +167,31 @@ fn scale_mode_places_a_wave_with_the_real_placers() {
 }
 
 #[test]
+fn scale_mode_replaces_the_tasks_of_nodes_that_crash_during_a_wave() {
+    // Crashes under 1% loss (the membership model says when each node
+    // learns of each), during and after a wave on the real placers.
+    let mut p = Params::new(Scenario::Default, 3_000, 2);
+    p.mode = shoal_sim::Mode::Scale;
+    p.crashes = 4;
+    p.duration = Duration::from_secs(40);
+    p.settle = Duration::from_secs(30);
+    let r = run(p);
+    assert_all_ok(&r);
+    check(&r, "fault_crash_during_wave_fired");
+    assert_eq!(r.crashes, 4);
+    assert!(r.detect_p999_s.is_some(), "the model detected the crashes");
+    // Every task of a crashed node ran again elsewhere, once.
+    assert!(r.replaced > 0, "no task was on a crashed node");
+    assert_eq!(r.duplicates_after_convergence, 0);
+    assert_eq!(r.unplaced, 0);
+    assert!(
+        r.packing_efficiency.is_some_and(|e| e >= 0.97),
+        "{:?}",
+        r.packing_efficiency
+    );
+}
+
+#[test]
 fn a_missed_down_rumor_is_repaired() {
     // Found by `--validate 500`: with seed 1, one observer missed node
     // n312's down rumor and held it as suspect for good (probing it again
