@@ -14,7 +14,9 @@
 //! - **Scale mode** ([`scale`]): membership is modeled compactly (ground
 //!   truth plus each node's knowledge of each rumor, SWIM timing from the
 //!   same [`shoal_gossip::Config`]), for cluster sizes past what fits in
-//!   memory with one real membership per node.
+//!   memory with one real membership per node; [`scale_place`] runs the
+//!   real placer on every node of such a cluster (`jobs`, and `default`
+//!   with the model's crashes during the wave).
 //!
 //! Checkers named by when they hold: `always_*` after every event (no node
 //! overcommitted; no task with two holders once views are stable),

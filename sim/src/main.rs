@@ -36,10 +36,15 @@ enum OnOff {
 ///
 ///   shoal-sim --mode scale --nodes 100000 --scenario jobs   # real placers, shared view
 ///
-///   shoal-sim --validate 500,1000                # scale model vs real code
+///   shoal-sim --mode scale --nodes 100000        # crashes (model) during a wave (real placers)
 ///
-/// Full mode costs O(N²) memory and time (every node holds every member):
-/// 300 nodes take 15–40 s, 1,000 nodes about 2.5 minutes and 2 GB.
+///   shoal-sim --validate 1000,5000               # scale model vs real code
+///
+///   shoal-sim --mode scale --scenario loss --sweep 1000,10000,100000 --out DIR
+///
+/// Full mode costs O(N²) memory and time (every node holds every member,
+/// about 0.4 KB per pair): 1,000 nodes take about 30 s and 0.4 GB on the
+/// loss scenario, 3,000 nodes 7 minutes and 3.7 GB.
 #[derive(Debug, Parser)]
 #[command(name = "shoal-sim", version, verbatim_doc_comment)]
 struct Cli {

@@ -21,7 +21,7 @@ pub enum Mode {
     /// knowledge of each rumor), with the SWIM timing of the real
     /// configuration.
     #[value(
-        help = "Membership modeled compactly, for sizes past memory (crashes, loss and churn; no placement)."
+        help = "Membership modeled compactly, for sizes past memory (crashes, loss, churn); `jobs` and `default` also run the real placers on every node."
     )]
     Scale,
 }
