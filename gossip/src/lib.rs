@@ -37,8 +37,8 @@ mod wire;
 pub use config::{Config, ConfigError};
 pub use identity::{NodeId, NodeIdentity, ParseNodeIdError};
 pub use membership::{
-    DownReason, Event, MemberInfo, MemberState, Membership, MetaTooLarge, NewError, RttHistogram,
-    Stats, TimerToken, Transmit,
+    DownReason, Event, LEAVE_QUERIES, MemberInfo, MemberState, Membership, MetaTooLarge, NewError,
+    RttHistogram, Stats, TimerToken, Transmit,
 };
 pub use meta::{
     Capacity, FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate, RuntimeInfo,

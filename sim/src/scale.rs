@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shoal_gossip::Config;
+use shoal_gossip::{Config, LEAVE_QUERIES};
 
 use crate::net::{Fate, Network, Topology};
 use crate::params::{Mode, Params, Scenario};
@@ -400,15 +400,22 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         }
     }
 
-    // Traffic: probes and acks, the periodic member-list announce (a
-    // request and one feed datagram), the range digests, and rumor-driven
-    // gossip.
+    // Traffic: probes and acks, the indirect probes that follow a direct
+    // probe lost under loss (a ping-req, a ping, an ack and a forwarded ack
+    // per helper), the periodic member-list announce (a request and one
+    // feed datagram), the range digests, rumor-driven gossip, and the
+    // queries each observer of a crash sends about a leave notice it may
+    // have missed (`LEAVE_QUERIES`, unanswered for a crash).
     let span = duration + params.settle.as_secs_f64();
     let node_seconds = n as f64 * span;
     let digest_period = config.member_digest_period.as_secs_f64();
+    let direct_lost = 1.0 - (1.0 - loss).powi(2);
+    let indirect = direct_lost * 4.0 * config.indirect_probes as f64 / pp;
+    let observed: u64 = detections.iter().map(|d| d.delays.len() as u64).sum();
+    let queries = (observed * u64::from(LEAVE_QUERIES)) as f64 / node_seconds;
     let base_msgs = 2.0 / pp + 2.0 / config.announce_period.as_secs_f64() + 1.0 / digest_period;
-    let msgs_per_node_s = base_msgs + gossip_datagrams as f64 / node_seconds;
-    let bytes_per_node_s = 2.0 / pp * BASE_DATAGRAM_BYTES
+    let msgs_per_node_s = base_msgs + indirect + queries + gossip_datagrams as f64 / node_seconds;
+    let bytes_per_node_s = (2.0 / pp + indirect + queries) * BASE_DATAGRAM_BYTES
         + (BASE_DATAGRAM_BYTES + FEED_BYTES) / config.announce_period.as_secs_f64()
         + DIGEST_BYTES / digest_period
         + (gossip_datagrams as f64 * BASE_DATAGRAM_BYTES + sends as f64 * UPDATE_BYTES)
