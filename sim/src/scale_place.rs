@@ -168,6 +168,11 @@ pub fn run(params: Params, plans: Vec<CrashPlan>) -> Result<Report, SimError> {
         tick: Duration::from_secs(1),
         lease_period: Duration::from_secs(10),
         lease_silence: Duration::from_secs(30),
+        // A coordinator that inherits keys (a crash moved them) waits for
+        // one round of renewals before auctioning those whose holder it
+        // does not know: with the agent's 3 s and 10 s renewals, it would
+        // start second copies of tasks that run fine.
+        learn_grace: Duration::from_secs(12),
         ..PlacementConfig::default()
     };
     let view = Arc::new(View::new(infos, config.vnodes));

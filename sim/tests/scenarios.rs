@@ -182,6 +182,8 @@ fn scale_mode_replaces_the_tasks_of_nodes_that_crash_during_a_wave() {
     assert!(r.detect_p999_s.is_some(), "the model detected the crashes");
     // Every task of a crashed node ran again elsewhere, once.
     assert!(r.replaced > 0, "no task was on a crashed node");
+    // No second copy of a task that still ran, not even for a while.
+    assert_eq!(r.duplicates, 0);
     assert_eq!(r.duplicates_after_convergence, 0);
     assert_eq!(r.unplaced, 0);
     assert!(
