@@ -63,6 +63,11 @@ pub const FEED_BYTES: f64 = 1_000.0;
 /// differ, are left out.
 pub const DIGEST_BYTES: f64 = 110.0;
 
+/// Members a range-digest round covers (8 ranges of about 16 members, as
+/// `shoal-gossip`'s member-list anti-entropy cuts them): a pass over the
+/// member space takes `N / 128` rounds.
+pub const RANGE_ROUND_MEMBERS: f64 = 128.0;
+
 /// How one rumor spread.
 #[derive(Clone, Debug)]
 pub struct Spread {
@@ -329,6 +334,8 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         .collect();
     starts.sort_by(|a, b| a.0.total_cmp(&b.0));
 
+    let digest_period = config.member_digest_period.as_secs_f64();
+    let run_end = duration + params.settle.as_secs_f64();
     let mut detections = Vec::new();
     let mut plans = Vec::new();
     let mut sends = 0u64;
@@ -367,9 +374,28 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         let s = model.spread(&[(prober, suspected)]);
         sends += s.sends;
         gossip_datagrams += s.gossip_datagrams;
-        let down = model.spread(&[(prober, suspected + timeout)]);
+        let mut down = model.spread(&[(prober, suspected + timeout)]);
         sends += down.sends;
         gossip_datagrams += down.gossip_datagrams;
+        // A node the rumor missed learns it from a range exchange: its
+        // digest rounds walk the member space, 128 members a round, and
+        // the round that covers the victim (with a peer that knows) carries
+        // the down member. Within the run or never.
+        let spread_end = down
+            .learned
+            .iter()
+            .copied()
+            .filter(|t| t.is_finite())
+            .fold(suspected + timeout, f64::max);
+        let pass = (n as f64 / RANGE_ROUND_MEMBERS).ceil() * digest_period;
+        for i in 0..n {
+            if model.up[i] && !down.learned[i].is_finite() {
+                let at = spread_end + model.rng.random::<f64>() * pass;
+                if at <= run_end {
+                    down.learned[i] = at;
+                }
+            }
+        }
         let mut delays: Vec<f64> = down
             .learned
             .iter()
@@ -408,7 +434,6 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
     // have missed (`LEAVE_QUERIES`, unanswered for a crash).
     let span = duration + params.settle.as_secs_f64();
     let node_seconds = n as f64 * span;
-    let digest_period = config.member_digest_period.as_secs_f64();
     let direct_lost = 1.0 - (1.0 - loss).powi(2);
     let indirect = direct_lost * 4.0 * config.indirect_probes as f64 / pp;
     let observed: u64 = detections.iter().map(|d| d.delays.len() as u64).sum();

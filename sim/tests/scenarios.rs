@@ -138,6 +138,25 @@ fn the_scale_model_detects_crashes_in_log_time() {
 }
 
 #[test]
+fn the_scale_model_repairs_a_missed_down_rumor_by_range_exchange() {
+    // With this seed one observer misses one of the 5 down rumors; the
+    // real code's range exchanges carry the down member to it, and so
+    // does the model (it used to count the observer as never knowing).
+    let mut p = Params::new(Scenario::Loss, 1_000, 1);
+    p.mode = shoal_sim::Mode::Scale;
+    p.loss = Some(0.01);
+    p.crashes = 5;
+    let r = run(p);
+    assert_all_ok(&r);
+    assert_eq!(r.undetected, 0);
+    let all = r.detect_all_s.expect("everyone learned");
+    assert!(
+        all > 20.0,
+        "the missed observer learns later than the rumor's ~12 s: {all}"
+    );
+}
+
+#[test]
 fn scale_mode_places_a_wave_with_the_real_placers() {
     let mut p = Params::new(Scenario::Jobs, 3_000, 5);
     p.mode = shoal_sim::Mode::Scale;
