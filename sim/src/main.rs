@@ -133,7 +133,8 @@ struct Cli {
     validate: Vec<usize>,
     /// Instead of one run: the same scenario and mode at each of these
     /// sizes (comma-separated), one table row per size; with --out, the
-    /// rows as sweep.csv and each metric against N (log axis) as SVG.
+    /// rows as sweep.csv and each metric against N (log axis) as SVG
+    /// (charts with nothing to draw are left out).
     #[arg(
         long,
         value_name = "N,N,...",
@@ -627,6 +628,11 @@ fn write_sweep(dir: &std::path::Path, rows: &[SweepRow]) -> Result<()> {
         ),
     ];
     for (file, what, y, lines) in charts {
+        // A scenario without placement (or without crashes) has nothing
+        // to draw in some charts: no empty files.
+        if lines.iter().all(|l| l.points.is_empty()) {
+            continue;
+        }
         let title = format!("{what} against cluster size");
         write_file(
             dir,
