@@ -43,5 +43,6 @@ pub use membership::{
 pub use meta::{
     Capacity, FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate, RuntimeInfo,
 };
+pub use ranges::MEMBERS_PER_DIGEST_ROUND;
 pub use seal::{DropReason, GossipKey, PacketSecurity};
 pub use time::Instant;

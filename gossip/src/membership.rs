@@ -420,12 +420,6 @@ const MEMBER_SNAPSHOT_TTL: Duration = Duration::from_secs(2);
 /// given back (it is O(N) after a join, and a process may run thousands of
 /// memberships: the simulator).
 const SPARE_QUEUE: usize = 256;
-
-fn release_spare<T>(queue: &mut VecDeque<T>) {
-    if queue.capacity() > SPARE_QUEUE {
-        queue.shrink_to_fit();
-    }
-}
 /// Times a node asks about a member that went down without a leave record
 /// (a crash): a leave notice it may have missed would turn `failed` into
 /// `left`.
@@ -434,6 +428,13 @@ pub const LEAVE_QUERIES: u32 = 6;
 const DOWN_REPAIR_WINDOW: Duration = Duration::from_secs(300);
 /// How often the housekeeping timer runs.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
+
+/// Gives back the room of a burst once `queue` is empty.
+fn release_spare<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() > SPARE_QUEUE {
+        queue.shrink_to_fit();
+    }
+}
 
 /// SWIM membership of one node, as a state machine.
 ///
@@ -1438,13 +1439,9 @@ impl Membership {
     }
 
     /// A random member that is up (other than `except`: the one after it
-    /// when it is drawn), without copying the member list.
-    ///
-    /// Uniform on purpose: a cheaper draw (the first member after a random
-    /// point of the range-digest space, O(log N)) favours members after
-    /// wide gaps, and made the follow-up member-list copies after joins
-    /// worse: 12% more datagrams per node over the simulator's validation
-    /// run (`shoal-sim --validate 1000 --crashes 5`).
+    /// when it is drawn), uniformly, without copying the member list.
+    /// (A draw in O(log N) from `up_index` would favour members after wide
+    /// gaps of the position space.)
     fn random_up(&mut self, except: Option<SocketAddr>) -> Option<SocketAddr> {
         let n = self.swim.num_members();
         if n == 0 {
@@ -1876,6 +1873,20 @@ impl Membership {
         }
     }
 
+    /// Records `identity` as this member's life and as up; its record.
+    fn mark_up(&mut self, now: Instant, identity: &NodeIdentity) -> &mut Record {
+        let id = identity.id;
+        self.up_index.insert(ranges::position(id.0), id);
+        self.down_index.remove(&ranges::position(id.0));
+        let record = self.records.entry(id).or_insert(Record {
+            identity: identity.clone(),
+            first_seen: now,
+            state_since: now,
+        });
+        record.identity = identity.clone();
+        record
+    }
+
     /// Turns what foca produced into datagrams, timers and events.
     fn drain_swim(&mut self, now: Instant) {
         let mut drained = 0;
@@ -1904,15 +1915,7 @@ impl Membership {
         match n {
             OwnedNotification::MemberUp(identity) => {
                 let id = identity.id;
-                let record = self.records.entry(id).or_insert(Record {
-                    identity: identity.clone(),
-                    first_seen: now,
-                    state_since: now,
-                });
-                record.identity = identity.clone();
-                record.state_since = now;
-                self.up_index.insert(ranges::position(id.0), id);
-                self.down_index.remove(&ranges::position(id.0));
+                self.mark_up(now, &identity).state_since = now;
                 self.unexplained.remove(&id);
                 if self.meta_is_stale(id) {
                     self.want_meta(now, id);
@@ -1961,14 +1964,7 @@ impl Membership {
             }
             OwnedNotification::Rename(old, new) => {
                 let id = new.id;
-                let record = self.records.entry(id).or_insert(Record {
-                    identity: new.clone(),
-                    first_seen: now,
-                    state_since: now,
-                });
-                record.identity = new.clone();
-                self.up_index.insert(ranges::position(id.0), id);
-                self.down_index.remove(&ranges::position(id.0));
+                self.mark_up(now, &new);
                 if self.meta_is_stale(id) {
                     self.want_meta(now, id);
                 }

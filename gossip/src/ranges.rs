@@ -20,6 +20,9 @@ pub(crate) const RANGES: usize = 8;
 /// Members expected in one range: the range width is chosen from the
 /// cluster size so that a range's members fit in a datagram easily.
 pub(crate) const RANGE_MEMBERS: u64 = 16;
+/// Members one range-digest round covers: a pass over the member space
+/// takes `N / MEMBERS_PER_DIGEST_ROUND` rounds of `member_digest_period`.
+pub const MEMBERS_PER_DIGEST_ROUND: u64 = RANGES as u64 * RANGE_MEMBERS;
 
 /// Width of one range of the 64-bit id space for a cluster of `members`.
 pub(crate) fn width(members: usize) -> u64 {

@@ -1031,12 +1031,7 @@ impl Placer {
         if let Some(release) = l.stopping {
             let stamp = l.stamp;
             self.local.remove(key);
-            if release
-                && let Some(c) = self
-                    .view
-                    .ring_with(self.ring_share.as_ref())
-                    .owner(key.hash())
-            {
+            if release && let Some(c) = self.ring().owner(key.hash()) {
                 self.outbox.push_back((
                     c,
                     Msg::Release {
@@ -1283,12 +1278,7 @@ impl Placer {
         };
         (0..count)
             .map(move |i| TaskKey::index(name, i))
-            .filter(|k| {
-                self.view
-                    .ring_with(self.ring_share.as_ref())
-                    .owner(k.hash())
-                    == Some(self.me)
-            })
+            .filter(|k| self.ring().owner(k.hash()) == Some(self.me))
     }
 
     /// Keys new to this node that belonged to another coordinator before
@@ -1350,11 +1340,7 @@ impl Placer {
         // wanted) keep their entry only while a holder is recorded.
         for k in stale {
             let (wanted, _) = self.wanted(&k);
-            let owner = self
-                .view
-                .ring_with(self.ring_share.as_ref())
-                .owner(k.hash())
-                == Some(self.me);
+            let owner = self.ring().owner(k.hash()) == Some(self.me);
             let entry = self.coord.get_mut(&k).expect("listed");
             entry.auction = None;
             entry.pending.clear();
@@ -1528,6 +1514,7 @@ impl Placer {
             return;
         };
         // Lazily: a walk of the whole ring is 500,000 members at scale.
+        // (Borrows only the view, not all of `self`: the loop records asks.)
         let mut walk = self
             .view
             .ring_with(self.ring_share.as_ref())
@@ -2149,6 +2136,7 @@ impl Placer {
             if !due {
                 continue;
             }
+            // The view's ring, not `self.ring()`: `self.local` is borrowed.
             let Some(coordinator) = self
                 .view
                 .ring_with(self.ring_share.as_ref())
@@ -2258,10 +2246,7 @@ impl Placer {
             .map(|k| {
                 let owner = match k.slot {
                     Slot::Node(n) => Some(n),
-                    Slot::Index(_) => self
-                        .view
-                        .ring_with(self.ring_share.as_ref())
-                        .owner(k.hash()),
+                    Slot::Index(_) => self.ring().owner(k.hash()),
                 };
                 (k, owner)
             })

@@ -431,11 +431,26 @@ fn validate(cli: &Cli) -> Result<ExitCode> {
     })
 }
 
-/// One run of a sweep, with what it cost.
+/// One run (of a sweep), with what it cost.
 struct SweepRow {
     report: Report,
     wall_s: f64,
     rss_mb: Option<f64>,
+}
+
+/// Runs `params`, timing it by the wall clock (the only clock the
+/// simulator reads) and reading the process's peak memory after.
+fn timed_run(params: Params) -> Result<SweepRow> {
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+    let wall = std::time::Instant::now();
+    let report = shoal_sim::run(params)?;
+    #[allow(clippy::disallowed_methods)]
+    let wall_s = wall.elapsed().as_secs_f64();
+    Ok(SweepRow {
+        report,
+        wall_s,
+        rss_mb: peak_rss_mb(),
+    })
 }
 
 #[allow(clippy::print_stdout)]
@@ -443,12 +458,8 @@ fn sweep(cli: &Cli) -> Result<ExitCode> {
     let f = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |x| format!("{x:.digits$}"));
     println!(
         "{} mode, scenario {}, seed {}: each size is one run",
-        cli.mode
-            .to_possible_value()
-            .map_or("?".into(), |v| v.get_name().to_string()),
-        cli.scenario
-            .to_possible_value()
-            .map_or("?".into(), |v| v.get_name().to_string()),
+        cli.mode.as_str(),
+        cli.scenario,
         cli.seed
     );
     println!(
@@ -474,12 +485,11 @@ fn sweep(cli: &Cli) -> Result<ExitCode> {
         // Reset the peak-memory mark so that each row shows its own run
         // (Linux; elsewhere the column shows the peak so far).
         let _ = std::fs::write("/proc/self/clear_refs", "5");
-        #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
-        let wall = std::time::Instant::now();
-        let report = shoal_sim::run(params)?;
-        #[allow(clippy::disallowed_methods)]
-        let wall_s = wall.elapsed().as_secs_f64();
-        let rss_mb = peak_rss_mb();
+        let SweepRow {
+            report,
+            wall_s,
+            rss_mb,
+        } = timed_run(params)?;
         println!(
             "{:>7} {:>8} {:>8} {:>5} {:>8.0} {:>9} {:>9} {:>8} {:>8} {:>5} {:>8.1} {:>8}",
             n,
@@ -652,13 +662,11 @@ fn main() -> Result<ExitCode> {
     if !cli.sweep.is_empty() {
         return sweep(&cli);
     }
-    let params = cli.params()?;
-    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
-    let wall = std::time::Instant::now();
-    let report = shoal_sim::run(params)?;
-    #[allow(clippy::disallowed_methods)]
-    let wall_s = wall.elapsed().as_secs_f64();
-    let rss = peak_rss_mb();
+    let SweepRow {
+        report,
+        wall_s,
+        rss_mb: rss,
+    } = timed_run(cli.params()?)?;
     if let Some(dir) = &cli.out {
         write_out(dir, &report)?;
     }

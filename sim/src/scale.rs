@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shoal_gossip::{Config, LEAVE_QUERIES};
+use shoal_gossip::{Config, LEAVE_QUERIES, MEMBERS_PER_DIGEST_ROUND};
 
 use crate::net::{Fate, Network, Topology};
 use crate::params::{Mode, Params, Scenario};
@@ -62,11 +62,6 @@ pub const FEED_BYTES: f64 = 1_000.0;
 /// once per `member_digest_period`; the answers, sent only where views
 /// differ, are left out.
 pub const DIGEST_BYTES: f64 = 110.0;
-
-/// Members a range-digest round covers (8 ranges of about 16 members, as
-/// `shoal-gossip`'s member-list anti-entropy cuts them): a pass over the
-/// member space takes `N / 128` rounds.
-pub const RANGE_ROUND_MEMBERS: f64 = 128.0;
 
 /// How one rumor spread.
 #[derive(Clone, Debug)]
@@ -226,10 +221,15 @@ impl Model {
     /// Probability that a probe of a live member fails under `loss`: the
     /// direct ping/ack and all indirect ping-req/ping/ack/forward paths.
     pub fn probe_failure(&self, loss: f64) -> f64 {
-        let direct = 1.0 - (1.0 - loss).powi(2);
+        let direct = direct_probe_lost(loss);
         let indirect = 1.0 - (1.0 - loss).powi(4);
         direct * indirect.powi(self.config.indirect_probes as i32)
     }
+}
+
+/// Probability that a direct probe (ping and ack) loses a datagram.
+fn direct_probe_lost(loss: f64) -> f64 {
+    1.0 - (1.0 - loss).powi(2)
 }
 
 fn next_tick(t: f64, phase: f64, period: f64) -> f64 {
@@ -387,7 +387,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
             .copied()
             .filter(|t| t.is_finite())
             .fold(suspected + timeout, f64::max);
-        let pass = (n as f64 / RANGE_ROUND_MEMBERS).ceil() * digest_period;
+        let pass = (n as f64 / MEMBERS_PER_DIGEST_ROUND as f64).ceil() * digest_period;
         for i in 0..n {
             if model.up[i] && !down.learned[i].is_finite() {
                 let at = spread_end + model.rng.random::<f64>() * pass;
@@ -434,8 +434,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
     // have missed (`LEAVE_QUERIES`, unanswered for a crash).
     let span = duration + params.settle.as_secs_f64();
     let node_seconds = n as f64 * span;
-    let direct_lost = 1.0 - (1.0 - loss).powi(2);
-    let indirect = direct_lost * 4.0 * config.indirect_probes as f64 / pp;
+    let indirect = direct_probe_lost(loss) * 4.0 * config.indirect_probes as f64 / pp;
     let observed: u64 = detections.iter().map(|d| d.delays.len() as u64).sum();
     let queries = (observed * u64::from(LEAVE_QUERIES)) as f64 / node_seconds;
     let base_msgs = 2.0 / pp + 2.0 / config.announce_period.as_secs_f64() + 1.0 / digest_period;
