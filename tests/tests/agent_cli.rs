@@ -12,6 +12,11 @@ fn founding_prints_the_join_command_and_writes_its_files() {
     let mut c = Cluster::new();
     c.found("founder");
     let a = &mut c.agents[0];
+    // agent.json is written when the agent serves; the join line is printed
+    // just after, so it is waited for rather than read at once.
+    wait_until("the founder's join line", Duration::from_secs(10), || {
+        Ok(a.stdout().ends_with('\n'))
+    });
     let out = a.stdout();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "exactly one stdout line, got {out:?}");
@@ -323,6 +328,9 @@ fn dev_mode_needs_no_token() {
     let a = &c.agents[i];
     let (status, body) = http_get(&format!("{}/v1/nodes", a.url()), None).unwrap();
     assert_eq!(status, 200, "{body}");
+    wait_until("the dev agent's greeting", Duration::from_secs(10), || {
+        Ok(a.stdout().contains("join another agent"))
+    });
     let out = a.stdout();
     assert!(out.contains("dev") && out.contains("shoal nodes"), "{out}");
 }
