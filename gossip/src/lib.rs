@@ -27,6 +27,7 @@
 
 mod config;
 mod identity;
+mod kind;
 mod membership;
 mod meta;
 mod ranges;
@@ -36,6 +37,7 @@ mod wire;
 
 pub use config::{Config, ConfigError};
 pub use identity::{NodeId, NodeIdentity, ParseNodeIdError};
+pub use kind::SendKind;
 pub use membership::{
     DownReason, Event, LEAVE_QUERIES, MemberInfo, MemberState, Membership, MetaTooLarge, NewError,
     RttHistogram, Stats, TimerToken, Transmit,

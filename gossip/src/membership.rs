@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::config::{Config, ConfigError, ENVELOPE_OVERHEAD};
+use crate::kind::SendKind;
 use crate::meta::{FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate};
 use crate::ranges;
 use crate::seal::{self, DropReason, PacketSecurity, ReplayWindow, SEAL_OVERHEAD, SealHeader};
@@ -35,6 +36,8 @@ pub struct Transmit {
     pub to: SocketAddr,
     /// The sealed datagram.
     pub payload: Vec<u8>,
+    /// What it is for.
+    pub kind: SendKind,
 }
 
 /// A member's state as this node sees it.
@@ -214,12 +217,27 @@ pub struct Stats {
     pub probe_rtt: RttHistogram,
     /// Members learned from range exchanges (new to this node).
     pub members_learned_from_ranges: u64,
+    /// "You are down" notices foca wanted to send to a member this node
+    /// holds up (a suspicion it refuted), not sent.
+    pub turn_undead_suppressed: u64,
+    /// Datagrams sent, indexed like [`SendKind::ALL`].
+    pub sent_by_kind: [u64; SendKind::ALL.len()],
+    /// Bytes sent (sealed), indexed like [`SendKind::ALL`].
+    pub sent_bytes_by_kind: [u64; SendKind::ALL.len()],
 }
 
 impl Stats {
     /// Drops for one reason.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason.index()]
+    }
+
+    /// Datagrams and bytes sent of one kind.
+    pub fn sent(&self, kind: SendKind) -> (u64, u64) {
+        (
+            self.sent_by_kind[kind.index()],
+            self.sent_bytes_by_kind[kind.index()],
+        )
     }
 }
 
@@ -992,7 +1010,7 @@ impl Membership {
     }
 
     fn transmissions(&self) -> u8 {
-        self.config.max_transmissions(self.swim.num_members() + 1)
+        self.config.max_transmissions(self.sized_for)
     }
 
     fn publish_own_meta(&mut self) {
@@ -1011,6 +1029,11 @@ impl Membership {
     }
 
     fn send(&mut self, to: SocketAddr, body: Body<'_>, with_items: bool) {
+        let kind = SendKind::of(&body);
+        self.send_as(to, body, kind, with_items);
+    }
+
+    fn send_as(&mut self, to: SocketAddr, body: Body<'_>, kind: SendKind, with_items: bool) {
         let mut envelope = Envelope {
             meta_version: self.meta_version,
             meta_base: self.meta_base,
@@ -1045,7 +1068,9 @@ impl Membership {
         let payload = seal::seal(&self.security, &header, &plaintext);
         self.stats.packets_out += 1;
         self.stats.bytes_out += payload.len() as u64;
-        self.transmits.push_back(Transmit { to, payload });
+        self.stats.sent_by_kind[kind.index()] += 1;
+        self.stats.sent_bytes_by_kind[kind.index()] += payload.len() as u64;
+        self.transmits.push_back(Transmit { to, payload, kind });
     }
 
     fn send_hellos(&mut self) {
@@ -1866,11 +1891,19 @@ impl Membership {
     /// log(N). Done at once, so that the news of a join storm is sent often
     /// enough to reach everyone.
     fn resize(&mut self) {
-        let n = self.swim.num_members() + 1;
-        let class = n.next_power_of_two();
-        if class != self.sized_for && self.swim.set_config(self.config.foca(n)).is_ok() {
+        let class = Config::size_class(self.swim.num_members() + 1);
+        if class != self.sized_for && self.swim.set_config(self.config.foca(class)).is_ok() {
             self.sized_for = class;
         }
+    }
+
+    /// Whether this node holds `identity` (this very life) up.
+    fn is_up(&self, identity: &NodeIdentity) -> bool {
+        self.up_index.get(&ranges::position(identity.id.0)) == Some(&identity.id)
+            && self
+                .records
+                .get(&identity.id)
+                .is_some_and(|r| r.identity == *identity)
     }
 
     /// Records `identity` as this member's life and as up; its record.
@@ -1900,8 +1933,21 @@ impl Membership {
             drained += 1;
         }
         while let Some((to, data)) = self.runtime.to_send() {
-            self.send(to.addr, Body::Swim(&data), true);
             drained += 1;
+            let body = Body::Swim(&data);
+            let kind = SendKind::of(&body);
+            if kind == SendKind::TurnUndead && self.is_up(&to) {
+                // foca 2.0.0 sends "you are down" when a suspicion times
+                // out even if the member refuted it meanwhile (its
+                // down-timer finds a newer incarnation, declares nothing,
+                // and still notifies); the member would then give up its
+                // identity and rejoin, and the whole cluster would learn
+                // a new life of a node that never failed. A member this
+                // node holds up was not declared down: nothing to say.
+                self.stats.turn_undead_suppressed += 1;
+                continue;
+            }
+            self.send_as(to.addr, body, kind, true);
         }
         // The runtime's queues keep the room of their largest burst (a
         // member list copied at join: one notification per member); an

@@ -491,6 +491,46 @@ fn join_retries_until_a_peer_answers() {
 }
 
 #[test]
+fn a_refuted_suspicion_costs_no_identity() {
+    let mut net = form_cluster(5, 8, 0.0);
+    assert!(net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(8)));
+    // Node 3 hears nothing for a while: the probes of it fail and it is
+    // suspected, then it hears the suspicion and refutes it before the
+    // suspicion timeout (1.5 s in the test preset).
+    let deaf = 3;
+    let until = net.now + Duration::from_millis(450);
+    net.deaf_until.insert(deaf, until);
+    let before = net.log.len();
+    net.run_for(Duration::from_secs(10));
+    assert!(net.dropped_by_deafness > 0, "the deafness knob never fired");
+    let suspected: u64 = net.running().map(|(_, m)| m.stats().probe_failures).sum();
+    assert!(
+        suspected > 0,
+        "nobody suspected node 3: nothing was exercised"
+    );
+    // The probers' suspicion timers ran out after the refutation: they
+    // declare nothing and tell node 3 nothing (foca alone would send it
+    // "you are down", and node 3 would give up its identity).
+    let suppressed: u64 = net
+        .running()
+        .map(|(_, m)| m.stats().turn_undead_suppressed)
+        .sum();
+    assert!(
+        suppressed > 0,
+        "no suspicion timer ran out after a refutation"
+    );
+    for line in &net.log[before..] {
+        assert!(
+            !line.contains("IdentityRenewed") && !line.contains("MemberDown"),
+            "a refuted suspicion had consequences: {line}"
+        );
+    }
+    let seen = net.nodes[0].as_ref().unwrap().member(NodeId(1003)).unwrap();
+    assert_eq!(seen.identity.bump, 1);
+    assert_eq!(seen.state, MemberState::Alive);
+}
+
+#[test]
 fn a_missed_leave_notice_is_repaired() {
     let mut net = form_cluster(21, 10, 0.0);
     assert!(net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(10)));

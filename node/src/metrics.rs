@@ -6,6 +6,8 @@
 //! | `shoal_gossip_packets_total` | counter | `direction` = in, out |
 //! | `shoal_gossip_bytes_total` | counter | `direction` = in, out |
 //! | `shoal_gossip_dropped_packets_total` | counter | `reason` (see `DropReason`) |
+//! | `shoal_gossip_sent_packets_total`, `shoal_gossip_sent_bytes_total` | counter | `kind` (see `SendKind`: ping, ack, gossip, announce, member_digest…) |
+//! | `shoal_gossip_turn_undead_suppressed_total` | counter | "you are down" notices not sent to a member that refuted its suspicion |
 //! | `shoal_gossip_probe_failures_total` | counter | |
 //! | `shoal_gossip_members_repaired_total` | counter | members learned by comparing member-list ranges |
 //! | `shoal_gossip_probe_rtt_seconds` | histogram | |
@@ -35,7 +37,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 
-use shoal_gossip::{DropReason, Stats};
+use shoal_gossip::{DropReason, SendKind, Stats};
 use shoal_transport::TransportStats;
 
 use crate::api::types::StateCounts;
@@ -139,6 +141,33 @@ pub fn render(
         "dropped_packets",
         "Gossip datagrams dropped, by reason",
         &drops,
+    );
+    let sent = |bytes: bool| -> Vec<(&'static str, &str, u64)> {
+        SendKind::ALL
+            .iter()
+            .map(|k| {
+                let (n, b) = stats.sent(*k);
+                ("kind", k.as_str(), if bytes { b } else { n })
+            })
+            .collect()
+    };
+    counter(
+        registry,
+        "sent_packets",
+        "Gossip datagrams sent, by what they are for",
+        &sent(false),
+    );
+    counter(
+        registry,
+        "sent_bytes",
+        "Gossip bytes sent (sealed), by what they are for",
+        &sent(true),
+    );
+    single(
+        registry,
+        "turn_undead_suppressed",
+        "Notices 'you are down' not sent to a member that refuted its suspicion",
+        stats.turn_undead_suppressed,
     );
     single(
         registry,
@@ -291,6 +320,7 @@ mod tests {
             ..Default::default()
         };
         stats.dropped[3] = 2;
+        stats.sent_by_kind[SendKind::Gossip.index()] = 7;
         let text = render(
             &stats,
             &StateCounts {
@@ -304,6 +334,10 @@ mod tests {
         .unwrap();
         assert!(
             text.contains("shoal_gossip_members{state=\"alive\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shoal_gossip_sent_packets_total{kind=\"gossip\"} 7"),
             "{text}"
         );
         assert!(
