@@ -20,7 +20,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_gossip::{
     Config, DownReason, Event as GossipEvent, FreeClass, Instant, MemberMeta, MemberState,
-    Membership, NodeId, NodeIdentity, PacketSecurity, TimerToken,
+    Membership, NodeId, NodeIdentity, PacketSecurity, SendKind, TimerToken,
 };
 use shoal_placement::{
     Command, Event as PlaceEvent, ExitReason, Job, Msg, NodeInfo, PlacementConfig, Placer,
@@ -31,7 +31,9 @@ use crate::SimError;
 use crate::net::{Fate, Network, Topology};
 use crate::params::{Params, Scenario};
 use crate::queue::EventQueue;
-use crate::report::{Check, Report, Sample, quantile, quantile_of_population, worst_of};
+use crate::report::{
+    Check, Report, Sample, TrafficGroup, TrafficShare, quantile, quantile_of_population, worst_of,
+};
 use crate::share::{InfoPool, MetaPool, RingPool};
 use crate::workload::{self, JobPlan};
 
@@ -165,10 +167,22 @@ struct Crash {
 /// Counters of traffic, reset when the scenario begins.
 #[derive(Clone, Copy, Default)]
 struct Traffic {
-    gossip_msgs: u64,
-    gossip_bytes: u64,
+    /// Gossip datagrams and bytes by kind, indexed like `SendKind::ALL`.
+    by_kind: [(u64, u64); SendKind::ALL.len()],
     place_msgs: u64,
     place_bytes: u64,
+}
+
+impl Traffic {
+    fn count_gossip(&mut self, kind: SendKind, bytes: usize) {
+        let k = &mut self.by_kind[kind.index()];
+        k.0 += 1;
+        k.1 += bytes as u64;
+    }
+
+    fn gossip_bytes(&self) -> u64 {
+        self.by_kind.iter().map(|k| k.1).sum()
+    }
 }
 
 /// A full-mode simulation.
@@ -267,12 +281,7 @@ fn secs(d: Duration) -> f64 {
 impl World {
     /// Builds the world of `params` (nothing runs yet).
     pub fn new(params: Params) -> Result<World, SimError> {
-        let mut gossip = Config::preset(&params.gossip).ok_or_else(|| {
-            SimError::Params(format!("unknown gossip preset {:?}", params.gossip))
-        })?;
-        if let Some(m) = params.suspicion_mult {
-            gossip.suspicion_mult = m;
-        }
+        let mut gossip = params.gossip_config()?;
         // Replay windows guard against an attacker the simulator does not
         // model; the config allows turning them off to save memory.
         gossip.replay_protection = false;
@@ -832,10 +841,8 @@ impl World {
             let Some(to) = index_of(&t.to).filter(|j| *j < self.nodes.len()) else {
                 continue;
             };
-            self.traffic.gossip_msgs += 1;
-            self.traffic.gossip_bytes += t.payload.len() as u64;
-            self.second.gossip_msgs += 1;
-            self.second.gossip_bytes += t.payload.len() as u64;
+            self.traffic.count_gossip(t.kind, t.payload.len());
+            self.second.count_gossip(t.kind, t.payload.len());
             if let Fate::Deliver(d) = self.net.datagram(i, to) {
                 self.q.push(
                     now + d,
@@ -911,7 +918,9 @@ impl World {
             let aftermath = self.heals > 0
                 && self.q.now()
                     < self.last_heal
-                        + self.gossip.suspicion_timeout(self.nodes.len())
+                        + self
+                            .gossip
+                            .suspicion_timeout(Config::size_class(self.nodes.len()))
                         + Duration::from_secs(10);
             if self.net.connected(observer, t) && !aftermath {
                 self.false_positives.insert((t as u32, identity.bump));
@@ -1065,6 +1074,18 @@ impl World {
     fn at(&mut self, after_begin: Duration, a: Action) {
         let t = self.began.unwrap_or(self.now()) + after_begin;
         self.q.push(t, Ev::Action(a));
+    }
+
+    /// Gossip traffic by purpose over the scenario phase.
+    fn traffic_shares(&self, node_seconds: f64) -> Vec<TrafficShare> {
+        TrafficGroup::shares(|group| {
+            let (msgs, bytes) = SendKind::ALL
+                .iter()
+                .filter(|k| TrafficGroup::of(**k) == group)
+                .map(|k| self.traffic.by_kind[k.index()])
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            (msgs as f64 / node_seconds, bytes as f64 / node_seconds)
+        })
     }
 
     /// The scenario starts: the cluster has formed.
@@ -1267,7 +1288,7 @@ impl World {
             running,
             waiting,
             duplicates,
-            gossip_bytes_per_node: self.second.gossip_bytes as f64 / up.max(1) as f64,
+            gossip_bytes_per_node: self.second.gossip_bytes() as f64 / up.max(1) as f64,
             placement_msgs_per_node: self.second.place_msgs as f64 / up.max(1) as f64,
         });
         self.second = Traffic::default();
@@ -1459,6 +1480,7 @@ impl World {
         let detect_p999 = worst_of(&per_crash, |c| c.1);
         let detect_all = worst_of(&per_crash, |c| c.2);
         let node_seconds = self.node_seconds.max(1.0);
+        let traffic = self.traffic_shares(node_seconds);
         let mut lat = self.placement_ms.clone();
         lat.sort_by(f64::total_cmp);
         let mut rep = self.replace_ms.clone();
@@ -1588,8 +1610,9 @@ impl World {
             false_positives_per_node_hour: self.false_positives.len() as f64
                 / (node_seconds / 3600.0),
             partition_downs: self.partition_downs,
-            msgs_per_node_s: self.traffic.gossip_msgs as f64 / node_seconds,
-            bytes_per_node_s: self.traffic.gossip_bytes as f64 / node_seconds,
+            msgs_per_node_s: traffic.iter().map(|t| t.msgs_per_node_s).sum(),
+            bytes_per_node_s: traffic.iter().map(|t| t.bytes_per_node_s).sum(),
+            traffic,
             placement_msgs_per_node_s: self.traffic.place_msgs as f64 / node_seconds,
             placement_bytes_per_node_s: self.traffic.place_bytes as f64 / node_seconds,
             tasks: self.tasks.len() as u64,

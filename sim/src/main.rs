@@ -68,6 +68,14 @@ struct Cli {
     /// × probe period).
     #[arg(long)]
     suspicion_mult: Option<f64>,
+    /// Override the preset's transmissions multiplier (each update is
+    /// re-sent mult × log10 N times).
+    #[arg(long)]
+    transmissions_mult: Option<f64>,
+    /// Override the preset's indirect probes (members asked to probe when
+    /// a direct probe gets no answer; lan: 5).
+    #[arg(long)]
+    indirect_probes: Option<usize>,
     /// Datacenters (nodes are spread round-robin).
     #[arg(long, default_value_t = 2)]
     dcs: usize,
@@ -161,6 +169,8 @@ impl Cli {
         };
         p.gossip = self.gossip.clone();
         p.suspicion_mult = self.suspicion_mult;
+        p.transmissions_mult = self.transmissions_mult;
+        p.indirect_probes = self.indirect_probes;
         p.dcs = self.dcs;
         p.zones = self.zones;
         if let Some(l) = self.loss {
@@ -316,7 +326,7 @@ const TOLERANCE_MSGS: f64 = 0.25;
 #[allow(clippy::print_stdout)]
 fn validate(cli: &Cli) -> Result<ExitCode> {
     let loss = cli.loss.unwrap_or(0.01);
-    let rows = shoal_sim::scale::validate(&cli.validate, cli.seed, loss, cli.crashes)?;
+    let rows = shoal_sim::scale::validate(&cli.validate, &cli.params()?, loss, cli.crashes)?;
     let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
     println!(
         "scale model vs real code: {} crashes under {loss} loss, seed {}; tolerance claimed: median detection within {TOLERANCE_DETECT_S} s, 99.9% within {TOLERANCE_TAIL_S} s, datagrams per node within {:.0}%",
@@ -369,6 +379,21 @@ fn validate(cli: &Cli) -> Result<ExitCode> {
                 "OUTSIDE tolerance"
             }
         );
+        println!(
+            "{:>7} {:>10} {:>11} {:>11} {:>9} {:>9}",
+            "", "traffic", "full dg/s", "scale dg/s", "full B/s", "scale B/s"
+        );
+        for (a, b) in c.full.traffic.iter().zip(&c.scale.traffic) {
+            println!(
+                "{:>7} {:>10} {:>11.3} {:>11.3} {:>9.0} {:>9.0}",
+                "",
+                a.group,
+                a.msgs_per_node_s,
+                b.msgs_per_node_s,
+                a.bytes_per_node_s,
+                b.bytes_per_node_s
+            );
+        }
     }
     if let Some(dir) = &cli.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -393,6 +418,18 @@ fn validate(cli: &Cli) -> Result<ExitCode> {
             }
         }
         write_file(dir, "validate.csv", csv)?;
+        let mut by_group = String::from("nodes,mode,group,msgs_per_node_s,bytes_per_node_s\n");
+        for c in &rows {
+            for r in [&c.full, &c.scale] {
+                for t in &r.traffic {
+                    by_group += &format!(
+                        "{},{},{},{},{}\n",
+                        r.nodes, r.mode, t.group, t.msgs_per_node_s, t.bytes_per_node_s
+                    );
+                }
+            }
+        }
+        write_file(dir, "validate-traffic.csv", by_group)?;
         let line = |name, sel: fn(&Comparison) -> &Report, q: fn(&Report) -> Option<f64>| Line {
             name,
             points: rows

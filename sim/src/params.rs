@@ -139,6 +139,10 @@ pub struct Params {
     pub gossip: String,
     /// Override of the preset's `suspicion_mult` (None: the preset's).
     pub suspicion_mult: Option<f64>,
+    /// Override of the preset's `transmissions_mult`.
+    pub transmissions_mult: Option<f64>,
+    /// Override of the preset's `indirect_probes`.
+    pub indirect_probes: Option<usize>,
     /// Datacenters.
     pub dcs: usize,
     /// Zones per datacenter.
@@ -192,6 +196,8 @@ impl Params {
             scenario,
             gossip: "lan".into(),
             suspicion_mult: None,
+            transmissions_mult: None,
+            indirect_probes: None,
             dcs: 2,
             zones: 3,
             latency: Latency::default(),
@@ -216,6 +222,28 @@ impl Params {
             p.fill = 0.9;
         }
         p
+    }
+
+    /// The membership configuration: the preset with the overrides.
+    pub fn gossip_config(&self) -> Result<shoal_gossip::Config, crate::SimError> {
+        let mut c = shoal_gossip::Config::preset(&self.gossip).ok_or_else(|| {
+            crate::SimError::Params(format!(
+                "unknown gossip preset {:?}: expected lan, wan or test",
+                self.gossip
+            ))
+        })?;
+        if let Some(m) = self.suspicion_mult {
+            c.suspicion_mult = m;
+        }
+        if let Some(m) = self.transmissions_mult {
+            c.transmissions_mult = m;
+        }
+        if let Some(k) = self.indirect_probes {
+            c.indirect_probes = k;
+        }
+        c.validate()
+            .map_err(|e| crate::SimError::Params(e.to_string()))?;
+        Ok(c)
     }
 
     /// Loss during the scenario.
@@ -261,6 +289,12 @@ impl Params {
         }
         if let Some(m) = self.suspicion_mult {
             c += &format!(" --suspicion-mult {m}");
+        }
+        if let Some(m) = self.transmissions_mult {
+            c += &format!(" --transmissions-mult {m}");
+        }
+        if let Some(k) = self.indirect_probes {
+            c += &format!(" --indirect-probes {k}");
         }
         if self.dcs != d.dcs {
             c += &format!(" --dcs {}", self.dcs);

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::Serialize;
+use shoal_gossip::SendKind;
 
 use crate::net::NetCounters;
 
@@ -71,6 +72,102 @@ pub struct Sample {
     pub placement_msgs_per_node: f64,
 }
 
+/// Gossip traffic of one purpose, per node per second. Full mode counts
+/// what the real core sent ([`shoal_gossip::SendKind`], grouped); the scale
+/// model reports the same groups from what it models, so the two can be
+/// compared line by line.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrafficShare {
+    /// A [`TrafficGroup`]'s label.
+    pub group: &'static str,
+    /// Datagrams per node per second.
+    pub msgs_per_node_s: f64,
+    /// Bytes per node per second.
+    pub bytes_per_node_s: f64,
+}
+
+/// What gossip traffic is for, in groups both modes can report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrafficGroup {
+    /// Probes and their acks.
+    Probe,
+    /// Indirect probes: ping-req, indirect ping, indirect ack, forwarded ack.
+    Indirect,
+    /// Gossip sent for its own sake while a node has updates.
+    Gossip,
+    /// The periodic member-list announce and its feed, and the knocks on
+    /// down members.
+    Announce,
+    /// Member-list range digests and ranges.
+    Digest,
+    /// Leave queries and answers.
+    Leave,
+    /// Everything else: join hellos and pages, metadata pulls, turn-undead.
+    Other,
+}
+
+impl TrafficGroup {
+    /// Every group, in report order.
+    pub const ALL: [TrafficGroup; 7] = [
+        TrafficGroup::Probe,
+        TrafficGroup::Indirect,
+        TrafficGroup::Gossip,
+        TrafficGroup::Announce,
+        TrafficGroup::Digest,
+        TrafficGroup::Leave,
+        TrafficGroup::Other,
+    ];
+
+    /// Its label in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficGroup::Probe => "probe",
+            TrafficGroup::Indirect => "indirect",
+            TrafficGroup::Gossip => "gossip",
+            TrafficGroup::Announce => "announce",
+            TrafficGroup::Digest => "digest",
+            TrafficGroup::Leave => "leave",
+            TrafficGroup::Other => "other",
+        }
+    }
+
+    /// The group a datagram of this kind counts in.
+    pub fn of(kind: SendKind) -> TrafficGroup {
+        match kind {
+            SendKind::Ping | SendKind::Ack => TrafficGroup::Probe,
+            SendKind::PingReq
+            | SendKind::IndirectPing
+            | SendKind::IndirectAck
+            | SendKind::ForwardedAck => TrafficGroup::Indirect,
+            SendKind::Gossip => TrafficGroup::Gossip,
+            SendKind::Announce | SendKind::Feed => TrafficGroup::Announce,
+            SendKind::MemberDigest | SendKind::MemberRanges => TrafficGroup::Digest,
+            SendKind::Leave => TrafficGroup::Leave,
+            SendKind::TurnUndead
+            | SendKind::OtherSwim
+            | SendKind::Hello
+            | SendKind::Meta
+            | SendKind::MembersPage => TrafficGroup::Other,
+        }
+    }
+
+    /// A traffic breakdown: `per` gives each group's datagrams and bytes
+    /// per node per second; the shares come in [`TrafficGroup::ALL`] order.
+    pub fn shares(mut per: impl FnMut(TrafficGroup) -> (f64, f64)) -> Vec<TrafficShare> {
+        TrafficGroup::ALL
+            .iter()
+            .map(|g| {
+                let (msgs, bytes) = per(*g);
+                TrafficShare {
+                    group: g.as_str(),
+                    msgs_per_node_s: msgs,
+                    bytes_per_node_s: bytes,
+                }
+            })
+            .collect()
+    }
+}
+
 /// The report of one run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
@@ -119,6 +216,8 @@ pub struct Report {
     pub msgs_per_node_s: f64,
     /// Gossip bytes (UDP payload) sent per node per second (scenario phase).
     pub bytes_per_node_s: f64,
+    /// The same traffic by purpose, in the order of [`TrafficGroup::ALL`].
+    pub traffic: Vec<TrafficShare>,
     /// Placement messages sent per node per second (scenario phase).
     pub placement_msgs_per_node_s: f64,
     /// Placement bytes (encoded messages) per node per second.
@@ -244,6 +343,16 @@ impl fmt::Display for Report {
                 self.msgs_per_node_s, self.bytes_per_node_s
             ),
         )?;
+        for t in &self.traffic {
+            row(
+                f,
+                &format!("  {}", t.group),
+                format!(
+                    "{:.2} datagrams/s, {:.0} B/s",
+                    t.msgs_per_node_s, t.bytes_per_node_s
+                ),
+            )?;
+        }
         writeln!(f, "-- placement")?;
         row(
             f,

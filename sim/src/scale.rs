@@ -25,6 +25,13 @@
 //!   exchange and every indirect path lose a datagram; it is suspected, and
 //!   refutes when the suspicion reaches it. The prober declares it down if
 //!   the refutation does not reach the prober within the suspicion timeout.
+//! - **Sizing**: transmissions and the suspicion timeout are computed for
+//!   the size class (N rounded up to a power of two), as the core does.
+//! - **Traffic**: besides rumors, probes and acks, the indirect probes that
+//!   follow a failed direct probe, the periodic announce and its feed, the
+//!   knocks on down members once a node knows one, range digests and leave
+//!   queries, each at the size the real core's datagrams of that kind
+//!   have; reported in the same groups as full mode's count by kind.
 //!
 //! What it leaves out: concurrent rumors competing for room in a datagram
 //! (each rumor is disseminated as if alone, so mass failures are not
@@ -44,24 +51,31 @@ use shoal_gossip::{Config, LEAVE_QUERIES, MEMBERS_PER_DIGEST_ROUND};
 
 use crate::net::{Fate, Network, Topology};
 use crate::params::{Mode, Params, Scenario};
-use crate::report::{Check, CrashTimes, Report, quantile, quantile_of_population, worst_of};
+use crate::report::{
+    Check, CrashTimes, Report, TrafficGroup, quantile, quantile_of_population, worst_of,
+};
 use crate::{SimError, net::NetCounters};
 
-/// Bytes of a sealed SWIM datagram with no updates: seal (45), envelope,
-/// foca header with two identities. Calibrated on the real core: full
-/// mode at 1,000 nodes sends 86 B per datagram on average, feeds and
-/// updates included.
-pub const BASE_DATAGRAM_BYTES: f64 = 72.0;
-/// Bytes one membership update adds to a datagram (an identity, its
+// Datagram sizes, sealed, as the real core sends them (measured by kind
+// in full mode, 1,000 nodes, 1% loss: `shoal-sim --validate 1000`).
+
+/// A SWIM datagram with no updates (ping, ack, gossip, announce): seal,
+/// envelope, foca header with two identities.
+pub const BASE_DATAGRAM_BYTES: f64 = 74.0;
+/// An indirect-probe datagram (its header names a third member).
+pub const INDIRECT_BYTES: f64 = 87.0;
+/// What one membership update adds to a datagram (an identity, its
 /// incarnation and state, postcard-encoded).
-pub const UPDATE_BYTES: f64 = 36.0;
-/// Bytes of the member-list answer to the periodic announce (one feed
-/// datagram, about full).
-pub const FEED_BYTES: f64 = 1_000.0;
-/// Bytes of a member-list range digest (`MemberDigest`, 8 ranges): sent
-/// once per `member_digest_period`; the answers, sent only where views
-/// differ, are left out.
-pub const DIGEST_BYTES: f64 = 110.0;
+pub const UPDATE_BYTES: f64 = 20.0;
+/// The member-list answer to the periodic announce (one feed datagram,
+/// about full).
+pub const FEED_BYTES: f64 = 1_040.0;
+/// A member-list range digest (`MemberDigest`, 8 ranges): sent once per
+/// `member_digest_period`; the answers, sent only where views differ, are
+/// left out.
+pub const DIGEST_BYTES: f64 = 102.0;
+/// A leave query about one member.
+pub const LEAVE_QUERY_BYTES: f64 = 54.0;
 
 /// How one rumor spread.
 #[derive(Clone, Debug)]
@@ -72,6 +86,25 @@ pub struct Spread {
     pub sends: u64,
     /// Gossip datagrams sent only because of it.
     pub gossip_datagrams: u64,
+    /// Of `sends`, those on gossip datagrams (the others ride on probes
+    /// and acks).
+    pub sends_on_gossip: u64,
+}
+
+impl Spread {
+    fn add_to(&self, t: &mut RumorTraffic) {
+        t.sends += self.sends;
+        t.sends_on_gossip += self.sends_on_gossip;
+        t.gossip_datagrams += self.gossip_datagrams;
+    }
+}
+
+/// What rumors cost over a run.
+#[derive(Clone, Copy, Debug, Default)]
+struct RumorTraffic {
+    sends: u64,
+    sends_on_gossip: u64,
+    gossip_datagrams: u64,
 }
 
 /// The compact membership model of one cluster.
@@ -82,9 +115,11 @@ pub struct Model {
     rng: ChaCha8Rng,
     gossip_phase: Vec<f32>,
     probe_phase: Vec<f32>,
-    /// Per node, 1 + the index of the last gossip tick counted: a tick
-    /// sends one set of datagrams whatever number of rumors ride on it.
-    last_gossip_tick: Vec<u32>,
+    /// Per node, the gossip ticks already counted (sorted, 1 + the tick's
+    /// index): a tick sends one set of datagrams whatever number of
+    /// rumors ride on it, and rumors are not spread in time order (a
+    /// crash's down rumor is spread before a later crash's suspicion).
+    gossip_ticks: Vec<Vec<u32>>,
     up: Vec<bool>,
 }
 
@@ -114,7 +149,7 @@ impl Model {
             rng,
             gossip_phase,
             probe_phase,
-            last_gossip_tick: vec![0; nodes],
+            gossip_ticks: vec![Vec::new(); nodes],
             up: vec![true; nodes],
         }
     }
@@ -136,7 +171,7 @@ impl Model {
     /// Spreads a rumor that `sources` know from the given times.
     pub fn spread(&mut self, sources: &[(usize, f64)]) -> Spread {
         let n = self.n;
-        let tx = usize::from(self.config.max_transmissions(n));
+        let tx = usize::from(self.config.max_transmissions(Config::size_class(n)));
         let gp = self.config.gossip_period.as_secs_f64();
         let pp = self.config.probe_period.as_secs_f64();
         let fanout = self.config.gossip_fanout;
@@ -151,6 +186,7 @@ impl Model {
             }
         }
         let mut sends = 0u64;
+        let mut sends_on_gossip = 0u64;
         let mut gossip_datagrams = 0u64;
         let mut targets = Vec::with_capacity(tx);
         while let Some(Reverse((_, i))) = heap.pop() {
@@ -172,13 +208,15 @@ impl Model {
                 if next_gossip <= next_probe && next_gossip <= next_ack {
                     let phase = f64::from(self.gossip_phase[i]);
                     let tick = ((next_gossip - phase) / gp).round() as u32 + 1;
-                    if tick > self.last_gossip_tick[i] {
-                        self.last_gossip_tick[i] = tick;
+                    let ticks = &mut self.gossip_ticks[i];
+                    if let Err(at) = ticks.binary_search(&tick) {
+                        ticks.insert(at, tick);
                         gossip_datagrams += fanout as u64;
                     }
                     for _ in 0..fanout {
                         if targets.len() < tx {
                             targets.push(next_gossip);
+                            sends_on_gossip += 1;
                         }
                     }
                     next_gossip += gp;
@@ -206,6 +244,7 @@ impl Model {
             learned,
             sends,
             gossip_datagrams,
+            sends_on_gossip,
         }
     }
 
@@ -284,21 +323,16 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
     if params.nodes < 2 {
         return Err(SimError::Params("at least 2 nodes".into()));
     }
-    let mut config = Config::preset(&params.gossip)
-        .ok_or_else(|| SimError::Params(format!("unknown gossip preset {:?}", params.gossip)))?;
-    if let Some(m) = params.suspicion_mult {
-        config.suspicion_mult = m;
-    }
-    config
-        .validate()
-        .map_err(|e| SimError::Params(e.to_string()))?;
+    let config = params.gossip_config()?;
     let n = params.nodes;
     let loss = params.effective_loss();
     let topo = Topology::new(n, params.dcs, params.zones);
     let mut model = Model::new(n, config.clone(), topo, params.latency, params.seed);
     model.net().set_loss(loss);
     let pp = config.probe_period.as_secs_f64();
-    let timeout = config.suspicion_timeout(n).as_secs_f64();
+    let timeout = config
+        .suspicion_timeout(Config::size_class(n))
+        .as_secs_f64();
     let duration = params.duration.as_secs_f64();
 
     // Crashes: the same count and spacing as full mode.
@@ -325,8 +359,8 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         .map(|_| model.rng.random::<f64>() * duration)
         .collect();
     suspicion_times.sort_by(f64::total_cmp);
-    // Rumors are handled in the order they start, so that a gossip tick
-    // carrying several of them counts once.
+    // Rumors are handled in the order they start (false suspicions among
+    // the crashes).
     let mut starts: Vec<(f64, bool)> = crash_times
         .iter()
         .map(|t| (*t, true))
@@ -338,8 +372,11 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
     let run_end = duration + params.settle.as_secs_f64();
     let mut detections = Vec::new();
     let mut plans = Vec::new();
-    let mut sends = 0u64;
-    let mut gossip_datagrams = 0u64;
+    let mut rumors = RumorTraffic::default();
+    // Per node, when it first knew a member down: from then on it
+    // announces to down members (`announce_down_period`, two at a time)
+    // for as long as it keeps them (`remove_down_after`, beyond the run).
+    let mut first_down = vec![f64::INFINITY; n];
     let mut undetected = 0u64;
     let mut false_positives = 0u64;
     for &(tc, is_crash) in &starts {
@@ -351,13 +388,11 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
             }
             let prober = model.random_other(target);
             let s = model.spread(&[(prober, t)]);
-            sends += s.sends;
-            gossip_datagrams += s.gossip_datagrams;
+            s.add_to(&mut rumors);
             let refuted_at = s.learned[target];
             if refuted_at.is_finite() {
                 let alive = model.spread(&[(target, refuted_at)]);
-                sends += alive.sends;
-                gossip_datagrams += alive.gossip_datagrams;
+                alive.add_to(&mut rumors);
                 if alive.learned[prober] > t + timeout {
                     false_positives += 1;
                 }
@@ -372,11 +407,9 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         let suspected = tc + model.first_probe_delay() + pp;
         // The suspicion spreads (it costs datagrams; nobody acts on it).
         let s = model.spread(&[(prober, suspected)]);
-        sends += s.sends;
-        gossip_datagrams += s.gossip_datagrams;
+        s.add_to(&mut rumors);
         let mut down = model.spread(&[(prober, suspected + timeout)]);
-        sends += down.sends;
-        gossip_datagrams += down.gossip_datagrams;
+        down.add_to(&mut rumors);
         // A node the rumor missed learns it from a range exchange: its
         // digest rounds walk the member space, 128 members a round, and
         // the round that covers the victim (with a peer that knows) carries
@@ -395,6 +428,9 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
                     down.learned[i] = at;
                 }
             }
+        }
+        for (first, t) in first_down.iter_mut().zip(&down.learned) {
+            *first = first.min(*t);
         }
         let mut delays: Vec<f64> = down
             .learned
@@ -421,8 +457,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
             // It comes back (a join rumor spreads like the others).
             model.up[victim] = true;
             let j = model.spread(&[(victim, tc + params.churn_down.as_secs_f64())]);
-            sends += j.sends;
-            gossip_datagrams += j.gossip_datagrams;
+            j.add_to(&mut rumors);
         }
     }
 
@@ -437,13 +472,33 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
     let indirect = direct_probe_lost(loss) * 4.0 * config.indirect_probes as f64 / pp;
     let observed: u64 = detections.iter().map(|d| d.delays.len() as u64).sum();
     let queries = (observed * u64::from(LEAVE_QUERIES)) as f64 / node_seconds;
-    let base_msgs = 2.0 / pp + 2.0 / config.announce_period.as_secs_f64() + 1.0 / digest_period;
-    let msgs_per_node_s = base_msgs + indirect + queries + gossip_datagrams as f64 / node_seconds;
-    let bytes_per_node_s = (2.0 / pp + indirect + queries) * BASE_DATAGRAM_BYTES
-        + (BASE_DATAGRAM_BYTES + FEED_BYTES) / config.announce_period.as_secs_f64()
-        + DIGEST_BYTES / digest_period
-        + (gossip_datagrams as f64 * BASE_DATAGRAM_BYTES + sends as f64 * UPDATE_BYTES)
-            / node_seconds;
+    let announce = config.announce_period.as_secs_f64();
+    let to_down: f64 = first_down
+        .iter()
+        .filter(|t| t.is_finite())
+        .map(|t| (run_end - t).max(0.0) * 2.0 / config.announce_down_period.as_secs_f64())
+        .sum::<f64>()
+        / node_seconds;
+    let per_node = |x: u64| x as f64 / node_seconds;
+    let gossip = per_node(rumors.gossip_datagrams);
+    // Updates add their bytes to the datagrams that carry them.
+    let on_gossip = per_node(rumors.sends_on_gossip) * UPDATE_BYTES;
+    let on_probes = per_node(rumors.sends - rumors.sends_on_gossip) * UPDATE_BYTES;
+    let traffic = TrafficGroup::shares(|group| match group {
+        TrafficGroup::Probe => (2.0 / pp, 2.0 / pp * BASE_DATAGRAM_BYTES + on_probes),
+        TrafficGroup::Indirect => (indirect, indirect * INDIRECT_BYTES),
+        TrafficGroup::Gossip => (gossip, gossip * BASE_DATAGRAM_BYTES + on_gossip),
+        TrafficGroup::Announce => (
+            2.0 / announce + to_down,
+            (BASE_DATAGRAM_BYTES + FEED_BYTES) / announce + to_down * BASE_DATAGRAM_BYTES,
+        ),
+        TrafficGroup::Digest => (1.0 / digest_period, DIGEST_BYTES / digest_period),
+        TrafficGroup::Leave => (queries, queries * LEAVE_QUERY_BYTES),
+        // Join pages, metadata pulls: not modeled (no formation).
+        TrafficGroup::Other => (0.0, 0.0),
+    });
+    let msgs_per_node_s = traffic.iter().map(|t| t.msgs_per_node_s).sum();
+    let bytes_per_node_s = traffic.iter().map(|t| t.bytes_per_node_s).sum();
 
     let mut all: Vec<f64> = detections.iter().flat_map(|d| d.delays.clone()).collect();
     all.sort_by(f64::total_cmp);
@@ -486,7 +541,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         command: params.command(),
         formed_s: None,
         sim_s: span,
-        events: sends,
+        events: rumors.sends,
         crashes: detections.len(),
         detect_first_s: (!firsts.is_empty())
             .then(|| firsts.iter().sum::<f64>() / firsts.len() as f64),
@@ -499,6 +554,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         partition_downs: 0,
         msgs_per_node_s,
         bytes_per_node_s,
+        traffic,
         placement_msgs_per_node_s: 0.0,
         placement_bytes_per_node_s: 0.0,
         tasks: 0,
@@ -561,16 +617,23 @@ pub struct Comparison {
 }
 
 /// Runs the `loss` scenario (crashes under loss) in both modes at each
-/// size, for the side-by-side validation of the model.
+/// size, for the side-by-side validation of the model, with `base`'s seed
+/// and membership tuning.
 pub fn validate(
     sizes: &[usize],
-    seed: u64,
+    base: &Params,
     loss: f64,
     crashes: usize,
 ) -> Result<Vec<Comparison>, SimError> {
     let mut out = Vec::new();
     for &n in sizes {
-        let mut p = Params::new(Scenario::Loss, n, seed);
+        let mut p = Params::new(Scenario::Loss, n, base.seed);
+        // The membership tuning asked for (preset and overrides) applies
+        // to both modes.
+        p.gossip = base.gossip.clone();
+        p.suspicion_mult = base.suspicion_mult;
+        p.transmissions_mult = base.transmissions_mult;
+        p.indirect_probes = base.indirect_probes;
         p.loss = Some(loss);
         p.crashes = crashes;
         p.duration = Duration::from_secs(20 + 5 * crashes as u64 + 20);
@@ -605,7 +668,8 @@ mod tests {
         assert!(all.is_finite(), "some node never learned it");
         // Fanout 3 every 200 ms: a dozen rounds or so.
         assert!(all < 4.0, "took {all} s");
-        assert!(s.sends as usize <= n * usize::from(Config::lan().max_transmissions(n)));
+        let tx = Config::lan().max_transmissions(Config::size_class(n));
+        assert!(s.sends as usize <= n * usize::from(tx));
     }
 
     #[test]

@@ -279,6 +279,7 @@ pub fn run_default(params: Params) -> Result<Report, SimError> {
     r.false_positives_per_node_hour = m.false_positives_per_node_hour;
     r.msgs_per_node_s = m.msgs_per_node_s;
     r.bytes_per_node_s = m.bytes_per_node_s;
+    r.traffic = m.traffic.clone();
     r.events += m.events;
     r.net.lost += m.net.lost;
     r.detections = m.detections;
@@ -686,6 +687,7 @@ impl World {
             partition_downs: 0,
             msgs_per_node_s: 0.0,
             bytes_per_node_s: 0.0,
+            traffic: Vec::new(),
             placement_msgs_per_node_s: self.place_msgs as f64 / node_seconds,
             placement_bytes_per_node_s: (self.place_bytes_sampled * BYTES_SAMPLE) as f64
                 / node_seconds,

@@ -139,13 +139,15 @@ fn the_scale_model_detects_crashes_in_log_time() {
 
 #[test]
 fn the_scale_model_repairs_a_missed_down_rumor_by_range_exchange() {
-    // With this seed one observer misses one of the 5 down rumors; the
-    // real code's range exchanges carry the down member to it, and so
-    // does the model (it used to count the observer as never knowing).
+    // With each update sent 7 times instead of 13 (transmissions_mult 2),
+    // a few observers miss some of the 5 down rumors; the real code's
+    // range exchanges carry the down member to them, and so does the model
+    // (it used to count such an observer as never knowing).
     let mut p = Params::new(Scenario::Loss, 1_000, 1);
     p.mode = shoal_sim::Mode::Scale;
     p.loss = Some(0.01);
     p.crashes = 5;
+    p.transmissions_mult = Some(2.0);
     let r = run(p);
     assert_all_ok(&r);
     assert_eq!(r.undetected, 0);
