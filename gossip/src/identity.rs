@@ -3,7 +3,7 @@
 
 use core::fmt;
 use core::str::FromStr;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +43,8 @@ impl FromStr for NodeId {
 
 /// One life of a node as SWIM sees it.
 ///
-/// `id` never changes; `addr` is the gossip address this life listens on;
+/// `id` never changes; [`NodeIdentity::gossip_addr`] is the address this
+/// life listens on;
 /// `bump` grows every time the node starts (it is kept in the data dir) and
 /// every time it has to rejoin after being declared down. Two identities with
 /// the same `id` conflict: the one with the larger `(bump, addr)` wins, so a
@@ -53,7 +54,7 @@ pub struct NodeIdentity {
     /// Permanent node id.
     pub id: NodeId,
     /// Gossip (UDP) address of this life.
-    pub addr: SocketAddr,
+    addr: PeerAddr,
     /// Start counter of this life.
     pub bump: u32,
 }
@@ -61,13 +62,85 @@ pub struct NodeIdentity {
 impl NodeIdentity {
     /// A new identity.
     pub fn new(id: NodeId, addr: SocketAddr, bump: u32) -> Self {
-        NodeIdentity { id, addr, bump }
+        NodeIdentity {
+            id,
+            addr: PeerAddr::from(addr),
+            bump,
+        }
+    }
+
+    /// The gossip (UDP) address of this life.
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.addr.into()
+    }
+}
+
+/// A gossip address held in 19 bytes instead of a `SocketAddr`'s 32.
+///
+/// Every node holds one identity per member, twice (SWIM's member list and
+/// the core's records), so at 10,000 members the difference is a few MB
+/// per node and most of a simulator's memory (see docs/simulation.md). An
+/// IPv6 address's flow info and scope id are not kept: a gossip address is
+/// one other nodes send to, and a scope id means nothing on another host.
+/// It serializes exactly as the `SocketAddr` it stands for, and orders as
+/// it does (IPv4 before IPv6, then address, then port), so conflicts
+/// between lives resolve as they always did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct PeerAddr {
+    v6: bool,
+    ip: [u8; 16],
+    port: u16,
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(addr: SocketAddr) -> Self {
+        let mut ip = [0u8; 16];
+        let v6 = match addr.ip() {
+            IpAddr::V4(v4) => {
+                ip[..4].copy_from_slice(&v4.octets());
+                false
+            }
+            IpAddr::V6(v6) => {
+                ip = v6.octets();
+                true
+            }
+        };
+        PeerAddr {
+            v6,
+            ip,
+            port: addr.port(),
+        }
+    }
+}
+
+impl From<PeerAddr> for SocketAddr {
+    fn from(addr: PeerAddr) -> Self {
+        let ip = if addr.v6 {
+            IpAddr::V6(Ipv6Addr::from(addr.ip))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(
+                addr.ip[0], addr.ip[1], addr.ip[2], addr.ip[3],
+            ))
+        };
+        SocketAddr::new(ip, addr.port)
+    }
+}
+
+impl Serialize for PeerAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SocketAddr::from(*self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SocketAddr::deserialize(d).map(PeerAddr::from)
     }
 }
 
 impl fmt::Debug for NodeIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}#{}", self.id, self.addr, self.bump)
+        write!(f, "{}@{}#{}", self.id, self.gossip_addr(), self.bump)
     }
 }
 
@@ -106,6 +179,37 @@ mod tests {
         assert!("xyz".parse::<NodeId>().is_err());
         assert!("00abcdef0123456".parse::<NodeId>().is_err());
         assert!("+0abcdef01234567".parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn a_peer_address_round_trips_orders_and_encodes_as_a_socket_addr() {
+        let addrs: Vec<SocketAddr> = [
+            "10.0.0.1:7946",
+            "10.0.0.1:80",
+            "9.255.255.255:65535",
+            "127.0.0.1:0",
+            "[::1]:7946",
+            "[2001:db8::1]:1",
+            "[::ffff:10.0.0.1]:7946",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        for a in &addrs {
+            let p = PeerAddr::from(*a);
+            assert_eq!(SocketAddr::from(p), *a);
+            assert_eq!(
+                postcard::to_allocvec(&p).unwrap(),
+                postcard::to_allocvec(a).unwrap(),
+                "{a}: same bytes on the wire as before"
+            );
+            let back: PeerAddr = postcard::from_bytes(&postcard::to_allocvec(a).unwrap()).unwrap();
+            assert_eq!(back, p);
+            for b in &addrs {
+                assert_eq!(p.cmp(&PeerAddr::from(*b)), a.cmp(b), "{a} vs {b}");
+            }
+        }
+        assert!(std::mem::size_of::<NodeIdentity>() <= 32);
     }
 
     #[test]

@@ -633,7 +633,7 @@ impl Membership {
         let mut list: Vec<SocketAddr> = peers
             .iter()
             .copied()
-            .filter(|p| *p != self.identity.addr)
+            .filter(|p| *p != self.identity.gossip_addr())
             .collect();
         list.sort();
         list.dedup();
@@ -1107,7 +1107,7 @@ impl Membership {
     fn joined_a_peer(&self) -> bool {
         self.swim
             .iter_members()
-            .any(|m| self.join.peers.contains(&m.id().addr))
+            .any(|m| self.join.peers.contains(&m.id().gossip_addr()))
     }
 
     fn apply_item(&mut self, now: Instant, item: Item, spread: bool) {
@@ -1439,7 +1439,7 @@ impl Membership {
             };
             want.asked += 1;
             want.last_asked = Some(now);
-            let own = self.records.get(&id).map(|r| r.identity.addr);
+            let own = self.records.get(&id).map(|r| r.identity.gossip_addr());
             // First the node we copied the member list from, then the
             // member itself, then random live members.
             let fixed: Vec<SocketAddr> = want.hint.into_iter().chain(own).collect();
@@ -1473,7 +1473,7 @@ impl Membership {
             return None;
         }
         let pick = self.rng.random_range(0..n);
-        let members = || self.swim.iter_members().map(|m| m.id().addr);
+        let members = || self.swim.iter_members().map(|m| m.id().gossip_addr());
         members()
             .skip(pick)
             .chain(members().take(pick))
@@ -1565,6 +1565,12 @@ impl Membership {
             page.push(m.clone());
         }
         let done = start + page.len() >= snapshot.members.len();
+        if done {
+            // A copy usually has one reader: its room (O(N)) is given back
+            // now rather than after the TTL, which matters when thousands
+            // of nodes join at once (each then serves a copy).
+            self.member_snapshot = None;
+        }
         self.send(
             to,
             Body::MembersPage {
@@ -1947,7 +1953,7 @@ impl Membership {
                 self.stats.turn_undead_suppressed += 1;
                 continue;
             }
-            self.send_as(to.addr, body, kind, true);
+            self.send_as(to.gossip_addr(), body, kind, true);
         }
         // The runtime's queues keep the room of their largest burst (a
         // member list copied at join: one notification per member); an
@@ -1968,7 +1974,7 @@ impl Membership {
                     // Whoever told us about the member likely has its record.
                     if let (Some(from), Some(want)) = (self.current_from, self.wanted.get_mut(&id))
                         && want.hint.is_none()
-                        && from != identity.addr
+                        && from != identity.gossip_addr()
                     {
                         want.hint = Some(from);
                     }
@@ -2019,10 +2025,12 @@ impl Membership {
             OwnedNotification::Active => {
                 // Newly connected: copy a member's whole list, since SWIM's
                 // feed only carries what fits in one datagram.
-                let peer = self
-                    .join
-                    .acked_by
-                    .or_else(|| self.swim.iter_members().next().map(|m| m.id().addr));
+                let peer = self.join.acked_by.or_else(|| {
+                    self.swim
+                        .iter_members()
+                        .next()
+                        .map(|m| m.id().gossip_addr())
+                });
                 if let Some(peer) = peer {
                     self.start_member_sync(now, peer);
                 }
@@ -2076,7 +2084,7 @@ impl Membership {
             self.swim
                 .iter_membership_state()
                 .filter(|m| !self.has_left(m.id()))
-                .map(|m| m.id().addr)
+                .map(|m| m.id().gossip_addr())
                 .take(16),
         );
         self.start_join(now, &peers, true);

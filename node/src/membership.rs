@@ -301,22 +301,22 @@ impl MembershipTask {
         match event {
             Event::MemberUp { identity } => {
                 self.peers_dirty = true;
-                info!(member = %identity.id, addr = %identity.addr, generation = identity.bump, "member alive");
+                info!(member = %identity.id, addr = %identity.gossip_addr(), generation = identity.bump, "member alive");
             }
             Event::MemberDown { identity, reason } => {
                 self.peers_dirty = true;
                 match reason {
                     DownReason::Failed => {
-                        warn!(member = %identity.id, addr = %identity.addr, "member failed")
+                        warn!(member = %identity.id, addr = %identity.gossip_addr(), "member failed")
                     }
                     DownReason::Left => {
-                        info!(member = %identity.id, addr = %identity.addr, "member left")
+                        info!(member = %identity.id, addr = %identity.gossip_addr(), "member left")
                     }
                 }
             }
             Event::MemberRenewed { old, new } => {
                 self.peers_dirty = true;
-                info!(member = %new.id, addr = %new.addr, old_addr = %old.addr, generation = new.bump, "member restarted");
+                info!(member = %new.id, addr = %new.gossip_addr(), old_addr = %old.gossip_addr(), generation = new.bump, "member restarted");
             }
             Event::MetaChanged { id } => debug!(member = %id, "member metadata updated"),
             Event::Connected => info!("connected to the cluster"),
@@ -414,7 +414,7 @@ impl MembershipTask {
                         shoal_gossip::MemberState::Alive | shoal_gossip::MemberState::Suspect
                     )
             })
-            .map(|m| m.identity.addr)
+            .map(|m| m.identity.gossip_addr())
             .collect();
         if peers.is_empty() {
             // Keep the previous list: an isolated node still wants to find

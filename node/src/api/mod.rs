@@ -229,7 +229,7 @@ pub fn node_view(m: &MemberInfo, clock: &Clock) -> NodeView {
         id: m.identity.id.to_string(),
         name: meta.map(|x| x.name.clone()),
         state: m.state.as_str().to_owned(),
-        gossip: m.identity.addr,
+        gossip: m.identity.gossip_addr(),
         rpc: meta.map(|x| x.rpc_addr),
         api: meta.map(|x| x.api_addr),
         dc: meta.map(|x| x.dc.clone()),
@@ -409,7 +409,7 @@ async fn set_faults(
     for key in &keys {
         let m = find_member(&members, key)?;
         ids.insert(m.identity.id);
-        addrs.insert(m.identity.addr);
+        addrs.insert(m.identity.gossip_addr());
         if let Some(meta) = &m.meta {
             addrs.insert(meta.rpc_addr);
         }
