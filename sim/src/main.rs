@@ -43,8 +43,8 @@ enum OnOff {
 ///   shoal-sim --mode scale --scenario loss --sweep 1000,10000,100000 --out DIR
 ///
 /// Full mode costs O(N²) memory and time (every node holds every member,
-/// about 0.4 KB per pair): 1,000 nodes take about 30 s and 0.4 GB on the
-/// loss scenario, 3,000 nodes 7 minutes and 3.7 GB.
+/// about 0.3 KB per pair): 1,000 nodes take about 30 s and 0.33 GB on the
+/// loss scenario, 3,000 nodes 8 minutes and 2.7 GB, 5,000 about 25 minutes.
 #[derive(Debug, Parser)]
 #[command(name = "shoal-sim", version, verbatim_doc_comment)]
 struct Cli {
