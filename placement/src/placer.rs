@@ -327,7 +327,8 @@ pub enum Event {
     Pending {
         /// Task.
         key: TaskKey,
-        /// Every candidate's reason, `name: reason`.
+        /// Every candidate's reason, `name: reason`, summarized by kind
+        /// past a dozen candidates (see [`TaskStatus::pending`]).
         reasons: Vec<String>,
     },
     /// Two nodes held a key; one was told to stop.
@@ -367,7 +368,11 @@ pub struct TaskStatus {
     pub reason: Option<String>,
     /// Since (ms since the Unix epoch).
     pub since_ms: u64,
-    /// Why no node took it: `name: reason`, one per node asked.
+    /// Why no node took it: `name: reason`, one per node the auction
+    /// walked past, up to 12 nodes; beyond, a first line `N nodes could
+    /// not take it:` and, per kind of reason from the most common, a few
+    /// nodes' lines and `and M more: needs 4 cpus` (bounded at any
+    /// cluster size).
     pub pending: Vec<String>,
 }
 
@@ -418,8 +423,107 @@ struct Auction {
     /// Positions of the ring walk already used.
     walked: usize,
     /// Reasons of members ruled out without asking, and of declines.
-    reasons: BTreeMap<NodeId, String>,
+    reasons: Reasons,
     exclude: BTreeSet<NodeId>,
+}
+
+/// Members a pending key's status names one by one; past this, reasons are
+/// summarized by kind.
+const REASONS_LISTED: usize = 12;
+/// Members named as examples of each kind of reason in a summary.
+const REASON_EXAMPLES: usize = 3;
+/// Kinds of reason a summary tells apart; the rest are counted together.
+const REASON_KINDS: usize = 16;
+
+/// Why the members a key's auction walked past could not take it, kept
+/// bounded however many they are. A walk may pass every member of the
+/// ring: at 500,000 nodes one line per member would make a status (and a
+/// log line) of megabytes that nobody reads. Up to [`REASONS_LISTED`]
+/// members every reason is kept; beyond, reasons are counted by kind (what
+/// they say without the member's own figures: "needs 4 cpus" of "needs 4
+/// cpus, 1.5 free") with a few members of each as examples.
+#[derive(Clone, Debug, Default)]
+struct Reasons {
+    /// Every member's reason, while there are at most [`REASONS_LISTED`].
+    listed: BTreeMap<NodeId, String>,
+    kinds: BTreeMap<String, ReasonKind>,
+    /// Members whose reason is of none of the kinds kept.
+    other: usize,
+    total: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ReasonKind {
+    count: usize,
+    examples: Vec<(NodeId, String)>,
+}
+
+/// A reason without the member's own figures: the text before its last
+/// ", " ("needs 4 cpus, 1.5 free") or its last " (" ("constraint dc = eu
+/// failed (us)").
+fn reason_kind(why: &str) -> &str {
+    if why.ends_with(')')
+        && let Some(at) = why.rfind(" (")
+    {
+        return &why[..at];
+    }
+    if why.starts_with("needs ")
+        && let Some(at) = why.rfind(", ")
+    {
+        return &why[..at];
+    }
+    why
+}
+
+impl Reasons {
+    /// Records why `node` could not take the key (each member once).
+    fn add(&mut self, node: NodeId, why: String) {
+        self.total += 1;
+        let kind = reason_kind(&why);
+        let known = self.kinds.contains_key(kind);
+        if known || self.kinds.len() < REASON_KINDS {
+            let k = self.kinds.entry(kind.to_owned()).or_default();
+            k.count += 1;
+            if k.examples.len() < REASON_EXAMPLES {
+                k.examples.push((node, why.clone()));
+            }
+        } else {
+            self.other += 1;
+        }
+        if self.total <= REASONS_LISTED {
+            self.listed.insert(node, why);
+        } else {
+            self.listed.clear();
+        }
+    }
+
+    /// The lines of a pending status: `name: reason` per member, or, past
+    /// [`REASONS_LISTED`], per kind from the most common: its examples and
+    /// `and N more: kind`.
+    fn lines(&self, name_of: impl Fn(NodeId) -> String) -> Vec<String> {
+        if self.total <= REASONS_LISTED {
+            return self
+                .listed
+                .iter()
+                .map(|(n, r)| format!("{}: {r}", name_of(*n)))
+                .collect();
+        }
+        let mut kinds: Vec<(&String, &ReasonKind)> = self.kinds.iter().collect();
+        kinds.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+        let mut lines = vec![format!("{} nodes could not take it:", self.total)];
+        for (kind, k) in kinds {
+            for (n, r) in &k.examples {
+                lines.push(format!("{}: {r}", name_of(*n)));
+            }
+            if k.count > k.examples.len() {
+                lines.push(format!("and {} more: {kind}", k.count - k.examples.len()));
+            }
+        }
+        if self.other > 0 {
+            lines.push(format!("and {} more for other reasons", self.other));
+        }
+        lines
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -1496,7 +1600,7 @@ impl Placer {
             asked: Vec::new(),
             answers: BTreeMap::new(),
             walked: 0,
-            reasons: BTreeMap::new(),
+            reasons: Reasons::default(),
             exclude,
         });
         self.ask_more(now, wall_ms, key, self.config.candidates);
@@ -1529,7 +1633,7 @@ impl Placer {
             if auction.exclude.contains(&node) {
                 auction
                     .reasons
-                    .insert(node, "its copy of the task was lost".into());
+                    .add(node, "its copy of the task was lost".into());
                 continue;
             }
             let Some(info) = self.view.members.get(&node) else {
@@ -1538,17 +1642,13 @@ impl Placer {
             match info.eligible(&job.spec, &demand) {
                 Ok(()) => asked_now.push(node),
                 Err(why) => {
-                    auction.reasons.insert(node, why);
+                    auction.reasons.add(node, why);
                 }
             }
         }
         if asked_now.is_empty() {
             // The walk is over: nobody can take it now.
-            let mut reasons: Vec<String> = auction
-                .reasons
-                .iter()
-                .map(|(n, r)| format!("{}: {r}", self.name_of(*n)))
-                .collect();
+            let mut reasons = auction.reasons.lines(|n| self.name_of(n));
             if reasons.is_empty() {
                 reasons.push("no live node".into());
             }
@@ -1659,15 +1759,13 @@ impl Placer {
                     }
                 }
                 Answer::Decline(why) => {
-                    auction.reasons.insert(*node, why.clone());
+                    auction.reasons.add(*node, why.clone());
                 }
             }
         }
         for node in &auction.asked {
             if !auction.answers.contains_key(node) {
-                auction
-                    .reasons
-                    .insert(*node, "did not answer in time".into());
+                auction.reasons.add(*node, "did not answer in time".into());
             }
         }
         let Some((_, winner)) = best else {

@@ -483,6 +483,33 @@ fn sixteen_tasks_fill_five_nodes_and_the_twenty_first_waits_with_every_reason() 
 }
 
 #[test]
+fn the_reasons_of_a_large_cluster_are_summarized_by_kind() {
+    // 40 nodes of 2 cpus, half of them in zone z1: a 4-cpu task fits
+    // nowhere, a task constrained to z1 and needing 4 cpus names both kinds.
+    let mut s = Sim::new(40, 1, 0.0);
+    s.set_job(spec(
+        "big",
+        Some(1),
+        4.0,
+        json!({"constraints": [{"attribute": "zone", "op": "=", "value": "z1"}]}),
+    ));
+    s.run_for(Duration::from_secs(5));
+    let st = s.status(&TaskKey::index("big", 0));
+    assert_eq!(st.state, TaskState::Pending);
+    let p = &st.pending;
+    assert_eq!(p[0], "40 nodes could not take it:", "{p:?}");
+    // Each kind: up to 3 examples, then the rest counted.
+    assert!(p.contains(&"and 17 more: needs 4 cpus".to_owned()), "{p:?}");
+    assert!(
+        p.contains(&"and 17 more: constraint zone = z1 failed".to_owned()),
+        "{p:?}"
+    );
+    let examples = p.iter().filter(|l| l.starts_with("node-")).count();
+    assert_eq!(examples, 6, "{p:?}");
+    assert_eq!(p.len(), 9, "bounded, whatever the cluster size: {p:?}");
+}
+
+#[test]
 fn a_waiting_task_is_retried_when_a_member_reports_more_room() {
     let mut s = Sim::new(5, 1, 0.0);
     s.set_job(spec("web", Some(20), 0.5, json!({})));
