@@ -74,6 +74,9 @@ pub struct AgentOptions {
     pub memory_mb: Option<u64>,
     /// Gossip preset: `lan`, `wan` or `test`.
     pub gossip: Option<String>,
+    /// Overrides the preset's suspicion multiplier (see
+    /// `shoal_gossip::Config::suspicion_mult`).
+    pub suspicion_mult: Option<f64>,
     /// One-node cluster in a temporary dir, API on 127.0.0.1:5480, no auth.
     pub dev: bool,
     /// Serve `POST /v1/debug/faults` to cut this node off from others (for
@@ -337,6 +340,7 @@ impl Agent {
             api: opts.api.or(stored.api),
             advertise: opts.advertise.or(stored.advertise),
             gossip: opts.gossip.clone().or(stored.gossip),
+            suspicion_mult: opts.suspicion_mult.or(stored.suspicion_mult),
             draining: stored.draining,
         };
         if let Some(c) = settings.cpus
@@ -345,11 +349,24 @@ impl Agent {
             return Err(AgentError::Usage(format!("--cpus must be > 0 (got {c})")));
         }
         let preset = settings.gossip.clone().unwrap_or_else(|| "lan".into());
-        let config = Config::preset(&preset).ok_or_else(|| {
+        let mut config = Config::preset(&preset).ok_or_else(|| {
             AgentError::Usage(format!(
                 "--gossip: unknown preset {preset:?} (use lan, wan or test)"
             ))
         })?;
+        if let Some(mult) = settings.suspicion_mult {
+            if !(mult.is_finite() && (0.5..=20.0).contains(&mult)) {
+                return Err(AgentError::Usage(format!(
+                    "--suspicion-mult must be between 0.5 and 20 (got {mult})"
+                )));
+            }
+            config.suspicion_mult = mult;
+        }
+        info!(
+            preset = %preset,
+            suspicion_mult = config.suspicion_mult,
+            "membership timing"
+        );
         data_dir.store_settings(&settings)?;
 
         // Identity: the same id forever, a larger bump at every start.

@@ -137,6 +137,9 @@ pub struct StoredSettings {
     /// `--gossip` preset.
     #[serde(default)]
     pub gossip: Option<String>,
+    /// `--suspicion-mult`.
+    #[serde(default)]
+    pub suspicion_mult: Option<f64>,
     /// Drained by `shoal node drain` (kept across restarts).
     #[serde(default)]
     pub draining: Option<bool>,

@@ -10,7 +10,11 @@ use shoal_tests::{Cluster, Spec, http_get, run_shoal, wait_until};
 #[test]
 fn founding_prints_the_join_command_and_writes_its_files() {
     let mut c = Cluster::new();
-    c.found("founder");
+    c.start(&Spec {
+        name: "founder".into(),
+        args: vec!["--suspicion-mult".into(), "1.5".into()],
+        ..Default::default()
+    });
     let a = &mut c.agents[0];
     // agent.json is written when the agent serves; the join line is printed
     // just after, so it is waited for rather than read at once.
@@ -47,6 +51,12 @@ fn founding_prints_the_join_command_and_writes_its_files() {
     a.restart().unwrap();
     assert_eq!(a.info.node_id, id);
     assert_eq!(a.stdout(), "");
+    // Timing flags are kept in the data dir like the others.
+    wait_until(
+        "the restarted agent's timing",
+        Duration::from_secs(10),
+        || Ok(a.log().matches("suspicion_mult=1.5").count() >= 2),
+    );
 }
 
 #[test]
@@ -273,6 +283,8 @@ fn a_corrupt_or_unusable_data_dir_is_named_and_left_alone() {
     assert!(err.contains("--join needs --token"), "{err}");
     let err = agent_refuses(&root.path().join("d4"), &["--token", "nope"]);
     assert!(err.contains("invalid cluster token"), "{err}");
+    let err = agent_refuses(&root.path().join("d5"), &["--suspicion-mult", "0.1"]);
+    assert!(err.contains("--suspicion-mult must be between"), "{err}");
 }
 
 #[test]
