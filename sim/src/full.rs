@@ -226,6 +226,8 @@ pub struct World {
     ended: bool,
     finished: bool,
     events: u64,
+    /// When the run ends (known once the cluster formed).
+    end_at: Option<Instant>,
     planned_crashes: usize,
     planned_restarts: usize,
     restarts: usize,
@@ -361,6 +363,7 @@ impl World {
             ended: false,
             finished: false,
             events: 0,
+            end_at: None,
             planned_crashes: 0,
             planned_restarts: 0,
             restarts: 0,
@@ -405,12 +408,20 @@ impl World {
     }
 
     /// Runs to the end and reports.
-    pub fn run(mut self) -> Report {
+    pub fn run(mut self, progress: &mut dyn FnMut(&crate::Progress)) -> Report {
         while !self.finished {
             let Some((_, ev)) = self.q.pop() else { break };
             self.events += 1;
             self.handle(ev);
             self.always_one_winner_when_stable();
+            if self.events.is_multiple_of(crate::PROGRESS_EVERY) {
+                progress(&crate::Progress {
+                    nodes: self.nodes.len(),
+                    simulated_s: secs(self.now() - Instant::ZERO),
+                    end_s: self.end_at.map(|t| secs(t - Instant::ZERO)),
+                    events: self.events,
+                });
+            }
         }
         self.report()
     }
@@ -1172,6 +1183,7 @@ impl World {
         }
         self.at(d, Action::End);
         self.at(d + self.p.settle, Action::Finish);
+        self.end_at = Some(self.now() + d + self.p.settle);
     }
 
     fn act(&mut self, a: Action) {
@@ -1647,6 +1659,6 @@ impl World {
 }
 
 /// Runs a full-mode simulation of `params`.
-pub fn run(params: Params) -> Result<Report, SimError> {
-    Ok(World::new(params)?.run())
+pub fn run(params: Params, progress: &mut dyn FnMut(&crate::Progress)) -> Result<Report, SimError> {
+    Ok(World::new(params)?.run(progress))
 }

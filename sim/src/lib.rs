@@ -46,12 +46,41 @@ pub enum SimError {
     Params(String),
 }
 
+/// How far a run has got: handed to a [`run_with`] observer every
+/// [`PROGRESS_EVERY`] events, for a progress display (runs at thousands of
+/// nodes take many minutes). Simulated time only: the simulator never reads
+/// the wall clock; the observer may.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// Nodes simulated.
+    pub nodes: usize,
+    /// Simulated time so far, seconds.
+    pub simulated_s: f64,
+    /// Simulated time the run ends at, once known (full mode knows it when
+    /// the cluster has formed).
+    pub end_s: Option<f64>,
+    /// Events handled so far.
+    pub events: u64,
+}
+
+/// Events between two [`Progress`] reports.
+pub const PROGRESS_EVERY: u64 = 1 << 18;
+
 /// Runs the simulation `params` describes.
 pub fn run(params: Params) -> Result<Report, SimError> {
+    run_with(params, &mut |_| {})
+}
+
+/// [`run`], telling `progress` how far it has got as it goes.
+pub fn run_with(params: Params, progress: &mut dyn FnMut(&Progress)) -> Result<Report, SimError> {
     match params.mode {
-        Mode::Full => full::run(params),
-        Mode::Scale if params.scenario == Scenario::Jobs => scale_place::run(params, Vec::new()),
-        Mode::Scale if params.scenario == Scenario::Default => scale_place::run_default(params),
+        Mode::Full => full::run(params, progress),
+        Mode::Scale if params.scenario == Scenario::Jobs => {
+            scale_place::run(params, Vec::new(), progress)
+        }
+        Mode::Scale if params.scenario == Scenario::Default => {
+            scale_place::run_default(params, progress)
+        }
         Mode::Scale => scale::run(params),
     }
 }

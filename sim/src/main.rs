@@ -326,7 +326,13 @@ const TOLERANCE_MSGS: f64 = 0.25;
 #[allow(clippy::print_stdout)]
 fn validate(cli: &Cli) -> Result<ExitCode> {
     let loss = cli.loss.unwrap_or(0.01);
-    let rows = shoal_sim::scale::validate(&cli.validate, &cli.params()?, loss, cli.crashes)?;
+    let mut view = ProgressView::new();
+    let rows =
+        shoal_sim::scale::validate(&cli.validate, &cli.params()?, loss, cli.crashes, &mut |p| {
+            view.update(p)
+        });
+    view.bar.finish_and_clear();
+    let rows = rows?;
     let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
     println!(
         "scale model vs real code: {} crashes under {loss} loss, seed {}; tolerance claimed: median detection within {TOLERANCE_DETECT_S} s, 99.9% within {TOLERANCE_TAIL_S} s, datagrams per node within {:.0}%",
@@ -475,12 +481,79 @@ struct SweepRow {
     rss_mb: Option<f64>,
 }
 
+/// Shows how far a run has got on stderr: a bar on a terminal; otherwise
+/// (a run sent to a log) a line a minute. Runs at thousands of nodes take
+/// tens of minutes and print their report only at the end.
+struct ProgressView {
+    bar: indicatif::ProgressBar,
+    terminal: bool,
+    #[allow(clippy::disallowed_types)]
+    started: std::time::Instant,
+    /// Wall seconds of the last line printed (not on a terminal).
+    last_line_s: f64,
+}
+
+impl ProgressView {
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+    fn new() -> ProgressView {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = if terminal {
+            indicatif::ProgressBar::new_spinner()
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        ProgressView {
+            bar,
+            terminal,
+            started: std::time::Instant::now(),
+            last_line_s: 0.0,
+        }
+    }
+
+    #[allow(clippy::print_stderr)]
+    fn update(&mut self, p: &shoal_sim::Progress) {
+        let of = p
+            .end_s
+            .map_or(" (forming)".to_string(), |e| format!(" of {e:.0}"));
+        let msg = format!(
+            "{} nodes: simulated {:.1} s{of}, {:.1}M events",
+            p.nodes,
+            p.simulated_s,
+            p.events as f64 / 1e6
+        );
+        if self.terminal {
+            if let Some(e) = p.end_s
+                && self.bar.length().is_none()
+            {
+                self.bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} {wide_bar} {percent}% ({elapsed} elapsed, about {eta} left)",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                self.bar.set_length((e * 10.0) as u64);
+            }
+            self.bar.set_position((p.simulated_s * 10.0) as u64);
+            self.bar.set_message(msg);
+            return;
+        }
+        let wall_s = self.started.elapsed().as_secs_f64();
+        if wall_s - self.last_line_s >= 60.0 {
+            self.last_line_s = wall_s;
+            eprintln!("progress: {msg}, {wall_s:.0} s wall");
+        }
+    }
+}
+
 /// Runs `params`, timing it by the wall clock (the only clock the
 /// simulator reads) and reading the process's peak memory after.
 fn timed_run(params: Params) -> Result<SweepRow> {
     #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
     let wall = std::time::Instant::now();
-    let report = shoal_sim::run(params)?;
+    let mut view = ProgressView::new();
+    let report = shoal_sim::run_with(params, &mut |p| view.update(p));
+    view.bar.finish_and_clear();
+    let report = report?;
     #[allow(clippy::disallowed_methods)]
     let wall_s = wall.elapsed().as_secs_f64();
     Ok(SweepRow {

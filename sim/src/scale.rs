@@ -624,6 +624,7 @@ pub fn validate(
     base: &Params,
     loss: f64,
     crashes: usize,
+    progress: &mut dyn FnMut(&crate::Progress),
 ) -> Result<Vec<Comparison>, SimError> {
     let mut out = Vec::new();
     for &n in sizes {
@@ -638,7 +639,7 @@ pub fn validate(
         p.crashes = crashes;
         p.duration = Duration::from_secs(20 + 5 * crashes as u64 + 20);
         p.settle = Duration::from_secs(20);
-        let full = crate::full::run(p.clone())?;
+        let full = crate::full::run(p.clone(), progress)?;
         p.mode = Mode::Scale;
         let scale = run(p)?;
         out.push(Comparison { full, scale });

@@ -141,7 +141,11 @@ fn index_of(id: NodeId) -> usize {
 /// The placement wave of the `jobs` scenario in scale mode; with `plans`,
 /// nodes crash during it and each node's placer drops the victim when the
 /// membership model says that node learned of it.
-pub fn run(params: Params, plans: Vec<CrashPlan>) -> Result<Report, SimError> {
+pub fn run(
+    params: Params,
+    plans: Vec<CrashPlan>,
+    progress: &mut dyn FnMut(&crate::Progress),
+) -> Result<Report, SimError> {
     let n = params.nodes;
     if n < 2 {
         return Err(SimError::Params("at least 2 nodes".into()));
@@ -259,6 +263,14 @@ pub fn run(params: Params, plans: Vec<CrashPlan>) -> Result<Report, SimError> {
         let Some((_, ev)) = w.q.pop() else { break };
         w.events += 1;
         w.handle(ev);
+        if w.events.is_multiple_of(crate::PROGRESS_EVERY) {
+            progress(&crate::Progress {
+                nodes: n,
+                simulated_s: (at - Instant::ZERO).as_secs_f64(),
+                end_s: Some((end - Instant::ZERO).as_secs_f64()),
+                events: w.events,
+            });
+        }
     }
     Ok(w.report())
 }
@@ -267,9 +279,12 @@ pub fn run(params: Params, plans: Vec<CrashPlan>) -> Result<Report, SimError> {
 /// loss (detection, false positives, gossip traffic), and a wave of jobs
 /// on the real placers during which those crashes happen, each node's
 /// placer dropping a victim when the model says that node learned of it.
-pub fn run_default(params: Params) -> Result<Report, SimError> {
+pub fn run_default(
+    params: Params,
+    progress: &mut dyn FnMut(&crate::Progress),
+) -> Result<Report, SimError> {
     let (m, plans) = crate::scale::model(&params, true)?;
-    let mut r = run(params, plans)?;
+    let mut r = run(params, plans, progress)?;
     r.detect_first_s = m.detect_first_s;
     r.detect_p50_s = m.detect_p50_s;
     r.detect_p999_s = m.detect_p999_s;
