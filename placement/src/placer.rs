@@ -550,7 +550,9 @@ struct Coord {
 
 /// What a coordinated key needs (see [`Placer::due`]).
 enum Due {
-    Nothing,
+    /// Nothing, until the instant given (if any), from which time alone
+    /// may change the answer.
+    Nothing(Option<Instant>),
     /// Its auction's deadline passed.
     Decide,
     /// Its holder is no longer a member.
@@ -781,7 +783,51 @@ pub struct Placer {
     commands: VecDeque<Command>,
     events: VecDeque<Event>,
     next_tick: Instant,
+    /// When the tick must next walk every key (see
+    /// [`handle_tick`](Self::handle_tick)).
+    wake: Wake,
     free_class: u8,
+}
+
+/// What the periodic tick must do: most ticks find nothing due, and a node
+/// holds many keys, so the tick walks them only when an input changed
+/// something since the last walk, that walk acted, or a deadline it saw
+/// has come.
+#[derive(Debug, Default)]
+struct Wake {
+    /// The next tick walks every key.
+    pass: bool,
+    /// The earliest instant at which a key's need changes with time alone.
+    at: Option<Instant>,
+    /// The next tick looks at every lease.
+    leases: bool,
+    /// The earliest lease renewal due.
+    lease_at: Option<Instant>,
+}
+
+impl Wake {
+    /// An input changed the state: the next tick looks at everything.
+    fn touch(&mut self) {
+        self.pass = true;
+        self.leases = true;
+    }
+}
+
+/// What [`Placer::flush_local`] did.
+struct Flushed {
+    /// It acted on a local task (or started one).
+    acted: bool,
+    /// The earliest restart due among the tasks it left alone.
+    next: Option<Instant>,
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 impl std::fmt::Debug for Placer {
@@ -795,9 +841,7 @@ impl std::fmt::Debug for Placer {
 }
 
 fn tie_break(key: &TaskKey, node: NodeId) -> u64 {
-    let mut bytes = key.to_string().into_bytes();
-    bytes.extend_from_slice(&node.0.to_be_bytes());
-    xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, crate::types::KEY_SEED)
+    key.hash_with(&node.0.to_be_bytes())
 }
 
 fn demand_of(spec: &JobSpec) -> Resources {
@@ -820,6 +864,11 @@ impl Placer {
         Placer {
             me,
             next_tick: now + config.tick,
+            wake: Wake {
+                pass: true,
+                leases: true,
+                ..Wake::default()
+            },
             capacity,
             draining: false,
             view: Arc::new(View::new(Vec::new(), config.vnodes)),
@@ -857,6 +906,7 @@ impl Placer {
     /// use too, so that equal rings are held once (the simulator's).
     pub fn share_rings(&mut self, share: Arc<dyn RingShare>) {
         self.ring_share = Some(share);
+        self.wake.touch();
     }
 
     /// The next message to send, to a node (possibly this one).
@@ -884,6 +934,7 @@ impl Placer {
 
     /// The alive members (this node included, when it is alive).
     pub fn set_members(&mut self, now: Instant, wall_ms: u64, members: Vec<NodeInfo>) {
+        self.wake.touch();
         let new = View::new(members, self.config.vnodes);
         if new.same_ids(&self.view) {
             Arc::make_mut(&mut self.view).members = new.members;
@@ -898,6 +949,7 @@ impl Placer {
     /// simulator's scale mode: 500,000 placers, one view). Built with the
     /// same `vnodes` as this placer's configuration.
     pub fn set_view(&mut self, now: Instant, wall_ms: u64, view: Arc<View>) {
+        self.wake.touch();
         let same_ids = view.same_ids(&self.view);
         self.view = view;
         if !same_ids {
@@ -919,6 +971,7 @@ impl Placer {
         changed: Vec<Arc<NodeInfo>>,
         gone: &[NodeId],
     ) {
+        self.wake.touch();
         let view = Arc::make_mut(&mut self.view);
         let mut removed = Vec::new();
         for id in gone {
@@ -998,6 +1051,7 @@ impl Placer {
 
     /// The desired state: every job (deleted ones too, to stop their tasks).
     pub fn set_jobs(&mut self, now: Instant, wall_ms: u64, jobs: Vec<Job>) {
+        self.wake.touch();
         let mut next = BTreeMap::new();
         for j in jobs {
             self.note_job_change(now, &j);
@@ -1021,6 +1075,7 @@ impl Placer {
         changed: Vec<Job>,
         removed: &[String],
     ) {
+        self.wake.touch();
         let mut names = BTreeSet::new();
         for j in changed {
             self.note_job_change(now, &j);
@@ -1042,7 +1097,7 @@ impl Placer {
         let (mut due, mut stale) = (Vec::new(), Vec::new());
         for name in &names {
             let start = TaskKey::index(name, 0);
-            let (d, s) = self.scan(
+            let (d, s, _) = self.scan(
                 now,
                 self.my_keys
                     .range(start.clone()..)
@@ -1071,6 +1126,7 @@ impl Placer {
     /// Stop (or resume) taking tasks; draining also stops the tasks here so
     /// that their coordinators place them elsewhere.
     pub fn set_draining(&mut self, now: Instant, wall_ms: u64, draining: bool) {
+        self.wake.touch();
         self.draining = draining;
         if draining {
             let keys: Vec<TaskKey> = self.local.keys().cloned().collect();
@@ -1091,6 +1147,7 @@ impl Placer {
     /// their coordinators told at once (they stop any that were placed
     /// elsewhere meanwhile).
     pub fn adopt(&mut self, now: Instant, wall_ms: u64, tasks: Vec<Adopted>) {
+        self.wake.touch();
         for t in tasks {
             self.hlc.observe(&t.stamp);
             self.local.insert(
@@ -1116,6 +1173,7 @@ impl Placer {
 
     /// The runtime started a task.
     pub fn task_running(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
+        self.wake.touch();
         if let Some(l) = self.local.get_mut(key)
             && l.stopping.is_none()
         {
@@ -1129,6 +1187,7 @@ impl Placer {
 
     /// The runtime saw a task end.
     pub fn task_exited(&mut self, now: Instant, wall_ms: u64, key: &TaskKey, why: ExitReason) {
+        self.wake.touch();
         let Some(l) = self.local.get_mut(key) else {
             return;
         };
@@ -1202,6 +1261,10 @@ impl Placer {
 
     /// Handles a message from `from` (possibly this node).
     pub fn handle_message(&mut self, now: Instant, wall_ms: u64, from: NodeId, msg: Msg) {
+        // A renewal or an acceptance from the known holder only moves its
+        // deadlines later: the common message leaves the tick idle.
+        // Anything else may make a key due.
+        let mut quiet = false;
         match msg {
             Msg::BidRequest {
                 key,
@@ -1241,6 +1304,7 @@ impl Placer {
                     let _ = round;
                     h.confirmed = true;
                     h.heard = now;
+                    quiet = true;
                 }
             }
             Msg::Reject { key, round, reason } => {
@@ -1255,7 +1319,7 @@ impl Placer {
                 }
             }
             Msg::Lease { key, stamp, report } => {
-                self.on_lease(now, wall_ms, from, key, stamp, report)
+                quiet = self.on_lease(now, wall_ms, from, key, stamp, report);
             }
             Msg::Stop { key, stamp, reason } => {
                 if self.local.get(&key).is_some_and(|l| l.stamp <= stamp) {
@@ -1279,15 +1343,31 @@ impl Placer {
                 self.reconcile_key(now, wall_ms, &key);
             }
         }
+        if !quiet {
+            self.wake.touch();
+        }
         self.update_free_class();
     }
 
     /// The periodic tick: timeouts, retries, restarts, lease renewals,
     /// reservation expiry.
+    ///
+    /// It walks every key only when something may have changed since the
+    /// last walk (see [`Wake`]): what a key needs depends on inputs, each
+    /// of which asks for a walk, and on deadlines, the earliest of which
+    /// the last walk noted. The outcome is the same as walking on every
+    /// tick.
     pub fn handle_tick(&mut self, now: Instant, wall_ms: u64) {
         self.next_tick = now + self.config.tick;
+        let reserved = self.reservations.len();
         self.reservations.retain(|_, r| r.until > now);
-        self.reconcile(now, wall_ms);
+        if self.reservations.len() != reserved {
+            // Room came back: a system task may fit now.
+            self.wake.pass = true;
+        }
+        if self.wake.pass || self.wake.at.is_some_and(|t| now >= t) {
+            self.reconcile(now, wall_ms);
+        }
         self.renew_leases(now, false);
         self.update_free_class();
     }
@@ -1414,7 +1494,12 @@ impl Placer {
     /// tasks and nothing of an unknown job; a coordinator takes any node's
     /// system task, and a task of a job it does not know yet, for wanted.
     fn wants(&self, key: &TaskKey, as_coordinator: bool) -> (bool, u64) {
-        match self.jobs.get(&key.job) {
+        self.wants_in(self.jobs.get(&key.job), key, as_coordinator)
+    }
+
+    /// [`wants`](Self::wants) with `key`'s job already looked up.
+    fn wants_in(&self, job: Option<&Job>, key: &TaskKey, as_coordinator: bool) -> (bool, u64) {
+        match job {
             None => (as_coordinator, 0),
             Some(j) if j.deleted => (false, j.version),
             Some(j) => {
@@ -1429,14 +1514,28 @@ impl Placer {
         }
     }
 
+    /// Walks every key and acts on those that need it; notes when the
+    /// tick must walk again (see [`Wake`]).
     fn reconcile(&mut self, now: Instant, wall_ms: u64) {
         self.recompute_keys();
-        let (due, stale) = self.scan(now, self.my_keys.iter(), self.coord.iter());
-        self.settle(now, wall_ms, &due, stale);
+        let (due, stale, next) = self.scan(now, self.my_keys.iter(), self.coord.iter());
+        let acted = !due.is_empty() || !stale.is_empty();
+        let local = self.settle(now, wall_ms, &due, stale);
+        // A walk that acted changed what it walked: the next tick walks
+        // again, and finds the new deadlines.
+        self.wake.pass = acted || local.acted;
+        self.wake.at = earliest(next, local.next);
+        self.wake.leases = true;
     }
 
     /// Acts on what [`scan`](Self::scan) found, then on local tasks.
-    fn settle(&mut self, now: Instant, wall_ms: u64, due: &[TaskKey], stale: Vec<TaskKey>) {
+    fn settle(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        due: &[TaskKey],
+        stale: Vec<TaskKey>,
+    ) -> Flushed {
         for k in due {
             self.reconcile_key(now, wall_ms, k);
         }
@@ -1457,28 +1556,31 @@ impl Placer {
                 self.coord.remove(&k);
             }
         }
-        self.flush_local(now, wall_ms);
+        self.flush_local(now, wall_ms)
     }
 
     /// Walks this node's keys and its coordinator entries together (both
     /// sorted) without allocating for keys with nothing to do: returns the
-    /// keys that need [`reconcile_key`](Self::reconcile_key) now, and the
-    /// entries of keys no longer this node's.
+    /// keys that need [`reconcile_key`](Self::reconcile_key) now, the
+    /// entries of keys no longer this node's, and the earliest instant at
+    /// which time alone changes that for one of the others.
     fn scan<'a>(
         &self,
         now: Instant,
         mine: impl Iterator<Item = &'a TaskKey>,
         coord: impl Iterator<Item = (&'a TaskKey, &'a Coord)>,
-    ) -> (Vec<TaskKey>, Vec<TaskKey>) {
+    ) -> (Vec<TaskKey>, Vec<TaskKey>, Option<Instant>) {
         let (mut due, mut stale) = (Vec::new(), Vec::new());
+        let mut next = None;
         let mut mine = mine.peekable();
         let mut coord = coord.peekable();
         loop {
             match (mine.peek(), coord.peek()) {
                 (None, None) => break,
                 (Some(m), Some((c, entry))) if m == c => {
-                    if !matches!(self.due(entry, now), Due::Nothing) {
-                        due.push((*m).clone());
+                    match self.due(entry, now) {
+                        Due::Nothing(until) => next = earliest(next, until),
+                        _ => due.push((*m).clone()),
                     }
                     mine.next();
                     coord.next();
@@ -1499,13 +1601,16 @@ impl Placer {
                         || !self.wanted(c).0
                     {
                         stale.push((*c).clone());
+                    } else if let Some(h) = &entry.holder {
+                        // It turns stale when its holder falls silent.
+                        next = earliest(next, Some(h.heard + self.config.lease_silence));
                     }
                     coord.next();
                 }
                 (Some(_), None) => unreachable!("handled above"),
             }
         }
-        (due, stale)
+        (due, stale, next)
     }
 
     /// What a key this node coordinates needs now.
@@ -1515,13 +1620,13 @@ impl Placer {
             return if now >= a.deadline {
                 Due::Decide
             } else {
-                Due::Nothing
+                Due::Nothing(Some(a.deadline))
             };
         }
         if let Some(h) = &entry.holder {
             let done = h.report.state == TaskState::Exited && h.report.exit_code == Some(0);
             if done {
-                return Due::Nothing;
+                return Due::Nothing(None);
             }
             if !self.has_member(h.node) {
                 return Due::Lost(h.node);
@@ -1534,16 +1639,18 @@ impl Placer {
             return if now.saturating_duration_since(h.heard) > limit {
                 Due::Silent(h.node)
             } else {
-                Due::Nothing
+                Due::Nothing(Some(h.heard + limit))
             };
         }
         if let Some(at) = entry.inherited_at
             && now.saturating_duration_since(at) < self.config.learn_grace
         {
-            return Due::Nothing;
+            return Due::Nothing(Some(at + self.config.learn_grace));
         }
-        if entry.retry_at.is_some_and(|t| now < t) {
-            return Due::Nothing;
+        if let Some(t) = entry.retry_at
+            && now < t
+        {
+            return Due::Nothing(Some(t));
         }
         Due::Start
     }
@@ -1556,7 +1663,7 @@ impl Placer {
             self.coord.insert(key.clone(), Coord::default());
         }
         match self.due(&self.coord[key], now) {
-            Due::Nothing => {}
+            Due::Nothing(_) => {}
             Due::Decide => self.decide(now, wall_ms, key),
             Due::Lost(node) => {
                 self.events.push_back(Event::Lost {
@@ -1992,7 +2099,7 @@ impl Placer {
         key: TaskKey,
         stamp: Stamp,
         report: Report,
-    ) {
+    ) -> bool {
         self.hlc.observe(&stamp);
         let (wanted, version) = self.wants(&key, true);
         if !wanted && version >= report.job_version {
@@ -2004,7 +2111,7 @@ impl Placer {
                     reason: "no longer wanted".into(),
                 },
             ));
-            return;
+            return false;
         }
         let entry = self.coord.entry(key.clone()).or_default();
         match entry.holder.as_mut() {
@@ -2013,6 +2120,7 @@ impl Placer {
                 h.report = report;
                 h.heard = now;
                 h.confirmed = true;
+                return true;
             }
             Some(h)
                 if h.report.state != TaskState::Lost || self.view.members.contains_key(&h.node) =>
@@ -2063,6 +2171,7 @@ impl Placer {
             }
         }
         let _ = wall_ms;
+        false
     }
 
     fn stop_local(&mut self, key: &TaskKey, reason: &str, release: bool) {
@@ -2081,26 +2190,27 @@ impl Placer {
 
     /// Runner duties: stop what is no longer wanted, restart what the
     /// policy says, follow spec changes, run system jobs.
-    fn flush_local(&mut self, now: Instant, wall_ms: u64) {
+    fn flush_local(&mut self, now: Instant, wall_ms: u64) -> Flushed {
         // The keys with something to do (most have nothing, most of the
         // time): checked in place, so that only those are copied.
-        let keys: Vec<TaskKey> = self
-            .local
-            .iter()
-            .filter(|(key, l)| {
-                if l.stopping.is_some() {
-                    return false;
-                }
-                let (wanted, version) = self.wanted(key);
-                (!wanted && version >= l.job_version)
-                    || self
-                        .jobs
-                        .get(&key.job)
-                        .is_some_and(|j| j.version > l.job_version && !j.deleted)
-                    || l.restart_at.is_some_and(|at| now >= at)
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
+        let mut keys = Vec::new();
+        let mut next = None;
+        for (key, l) in &self.local {
+            if l.stopping.is_some() {
+                continue;
+            }
+            let job = self.jobs.get(&key.job);
+            let (wanted, version) = self.wants_in(job, key, false);
+            if (!wanted && version >= l.job_version)
+                || job.is_some_and(|j| j.version > l.job_version && !j.deleted)
+                || l.restart_at.is_some_and(|at| now >= at)
+            {
+                keys.push(key.clone());
+            } else {
+                next = earliest(next, l.restart_at);
+            }
+        }
+        let mut acted = !keys.is_empty();
         for key in keys {
             let (wanted, version) = self.wanted(&key);
             let Some(l) = self.local.get(&key) else {
@@ -2214,15 +2324,21 @@ impl Placer {
                     stamp,
                     attempt: 0,
                 });
+                acted = true;
             }
         }
         self.update_free_class();
+        Flushed { acted, next }
     }
 
     /// Sends leases that are due (or all, with `force`).
     fn renew_leases(&mut self, now: Instant, force: bool) {
+        if !force && !self.wake.leases && self.wake.lease_at.is_none_or(|t| now < t) {
+            return;
+        }
         let period = self.config.lease_period;
         let mut out = Vec::new();
+        let mut next = None;
         for (key, l) in self.local.iter_mut() {
             // System tasks have no coordinator: their node answers for them.
             if l.stopping.is_some() || matches!(key.slot, Slot::Node(_)) {
@@ -2232,6 +2348,7 @@ impl Placer {
                 || l.last_lease
                     .is_none_or(|t| now.saturating_duration_since(t) >= period);
             if !due {
+                next = earliest(next, l.last_lease.map(|t| t + period));
                 continue;
             }
             // The view's ring, not `self.ring()`: `self.local` is borrowed.
@@ -2243,6 +2360,7 @@ impl Placer {
                 continue;
             };
             l.last_lease = Some(now);
+            next = earliest(next, Some(now + period));
             out.push((
                 coordinator,
                 Msg::Lease {
@@ -2253,6 +2371,10 @@ impl Placer {
             ));
         }
         self.outbox.extend(out);
+        // A task with no coordinator (an empty ring) is looked at again
+        // when the view changes, an input.
+        self.wake.leases = false;
+        self.wake.lease_at = next;
     }
 
     /// Status of `keys` as this node knows them: as their coordinator, or

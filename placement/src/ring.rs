@@ -13,11 +13,29 @@ use shoal_gossip::NodeId;
 pub const RING_SEED: u64 = 0x5348_4f41_4c52_494e; // "SHOALRIN"
 
 /// A consistent-hashing ring.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Ring {
     points: Vec<(u64, NodeId)>,
     members: usize,
+    /// Where each bucket of the hash space starts in `points` (the first
+    /// point at or after `bucket << shift`): a lookup searches one bucket,
+    /// a few points on a cache line or two, instead of the whole ring
+    /// (23 steps and as many cache misses at 500,000 members).
+    buckets: Vec<u32>,
+    shift: u32,
 }
+
+/// Two rings are equal when they have the same points (the index follows).
+impl PartialEq for Ring {
+    fn eq(&self, other: &Ring) -> bool {
+        self.points == other.points
+    }
+}
+
+impl Eq for Ring {}
+
+/// Points per bucket of the lookup index, on average (a power of two).
+const POINTS_PER_BUCKET: usize = 4;
 
 fn point(node: NodeId, i: u32) -> u64 {
     let mut bytes = [0u8; 12];
@@ -37,10 +55,34 @@ impl Ring {
             .flat_map(|id| (0..vnodes.max(1)).map(move |i| (point(*id, i), *id)))
             .collect();
         points.sort();
-        Ring {
+        let mut ring = Ring {
             points,
             members: ids.len(),
+            buckets: Vec::new(),
+            shift: 64,
+        };
+        ring.index();
+        ring
+    }
+
+    /// Rebuilds the bucket index after the points changed: O(points).
+    fn index(&mut self) {
+        let wanted = (self.points.len() / POINTS_PER_BUCKET).max(1);
+        let bits = wanted.next_power_of_two().trailing_zeros();
+        self.shift = 64 - bits;
+        let count = 1usize << bits;
+        self.buckets.clear();
+        self.buckets.reserve_exact(count + 1);
+        let mut at = 0;
+        for b in 0..count as u64 {
+            // With no bits, the one bucket starts at hash 0.
+            let start = if bits == 0 { 0 } else { b << self.shift };
+            while at < self.points.len() && self.points[at].0 < start {
+                at += 1;
+            }
+            self.buckets.push(at as u32);
         }
+        self.buckets.push(self.points.len() as u32);
     }
 
     /// Adds a member not yet on the ring (no-op when it is): the same ring
@@ -57,6 +99,7 @@ impl Ring {
             self.points.insert(at, p);
         }
         self.members += 1;
+        self.index();
     }
 
     /// Removes a member (no-op when it is not on the ring).
@@ -65,6 +108,7 @@ impl Ring {
         self.points.retain(|(_, id)| *id != node);
         if self.points.len() != before {
             self.members -= 1;
+            self.index();
         }
     }
 
@@ -79,7 +123,18 @@ impl Ring {
     }
 
     fn start(&self, hash: u64) -> usize {
-        let i = self.points.partition_point(|(p, _)| *p < hash);
+        // The first point at or after `hash` is in its bucket, or it is
+        // the first point of a later bucket: `buckets[b + 1]`.
+        let b = if self.shift >= 64 {
+            0
+        } else {
+            (hash >> self.shift) as usize
+        };
+        let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
+            (Some(lo), Some(hi)) => (*lo as usize, *hi as usize),
+            _ => (0, self.points.len()),
+        };
+        let i = lo + self.points[lo..hi].partition_point(|(p, _)| *p < hash);
         if i == self.points.len() { 0 } else { i }
     }
 
@@ -158,6 +213,33 @@ mod tests {
             ring.remove(NodeId(ids[1]));
             let rest = ids.iter().copied().filter(|i| *i != ids[1]).map(NodeId);
             prop_assert_eq!(&ring, &Ring::new(rest, 16));
+        }
+
+        #[test]
+        fn the_bucket_index_finds_what_a_whole_ring_search_finds(
+            ids in prop::collection::btree_set(any::<u64>(), 1..200),
+            vnodes in 1u32..20,
+            keys in prop::collection::vec(any::<u64>(), 1..50),
+        ) {
+            let mut ring = Ring::new(ids.iter().copied().map(NodeId), vnodes);
+            let whole = |ring: &Ring, h: u64| {
+                let i = ring.points.partition_point(|(p, _)| *p < h);
+                ring.points[if i == ring.points.len() { 0 } else { i }].1
+            };
+            // Points themselves, their neighbours, the ends of the space.
+            let mut probes = keys.clone();
+            probes.extend([0, u64::MAX]);
+            probes.extend(ring.points.iter().flat_map(|(p, _)| [*p, p.wrapping_sub(1), p.wrapping_add(1)]));
+            for h in &probes {
+                prop_assert_eq!(ring.owner(*h), Some(whole(&ring, *h)));
+            }
+            // The same after a member leaves and another joins.
+            let first = *ids.iter().next().unwrap();
+            ring.remove(NodeId(first));
+            ring.insert(NodeId(first ^ 0x5555), vnodes);
+            for h in &probes {
+                prop_assert_eq!(ring.owner(*h), Some(whole(&ring, *h)));
+            }
         }
 
         #[test]

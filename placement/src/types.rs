@@ -9,6 +9,10 @@ use shoal_gossip::NodeId;
 /// Seed of task key hashes.
 pub const KEY_SEED: u64 = 0x5348_4f41_4c4b_4559; // "SHOALKEY"
 
+/// Room on the stack for a key's text when hashing it; longer keys are
+/// hashed from a heap copy.
+const KEY_TEXT_BUF: usize = 128;
+
 /// Which task of a job.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Slot {
@@ -54,7 +58,63 @@ impl TaskKey {
 
     /// Where the key falls on the ring (xxh3 of its text form, fixed seed).
     pub fn hash(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64_with_seed(self.to_string().as_bytes(), KEY_SEED)
+        self.hash_with(&[])
+    }
+
+    /// The hash of the key's text followed by `suffix`: the same as
+    /// hashing `format!("{self}")` and `suffix` concatenated, without
+    /// allocating (this runs on every ring lookup of a key).
+    pub fn hash_with(&self, suffix: &[u8]) -> u64 {
+        let mut buf = [0u8; KEY_TEXT_BUF];
+        match self.text_into(&mut buf, suffix) {
+            Some(len) => xxhash_rust::xxh3::xxh3_64_with_seed(&buf[..len], KEY_SEED),
+            None => {
+                let mut bytes = self.to_string().into_bytes();
+                bytes.extend_from_slice(suffix);
+                xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, KEY_SEED)
+            }
+        }
+    }
+
+    /// Writes the key's text and `suffix` into `buf`; `None` when they do
+    /// not fit.
+    fn text_into(&self, buf: &mut [u8; KEY_TEXT_BUF], suffix: &[u8]) -> Option<usize> {
+        use std::io::Write;
+        let job = self.job.as_bytes();
+        // Room for the separator and the longest slot (16 hex digits).
+        if job.len() + 17 + suffix.len() > buf.len() {
+            return None;
+        }
+        buf[..job.len()].copy_from_slice(job);
+        let mut len = job.len();
+        match self.slot {
+            Slot::Index(i) => {
+                buf[len] = b'/';
+                len += 1;
+                let mut digits = [0u8; 10];
+                let mut n = i;
+                let mut k = digits.len();
+                loop {
+                    k -= 1;
+                    digits[k] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let d = &digits[k..];
+                buf[len..len + d.len()].copy_from_slice(d);
+                len += d.len();
+            }
+            Slot::Node(n) => {
+                let mut rest = &mut buf[len..];
+                let before = rest.len();
+                write!(rest, "@{n}").ok()?;
+                len += before - rest.len();
+            }
+        }
+        buf[len..len + suffix.len()].copy_from_slice(suffix);
+        Some(len + suffix.len())
     }
 
     /// Parses `job/index` or `job@<node id>`.
@@ -320,6 +380,36 @@ impl Hlc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_hashes_as_its_text_without_allocating() {
+        let long = "j".repeat(200);
+        let keys = [
+            TaskKey::index("web", 0),
+            TaskKey::index("web/frontend", 7),
+            TaskKey::index("batch", u32::MAX),
+            TaskKey::index("", 1_000_000),
+            TaskKey::system("logs", NodeId(0x1234_abcd)),
+            TaskKey::system("logs", NodeId(u64::MAX)),
+            TaskKey::index(&"x".repeat(KEY_TEXT_BUF - 11), 1_234_567_890),
+            TaskKey::index(&long, 3),
+            TaskKey::system(&long, NodeId(9)),
+        ];
+        for k in keys {
+            let text = k.to_string();
+            assert_eq!(
+                k.hash(),
+                xxhash_rust::xxh3::xxh3_64_with_seed(text.as_bytes(), KEY_SEED),
+                "{text}"
+            );
+            let mut with = text.into_bytes();
+            with.extend_from_slice(&42u64.to_be_bytes());
+            assert_eq!(
+                k.hash_with(&42u64.to_be_bytes()),
+                xxhash_rust::xxh3::xxh3_64_with_seed(&with, KEY_SEED)
+            );
+        }
+    }
 
     #[test]
     fn keys_print_and_parse() {

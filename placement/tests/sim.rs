@@ -553,6 +553,39 @@ fn tasks_of_a_failed_node_move_and_no_index_runs_twice() {
     );
 }
 
+/// A coordinator that stops hearing a holder's leases, while the member
+/// list still has it, places the task again after `lease_silence`: on its
+/// ticks alone, since no message reaches it (the tick walks keys only when
+/// something may have changed, and a deadline is such a thing).
+#[test]
+fn a_holder_whose_leases_stop_arriving_is_replaced_on_ticks_alone() {
+    let mut s = Sim::new(5, 4, 0.0);
+    s.set_job(spec("web", Some(8), 0.25, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 8)));
+    let (key, holder, coord) = s
+        .processes("web")
+        .into_iter()
+        .find_map(|(key, nodes)| {
+            let owner = s.nodes[0].placer.ring().owner(key.hash()).unwrap();
+            let coord = s.index_of(owner);
+            (nodes[0] != coord).then(|| (key, nodes[0], coord))
+        })
+        .expect("a task held away from its coordinator");
+    // Cut the coordinator off from everyone, without telling anyone's
+    // member list.
+    let mut side = vec![0u8; 5];
+    side[coord] = 1;
+    s.side = Some(side);
+    let silence = PlacementConfig::default().lease_silence;
+    assert!(
+        s.run_until(silence + Duration::from_secs(5), |s| s.nodes[coord]
+            .procs
+            .contains_key(&key)),
+        "{key} still only on node {holder}: {:?}",
+        s.processes("web")
+    );
+}
+
 #[test]
 fn a_partition_then_heal_leaves_exactly_one_process_per_index() {
     let mut s = Sim::new(6, 3, 0.0);
