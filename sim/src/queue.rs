@@ -172,7 +172,7 @@ mod tests {
                 if op == 0 {
                     let got = q.pop();
                     let want = reference.pop_first();
-                    proptest::prop_assert_eq!(got.map(|(at, s)| (at, s)), want);
+                    proptest::prop_assert_eq!(got, want);
                 } else {
                     seq += 1;
                     let at = Instant::from_micros(q.now().as_micros() + delay * 7);
