@@ -1353,10 +1353,9 @@ impl Placer {
     /// reservation expiry.
     ///
     /// It walks every key only when something may have changed since the
-    /// last walk (see [`Wake`]): what a key needs depends on inputs, each
-    /// of which asks for a walk, and on deadlines, the earliest of which
-    /// the last walk noted. The outcome is the same as walking on every
-    /// tick.
+    /// last walk: what a key needs depends on inputs, each of which asks
+    /// for a walk, and on deadlines, the earliest of which the last walk
+    /// noted. The outcome is the same as walking on every tick.
     pub fn handle_tick(&mut self, now: Instant, wall_ms: u64) {
         self.next_tick = now + self.config.tick;
         let reserved = self.reservations.len();
