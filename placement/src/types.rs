@@ -76,45 +76,14 @@ impl TaskKey {
         }
     }
 
-    /// Writes the key's text and `suffix` into `buf`; `None` when they do
-    /// not fit.
+    /// Writes the key's text (its `Display`) and `suffix` into `buf`;
+    /// `None` when they do not fit.
     fn text_into(&self, buf: &mut [u8; KEY_TEXT_BUF], suffix: &[u8]) -> Option<usize> {
         use std::io::Write;
-        let job = self.job.as_bytes();
-        // Room for the separator and the longest slot (16 hex digits).
-        if job.len() + 17 + suffix.len() > buf.len() {
-            return None;
-        }
-        buf[..job.len()].copy_from_slice(job);
-        let mut len = job.len();
-        match self.slot {
-            Slot::Index(i) => {
-                buf[len] = b'/';
-                len += 1;
-                let mut digits = [0u8; 10];
-                let mut n = i;
-                let mut k = digits.len();
-                loop {
-                    k -= 1;
-                    digits[k] = b'0' + (n % 10) as u8;
-                    n /= 10;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                let d = &digits[k..];
-                buf[len..len + d.len()].copy_from_slice(d);
-                len += d.len();
-            }
-            Slot::Node(n) => {
-                let mut rest = &mut buf[len..];
-                let before = rest.len();
-                write!(rest, "@{n}").ok()?;
-                len += before - rest.len();
-            }
-        }
-        buf[len..len + suffix.len()].copy_from_slice(suffix);
-        Some(len + suffix.len())
+        let mut rest = &mut buf[..];
+        write!(rest, "{self}").ok()?;
+        rest.write_all(suffix).ok()?;
+        Some(KEY_TEXT_BUF - rest.len())
     }
 
     /// Parses `job/index` or `job@<node id>`.
