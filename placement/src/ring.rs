@@ -13,7 +13,7 @@ use shoal_gossip::NodeId;
 pub const RING_SEED: u64 = 0x5348_4f41_4c52_494e; // "SHOALRIN"
 
 /// A consistent-hashing ring.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Ring {
     points: Vec<(u64, NodeId)>,
     members: usize,
@@ -23,6 +23,13 @@ pub struct Ring {
     /// (23 steps and as many cache misses at 500,000 members).
     buckets: Vec<u32>,
     shift: u32,
+}
+
+/// The empty ring (indexed like any other).
+impl Default for Ring {
+    fn default() -> Ring {
+        Ring::new([], 1)
+    }
 }
 
 /// Two rings are equal when they have the same points (the index follows).
@@ -75,8 +82,8 @@ impl Ring {
         self.buckets.reserve_exact(count + 1);
         let mut at = 0;
         for b in 0..count as u64 {
-            // With no bits, the one bucket starts at hash 0.
-            let start = if bits == 0 { 0 } else { b << self.shift };
+            // With no bits (shift 64), the one bucket starts at hash 0.
+            let start = b.checked_shl(self.shift).unwrap_or(0);
             while at < self.points.len() && self.points[at].0 < start {
                 at += 1;
             }
@@ -125,15 +132,8 @@ impl Ring {
     fn start(&self, hash: u64) -> usize {
         // The first point at or after `hash` is in its bucket, or it is
         // the first point of a later bucket: `buckets[b + 1]`.
-        let b = if self.shift >= 64 {
-            0
-        } else {
-            (hash >> self.shift) as usize
-        };
-        let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
-            (Some(lo), Some(hi)) => (*lo as usize, *hi as usize),
-            _ => (0, self.points.len()),
-        };
+        let b = hash.checked_shr(self.shift).unwrap_or(0) as usize;
+        let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
         let i = lo + self.points[lo..hi].partition_point(|(p, _)| *p < hash);
         if i == self.points.len() { 0 } else { i }
     }
