@@ -56,7 +56,6 @@ pub struct EventQueue<E> {
     current: u64,
     /// Later events by slot, each list in the order pushed.
     far: BTreeMap<u64, Vec<Entry<E>>>,
-    len: usize,
     seq: u64,
     now: Instant,
 }
@@ -67,7 +66,6 @@ impl<E> Default for EventQueue<E> {
             near: BinaryHeap::new(),
             current: 0,
             far: BTreeMap::new(),
-            len: 0,
             seq: 0,
             now: Instant::ZERO,
         }
@@ -83,7 +81,6 @@ impl<E> EventQueue<E> {
     /// Schedules `ev` at `at` (at the current time if `at` is in the past).
     pub fn push(&mut self, at: Instant, ev: E) {
         self.seq += 1;
-        self.len += 1;
         let at = at.max(self.now);
         let e = Entry {
             at,
@@ -118,19 +115,18 @@ impl<E> EventQueue<E> {
     pub fn pop(&mut self) -> Option<(Instant, E)> {
         self.refill();
         let e = self.near.pop()?;
-        self.len -= 1;
         self.now = e.at;
         Some((e.at, e.ev))
     }
 
-    /// Events scheduled.
+    /// Events scheduled (O(milliseconds ahead): for checks, not the loop).
     pub fn len(&self) -> usize {
-        self.len
+        self.near.len() + self.far.values().map(Vec::len).sum::<usize>()
     }
 
-    /// Whether nothing is scheduled.
+    /// Whether nothing is scheduled (a list in `far` is never empty).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.near.is_empty() && self.far.is_empty()
     }
 
     /// Events scheduled so far (the sequence counter).
