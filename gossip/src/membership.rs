@@ -18,6 +18,7 @@ use rand_core::{Rng, SeedableRng};
 use crate::config::{Config, ConfigError, ENVELOPE_OVERHEAD};
 use crate::kind::SendKind;
 use crate::meta::{FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate};
+use crate::piggyback::Piggyback;
 use crate::ranges;
 use crate::seal::{self, DropReason, PacketSecurity, ReplayWindow, SEAL_OVERHEAD, SealHeader};
 use crate::wire::{self, Body, Envelope, Item};
@@ -304,68 +305,6 @@ impl Timers {
     }
 }
 
-#[derive(Debug)]
-struct PiggyEntry {
-    key: (u8, NodeId),
-    data: Vec<u8>,
-    remaining: u8,
-}
-
-/// Records that spread by riding on SWIM datagrams, each a bounded number of
-/// times; the least-sent go first.
-#[derive(Debug, Default)]
-struct Piggyback {
-    entries: Vec<PiggyEntry>,
-}
-
-impl Piggyback {
-    fn add(&mut self, item: &Item, transmissions: u8) {
-        let key = item.key();
-        let stale = item.supersedes();
-        self.entries
-            .retain(|e| e.key != key && Some(e.key) != stale);
-        self.entries.push(PiggyEntry {
-            key,
-            data: wire::encode(item),
-            remaining: transmissions,
-        });
-    }
-
-    fn fill(&mut self, mut budget: usize) -> Vec<Vec<u8>> {
-        if self.entries.is_empty() {
-            return Vec::new();
-        }
-        // Most remaining transmissions (the freshest) first; stable, so
-        // equal entries keep their insertion order.
-        self.entries.sort_by_key(|e| Reverse(e.remaining));
-        let mut out = Vec::new();
-        let mut free_items = 0;
-        for e in &mut self.entries {
-            let cost = e.data.len() + 3;
-            // Free-class changes come from every node that runs tasks, so
-            // their number grows with the cluster: a few per datagram keeps
-            // their cost flat (they are hints; bids use exact figures).
-            if e.key.0 == FREE_ITEM_KIND {
-                if free_items == FREE_ITEMS_PER_DATAGRAM {
-                    continue;
-                }
-                free_items += 1;
-            }
-            if cost <= budget {
-                budget -= cost;
-                out.push(e.data.clone());
-                e.remaining -= 1;
-            }
-        }
-        self.entries.retain(|e| e.remaining > 0);
-        out
-    }
-
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-}
-
 #[derive(Debug, Clone)]
 struct MetaRecord {
     bump: u32,
@@ -422,10 +361,6 @@ struct JoinState {
     delay: Duration,
 }
 
-/// Piggyback key kind of free-class items (see [`Item::key`]).
-const FREE_ITEM_KIND: u8 = 2;
-/// Free-class items carried by one datagram, at most.
-const FREE_ITEMS_PER_DATAGRAM: usize = 2;
 /// Members ids asked for in one metadata request.
 const META_REQUEST_MAX_IDS: usize = 64;
 /// Member ids asked for per metadata sync round, all requests together.
@@ -482,8 +417,10 @@ pub struct Membership {
     records: BTreeMap<NodeId, Record>,
     /// The members that are up, by their position in the range-digest
     /// space (a fixed hash of the id, so that ranges hold members evenly
-    /// however ids were chosen).
-    up_index: BTreeMap<u64, NodeId>,
+    /// however ids were chosen), with the life (bump) that is up; the
+    /// position gives back the id ([`ranges::id_at`]), so a range's digest
+    /// reads only this index.
+    up_index: BTreeMap<u64, u32>,
     /// Members seen going down lately, by the same position, with when.
     down_index: BTreeMap<u64, (NodeIdentity, Instant)>,
     metas: BTreeMap<NodeId, MetaRecord>,
@@ -1018,7 +955,7 @@ impl Membership {
             id: self.identity.id,
             bump: self.identity.bump,
             version: self.meta_version,
-            meta: (*self.meta).clone(),
+            meta: Arc::clone(&self.meta),
         };
         let tx = self.transmissions();
         self.piggyback.add(&Item::Meta(Box::new(update)), tx);
@@ -1145,7 +1082,8 @@ impl Membership {
                 } = *update;
                 let mut meta = Some(meta);
                 let meta = self.shared_meta(id, bump, version, &mut || {
-                    meta.take().unwrap_or_else(|| unreachable!("made once"))
+                    let meta = meta.take().unwrap_or_else(|| unreachable!("made once"));
+                    Arc::unwrap_or_clone(meta)
                 });
                 self.metas.insert(
                     id,
@@ -1362,14 +1300,14 @@ impl Membership {
                     id: *id,
                     bump: self.identity.bump,
                     version: self.meta_version,
-                    meta: (*self.meta).clone(),
+                    meta: Arc::clone(&self.meta),
                 });
             } else if let Some(r) = self.metas.get(id) {
                 updates.push(MetaUpdate {
                     id: *id,
                     bump: r.bump,
                     version: r.version,
-                    meta: (*r.meta).clone(),
+                    meta: Arc::clone(&r.meta),
                 });
             }
         }
@@ -1381,7 +1319,7 @@ impl Membership {
         let mut batch: Vec<MetaUpdate> = Vec::new();
         let mut size = 0;
         for update in updates {
-            let len = wire::encode(&update).len();
+            let len = wire::encoded_len(&update);
             if !batch.is_empty() && size + len > room {
                 let body = Body::MetaResponse {
                     updates: core::mem::take(&mut batch),
@@ -1557,7 +1495,7 @@ impl Membership {
         let mut page = Vec::new();
         let mut size = 0;
         for m in &snapshot.members[start..] {
-            let len = wire::encode(m).len();
+            let len = wire::encoded_len(m);
             if size + len > room {
                 break;
             }
@@ -1642,14 +1580,24 @@ impl Membership {
             && ranges::contains(start, len, ranges::position(self.identity.id.0)))
         .then_some(&self.identity);
         // Every member in `up_index` has a record.
-        ranges::values_in(&self.up_index, start, len)
-            .filter_map(|id| self.records.get(id).map(|r| &r.identity))
+        ranges::entries_in(&self.up_index, start, len)
+            .filter_map(|(position, _)| {
+                let id = NodeId(ranges::id_at(*position));
+                self.records.get(&id).map(|r| &r.identity)
+            })
             .chain(own)
     }
 
     fn range_digest(&self, start: u64, len: u64) -> u64 {
-        self.up_in_range(start, len)
-            .fold(0, |acc, m| acc ^ ranges::member_hash(m.id.0, m.bump))
+        // The index holds each up member's life, which its record holds
+        // too (`mark_up` sets both).
+        let own = (!self.left
+            && ranges::contains(start, len, ranges::position(self.identity.id.0)))
+        .then(|| ranges::member_hash(self.identity.id.0, self.identity.bump));
+        ranges::entries_in(&self.up_index, start, len)
+            .map(|(position, bump)| ranges::member_hash(ranges::id_at(*position), *bump))
+            .chain(own)
+            .fold(0, |acc, h| acc ^ h)
     }
 
     /// Sends one random live member the digests of the next few ranges of
@@ -1723,7 +1671,8 @@ impl Membership {
         start: u64,
         len: u64,
     ) -> impl Iterator<Item = &NodeIdentity> {
-        ranges::values_in(&self.down_index, start, len)
+        ranges::entries_in(&self.down_index, start, len)
+            .map(|(_, v)| v)
             .filter(move |(_, at)| now.saturating_duration_since(*at) < DOWN_REPAIR_WINDOW)
             .map(|(m, _)| m)
     }
@@ -1798,7 +1747,7 @@ impl Membership {
             .map(|m| (false, m))
             .chain(members.into_iter().map(|m| (true, m)));
         for (up, m) in tagged {
-            let len = wire::encode(&m).len();
+            let len = wire::encoded_len(&m);
             if size + len > room {
                 if pages.len() == ranges::RANGES {
                     break;
@@ -1905,7 +1854,7 @@ impl Membership {
 
     /// Whether this node holds `identity` (this very life) up.
     fn is_up(&self, identity: &NodeIdentity) -> bool {
-        self.up_index.get(&ranges::position(identity.id.0)) == Some(&identity.id)
+        self.up_index.get(&ranges::position(identity.id.0)) == Some(&identity.bump)
             && self
                 .records
                 .get(&identity.id)
@@ -1915,7 +1864,7 @@ impl Membership {
     /// Records `identity` as this member's life and as up; its record.
     fn mark_up(&mut self, now: Instant, identity: &NodeIdentity) -> &mut Record {
         let id = identity.id;
-        self.up_index.insert(ranges::position(id.0), id);
+        self.up_index.insert(ranges::position(id.0), identity.bump);
         self.down_index.remove(&ranges::position(id.0));
         let record = self.records.entry(id).or_insert(Record {
             identity: identity.clone(),
@@ -2113,6 +2062,7 @@ fn check_meta_size(meta: &MemberMeta) -> Result<(), MetaTooLarge> {
 mod tests {
     use super::*;
     use crate::Capacity;
+    use crate::piggyback::FREE_ITEMS_PER_DATAGRAM;
 
     fn meta(name: &str, class: u8) -> MemberMeta {
         let addr: SocketAddr = "10.0.0.2:5481".parse().unwrap();
@@ -2153,7 +2103,7 @@ mod tests {
             id: NodeId(2),
             bump: 1,
             version,
-            meta: meta(name, class),
+            meta: Arc::new(meta(name, class)),
         }))
     }
 
@@ -2252,8 +2202,7 @@ mod tests {
         .unwrap();
         let queued: Vec<Item> = m
             .piggyback
-            .entries
-            .iter()
+            .entries()
             .map(|e| postcard::from_bytes(&e.data).unwrap())
             .collect();
         assert!(
@@ -2266,7 +2215,7 @@ mod tests {
             }),
             "{queued:?}"
         );
-        let compact = m.piggyback.entries.iter().find(|e| e.key.0 == 2).unwrap();
+        let compact = m.piggyback.entries().find(|e| e.key.0 == 2).unwrap();
         assert!(compact.data.len() <= 24, "{} bytes", compact.data.len());
         // A change of another field sends the whole record, which replaces
         // the queued free-class change.
@@ -2278,7 +2227,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(m.piggyback.entries.iter().all(|e| e.key.0 != 2));
+        assert!(m.piggyback.entries().all(|e| e.key.0 != 2));
         assert_eq!((m.meta_version, m.meta_base), (3, 3));
     }
 }

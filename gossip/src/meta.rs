@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -95,9 +96,7 @@ pub struct MemberMeta {
 impl MemberMeta {
     /// Encoded size in bytes.
     pub fn encoded_len(&self) -> usize {
-        postcard::to_allocvec(self)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX)
+        crate::wire::encoded_len(self)
     }
 }
 
@@ -110,8 +109,9 @@ pub struct MetaUpdate {
     pub bump: u32,
     /// Change counter within that life (starts at 1).
     pub version: u32,
-    /// The record.
-    pub meta: MemberMeta,
+    /// The record (shared: a node answering pulls sends the record it
+    /// holds without copying it).
+    pub meta: Arc<MemberMeta>,
 }
 
 impl MetaUpdate {

@@ -39,14 +39,14 @@ pub(crate) fn contains(start: u64, len: u64, position: u64) -> bool {
     position.wrapping_sub(start) < len
 }
 
-/// The values of `index` (keyed by position) in the range of `len`
+/// The entries of `index` (keyed by position) in the range of `len`
 /// positions from `start`; a range that wraps past the top of the space
 /// goes on from 0.
-pub(crate) fn values_in<V>(
+pub(crate) fn entries_in<V>(
     index: &BTreeMap<u64, V>,
     start: u64,
     len: u64,
-) -> impl Iterator<Item = &V> {
+) -> impl Iterator<Item = (&u64, &V)> {
     let (head, tail) = match start.checked_add(len) {
         Some(end) => (index.range(start..end), index.range(0..0)),
         None => (
@@ -54,7 +54,7 @@ pub(crate) fn values_in<V>(
             index.range(0..start.wrapping_add(len)),
         ),
     };
-    head.chain(tail).map(|(_, v)| v)
+    head.chain(tail)
 }
 
 /// Where a member sits in the space the ranges divide: a fixed bijective
@@ -62,6 +62,11 @@ pub(crate) fn values_in<V>(
 /// (random in agents, small integers in tests and the simulator).
 pub(crate) fn position(id: u64) -> u64 {
     mix(id ^ 0x5348_4f41_4c52_4e47)
+}
+
+/// The member id at `position`: the inverse of [`position`].
+pub(crate) fn id_at(position: u64) -> u64 {
+    unmix(position) ^ 0x5348_4f41_4c52_4e47
 }
 
 /// The contribution of one member life to a range digest. Digests are the
@@ -75,11 +80,45 @@ pub(crate) fn wire_digest(digest: u64) -> [u8; 4] {
     (digest as u32).to_le_bytes()
 }
 
+const MIX_1: u64 = 0xbf58_476d_1ce4_e5b9;
+const MIX_2: u64 = 0x94d0_49bb_1331_11eb;
+
 /// splitmix64's finalizer: a fixed, portable 64-bit mixer.
 fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z = (z ^ (z >> 30)).wrapping_mul(MIX_1);
+    z = (z ^ (z >> 27)).wrapping_mul(MIX_2);
     z ^ (z >> 31)
+}
+
+/// The inverse of [`mix`]: each step of it (an xor with a right shift of
+/// itself, a product by an odd number) undone in reverse order.
+fn unmix(mut z: u64) -> u64 {
+    z = unshift(z, 31).wrapping_mul(inverse(MIX_2));
+    z = unshift(z, 27).wrapping_mul(inverse(MIX_1));
+    unshift(z, 30)
+}
+
+/// `x` such that `x ^ (x >> by) == z`.
+fn unshift(z: u64, by: u32) -> u64 {
+    let mut x = z;
+    let mut shift = by;
+    while shift < 64 {
+        x = z ^ (x >> by);
+        shift += by;
+    }
+    x
+}
+
+/// The inverse of odd `m` modulo 2^64 (Newton's iteration: each step
+/// doubles the bits that are right, from 3 to past 64).
+const fn inverse(m: u64) -> u64 {
+    let mut x = m;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(x)));
+        i += 1;
+    }
+    x
 }
 
 #[cfg(test)]
@@ -121,6 +160,23 @@ mod tests {
         assert!(contains(10, 5, 14));
         assert!(!contains(10, 5, 15));
         assert!(!contains(10, 5, 9));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn id_at_inverts_position(id: u64) {
+            proptest::prop_assert_eq!(id_at(position(id)), id);
+            proptest::prop_assert_eq!(unmix(mix(id)), id);
+        }
+    }
+
+    #[test]
+    fn id_at_inverts_position_of_small_ids() {
+        for id in 0..10_000 {
+            assert_eq!(id_at(position(id)), id);
+        }
+        assert_eq!(inverse(MIX_1).wrapping_mul(MIX_1), 1);
+        assert_eq!(inverse(MIX_2).wrapping_mul(MIX_2), 1);
     }
 
     #[test]

@@ -122,6 +122,12 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("in-memory postcard encoding does not fail")
 }
 
+/// `encode(value).len()`, without building the bytes.
+pub(crate) fn encoded_len<T: Serialize>(value: &T) -> usize {
+    postcard::serialize_with_flavor::<T, _, usize>(value, postcard::ser_flavors::Size::default())
+        .expect("sizing a postcard encoding does not fail")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,7 +174,7 @@ mod tests {
             id: NodeId(1),
             bump: 1,
             version: 1,
-            meta,
+            meta: meta.into(),
         })));
         let swim = vec![1u8, 2, 3, 250];
         let env = Envelope {
@@ -180,6 +186,7 @@ mod tests {
             body: Body::Swim(&swim),
         };
         let bytes = encode(&env);
+        assert_eq!(encoded_len(&env), bytes.len());
         let back: Envelope<'_> = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back.meta_version, 3);
         assert_eq!(back.items, vec![item.as_slice()]);
