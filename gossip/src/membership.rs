@@ -447,6 +447,9 @@ pub struct Membership {
     digest_cursor: u64,
     /// Sender of the datagram being handled.
     current_from: Option<SocketAddr>,
+    /// Set while `restore` hands foca its list: becoming connected then
+    /// copies no member list.
+    restoring: bool,
     stats: Stats,
     sized_for: usize,
     started: Instant,
@@ -512,6 +515,7 @@ impl Membership {
             member_snapshot: None,
             digest_cursor: 0,
             current_from: None,
+            restoring: false,
             stats: Stats::default(),
             sized_for: 1,
             started: now,
@@ -564,6 +568,35 @@ impl Membership {
     /// waits for others to join it.
     pub fn join(&mut self, now: Instant, peers: &[SocketAddr]) {
         self.start_join(now, peers, false);
+    }
+
+    /// Takes `members` (and their metadata records, where known) as known
+    /// alive, as a member list copied at join is taken: copied knowledge,
+    /// not news, so nothing is re-broadcast and no join is announced. For a
+    /// node that starts among members already known to be up, such as the
+    /// simulator's warm start (a cluster formed long ago, its join news
+    /// long settled). Entries for this node itself are skipped; records
+    /// not newer than those held are ignored; members this node does not
+    /// get records for are pulled as after a join.
+    pub fn restore(&mut self, now: Instant, members: &[(NodeIdentity, Option<MetaUpdate>)]) {
+        if self.left {
+            return;
+        }
+        let others = members
+            .iter()
+            .filter(|(identity, _)| identity.id != self.identity.id)
+            .map(|(identity, _)| foca::Member::alive(identity.clone()));
+        self.restoring = true;
+        let _ = self.swim.apply_many(others, false, &mut self.runtime);
+        // Records after the members: a record is held for a member that is
+        // up (its `MemberUp` marks it wanted, the record then satisfies it).
+        self.drain_swim(now);
+        self.restoring = false;
+        for (_, meta) in members {
+            if let Some(update) = meta {
+                self.apply_item(now, Item::Meta(Box::new(update.clone())), false);
+            }
+        }
     }
 
     fn start_join(&mut self, now: Instant, peers: &[SocketAddr], reconnect: bool) {
@@ -1973,12 +2006,16 @@ impl Membership {
             }
             OwnedNotification::Active => {
                 // Newly connected: copy a member's whole list, since SWIM's
-                // feed only carries what fits in one datagram.
-                let peer = self.join.acked_by.or_else(|| {
+                // feed only carries what fits in one datagram. A restored
+                // list is whole already (range digests repair what it
+                // lacks).
+                let restoring = self.restoring;
+                let peer = self.join.acked_by.filter(|_| !restoring).or_else(|| {
                     self.swim
                         .iter_members()
                         .next()
                         .map(|m| m.id().gossip_addr())
+                        .filter(|_| !restoring)
                 });
                 if let Some(peer) = peer {
                     self.start_member_sync(now, peer);

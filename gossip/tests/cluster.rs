@@ -10,7 +10,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_gossip::{
     Capacity, Config, DropReason, FreeClass, Instant, MemberMeta, MemberState, Membership, NodeId,
-    NodeIdentity, PacketSecurity, TimerToken,
+    NodeIdentity, PacketSecurity, SendKind, TimerToken,
 };
 
 #[derive(Debug)]
@@ -716,4 +716,57 @@ fn a_differing_state_digest_is_reported_and_rate_limited() {
         !net.log.iter().any(|l| l.contains("DigestDiffers")),
         "a zero digest was compared"
     );
+}
+
+#[test]
+fn restored_nodes_know_each_other_at_once_and_still_detect_a_crash() {
+    let n = 30;
+    let mut net = Net::new(11, 0.0);
+    for _ in 0..n {
+        net.add_node(1);
+    }
+    // Every node is handed the whole list and every record but its own
+    // meta version 1 (the version a new membership publishes).
+    let all: Vec<(NodeIdentity, Option<shoal_gossip::MetaUpdate>)> = (0..n)
+        .map(|i| {
+            let id = NodeId(1000 + i as u64);
+            let identity = NodeIdentity::new(id, addr_of(i), 1);
+            let update = shoal_gossip::MetaUpdate {
+                id,
+                bump: 1,
+                version: 1,
+                meta: meta_of(i).into(),
+            };
+            (identity, Some(update))
+        })
+        .collect();
+    let now = net.now;
+    for i in 0..n {
+        net.node(i).restore(now, &all);
+        net.after_input(i);
+    }
+    // Known at once, records included; nothing to spread and no join.
+    assert!(net.all_see_alive(n));
+    for (_, m) in net.running() {
+        assert_eq!(m.piggyback_backlog(), 1, "only its own record");
+    }
+    // Restoring is copying, not news: no node has membership news to
+    // gossip, no join is announced, no member list is copied.
+    net.run_for(Duration::from_secs(5));
+    assert!(net.all_see_alive(n));
+    for (i, m) in net.running() {
+        for kind in [SendKind::Gossip, SendKind::Hello, SendKind::MembersPage] {
+            assert_eq!(m.stats().sent(kind).0, 0, "node-{i} sent {kind:?}");
+        }
+        assert!(
+            m.stats().sent(SendKind::Ping).0 > 0,
+            "node-{i} never probed"
+        );
+    }
+    // And the real protocol still runs: a crash is found.
+    net.crash(4);
+    let found = net.run_until_cond(Duration::from_secs(60), |net| {
+        net.all_others_see(NodeId(1004), MemberState::Failed)
+    });
+    assert!(found, "a crash among restored nodes went unnoticed");
 }

@@ -20,7 +20,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_gossip::{
     Config, DownReason, Event as GossipEvent, FreeClass, Instant, MemberMeta, MemberState,
-    Membership, NodeId, NodeIdentity, PacketSecurity, SendKind, TimerToken,
+    Membership, MetaUpdate, NodeId, NodeIdentity, PacketSecurity, SendKind, TimerToken,
 };
 use shoal_placement::{
     Command, Event as PlaceEvent, ExitReason, Job, Msg, NodeInfo, PlacementConfig, Placer,
@@ -383,6 +383,11 @@ impl World {
 
     fn schedule_formation(&mut self) {
         let n = self.p.nodes;
+        if self.warm() {
+            self.warm_start();
+            self.q.push(Instant::from_micros(1_000_000), Ev::Sample);
+            return;
+        }
         let span = if self.p.scenario == Scenario::JoinStorm {
             secs(self.p.storm)
         } else {
@@ -397,6 +402,42 @@ impl World {
             self.q.push(Instant::ZERO, Ev::Action(Action::Begin));
         }
         self.q.push(Instant::from_micros(1_000_000), Ev::Sample);
+    }
+
+    /// Whether the cluster forms at once (`--warm`; a join storm is its
+    /// own formation).
+    fn warm(&self) -> bool {
+        self.p.warm && self.p.scenario != Scenario::JoinStorm
+    }
+
+    /// Starts every node knowing every member and its record (`--warm`).
+    fn warm_start(&mut self) {
+        let n = self.p.nodes;
+        for i in 0..n {
+            self.start_node(i, true);
+        }
+        let all: Vec<(NodeIdentity, Option<MetaUpdate>)> = (0..n)
+            .filter_map(|i| {
+                let m = self.nodes[i].m.as_ref()?;
+                let identity = m.identity().clone();
+                let update = MetaUpdate {
+                    id: identity.id,
+                    bump: identity.bump,
+                    // What a new membership publishes.
+                    version: 1,
+                    meta: Arc::clone(m.meta()),
+                };
+                Some((identity, Some(update)))
+            })
+            .collect();
+        let now = self.now();
+        for i in 0..n {
+            if let Some(m) = self.nodes[i].m.as_mut() {
+                m.restore(now, &all);
+                self.after_gossip(i);
+                self.after_place(i);
+            }
+        }
     }
 
     fn now(&self) -> Instant {
@@ -705,7 +746,10 @@ impl World {
         for _ in 0..3.min(up.len()) {
             peers.push(addr_of(up[self.rng.random_range(0..up.len())]));
         }
-        if let Some(m) = self.nodes[i].m.as_mut() {
+        let joins = !(first && self.warm());
+        if let Some(m) = self.nodes[i].m.as_mut()
+            && joins
+        {
             m.join(now, &peers);
         }
         // The desired state is on disk: every job submitted so far.

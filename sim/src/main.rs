@@ -105,6 +105,15 @@ struct Cli {
     /// Nodes joining per second while the cluster forms.
     #[arg(long, default_value_t = 100.0)]
     join_rate: f64,
+    /// Full mode: form the cluster at once instead of by joins. Every node
+    /// starts knowing every member and its record (the real core's
+    /// `Membership::restore`, which takes them as a copied list: nothing
+    /// is re-broadcast), as a cluster formed long ago whose join news has
+    /// settled. A join storm's news costs each node a linear scan of
+    /// foca's member list per update, so formation by joins takes hours
+    /// past ~5,000 nodes; the scale model starts formed too.
+    #[arg(long)]
+    warm: bool,
     /// join-storm: seconds within which every node joins.
     #[arg(long, default_value_t = 10.0)]
     storm: f64,
@@ -185,6 +194,7 @@ impl Cli {
         p.settle = dur("settle", self.settle)?;
         p.form_timeout = dur("form-timeout", self.form_timeout)?;
         p.join_rate = self.join_rate;
+        p.warm = self.warm;
         p.storm = dur("storm", self.storm)?;
         p.churn_per_min = self.churn_per_min;
         p.churn_down = dur("churn-down", self.churn_down)?;

@@ -166,6 +166,8 @@ pub struct Params {
     /// Nodes joining per second while the cluster forms (not in
     /// `join-storm`, which uses `storm_secs`).
     pub join_rate: f64,
+    /// Full mode: every node starts knowing every member (no joins).
+    pub warm: bool,
     /// Length of the join storm.
     pub storm: Duration,
     /// Percent of nodes that crash and restart per minute (`churn`).
@@ -208,6 +210,7 @@ impl Params {
             settle: Duration::from_secs(40),
             form_timeout: Duration::from_secs(60),
             join_rate: 100.0,
+            warm: false,
             storm: Duration::from_secs(10),
             churn_per_min: 2.0,
             churn_down: Duration::from_secs(20),
@@ -322,6 +325,9 @@ impl Params {
         }
         if self.join_rate != d.join_rate {
             c += &format!(" --join-rate {}", self.join_rate);
+        }
+        if self.warm {
+            c += " --warm";
         }
         if self.storm != d.storm {
             c += &format!(" --storm {}", secs(self.storm));

@@ -635,6 +635,8 @@ pub fn validate(
         p.suspicion_mult = base.suspicion_mult;
         p.transmissions_mult = base.transmissions_mult;
         p.indirect_probes = base.indirect_probes;
+        // Formation too (`--warm`; the model starts formed either way).
+        p.warm = base.warm;
         p.loss = Some(loss);
         p.crashes = crashes;
         p.duration = Duration::from_secs(20 + 5 * crashes as u64 + 20);

@@ -93,6 +93,31 @@ fn a_thousand_nodes_form_detect_crashes_and_place_a_wave() {
     }
 }
 
+/// `--warm`: the cluster starts formed (every node handed every member
+/// and record through `Membership::restore`), and the real protocol then
+/// detects crashes and places a wave as after joins.
+#[test]
+fn a_warm_start_is_formed_at_once_and_runs_the_real_protocol() {
+    let mut p = params(Scenario::Default, 200, 5);
+    p.warm = true;
+    p.fill = 0.05;
+    let r = run(p.clone());
+    assert_all_ok(&r);
+    assert!(r.command.contains("--warm"), "{}", r.command);
+    assert!(
+        r.formed_s.is_some_and(|t| t <= 1.0),
+        "formed after {:?} s",
+        r.formed_s
+    );
+    assert_eq!(r.crashes, 3);
+    assert_eq!(r.undetected, 0);
+    assert!(r.tasks > 0 && r.placed == r.tasks);
+    // Joining forms the same cluster later.
+    p.warm = false;
+    let joined = run(p);
+    assert!(joined.formed_s.is_some_and(|t| t > 1.0));
+}
+
 #[test]
 fn partitioned_datacenters_heal_to_one_copy_per_task() {
     let r = run(params(Scenario::Partition, 150, 5));
