@@ -420,11 +420,12 @@ impl World {
             .filter_map(|i| {
                 let m = self.nodes[i].m.as_ref()?;
                 let identity = m.identity().clone();
+                // The record as the node itself publishes it.
+                let (bump, version) = m.local_info().meta_version?;
                 let update = MetaUpdate {
                     id: identity.id,
-                    bump: identity.bump,
-                    // What a new membership publishes.
-                    version: 1,
+                    bump,
+                    version,
                     meta: Arc::clone(m.meta()),
                 };
                 Some((identity, Some(update)))
