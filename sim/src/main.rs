@@ -38,7 +38,9 @@ enum OnOff {
 ///
 ///   shoal-sim --mode scale --nodes 100000        # crashes (model) during a wave (real placers)
 ///
-///   shoal-sim --validate 1000,5000               # scale model vs real code
+///   shoal-sim --nodes 5000 --warm                # real code on 5,000 nodes, started formed
+///
+///   shoal-sim --validate 1000,5000,8000 --warm   # scale model vs real code
 ///
 ///   shoal-sim --mode scale --scenario loss --sweep 1000,10000,100000 --out DIR
 ///
