@@ -1609,9 +1609,7 @@ impl Membership {
     /// Live members (this node included) whose position lies in the range
     /// of `len` positions from `start`.
     fn up_in_range(&self, start: u64, len: u64) -> impl Iterator<Item = &NodeIdentity> {
-        let own = (!self.left
-            && ranges::contains(start, len, ranges::position(self.identity.id.0)))
-        .then_some(&self.identity);
+        let own = self.own_in_range(start, len).then_some(&self.identity);
         // Every member in `up_index` has a record.
         ranges::entries_in(&self.up_index, start, len)
             .filter_map(|(position, _)| {
@@ -1621,12 +1619,17 @@ impl Membership {
             .chain(own)
     }
 
+    /// Whether this node, while a member, lies in the range.
+    fn own_in_range(&self, start: u64, len: u64) -> bool {
+        !self.left && ranges::contains(start, len, ranges::position(self.identity.id.0))
+    }
+
     fn range_digest(&self, start: u64, len: u64) -> u64 {
         // The index holds each up member's life, which its record holds
         // too (`mark_up` sets both).
-        let own = (!self.left
-            && ranges::contains(start, len, ranges::position(self.identity.id.0)))
-        .then(|| ranges::member_hash(self.identity.id.0, self.identity.bump));
+        let own = self
+            .own_in_range(start, len)
+            .then(|| ranges::member_hash(self.identity.id.0, self.identity.bump));
         ranges::entries_in(&self.up_index, start, len)
             .map(|(position, bump)| ranges::member_hash(ranges::id_at(*position), *bump))
             .chain(own)
