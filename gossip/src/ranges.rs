@@ -61,13 +61,17 @@ pub(crate) fn entries_in<V>(
 /// hash of its id, so that ranges hold members evenly whatever the ids
 /// (random in agents, small integers in tests and the simulator).
 pub(crate) fn position(id: u64) -> u64 {
-    mix(id ^ 0x5348_4f41_4c52_4e47)
+    mix(id ^ POSITION_SALT)
 }
 
 /// The member id at `position`: the inverse of [`position`].
 pub(crate) fn id_at(position: u64) -> u64 {
-    unmix(position) ^ 0x5348_4f41_4c52_4e47
+    unmix(position) ^ POSITION_SALT
 }
+
+/// Mixed into ids before [`mix`], so that positions differ from other
+/// uses of the mixer.
+const POSITION_SALT: u64 = 0x5348_4f41_4c52_4e47;
 
 /// The contribution of one member life to a range digest. Digests are the
 /// XOR of their members' contributions, so order does not matter.
@@ -82,6 +86,9 @@ pub(crate) fn wire_digest(digest: u64) -> [u8; 4] {
 
 const MIX_1: u64 = 0xbf58_476d_1ce4_e5b9;
 const MIX_2: u64 = 0x94d0_49bb_1331_11eb;
+/// Their inverses modulo 2^64, for [`unmix`] (computed at build time).
+const UNMIX_1: u64 = inverse(MIX_1);
+const UNMIX_2: u64 = inverse(MIX_2);
 
 /// splitmix64's finalizer: a fixed, portable 64-bit mixer.
 fn mix(mut z: u64) -> u64 {
@@ -93,8 +100,8 @@ fn mix(mut z: u64) -> u64 {
 /// The inverse of [`mix`]: each step of it (an xor with a right shift of
 /// itself, a product by an odd number) undone in reverse order.
 fn unmix(mut z: u64) -> u64 {
-    z = unshift(z, 31).wrapping_mul(inverse(MIX_2));
-    z = unshift(z, 27).wrapping_mul(inverse(MIX_1));
+    z = unshift(z, 31).wrapping_mul(UNMIX_2);
+    z = unshift(z, 27).wrapping_mul(UNMIX_1);
     unshift(z, 30)
 }
 
@@ -175,8 +182,8 @@ mod tests {
         for id in 0..10_000 {
             assert_eq!(id_at(position(id)), id);
         }
-        assert_eq!(inverse(MIX_1).wrapping_mul(MIX_1), 1);
-        assert_eq!(inverse(MIX_2).wrapping_mul(MIX_2), 1);
+        assert_eq!(UNMIX_1.wrapping_mul(MIX_1), 1);
+        assert_eq!(UNMIX_2.wrapping_mul(MIX_2), 1);
     }
 
     #[test]
