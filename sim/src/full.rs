@@ -435,8 +435,9 @@ impl World {
         for i in 0..n {
             if let Some(m) = self.nodes[i].m.as_mut() {
                 m.restore(now, &all);
+                // Its placer learns the members when the node publishes
+                // (`after_gossip` marks it dirty); `start_node` drained it.
                 self.after_gossip(i);
-                self.after_place(i);
             }
         }
     }
