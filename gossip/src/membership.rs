@@ -597,6 +597,13 @@ impl Membership {
                 self.apply_item(now, Item::Meta(Box::new(update.clone())), false);
             }
         }
+        // Filled one entry at a time, in id order, an ordered map leaves
+        // its nodes about half full; rebuilt from its sorted entries it
+        // fills them (about 40% less memory: what lets the simulator hold
+        // 10,000 nodes that each know every member).
+        repack(&mut self.records);
+        repack(&mut self.metas);
+        repack(&mut self.up_index);
     }
 
     fn start_join(&mut self, now: Instant, peers: &[SocketAddr], reconnect: bool) {
@@ -2084,6 +2091,14 @@ impl Membership {
     pub fn piggyback_backlog(&self) -> usize {
         self.piggyback.len()
     }
+}
+
+/// Rebuilds an ordered map from its own entries, which packs its nodes
+/// full (`BTreeMap`'s `FromIterator` builds from sorted entries in one
+/// pass; inserts in order split nodes in the middle and leave them half
+/// full). Same entries, same order: only the memory changes.
+fn repack<K: Ord, V>(map: &mut BTreeMap<K, V>) {
+    *map = core::mem::take(map).into_iter().collect();
 }
 
 fn check_meta_size(meta: &MemberMeta) -> Result<(), MetaTooLarge> {
