@@ -17,6 +17,7 @@
 //! wall-clock milliseconds, outputs are messages, runtime commands and
 //! events to drain. The agent and the simulator drive the same code.
 
+mod jobs;
 mod placer;
 mod ring;
 mod types;

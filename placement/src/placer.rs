@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use shoal_gossip::{Instant, NodeId};
 use shoal_model::{JobSpec, JobType, RestartMode};
 
+use crate::jobs::JobTable;
 use crate::ring::Ring;
 use crate::types::{Hlc, NodeInfo, Resources, Slot, Stamp, TaskKey};
 
@@ -768,8 +769,7 @@ pub struct Placer {
     view: Arc<View>,
     ring_share: Option<Arc<dyn RingShare>>,
     ring_changed_at: Instant,
-    jobs: BTreeMap<String, Job>,
-    job_changed_at: BTreeMap<String, Instant>,
+    jobs: JobTable,
     my_keys: BTreeSet<TaskKey>,
     keys_dirty: bool,
     /// Jobs whose keys must be recomputed (when not all are).
@@ -874,8 +874,7 @@ impl Placer {
             view: Arc::new(View::new(Vec::new(), config.vnodes)),
             ring_share: None,
             ring_changed_at: now,
-            jobs: BTreeMap::new(),
-            job_changed_at: BTreeMap::new(),
+            jobs: JobTable::default(),
             my_keys: BTreeSet::new(),
             keys_dirty: true,
             dirty_jobs: BTreeSet::new(),
@@ -997,6 +996,13 @@ impl Placer {
                 }
             }
         }
+        if added.len() > view.members.len() / 2 {
+            // Mostly new (a node's first list): inserted one at a time in
+            // id order, the map's nodes are about half full; rebuilt from
+            // its sorted entries they are full. Same entries: only the
+            // memory changes (about 15 bytes a member).
+            view.members = core::mem::take(&mut view.members).into_iter().collect();
+        }
         let ring_changed = !added.is_empty() || !removed.is_empty();
         if ring_changed {
             view.update_ring(&added, &removed, self.ring_share.as_ref());
@@ -1052,15 +1058,14 @@ impl Placer {
     /// The desired state: every job (deleted ones too, to stop their tasks).
     pub fn set_jobs(&mut self, now: Instant, wall_ms: u64, jobs: Vec<Job>) {
         self.wake.touch();
-        let mut next = BTreeMap::new();
+        let mut next = JobTable::default();
         for j in jobs {
-            self.note_job_change(now, &j);
-            next.insert(j.spec.name.clone(), j);
+            let changed_at = self.note_job_change(now, &j);
+            next.put(j, changed_at);
         }
         if next.len() != self.jobs.len() {
             self.keys_dirty = true;
         }
-        self.job_changed_at.retain(|n, _| next.contains_key(n));
         self.jobs = next;
         self.reconcile(now, wall_ms);
     }
@@ -1078,15 +1083,14 @@ impl Placer {
         self.wake.touch();
         let mut names = BTreeSet::new();
         for j in changed {
-            self.note_job_change(now, &j);
+            let changed_at = self.note_job_change(now, &j);
             names.insert(j.spec.name.clone());
-            self.jobs.insert(j.spec.name.clone(), j);
+            self.jobs.put(j, changed_at);
         }
         for name in removed {
-            if self.jobs.remove(name).is_some() {
+            if self.jobs.remove(name) {
                 self.dirty_jobs.insert(name.clone());
             }
-            self.job_changed_at.remove(name);
             names.insert(name.clone());
         }
         if self.keys_dirty {
@@ -1112,14 +1116,15 @@ impl Placer {
         self.settle(now, wall_ms, &due, stale);
     }
 
-    fn note_job_change(&mut self, now: Instant, j: &Job) {
-        let changed = self
-            .jobs
-            .get(&j.spec.name)
-            .is_none_or(|old| old.version != j.version || old.deleted != j.deleted);
-        if changed {
-            self.job_changed_at.insert(j.spec.name.clone(), now);
-            self.dirty_jobs.insert(j.spec.name.clone());
+    /// Marks `j`'s keys for recomputing if it differs from the job held
+    /// under its name; when it last changed (`now` if it does).
+    fn note_job_change(&mut self, now: Instant, j: &Job) -> Instant {
+        match self.jobs.changed_at(&j.spec.name) {
+            Some(at) if !self.jobs.differs(j) => at,
+            _ => {
+                self.dirty_jobs.insert(j.spec.name.clone());
+                now
+            }
         }
     }
 
@@ -1426,7 +1431,7 @@ impl Placer {
         self.keys_dirty = false;
         self.dirty_jobs.clear();
         let mut keys = BTreeSet::new();
-        for name in self.jobs.keys() {
+        for name in self.jobs.names() {
             keys.extend(self.my_keys_of(name));
         }
         self.note_new_keys(&keys);
@@ -1471,9 +1476,9 @@ impl Placer {
         for k in keys {
             if !self.my_keys.contains(k) && !self.coord.contains_key(k) {
                 let job_changed = self
-                    .job_changed_at
-                    .get(&k.job)
-                    .is_some_and(|t| *t >= self.ring_changed_at);
+                    .jobs
+                    .changed_at(&k.job)
+                    .is_some_and(|t| t >= self.ring_changed_at);
                 let entry = self.coord.entry(k.clone()).or_default();
                 if !job_changed {
                     entry.inherited_at = Some(self.ring_changed_at);
@@ -1689,7 +1694,7 @@ impl Placer {
         key: &TaskKey,
         exclude: BTreeSet<NodeId>,
     ) {
-        if !self.jobs.contains_key(&key.job) {
+        if !self.jobs.contains(&key.job) {
             return;
         }
         self.round += 1;
@@ -2278,7 +2283,7 @@ impl Placer {
             Vec::new()
         } else {
             self.jobs
-                .values()
+                .jobs()
                 .filter(|j| !j.deleted && j.spec.kind == JobType::System)
                 .cloned()
                 .collect()
