@@ -30,6 +30,7 @@ mod identity;
 mod kind;
 mod membership;
 mod meta;
+mod packed;
 mod piggyback;
 mod ranges;
 pub mod seal;

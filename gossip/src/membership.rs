@@ -18,6 +18,7 @@ use rand_core::{Rng, SeedableRng};
 use crate::config::{Config, ConfigError, ENVELOPE_OVERHEAD};
 use crate::kind::SendKind;
 use crate::meta::{FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate};
+use crate::packed::Packed;
 use crate::piggyback::Piggyback;
 use crate::ranges;
 use crate::seal::{self, DropReason, PacketSecurity, ReplayWindow, SEAL_OVERHEAD, SealHeader};
@@ -414,16 +415,16 @@ pub struct Membership {
     security: PacketSecurity,
     seq: u64,
     replay: BTreeMap<NodeId, ReplayWindow>,
-    records: BTreeMap<NodeId, Record>,
+    records: Packed<NodeId, Record>,
     /// The members that are up, by their position in the range-digest
     /// space (a fixed hash of the id, so that ranges hold members evenly
     /// however ids were chosen), with the life (bump) that is up; the
     /// position gives back the id ([`ranges::id_at`]), so a range's digest
     /// reads only this index.
-    up_index: BTreeMap<u64, u32>,
+    up_index: Packed<u64, u32>,
     /// Members seen going down lately, by the same position, with when.
     down_index: BTreeMap<u64, (NodeIdentity, Instant)>,
-    metas: BTreeMap<NodeId, MetaRecord>,
+    metas: Packed<NodeId, MetaRecord>,
     /// Where records are shared with other memberships of the process.
     meta_share: Option<Arc<dyn MetaShare>>,
     /// Record versions heard of (in a free-class change that could not be
@@ -496,10 +497,10 @@ impl Membership {
             security,
             seq: 0,
             replay: BTreeMap::new(),
-            records: BTreeMap::new(),
-            up_index: BTreeMap::new(),
+            records: Packed::default(),
+            up_index: Packed::default(),
             down_index: BTreeMap::new(),
-            metas: BTreeMap::new(),
+            metas: Packed::default(),
             meta_share: None,
             behind: BTreeMap::new(),
             leaves: BTreeMap::new(),
@@ -597,13 +598,7 @@ impl Membership {
                 self.apply_item(now, Item::Meta(Box::new(update.clone())), false);
             }
         }
-        // Filled one entry at a time, in id order, an ordered map leaves
-        // its nodes about half full; rebuilt from its sorted entries it
-        // fills them (about 40% less memory: what lets the simulator hold
-        // 10,000 nodes that each know every member).
-        repack(&mut self.records);
-        repack(&mut self.metas);
-        repack(&mut self.up_index);
+        self.pack_tables();
     }
 
     fn start_join(&mut self, now: Instant, peers: &[SocketAddr], reconnect: bool) {
@@ -1953,6 +1948,16 @@ impl Membership {
         if drained > SPARE_QUEUE {
             self.runtime = AccumulatingRuntime::new();
         }
+        self.pack_tables();
+    }
+
+    /// The per-member tables, rebuilt with full nodes when they have
+    /// doubled (see [`Packed`]): filled from a member list in id order,
+    /// they would be about half empty.
+    fn pack_tables(&mut self) {
+        self.records.pack();
+        self.metas.pack();
+        self.up_index.pack();
     }
 
     fn on_notification(&mut self, now: Instant, n: OwnedNotification<NodeIdentity>) {
@@ -2091,14 +2096,6 @@ impl Membership {
     pub fn piggyback_backlog(&self) -> usize {
         self.piggyback.len()
     }
-}
-
-/// Rebuilds an ordered map from its own entries, which packs its nodes
-/// full (`BTreeMap`'s `FromIterator` builds from sorted entries in one
-/// pass; inserts in order split nodes in the middle and leave them half
-/// full). Same entries, same order: only the memory changes.
-fn repack<K: Ord, V>(map: &mut BTreeMap<K, V>) {
-    *map = core::mem::take(map).into_iter().collect();
 }
 
 fn check_meta_size(meta: &MemberMeta) -> Result<(), MetaTooLarge> {

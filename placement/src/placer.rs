@@ -627,7 +627,12 @@ pub struct View {
     vnodes: u32,
     /// [`View::fingerprint`], kept as members come and go.
     fingerprint: u128,
+    /// Members when `members` was last built in one pass (full nodes).
+    packed_len: usize,
 }
+
+/// Member maps smaller than this are not worth rebuilding.
+const PACK_FROM: usize = 64;
 
 /// Seed of member-set fingerprints.
 const FINGERPRINT_SEED: u64 = 0x5348_4f41_4c46_5052; // "SHOALFPR"
@@ -644,6 +649,7 @@ impl View {
             members.into_iter().map(|m| (m.id, Arc::new(m))).collect();
         let fingerprint = members.keys().fold(0, |f, id| f ^ id_print(*id));
         View {
+            packed_len: members.len(),
             members,
             ring: OnceLock::new(),
             vnodes,
@@ -682,6 +688,20 @@ impl View {
             ring: OnceLock::new(),
             vnodes: self.vnodes,
             fingerprint,
+            packed_len: self.packed_len,
+        }
+    }
+
+    /// Rebuilds the member map in one pass, which fills its nodes, once it
+    /// has doubled since it last was: members come in id order (a node's
+    /// first list, a peer's list page by page), and inserted so an ordered
+    /// map splits each full node in the middle and stays about half empty
+    /// (about 15 bytes a member). Linear, once per doubling; same entries.
+    fn pack_members(&mut self) {
+        let len = self.members.len();
+        if len >= PACK_FROM && len >= 2 * self.packed_len {
+            self.members = core::mem::take(&mut self.members).into_iter().collect();
+            self.packed_len = len;
         }
     }
 
@@ -996,13 +1016,7 @@ impl Placer {
                 }
             }
         }
-        if added.len() > view.members.len() / 2 {
-            // Mostly new (a node's first list): inserted one at a time in
-            // id order, the map's nodes are about half full; rebuilt from
-            // its sorted entries they are full. Same entries: only the
-            // memory changes (about 15 bytes a member).
-            view.members = core::mem::take(&mut view.members).into_iter().collect();
-        }
+        view.pack_members();
         let ring_changed = !added.is_empty() || !removed.is_empty();
         if ring_changed {
             view.update_ring(&added, &removed, self.ring_share.as_ref());
