@@ -40,15 +40,18 @@ enum OnOff {
 ///
 ///   shoal-sim --nodes 5000 --warm                # real code on 5,000 nodes, started formed
 ///
-///   shoal-sim --validate 1000,5000,8000 --warm   # scale model vs real code
+///   shoal-sim --nodes 10000 --warm --fill 0.1    # 10,000 nodes: about 19 GB
+///
+///   shoal-sim --validate 1000,5000,10000 --warm  # scale model vs real code
 ///
 ///   shoal-sim --mode scale --scenario loss --sweep 1000,10000,100000 --out DIR
 ///
 /// Full mode costs O(N²) memory (every node holds every member, about
-/// 0.3 KB per pair) and, forming by joins, about N³ time: the loss scenario
-/// takes about 30 s and 0.33 GB at 1,000 nodes, 6 minutes and 2.7 GB at
-/// 3,000. With --warm (the cluster starts formed) 3,000 nodes take 80 s,
-/// and `--validate 1000,5000,8000 --warm` 10 minutes and 17 GB.
+/// 0.2 KB per pair started formed, more formed by joins) and, forming by
+/// joins, about N³ time: the loss scenario takes about 30 s and 0.33 GB at
+/// 1,000 nodes, 6 minutes and 2.7 GB at 3,000. With --warm (the cluster
+/// starts formed) 3,000 nodes take 80 s, and `--validate 1000,5000,10000
+/// --warm` 14 minutes and 19 GB.
 #[derive(Debug, Parser)]
 #[command(name = "shoal-sim", version, verbatim_doc_comment)]
 struct Cli {
