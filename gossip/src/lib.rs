@@ -47,6 +47,7 @@ pub use membership::{
 pub use meta::{
     Capacity, FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate, RuntimeInfo,
 };
+pub use packed::Packed;
 pub use ranges::MEMBERS_PER_DIGEST_ROUND;
 pub use seal::{DropReason, GossipKey, PacketSecurity};
 pub use time::Instant;

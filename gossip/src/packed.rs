@@ -10,8 +10,9 @@
 //! entries, paid once per doubling (amortized constant per insert), and at
 //! least half the entries always sit in full nodes.
 //!
-//! Every node holds one entry per member in several such maps, so at
-//! 500,000 members this is tens of megabytes per node, and in the
+//! Every node holds one entry per member in several such maps (the
+//! membership's, and the placer's member list, which uses this type too),
+//! so at 500,000 members this is tens of megabytes per node, and in the
 //! simulator, where thousands of nodes share one process, it is what lets
 //! full mode hold 10,000 nodes.
 
@@ -23,8 +24,8 @@ const SMALL: usize = 64;
 
 /// A `BTreeMap` (reached through `Deref`) that [`pack`](Packed::pack)
 /// rebuilds with full nodes once it has doubled.
-#[derive(Debug)]
-pub(crate) struct Packed<K, V> {
+#[derive(Clone, Debug)]
+pub struct Packed<K, V> {
     map: BTreeMap<K, V>,
     /// Entries at the last rebuild.
     packed_len: usize,
@@ -42,10 +43,20 @@ impl<K, V> Default for Packed<K, V> {
 impl<K: Ord, V> Packed<K, V> {
     /// Rebuilds the map with full nodes if it has at least doubled since
     /// the last rebuild. Same entries, same order: only memory changes.
-    pub(crate) fn pack(&mut self) {
+    pub fn pack(&mut self) {
         if self.map.len() >= SMALL && self.map.len() >= 2 * self.packed_len {
-            self.map = core::mem::take(&mut self.map).into_iter().collect();
-            self.packed_len = self.map.len();
+            *self = core::mem::take(&mut self.map).into_iter().collect();
+        }
+    }
+}
+
+/// Built in one pass from its entries, so packed already.
+impl<K: Ord, V> FromIterator<(K, V)> for Packed<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
+        let map: BTreeMap<K, V> = entries.into_iter().collect();
+        Packed {
+            packed_len: map.len(),
+            map,
         }
     }
 }

@@ -80,12 +80,14 @@ impl JobTable {
         self.set.get(name).map(|k| k.changed_at)
     }
 
-    /// Whether `job` differs from what this table holds under its name in
-    /// what placement acts on (its version or its deletion); a job not
-    /// held differs.
-    pub(crate) fn differs(&self, job: &Job) -> bool {
-        self.get(&job.spec.name)
-            .is_none_or(|old| old.version != job.version || old.deleted != job.deleted)
+    /// When the job held under `job`'s name last changed, if it is the
+    /// same as `job` in what placement acts on (its version and its
+    /// deletion); `None` if it differs or none is held.
+    pub(crate) fn unchanged_since(&self, job: &Job) -> Option<Instant> {
+        self.set
+            .get(job.spec.name.as_str())
+            .filter(|k| k.job.version == job.version && k.job.deleted == job.deleted)
+            .map(|k| k.changed_at)
     }
 
     /// Holds `job` under its name, replacing what was there, as last
@@ -144,9 +146,9 @@ mod tests {
         let mut table = JobTable::default();
         table.put(job("web", 1), t0);
         table.put(job("api", 1), t0);
-        assert!(table.differs(&job("web", 2)));
-        assert!(!table.differs(&job("web", 1)));
-        assert!(table.differs(&job("db", 1)));
+        assert_eq!(table.unchanged_since(&job("web", 2)), None);
+        assert_eq!(table.unchanged_since(&job("web", 1)), Some(t0));
+        assert_eq!(table.unchanged_since(&job("db", 1)), None);
         table.put(job("web", 2), t1);
         assert_eq!(table.len(), 2);
         assert_eq!(table.get("web").map(|j| j.version), Some(2));

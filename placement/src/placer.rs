@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_gossip::{Instant, NodeId};
+use shoal_gossip::{Instant, NodeId, Packed};
 use shoal_model::{JobSpec, JobType, RestartMode};
 
 use crate::jobs::JobTable;
@@ -622,17 +622,13 @@ struct Reservation {
 /// simulator's full mode runs thousands: [`Placer::share_rings`]).
 #[derive(Clone, Debug, Default)]
 pub struct View {
-    members: BTreeMap<NodeId, Arc<NodeInfo>>,
+    /// Packed as it grows (members mostly come in id order).
+    members: Packed<NodeId, Arc<NodeInfo>>,
     ring: OnceLock<Arc<Ring>>,
     vnodes: u32,
     /// [`View::fingerprint`], kept as members come and go.
     fingerprint: u128,
-    /// Members when `members` was last built in one pass (full nodes).
-    packed_len: usize,
 }
-
-/// Member maps smaller than this are not worth rebuilding.
-const PACK_FROM: usize = 64;
 
 /// Seed of member-set fingerprints.
 const FINGERPRINT_SEED: u64 = 0x5348_4f41_4c46_5052; // "SHOALFPR"
@@ -645,11 +641,10 @@ impl View {
     /// The view of `members`, with `vnodes` ring points each (use the
     /// placers' [`PlacementConfig::vnodes`]).
     pub fn new(members: Vec<NodeInfo>, vnodes: u32) -> View {
-        let members: BTreeMap<NodeId, Arc<NodeInfo>> =
+        let members: Packed<NodeId, Arc<NodeInfo>> =
             members.into_iter().map(|m| (m.id, Arc::new(m))).collect();
         let fingerprint = members.keys().fold(0, |f, id| f ^ id_print(*id));
         View {
-            packed_len: members.len(),
             members,
             ring: OnceLock::new(),
             vnodes,
@@ -688,20 +683,6 @@ impl View {
             ring: OnceLock::new(),
             vnodes: self.vnodes,
             fingerprint,
-            packed_len: self.packed_len,
-        }
-    }
-
-    /// Rebuilds the member map in one pass, which fills its nodes, once it
-    /// has doubled since it last was: members come in id order (a node's
-    /// first list, a peer's list page by page), and inserted so an ordered
-    /// map splits each full node in the middle and stays about half empty
-    /// (about 15 bytes a member). Linear, once per doubling; same entries.
-    fn pack_members(&mut self) {
-        let len = self.members.len();
-        if len >= PACK_FROM && len >= 2 * self.packed_len {
-            self.members = core::mem::take(&mut self.members).into_iter().collect();
-            self.packed_len = len;
         }
     }
 
@@ -1016,7 +997,7 @@ impl Placer {
                 }
             }
         }
-        view.pack_members();
+        view.members.pack();
         let ring_changed = !added.is_empty() || !removed.is_empty();
         if ring_changed {
             view.update_ring(&added, &removed, self.ring_share.as_ref());
@@ -1133,13 +1114,10 @@ impl Placer {
     /// Marks `j`'s keys for recomputing if it differs from the job held
     /// under its name; when it last changed (`now` if it does).
     fn note_job_change(&mut self, now: Instant, j: &Job) -> Instant {
-        match self.jobs.changed_at(&j.spec.name) {
-            Some(at) if !self.jobs.differs(j) => at,
-            _ => {
-                self.dirty_jobs.insert(j.spec.name.clone());
-                now
-            }
-        }
+        self.jobs.unchanged_since(j).unwrap_or_else(|| {
+            self.dirty_jobs.insert(j.spec.name.clone());
+            now
+        })
     }
 
     /// Stop (or resume) taking tasks; draining also stops the tasks here so
