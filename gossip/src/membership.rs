@@ -2024,14 +2024,16 @@ impl Membership {
                 // feed only carries what fits in one datagram. A restored
                 // list is whole already (range digests repair what it
                 // lacks).
-                let restoring = self.restoring;
-                let peer = self.join.acked_by.filter(|_| !restoring).or_else(|| {
-                    self.swim
-                        .iter_members()
-                        .next()
-                        .map(|m| m.id().gossip_addr())
-                        .filter(|_| !restoring)
-                });
+                let peer = if self.restoring {
+                    None
+                } else {
+                    self.join.acked_by.or_else(|| {
+                        self.swim
+                            .iter_members()
+                            .next()
+                            .map(|m| m.id().gossip_addr())
+                    })
+                };
                 if let Some(peer) = peer {
                     self.start_member_sync(now, peer);
                 }

@@ -725,8 +725,8 @@ fn restored_nodes_know_each_other_at_once_and_still_detect_a_crash() {
     for _ in 0..n {
         net.add_node(1);
     }
-    // Every node is handed the whole list and every record but its own
-    // meta version 1 (the version a new membership publishes).
+    // Every node is handed the whole list and every member's record, each
+    // at version 1 (the version a new membership publishes).
     let all: Vec<(NodeIdentity, Option<shoal_gossip::MetaUpdate>)> = (0..n)
         .map(|i| {
             let id = NodeId(1000 + i as u64);

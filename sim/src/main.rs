@@ -117,8 +117,8 @@ struct Cli {
     /// `Membership::restore`, which takes them as a copied list: nothing
     /// is re-broadcast), as a cluster formed long ago whose join news has
     /// settled. A join storm's news costs each node a linear scan of
-    /// foca's member list per update, so formation by joins takes hours
-    /// past ~5,000 nodes; the scale model starts formed too.
+    /// foca's member list per update, so formation by joins grows as N³
+    /// (50 minutes at 7,000 nodes); the scale model starts formed too.
     #[arg(long)]
     warm: bool,
     /// join-storm: seconds within which every node joins.
