@@ -509,6 +509,8 @@ impl Runtime for ProcessRuntime {
         stamp: Stamp,
         attempt: u32,
     ) {
+        // Held from now on: a stop before the start begins is kept for it.
+        self.inner.table.will_start(&key);
         let this = self.clone();
         tokio::spawn(async move {
             this.run(key, spec, job_version, stamp, attempt).await;

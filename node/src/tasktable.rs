@@ -19,9 +19,20 @@ struct Entry<H> {
     replaced: bool,
 }
 
+/// Starts asked for a task that have not begun yet (a runtime begins a
+/// start on a task of its own, after the call that asks for it returns).
+#[derive(Default)]
+struct Pending {
+    starts: u32,
+    /// Told to stop meanwhile: the start begins as stopping.
+    stop: bool,
+}
+
 /// Tasks a runtime runs now.
 pub(crate) struct TaskTable<H> {
     entries: Mutex<BTreeMap<TaskKey, Entry<H>>>,
+    /// Locked after `entries` when both are.
+    pending: Mutex<BTreeMap<TaskKey, Pending>>,
     generation: AtomicU64,
 }
 
@@ -38,12 +49,27 @@ impl<H: Clone> TaskTable<H> {
     pub(crate) fn new() -> TaskTable<H> {
         TaskTable {
             entries: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(BTreeMap::new()),
             generation: AtomicU64::new(0),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<TaskKey, Entry<H>>> {
         self.entries.lock().expect("task table lock")
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<TaskKey, Pending>> {
+        self.pending.lock().expect("task table lock")
+    }
+
+    /// A start of `key` is asked for and will [`begin`](Self::begin) soon:
+    /// until then the task counts as held here, and a stop meanwhile is
+    /// kept for it (the latest of start and stop wins).
+    pub(crate) fn will_start(&self, key: &TaskKey) {
+        let mut pending = self.lock_pending();
+        let p = pending.entry(key.clone()).or_default();
+        p.starts += 1;
+        p.stop = false;
     }
 
     /// Marks the current start of `key` (if any) as stopping and replaced;
@@ -58,23 +84,46 @@ impl<H: Clone> TaskTable<H> {
 
     /// Marks the current start of `key` as stopping; returns its generation
     /// and handle, or `None` when the task does not run here.
+    /// A start asked for but not begun is marked too (it begins as
+    /// stopping), and reported with no handle, as a start that is still
+    /// spawning.
     pub(crate) fn stopping(&self, key: &TaskKey) -> Option<(u64, Option<H>)> {
-        self.lock().get_mut(key).map(|e| {
-            e.stopping = true;
-            (e.generation, e.handle.clone())
-        })
+        let mut entries = self.lock();
+        let mut pending = self.lock_pending();
+        if let Some(p) = pending.get_mut(key) {
+            p.stop = true;
+        }
+        match entries.get_mut(key) {
+            Some(e) => {
+                e.stopping = true;
+                Some((e.generation, e.handle.clone()))
+            }
+            None => pending.contains_key(key).then_some((0, None)),
+        }
     }
 
     /// A new start of `key` (with its handle when it already runs, as when
     /// adopted); returns its generation.
+    /// A start asked for with [`will_start`](Self::will_start) and told to
+    /// stop meanwhile begins as stopping.
     pub(crate) fn begin(&self, key: &TaskKey, handle: Option<H>) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().insert(
+        let mut entries = self.lock();
+        let mut pending = self.lock_pending();
+        let mut stopping = false;
+        if let Some(p) = pending.get_mut(key) {
+            stopping = p.stop;
+            p.starts -= 1;
+            if p.starts == 0 {
+                pending.remove(key);
+            }
+        }
+        entries.insert(
             key.clone(),
             Entry {
                 generation,
                 handle,
-                stopping: false,
+                stopping,
                 replaced: false,
             },
         );
@@ -126,9 +175,9 @@ impl<H: Clone> TaskTable<H> {
             .is_none_or(|e| e.generation != generation)
     }
 
-    /// Whether the task runs here.
+    /// Whether the task runs here (or a start of it is about to begin).
     pub(crate) fn holds(&self, key: &TaskKey) -> bool {
-        self.lock().contains_key(key)
+        self.lock().contains_key(key) || self.lock_pending().contains_key(key)
     }
 
     /// Tasks running here.
@@ -178,6 +227,33 @@ mod tests {
             }
         );
         assert!(!t.holds(&key(0)));
+    }
+
+    #[test]
+    fn a_stop_before_the_start_began_is_kept_for_it() {
+        let t: TaskTable<i32> = TaskTable::new();
+        t.will_start(&key(2));
+        assert!(t.holds(&key(2)), "a start asked for counts as held");
+        // Told to stop before the start began: nothing to terminate yet.
+        assert_eq!(t.stopping(&key(2)), Some((0, None)));
+        let g = t.begin(&key(2), None);
+        assert!(t.started(&key(2), g, 300), "it begins as stopping");
+        assert_eq!(
+            t.end(&key(2), g),
+            Ended {
+                stopping: true,
+                replaced: false
+            }
+        );
+        // A start asked for after a stop wins over it.
+        t.will_start(&key(3));
+        t.stopping(&key(3));
+        t.will_start(&key(3));
+        let g1 = t.begin(&key(3), None);
+        let g2 = t.begin(&key(3), None);
+        assert!(!t.started(&key(3), g2, 400));
+        assert!(t.started(&key(3), g1, 399), "replaced by the later start");
+        assert!(!t.holds(&key(4)));
     }
 
     #[test]
