@@ -41,6 +41,8 @@ runs=(
   "1000-churn-s1|--nodes 1000 --seed 1 --scenario churn"
   "1000-jobs-s1|--nodes 1000 --seed 1 --scenario jobs"
   "1000-warm-s1|--nodes 1000 --seed 1 --warm"
+  "10000-scale-jobs-s1|--mode scale --nodes 10000 --seed 1 --scenario jobs"
+  "10000-scale-default-s1|--mode scale --nodes 10000 --seed 1"
 )
 
 sim=${SHOAL_SIM:-}

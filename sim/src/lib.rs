@@ -7,8 +7,9 @@
 //! orders events by `(time, sequence)`, so `--seed N` replays a run exactly
 //! and a failed check prints the command that does.
 //!
-//! - **Full mode** ([`full`]): every node runs [`shoal_gossip::Membership`]
-//!   and [`shoal_placement::Placer`], wired as the agent wires them, over a
+//! - **Full mode** ([`full`]): every node is a [`shoal_core::NodeCore`]
+//!   (the real [`shoal_gossip::Membership`] and [`shoal_placement::Placer`]
+//!   and the wiring between them: the code the agent runs) over a
 //!   virtual network ([`net`]) with latency per link class, loss,
 //!   partitions and slow nodes; nodes crash and restart.
 //! - **Scale mode** ([`scale`]): membership is modeled compactly (ground

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use shoal_core::{Drained, drain_placer};
 use shoal_gossip::{Instant, NodeId};
 use shoal_placement::{
     Command, Job, Msg, NodeInfo, PlacementConfig, Placer, Resources, TaskKey, View,
@@ -501,57 +502,44 @@ impl World {
         }
     }
 
-    /// Drains what placer `i` produced, as the agent does.
+    /// Drains what placer `i` produced, by the agent's own rule
+    /// ([`shoal_core::drain_placer`]: messages to itself handled at once).
     fn after(&mut self, i: usize) {
         let now = self.now();
         let wall = self.wall();
-        let me = node_id(i);
-        loop {
-            let mut local = Vec::new();
-            while let Some((to, msg)) = self.placers[i].poll_message() {
-                if to == me {
-                    local.push(msg);
-                    continue;
-                }
+        let node = i as u32;
+        let (q, net) = (&mut self.q, &mut self.net);
+        let (place_msgs, place_bytes_sampled) =
+            (&mut self.place_msgs, &mut self.place_bytes_sampled);
+        drain_placer(&mut self.placers[i], now, wall, |d| match d {
+            Drained::Message { to, msg } => {
                 let j = index_of(to);
-                self.place_msgs += 1;
-                if self.place_msgs.is_multiple_of(BYTES_SAMPLE) {
+                *place_msgs += 1;
+                if place_msgs.is_multiple_of(BYTES_SAMPLE) {
                     let bytes = postcard::to_allocvec(&msg).map_or(0, |v| v.len() as u64);
-                    self.place_bytes_sampled += bytes;
+                    *place_bytes_sampled += bytes;
                 }
-                if let Some(d) = self.net.reliable(i, j) {
-                    self.q.push(
+                if let Some(d) = net.reliable(i, j) {
+                    q.push(
                         now + d,
                         Ev::Message {
                             to: j as u32,
-                            from: i as u32,
+                            from: node,
                             msg: Box::new(msg),
                         },
                     );
                 }
             }
-            while let Some(c) = self.placers[i].poll_command() {
-                match c {
-                    Command::Start { key, .. } | Command::Replace { key, .. } => {
-                        let node = i as u32;
-                        self.q.push(now + RUNTIME_DELAY, Ev::Started { node, key });
-                    }
-                    Command::Stop { key, .. } => {
-                        let node = i as u32;
-                        self.q.push(now + RUNTIME_DELAY, Ev::Stopped { node, key });
-                    }
-                }
+            Drained::Command(Command::Start { key, .. } | Command::Replace { key, .. }) => {
+                q.push(now + RUNTIME_DELAY, Ev::Started { node, key });
+            }
+            Drained::Command(Command::Stop { key, .. }) => {
+                q.push(now + RUNTIME_DELAY, Ev::Stopped { node, key });
             }
             // Free-class events: every placer shares the view, which keeps
             // the free class of the start (the hint is off; bids decide).
-            while self.placers[i].poll_event().is_some() {}
-            if local.is_empty() {
-                break;
-            }
-            for msg in local {
-                self.placers[i].handle_message(now, wall, me, msg);
-            }
-        }
+            Drained::Event(_) => {}
+        });
         self.schedule_tick(i);
     }
 

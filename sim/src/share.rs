@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use shoal_core::InfoShare;
 use shoal_gossip::{MemberMeta, MetaShare, NodeId};
 use shoal_placement::{NodeInfo, Ring, RingShare};
 
@@ -76,16 +77,16 @@ impl MetaShare for MetaPool {
 
 /// Placement records, by content, for every node's placer.
 #[derive(Default)]
-pub struct InfoPool(Pool<NodeInfo, NodeInfo>);
+pub struct InfoPool(Mutex<Pool<NodeInfo, NodeInfo>>);
 
-impl InfoPool {
-    /// The shared placement record equal to `info`.
-    pub fn info(&mut self, info: NodeInfo) -> Arc<NodeInfo> {
-        if let Some(held) = self.0.get(&info) {
+impl InfoShare for InfoPool {
+    fn info(&self, info: NodeInfo) -> Arc<NodeInfo> {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = pool.get(&info) {
             return held;
         }
         let held = Arc::new(info.clone());
-        self.0.put(info, &held);
+        pool.put(info, &held);
         held
     }
 }

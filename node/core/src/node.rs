@@ -1,0 +1,449 @@
+//! [`NodeCore`]: one node's membership and placer, and the wiring between
+//! them.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_gossip::{
+    Event as GossipEvent, FreeClass, Instant, MemberMeta, Membership, MetaTooLarge, MetaUpdate,
+    NodeId, NodeIdentity,
+};
+use shoal_placement::{Event as PlaceEvent, ExitReason, Job, Msg, NodeInfo, Placer, TaskKey};
+
+use crate::output::{Output, Timer, ViewChange};
+use crate::placer::{Drained, drain_placer};
+
+/// The timing of the wiring between membership and placement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wiring {
+    /// Member changes reach the placer at most this often, batched: every
+    /// batch may move keys around the ring, and a burst of gossip news (a
+    /// join storm, a datacenter lost) should move them once. Default
+    /// 200 ms; raise it for very large clusters with a lot of churn.
+    pub publish_period: Duration,
+    /// The placer's free-capacity class is republished in the gossip
+    /// metadata at most this often. Each change costs every node a small
+    /// item `log N` times, so at 500,000 nodes a node changing class every
+    /// 5 s costs each node about 100 B/s. Default 5 s.
+    pub free_class_period: Duration,
+}
+
+impl Default for Wiring {
+    fn default() -> Self {
+        Wiring {
+            publish_period: Duration::from_millis(200),
+            free_class_period: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Hands out the placement record of a member. The simulator shares one
+/// copy of equal records among its thousands of nodes; the agent keeps the
+/// default, a new record each time.
+pub trait InfoShare: Send + Sync {
+    /// The record equal to `info`, shared or not.
+    fn info(&self, info: NodeInfo) -> Arc<NodeInfo>;
+}
+
+struct Unshared;
+
+impl InfoShare for Unshared {
+    fn info(&self, info: NodeInfo) -> Arc<NodeInfo> {
+        Arc::new(info)
+    }
+}
+
+/// One node: membership, placer and the wiring between them.
+///
+/// Built from its parts ([`NodeCore::new`]), started once
+/// ([`NodeCore::start`]), then driven by `handle_*` calls; after each call
+/// the driver drains [`NodeCore::poll`].
+pub struct NodeCore {
+    membership: Membership,
+    placer: Placer,
+    wiring: Wiring,
+    infos: Arc<dyn InfoShare>,
+    /// Members whose state or metadata changed since the last publish.
+    changed: BTreeSet<NodeId>,
+    /// When the armed publish timer fires.
+    publish_at: Option<Instant>,
+    /// When members were last handed to the placer.
+    published: Option<Instant>,
+    /// The free-capacity class waiting to be published.
+    free_class: Option<u8>,
+    /// When the armed free-class timer fires.
+    free_at: Option<Instant>,
+    /// When the class was last published.
+    free_published: Option<Instant>,
+    /// The membership timer handed out last.
+    gossip_timer: Option<(Instant, TimerToken)>,
+    /// The placer tick handed out last.
+    tick: Option<Instant>,
+    out: VecDeque<Output>,
+}
+
+use shoal_gossip::TimerToken;
+
+impl std::fmt::Debug for NodeCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCore")
+            .field("me", &self.placer.me())
+            .field("wiring", &self.wiring)
+            .field("changed", &self.changed.len())
+            .field("queued", &self.out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeCore {
+    /// Wraps a node's membership and placer (built, configured, and for
+    /// the placer given what it adopts or whether it drains). Nothing
+    /// happens until [`NodeCore::start`].
+    ///
+    /// # Panics
+    ///
+    /// When the two parts are not of the same node.
+    pub fn new(membership: Membership, placer: Placer, wiring: Wiring) -> NodeCore {
+        assert_eq!(
+            membership.identity().id,
+            placer.me(),
+            "membership and placer of different nodes"
+        );
+        NodeCore {
+            membership,
+            placer,
+            wiring,
+            infos: Arc::new(Unshared),
+            changed: BTreeSet::new(),
+            publish_at: None,
+            published: None,
+            free_class: None,
+            free_at: None,
+            free_published: None,
+            gossip_timer: None,
+            tick: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Shares placement records through `share` from now on.
+    pub fn share_infos(&mut self, share: Arc<dyn InfoShare>) {
+        self.infos = share;
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.placer.me()
+    }
+
+    /// The membership (read only: every change goes through the core, so
+    /// that the placer hears of it).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The placer (read only, for the same reason).
+    pub fn placer(&self) -> &Placer {
+        &self.placer
+    }
+
+    /// The wiring's timing.
+    pub fn wiring(&self) -> &Wiring {
+        &self.wiring
+    }
+
+    /// The next effect, in the order produced. Drain after every call.
+    #[must_use]
+    pub fn poll(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Starts the node: joins through `join` (none: found a cluster, or
+    /// wait to be joined), hands the placer the `jobs` known so far (from
+    /// the replica on disk), and has the placer learn this node.
+    pub fn start(&mut self, now: Instant, wall_ms: u64, join: &[SocketAddr], jobs: Vec<Job>) {
+        self.changed.insert(self.me());
+        self.membership.join(now, join);
+        if !jobs.is_empty() {
+            self.placer.set_jobs(now, wall_ms, jobs);
+        }
+        self.after_gossip(now);
+        self.mark_dirty(now);
+        self.after_place(now, wall_ms);
+    }
+
+    /// Takes `members` as known and up, without news (see
+    /// [`Membership::restore`]).
+    pub fn restore(&mut self, now: Instant, members: &[(NodeIdentity, Option<MetaUpdate>)]) {
+        self.membership.restore(now, members);
+        self.after_gossip(now);
+    }
+
+    /// Joins through more addresses (a join peer resolved late, an
+    /// operator's request).
+    pub fn join(&mut self, now: Instant, peers: &[SocketAddr]) {
+        self.membership.join(now, peers);
+        self.after_gossip(now);
+    }
+
+    /// Leaves the cluster: the farewell datagrams are in the queue.
+    pub fn leave(&mut self, now: Instant) {
+        self.membership.leave(now);
+        self.after_gossip(now);
+    }
+
+    /// A gossip datagram arrived.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.membership.handle_datagram(now, from, datagram);
+        self.after_gossip(now);
+    }
+
+    /// A placement message from `from` arrived.
+    pub fn handle_message(&mut self, now: Instant, wall_ms: u64, from: NodeId, msg: Msg) {
+        self.placer.handle_message(now, wall_ms, from, msg);
+        self.after_place(now, wall_ms);
+    }
+
+    /// A timer asked for by [`Output::Timer`] is due. One that was
+    /// replaced since it was handed out does nothing and returns `false`.
+    pub fn handle_timer(&mut self, now: Instant, wall_ms: u64, timer: Timer) -> bool {
+        match timer {
+            Timer::Gossip(token) => {
+                if self.gossip_timer.map(|t| t.1) != Some(token) {
+                    return false;
+                }
+                self.gossip_timer = None;
+                self.membership.handle_timer(now, token);
+                self.after_gossip(now);
+            }
+            Timer::Tick(at) => {
+                if self.tick != Some(at) {
+                    return false;
+                }
+                self.tick = None;
+                self.placer.handle_tick(now, wall_ms);
+                self.after_place(now, wall_ms);
+            }
+            Timer::Publish => {
+                if self.publish_at.take().is_none() {
+                    return false;
+                }
+                self.publish(now, wall_ms);
+            }
+            Timer::FreeClass => {
+                if self.free_at.take().is_none() {
+                    return false;
+                }
+                self.publish_free_class(now);
+            }
+        }
+        true
+    }
+
+    /// The runtime started a task.
+    pub fn handle_task_running(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
+        self.placer.task_running(now, wall_ms, key);
+        self.after_place(now, wall_ms);
+    }
+
+    /// A task ended (or never started).
+    pub fn handle_task_exited(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        key: &TaskKey,
+        why: ExitReason,
+    ) {
+        self.placer.task_exited(now, wall_ms, key, why);
+        self.after_place(now, wall_ms);
+    }
+
+    /// Every job of the desired state (at start-up, or after the driver
+    /// missed changes).
+    pub fn set_jobs(&mut self, now: Instant, wall_ms: u64, jobs: Vec<Job>) {
+        self.placer.set_jobs(now, wall_ms, jobs);
+        self.after_place(now, wall_ms);
+    }
+
+    /// Jobs that changed (created, updated, deleted and kept to stop their
+    /// tasks) and jobs that are gone or hold no valid spec.
+    pub fn update_jobs(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        changed: Vec<Job>,
+        removed: &[String],
+    ) {
+        self.placer.update_jobs(now, wall_ms, changed, removed);
+        self.after_place(now, wall_ms);
+    }
+
+    /// Publishes new metadata for this node (runtimes offered, drain, …);
+    /// the placer hears of it with the next publish.
+    pub fn set_meta(&mut self, now: Instant, meta: MemberMeta) -> Result<(), MetaTooLarge> {
+        self.changed.insert(self.me());
+        let set = self.membership.set_meta(now, meta);
+        self.after_gossip(now);
+        self.mark_dirty(now);
+        set
+    }
+
+    /// Drains this node (its tasks move elsewhere and it takes no new
+    /// ones), or stops draining it; the metadata says so to every member.
+    pub fn set_draining(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        draining: bool,
+    ) -> Result<(), MetaTooLarge> {
+        self.placer.set_draining(now, wall_ms, draining);
+        self.after_place(now, wall_ms);
+        let mut meta = (**self.membership.meta()).clone();
+        meta.draining = draining;
+        self.set_meta(now, meta)
+    }
+
+    /// The digest of the local desired-state replica, carried in gossip
+    /// so that members notice when theirs differs.
+    pub fn set_app_digest(&mut self, digest: u64) {
+        self.membership.set_app_digest(digest);
+    }
+
+    /// Arms the publish timer unless it is armed: at once when nothing was
+    /// published for a period, else a period after the last publish.
+    fn mark_dirty(&mut self, now: Instant) {
+        if self.publish_at.is_some() {
+            return;
+        }
+        let at = self
+            .published
+            .map_or(now, |t| (t + self.wiring.publish_period).max(now));
+        self.publish_at = Some(at);
+        self.out.push_back(Output::Timer {
+            at,
+            timer: Timer::Publish,
+        });
+    }
+
+    /// Hands the placer the members that changed since the last publish:
+    /// those up (alive or suspect, with a metadata record) as their
+    /// current record, the others as gone. A suspect stays until it is
+    /// declared down, so that a false suspicion moves no key.
+    fn publish(&mut self, now: Instant, wall_ms: u64) {
+        self.published = Some(now);
+        let changed = std::mem::take(&mut self.changed);
+        let mut infos = Vec::new();
+        let mut view = ViewChange::default();
+        for id in changed {
+            let had = self.placer.has_member(id);
+            match self.membership.up_meta(id) {
+                Some(meta) => {
+                    infos.push(self.infos.info(NodeInfo::from_meta(id, meta)));
+                    if !had {
+                        view.joined.push(id);
+                    }
+                }
+                None if had => view.left.push(id),
+                None => {}
+            }
+        }
+        self.placer.update_members(now, wall_ms, infos, &view.left);
+        self.out.push_back(Output::Published(view));
+        self.after_place(now, wall_ms);
+    }
+
+    /// Puts the waiting free-capacity class into this node's metadata.
+    fn publish_free_class(&mut self, now: Instant) {
+        self.free_published = Some(now);
+        let Some(class) = self.free_class.take() else {
+            return;
+        };
+        if self.membership.meta().free_class.0 == class {
+            return;
+        }
+        let mut meta = (**self.membership.meta()).clone();
+        meta.free_class = FreeClass(class);
+        // The class is one byte of a record that was accepted: it cannot
+        // grow past the limit.
+        let set = self.set_meta(now, meta);
+        debug_assert!(
+            set.is_ok(),
+            "a free-class change made the metadata too large"
+        );
+    }
+
+    /// Queues what membership produced: datagrams, then its events (a
+    /// member change arms the publish timer), then its next timer.
+    fn after_gossip(&mut self, now: Instant) {
+        while let Some(t) = self.membership.poll_transmit() {
+            self.out.push_back(Output::Datagram(t));
+        }
+        let mut dirty = false;
+        while let Some(e) = self.membership.poll_event() {
+            match &e {
+                GossipEvent::MemberUp { identity }
+                | GossipEvent::MemberDown { identity, .. }
+                | GossipEvent::MemberRenewed { new: identity, .. } => {
+                    dirty = true;
+                    self.changed.insert(identity.id);
+                }
+                GossipEvent::MetaChanged { id } => {
+                    dirty = true;
+                    self.changed.insert(*id);
+                }
+                _ => {}
+            }
+            self.out.push_back(Output::Gossip(e));
+        }
+        if dirty {
+            self.mark_dirty(now);
+        }
+        if let Some((at, token)) = self.membership.poll_timeout()
+            && self.gossip_timer != Some((at, token))
+        {
+            self.gossip_timer = Some((at, token));
+            self.out.push_back(Output::Timer {
+                at,
+                timer: Timer::Gossip(token),
+            });
+        }
+    }
+
+    /// Queues what the placer produced (see [`drain_placer`]); a new
+    /// free-capacity class arms its timer; then the placer's next tick.
+    fn after_place(&mut self, now: Instant, wall_ms: u64) {
+        let out = &mut self.out;
+        let mut free_class = None;
+        drain_placer(&mut self.placer, now, wall_ms, |d| match d {
+            Drained::Message { to, msg } => out.push_back(Output::Message { to, msg }),
+            Drained::Command(c) => out.push_back(Output::Runtime(c)),
+            Drained::Event(PlaceEvent::FreeClass(c)) => {
+                free_class = Some(c);
+                if self.free_at.is_none() {
+                    let at = self
+                        .free_published
+                        .map_or(now, |t| (t + self.wiring.free_class_period).max(now));
+                    self.free_at = Some(at);
+                    out.push_back(Output::Timer {
+                        at,
+                        timer: Timer::FreeClass,
+                    });
+                }
+            }
+            Drained::Event(e) => out.push_back(Output::Placement(e)),
+        });
+        if let Some(c) = free_class {
+            self.free_class = Some(c);
+        }
+        let at = self.placer.next_tick();
+        if self.tick != Some(at) {
+            self.tick = Some(at);
+            self.out.push_back(Output::Timer {
+                at,
+                timer: Timer::Tick(at),
+            });
+        }
+    }
+}

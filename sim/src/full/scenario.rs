@@ -1,0 +1,263 @@
+//! The scenarios: when nodes crash, restart, are cut apart and healed,
+//! when job waves are submitted; and the per-second sample of the run.
+
+use std::time::Duration;
+
+use rand::RngExt;
+use shoal_gossip::Instant;
+use shoal_placement::Job;
+
+use super::{Action, Ev, FORM_MARGIN, JOB_DELAY_US, Task, Traffic, World, secs};
+use crate::params::Scenario;
+use crate::report::Sample;
+use crate::workload;
+
+impl World {
+    pub(super) fn up_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].up)
+            .collect()
+    }
+
+    pub(super) fn pick(&mut self, from: &[usize], k: usize) -> Vec<u32> {
+        let mut pool: Vec<usize> = from.to_vec();
+        let mut out = Vec::new();
+        for _ in 0..k.min(pool.len()) {
+            let j = self.rng.random_range(0..pool.len());
+            out.push(pool.swap_remove(j) as u32);
+        }
+        out.sort_unstable();
+        out
+    }
+
+    pub(super) fn at(&mut self, after_begin: Duration, a: Action) {
+        let t = self.began.unwrap_or(self.now()) + after_begin;
+        self.q.push(t, Ev::Action(a));
+    }
+
+    /// The scenario starts: the cluster has formed.
+    pub(super) fn begin(&mut self) {
+        let now = self.now();
+        self.began = Some(now);
+        self.traffic = Traffic::default();
+        self.net.set_loss(self.p.effective_loss());
+        let n = self.p.nodes;
+        // Slow nodes.
+        let k = (self.p.slow_fraction * n as f64).round() as usize;
+        let all: Vec<usize> = (0..n).collect();
+        for s in self.pick(&all, k) {
+            self.net.set_slow(s as usize, self.p.slow);
+            self.slow_nodes += 1;
+        }
+        // Jobs.
+        if self.p.with_jobs() {
+            let cpus: u64 = self.nodes.iter().map(|x| x.cap.cpus_milli).sum();
+            self.jobs = workload::plan_jobs(&mut self.rng, cpus, self.p.fill);
+            let total: u32 = self.jobs.iter().map(|j| j.count).sum();
+            self.tasks = (0..total).map(|_| Task::default()).collect();
+            for j in &self.jobs {
+                for k in 0..j.count {
+                    self.tasks[(j.first_task + k) as usize].demand = j.demand;
+                }
+            }
+            self.at(Duration::from_secs(2), Action::Submit);
+        }
+        let d = self.p.duration;
+        let up = self.up_nodes();
+        match self.p.scenario {
+            Scenario::Default | Scenario::Loss => {
+                let victims = self.pick(&up, self.p.crashes.max(1));
+                for (k, v) in victims.into_iter().enumerate() {
+                    let t = Duration::from_secs(20 + 5 * k as u64).min(d / 2);
+                    self.planned_crashes += 1;
+                    self.at(t, Action::Crash(vec![v]));
+                }
+            }
+            Scenario::JoinStorm | Scenario::Jobs => {}
+            Scenario::Churn => {
+                let per_sec = self.p.churn_per_min / 100.0 * n as f64 / 60.0;
+                if per_sec > 0.0 {
+                    let mut t = 5.0;
+                    let mut pool = up.clone();
+                    while t < secs(d) && !pool.is_empty() {
+                        let v = self.pick(&pool, 1)[0];
+                        pool.retain(|x| *x != v as usize);
+                        self.planned_crashes += 1;
+                        self.planned_restarts += 1;
+                        self.at(Duration::from_secs_f64(t), Action::Crash(vec![v]));
+                        self.at(
+                            Duration::from_secs_f64(t) + self.p.churn_down,
+                            Action::Restart(vec![v]),
+                        );
+                        t += 1.0 / per_sec;
+                    }
+                }
+            }
+            Scenario::MassFailure => {
+                let k = ((self.p.fail_fraction * n as f64).round() as usize).max(1);
+                let victims = self.pick(&up, k);
+                self.planned_crashes += victims.len();
+                self.at(Duration::from_secs(20).min(d / 2), Action::Crash(victims));
+            }
+            Scenario::Partition => {
+                self.at(Duration::from_secs(20).min(d / 2), Action::Partition);
+                self.at(
+                    (Duration::from_secs(20).min(d / 2) + self.p.partition).min(d),
+                    Action::Heal,
+                );
+            }
+            Scenario::DcLoss => {
+                let last = self.net.topology().dcs() - 1;
+                let victims: Vec<u32> = up
+                    .iter()
+                    .filter(|i| self.net.topology().dc(**i) == last)
+                    .map(|i| *i as u32)
+                    .collect();
+                self.planned_crashes += victims.len();
+                self.at(Duration::from_secs(20).min(d / 2), Action::Crash(victims));
+            }
+        }
+        self.at(d, Action::End);
+        self.at(d + self.p.settle, Action::Finish);
+        self.end_at = Some(self.now() + d + self.p.settle);
+    }
+
+    pub(super) fn act(&mut self, a: Action) {
+        let now = self.now();
+        match a {
+            Action::Begin => self.begin(),
+            Action::Crash(v) => {
+                for i in v {
+                    self.crash(i as usize);
+                }
+            }
+            Action::Restart(v) => {
+                for i in v {
+                    if !self.nodes[i as usize].up {
+                        self.restarts += 1;
+                        // Detections of the old life stop counting.
+                        self.open_crash.remove(&i);
+                        self.start_node(i as usize, false);
+                    }
+                }
+            }
+            Action::Partition => {
+                let side = (0..self.nodes.len())
+                    .map(|i| self.net.topology().dc(i) as u16)
+                    .collect();
+                self.net.partition(side);
+                self.partitions += 1;
+            }
+            Action::Heal => {
+                if self.net.is_partitioned() {
+                    self.net.heal();
+                    self.heals += 1;
+                    self.last_heal = now;
+                }
+            }
+            Action::Submit => self.submit(),
+            Action::End => {
+                self.ended = true;
+                if self.net.is_partitioned() {
+                    self.net.heal();
+                    self.heals += 1;
+                    self.last_heal = now;
+                }
+            }
+            Action::Finish => {
+                self.finish();
+                self.finished = true;
+            }
+        }
+    }
+
+    /// Submits one second's worth of the wave, and schedules the next.
+    pub(super) fn submit(&mut self) {
+        let now = self.now();
+        let total: usize = self.tasks.len();
+        let rate = self.p.effective_tasks_per_sec(total);
+        let mut budget = rate.round().max(1.0) as usize;
+        let mut batch = Vec::new();
+        while self.submitted_jobs < self.jobs.len() && budget > 0 {
+            let j = &self.jobs[self.submitted_jobs];
+            budget = budget.saturating_sub(j.count as usize);
+            for k in 0..j.count {
+                self.tasks[(j.first_task + k) as usize].submitted = Some(now);
+            }
+            batch.push(Job {
+                spec: j.spec.clone(),
+                version: 1,
+                deleted: false,
+            });
+            self.submitted_jobs += 1;
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.first_submit.get_or_insert(now);
+        let b = self.batches.len() as u32;
+        self.batches.push(batch);
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].up {
+                let d = self.rng.random_range(JOB_DELAY_US.0..JOB_DELAY_US.1);
+                let life = self.nodes[i].life;
+                self.q.push(
+                    now + Duration::from_micros(d),
+                    Ev::JobsArrive {
+                        node: i as u32,
+                        life,
+                        batch: b,
+                    },
+                );
+            }
+        }
+        if self.submitted_jobs < self.jobs.len() {
+            self.q
+                .push(now + Duration::from_secs(1), Ev::Action(Action::Submit));
+        }
+    }
+
+    pub(super) fn sample(&mut self) {
+        let now = self.now();
+        let up = self.nodes.iter().filter(|n| n.up).count();
+        if self.began.is_some() && !self.finished {
+            self.node_seconds += up as f64;
+        }
+        let running = self.tasks.iter().filter(|t| !t.runners.is_empty()).count() as u64;
+        let waiting = self
+            .tasks
+            .iter()
+            .filter(|t| t.submitted.is_some() && t.runners.is_empty())
+            .count() as u64;
+        let duplicates = self.tasks.iter().filter(|t| t.runners.len() > 1).count() as u64;
+        self.series.push(Sample {
+            t_s: secs(now - Instant::ZERO),
+            up,
+            running,
+            waiting,
+            duplicates,
+            gossip_bytes_per_node: self.second.gossip_bytes() as f64 / up.max(1) as f64,
+            placement_msgs_per_node: self.second.place_msgs as f64 / up.max(1) as f64,
+        });
+        self.second = Traffic::default();
+        // Formation: everyone started and everyone knows everyone.
+        if self.formed.is_none() && self.started == self.nodes.len() {
+            let expected = up - 1;
+            let all = self.nodes.iter().filter(|n| n.up).all(|n| {
+                n.core
+                    .as_ref()
+                    .is_some_and(|c| c.membership().num_active() == expected)
+            });
+            if all {
+                self.formed = Some(now);
+                if self.began.is_none() {
+                    self.q.push(now + FORM_MARGIN, Ev::Action(Action::Begin));
+                }
+            } else if self.began.is_none() && now > Instant::ZERO + self.p.form_timeout {
+                // Go on regardless: the report shows it never formed.
+                self.q.push(now, Ev::Action(Action::Begin));
+            }
+        }
+        self.q.push(now + Duration::from_secs(1), Ev::Sample);
+    }
+}
