@@ -184,7 +184,7 @@ pub fn render(
     single(
         registry,
         "slow_turns",
-        "Turns of the membership loop slower than 100 ms",
+        "Turns of the node core's loop (gossip and placement) slower than 100 ms",
         slow_turns,
     );
 

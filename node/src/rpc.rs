@@ -8,7 +8,8 @@ use std::sync::Arc;
 use shoal_gossip::NodeId;
 use shoal_transport::{Handler, Service};
 
-use crate::placement::{Batch, PlacementHandle, TaskRequest, TaskResponse};
+use crate::core_task::CoreHandle;
+use crate::placement::{Batch, TaskRequest, TaskResponse};
 use crate::runtime::Runtimes;
 
 /// Largest log piece one call returns.
@@ -18,8 +19,8 @@ pub const LOG_CHUNK: u64 = 256 << 10;
 pub struct NodeRpc {
     /// Desired-state sync.
     pub state: Arc<dyn Handler>,
-    /// Placement.
-    pub placement: PlacementHandle,
+    /// The node core (placement messages, task status, drain).
+    pub core: CoreHandle,
     /// Logs and ports of local tasks.
     pub runtime: Runtimes,
 }
@@ -34,7 +35,7 @@ impl Handler for NodeRpc {
         match service {
             Service::State => self.state.handle(from, service, body),
             Service::Placement => {
-                let placement = self.placement.clone();
+                let core = self.core.clone();
                 Box::pin(async move {
                     let batch: Batch = postcard::from_bytes(&body)
                         .map_err(|e| format!("malformed placement batch: {e}"))?;
@@ -45,22 +46,21 @@ impl Handler for NodeRpc {
                             shoal_placement::PROTOCOL_VERSION
                         ));
                     }
-                    placement
-                        .deliver(from, batch.msgs)
+                    core.deliver(from, batch.msgs)
                         .await
                         .map_err(|e| e.to_string())?;
                     Ok(Vec::new())
                 })
             }
             Service::Tasks => {
-                let placement = self.placement.clone();
+                let core = self.core.clone();
                 let runtime = self.runtime.clone();
                 Box::pin(async move {
                     let request: TaskRequest = postcard::from_bytes(&body)
                         .map_err(|e| format!("malformed task request: {e}"))?;
                     let response = match request {
                         TaskRequest::Status(keys) => TaskResponse::Status(
-                            placement.status(keys).await.map_err(|e| e.to_string())?,
+                            core.status(keys).await.map_err(|e| e.to_string())?,
                         ),
                         TaskRequest::Log {
                             key,
@@ -78,7 +78,7 @@ impl Handler for NodeRpc {
                             TaskResponse::Log { data, next, size }
                         }
                         TaskRequest::Drain(on) => {
-                            placement.drain(on).await.map_err(|e| e.to_string())?;
+                            core.drain(on).await.map_err(|e| e.to_string())?;
                             TaskResponse::Drained
                         }
                         TaskRequest::Local(keys) => TaskResponse::Local(

@@ -54,8 +54,8 @@ pub struct Peer {
     pub meta: Arc<shoal_gossip::MemberMeta>,
 }
 
-/// What joins the state task to the membership task (see
-/// [`crate::membership::StateLink`] for the other end).
+/// What joins the state task to the node core's task (see
+/// [`crate::core_task::StateLink`] for the other end).
 pub struct GossipLink {
     /// Where the replica's digest is published.
     pub digest: watch::Sender<u64>,
@@ -446,7 +446,7 @@ impl StateTask {
         self.publish_digest();
     }
 
-    /// Hands the replica's digest to the membership task, which carries it
+    /// Hands the replica's digest to the node core's task, which carries it
     /// in every gossip datagram.
     fn publish_digest(&self) {
         let digest = match self.store.root_digest() {

@@ -38,10 +38,12 @@ mod jobs;
 mod node;
 mod output;
 mod placer;
+mod timers;
 
 pub use jobs::placeable;
 pub use node::{InfoShare, NodeCore, Wiring};
 pub use output::{Output, Timer, ViewChange};
 pub use placer::{Drained, drain_placer};
+pub use timers::Timers;
 
 pub use shoal_gossip::Instant;

@@ -29,7 +29,7 @@ use axum::routing::{get, post};
 use shoal_gossip::{MemberInfo, MemberState, NodeId};
 
 use crate::clock::Clock;
-use crate::membership::{MembershipHandle, Stopped};
+use crate::core_task::{CoreHandle, CoreStopped};
 use crate::metrics;
 use crate::token::ClusterSecret;
 use types::{
@@ -40,12 +40,10 @@ use types::{
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The membership loop.
-    pub membership: MembershipHandle,
+    /// The node core (membership and placement).
+    pub core: CoreHandle,
     /// The desired-state replica.
     pub state: crate::state::StateHandle,
-    /// Placement.
-    pub placement: crate::placement::PlacementHandle,
     /// The task runtimes (logs and ports of local tasks).
     pub runtime: crate::runtime::Runtimes,
     /// Live members.
@@ -102,8 +100,8 @@ impl ApiError {
     }
 }
 
-impl From<Stopped> for ApiError {
-    fn from(e: Stopped) -> Self {
+impl From<CoreStopped> for ApiError {
+    fn from(e: CoreStopped) -> Self {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
@@ -205,8 +203,8 @@ async fn require_token(
 
 async fn health(State(state): State<ApiState>) -> ApiResult<HealthView> {
     let me = state
-        .membership
-        .member(state.membership.local_id())
+        .core
+        .member(state.core.local_id())
         .await?
         .ok_or_else(|| ApiError::not_found("this node is missing from its own member list"))?;
     Ok(axum::Json(HealthView {
@@ -267,15 +265,15 @@ pub fn node_view(m: &MemberInfo, clock: &Clock) -> NodeView {
 
 async fn get_self(State(state): State<ApiState>) -> ApiResult<NodeView> {
     let me = state
-        .membership
-        .member(state.membership.local_id())
+        .core
+        .member(state.core.local_id())
         .await?
         .ok_or_else(|| ApiError::not_found("this node is missing from its own member list"))?;
     Ok(axum::Json(node_view(&me, &state.clock)))
 }
 
 async fn list_nodes(State(state): State<ApiState>) -> ApiResult<Vec<NodeView>> {
-    let members = state.membership.members().await?;
+    let members = state.core.members().await?;
     Ok(axum::Json(
         members.iter().map(|m| node_view(m, &state.clock)).collect(),
     ))
@@ -329,7 +327,7 @@ pub fn find_member<'a>(members: &'a [MemberInfo], key: &str) -> Result<&'a Membe
 }
 
 async fn get_node(State(state): State<ApiState>, Path(key): Path<String>) -> ApiResult<NodeView> {
-    let members = state.membership.members().await?;
+    let members = state.core.members().await?;
     let m = find_member(&members, &key)?;
     Ok(axum::Json(node_view(m, &state.clock)))
 }
@@ -349,7 +347,7 @@ pub fn count_states(members: &[MemberInfo]) -> StateCounts {
 }
 
 async fn get_status(State(state): State<ApiState>) -> ApiResult<StatusView> {
-    let members = state.membership.members().await?;
+    let members = state.core.members().await?;
     let local = members
         .iter()
         .find(|m| m.local)
@@ -403,7 +401,7 @@ async fn set_faults(
                 .collect()
         })
         .unwrap_or_default();
-    let members = state.membership.members().await?;
+    let members = state.core.members().await?;
     let mut ids = std::collections::BTreeSet::new();
     let mut addrs = std::collections::BTreeSet::new();
     for key in &keys {
@@ -414,7 +412,7 @@ async fn set_faults(
             addrs.insert(meta.rpc_addr);
         }
     }
-    state.membership.block(addrs.clone()).await?;
+    state.core.block(addrs.clone()).await?;
     state.transport.set_blocked(ids.clone());
     Ok(axum::Json(serde_json::json!({
         "blocked": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -422,19 +420,13 @@ async fn set_faults(
 }
 
 async fn get_metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let stats = state.membership.stats().await?;
-    let members = state.membership.members().await?;
+    let stats = state.core.stats().await?;
+    let members = state.core.members().await?;
     let counts = count_states(&members);
     let store = state.state.status().await?;
     let transport = state.transport.stats();
-    let text = metrics::render(
-        &stats,
-        &counts,
-        state.membership.slow_turns(),
-        &store,
-        transport,
-    )
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let text = metrics::render(&stats, &counts, state.core.slow_turns(), &store, transport)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -8,20 +8,8 @@ use shoal_placement::TaskKey;
 use shoal_transport::Service;
 
 use super::{ApiError, ApiResult, ApiState, find_member};
-use crate::placement::{
-    PlacementStopped, TaskRequest, TaskResponse, TaskView, holder_of, job_tasks,
-};
+use crate::placement::{TaskRequest, TaskResponse, TaskView, holder_of, job_tasks};
 use crate::rpc::LOG_CHUNK;
-
-impl From<PlacementStopped> for ApiError {
-    fn from(e: PlacementStopped) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            e.to_string(),
-        )
-    }
-}
 
 /// `GET /v1/jobs/{name}/tasks`: every task of the job, from the nodes that
 /// answer for them.
@@ -35,7 +23,7 @@ pub async fn list(State(s): State<ApiState>, Path(name): Path<String>) -> ApiRes
         return Ok(Json(Vec::new()));
     }
     let live = s.live.borrow().clone();
-    let mut tasks = job_tasks(&s.placement, &s.transport, &live, &name).await?;
+    let mut tasks = job_tasks(&s.core, &s.transport, &live, &name).await?;
     if job.spec.get("task").and_then(|t| t.get("runtime")) == Some(&serde_json::json!("docker")) {
         add_local_info(&s, &live, &mut tasks).await;
     }
@@ -135,7 +123,7 @@ pub async fn logs(
         .with_field("task")
     })?;
     let live = s.live.borrow().clone();
-    let holder = holder_of(&s.placement, &s.transport, &live, &key)
+    let holder = holder_of(&s.core, &s.transport, &live, &key)
         .await?
         .ok_or_else(|| {
             ApiError::not_found(format!(
@@ -213,11 +201,11 @@ pub async fn drain(
     body: Option<Json<DrainBody>>,
 ) -> ApiResult<serde_json::Value> {
     let on = body.is_none_or(|b| b.drain);
-    let members = s.membership.members().await?;
+    let members = s.core.members().await?;
     let m = find_member(&members, &node)?.clone();
     let id = m.identity.id;
     if id == s.transport.local() {
-        s.placement.drain(on).await?;
+        s.core.drain(on).await?;
     } else {
         let rpc = m
             .meta

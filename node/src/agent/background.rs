@@ -1,0 +1,112 @@
+//! The agent's small background tasks: following the Docker engine,
+//! resolving join peers whose names did not resolve at start, rotating
+//! task logs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shoal_gossip::RuntimeInfo;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::core_task::CoreHandle;
+use crate::docker::DockerRuntime;
+use crate::runtime::{LOG_MAX_BYTES, Runtimes};
+
+/// How often a node with a Docker runtime checks that the engine still
+/// answers.
+const DOCKER_CHECK: Duration = Duration::from_secs(15);
+/// How often logs are checked for rotation.
+const ROTATE_PERIOD: Duration = Duration::from_secs(5);
+
+/// Offers `docker` in gossip only while the engine answers: a node whose
+/// engine went away stops getting docker tasks, and gets them again once it
+/// is back.
+pub(super) async fn watch_docker(
+    docker: DockerRuntime,
+    core: CoreHandle,
+    shutdown: CancellationToken,
+) {
+    let mut offered = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(DOCKER_CHECK) => {}
+        }
+        let answers = docker.answers().await;
+        if answers == offered {
+            continue;
+        }
+        let Ok(mut meta) = core.meta().await else {
+            return;
+        };
+        meta.runtimes.retain(|r| r.name != "docker");
+        if answers {
+            info!("the Docker engine answers again; offering docker tasks");
+            meta.runtimes.push(RuntimeInfo {
+                name: "docker".into(),
+                version: docker.engine_version().into(),
+            });
+        } else {
+            warn!("the Docker engine stopped answering; no longer offering docker tasks");
+        }
+        if core.set_meta(meta).await.is_err() {
+            return;
+        }
+        offered = answers;
+    }
+}
+
+/// Keeps resolving join peers given by name until each resolves, then
+/// joins through it.
+pub(super) async fn resolve_later(
+    mut peers: Vec<String>,
+    core: CoreHandle,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_secs(1);
+    while !peers.is_empty() {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let mut still = Vec::new();
+        for peer in peers {
+            let resolved = tokio::net::lookup_host(peer.clone())
+                .await
+                .map(|a| a.collect::<Vec<SocketAddr>>());
+            match resolved {
+                Ok(addrs) => {
+                    info!(peer = %peer, "join peer resolved");
+                    if core.join(addrs).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(peer = %peer, error = %e, "cannot resolve join peer; will keep trying");
+                    still.push(peer);
+                }
+            }
+        }
+        peers = still;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Rotates the logs of local tasks that grew past their limit, every
+/// [`ROTATE_PERIOD`].
+pub(super) async fn rotate_logs(runtime: Runtimes, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(ROTATE_PERIOD) => {}
+        }
+        let rt = runtime.clone();
+        if tokio::task::spawn_blocking(move || rt.rotate_logs(LOG_MAX_BYTES))
+            .await
+            .is_err()
+        {
+            warn!("log rotation failed");
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Starting and stopping an agent. [`Agent::start`] goes through the
+//! phases of a start, each in its own module: the data dir and settings
+//! ([`settings`]), identity and cluster secret ([`identity`]), sockets
+//! ([`sockets`]), what this machine offers ([`local`]), the desired-state
+//! replica ([`replica`]), then the node core, the runtimes and the tasks
+//! that serve ([`Agent::start`] itself, with [`background`] for the small
+//! ones).
+
+mod background;
+mod identity;
+mod local;
+mod replica;
+mod settings;
+mod sockets;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_core::{NodeCore, Wiring};
+use shoal_gossip::{Membership, NodeId, NodeIdentity, PacketSecurity};
+use shoal_placement::{PlacementConfig, Placer};
+use shoal_transport::{NodeTls, Transport, TransportConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, ApiState};
+use crate::clock::{Clock, unix_ms};
+use crate::core_task::{CoreHandle, CoreParts, CoreTask, StateLink, feed_jobs};
+use crate::datadir::{AgentFile, DataDir, DataDirError};
+use crate::rpc::NodeRpc;
+use crate::runtime::{ProcessRuntime, Runtimes};
+use crate::state::{GossipLink, StateHandle, StateTask, rpc_handler};
+use crate::token::TokenError;
+
+/// Default HTTP API port.
+pub const DEFAULT_API_PORT: u16 = 5480;
+/// Default gossip port.
+pub const DEFAULT_GOSSIP_PORT: u16 = 5481;
+
+/// How an agent is started; `None` means "as last time, or the default".
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    /// Data dir; default `/var/lib/shoal` as root, else
+    /// `~/.local/share/shoal`; a temporary dir in dev mode.
+    pub data_dir: Option<PathBuf>,
+    /// Gossip address (UDP).
+    pub bind: Option<SocketAddr>,
+    /// RPC address (QUIC); default: gossip port + 1.
+    pub rpc: Option<SocketAddr>,
+    /// HTTP API address.
+    pub api: Option<SocketAddr>,
+    /// Address to advertise when binding to `0.0.0.0` or `[::]`.
+    pub advertise: Option<IpAddr>,
+    /// Members to join through (`host:port`).
+    pub join: Vec<String>,
+    /// Cluster token.
+    pub token: Option<String>,
+    /// Node name.
+    pub name: Option<String>,
+    /// Datacenter.
+    pub dc: Option<String>,
+    /// Zone.
+    pub zone: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Labels; when any is given they replace the stored ones.
+    pub labels: Vec<(String, String)>,
+    /// CPUs offered (overrides detection).
+    pub cpus: Option<f64>,
+    /// Memory offered, MiB (overrides detection).
+    pub memory_mb: Option<u64>,
+    /// Gossip preset: `lan`, `wan` or `test`.
+    pub gossip: Option<String>,
+    /// Overrides the preset's suspicion multiplier (see
+    /// `shoal_gossip::Config::suspicion_mult`).
+    pub suspicion_mult: Option<f64>,
+    /// One-node cluster in a temporary dir, API on 127.0.0.1:5480, no auth.
+    pub dev: bool,
+    /// Serve `POST /v1/debug/faults` to cut this node off from others (for
+    /// partition tests; never in production).
+    pub fault_injection: bool,
+    /// CPUs kept for the node itself (default: 0.25 when detected, 0 when
+    /// `--cpus` is given).
+    pub reserve_cpus: Option<f64>,
+    /// Memory kept for the node itself, MiB (default: 256 when detected, 0
+    /// when `--memory-mb` is given).
+    pub reserve_memory_mb: Option<u64>,
+    /// How long a stopping task gets between SIGTERM and SIGKILL.
+    pub stop_grace: Option<Duration>,
+    /// Do not offer the Docker runtime even when an engine answers.
+    pub no_docker: bool,
+    /// Host ports handed to containers' mapped ports (inclusive); default
+    /// [`DEFAULT_PORT_RANGE`].
+    pub port_range: Option<(u16, u16)>,
+}
+
+/// Host ports for containers unless `--port-range` says otherwise.
+pub const DEFAULT_PORT_RANGE: (u16, u16) = (20000, 29999);
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A data dir problem.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// A bad `--token`.
+    #[error("--token: {0}")]
+    Token(TokenError),
+    /// Flags that do not go together.
+    #[error("{0}")]
+    Usage(String),
+    /// A socket cannot be bound.
+    #[error("cannot bind the {what} address {addr}: {source}{hint}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The data dir belongs to another cluster.
+    #[error(
+        "data dir {path} belongs to another cluster than the given --token; use a fresh --data-dir to join that cluster"
+    )]
+    OtherCluster {
+        /// The data dir.
+        path: PathBuf,
+    },
+    /// No randomness available.
+    #[error("cannot draw random bytes: {0}")]
+    Random(getrandom::Error),
+    /// Invalid gossip configuration or metadata.
+    #[error("{0}")]
+    Gossip(String),
+    /// A temporary dir for --dev.
+    #[error("cannot create a temporary data dir: {0}")]
+    TempDir(std::io::Error),
+    /// The RPC transport could not start.
+    #[error("RPC transport: {0}")]
+    Transport(#[from] shoal_transport::TransportError),
+    /// The state dir cannot be used.
+    #[error("state: {0}")]
+    State(#[from] crate::statelog::StateLogError),
+}
+
+/// What a started agent is.
+#[derive(Clone, Debug)]
+pub struct AgentInfo {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Name.
+    pub name: String,
+    /// Advertised gossip address.
+    pub gossip: SocketAddr,
+    /// Advertised RPC address.
+    pub rpc: SocketAddr,
+    /// Bound API address.
+    pub api: SocketAddr,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Whether this start founded a new cluster.
+    pub founded: bool,
+    /// The cluster token.
+    pub token: String,
+    /// Dev mode.
+    pub dev: bool,
+    /// Whether the data dir is temporary (removed when the agent stops).
+    pub temporary_data_dir: bool,
+}
+
+/// A running agent.
+pub struct Agent {
+    info: AgentInfo,
+    shutdown: CancellationToken,
+    core: CoreHandle,
+    state: StateHandle,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default data dir.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/shoal")
+    } else {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        home.join(".local/share/shoal")
+    }
+}
+
+fn random_u64() -> Result<u64, AgentError> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(AgentError::Random)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// The data dir of this start: given, the default, or a temporary one in
+/// dev mode (removed when the agent stops).
+fn open_data_dir(
+    opts: &AgentOptions,
+) -> Result<(Arc<DataDir>, Option<tempfile::TempDir>), AgentError> {
+    let (path, temp) = match (&opts.data_dir, opts.dev) {
+        (Some(p), _) => (p.clone(), None),
+        (None, true) => {
+            let t = tempfile::Builder::new()
+                .prefix("shoal-dev-")
+                .tempdir()
+                .map_err(AgentError::TempDir)?;
+            (t.path().to_owned(), Some(t))
+        }
+        (None, false) => (default_data_dir(), None),
+    };
+    Ok((Arc::new(DataDir::open(&path)?), temp))
+}
+
+/// Whom to join: the flags (names that do not resolve yet are returned to
+/// be retried), else the members known before a restart.
+async fn join_peers(
+    opts: &AgentOptions,
+    data_dir: &DataDir,
+    founded: bool,
+) -> Result<(Vec<SocketAddr>, Vec<String>), AgentError> {
+    let mut peers = Vec::new();
+    let mut unresolved = Vec::new();
+    for peer in &opts.join {
+        match tokio::net::lookup_host(peer.as_str()).await {
+            Ok(addrs) => peers.extend(addrs),
+            Err(e) => {
+                warn!(peer = %peer, error = %e, "cannot resolve join peer yet; will keep trying");
+                unresolved.push(peer.clone());
+            }
+        }
+    }
+    if opts.join.is_empty() && !founded {
+        peers = data_dir.load_peers()?;
+        if peers.is_empty() {
+            info!("no known members to rejoin; waiting for others to join this node");
+        }
+    }
+    Ok((peers, unresolved))
+}
+
+impl Agent {
+    /// Starts an agent: everything is bound and serving when this returns.
+    pub async fn start(opts: AgentOptions) -> Result<Agent, AgentError> {
+        let (data_dir, temp_dir) = open_data_dir(&opts)?;
+        let (settings, gossip_config) = settings::resolve(&opts, &data_dir)?;
+        let (node, node_id) = identity::node(&data_dir)?;
+        let (secret, founded) = identity::secret(&opts, &data_dir)?;
+        let sockets = sockets::bind(&opts, &settings, &data_dir).await?;
+        let (runtime_tx, runtime_rx) = mpsc::channel(1024);
+        let local::Local {
+            meta,
+            isolation,
+            docker,
+            stop_grace,
+        } = local::describe(
+            &opts,
+            &settings,
+            &data_dir,
+            node_id,
+            &sockets,
+            runtime_tx.clone(),
+        )
+        .await?;
+        let sockets::Sockets {
+            gossip: gossip_socket,
+            rpc: rpc_socket,
+            api: api_listener,
+            gossip_addr,
+            rpc_addr,
+            api_bound,
+            api_addr: _,
+        } = sockets;
+        let name = meta.name.clone();
+        let draining = meta.draining;
+        let offered = shoal_placement::Resources {
+            cpus_milli: u64::from(meta.capacity.cpus_milli),
+            memory_mb: meta.capacity.memory_mb,
+            disk_mb: meta.capacity.disk_mb,
+            gpus: u64::from(meta.capacity.gpus),
+        };
+
+        // The desired state and the RPC transport.
+        let (store, log, recovering) = replica::load(&data_dir, node_id, node.bump)?;
+        let tls = NodeTls::new(secret.bytes(), node_id)?;
+        let transport = Transport::bind(rpc_socket, &tls, node_id, TransportConfig::default())?;
+        let shutdown = CancellationToken::new();
+        let (live_tx, live_rx) = watch::channel(Arc::new(Vec::new()));
+        let (digest_tx, digest_rx) = watch::channel(0u64);
+        let (differs_tx, differs_rx) = mpsc::channel(64);
+        let (state_task, state) = StateTask::new(
+            store,
+            log,
+            transport.clone(),
+            live_rx.clone(),
+            recovering,
+            GossipLink {
+                digest: digest_tx,
+                differs: differs_rx,
+            },
+            shutdown.clone(),
+        );
+
+        // The runtimes, adopting what still runs from before a restart.
+        let process = ProcessRuntime::new(
+            data_dir.path(),
+            isolation,
+            name.clone(),
+            stop_grace,
+            runtime_tx.clone(),
+        )
+        .map_err(|source| DataDirError::Write {
+            path: data_dir.file("tasks"),
+            source,
+        })?;
+        let mut adopted = process.scan();
+        if let Some(d) = &docker {
+            adopted.extend(d.scan().await);
+        }
+        let runtime = Runtimes::new(process, docker, runtime_tx);
+        if !adopted.is_empty() {
+            info!(
+                tasks = adopted.len(),
+                "adopted tasks still running from before the restart"
+            );
+        }
+
+        // The node core: membership and placer, wired.
+        let clock = Clock::new();
+        let now = clock.now();
+        let membership = Membership::new(
+            now,
+            NodeIdentity::new(node_id, gossip_addr, node.bump),
+            meta,
+            gossip_config,
+            PacketSecurity::sealed(secret.bytes()),
+            random_u64()?,
+        )
+        .map_err(|e| AgentError::Gossip(e.to_string()))?;
+        let mut placer = Placer::new(node_id, PlacementConfig::default(), offered, now);
+        if draining {
+            placer.set_draining(now, unix_ms(), true);
+        }
+        if !adopted.is_empty() {
+            placer.adopt(now, unix_ms(), adopted);
+        }
+        let (core_task, core) = CoreTask::new(CoreParts {
+            core: NodeCore::new(membership, placer, Wiring::default()),
+            socket: gossip_socket,
+            clock,
+            data_dir: data_dir.clone(),
+            runtime: runtime.clone(),
+            runtime_rx,
+            transport: transport.clone(),
+            live_tx,
+            state: StateLink {
+                digest: digest_rx,
+                differs: differs_tx,
+            },
+            shutdown: shutdown.clone(),
+        });
+        let (join, unresolved) = join_peers(&opts, &data_dir, founded).await?;
+
+        // Serve.
+        let mut tasks = Vec::new();
+        tasks.push(("core", tokio::spawn(core_task.run(join))));
+        tasks.push((
+            "jobs",
+            tokio::spawn(feed_jobs(state.clone(), core.clone(), shutdown.clone())),
+        ));
+        tasks.push((
+            "log-rotation",
+            tokio::spawn(background::rotate_logs(runtime.clone(), shutdown.clone())),
+        ));
+        if let Some(d) = runtime.docker() {
+            tasks.push((
+                "docker-watch",
+                tokio::spawn(background::watch_docker(
+                    d.clone(),
+                    core.clone(),
+                    shutdown.clone(),
+                )),
+            ));
+        }
+        if !unresolved.is_empty() {
+            tasks.push((
+                "resolve-join",
+                tokio::spawn(background::resolve_later(
+                    unresolved,
+                    core.clone(),
+                    shutdown.clone(),
+                )),
+            ));
+        }
+        let api_state = ApiState {
+            core: core.clone(),
+            state: state.clone(),
+            runtime: runtime.clone(),
+            live: live_rx,
+            transport: transport.clone(),
+            auth: if opts.dev {
+                None
+            } else {
+                Some(Arc::new(secret.clone()))
+            },
+            clock,
+            token_hint: data_dir.file("token").display().to_string(),
+            fault_injection: opts.fault_injection,
+        };
+        let app = api::router(api_state);
+        let api_shutdown = shutdown.clone();
+        tasks.push((
+            "api",
+            tokio::spawn(async move {
+                let served = axum::serve(api_listener, app)
+                    .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    warn!(error = %e, "API server stopped");
+                }
+            }),
+        ));
+        tasks.push(("state", tokio::spawn(state_task.run())));
+        let rpc = Arc::new(NodeRpc {
+            state: rpc_handler(&state),
+            core: core.clone(),
+            runtime: runtime.clone(),
+        });
+        tasks.push((
+            "rpc",
+            tokio::spawn(transport.clone().serve(rpc, shutdown.clone())),
+        ));
+
+        data_dir.store_agent_file(&AgentFile {
+            node_id: node_id.to_string(),
+            name: name.clone(),
+            gossip: gossip_addr,
+            rpc: rpc_addr,
+            api: api_bound,
+            pid: std::process::id(),
+        })?;
+        info!(
+            node = %node_id,
+            name = %name,
+            gossip = %gossip_addr,
+            rpc = %rpc_addr,
+            api = %api_bound,
+            data_dir = %data_dir.path().display(),
+            generation = node.bump,
+            "agent serving"
+        );
+
+        Ok(Agent {
+            info: AgentInfo {
+                node_id,
+                name,
+                gossip: gossip_addr,
+                rpc: rpc_addr,
+                api: api_bound,
+                data_dir: data_dir.path().to_owned(),
+                founded,
+                token: secret.to_token(),
+                dev: opts.dev,
+                temporary_data_dir: temp_dir.is_some(),
+            },
+            shutdown,
+            core,
+            state,
+            tasks,
+            _temp_dir: temp_dir,
+        })
+    }
+
+    /// What was started.
+    pub fn info(&self) -> &AgentInfo {
+        &self.info
+    }
+
+    /// The node core (membership and placement).
+    pub fn core(&self) -> &CoreHandle {
+        &self.core
+    }
+
+    /// The desired-state replica.
+    pub fn state(&self) -> &StateHandle {
+        &self.state
+    }
+
+    /// Serves until `stop` completes, then leaves the cluster and stops
+    /// every task.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) {
+        stop.await;
+        info!("shutting down");
+        self.shutdown.cancel();
+        for (name, task) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(task = name, error = %e, "task failed"),
+                Err(_) => warn!(task = name, "task did not stop within 10 s"),
+            }
+        }
+    }
+}

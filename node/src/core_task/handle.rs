@@ -1,0 +1,141 @@
+//! [`CoreHandle`]: how the rest of the agent (API, RPC server, background
+//! tasks) talks to the task that owns the node core. Every call is a
+//! command with a reply, so answers are consistent snapshots.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shoal_gossip::{MemberInfo, MemberMeta, NodeId, Stats};
+use shoal_placement::{Job, Msg, Resources, TaskKey, TaskStatus};
+use tokio::sync::{mpsc, oneshot};
+
+/// The core task has stopped (the agent is shutting down).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the node core has stopped (agent shutting down)")]
+pub struct CoreStopped;
+
+pub(super) enum Cmd {
+    Meta(oneshot::Sender<MemberMeta>),
+    Members(oneshot::Sender<Vec<MemberInfo>>),
+    Member(NodeId, oneshot::Sender<Option<MemberInfo>>),
+    Stats(oneshot::Sender<Stats>),
+    Join(Vec<SocketAddr>),
+    SetMeta(Box<MemberMeta>),
+    Block(BTreeSet<SocketAddr>),
+    Msgs(NodeId, Vec<Msg>),
+    Status(Vec<TaskKey>, oneshot::Sender<Vec<TaskStatus>>),
+    KeysOf(String, oneshot::Sender<Vec<(TaskKey, Option<NodeId>)>>),
+    Drain(bool, oneshot::Sender<()>),
+    Used(oneshot::Sender<(Resources, Resources)>),
+    /// Every job (at start-up, or after missed changes).
+    AllJobs(Vec<Job>),
+    /// Jobs that changed, and jobs gone or not placeable.
+    Jobs(Vec<Job>, Vec<String>),
+}
+
+/// Talks to the core task.
+#[derive(Clone, Debug)]
+pub struct CoreHandle {
+    pub(super) tx: mpsc::Sender<Cmd>,
+    pub(super) local_id: NodeId,
+    pub(super) slow_turns: Arc<AtomicU64>,
+}
+
+impl CoreHandle {
+    /// This node's id.
+    pub fn local_id(&self) -> NodeId {
+        self.local_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, CoreStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| CoreStopped)?;
+        rx.await.map_err(|_| CoreStopped)
+    }
+
+    async fn tell(&self, cmd: Cmd) -> Result<(), CoreStopped> {
+        self.tx.send(cmd).await.map_err(|_| CoreStopped)
+    }
+
+    /// This node's metadata.
+    pub async fn meta(&self) -> Result<MemberMeta, CoreStopped> {
+        self.ask(Cmd::Meta).await
+    }
+
+    /// Every member known, this node included.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, CoreStopped> {
+        self.ask(Cmd::Members).await
+    }
+
+    /// One member by id.
+    pub async fn member(&self, id: NodeId) -> Result<Option<MemberInfo>, CoreStopped> {
+        self.ask(|tx| Cmd::Member(id, tx)).await
+    }
+
+    /// Membership counters.
+    pub async fn stats(&self) -> Result<Stats, CoreStopped> {
+        self.ask(Cmd::Stats).await
+    }
+
+    /// Joins through more addresses.
+    pub async fn join(&self, peers: Vec<SocketAddr>) -> Result<(), CoreStopped> {
+        self.tell(Cmd::Join(peers)).await
+    }
+
+    /// Publishes new metadata for this node.
+    pub async fn set_meta(&self, meta: MemberMeta) -> Result<(), CoreStopped> {
+        self.tell(Cmd::SetMeta(Box::new(meta))).await
+    }
+
+    /// Drops gossip to and from these addresses (fault injection for
+    /// partition tests), replacing any previous set.
+    pub async fn block(&self, addrs: BTreeSet<SocketAddr>) -> Result<(), CoreStopped> {
+        self.tell(Cmd::Block(addrs)).await
+    }
+
+    /// Hands placement messages from `from` to the core.
+    pub async fn deliver(&self, from: NodeId, msgs: Vec<Msg>) -> Result<(), CoreStopped> {
+        self.tell(Cmd::Msgs(from, msgs)).await
+    }
+
+    /// Status of tasks as this node knows them.
+    pub async fn status(&self, keys: Vec<TaskKey>) -> Result<Vec<TaskStatus>, CoreStopped> {
+        self.ask(|tx| Cmd::Status(keys, tx)).await
+    }
+
+    /// A job's task keys and the node answering for each.
+    pub async fn keys_of(&self, job: &str) -> Result<Vec<(TaskKey, Option<NodeId>)>, CoreStopped> {
+        self.ask(|tx| Cmd::KeysOf(job.to_owned(), tx)).await
+    }
+
+    /// Drains this node (or stops draining it); answered once the choice
+    /// is saved in the data dir.
+    pub async fn drain(&self, on: bool) -> Result<(), CoreStopped> {
+        self.ask(|tx| Cmd::Drain(on, tx)).await
+    }
+
+    /// Capacity offered and resources held.
+    pub async fn usage(&self) -> Result<(Resources, Resources), CoreStopped> {
+        self.ask(Cmd::Used).await
+    }
+
+    pub(super) async fn all_jobs(&self, jobs: Vec<Job>) -> Result<(), CoreStopped> {
+        self.tell(Cmd::AllJobs(jobs)).await
+    }
+
+    pub(super) async fn jobs(
+        &self,
+        changed: Vec<Job>,
+        removed: Vec<String>,
+    ) -> Result<(), CoreStopped> {
+        self.tell(Cmd::Jobs(changed, removed)).await
+    }
+
+    /// Turns of the core's loop that took longer than
+    /// [`super::SLOW_TURN`].
+    pub fn slow_turns(&self) -> u64 {
+        self.slow_turns.load(Ordering::Relaxed)
+    }
+}
