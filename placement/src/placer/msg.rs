@@ -242,3 +242,38 @@ pub enum Event {
     /// The free-capacity class of this node changed (publish it by gossip).
     FreeClass(u8),
 }
+
+/// A candidate's answer to a bid request, as its bidder gives it and the
+/// coordinator records it; on the wire, a [`Msg::Bid`] or a
+/// [`Msg::Decline`].
+#[derive(Clone, Debug)]
+pub(super) enum Answer {
+    /// Yes, reserved (the fields of [`Msg::Bid`]).
+    Bid {
+        score: u64,
+        job_tasks: u32,
+        spread_value: Option<String>,
+    },
+    /// No, because…
+    Decline(String),
+}
+
+impl Answer {
+    /// The message that carries this answer for `key` in auction `round`.
+    pub(super) fn into_msg(self, key: TaskKey, round: u64) -> Msg {
+        match self {
+            Answer::Bid {
+                score,
+                job_tasks,
+                spread_value,
+            } => Msg::Bid {
+                key,
+                round,
+                score,
+                job_tasks,
+                spread_value,
+            },
+            Answer::Decline(reason) => Msg::Decline { key, round, reason },
+        }
+    }
+}

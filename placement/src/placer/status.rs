@@ -89,3 +89,35 @@ pub struct TaskStatus {
     /// cluster size).
     pub pending: Vec<String>,
 }
+
+impl TaskStatus {
+    /// A task held by `node`, as its `report` says.
+    pub(super) fn held(key: &TaskKey, node: NodeId, report: Report) -> TaskStatus {
+        TaskStatus {
+            key: key.clone(),
+            node: Some(node),
+            state: report.state,
+            restarts: report.restarts,
+            exit_code: report.exit_code,
+            reason: report.reason,
+            since_ms: report.since_ms,
+            pending: Vec::new(),
+        }
+    }
+
+    /// A task no node is known to hold: waiting since `since_ms` (0 while
+    /// no auction has ended without a place for it) for the `pending`
+    /// reasons.
+    pub(super) fn unheld(key: &TaskKey, since_ms: u64, pending: Vec<String>) -> TaskStatus {
+        TaskStatus {
+            key: key.clone(),
+            node: None,
+            state: TaskState::Pending,
+            restarts: 0,
+            exit_code: None,
+            reason: None,
+            since_ms,
+            pending,
+        }
+    }
+}

@@ -25,23 +25,23 @@ use crate::types::NodeInfo;
 #[derive(Clone, Debug, Default)]
 pub struct View {
     /// Packed as it grows (members mostly come in id order).
-    pub(super) members: Packed<NodeId, Arc<NodeInfo>>,
+    members: Packed<NodeId, Arc<NodeInfo>>,
     ring: OnceLock<Arc<Ring>>,
     vnodes: u32,
     /// [`View::fingerprint`], kept as members come and go.
-    pub(super) fingerprint: u128,
+    fingerprint: u128,
 }
 
 /// Seed of member-set fingerprints.
 const FINGERPRINT_SEED: u64 = 0x5348_4f41_4c46_5052; // "SHOALFPR"
 
-pub(super) fn id_print(id: NodeId) -> u128 {
+fn id_print(id: NodeId) -> u128 {
     xxhash_rust::xxh3::xxh3_128_with_seed(&id.0.to_be_bytes(), FINGERPRINT_SEED)
 }
 
 impl View {
     /// The view of `members`, with `vnodes` ring points each (use the
-    /// placers' [`PlacementConfig::vnodes`]).
+    /// placers' [`PlacementConfig::vnodes`](crate::PlacementConfig::vnodes)).
     pub fn new(members: Vec<NodeInfo>, vnodes: u32) -> View {
         let members: Packed<NodeId, Arc<NodeInfo>> =
             members.into_iter().map(|m| (m.id, Arc::new(m))).collect();
@@ -98,6 +98,66 @@ impl View {
         self.members.get(&id).map(|m| &**m)
     }
 
+    /// Whether `id` is a member.
+    pub(super) fn contains(&self, id: NodeId) -> bool {
+        self.members.contains_key(&id)
+    }
+
+    /// The member ids, in order.
+    pub(super) fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members.keys().copied()
+    }
+
+    /// Takes the records of `other`, a view of the same member ids
+    /// ([`same_ids`](Self::same_ids)): the ring stays as it is.
+    pub(super) fn take_records(&mut self, other: View) {
+        self.members = other.members;
+    }
+
+    /// Applies a change of the member list: `changed` records (new members,
+    /// or new metadata of known ones) and `gone` members, updating the ring
+    /// if it is built (through `share` when given).
+    pub(super) fn apply(
+        &mut self,
+        changed: Vec<Arc<NodeInfo>>,
+        gone: &[NodeId],
+        share: Option<&Arc<dyn RingShare>>,
+    ) -> Applied {
+        let mut removed = Vec::new();
+        for id in gone {
+            if self.members.remove(id).is_some() {
+                self.fingerprint ^= id_print(*id);
+                removed.push(*id);
+            }
+        }
+        let mut added = Vec::new();
+        let mut roomier = Vec::new();
+        for info in changed {
+            let id = info.id;
+            match self.members.insert(id, info) {
+                None => {
+                    self.fingerprint ^= id_print(id);
+                    added.push(id);
+                }
+                Some(old) => {
+                    let new = &self.members[&id];
+                    if new.free_class > old.free_class || (old.draining && !new.draining) {
+                        roomier.push(id);
+                    }
+                }
+            }
+        }
+        self.members.pack();
+        let ring_changed = !added.is_empty() || !removed.is_empty();
+        if ring_changed {
+            self.update_ring(&added, &removed, share);
+        }
+        Applied {
+            ring_changed,
+            roomier,
+        }
+    }
+
     /// A 128-bit fingerprint of the member set: equal sets give equal
     /// fingerprints and hence equal rings (two different sets collide with
     /// odds of about 2^-128).
@@ -107,7 +167,7 @@ impl View {
 
     /// Brings a ring already built up to date after members were `added`
     /// and `removed` (a ring not built yet is built when first needed).
-    pub(super) fn update_ring(
+    fn update_ring(
         &mut self,
         added: &[NodeId],
         removed: &[NodeId],
@@ -138,6 +198,15 @@ impl View {
         };
         let _ = self.ring.set(ring);
     }
+}
+
+/// What [`View::apply`] changed.
+pub(super) struct Applied {
+    /// Members came or went: the ring is another.
+    pub(super) ring_changed: bool,
+    /// Members whose record says they have more room than before (a higher
+    /// free class, or a drain ended).
+    pub(super) roomier: Vec<NodeId>,
 }
 
 /// Shares equal rings between the placers of one process.
