@@ -21,7 +21,7 @@ struct Known {
     job: Job,
     /// When its version or its deletion last changed here: keys of a job
     /// that changed since the ring did are not inherited from the previous
-    /// coordinator (see `Placer::note_new_keys`).
+    /// coordinator (see `Coordinator::note_new_keys`).
     changed_at: Instant,
 }
 

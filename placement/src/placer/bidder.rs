@@ -1,0 +1,142 @@
+//! The bidder role: answers the bid requests of other nodes' auctions
+//! from what this node has free, and holds what it bid for a short while.
+//!
+//! Contract: a bid reserves the task's demand until the coordinator
+//! awards the task (the runner then holds it), cancels the auction, or the
+//! reservation's time ([`PlacementConfig::reservation_ttl`]) runs out, so
+//! that two auctions in flight never both count on the same free room. A
+//! decline says why, in words a person reads in the task's pending status.
+//! The bidder judges by this node's exact free capacity, not by the coarse
+//! class gossip carries.
+//!
+//! [`PlacementConfig::reservation_ttl`]: crate::PlacementConfig::reservation_ttl
+
+use std::collections::BTreeMap;
+
+use shoal_gossip::Instant;
+use shoal_model::JobSpec;
+
+use super::msg::Answer;
+use super::runner::Runner;
+use super::{Shared, held};
+use crate::types::{NodeInfo, Resources, TaskKey};
+
+/// Resources bid for a task, held until `until`.
+#[derive(Clone, Debug)]
+struct Reservation {
+    demand: Resources,
+    until: Instant,
+}
+
+/// This node's open bids.
+#[derive(Debug, Default)]
+pub(super) struct Bidder {
+    reservations: BTreeMap<TaskKey, Reservation>,
+}
+
+impl Bidder {
+    /// Answers a coordinator's request to run `key` (needing `demand`, as
+    /// `spec` says), reserving `demand` when it bids.
+    pub(super) fn answer(
+        &mut self,
+        shared: &Shared,
+        runner: &Runner,
+        now: Instant,
+        key: &TaskKey,
+        demand: Resources,
+        spec: &JobSpec,
+    ) -> Answer {
+        if shared.draining {
+            return Answer::Decline("draining".into());
+        }
+        if let Some(me) = shared.view.member(shared.me) {
+            let mut me = NodeInfo::clone(me);
+            // Judge by exact capacity here, not the coarse gossip class.
+            me.free_class = 8;
+            if let Err(why) = me.eligible(spec, &demand) {
+                return Answer::Decline(why);
+            }
+        }
+        if runner.runs(key) {
+            // Already running it here: bid (a re-auction after a lost lease).
+            let score = shared.capacity.free_permille(&held(runner, self, None));
+            return Answer::Bid {
+                score,
+                job_tasks: 0,
+                spread_value: None,
+            };
+        }
+        let free = shared.capacity.minus(&held(runner, self, Some(key)));
+        if let Err(why) = free.fits(&demand) {
+            return Answer::Decline(why);
+        }
+        let after = held(runner, self, Some(key)).plus(&demand);
+        let score = shared.capacity.free_permille(&after);
+        let job_tasks = u32::try_from(
+            runner.tasks_of(&key.job)
+                + self
+                    .reservations
+                    .keys()
+                    .filter(|k| k.job == key.job && *k != key)
+                    .count(),
+        )
+        .unwrap_or(u32::MAX);
+        let spread_value = spec.spread.as_ref().and_then(|attr| {
+            let attr = attr.strip_prefix("label.").unwrap_or(attr);
+            shared
+                .view
+                .member(shared.me)
+                .and_then(|m| m.attribute(attr))
+        });
+        self.reservations.insert(
+            key.clone(),
+            Reservation {
+                demand,
+                until: now + shared.config.reservation_ttl,
+            },
+        );
+        Answer::Bid {
+            score,
+            job_tasks,
+            spread_value,
+        }
+    }
+
+    /// Gives up the reservation of `key` (its auction is over), unless the
+    /// runner holds the task by now.
+    pub(super) fn cancel(&mut self, runner: &Runner, key: &TaskKey) {
+        if !runner.has(key) {
+            self.reservations.remove(key);
+        }
+    }
+
+    /// Ends the reservation of `key`: the task is awarded here (the
+    /// runner holds it from now on, or rejects it).
+    pub(super) fn release(&mut self, key: &TaskKey) {
+        self.reservations.remove(key);
+    }
+
+    /// Drops the reservations whose time ran out: whether any did.
+    pub(super) fn expire(&mut self, now: Instant) -> bool {
+        let reserved = self.reservations.len();
+        self.reservations.retain(|_, r| r.until > now);
+        self.reservations.len() != reserved
+    }
+
+    /// Drops every reservation (the node drains).
+    pub(super) fn clear(&mut self) {
+        self.reservations.clear();
+    }
+
+    /// Resources reserved, but for `except`'s and those of tasks the
+    /// runner holds by now (counted there).
+    pub(super) fn reserved(&self, runner: &Runner, except: Option<&TaskKey>) -> Resources {
+        let mut used = Resources::default();
+        for (k, r) in &self.reservations {
+            if Some(k) != except && !runner.has(k) {
+                used = used.plus(&r.demand);
+            }
+        }
+        used
+    }
+}

@@ -1,0 +1,576 @@
+//! The coordinator role: the keys this node owns on the ring.
+//!
+//! For each task key the ring gives this node, the coordinator keeps one
+//! entry ([`Coord`]): who holds the key, as the holder's lease renewals say,
+//! or the auction in flight to place it ([`auction`]), or
+//! why it waits. It learns the keys it inherits after a ring change from the
+//! renewals of their holders before it auctions any; it auctions a key
+//! again when its holder fails or falls silent; and when two nodes hold one
+//! key (a partition healed, a restarted agent found its old tasks) it keeps
+//! the later award and tells the other to stop.
+//!
+//! Contract: an entry is soft state, rebuilt from renewals by whichever
+//! node owns the key next, so nothing is lost with a coordinator. The
+//! conflict rule compares award stamps only, so whichever coordinator hears
+//! both holders keeps the same one. A renewal or an acceptance from the
+//! known holder only moves that holder's deadlines later (the front lets
+//! the tick stay idle for them); anything else may make a key due.
+
+mod auction;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use shoal_gossip::{Instant, NodeId};
+use shoal_model::JobType;
+
+use super::msg::{Event, Msg};
+use super::status::{Report, TaskState, TaskStatus};
+use super::{Job, Shared, demand_of, earliest};
+use crate::jobs::JobTable;
+use crate::types::{Stamp, TaskKey};
+
+use self::auction::Auction;
+
+/// Who holds a key, as its coordinator knows.
+#[derive(Clone, Debug)]
+struct Holder {
+    node: NodeId,
+    stamp: Stamp,
+    report: Report,
+    heard: Instant,
+    /// The holder accepted or renewed (not only awarded).
+    confirmed: bool,
+}
+
+/// A key this node coordinates (or did, while its holder still renews).
+#[derive(Clone, Debug, Default)]
+struct Coord {
+    holder: Option<Holder>,
+    auction: Option<Auction>,
+    /// Why no node took it, when its last auction found none.
+    pending: Vec<String>,
+    pending_since_ms: u64,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Set when this node inherited the key by a ring change.
+    inherited_at: Option<Instant>,
+}
+
+/// What a coordinated key needs (see [`Coord::due`]).
+enum Due {
+    /// Nothing, until the instant given (if any), from which time alone
+    /// may change the answer.
+    Nothing(Option<Instant>),
+    /// Its auction's deadline passed.
+    Decide,
+    /// Its holder is no longer a member.
+    Lost(NodeId),
+    /// Its holder stopped renewing the lease.
+    Silent(NodeId),
+    /// No holder, no auction: place it.
+    Start,
+}
+
+impl Coord {
+    /// What this key needs now.
+    fn due(&self, shared: &Shared, now: Instant) -> Due {
+        // An auction in flight finishes on its deadline.
+        if let Some(a) = &self.auction {
+            return if now >= a.deadline {
+                Due::Decide
+            } else {
+                Due::Nothing(Some(a.deadline))
+            };
+        }
+        if let Some(h) = &self.holder {
+            let done = h.report.state == TaskState::Exited && h.report.exit_code == Some(0);
+            if done {
+                return Due::Nothing(None);
+            }
+            if !shared.has_member(h.node) {
+                return Due::Lost(h.node);
+            }
+            let limit = if h.confirmed {
+                shared.config.lease_silence
+            } else {
+                shared.config.bid_timeout * 4
+            };
+            return if now.saturating_duration_since(h.heard) > limit {
+                Due::Silent(h.node)
+            } else {
+                Due::Nothing(Some(h.heard + limit))
+            };
+        }
+        if let Some(at) = self.inherited_at
+            && now.saturating_duration_since(at) < shared.config.learn_grace
+        {
+            return Due::Nothing(Some(at + shared.config.learn_grace));
+        }
+        if let Some(t) = self.retry_at
+            && now < t
+        {
+            return Due::Nothing(Some(t));
+        }
+        Due::Start
+    }
+}
+
+/// The keys this node coordinates and what it knows of each.
+#[derive(Debug)]
+pub(super) struct Coordinator {
+    /// The keys of known jobs that this node owns on the ring.
+    keys: BTreeSet<TaskKey>,
+    /// `keys` must be computed anew for every job.
+    keys_dirty: bool,
+    /// Jobs whose keys must be recomputed (when not all are).
+    dirty_jobs: BTreeSet<String>,
+    entries: BTreeMap<TaskKey, Coord>,
+    /// The last auction round started.
+    round: u64,
+    ring_changed_at: Instant,
+}
+
+/// The keys of job `name` this node coordinates.
+fn keys_of_job<'a>(shared: &'a Shared, name: &'a str) -> impl Iterator<Item = TaskKey> + 'a {
+    let count = match shared.jobs.get(name) {
+        Some(job) if !job.deleted && job.spec.kind != JobType::System => job.spec.count(),
+        _ => 0,
+    };
+    (0..count)
+        .map(move |i| TaskKey::index(name, i))
+        .filter(|k| shared.ring().owner(k.hash()) == Some(shared.me))
+}
+
+impl Coordinator {
+    /// No key yet; the ring as of `now`.
+    pub(super) fn new(now: Instant) -> Coordinator {
+        Coordinator {
+            keys: BTreeSet::new(),
+            keys_dirty: true,
+            dirty_jobs: BTreeSet::new(),
+            entries: BTreeMap::new(),
+            round: 0,
+            ring_changed_at: now,
+        }
+    }
+
+    /// How many keys have an entry here.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The ring changed: every key is computed anew, and what waits is
+    /// retried at once (new members may have room for it).
+    pub(super) fn ring_changed(&mut self, now: Instant) {
+        self.ring_changed_at = now;
+        self.keys_dirty = true;
+        // New members may have room for what waits.
+        for c in self.entries.values_mut() {
+            if c.retry_at.is_some() {
+                c.retry_at = Some(now);
+                c.backoff = Duration::ZERO;
+            }
+        }
+    }
+
+    /// Waiting keys that one of `roomier` (members with more free room than
+    /// before) may now take are retried at once, keeping their backoff: a
+    /// key that fits nowhere is not re-auctioned over the whole ring on a
+    /// timer alone.
+    pub(super) fn retry_where_room_appeared(
+        &mut self,
+        shared: &Shared,
+        now: Instant,
+        roomier: &[NodeId],
+    ) {
+        for (key, c) in &mut self.entries {
+            if c.retry_at.is_none_or(|t| t <= now) {
+                continue;
+            }
+            let Some(job) = shared.jobs.get(&key.job) else {
+                continue;
+            };
+            let demand = demand_of(&job.spec);
+            let fits = roomier.iter().any(|id| {
+                shared
+                    .view
+                    .member(*id)
+                    .is_some_and(|m| m.eligible(&job.spec, &demand).is_ok())
+            });
+            if fits {
+                c.retry_at = Some(now);
+            }
+        }
+    }
+
+    /// Marks `j`'s keys for recomputing if it differs from the job held
+    /// under its name in `jobs`; when it last changed (`now` if it does).
+    pub(super) fn note_job_change(&mut self, jobs: &JobTable, now: Instant, j: &Job) -> Instant {
+        jobs.unchanged_since(j).unwrap_or_else(|| {
+            self.dirty_jobs.insert(j.spec.name.clone());
+            now
+        })
+    }
+
+    /// Job `name` is gone: its keys are recomputed.
+    pub(super) fn note_job_removed(&mut self, name: &str) {
+        self.dirty_jobs.insert(name.to_owned());
+    }
+
+    /// Every key must be computed anew (jobs came or went).
+    pub(super) fn recompute_all(&mut self) {
+        self.keys_dirty = true;
+    }
+
+    /// Whether every key must be computed anew.
+    pub(super) fn all_dirty(&self) -> bool {
+        self.keys_dirty
+    }
+
+    /// Brings the keys this node coordinates up to date with the ring and
+    /// the jobs.
+    pub(super) fn recompute_keys(&mut self, shared: &Shared) {
+        if !self.keys_dirty {
+            self.recompute_dirty_jobs(shared);
+            return;
+        }
+        self.keys_dirty = false;
+        self.dirty_jobs.clear();
+        let mut keys = BTreeSet::new();
+        for name in shared.jobs.names() {
+            keys.extend(keys_of_job(shared, name));
+        }
+        self.note_new_keys(shared, &keys);
+        self.keys = keys;
+    }
+
+    /// Recomputes only the keys of jobs that changed (O(their tasks)).
+    fn recompute_dirty_jobs(&mut self, shared: &Shared) {
+        for name in std::mem::take(&mut self.dirty_jobs) {
+            let old: Vec<TaskKey> = self
+                .keys
+                .range(TaskKey::index(&name, 0)..)
+                .take_while(|k| k.job == name)
+                .cloned()
+                .collect();
+            let new: BTreeSet<TaskKey> = keys_of_job(shared, &name).collect();
+            self.note_new_keys(shared, &new);
+            for k in old {
+                if !new.contains(&k) {
+                    self.keys.remove(&k);
+                }
+            }
+            self.keys.extend(new);
+        }
+    }
+
+    /// Keys new to this node that belonged to another coordinator before
+    /// the last ring change (their job did not change since) are inherited:
+    /// their placements are learned from lease renewals before any auction.
+    fn note_new_keys(&mut self, shared: &Shared, keys: &BTreeSet<TaskKey>) {
+        for k in keys {
+            if !self.keys.contains(k) && !self.entries.contains_key(k) {
+                let job_changed = shared
+                    .jobs
+                    .changed_at(&k.job)
+                    .is_some_and(|t| t >= self.ring_changed_at);
+                let entry = self.entries.entry(k.clone()).or_default();
+                if !job_changed {
+                    entry.inherited_at = Some(self.ring_changed_at);
+                }
+            }
+        }
+    }
+
+    /// [`scan`](Self::scan) over every key.
+    pub(super) fn scan_all(
+        &self,
+        shared: &Shared,
+        now: Instant,
+    ) -> (Vec<TaskKey>, Vec<TaskKey>, Option<Instant>) {
+        self.scan(shared, now, self.keys.iter(), self.entries.iter())
+    }
+
+    /// [`scan`](Self::scan) over the keys of job `name`: what needs acting
+    /// on, and what is stale.
+    pub(super) fn scan_job(
+        &self,
+        shared: &Shared,
+        now: Instant,
+        name: &str,
+    ) -> (Vec<TaskKey>, Vec<TaskKey>) {
+        let start = TaskKey::index(name, 0);
+        let (due, stale, _) = self.scan(
+            shared,
+            now,
+            self.keys
+                .range(start.clone()..)
+                .take_while(|k| k.job == name),
+            self.entries
+                .range(start..)
+                .take_while(|(k, _)| k.job == name),
+        );
+        (due, stale)
+    }
+
+    /// Walks this node's keys and its coordinator entries together (both
+    /// sorted) without allocating for keys with nothing to do: returns the
+    /// keys that need [`reconcile_key`](Self::reconcile_key) now, the
+    /// entries of keys no longer this node's, and the earliest instant at
+    /// which time alone changes that for one of the others.
+    fn scan<'a>(
+        &self,
+        shared: &Shared,
+        now: Instant,
+        mine: impl Iterator<Item = &'a TaskKey>,
+        coord: impl Iterator<Item = (&'a TaskKey, &'a Coord)>,
+    ) -> (Vec<TaskKey>, Vec<TaskKey>, Option<Instant>) {
+        let (mut due, mut stale) = (Vec::new(), Vec::new());
+        let mut next = None;
+        let mut mine = mine.peekable();
+        let mut coord = coord.peekable();
+        loop {
+            match (mine.peek(), coord.peek()) {
+                (None, None) => break,
+                (Some(m), Some((c, entry))) if m == c => {
+                    match entry.due(shared, now) {
+                        Due::Nothing(until) => next = earliest(next, until),
+                        _ => due.push((*m).clone()),
+                    }
+                    mine.next();
+                    coord.next();
+                }
+                (Some(m), c) if c.is_none_or(|(c, _)| m < c) => {
+                    // No entry yet: a new key.
+                    due.push((*m).clone());
+                    mine.next();
+                }
+                (_, Some((c, entry))) => {
+                    let silent = entry.holder.as_ref().is_none_or(|h| {
+                        now.saturating_duration_since(h.heard) > shared.config.lease_silence
+                    });
+                    if silent
+                        || entry.auction.is_some()
+                        || entry.retry_at.is_some()
+                        || !entry.pending.is_empty()
+                        || !shared.wanted(c).0
+                    {
+                        stale.push((*c).clone());
+                    } else if let Some(h) = &entry.holder {
+                        // It turns stale when its holder falls silent.
+                        next = earliest(next, Some(h.heard + shared.config.lease_silence));
+                    }
+                    coord.next();
+                }
+                (Some(_), None) => unreachable!("handled above"),
+            }
+        }
+        (due, stale, next)
+    }
+
+    /// Acts on what [`scan`](Self::scan) found: the `due` keys, and the
+    /// `stale` entries.
+    pub(super) fn settle(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        wall_ms: u64,
+        due: &[TaskKey],
+        stale: Vec<TaskKey>,
+    ) {
+        for k in due {
+            self.reconcile_key(shared, now, wall_ms, k);
+        }
+        // Keys this node no longer coordinates (or that are no longer
+        // wanted) keep their entry only while a holder is recorded.
+        for k in stale {
+            let (wanted, _) = shared.wanted(&k);
+            let owner = shared.ring().owner(k.hash()) == Some(shared.me);
+            let entry = self.entries.get_mut(&k).expect("listed");
+            entry.auction = None;
+            entry.pending.clear();
+            entry.retry_at = None;
+            let silent = entry.holder.as_ref().is_none_or(|h| {
+                now.saturating_duration_since(h.heard) > shared.config.lease_silence
+            });
+            if silent || (!wanted && owner) {
+                self.entries.remove(&k);
+            }
+        }
+    }
+
+    /// Does what `key` needs now, if this node coordinates it.
+    fn reconcile_key(&mut self, shared: &mut Shared, now: Instant, wall_ms: u64, key: &TaskKey) {
+        if !self.keys.contains(key) {
+            return;
+        }
+        if !self.entries.contains_key(key) {
+            self.entries.insert(key.clone(), Coord::default());
+        }
+        match self.entries[key].due(shared, now) {
+            Due::Nothing(_) => {}
+            Due::Decide => self.decide(shared, now, wall_ms, key),
+            Due::Lost(node) => {
+                shared.out.events.push_back(Event::Lost {
+                    key: key.clone(),
+                    node,
+                });
+                if let Some(c) = self.entries.get_mut(key)
+                    && let Some(h) = c.holder.as_mut()
+                {
+                    h.report.state = TaskState::Lost;
+                    h.report.since_ms = wall_ms;
+                }
+                self.start_auction(shared, now, wall_ms, key, [node].into());
+            }
+            Due::Silent(node) => self.start_auction(shared, now, wall_ms, key, [node].into()),
+            Due::Start => self.start_auction(shared, now, wall_ms, key, BTreeSet::new()),
+        }
+    }
+
+    /// The winner of `key`'s auction took it.
+    pub(super) fn on_accept(&mut self, now: Instant, from: NodeId, key: &TaskKey) -> bool {
+        if let Some(h) = self.entries.get_mut(key).and_then(|c| c.holder.as_mut())
+            && h.node == from
+        {
+            h.confirmed = true;
+            h.heard = now;
+            return true;
+        }
+        false
+    }
+
+    /// The winner of `key`'s auction could not take it after all: auctioned
+    /// again without it.
+    pub(super) fn on_reject(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        wall_ms: u64,
+        from: NodeId,
+        key: &TaskKey,
+    ) {
+        if let Some(c) = self.entries.get_mut(key)
+            && c.holder
+                .as_ref()
+                .is_some_and(|h| h.node == from && !h.confirmed)
+        {
+            c.holder = None;
+            self.start_auction(shared, now, wall_ms, key, [from].into());
+        }
+    }
+
+    /// The holder of `key` stopped it for good (award `stamp`).
+    pub(super) fn on_release(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        wall_ms: u64,
+        from: NodeId,
+        key: &TaskKey,
+        stamp: Stamp,
+    ) {
+        if let Some(c) = self.entries.get_mut(key)
+            && c.holder
+                .as_ref()
+                .is_some_and(|h| h.node == from && h.stamp <= stamp)
+        {
+            c.holder = None;
+        }
+        self.reconcile_key(shared, now, wall_ms, key);
+    }
+
+    /// A lease renewal from `from`, which runs `key` under award `stamp`:
+    /// whether it only confirmed the known holder (nothing else changed).
+    pub(super) fn on_lease(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        from: NodeId,
+        key: TaskKey,
+        stamp: Stamp,
+        report: Report,
+    ) -> bool {
+        shared.hlc.observe(&stamp);
+        let (wanted, version) = shared.wants(&key, true);
+        if !wanted && version >= report.job_version {
+            shared.out.messages.push_back((
+                from,
+                Msg::Stop {
+                    key,
+                    stamp,
+                    reason: "no longer wanted".into(),
+                },
+            ));
+            return false;
+        }
+        let entry = self.entries.entry(key.clone()).or_default();
+        match entry.holder.as_mut() {
+            Some(h) if h.node == from => {
+                h.stamp = h.stamp.max(stamp);
+                h.report = report;
+                h.heard = now;
+                h.confirmed = true;
+                return true;
+            }
+            Some(h) if h.report.state != TaskState::Lost || shared.view.contains(h.node) => {
+                // Two holders: the later award wins, everywhere alike.
+                let (kept, stopped, stop_stamp) = if stamp > h.stamp {
+                    let old = h.clone();
+                    *h = Holder {
+                        node: from,
+                        stamp,
+                        report,
+                        heard: now,
+                        confirmed: true,
+                    };
+                    (from, old.node, old.stamp)
+                } else {
+                    (h.node, from, stamp)
+                };
+                entry.auction = None;
+                shared.out.events.push_back(Event::Conflict {
+                    key: key.clone(),
+                    kept,
+                    stopped,
+                });
+                shared.out.messages.push_back((
+                    stopped,
+                    Msg::Stop {
+                        key,
+                        stamp: stop_stamp,
+                        reason: "another node holds the task".into(),
+                    },
+                ));
+            }
+            _ => {
+                // Learned from the renewal (a new coordinator, or the first
+                // renewal after the award), or a lost holder came back.
+                entry.holder = Some(Holder {
+                    node: from,
+                    stamp,
+                    report,
+                    heard: now,
+                    confirmed: true,
+                });
+                entry.auction = None;
+                entry.pending.clear();
+                entry.retry_at = None;
+                entry.inherited_at = None;
+            }
+        }
+        false
+    }
+
+    /// The status of `key` as its coordinator knows it.
+    pub(super) fn status(&self, key: &TaskKey) -> TaskStatus {
+        match self.entries.get(key) {
+            Some(c) => match &c.holder {
+                Some(h) => TaskStatus::held(key, h.node, h.report.clone()),
+                None => TaskStatus::unheld(key, c.pending_since_ms, c.pending.clone()),
+            },
+            None => TaskStatus::unheld(key, 0, Vec::new()),
+        }
+    }
+}

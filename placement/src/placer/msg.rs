@@ -1,0 +1,279 @@
+//! What the placer says: messages to other nodes ([`Msg`]), commands to
+//! the task runtime ([`Command`]), what the runtime reports back
+//! ([`ExitReason`]) and events worth a log line ([`Event`]).
+//!
+//! Contract: [`Msg`] is the wire format between placers, versioned by
+//! [`PROTOCOL_VERSION`]: a change to its serde form is a protocol change.
+//! The transport may lose a message; a lost one reads as a missing bid or
+//! a late renewal, which the placer tolerates.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use shoal_gossip::NodeId;
+use shoal_model::JobSpec;
+
+use super::status::Report;
+use crate::types::{Resources, Stamp, TaskKey};
+
+/// Version of the placement messages.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// A spec inside a message travels as JSON text: the spec's serde form
+/// leaves out absent optional fields, which a compact binary encoding
+/// (postcard) cannot tell. In memory it is shared (`Arc`): a message to
+/// this node, or between simulated nodes, copies no spec.
+mod spec_json {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+    use shoal_model::JobSpec;
+
+    pub(super) fn serialize<S: Serializer>(spec: &JobSpec, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(spec).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<JobSpec>, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text)
+            .map(Arc::new)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Messages between nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Msg {
+    /// Coordinator → candidate: can you run this?
+    BidRequest {
+        /// Task.
+        key: TaskKey,
+        /// Auction round.
+        round: u64,
+        /// Job version auctioned.
+        job_version: u64,
+        /// Resources per task.
+        demand: Resources,
+        /// Constraints, runtime, spread: the spec.
+        #[serde(with = "spec_json")]
+        spec: Arc<JobSpec>,
+    },
+    /// Candidate → coordinator: yes, reserved.
+    Bid {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+        /// Free capacity left after placing it, thousandths (lower is a
+        /// tighter fit).
+        score: u64,
+        /// Tasks of the same job on the candidate.
+        job_tasks: u32,
+        /// The candidate's value of the job's spread attribute.
+        spread_value: Option<String>,
+    },
+    /// Candidate → coordinator: no, because…
+    Decline {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Coordinator → winner: run it.
+    Award {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+        /// The award's stamp (later awards win conflicts).
+        stamp: Stamp,
+        /// Job version.
+        job_version: u64,
+        /// The spec to run.
+        #[serde(with = "spec_json")]
+        spec: Arc<JobSpec>,
+    },
+    /// Winner → coordinator: taken.
+    Accept {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+    },
+    /// Winner → coordinator: cannot take it after all.
+    Reject {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Holder → coordinator: I run it, with this award.
+    Lease {
+        /// Task.
+        key: TaskKey,
+        /// The award the holder runs.
+        stamp: Stamp,
+        /// Its status.
+        report: Report,
+    },
+    /// Coordinator → holder: stop this award of the task.
+    Stop {
+        /// Task.
+        key: TaskKey,
+        /// The award to stop (a newer one on the same node is kept).
+        stamp: Stamp,
+        /// Why.
+        reason: String,
+    },
+    /// Coordinator → losing bidder: the auction is over, release the
+    /// reservation.
+    Cancel {
+        /// Task.
+        key: TaskKey,
+        /// Round.
+        round: u64,
+    },
+    /// Holder → coordinator: I stopped it for good (scaled down, drained,
+    /// deleted).
+    Release {
+        /// Task.
+        key: TaskKey,
+        /// The award released.
+        stamp: Stamp,
+    },
+}
+
+/// What the runtime must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Start (or restart) a task.
+    Start {
+        /// Task.
+        key: TaskKey,
+        /// What to run.
+        spec: Arc<JobSpec>,
+        /// Job version.
+        job_version: u64,
+        /// The award.
+        stamp: Stamp,
+        /// Start number, from 0.
+        attempt: u32,
+    },
+    /// Stop what runs for the task (without reporting its end), then
+    /// start it anew: a spec change.
+    Replace {
+        /// Task.
+        key: TaskKey,
+        /// What to run now.
+        spec: Arc<JobSpec>,
+        /// Job version.
+        job_version: u64,
+        /// The award.
+        stamp: Stamp,
+        /// Start number.
+        attempt: u32,
+    },
+    /// Stop a task: SIGTERM, grace period, SIGKILL.
+    Stop {
+        /// Task.
+        key: TaskKey,
+        /// Why (for logs).
+        reason: String,
+    },
+}
+
+/// How a task ended, as the runtime saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// Exited by itself with `code`.
+    Exited(i32),
+    /// Killed by a signal it was not sent by shoal.
+    Signaled(i32),
+    /// Killed for using more memory than its limit.
+    Oom,
+    /// Could not start (command not found, …).
+    StartFailed(String),
+    /// Stopped by shoal.
+    Stopped,
+    /// Ended while the agent was away (an adopted task): code unknown.
+    Unknown,
+}
+
+/// Something worth a log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// This node awarded a key.
+    Awarded {
+        /// Task.
+        key: TaskKey,
+        /// Winner.
+        node: NodeId,
+    },
+    /// No node had room; the key waits.
+    Pending {
+        /// Task.
+        key: TaskKey,
+        /// Every candidate's reason, `name: reason`, summarized by kind
+        /// past a dozen candidates (see
+        /// [`TaskStatus::pending`](super::TaskStatus::pending)).
+        reasons: Vec<String>,
+    },
+    /// Two nodes held a key; one was told to stop.
+    Conflict {
+        /// Task.
+        key: TaskKey,
+        /// Kept.
+        kept: NodeId,
+        /// Told to stop.
+        stopped: NodeId,
+    },
+    /// A holder failed; the key is auctioned again.
+    Lost {
+        /// Task.
+        key: TaskKey,
+        /// The failed holder.
+        node: NodeId,
+    },
+    /// The free-capacity class of this node changed (publish it by gossip).
+    FreeClass(u8),
+}
+
+/// A candidate's answer to a bid request, as its bidder gives it and the
+/// coordinator records it; on the wire, a [`Msg::Bid`] or a
+/// [`Msg::Decline`].
+#[derive(Clone, Debug)]
+pub(super) enum Answer {
+    /// Yes, reserved (the fields of [`Msg::Bid`]).
+    Bid {
+        score: u64,
+        job_tasks: u32,
+        spread_value: Option<String>,
+    },
+    /// No, because…
+    Decline(String),
+}
+
+impl Answer {
+    /// The message that carries this answer for `key` in auction `round`.
+    pub(super) fn into_msg(self, key: TaskKey, round: u64) -> Msg {
+        match self {
+            Answer::Bid {
+                score,
+                job_tasks,
+                spread_value,
+            } => Msg::Bid {
+                key,
+                round,
+                score,
+                job_tasks,
+                spread_value,
+            },
+            Answer::Decline(reason) => Msg::Decline { key, round, reason },
+        }
+    }
+}
