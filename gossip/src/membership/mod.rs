@@ -2,8 +2,7 @@
 //! with member metadata, join by address and graceful leave.
 
 use core::time::Duration;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -25,223 +24,18 @@ use crate::seal::{self, DropReason, PacketSecurity, ReplayWindow, SEAL_OVERHEAD,
 use crate::wire::{self, Body, Envelope, Item};
 use crate::{Instant, NodeId, NodeIdentity};
 
+mod outputs;
+mod stats;
+mod timers;
+
+pub use outputs::{DownReason, Event, MemberInfo, MemberState, Transmit};
+pub use stats::{RttHistogram, Stats};
+pub use timers::TimerToken;
+
+use stats::Probes;
+use timers::{TimerKind, Timers};
+
 type SwimNode = Foca<NodeIdentity, PostcardCodec, ChaCha8Rng, NoCustomBroadcast>;
-
-/// Opaque handle of a scheduled timer; see [`Membership::poll_timeout`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TimerToken(u64);
-
-/// A datagram to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Destination (a member's gossip address).
-    pub to: SocketAddr,
-    /// The sealed datagram.
-    pub payload: Vec<u8>,
-    /// What it is for.
-    pub kind: SendKind,
-}
-
-/// A member's state as this node sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum MemberState {
-    /// Answering probes.
-    Alive,
-    /// Missed a probe; declared failed unless it refutes in time.
-    Suspect,
-    /// Declared down without having said goodbye.
-    Failed,
-    /// Left on purpose.
-    Left,
-}
-
-impl MemberState {
-    /// Lower-case name, as the API shows it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberState::Alive => "alive",
-            MemberState::Suspect => "suspect",
-            MemberState::Failed => "failed",
-            MemberState::Left => "left",
-        }
-    }
-}
-
-/// Why a member went down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DownReason {
-    /// Stopped answering.
-    Failed,
-    /// Said goodbye.
-    Left,
-}
-
-/// Something the caller may want to log or act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// A member is alive (new, back after being down, or a new life of it).
-    MemberUp {
-        /// The member's life now known.
-        identity: NodeIdentity,
-    },
-    /// A member went down.
-    MemberDown {
-        /// The life that went down.
-        identity: NodeIdentity,
-        /// Failure or departure.
-        reason: DownReason,
-    },
-    /// A member restarted and its new life replaced the old one.
-    MemberRenewed {
-        /// The previous life.
-        old: NodeIdentity,
-        /// The new life.
-        new: NodeIdentity,
-    },
-    /// A member's metadata changed (or was learned).
-    MetaChanged {
-        /// The member.
-        id: NodeId,
-    },
-    /// This node is part of a cluster with other members.
-    Connected,
-    /// This node knows no other live member.
-    Isolated,
-    /// Joining has not succeeded yet; it will be tried again.
-    JoinRetry {
-        /// Attempts so far.
-        attempt: u32,
-        /// Addresses being tried.
-        peers: usize,
-        /// Delay before the next attempt.
-        next_in: Duration,
-    },
-    /// The cluster had declared this node down; it rejoined with a new life.
-    /// The caller must persist `identity.bump`.
-    IdentityRenewed {
-        /// The new identity.
-        identity: NodeIdentity,
-    },
-    /// Declared down and unable to rejoin.
-    Defunct,
-    /// A member's application digest (see
-    /// [`Membership::set_app_digest`]) differs from this node's: the
-    /// replicated state should be synced with it. Reported at most once
-    /// per `digest_retry` per member.
-    DigestDiffers {
-        /// The member.
-        id: NodeId,
-        /// Its digest.
-        digest: u64,
-    },
-}
-
-/// A member as returned by [`Membership::members`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct MemberInfo {
-    /// Its current life.
-    pub identity: NodeIdentity,
-    /// Its state.
-    pub state: MemberState,
-    /// SWIM incarnation (grows when it refutes a suspicion).
-    pub incarnation: u16,
-    /// Its metadata, once learned.
-    pub meta: Option<Arc<MemberMeta>>,
-    /// `(bump, version)` of that metadata.
-    pub meta_version: Option<(u32, u32)>,
-    /// When this node first heard of it.
-    pub first_seen: Instant,
-    /// When it last went up or down.
-    pub state_since: Instant,
-    /// Whether it is this node.
-    pub local: bool,
-}
-
-/// Probe round-trip times.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RttHistogram {
-    /// Upper bounds of the buckets, in microseconds.
-    pub bounds_micros: &'static [u64],
-    /// Count per bucket (not cumulative); the last is above every bound.
-    pub counts: Vec<u64>,
-    /// Sum of all samples, microseconds.
-    pub sum_micros: u64,
-    /// Number of samples.
-    pub count: u64,
-}
-
-const RTT_BOUNDS_MICROS: &[u64] = &[
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000,
-];
-
-impl Default for RttHistogram {
-    fn default() -> Self {
-        RttHistogram {
-            bounds_micros: RTT_BOUNDS_MICROS,
-            counts: vec![0; RTT_BOUNDS_MICROS.len() + 1],
-            sum_micros: 0,
-            count: 0,
-        }
-    }
-}
-
-impl RttHistogram {
-    fn observe(&mut self, rtt: Duration) {
-        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
-        let bucket = self
-            .bounds_micros
-            .iter()
-            .position(|b| micros <= *b)
-            .unwrap_or(self.bounds_micros.len());
-        self.counts[bucket] += 1;
-        self.sum_micros = self.sum_micros.saturating_add(micros);
-        self.count += 1;
-    }
-}
-
-/// Counters since start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Datagrams received.
-    pub packets_in: u64,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Datagrams sent.
-    pub packets_out: u64,
-    /// Bytes sent.
-    pub bytes_out: u64,
-    /// Datagrams dropped, indexed like [`DropReason::ALL`].
-    pub dropped: [u64; DropReason::ALL.len()],
-    /// Probes that got no answer, direct or indirect.
-    pub probe_failures: u64,
-    /// Direct probe round trips.
-    pub probe_rtt: RttHistogram,
-    /// Members learned from range exchanges (new to this node).
-    pub members_learned_from_ranges: u64,
-    /// "You are down" notices foca wanted to send to a member this node
-    /// holds up (a suspicion it refuted), not sent.
-    pub turn_undead_suppressed: u64,
-    /// Datagrams sent, indexed like [`SendKind::ALL`].
-    pub sent_by_kind: [u64; SendKind::ALL.len()],
-    /// Bytes sent (sealed), indexed like [`SendKind::ALL`].
-    pub sent_bytes_by_kind: [u64; SendKind::ALL.len()],
-}
-
-impl Stats {
-    /// Drops for one reason.
-    pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.dropped[reason.index()]
-    }
-
-    /// Datagrams and bytes sent of one kind.
-    pub fn sent(&self, kind: SendKind) -> (u64, u64) {
-        (
-            self.sent_by_kind[kind.index()],
-            self.sent_bytes_by_kind[kind.index()],
-        )
-    }
-}
 
 /// Metadata that does not fit in a datagram.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -264,46 +58,6 @@ pub enum NewError {
     /// Metadata too large.
     #[error(transparent)]
     Meta(#[from] MetaTooLarge),
-}
-
-#[derive(Debug)]
-enum TimerKind {
-    Swim(Timer<NodeIdentity>),
-    JoinRetry,
-    MemberSyncRetry(u64),
-    MemberSyncFollowUp(SocketAddr),
-    MetaSync,
-    Housekeeping,
-    MemberDigest,
-}
-
-#[derive(Debug, Default)]
-struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    pending: BTreeMap<u64, TimerKind>,
-    next: u64,
-}
-
-impl Timers {
-    fn schedule(&mut self, at: Instant, kind: TimerKind) {
-        self.next += 1;
-        self.heap.push(Reverse((at, self.next)));
-        self.pending.insert(self.next, kind);
-    }
-
-    fn peek(&mut self) -> Option<(Instant, TimerToken)> {
-        while let Some(Reverse((at, token))) = self.heap.peek().copied() {
-            if self.pending.contains_key(&token) {
-                return Some((at, TimerToken(token)));
-            }
-            self.heap.pop();
-        }
-        None
-    }
-
-    fn take(&mut self, token: TimerToken) -> Option<TimerKind> {
-        self.pending.remove(&token.0)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -436,7 +190,7 @@ pub struct Membership {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     join: JoinState,
-    probes: BTreeMap<(NodeId, u8), Instant>,
+    probes: Probes,
     wanted: BTreeMap<NodeId, Want>,
     /// Members seen going down with no leave record: asked about a few
     /// times, in case their leave notice missed this node.
@@ -509,7 +263,7 @@ impl Membership {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             join: JoinState::default(),
-            probes: BTreeMap::new(),
+            probes: Probes::default(),
             wanted: BTreeMap::new(),
             unexplained: BTreeMap::new(),
             member_sync: None,
@@ -694,17 +448,16 @@ impl Membership {
     /// cluster is dropped and counted in [`Stats::dropped`]; this never
     /// panics on input.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.stats.packets_in += 1;
-        self.stats.bytes_in += datagram.len() as u64;
+        self.stats.count_in(datagram.len());
         if datagram.len() > self.config.max_datagram_bytes.saturating_mul(2) {
-            return self.count_drop(DropReason::Oversize);
+            return self.stats.count_drop(DropReason::Oversize);
         }
         let (header, plaintext) = match seal::open(&self.security, datagram) {
             Ok(opened) => opened,
-            Err(reason) => return self.count_drop(reason),
+            Err(reason) => return self.stats.count_drop(reason),
         };
         if header.sender == self.identity.id {
-            return self.count_drop(DropReason::FromSelf);
+            return self.stats.count_drop(DropReason::FromSelf);
         }
         if self.config.replay_protection
             && !self
@@ -713,11 +466,11 @@ impl Membership {
                 .or_default()
                 .accept(header.bump, header.seq)
         {
-            return self.count_drop(DropReason::Replay);
+            return self.stats.count_drop(DropReason::Replay);
         }
         let envelope: Envelope<'_> = match postcard::from_bytes(&plaintext) {
             Ok(e) => e,
-            Err(_) => return self.count_drop(DropReason::Decode),
+            Err(_) => return self.stats.count_drop(DropReason::Decode),
         };
         if self.left {
             return;
@@ -725,13 +478,13 @@ impl Membership {
         for raw in &envelope.items {
             match postcard::from_bytes::<Item>(raw) {
                 Ok(item) => self.apply_item(now, item, true),
-                Err(_) => self.count_drop(DropReason::Decode),
+                Err(_) => self.stats.count_drop(DropReason::Decode),
             }
         }
         match envelope.body {
             Body::Swim(bytes) => {
                 if self.swim.handle_data(bytes, &mut self.runtime).is_err() {
-                    self.count_drop(DropReason::Swim);
+                    self.stats.count_drop(DropReason::Swim);
                 }
             }
             Body::Hello { identity } => {
@@ -996,10 +749,6 @@ impl Membership {
         self.piggyback.add(&Item::Meta(Box::new(update)), tx);
     }
 
-    fn count_drop(&mut self, reason: DropReason) {
-        self.stats.dropped[reason.index()] += 1;
-    }
-
     fn send(&mut self, to: SocketAddr, body: Body<'_>, with_items: bool) {
         let kind = SendKind::of(&body);
         self.send_as(to, body, kind, with_items);
@@ -1038,10 +787,7 @@ impl Membership {
             salt: self.rng.next_u32(),
         };
         let payload = seal::seal(&self.security, &header, &plaintext);
-        self.stats.packets_out += 1;
-        self.stats.bytes_out += payload.len() as u64;
-        self.stats.sent_by_kind[kind.index()] += 1;
-        self.stats.sent_bytes_by_kind[kind.index()] += payload.len() as u64;
+        self.stats.count_out(kind, payload.len());
         self.transmits.push_back(Transmit { to, payload, kind });
     }
 
@@ -1096,7 +842,7 @@ impl Membership {
                     return;
                 }
                 if update.meta.encoded_len() > MAX_META_BYTES {
-                    return self.count_drop(DropReason::Decode);
+                    return self.stats.count_drop(DropReason::Decode);
                 }
                 let id = update.id;
                 // Only a *change* spreads by gossip: it must reach every node
@@ -1852,8 +1598,7 @@ impl Membership {
             self.member_snapshot = None;
         }
         let stale_probe = self.config.probe_period * 10;
-        self.probes
-            .retain(|_, sent| now.saturating_duration_since(*sent) < stale_probe);
+        self.probes.prune(now, stale_probe);
         // `records` holds what foca holds (a member is forgotten in both
         // at once), without copying foca's list.
         let known = &self.records;
@@ -2061,16 +1806,12 @@ impl Membership {
             }
             OwnedNotification::DataSent(header) => {
                 if let Message::Ping(n) = header.message {
-                    self.probes.insert((header.dst.id, n), now);
+                    self.probes.sent(now, header.dst.id, n);
                 }
             }
             OwnedNotification::DataReceived(header) => {
-                if let Message::Ack(n) = header.message
-                    && let Some(sent) = self.probes.remove(&(header.src.id, n))
-                {
-                    self.stats
-                        .probe_rtt
-                        .observe(now.saturating_duration_since(sent));
+                if let Message::Ack(n) = header.message {
+                    self.probes.answered(now, header.src.id, n, &mut self.stats);
                 }
             }
             OwnedNotification::ProbeFailed(_, _) => self.stats.probe_failures += 1,
