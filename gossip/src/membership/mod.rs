@@ -16,7 +16,7 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::config::{Config, ConfigError, ENVELOPE_OVERHEAD};
 use crate::kind::SendKind;
-use crate::meta::{FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate};
+use crate::meta::{MemberMeta, MetaShare, MetaUpdate};
 use crate::packed::Packed;
 use crate::piggyback::Piggyback;
 use crate::ranges;
@@ -24,14 +24,19 @@ use crate::seal::{self, DropReason, PacketSecurity, ReplayWindow, SEAL_OVERHEAD,
 use crate::wire::{self, Body, Envelope, Item};
 use crate::{Instant, NodeId, NodeIdentity};
 
+mod leaves;
+mod meta_sync;
 mod outputs;
 mod stats;
 mod timers;
 
+pub use leaves::LEAVE_QUERIES;
 pub use outputs::{DownReason, Event, MemberInfo, MemberState, Transmit};
 pub use stats::{RttHistogram, Stats};
 pub use timers::TimerToken;
 
+use leaves::Leaves;
+use meta_sync::{Metas, Want, check_meta_size};
 use stats::Probes;
 use timers::{TimerKind, Timers};
 
@@ -60,28 +65,11 @@ pub enum NewError {
     Meta(#[from] MetaTooLarge),
 }
 
-#[derive(Debug, Clone)]
-struct MetaRecord {
-    bump: u32,
-    version: u32,
-    meta: Arc<MemberMeta>,
-}
-
 #[derive(Debug)]
 struct Record {
     identity: NodeIdentity,
     first_seen: Instant,
     state_since: Instant,
-}
-
-#[derive(Debug)]
-struct Want {
-    since: Instant,
-    asked: u32,
-    last_asked: Option<Instant>,
-    /// A node likely to have the record (the one whose member list we
-    /// copied), asked first.
-    hint: Option<SocketAddr>,
 }
 
 /// Copying a peer's member list, page by page, after joining.
@@ -116,10 +104,6 @@ struct JoinState {
     delay: Duration,
 }
 
-/// Members ids asked for in one metadata request.
-const META_REQUEST_MAX_IDS: usize = 64;
-/// Member ids asked for per metadata sync round, all requests together.
-const META_SYNC_MAX_IDS: usize = 256;
 /// Requests of one member-list page before giving up.
 const MEMBER_SYNC_ATTEMPTS: u32 = 5;
 /// How long a sorted member list is reused to serve pages.
@@ -128,10 +112,6 @@ const MEMBER_SNAPSHOT_TTL: Duration = Duration::from_secs(2);
 /// given back (it is O(N) after a join, and a process may run thousands of
 /// memberships: the simulator).
 const SPARE_QUEUE: usize = 256;
-/// Times a node asks about a member that went down without a leave record
-/// (a crash): a leave notice it may have missed would turn `failed` into
-/// `left`.
-pub const LEAVE_QUERIES: u32 = 6;
 /// How long a member seen going down is told about in range exchanges.
 const DOWN_REPAIR_WINDOW: Duration = Duration::from_secs(300);
 /// How often the housekeeping timer runs.
@@ -178,23 +158,14 @@ pub struct Membership {
     up_index: Packed<u64, u32>,
     /// Members seen going down lately, by the same position, with when.
     down_index: BTreeMap<u64, (NodeIdentity, Instant)>,
-    metas: Packed<NodeId, MetaRecord>,
-    /// Where records are shared with other memberships of the process.
-    meta_share: Option<Arc<dyn MetaShare>>,
-    /// Record versions heard of (in a free-class change that could not be
-    /// applied) but not held: pulled like a missing record.
-    behind: BTreeMap<NodeId, (u32, u32)>,
-    leaves: BTreeMap<NodeId, u32>,
+    metas: Metas,
+    leaves: Leaves,
     piggyback: Piggyback,
     timers: Timers,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     join: JoinState,
     probes: Probes,
-    wanted: BTreeMap<NodeId, Want>,
-    /// Members seen going down with no leave record: asked about a few
-    /// times, in case their leave notice missed this node.
-    unexplained: BTreeMap<NodeId, Want>,
     member_sync: Option<MemberSync>,
     member_snapshot: Option<MemberSnapshot>,
     /// Where the next member-list range digest starts: each round goes on
@@ -254,18 +225,14 @@ impl Membership {
             records: Packed::default(),
             up_index: Packed::default(),
             down_index: BTreeMap::new(),
-            metas: Packed::default(),
-            meta_share: None,
-            behind: BTreeMap::new(),
-            leaves: BTreeMap::new(),
+            metas: Metas::default(),
+            leaves: Leaves::default(),
             piggyback: Piggyback::default(),
             timers: Timers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             join: JoinState::default(),
             probes: Probes::default(),
-            wanted: BTreeMap::new(),
-            unexplained: BTreeMap::new(),
             member_sync: None,
             member_snapshot: None,
             digest_cursor: 0,
@@ -383,56 +350,13 @@ impl Membership {
     /// away, so that everyone records it as `left` rather than `failed`.
     /// The node should stop after draining the transmits.
     pub fn leave(&mut self, now: Instant) {
-        if self.left {
-            return;
-        }
-        self.left = true;
-        self.join.active = false;
-        // Enough transmissions for every farewell datagram below to carry it.
-        let tx = self
-            .transmissions()
-            .saturating_add(u8::try_from(3 * self.config.indirect_probes).unwrap_or(u8::MAX));
-        self.piggyback.add(
-            &Item::Leave {
-                id: self.identity.id,
-                bump: self.identity.bump,
-            },
-            tx,
-        );
-        // `leave_cluster` queues our own down update and gossips it to a few
-        // members; two more rounds reach more of them directly.
-        let _ = self.swim.leave_cluster(&mut self.runtime);
-        let _ = self.swim.gossip(&mut self.runtime);
-        let _ = self.swim.gossip(&mut self.runtime);
-        self.drain_swim(now);
+        self.say_goodbye(now);
     }
 
     /// Replaces this node's metadata; the change spreads by gossip.
     pub fn set_meta(&mut self, _now: Instant, meta: MemberMeta) -> Result<(), MetaTooLarge> {
         check_meta_size(&meta)?;
-        if *self.meta == meta {
-            return Ok(());
-        }
-        let only_free_class = MemberMeta {
-            free_class: meta.free_class,
-            ..(*self.meta).clone()
-        } == meta;
-        self.meta = Arc::new(meta);
-        self.meta_version += 1;
-        if only_free_class {
-            let item = Item::Free {
-                id: self.identity.id,
-                bump: self.identity.bump,
-                version: self.meta_version,
-                base: self.meta_base,
-                class: self.meta.free_class.0,
-            };
-            let tx = self.transmissions();
-            self.piggyback.add(&item, tx);
-        } else {
-            self.meta_base = self.meta_version;
-            self.publish_own_meta();
-        }
+        self.change_own_meta(meta);
         Ok(())
     }
 
@@ -501,16 +425,7 @@ impl Membership {
                 }
             }
             Body::MetaRequest { ids } => self.answer_meta_request(from, &ids),
-            Body::LeaveQuery { ids } => {
-                let leaves: Vec<(NodeId, u32)> = ids
-                    .iter()
-                    .take(META_REQUEST_MAX_IDS)
-                    .filter_map(|id| self.leaves.get(id).map(|b| (*id, *b)))
-                    .collect();
-                if !leaves.is_empty() {
-                    self.send(from, Body::LeaveAnswer { leaves }, false);
-                }
-            }
+            Body::LeaveQuery { ids } => self.answer_leave_query(from, &ids),
             Body::LeaveAnswer { leaves } => {
                 for (id, bump) in leaves {
                     self.apply_item(now, Item::Leave { id, bump }, false);
@@ -552,21 +467,7 @@ impl Membership {
     /// (the simulator's: thousands of nodes in one process). Records
     /// already held stay private copies.
     pub fn share_metas(&mut self, share: Arc<dyn MetaShare>) {
-        self.meta_share = Some(share);
-    }
-
-    /// Record `(id, bump, version)`, from the shared copies when there are.
-    fn shared_meta(
-        &self,
-        id: NodeId,
-        bump: u32,
-        version: u32,
-        make: &mut dyn FnMut() -> MemberMeta,
-    ) -> Arc<MemberMeta> {
-        match &self.meta_share {
-            Some(share) => share.share(id, bump, version, make),
-            None => Arc::new(make()),
-        }
+        self.metas.share = Some(share);
     }
 
     /// Fires the timer `token` (from [`poll_timeout`](Self::poll_timeout)).
@@ -677,7 +578,7 @@ impl Membership {
         if !self.up_index.contains_key(&ranges::position(id.0)) {
             return None;
         }
-        self.metas.get(&id).map(|r| &r.meta)
+        self.metas.held.get(&id).map(|r| &r.meta)
     }
 
     /// This node as a member.
@@ -701,7 +602,7 @@ impl Membership {
     fn info_of(&self, m: &foca::Member<NodeIdentity>) -> MemberInfo {
         let id = m.id();
         let record = self.records.get(&id.id);
-        let meta = self.metas.get(&id.id);
+        let meta = self.metas.held.get(&id.id);
         MemberInfo {
             identity: id.clone(),
             state: self.state_of(m),
@@ -719,7 +620,7 @@ impl Membership {
             State::Alive => MemberState::Alive,
             State::Suspect => MemberState::Suspect,
             State::Down => {
-                if self.has_left(m.id()) {
+                if self.leaves.has_left(m.id()) {
                     MemberState::Left
                 } else {
                     MemberState::Failed
@@ -728,25 +629,8 @@ impl Membership {
         }
     }
 
-    fn has_left(&self, identity: &NodeIdentity) -> bool {
-        self.leaves
-            .get(&identity.id)
-            .is_some_and(|bump| *bump >= identity.bump)
-    }
-
     fn transmissions(&self) -> u8 {
         self.config.max_transmissions(self.sized_for)
-    }
-
-    fn publish_own_meta(&mut self) {
-        let update = MetaUpdate {
-            id: self.identity.id,
-            bump: self.identity.bump,
-            version: self.meta_version,
-            meta: Arc::clone(&self.meta),
-        };
-        let tx = self.transmissions();
-        self.piggyback.add(&Item::Meta(Box::new(update)), tx);
     }
 
     fn send(&mut self, to: SocketAddr, body: Body<'_>, with_items: bool) {
@@ -828,234 +712,6 @@ impl Membership {
             .any(|m| self.join.peers.contains(&m.id().gossip_addr()))
     }
 
-    fn apply_item(&mut self, now: Instant, item: Item, spread: bool) {
-        match item {
-            Item::Meta(update) => {
-                if update.id == self.identity.id {
-                    return;
-                }
-                let newer = self
-                    .metas
-                    .get(&update.id)
-                    .is_none_or(|r| (r.bump, r.version) < update.key());
-                if !newer {
-                    return;
-                }
-                if update.meta.encoded_len() > MAX_META_BYTES {
-                    return self.stats.count_drop(DropReason::Decode);
-                }
-                let id = update.id;
-                // Only a *change* spreads by gossip: it must reach every node
-                // that holds the old record. A record this node never had
-                // is a newcomer's; every node pulls those (from whoever told
-                // it about the newcomer), which costs each record once per
-                // node instead of once per transmission.
-                let replaces = self.metas.contains_key(&id);
-                if spread && replaces {
-                    let tx = self.transmissions();
-                    self.piggyback.add(&Item::Meta(update.clone()), tx);
-                }
-                let MetaUpdate {
-                    bump,
-                    version,
-                    meta,
-                    ..
-                } = *update;
-                let mut meta = Some(meta);
-                let meta = self.shared_meta(id, bump, version, &mut || {
-                    let meta = meta.take().unwrap_or_else(|| unreachable!("made once"));
-                    Arc::unwrap_or_clone(meta)
-                });
-                self.metas.insert(
-                    id,
-                    MetaRecord {
-                        bump,
-                        version,
-                        meta,
-                    },
-                );
-                self.caught_up(id);
-                self.events.push_back(Event::MetaChanged { id });
-            }
-            Item::Free {
-                id,
-                bump,
-                version,
-                base,
-                class,
-            } => {
-                if id == self.identity.id {
-                    return;
-                }
-                // A member whose record this node lacks is pulled whole.
-                let Some(held) = self.metas.get(&id) else {
-                    return;
-                };
-                if (held.bump, held.version) >= (bump, version) {
-                    return;
-                }
-                if spread {
-                    let tx = self.transmissions();
-                    let item = Item::Free {
-                        id,
-                        bump,
-                        version,
-                        base,
-                        class,
-                    };
-                    self.piggyback.add(&item, tx);
-                }
-                if held.bump == bump && held.version >= base {
-                    let held = Arc::clone(&held.meta);
-                    let meta = self.shared_meta(id, bump, version, &mut || MemberMeta {
-                        free_class: FreeClass(class),
-                        ..(*held).clone()
-                    });
-                    self.metas.insert(
-                        id,
-                        MetaRecord {
-                            bump,
-                            version,
-                            meta,
-                        },
-                    );
-                    self.caught_up(id);
-                    self.events.push_back(Event::MetaChanged { id });
-                } else {
-                    // A change of another field was missed: pull the record.
-                    let newest = self.behind.entry(id).or_insert((bump, version));
-                    *newest = (*newest).max((bump, version));
-                    self.want_meta(now, id);
-                }
-            }
-            Item::Leave { id, bump } => {
-                if id == self.identity.id {
-                    return;
-                }
-                if self.leaves.get(&id).is_some_and(|b| *b >= bump) {
-                    return;
-                }
-                self.leaves.insert(id, bump);
-                self.unexplained.remove(&id);
-                if spread {
-                    let tx = self.transmissions();
-                    self.piggyback.add(&Item::Leave { id, bump }, tx);
-                }
-                // A member already recorded as failed turns out to have left.
-                let down = self
-                    .swim
-                    .iter_membership_state()
-                    .find(|m| m.id().id == id && m.state() == State::Down)
-                    .map(|m| m.id().clone());
-                if let Some(identity) = down
-                    && identity.bump <= bump
-                {
-                    if let Some(r) = self.records.get_mut(&id) {
-                        r.state_since = now;
-                    }
-                    self.events.push_back(Event::MemberDown {
-                        identity,
-                        reason: DownReason::Left,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Forgets a pending pull of `id`'s record once the record held is
-    /// current.
-    fn caught_up(&mut self, id: NodeId) {
-        let held = self.metas.get(&id).map(|r| (r.bump, r.version));
-        if self.behind.get(&id).is_some_and(|k| held >= Some(*k)) {
-            self.behind.remove(&id);
-        }
-        if self.wanted.contains_key(&id) && !self.meta_is_stale(id) {
-            self.wanted.remove(&id);
-        }
-    }
-
-    fn meta_is_stale(&self, id: NodeId) -> bool {
-        if let Some(newest) = self.behind.get(&id) {
-            let held = self.metas.get(&id).map(|r| (r.bump, r.version));
-            if held < Some(*newest) {
-                return true;
-            }
-        }
-        let Some(record) = self.records.get(&id) else {
-            return !self.metas.contains_key(&id);
-        };
-        self.metas
-            .get(&id)
-            .is_none_or(|m| m.bump < record.identity.bump)
-    }
-
-    fn want_meta(&mut self, now: Instant, id: NodeId) {
-        self.wanted.entry(id).or_insert(Want {
-            since: now,
-            asked: 0,
-            last_asked: None,
-            hint: None,
-        });
-    }
-
-    /// Every datagram says which version of its sender's metadata is
-    /// current; an older or missing copy is pulled from the sender itself.
-    fn check_sender_meta(
-        &mut self,
-        now: Instant,
-        header: &SealHeader,
-        (version, base, class): (u32, u32, u8),
-        from: SocketAddr,
-    ) {
-        if version == 0 {
-            return;
-        }
-        let stale = self
-            .metas
-            .get(&header.sender)
-            .is_none_or(|r| (r.bump, r.version) < (header.bump, version));
-        if !stale {
-            return;
-        }
-        // Only the free class moved since the copy held: take it from the
-        // datagram, as from a gossiped free-class item.
-        let only_free_class = self
-            .metas
-            .get(&header.sender)
-            .is_some_and(|r| r.bump == header.bump && r.version >= base);
-        if only_free_class {
-            let free = Item::Free {
-                id: header.sender,
-                bump: header.bump,
-                version,
-                base,
-                class,
-            };
-            self.apply_item(now, free, false);
-            return;
-        }
-        let recent = self
-            .wanted
-            .get(&header.sender)
-            .and_then(|w| w.last_asked)
-            .is_some_and(|t| now.saturating_duration_since(t) < self.config.meta_sync_period);
-        if recent {
-            return;
-        }
-        let want = self.wanted.entry(header.sender).or_insert(Want {
-            since: now,
-            asked: 0,
-            last_asked: None,
-            hint: None,
-        });
-        want.asked += 1;
-        want.last_asked = Some(now);
-        let request = Body::MetaRequest {
-            ids: vec![header.sender],
-        };
-        self.send(from, request, false);
-    }
-
     fn check_sender_digest(&mut self, now: Instant, sender: NodeId, digest: u64) {
         if digest == self.app_digest || digest == 0 || self.app_digest == 0 {
             return;
@@ -1071,115 +727,6 @@ impl Membership {
         self.digest_reported.insert(sender, now);
         self.events
             .push_back(Event::DigestDiffers { id: sender, digest });
-    }
-
-    fn answer_meta_request(&mut self, to: SocketAddr, ids: &[NodeId]) {
-        let mut updates: Vec<MetaUpdate> = Vec::new();
-        for id in ids.iter().take(META_REQUEST_MAX_IDS) {
-            if *id == self.identity.id {
-                updates.push(MetaUpdate {
-                    id: *id,
-                    bump: self.identity.bump,
-                    version: self.meta_version,
-                    meta: Arc::clone(&self.meta),
-                });
-            } else if let Some(r) = self.metas.get(id) {
-                updates.push(MetaUpdate {
-                    id: *id,
-                    bump: r.bump,
-                    version: r.version,
-                    meta: Arc::clone(&r.meta),
-                });
-            }
-        }
-        // As many records per datagram as fit.
-        let room = self
-            .config
-            .max_datagram_bytes
-            .saturating_sub(SEAL_OVERHEAD + ENVELOPE_OVERHEAD);
-        let mut batch: Vec<MetaUpdate> = Vec::new();
-        let mut size = 0;
-        for update in updates {
-            let len = wire::encoded_len(&update);
-            if !batch.is_empty() && size + len > room {
-                let body = Body::MetaResponse {
-                    updates: core::mem::take(&mut batch),
-                };
-                self.send(to, body, false);
-                size = 0;
-            }
-            size += len;
-            batch.push(update);
-        }
-        if !batch.is_empty() {
-            self.send(to, Body::MetaResponse { updates: batch }, false);
-        }
-    }
-
-    /// Asks for metadata that gossip did not bring within `meta_grace`:
-    /// first from the member itself, then from random live members.
-    fn meta_sync(&mut self, now: Instant) {
-        let grace = self.config.meta_grace;
-        let retry_after = self.config.meta_sync_period * 2;
-        let mut due: Vec<NodeId> = Vec::new();
-        let mut gone: Vec<NodeId> = Vec::new();
-        for (id, want) in &self.wanted {
-            if !self.records.contains_key(id)
-                && now.saturating_duration_since(want.since) > Duration::from_secs(60)
-            {
-                gone.push(*id);
-                continue;
-            }
-            if now.saturating_duration_since(want.since) < grace {
-                continue;
-            }
-            if want
-                .last_asked
-                .is_some_and(|t| now.saturating_duration_since(t) < retry_after)
-            {
-                continue;
-            }
-            due.push(*id);
-            if due.len() >= META_SYNC_MAX_IDS {
-                break;
-            }
-        }
-        for id in gone {
-            self.wanted.remove(&id);
-        }
-        let mut by_dest: BTreeMap<SocketAddr, Vec<NodeId>> = BTreeMap::new();
-        for id in due {
-            if !self.meta_is_stale(id) {
-                self.wanted.remove(&id);
-                continue;
-            }
-            let Some(want) = self.wanted.get_mut(&id) else {
-                continue;
-            };
-            want.asked += 1;
-            want.last_asked = Some(now);
-            let own = self.records.get(&id).map(|r| r.identity.gossip_addr());
-            // First the node we copied the member list from, then the
-            // member itself, then random live members.
-            let fixed: Vec<SocketAddr> = want.hint.into_iter().chain(own).collect();
-            let attempt = usize::try_from(want.asked - 1).unwrap_or(usize::MAX);
-            let dest = match fixed.get(attempt) {
-                Some(addr) => Some(*addr),
-                None => self.random_up(None).or(own),
-            };
-            if let Some(dest) = dest {
-                by_dest.entry(dest).or_default().push(id);
-            }
-        }
-        for (dest, ids) in by_dest {
-            for chunk in ids.chunks(META_REQUEST_MAX_IDS) {
-                let body = Body::MetaRequest {
-                    ids: chunk.to_vec(),
-                };
-                self.send(dest, body, false);
-            }
-        }
-        self.ask_about_unexplained_downs(now);
     }
 
     /// A random member that is up (other than `except`: the one after it
@@ -1326,12 +873,7 @@ impl Membership {
             .apply_many(others.into_iter(), false, &mut self.runtime);
         for id in ids {
             if self.meta_is_stale(id) {
-                let want = self.wanted.entry(id).or_insert(Want {
-                    since: now,
-                    asked: 0,
-                    last_asked: None,
-                    hint: None,
-                });
+                let want = self.metas.wanted.entry(id).or_insert(Want::new(now));
                 want.hint = Some(from);
             }
         }
@@ -1558,37 +1100,6 @@ impl Membership {
         }
     }
 
-    /// A leave notice spreads by a one-shot epidemic that can miss a node;
-    /// that node then sees the member fail. Ask a random live member, a few
-    /// times, whether it knows of a leave.
-    fn ask_about_unexplained_downs(&mut self, now: Instant) {
-        let retry_after = self.config.meta_sync_period;
-        self.unexplained.retain(|_, w| w.asked < LEAVE_QUERIES);
-        if self.up_index.is_empty() || self.unexplained.is_empty() {
-            return;
-        }
-        let mut ids = Vec::new();
-        for (id, want) in &mut self.unexplained {
-            if want
-                .last_asked
-                .is_some_and(|t| now.saturating_duration_since(t) < retry_after)
-            {
-                continue;
-            }
-            want.asked += 1;
-            want.last_asked = Some(now);
-            ids.push(*id);
-            if ids.len() >= META_REQUEST_MAX_IDS {
-                break;
-            }
-        }
-        if !ids.is_empty()
-            && let Some(dest) = self.random_up(None)
-        {
-            self.send(dest, Body::LeaveQuery { ids }, false);
-        }
-    }
-
     fn housekeeping(&mut self, now: Instant) {
         if self
             .member_snapshot
@@ -1606,7 +1117,7 @@ impl Membership {
         self.down_index
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < DOWN_REPAIR_WINDOW);
         self.digest_reported.retain(|id, _| known.contains_key(id));
-        self.leaves.retain(|id, _| known.contains_key(id));
+        self.leaves.known.retain(|id, _| known.contains_key(id));
     }
 
     fn forget_if_gone(&mut self, id: NodeId) {
@@ -1616,12 +1127,12 @@ impl Membership {
         self.records.remove(&id);
         self.up_index.remove(&ranges::position(id.0));
         self.down_index.remove(&ranges::position(id.0));
-        self.metas.remove(&id);
-        self.behind.remove(&id);
-        self.leaves.remove(&id);
+        self.metas.held.remove(&id);
+        self.metas.behind.remove(&id);
+        self.leaves.known.remove(&id);
         self.replay.remove(&id);
-        self.wanted.remove(&id);
-        self.unexplained.remove(&id);
+        self.metas.wanted.remove(&id);
+        self.leaves.unexplained.remove(&id);
     }
 
     /// Retunes foca when the cluster size moved by a factor of two: the
@@ -1701,7 +1212,7 @@ impl Membership {
     /// they would be about half empty.
     fn pack_tables(&mut self) {
         self.records.pack();
-        self.metas.pack();
+        self.metas.held.pack();
         self.up_index.pack();
     }
 
@@ -1710,11 +1221,12 @@ impl Membership {
             OwnedNotification::MemberUp(identity) => {
                 let id = identity.id;
                 self.mark_up(now, &identity).state_since = now;
-                self.unexplained.remove(&id);
+                self.leaves.unexplained.remove(&id);
                 if self.meta_is_stale(id) {
                     self.want_meta(now, id);
                     // Whoever told us about the member likely has its record.
-                    if let (Some(from), Some(want)) = (self.current_from, self.wanted.get_mut(&id))
+                    if let (Some(from), Some(want)) =
+                        (self.current_from, self.metas.wanted.get_mut(&id))
                         && want.hint.is_none()
                         && from != identity.gossip_addr()
                     {
@@ -1730,28 +1242,13 @@ impl Membership {
                 self.up_index.remove(&ranges::position(identity.id.0));
                 self.down_index
                     .insert(ranges::position(identity.id.0), (identity.clone(), now));
-                let reason = if self.has_left(&identity) {
+                let reason = if self.leaves.has_left(&identity) {
                     DownReason::Left
                 } else {
                     DownReason::Failed
                 };
                 if reason == DownReason::Failed {
-                    let mut want = Want {
-                        since: now,
-                        asked: 0,
-                        last_asked: None,
-                        hint: None,
-                    };
-                    // Whoever told us it is down may know that it left.
-                    if let Some(from) = self.current_from {
-                        want.asked = 1;
-                        want.last_asked = Some(now);
-                        let query = Body::LeaveQuery {
-                            ids: vec![identity.id],
-                        };
-                        self.send(from, query, false);
-                    }
-                    self.unexplained.insert(identity.id, want);
+                    self.explain_down(now, identity.id);
                 }
                 self.events
                     .push_back(Event::MemberDown { identity, reason });
@@ -1827,7 +1324,7 @@ impl Membership {
         peers.extend(
             self.swim
                 .iter_membership_state()
-                .filter(|m| !self.has_left(m.id()))
+                .filter(|m| !self.leaves.has_left(m.id()))
                 .map(|m| m.id().gossip_addr())
                 .take(16),
         );
@@ -1838,191 +1335,5 @@ impl Membership {
     #[doc(hidden)]
     pub fn piggyback_backlog(&self) -> usize {
         self.piggyback.len()
-    }
-}
-
-fn check_meta_size(meta: &MemberMeta) -> Result<(), MetaTooLarge> {
-    let size = meta.encoded_len();
-    if size > MAX_META_BYTES {
-        Err(MetaTooLarge {
-            size,
-            max: MAX_META_BYTES,
-        })
-    } else {
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Capacity;
-    use crate::piggyback::FREE_ITEMS_PER_DATAGRAM;
-
-    fn meta(name: &str, class: u8) -> MemberMeta {
-        let addr: SocketAddr = "10.0.0.2:5481".parse().unwrap();
-        MemberMeta {
-            name: name.into(),
-            gossip_addr: addr,
-            rpc_addr: addr,
-            api_addr: addr,
-            dc: "dc1".into(),
-            zone: String::new(),
-            region: String::new(),
-            labels: BTreeMap::new(),
-            capacity: Capacity::default(),
-            runtimes: vec![],
-            agent_version: "0".into(),
-            free_class: FreeClass(class),
-            isolation: String::new(),
-            draining: false,
-        }
-    }
-
-    fn node() -> Membership {
-        let identity = NodeIdentity::new(NodeId(1), "10.0.0.1:5481".parse().unwrap(), 1);
-        let security = PacketSecurity::sealed(&[3; 32]);
-        Membership::new(
-            Instant::ZERO,
-            identity,
-            meta("a", 8),
-            Config::test(),
-            security,
-            1,
-        )
-        .unwrap()
-    }
-
-    fn full(version: u32, name: &str, class: u8) -> Item {
-        Item::Meta(Box::new(MetaUpdate {
-            id: NodeId(2),
-            bump: 1,
-            version,
-            meta: Arc::new(meta(name, class)),
-        }))
-    }
-
-    fn free(version: u32, base: u32, class: u8) -> Item {
-        Item::Free {
-            id: NodeId(2),
-            bump: 1,
-            version,
-            base,
-            class,
-        }
-    }
-
-    fn held(m: &Membership) -> (u32, String, u8) {
-        let r = &m.metas[&NodeId(2)];
-        (r.version, r.meta.name.clone(), r.meta.free_class.0)
-    }
-
-    #[test]
-    fn free_class_changes_apply_on_top_of_the_record_they_follow() {
-        let mut m = node();
-        let now = Instant::ZERO;
-        m.apply_item(now, full(1, "b", 8), true);
-        m.apply_item(now, free(2, 1, 6), true);
-        m.apply_item(now, free(4, 1, 3), true);
-        assert_eq!(held(&m), (4, "b".into(), 3));
-        assert!(!m.meta_is_stale(NodeId(2)));
-        // Older news changes nothing.
-        m.apply_item(now, free(3, 1, 5), true);
-        assert_eq!(held(&m), (4, "b".into(), 3));
-    }
-
-    #[test]
-    fn a_missed_change_of_another_field_is_pulled_whole() {
-        let mut m = node();
-        let now = Instant::ZERO;
-        m.apply_item(now, full(1, "b", 8), true);
-        // Version 2 renamed the node; it never arrived. Version 3 only
-        // moved the free class, on top of version 2.
-        m.apply_item(now, free(3, 2, 4), true);
-        assert_eq!(held(&m), (1, "b".into(), 8), "not applied across a gap");
-        assert!(m.meta_is_stale(NodeId(2)), "the record must be pulled");
-        assert!(m.wanted.contains_key(&NodeId(2)));
-        // Version 2 arriving is not enough: 3 is known to exist.
-        m.apply_item(now, full(2, "b2", 8), false);
-        assert!(m.meta_is_stale(NodeId(2)));
-        // The pulled record (version 3) settles it.
-        m.apply_item(now, full(3, "b2", 4), false);
-        assert_eq!(held(&m), (3, "b2".into(), 4));
-        assert!(!m.meta_is_stale(NodeId(2)));
-        assert!(!m.wanted.contains_key(&NodeId(2)));
-    }
-
-    #[test]
-    fn a_datagram_carries_few_free_class_items() {
-        let mut queue = Piggyback::default();
-        for id in 1..=6 {
-            let item = Item::Free {
-                id: NodeId(id),
-                bump: 1,
-                version: 2,
-                base: 1,
-                class: 3,
-            };
-            queue.add(&item, 5);
-        }
-        // A whole record of member 2 replaces its queued free-class item.
-        queue.add(&full(2, "b", 8), 5);
-        assert_eq!(queue.len(), 6);
-        let carried: Vec<Item> = queue
-            .fill(1_000)
-            .iter()
-            .map(|b| postcard::from_bytes(b).unwrap())
-            .collect();
-        let free = carried
-            .iter()
-            .filter(|i| matches!(i, Item::Free { .. }))
-            .count();
-        assert_eq!(free, FREE_ITEMS_PER_DATAGRAM, "{carried:?}");
-        assert!(carried.iter().any(|i| matches!(i, Item::Meta(_))));
-        // The others wait for the next datagrams.
-        assert_eq!(queue.len(), 6);
-    }
-
-    #[test]
-    fn own_free_class_changes_go_out_compact() {
-        let mut m = node();
-        let now = Instant::ZERO;
-        m.set_meta(
-            now,
-            MemberMeta {
-                free_class: FreeClass(5),
-                ..(*m.meta).clone()
-            },
-        )
-        .unwrap();
-        let queued: Vec<Item> = m
-            .piggyback
-            .entries()
-            .map(|e| postcard::from_bytes(&e.data).unwrap())
-            .collect();
-        assert!(
-            queued.contains(&Item::Free {
-                id: NodeId(1),
-                bump: 1,
-                version: 2,
-                base: 1,
-                class: 5
-            }),
-            "{queued:?}"
-        );
-        let compact = m.piggyback.entries().find(|e| e.key.0 == 2).unwrap();
-        assert!(compact.data.len() <= 24, "{} bytes", compact.data.len());
-        // A change of another field sends the whole record, which replaces
-        // the queued free-class change.
-        m.set_meta(
-            now,
-            MemberMeta {
-                draining: true,
-                ..(*m.meta).clone()
-            },
-        )
-        .unwrap();
-        assert!(m.piggyback.entries().all(|e| e.key.0 != 2));
-        assert_eq!((m.meta_version, m.meta_base), (3, 3));
     }
 }

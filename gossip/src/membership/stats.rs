@@ -139,9 +139,7 @@ impl Probes {
     /// `stats`, if the ping is still remembered.
     pub(super) fn answered(&mut self, now: Instant, from: NodeId, n: u8, stats: &mut Stats) {
         if let Some(sent) = self.sent.remove(&(from, n)) {
-            stats
-                .probe_rtt
-                .observe(now.saturating_duration_since(sent));
+            stats.probe_rtt.observe(now.saturating_duration_since(sent));
         }
     }
 
