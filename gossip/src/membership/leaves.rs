@@ -143,7 +143,7 @@ impl Membership {
         self.leaves
             .unexplained
             .retain(|_, w| w.asked < LEAVE_QUERIES);
-        if self.up_index.is_empty() || self.leaves.unexplained.is_empty() {
+        if !self.range_sync.any_up() || self.leaves.unexplained.is_empty() {
             return;
         }
         let mut ids = Vec::new();

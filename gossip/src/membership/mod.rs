@@ -14,12 +14,11 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::config::{Config, ConfigError, ENVELOPE_OVERHEAD};
+use crate::config::{Config, ConfigError};
 use crate::kind::SendKind;
 use crate::meta::{MemberMeta, MetaShare, MetaUpdate};
 use crate::packed::Packed;
 use crate::piggyback::Piggyback;
-use crate::ranges;
 use crate::seal::{self, DropReason, PacketSecurity, ReplayWindow, SEAL_OVERHEAD, SealHeader};
 use crate::wire::{self, Body, Envelope, Item};
 use crate::{Instant, NodeId, NodeIdentity};
@@ -27,6 +26,8 @@ use crate::{Instant, NodeId, NodeIdentity};
 mod leaves;
 mod meta_sync;
 mod outputs;
+mod paging;
+mod range_sync;
 mod stats;
 mod timers;
 
@@ -36,7 +37,9 @@ pub use stats::{RttHistogram, Stats};
 pub use timers::TimerToken;
 
 use leaves::Leaves;
-use meta_sync::{Metas, Want, check_meta_size};
+use meta_sync::{Metas, check_meta_size};
+use paging::Paging;
+use range_sync::RangeSync;
 use stats::Probes;
 use timers::{TimerKind, Timers};
 
@@ -72,25 +75,6 @@ struct Record {
     state_since: Instant,
 }
 
-/// Copying a peer's member list, page by page, after joining.
-#[derive(Debug)]
-struct MemberSync {
-    /// 1 for the copy right after joining, 2 for the follow-up.
-    round: u8,
-    peer: SocketAddr,
-    after: Option<NodeId>,
-    attempts: u32,
-    /// Generation, so that a late retry timer of an older page is ignored.
-    page: u64,
-}
-
-/// A sorted copy of the member list, kept briefly to serve pages.
-#[derive(Debug)]
-struct MemberSnapshot {
-    built: Instant,
-    members: Vec<foca::Member<NodeIdentity>>,
-}
-
 #[derive(Debug, Default)]
 struct JoinState {
     peers: Vec<SocketAddr>,
@@ -104,16 +88,10 @@ struct JoinState {
     delay: Duration,
 }
 
-/// Requests of one member-list page before giving up.
-const MEMBER_SYNC_ATTEMPTS: u32 = 5;
-/// How long a sorted member list is reused to serve pages.
-const MEMBER_SNAPSHOT_TTL: Duration = Duration::from_secs(2);
 /// Room an empty output queue may keep; past it, the room of a burst is
 /// given back (it is O(N) after a join, and a process may run thousands of
 /// memberships: the simulator).
 const SPARE_QUEUE: usize = 256;
-/// How long a member seen going down is told about in range exchanges.
-const DOWN_REPAIR_WINDOW: Duration = Duration::from_secs(300);
 /// How often the housekeeping timer runs.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
 
@@ -150,14 +128,7 @@ pub struct Membership {
     seq: u64,
     replay: BTreeMap<NodeId, ReplayWindow>,
     records: Packed<NodeId, Record>,
-    /// The members that are up, by their position in the range-digest
-    /// space (a fixed hash of the id, so that ranges hold members evenly
-    /// however ids were chosen), with the life (bump) that is up; the
-    /// position gives back the id ([`ranges::id_at`]), so a range's digest
-    /// reads only this index.
-    up_index: Packed<u64, u32>,
-    /// Members seen going down lately, by the same position, with when.
-    down_index: BTreeMap<u64, (NodeIdentity, Instant)>,
+    range_sync: RangeSync,
     metas: Metas,
     leaves: Leaves,
     piggyback: Piggyback,
@@ -166,11 +137,7 @@ pub struct Membership {
     events: VecDeque<Event>,
     join: JoinState,
     probes: Probes,
-    member_sync: Option<MemberSync>,
-    member_snapshot: Option<MemberSnapshot>,
-    /// Where the next member-list range digest starts: each round goes on
-    /// from the last, so a pass over the id space takes `N / 128` rounds.
-    digest_cursor: u64,
+    paging: Paging,
     /// Sender of the datagram being handled.
     current_from: Option<SocketAddr>,
     /// Set while `restore` hands foca its list: becoming connected then
@@ -223,8 +190,7 @@ impl Membership {
             seq: 0,
             replay: BTreeMap::new(),
             records: Packed::default(),
-            up_index: Packed::default(),
-            down_index: BTreeMap::new(),
+            range_sync: RangeSync::default(),
             metas: Metas::default(),
             leaves: Leaves::default(),
             piggyback: Piggyback::default(),
@@ -233,9 +199,7 @@ impl Membership {
             events: VecDeque::new(),
             join: JoinState::default(),
             probes: Probes::default(),
-            member_sync: None,
-            member_snapshot: None,
-            digest_cursor: 0,
+            paging: Paging::default(),
             current_from: None,
             restoring: false,
             stats: Stats::default(),
@@ -244,7 +208,8 @@ impl Membership {
             left: false,
         };
         m.publish_own_meta();
-        m.digest_cursor = m.rng.random();
+        let cursor = m.rng.random();
+        m.range_sync.start_at(cursor);
         m.timers
             .schedule(now + m.config.meta_sync_period, TimerKind::MetaSync);
         m.timers
@@ -489,13 +454,7 @@ impl Membership {
             }
             TimerKind::JoinRetry => self.join_retry(now),
             TimerKind::MemberSyncRetry(page) => self.member_sync_retry(now, page),
-            TimerKind::MemberSyncFollowUp(previous) => {
-                if self.member_sync.is_none()
-                    && let Some(peer) = self.random_up(Some(previous))
-                {
-                    self.start_member_sync_round(now, peer, 2);
-                }
-            }
+            TimerKind::MemberSyncFollowUp(previous) => self.member_sync_follow_up(now, previous),
             TimerKind::MetaSync => {
                 self.meta_sync(now);
                 self.timers
@@ -575,7 +534,7 @@ impl Membership {
         if id == self.identity.id {
             return (!self.left).then_some(&self.meta);
         }
-        if !self.up_index.contains_key(&ranges::position(id.0)) {
+        if !self.range_sync.holds_up(id) {
             return None;
         }
         self.metas.held.get(&id).map(|r| &r.meta)
@@ -731,7 +690,7 @@ impl Membership {
 
     /// A random member that is up (other than `except`: the one after it
     /// when it is drawn), uniformly, without copying the member list.
-    /// (A draw in O(log N) from `up_index` would favour members after wide
+    /// (A draw in O(log N) from the up index would favour members after wide
     /// gaps of the position space.)
     fn random_up(&mut self, except: Option<SocketAddr>) -> Option<SocketAddr> {
         let n = self.swim.num_members();
@@ -746,376 +705,15 @@ impl Membership {
             .find(|addr| Some(*addr) != except)
     }
 
-    fn start_member_sync(&mut self, now: Instant, peer: SocketAddr) {
-        self.start_member_sync_round(now, peer, 1);
-    }
-
-    fn start_member_sync_round(&mut self, now: Instant, peer: SocketAddr, round: u8) {
-        let page = self.member_sync.as_ref().map_or(0, |s| s.page) + 1;
-        self.member_sync = Some(MemberSync {
-            round,
-            peer,
-            after: None,
-            attempts: 0,
-            page,
-        });
-        self.request_member_page(now);
-    }
-
-    fn request_member_page(&mut self, now: Instant) {
-        let Some(sync) = self.member_sync.as_mut() else {
-            return;
-        };
-        sync.attempts += 1;
-        sync.page += 1;
-        let (peer, after, page) = (sync.peer, sync.after, sync.page);
-        self.send(peer, Body::MembersRequest { after }, false);
-        let wait = self.config.probe_rtt * 2;
-        self.timers
-            .schedule(now + wait, TimerKind::MemberSyncRetry(page));
-    }
-
-    fn member_sync_retry(&mut self, now: Instant, page: u64) {
-        let Some(sync) = &self.member_sync else {
-            return;
-        };
-        if sync.page != page {
-            return;
-        }
-        if sync.attempts >= MEMBER_SYNC_ATTEMPTS {
-            // Give up; SWIM's periodic feeds keep repairing the list.
-            self.member_sync = None;
-            return;
-        }
-        self.request_member_page(now);
-    }
-
-    fn answer_members_request(&mut self, now: Instant, to: SocketAddr, after: Option<NodeId>) {
-        // A new copy gets a fresh list; its following pages reuse it (they
-        // are found by id, so a change in between costs nothing but
-        // freshness).
-        let fresh = after.is_some()
-            && self
-                .member_snapshot
-                .as_ref()
-                .is_some_and(|s| now.saturating_duration_since(s.built) < MEMBER_SNAPSHOT_TTL);
-        if !fresh {
-            let mut members: Vec<foca::Member<NodeIdentity>> =
-                self.swim.iter_membership_state().cloned().collect();
-            members.push(foca::Member::alive(self.identity.clone()));
-            members.sort_by_key(|m| m.id().id);
-            self.member_snapshot = Some(MemberSnapshot {
-                built: now,
-                members,
-            });
-        }
-        let Some(snapshot) = &self.member_snapshot else {
-            return;
-        };
-        let start = match after {
-            None => 0,
-            Some(id) => snapshot.members.partition_point(|m| m.id().id <= id),
-        };
-        let room = self
-            .config
-            .max_datagram_bytes
-            .saturating_sub(SEAL_OVERHEAD + ENVELOPE_OVERHEAD);
-        let mut page = Vec::new();
-        let mut size = 0;
-        for m in &snapshot.members[start..] {
-            let len = wire::encoded_len(m);
-            if size + len > room {
-                break;
-            }
-            size += len;
-            page.push(m.clone());
-        }
-        let done = start + page.len() >= snapshot.members.len();
-        if done {
-            // A copy usually has one reader: its room (O(N)) is given back
-            // now rather than after the TTL, which matters when thousands
-            // of nodes join at once (each then serves a copy).
-            self.member_snapshot = None;
-        }
-        self.send(
-            to,
-            Body::MembersPage {
-                members: page,
-                done,
-            },
-            false,
-        );
-    }
-
-    fn on_members_page(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        members: Vec<foca::Member<NodeIdentity>>,
-        done: bool,
-    ) {
-        let Some(sync) = &self.member_sync else {
-            return;
-        };
-        if sync.peer != from {
-            return;
-        }
-        let last = members.last().map(|m| m.id().id);
-        let others: Vec<foca::Member<NodeIdentity>> = members
-            .into_iter()
-            .filter(|m| m.id().id != self.identity.id)
-            .collect();
-        let ids: Vec<NodeId> = others.iter().map(|m| m.id().id).collect();
-        // Knowledge copied from a peer is not news to the cluster: no
-        // re-broadcast.
-        let _ = self
-            .swim
-            .apply_many(others.into_iter(), false, &mut self.runtime);
-        for id in ids {
-            if self.meta_is_stale(id) {
-                let want = self.metas.wanted.entry(id).or_insert(Want::new(now));
-                want.hint = Some(from);
-            }
-        }
-        if done || last.is_none() {
-            let finished = self.member_sync.take();
-            // Members that joined just before our copy may not have reached
-            // the peer yet, and their join news is over by now: copy again,
-            // from someone else, once that news has settled.
-            if let Some(MemberSync { round: 1, peer, .. }) = finished {
-                let delay = (self.config.gossip_period * 20).max(self.config.probe_period * 2);
-                self.timers
-                    .schedule(now + delay, TimerKind::MemberSyncFollowUp(peer));
-            }
-            return;
-        }
-        if let Some(sync) = self.member_sync.as_mut() {
-            sync.after = last;
-            sync.attempts = 0;
-        }
-        self.request_member_page(now);
-    }
-
-    /// Live members (this node included) whose position lies in the range
-    /// of `len` positions from `start`.
-    fn up_in_range(&self, start: u64, len: u64) -> impl Iterator<Item = &NodeIdentity> {
-        let own = self.own_in_range(start, len).then_some(&self.identity);
-        // Every member in `up_index` has a record.
-        ranges::entries_in(&self.up_index, start, len)
-            .filter_map(|(position, _)| {
-                let id = NodeId(ranges::id_at(*position));
-                self.records.get(&id).map(|r| &r.identity)
-            })
-            .chain(own)
-    }
-
-    /// Whether this node, while a member, lies in the range.
-    fn own_in_range(&self, start: u64, len: u64) -> bool {
-        !self.left && ranges::contains(start, len, ranges::position(self.identity.id.0))
-    }
-
-    fn range_digest(&self, start: u64, len: u64) -> u64 {
-        // The index holds each up member's life, which its record holds
-        // too (`mark_up` sets both).
-        let own = self
-            .own_in_range(start, len)
-            .then(|| ranges::member_hash(self.identity.id.0, self.identity.bump));
-        ranges::entries_in(&self.up_index, start, len)
-            .map(|(position, bump)| ranges::member_hash(ranges::id_at(*position), *bump))
-            .chain(own)
-            .fold(0, |acc, h| acc ^ h)
-    }
-
-    /// Sends one random live member the digests of the next few ranges of
-    /// the member list (see [`ranges`]).
-    fn send_member_digest(&mut self) {
-        let n = self.swim.num_members();
-        if n == 0 || self.left {
-            return;
-        }
-        let Some(peer) = self.random_up(None) else {
-            return;
-        };
-        let len = ranges::width(n + 1);
-        let start = self.digest_cursor;
-        self.digest_cursor = start.wrapping_add(len.wrapping_mul(ranges::RANGES as u64));
-        let digests = (0..ranges::RANGES as u64)
-            .map(|i| {
-                let digest = self.range_digest(start.wrapping_add(i.wrapping_mul(len)), len);
-                ranges::wire_digest(digest)
-            })
-            .collect();
-        self.send(
-            peer,
-            Body::MemberDigest {
-                start,
-                len,
-                digests,
-            },
-            false,
-        );
-    }
-
-    /// Sends the members of every range whose digest differs from ours.
-    fn answer_member_digest(
-        &mut self,
-        now: Instant,
-        to: SocketAddr,
-        start: u64,
-        len: u64,
-        digests: &[[u8; 4]],
-    ) {
-        let differing: Vec<(u64, u64)> = digests
-            .iter()
-            .take(ranges::RANGES)
-            .enumerate()
-            .map(|(i, d)| (start.wrapping_add((i as u64).wrapping_mul(len)), *d))
-            .filter(|(s, d)| ranges::wire_digest(self.range_digest(*s, len)) != *d)
-            .map(|(s, _)| (s, len))
-            .collect();
-        if differing.is_empty() {
-            return;
-        }
-        let members: Vec<NodeIdentity> = differing
-            .iter()
-            .flat_map(|(s, l)| self.up_in_range(*s, *l))
-            .cloned()
-            .collect();
-        let down: Vec<NodeIdentity> = differing
-            .iter()
-            .flat_map(|(s, l)| self.down_in_range(now, *s, *l))
-            .cloned()
-            .collect();
-        self.send_member_ranges(to, differing, members, down, true);
-    }
-
-    /// Members seen going down within [`DOWN_REPAIR_WINDOW`] whose position
-    /// lies in the range.
-    fn down_in_range(
-        &self,
-        now: Instant,
-        start: u64,
-        len: u64,
-    ) -> impl Iterator<Item = &NodeIdentity> {
-        ranges::entries_in(&self.down_index, start, len)
-            .map(|(_, v)| v)
-            .filter(move |(_, at)| now.saturating_duration_since(*at) < DOWN_REPAIR_WINDOW)
-            .map(|(m, _)| m)
-    }
-
-    /// Learns the members of a differing range and, when asked, sends back
-    /// those of ours that the list lacked.
-    fn on_member_ranges(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        asked: &[(u64, u64)],
-        members: Vec<NodeIdentity>,
-        down: Vec<NodeIdentity>,
-        reply: bool,
-    ) {
-        let asked = &asked[..asked.len().min(ranges::RANGES)];
-        let sent_up: std::collections::BTreeSet<NodeId> = members.iter().map(|m| m.id).collect();
-        let sent_down: std::collections::BTreeSet<NodeId> = down.iter().map(|m| m.id).collect();
-        let others = members
-            .into_iter()
-            .map(foca::Member::alive)
-            .chain(down.into_iter().map(foca::Member::down))
-            .filter(|m| m.id().id != self.identity.id);
-        // Copied knowledge is not news: no re-broadcast. An entry foca knows
-        // better (suspect, down, a newer life) leaves it unchanged; a down
-        // entry of the life foca holds as up brings it down.
-
-        let before = self.swim.num_members();
-        let _ = self.swim.apply_many(others, false, &mut self.runtime);
-        let learned = self.swim.num_members().saturating_sub(before);
-        self.stats.members_learned_from_ranges += learned as u64;
-        if !reply {
-            return;
-        }
-        let lacking: Vec<NodeIdentity> = asked
-            .iter()
-            .flat_map(|(s, l)| self.up_in_range(*s, *l))
-            .filter(|m| !sent_up.contains(&m.id) && !sent_down.contains(&m.id))
-            .cloned()
-            .collect();
-        // Members the list has as up that went down here.
-        let gone: Vec<NodeIdentity> = asked
-            .iter()
-            .flat_map(|(s, l)| self.down_in_range(now, *s, *l))
-            .filter(|m| sent_up.contains(&m.id))
-            .cloned()
-            .collect();
-        if !lacking.is_empty() || !gone.is_empty() {
-            self.send_member_ranges(from, asked.to_vec(), lacking, gone, false);
-        }
-    }
-
-    fn send_member_ranges(
-        &mut self,
-        to: SocketAddr,
-        ranges: Vec<(u64, u64)>,
-        members: Vec<NodeIdentity>,
-        down: Vec<NodeIdentity>,
-        reply: bool,
-    ) {
-        // As many datagrams as it takes, up to one per range (ranges hold
-        // about 16 members; more is a burst of joins, finished next time).
-        // Down members first: they are few and correct a wrong "up".
-        let room = self
-            .config
-            .max_datagram_bytes
-            .saturating_sub(SEAL_OVERHEAD + ENVELOPE_OVERHEAD + 21 * ranges.len() + 8);
-        let mut pages: Vec<(Vec<NodeIdentity>, Vec<NodeIdentity>)> = vec![Default::default()];
-        let mut size = 0;
-        let tagged = down
-            .into_iter()
-            .map(|m| (false, m))
-            .chain(members.into_iter().map(|m| (true, m)));
-        for (up, m) in tagged {
-            let len = wire::encoded_len(&m);
-            if size + len > room {
-                if pages.len() == ranges::RANGES {
-                    break;
-                }
-                pages.push(Default::default());
-                size = 0;
-            }
-            size += len;
-            let page = pages.last_mut().expect("starts with one");
-            if up { &mut page.0 } else { &mut page.1 }.push(m);
-        }
-        // The receiver finds what we lack by comparing with one page: ask
-        // only when the answer is one page (the rest is found on the
-        // receiver's own rounds).
-        let reply = reply && pages.len() == 1;
-        for (members, down) in pages {
-            let body = Body::MemberRanges {
-                ranges: ranges.clone(),
-                members,
-                down,
-                reply,
-            };
-            self.send(to, body, false);
-        }
-    }
-
     fn housekeeping(&mut self, now: Instant) {
-        if self
-            .member_snapshot
-            .as_ref()
-            .is_some_and(|s| now.saturating_duration_since(s.built) >= MEMBER_SNAPSHOT_TTL)
-        {
-            self.member_snapshot = None;
-        }
+        self.paging.expire_snapshot(now);
         let stale_probe = self.config.probe_period * 10;
         self.probes.prune(now, stale_probe);
         // `records` holds what foca holds (a member is forgotten in both
         // at once), without copying foca's list.
         let known = &self.records;
         self.replay.retain(|id, _| known.contains_key(id));
-        self.down_index
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < DOWN_REPAIR_WINDOW);
+        self.range_sync.prune(now);
         self.digest_reported.retain(|id, _| known.contains_key(id));
         self.leaves.known.retain(|id, _| known.contains_key(id));
     }
@@ -1125,8 +723,7 @@ impl Membership {
             return;
         }
         self.records.remove(&id);
-        self.up_index.remove(&ranges::position(id.0));
-        self.down_index.remove(&ranges::position(id.0));
+        self.range_sync.forget(id);
         self.metas.held.remove(&id);
         self.metas.behind.remove(&id);
         self.leaves.known.remove(&id);
@@ -1148,7 +745,7 @@ impl Membership {
 
     /// Whether this node holds `identity` (this very life) up.
     fn is_up(&self, identity: &NodeIdentity) -> bool {
-        self.up_index.get(&ranges::position(identity.id.0)) == Some(&identity.bump)
+        self.range_sync.up_life(identity.id) == Some(identity.bump)
             && self
                 .records
                 .get(&identity.id)
@@ -1158,8 +755,7 @@ impl Membership {
     /// Records `identity` as this member's life and as up; its record.
     fn mark_up(&mut self, now: Instant, identity: &NodeIdentity) -> &mut Record {
         let id = identity.id;
-        self.up_index.insert(ranges::position(id.0), identity.bump);
-        self.down_index.remove(&ranges::position(id.0));
+        self.range_sync.went_up(identity);
         let record = self.records.entry(id).or_insert(Record {
             identity: identity.clone(),
             first_seen: now,
@@ -1213,7 +809,7 @@ impl Membership {
     fn pack_tables(&mut self) {
         self.records.pack();
         self.metas.held.pack();
-        self.up_index.pack();
+        self.range_sync.pack();
     }
 
     fn on_notification(&mut self, now: Instant, n: OwnedNotification<NodeIdentity>) {
@@ -1239,9 +835,7 @@ impl Membership {
                 if let Some(r) = self.records.get_mut(&identity.id) {
                     r.state_since = now;
                 }
-                self.up_index.remove(&ranges::position(identity.id.0));
-                self.down_index
-                    .insert(ranges::position(identity.id.0), (identity.clone(), now));
+                self.range_sync.went_down(&identity, now);
                 let reason = if self.leaves.has_left(&identity) {
                     DownReason::Left
                 } else {
