@@ -1,9 +1,9 @@
 //! Anti-entropy of the member list by range digests: the repair of join
-//! and down rumours that SWIM's epidemic missed.
+//! and down rumors that SWIM's epidemic missed.
 //!
-//! A join is a rumour, and a rumour can miss a node; if that node is also
+//! A join is a rumor, and a rumor can miss a node; if that node is also
 //! missing from the newcomer's member-list copy, neither ever probes the
-//! other. A failure's down rumour can be missed the same way, leaving a
+//! other. A failure's down rumor can be missed the same way, leaving a
 //! member suspect for good at one observer. So every
 //! `member_digest_period` a node sends one random live member a
 //! `MemberDigest`: the digests of `ranges::RANGES` consecutive ranges of
@@ -15,9 +15,10 @@
 //! back, once, what the answer lacked.
 //!
 //! The contract: while two views agree the exchange costs one small
-//! datagram per period; the index of members up ([`RangeSync`]) holds exactly the members foca
-//! holds up, with the life that is up (the foca driver keeps it so), and
-//! it is what a range's digest reads. See docs/gossip.md, "Range digests".
+//! datagram per period. The index of members up ([`RangeSync`]) holds
+//! exactly the members foca holds up, with the life that is up (the foca
+//! driver, `swim.rs`, keeps it so), and it is all a range's digest reads.
+//! See docs/gossip.md, "Range digests".
 
 use core::time::Duration;
 use std::collections::BTreeMap;

@@ -4,8 +4,8 @@
 //! digests).
 //!
 //! The caller sees only the earliest, as an instant and an opaque
-//! [`TimerToken`] ([`Membership::poll_timeout`](crate::Membership::poll_timeout));
-//! firing a token hands back what it was for, once, and a token fired again
+//! [`TimerToken`]
+//! ([`Membership::poll_timeout`](crate::Membership::poll_timeout)); firing a token hands back what it was for, once, and a token fired again
 //! is ignored. Timers are never taken back: one whose purpose may have
 //! passed is checked by its handler when it fires (a member-list page
 //! retry carries the page's generation; a join retry finds joining over),
