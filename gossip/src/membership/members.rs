@@ -6,14 +6,13 @@
 //! when it last went up or down) and, in the other parts, the member's
 //! metadata record (`meta_sync.rs`), its position in the range-digest
 //! index (`range_sync.rs`), its leave record (`leaves.rs`) and its replay
-//! window (`datagram.rs`). The contract: `records` holds exactly the
-//! members foca holds, so that the per-member state of every part can be
-//! pruned against it without copying foca's list; a member foca forgets
-//! is forgotten by every part at once ([`Membership::forget_if_gone`]),
-//! and what is kept about the past is pruned every
-//! [`HOUSEKEEPING_PERIOD`]. The tables are rebuilt with full nodes when
-//! they have doubled (see `crate::packed::Packed`). See docs/gossip.md,
-//! "Memory per member".
+//! window (`datagram.rs`). The contract: a member's record lives until
+//! foca forgets the member, and then the member is forgotten by every part
+//! at once ([`Membership::forget_if_gone`]); so the per-member state of
+//! every part can be pruned against `records`, without copying foca's
+//! list, every [`HOUSEKEEPING_PERIOD`]. The tables are rebuilt with full
+//! nodes when they have doubled (see `crate::packed::Packed`). See
+//! docs/gossip.md, "Memory per member".
 
 use core::time::Duration;
 
@@ -29,8 +28,11 @@ pub(super) const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
 /// What this node keeps about a member beside foca's entry.
 #[derive(Debug)]
 pub(super) struct Record {
+    /// The member's life this node knows.
     pub(super) identity: NodeIdentity,
+    /// When this node first heard of it.
     pub(super) first_seen: Instant,
+    /// When it last went up or down.
     pub(super) state_since: Instant,
 }
 

@@ -144,6 +144,7 @@ impl Membership {
         }
     }
 
+    /// Queues this node's whole record for piggybacking.
     pub(super) fn publish_own_meta(&mut self) {
         let update = MetaUpdate {
             id: self.identity.id,
@@ -275,6 +276,8 @@ impl Membership {
         }
     }
 
+    /// Whether member `id`'s record must still be pulled: missing, of an
+    /// older life than the member's, or older than a version heard of.
     pub(super) fn meta_is_stale(&self, id: NodeId) -> bool {
         if let Some(newest) = self.metas.behind.get(&id) {
             let held = self.metas.held.get(&id).map(|r| (r.bump, r.version));
@@ -291,6 +294,7 @@ impl Membership {
             .is_none_or(|m| m.bump < record.identity.bump)
     }
 
+    /// Marks member `id`'s record to be pulled (if it is not already).
     pub(super) fn want_meta(&mut self, now: Instant, id: NodeId) {
         self.metas.wanted.entry(id).or_insert(Want::new(now));
     }
@@ -355,6 +359,8 @@ impl Membership {
         self.send(from, request, false);
     }
 
+    /// Sends `to` the records held of `ids` (the first
+    /// [`META_REQUEST_MAX_IDS`]), as many per datagram as fit.
     pub(super) fn answer_meta_request(&mut self, to: SocketAddr, ids: &[NodeId]) {
         let mut updates: Vec<MetaUpdate> = Vec::new();
         for id in ids.iter().take(META_REQUEST_MAX_IDS) {
