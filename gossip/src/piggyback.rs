@@ -265,4 +265,63 @@ mod tests {
         assert_eq!(queue.len(), 0);
         assert!(queue.lengths.is_empty());
     }
+
+    /// Version `version` of member 2's whole record, named `name`, in
+    /// free class `class`.
+    fn whole_record(version: u32, name: &str, class: u8) -> Item {
+        let addr: std::net::SocketAddr = "10.0.0.2:5481".parse().unwrap();
+        let meta = crate::MemberMeta {
+            name: name.into(),
+            gossip_addr: addr,
+            rpc_addr: addr,
+            api_addr: addr,
+            dc: "dc1".into(),
+            zone: String::new(),
+            region: String::new(),
+            labels: BTreeMap::new(),
+            capacity: crate::Capacity::default(),
+            runtimes: vec![],
+            agent_version: "0".into(),
+            free_class: crate::FreeClass(class),
+            isolation: String::new(),
+            draining: false,
+        };
+        Item::Meta(Box::new(crate::MetaUpdate {
+            id: NodeId(2),
+            bump: 1,
+            version,
+            meta: std::sync::Arc::new(meta),
+        }))
+    }
+
+    #[test]
+    fn a_datagram_carries_few_free_class_items() {
+        let mut queue = Piggyback::default();
+        for id in 1..=6 {
+            let item = Item::Free {
+                id: NodeId(id),
+                bump: 1,
+                version: 2,
+                base: 1,
+                class: 3,
+            };
+            queue.add(&item, 5);
+        }
+        // A whole record of member 2 replaces its queued free-class item.
+        queue.add(&whole_record(2, "b", 8), 5);
+        assert_eq!(queue.len(), 6);
+        let carried: Vec<Item> = queue
+            .fill(1_000)
+            .iter()
+            .map(|b| postcard::from_bytes(b).unwrap())
+            .collect();
+        let free = carried
+            .iter()
+            .filter(|i| matches!(i, Item::Free { .. }))
+            .count();
+        assert_eq!(free, FREE_ITEMS_PER_DATAGRAM, "{carried:?}");
+        assert!(carried.iter().any(|i| matches!(i, Item::Meta(_))));
+        // The others wait for the next datagrams.
+        assert_eq!(queue.len(), 6);
+    }
 }

@@ -1,0 +1,134 @@
+//! What this node keeps per member beside foca's own entry, and how those
+//! entries come and go.
+//!
+//! foca holds each member's identity, incarnation and state; this core
+//! adds a [`Record`] (the life it knows, when it first heard of the member,
+//! when it last went up or down) and, in the other parts, the member's
+//! metadata record (`meta_sync.rs`), its position in the range-digest
+//! index (`range_sync.rs`), its leave record (`leaves.rs`) and its replay
+//! window (`datagram.rs`). The contract: a member's record lives until
+//! foca forgets the member, and then the member is forgotten by every part
+//! at once ([`Membership::forget_if_gone`]); so the per-member state of
+//! every part can be pruned against `records`, without copying foca's
+//! list, every [`HOUSEKEEPING_PERIOD`]. The tables are rebuilt with full
+//! nodes when they have doubled (see `crate::packed::Packed`). See
+//! docs/gossip.md, "Memory per member".
+
+use core::time::Duration;
+
+use foca::State;
+
+use crate::{Instant, NodeId, NodeIdentity};
+
+use super::{MemberInfo, MemberState, Membership};
+
+/// How often the housekeeping timer runs.
+pub(super) const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
+
+/// What this node keeps about a member beside foca's entry.
+#[derive(Debug)]
+pub(super) struct Record {
+    /// The member's life this node knows.
+    pub(super) identity: NodeIdentity,
+    /// When this node first heard of it.
+    pub(super) first_seen: Instant,
+    /// When it last went up or down.
+    pub(super) state_since: Instant,
+}
+
+impl Membership {
+    /// `m` as the API shows it.
+    pub(super) fn info_of(&self, m: &foca::Member<NodeIdentity>) -> MemberInfo {
+        let id = m.id();
+        let record = self.records.get(&id.id);
+        let meta = self.metas.held.get(&id.id);
+        MemberInfo {
+            identity: id.clone(),
+            state: self.state_of(m),
+            incarnation: m.incarnation(),
+            meta: meta.map(|r| r.meta.clone()),
+            meta_version: meta.map(|r| (r.bump, r.version)),
+            first_seen: record.map(|r| r.first_seen).unwrap_or(self.started),
+            state_since: record.map(|r| r.state_since).unwrap_or(self.started),
+            local: false,
+        }
+    }
+
+    /// `m`'s state, `left` told apart from `failed` by its leave record.
+    fn state_of(&self, m: &foca::Member<NodeIdentity>) -> MemberState {
+        match m.state() {
+            State::Alive => MemberState::Alive,
+            State::Suspect => MemberState::Suspect,
+            State::Down => {
+                if self.leaves.has_left(m.id()) {
+                    MemberState::Left
+                } else {
+                    MemberState::Failed
+                }
+            }
+        }
+    }
+
+    /// Whether this node holds `identity` (this very life) up.
+    pub(super) fn is_up(&self, identity: &NodeIdentity) -> bool {
+        self.range_sync.up_life(identity.id) == Some(identity.bump)
+            && self
+                .records
+                .get(&identity.id)
+                .is_some_and(|r| r.identity == *identity)
+    }
+
+    /// Records `identity` as this member's life and as up; its record.
+    pub(super) fn mark_up(&mut self, now: Instant, identity: &NodeIdentity) -> &mut Record {
+        let id = identity.id;
+        self.range_sync.went_up(identity);
+        let record = self.records.entry(id).or_insert(Record {
+            identity: identity.clone(),
+            first_seen: now,
+            state_since: now,
+        });
+        record.identity = identity.clone();
+        record
+    }
+
+    /// Prunes what is kept about the past: stale probes, a stale member-list
+    /// snapshot, old downs, and per-member state of members foca forgot.
+    pub(super) fn housekeeping(&mut self, now: Instant) {
+        self.paging.expire_snapshot(now);
+        let stale_probe = self.config.probe_period * 10;
+        self.probes.prune(now, stale_probe);
+        // `records` holds what foca holds (a member is forgotten in both
+        // at once), without copying foca's list.
+        let known = &self.records;
+        self.datagrams.replay.retain(|id, _| known.contains_key(id));
+        self.range_sync.prune(now);
+        self.app_digest
+            .reported
+            .retain(|id, _| known.contains_key(id));
+        self.leaves.known.retain(|id, _| known.contains_key(id));
+    }
+
+    /// Forgets member `id` in every part, once foca has forgotten it.
+    pub(super) fn forget_if_gone(&mut self, id: NodeId) {
+        if self.swim.iter_membership_state().any(|m| m.id().id == id) {
+            return;
+        }
+        self.records.remove(&id);
+        self.range_sync.forget(id);
+        self.metas.held.remove(&id);
+        self.metas.behind.remove(&id);
+        self.leaves.known.remove(&id);
+        self.datagrams.replay.remove(&id);
+        self.metas.wanted.remove(&id);
+        self.leaves.unexplained.remove(&id);
+    }
+
+    /// The per-member tables, rebuilt with full nodes when they have
+    /// doubled (see [`Packed`](crate::packed::Packed)): filled from a
+    /// member list in id order, they would be about half empty.
+    pub(super) fn pack_tables(&mut self) {
+        self.records.pack();
+        self.metas.held.pack();
+        self.range_sync.pack();
+    }
+}
