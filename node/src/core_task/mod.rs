@@ -15,6 +15,7 @@
 //! Other pieces: [`handle`] (the commands), [`jobs`] (the desired state's
 //! jobs fed in from the state task).
 
+mod driver;
 mod handle;
 mod jobs;
 mod peers;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shoal_core::{NodeCore, Output, Timers};
+use shoal_core::{NodeCore, Output};
 use shoal_gossip::{DownReason, Event, MemberState, NodeId};
 use shoal_placement::{Command, Event as PlaceEvent, ExitReason};
 use tokio::net::UdpSocket;
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+pub use driver::Driver;
 pub use handle::{CoreHandle, CoreStopped};
 pub use jobs::feed_jobs;
 
@@ -90,8 +92,9 @@ pub struct CoreParts {
 
 /// The task that owns the node core.
 pub struct CoreTask {
-    core: NodeCore,
-    timers: Timers,
+    driver: Driver,
+    /// Outputs taken from the driver, waiting to be carried out.
+    outputs: Vec<Output>,
     socket: UdpSocket,
     clock: Clock,
     data_dir: Arc<DataDir>,
@@ -141,8 +144,8 @@ impl CoreTask {
             slow_turns: slow_turns.clone(),
         };
         let task = CoreTask {
-            core,
-            timers: Timers::new(),
+            driver: Driver::new(core),
+            outputs: Vec::new(),
             socket,
             clock,
             data_dir,
@@ -171,12 +174,13 @@ impl CoreTask {
             info!(peers = ?join, "joining the cluster");
         }
         // The jobs arrive from the feeder once it has read the replica.
-        self.core
+        self.driver
+            .core()
             .start(self.clock.now(), unix_ms(), &join, Vec::new());
         self.carry_out().await;
         loop {
             let deadline = self
-                .timers
+                .driver
                 .next_deadline()
                 .map(|at| self.clock.deadline(at));
             let input = tokio::select! {
@@ -199,16 +203,17 @@ impl CoreTask {
             let started = std::time::Instant::now();
             let kind = match input {
                 Input::Timer => {
-                    let now = self.clock.now();
-                    while let Some(timer) = self.timers.pop_due(now) {
-                        self.core.handle_timer(now, unix_ms(), timer);
-                        self.carry_out().await;
-                    }
+                    let mut outputs = std::mem::take(&mut self.outputs);
+                    self.driver
+                        .fire_due(self.clock.now(), unix_ms(), &mut outputs);
+                    self.outputs = outputs;
+                    self.carry_out().await;
                     "timer"
                 }
                 Input::Datagram(_, from) if self.blocked.contains(&from) => "blocked",
                 Input::Datagram(len, from) => {
-                    self.core
+                    self.driver
+                        .core()
                         .handle_datagram(self.clock.now(), from, &buf[..len]);
                     self.carry_out().await;
                     "datagram"
@@ -235,7 +240,7 @@ impl CoreTask {
             }
         }
         info!("leaving the cluster");
-        self.core.leave(self.clock.now());
+        self.driver.core().leave(self.clock.now());
         self.carry_out().await;
         self.save_peers(true);
         debug!("node core stopped");
@@ -243,7 +248,7 @@ impl CoreTask {
 
     fn command(&mut self, cmd: Cmd) {
         let (now, wall) = (self.clock.now(), unix_ms());
-        let core = &mut self.core;
+        let core = self.driver.core();
         match cmd {
             Cmd::Meta(tx) => {
                 let _ = tx.send((**core.membership().meta()).clone());
@@ -310,7 +315,7 @@ impl CoreTask {
     fn runtime_event(&mut self, ev: RuntimeEvent) {
         let (now, wall) = (self.clock.now(), unix_ms());
         match ev {
-            RuntimeEvent::Running(key) => self.core.handle_task_running(now, wall, &key),
+            RuntimeEvent::Running(key) => self.driver.core().handle_task_running(now, wall, &key),
             RuntimeEvent::Exited(key, why) => {
                 match &why {
                     ExitReason::Stopped => debug!(task = %key, "task stopped"),
@@ -319,7 +324,7 @@ impl CoreTask {
                     }
                     other => info!(task = %key, reason = ?other, "task ended"),
                 }
-                self.core.handle_task_exited(now, wall, &key, why);
+                self.driver.core().handle_task_exited(now, wall, &key, why);
             }
         }
     }
@@ -328,9 +333,11 @@ impl CoreTask {
     async fn carry_out(&mut self) {
         if self.state.digest.has_changed().unwrap_or(false) {
             let digest = *self.state.digest.borrow_and_update();
-            self.core.set_app_digest(digest);
+            self.driver.core().set_app_digest(digest);
         }
-        while let Some(out) = self.core.poll() {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        self.driver.drain(&mut outputs);
+        for out in outputs.drain(..) {
             match out {
                 Output::Datagram(t) => {
                     if self.blocked.contains(&t.to) {
@@ -342,7 +349,8 @@ impl CoreTask {
                 }
                 Output::Message { to, msg } => self.senders.send(to, msg),
                 Output::Runtime(c) => self.run_command(c),
-                Output::Timer { at, timer } => self.timers.push(at, timer),
+                // Kept by the driver.
+                Output::Timer { .. } => {}
                 Output::Gossip(e) => self.gossip_event(e),
                 Output::Placement(e) => log_placement(e),
                 Output::Published(change) => {
@@ -353,6 +361,7 @@ impl CoreTask {
                 }
             }
         }
+        self.outputs = outputs;
         self.save_peers(false);
     }
 
@@ -439,7 +448,8 @@ impl CoreTask {
     /// handed its placer. A member that restarted gets a fresh connection.
     fn publish_live(&mut self) {
         let live: Vec<Peer> = self
-            .core
+            .driver
+            .view()
             .membership()
             .members()
             .into_iter()
@@ -479,7 +489,8 @@ impl CoreTask {
             return;
         }
         let mut peers: Vec<SocketAddr> = self
-            .core
+            .driver
+            .view()
             .membership()
             .members()
             .into_iter()

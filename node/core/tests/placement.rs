@@ -1,0 +1,897 @@
+//! Placement on a small cluster of real node cores ([`NodeCore`]: gossip,
+//! placer and their wiring, the code every agent runs) over a
+//! deterministic virtual network, with a fake runtime that tracks the
+//! "processes" each node runs. Members come and go by gossip (the `test`
+//! preset), as on real machines: a crash is detected, a partition is felt.
+//!
+//! Checked after every event: no node holds more than its capacity.
+//! Checked once things settle: every wanted task runs exactly once, and
+//! nothing else runs.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use shoal_core::{NodeCore, Output, Timer, Wiring};
+use shoal_gossip::{
+    Capacity, Config, FreeClass, Instant, MemberMeta, Membership, NodeId, NodeIdentity,
+    PacketSecurity, RuntimeInfo,
+};
+use shoal_model::JobSpec;
+use shoal_placement::{
+    Command, ExitReason, Job, Msg, PlacementConfig, Placer, Resources, Stamp, TaskKey, TaskState,
+    TaskStatus,
+};
+
+const SECRET: [u8; 32] = [3; 32];
+/// Long enough for anything to settle: a crash detected (the `test`
+/// preset: about 2 s), keys moved, auctions retried.
+const SETTLE: Duration = Duration::from_secs(30);
+
+enum Ev {
+    Datagram {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    Deliver {
+        to: usize,
+        to_life: u32,
+        from: usize,
+        msg: Msg,
+    },
+    Timer {
+        node: usize,
+        life: u32,
+        timer: Timer,
+    },
+    Started {
+        node: usize,
+        life: u32,
+        key: TaskKey,
+        stamp: Stamp,
+    },
+    Stopped {
+        node: usize,
+        life: u32,
+        key: TaskKey,
+    },
+}
+
+struct Node {
+    meta: MemberMeta,
+    core: Option<NodeCore>,
+    life: u32,
+    procs: BTreeMap<TaskKey, Stamp>,
+}
+
+struct Sim {
+    now: Instant,
+    wall: u64,
+    seq: u64,
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    nodes: Vec<Node>,
+    rng: ChaCha8Rng,
+    /// Loss of gossip datagrams and placement messages.
+    loss: f64,
+    /// Sides while partitioned: nothing crosses between sides.
+    side: Option<Vec<u8>>,
+    /// Sides of placement messages only (gossip still flows).
+    msg_side: Option<Vec<u8>>,
+    jobs: BTreeMap<String, Job>,
+    checks: u64,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0001u32 + i as u32)), 5481)
+}
+
+fn index(a: SocketAddr) -> usize {
+    match a.ip() {
+        IpAddr::V4(v) => (u32::from(v) - 0x0a00_0001) as usize,
+        IpAddr::V6(_) => unreachable!("the simulated network is IPv4"),
+    }
+}
+
+fn meta(i: usize, labels: &[(&str, &str)]) -> MemberMeta {
+    MemberMeta {
+        name: format!("node-{i}"),
+        gossip_addr: addr(i),
+        rpc_addr: addr(i),
+        api_addr: addr(i),
+        dc: "dc1".into(),
+        zone: format!("z{}", i % 2),
+        region: "global".into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        capacity: Capacity {
+            cpus_milli: 2000,
+            memory_mb: 1024,
+            disk_mb: 10_000,
+            gpus: 0,
+        },
+        runtimes: vec![RuntimeInfo {
+            name: "process".into(),
+            version: "test".into(),
+        }],
+        agent_version: "test".into(),
+        free_class: FreeClass::IDLE,
+        isolation: "none".into(),
+        draining: false,
+    }
+}
+
+fn spec(name: &str, count: Option<u32>, cpus: f64, extra: serde_json::Value) -> JobSpec {
+    let mut v = json!({
+        "name": name,
+        "task": {"runtime": "process", "command": "/bin/sleep", "resources": {"cpus": cpus, "memory_mb": 64}},
+    });
+    if let Some(c) = count {
+        v["count"] = json!(c);
+    }
+    if let serde_json::Value::Object(m) = extra {
+        for (k, val) in m {
+            v[k] = val;
+        }
+    }
+    JobSpec::from_json(v).unwrap()
+}
+
+impl Sim {
+    /// `n` nodes, formed: every placer knows every member.
+    fn new(n: usize, seed: u64, loss: f64) -> Sim {
+        Sim::with(n, seed, loss, |_| Vec::new())
+    }
+
+    fn with(
+        n: usize,
+        seed: u64,
+        loss: f64,
+        labels: impl Fn(usize) -> Vec<(&'static str, &'static str)>,
+    ) -> Sim {
+        let mut s = Sim {
+            now: Instant::ZERO,
+            wall: 1_700_000_000_000,
+            seq: 0,
+            heap: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            nodes: Vec::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            loss,
+            side: None,
+            msg_side: None,
+            jobs: BTreeMap::new(),
+            checks: 0,
+        };
+        for i in 0..n {
+            s.add_node(meta(i, &labels(i)));
+        }
+        assert!(
+            s.run_until(SETTLE, |s| s.formed()),
+            "the cluster did not form"
+        );
+        s
+    }
+
+    /// Every live node's placer has exactly the live nodes.
+    fn formed(&self) -> bool {
+        let live: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].core.is_some())
+            .map(|i| NodeId(i as u64 + 1))
+            .collect();
+        self.nodes.iter().filter_map(|n| n.core.as_ref()).all(|c| {
+            (0..self.nodes.len()).all(|j| {
+                let id = NodeId(j as u64 + 1);
+                c.placer().has_member(id) == live.contains(&id)
+            })
+        })
+    }
+
+    /// Starts a node (joining through node 0 unless it is node 0) with
+    /// every job known so far, as an agent starting from its replica.
+    fn add_node(&mut self, meta: MemberMeta) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(Node {
+            meta,
+            core: None,
+            life: 0,
+            procs: BTreeMap::new(),
+        });
+        self.start(i);
+        i
+    }
+
+    fn start(&mut self, i: usize) {
+        let id = NodeId(i as u64 + 1);
+        let n = &mut self.nodes[i];
+        n.life += 1;
+        let capacity = Resources {
+            cpus_milli: u64::from(n.meta.capacity.cpus_milli),
+            memory_mb: n.meta.capacity.memory_mb,
+            disk_mb: n.meta.capacity.disk_mb,
+            gpus: 0,
+        };
+        let membership = Membership::new(
+            self.now,
+            NodeIdentity::new(id, addr(i), n.life),
+            n.meta.clone(),
+            Config::test(),
+            PacketSecurity::sealed(&SECRET),
+            self.rng.random(),
+        )
+        .unwrap();
+        let placer = Placer::new(id, PlacementConfig::default(), capacity, self.now);
+        let mut core = NodeCore::new(membership, placer, Wiring::default());
+        let join = if i == 0 { Vec::new() } else { vec![addr(0)] };
+        core.start(
+            self.now,
+            self.wall,
+            &join,
+            self.jobs.values().cloned().collect(),
+        );
+        self.nodes[i].core = Some(core);
+        self.drain(i);
+    }
+
+    fn push(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn connected(side: &Option<Vec<u8>>, a: usize, b: usize) -> bool {
+        side.as_ref().is_none_or(|s| s[a] == s[b])
+    }
+
+    fn set_job(&mut self, spec: JobSpec) {
+        let version = self.jobs.get(&spec.name).map_or(1, |j| j.version + 1);
+        let name = spec.name.clone();
+        self.jobs.insert(
+            spec.name.clone(),
+            Job {
+                spec: Arc::new(spec),
+                version,
+                deleted: false,
+            },
+        );
+        self.publish_jobs(&name);
+    }
+
+    fn delete_job(&mut self, name: &str) {
+        let j = self.jobs.get_mut(name).unwrap();
+        j.version += 1;
+        j.deleted = true;
+        self.publish_jobs(name);
+    }
+
+    /// Even nodes get every job (as after missed changes), odd ones only
+    /// the one that changed (as on a job event): both paths must agree.
+    fn publish_jobs(&mut self, changed: &str) {
+        let jobs: Vec<Job> = self.jobs.values().cloned().collect();
+        let one = vec![self.jobs[changed].clone()];
+        let (now, wall) = (self.now, self.wall);
+        for i in 0..self.nodes.len() {
+            let Some(core) = self.nodes[i].core.as_mut() else {
+                continue;
+            };
+            if i % 2 == 0 {
+                core.set_jobs(now, wall, jobs.clone());
+            } else {
+                core.update_jobs(now, wall, one.clone(), &[]);
+            }
+            self.drain(i);
+        }
+    }
+
+    /// Carries out what node `i`'s core asked for.
+    fn drain(&mut self, i: usize) {
+        let life = self.nodes[i].life;
+        while let Some(out) = self.nodes[i].core.as_mut().and_then(NodeCore::poll) {
+            match out {
+                Output::Datagram(t) => {
+                    let to = index(t.to);
+                    if to >= self.nodes.len()
+                        || !Sim::connected(&self.side, i, to)
+                        || self.rng.random::<f64>() < self.loss
+                    {
+                        continue;
+                    }
+                    let latency = Duration::from_micros(self.rng.random_range(100..3000));
+                    self.push(
+                        self.now + latency,
+                        Ev::Datagram {
+                            to,
+                            from: i,
+                            bytes: t.payload,
+                        },
+                    );
+                }
+                Output::Message { to, msg } => {
+                    let to = to.0 as usize - 1;
+                    if !Sim::connected(&self.side, i, to)
+                        || !Sim::connected(&self.msg_side, i, to)
+                        || self.rng.random::<f64>() < self.loss
+                    {
+                        continue;
+                    }
+                    let latency = Duration::from_micros(self.rng.random_range(100..3000));
+                    let to_life = self.nodes[to].life;
+                    self.push(
+                        self.now + latency,
+                        Ev::Deliver {
+                            to,
+                            to_life,
+                            from: i,
+                            msg,
+                        },
+                    );
+                }
+                Output::Runtime(c) => {
+                    let later = self.now + Duration::from_millis(5);
+                    match c {
+                        Command::Start { key, stamp, .. } => {
+                            self.push(
+                                later,
+                                Ev::Started {
+                                    node: i,
+                                    life,
+                                    key,
+                                    stamp,
+                                },
+                            );
+                        }
+                        Command::Replace { key, stamp, .. } => {
+                            self.nodes[i].procs.remove(&key);
+                            self.push(
+                                later,
+                                Ev::Started {
+                                    node: i,
+                                    life,
+                                    key,
+                                    stamp,
+                                },
+                            );
+                        }
+                        Command::Stop { key, .. } => {
+                            self.push(later, Ev::Stopped { node: i, life, key });
+                        }
+                    }
+                }
+                Output::Timer { at, timer } => {
+                    self.push(
+                        at,
+                        Ev::Timer {
+                            node: i,
+                            life,
+                            timer,
+                        },
+                    );
+                }
+                Output::Gossip(_) | Output::Placement(_) | Output::Published(_) => {}
+            }
+        }
+    }
+
+    /// The core of node `i` in life `life`, if it is still that life.
+    fn core(&mut self, i: usize, life: u32) -> Option<&mut NodeCore> {
+        let n = &mut self.nodes[i];
+        if n.life != life {
+            return None;
+        }
+        n.core.as_mut()
+    }
+
+    fn always_no_overcommit(&mut self) {
+        self.checks += 1;
+        for n in &self.nodes {
+            let Some(c) = &n.core else { continue };
+            let (used, cap) = (c.placer().used_resources(), c.placer().capacity());
+            assert!(
+                used.cpus_milli <= cap.cpus_milli && used.memory_mb <= cap.memory_mb,
+                "{} overcommitted: {used:?} of {cap:?}",
+                n.meta.name
+            );
+        }
+    }
+
+    /// Handles the next event; `false` when there is none.
+    fn step(&mut self) -> bool {
+        let Some(Reverse((at, seq))) = self.heap.pop() else {
+            return false;
+        };
+        let ev = self.events.remove(&seq).expect("queued event");
+        if at > self.now {
+            self.wall += (at - self.now).as_millis() as u64;
+            self.now = at;
+        }
+        let (now, wall) = (self.now, self.wall);
+        match ev {
+            Ev::Datagram { to, from, bytes } => {
+                if let Some(c) = self.nodes[to].core.as_mut() {
+                    c.handle_datagram(now, addr(from), &bytes);
+                    self.drain(to);
+                }
+            }
+            Ev::Deliver {
+                to,
+                to_life,
+                from,
+                msg,
+            } => {
+                if let Some(c) = self.core(to, to_life) {
+                    c.handle_message(now, wall, NodeId(from as u64 + 1), msg);
+                    self.drain(to);
+                }
+            }
+            Ev::Timer { node, life, timer } => {
+                if let Some(c) = self.core(node, life) {
+                    c.handle_timer(now, wall, timer);
+                    self.drain(node);
+                }
+            }
+            Ev::Started {
+                node,
+                life,
+                key,
+                stamp,
+            } => {
+                if self.nodes[node].life == life && self.nodes[node].core.is_some() {
+                    self.nodes[node].procs.insert(key.clone(), stamp);
+                    if let Some(c) = self.nodes[node].core.as_mut() {
+                        c.handle_task_running(now, wall, &key);
+                        self.drain(node);
+                    }
+                }
+            }
+            Ev::Stopped { node, life, key } => {
+                if self.nodes[node].life == life && self.nodes[node].core.is_some() {
+                    self.nodes[node].procs.remove(&key);
+                    if let Some(c) = self.nodes[node].core.as_mut() {
+                        c.handle_task_exited(now, wall, &key, ExitReason::Stopped);
+                        self.drain(node);
+                    }
+                }
+            }
+        }
+        self.always_no_overcommit();
+        true
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while let Some(Reverse((at, _))) = self.heap.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.step();
+        }
+        if until > self.now {
+            self.wall += (until - self.now).as_millis() as u64;
+            self.now = until;
+        }
+    }
+
+    fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&Sim) -> bool) -> bool {
+        let deadline = self.now + limit;
+        while self.now < deadline {
+            if cond(self) {
+                return true;
+            }
+            self.run_for(Duration::from_millis(50));
+        }
+        cond(self)
+    }
+
+    /// Processes of `job`, by key: on which nodes.
+    fn processes(&self, job: &str) -> BTreeMap<TaskKey, Vec<usize>> {
+        let mut out: BTreeMap<TaskKey, Vec<usize>> = BTreeMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.core.is_none() {
+                continue;
+            }
+            for k in n.procs.keys().filter(|k| k.job == job) {
+                out.entry(k.clone()).or_default().push(i);
+            }
+        }
+        out
+    }
+
+    /// Every index below `count` runs exactly once, nothing else runs.
+    fn exactly_once(&self, job: &str, count: u32) -> bool {
+        let p = self.processes(job);
+        p.len() == count as usize
+            && p.values().all(|nodes| nodes.len() == 1)
+            && p.keys()
+                .all(|k| k.index_number().is_some_and(|i| i < count))
+    }
+
+    fn per_node(&self, job: &str) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|n| n.procs.keys().filter(|k| k.job == job).count())
+            .collect()
+    }
+
+    /// Node `i` crashes: its processes die with it, nobody is told.
+    fn kill(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.core = None;
+        n.life += 1;
+        n.procs.clear();
+    }
+
+    /// Publishes new labels for node `i` through its gossip metadata.
+    fn relabel(&mut self, i: usize, labels: &[(&str, &str)]) {
+        let now = self.now;
+        let core = self.nodes[i].core.as_mut().expect("a live node");
+        let mut meta = (**core.membership().meta()).clone();
+        meta.labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        core.set_meta(now, meta).unwrap();
+        self.drain(i);
+    }
+
+    fn placer_of(&self, i: usize) -> &Placer {
+        self.nodes[i].core.as_ref().expect("a live node").placer()
+    }
+
+    /// The status of `key` from its coordinator (as node 0 sees the ring).
+    fn status(&self, key: &TaskKey) -> TaskStatus {
+        let coord = self.placer_of(0).ring().owner(key.hash()).unwrap();
+        let c = coord.0 as usize - 1;
+        self.placer_of(c)
+            .status(std::slice::from_ref(key))
+            .remove(0)
+    }
+}
+
+#[test]
+fn sixteen_tasks_fill_five_nodes_and_the_twenty_first_waits_with_every_reason() {
+    let mut s = Sim::new(5, 1, 0.0);
+    s.set_job(spec("web", Some(16), 0.5, json!({})));
+    assert!(
+        s.run_until(SETTLE, |s| s.exactly_once("web", 16)),
+        "16 not placed: {:?}",
+        s.per_node("web")
+    );
+    assert!(
+        s.per_node("web").iter().all(|n| *n <= 4),
+        "{:?}",
+        s.per_node("web")
+    );
+
+    s.set_job(spec("web", Some(20), 0.5, json!({})));
+    assert!(
+        s.run_until(SETTLE, |s| s.exactly_once("web", 20)),
+        "20 not placed: {:?}",
+        s.per_node("web")
+    );
+    assert_eq!(s.per_node("web"), vec![4; 5]);
+
+    s.set_job(spec("web", Some(21), 0.5, json!({})));
+    s.run_for(Duration::from_secs(5));
+    assert!(s.exactly_once("web", 20) || s.processes("web").len() == 20);
+    let st = s.status(&TaskKey::index("web", 20));
+    assert_eq!(st.state, TaskState::Pending);
+    assert_eq!(st.pending.len(), 5, "{:?}", st.pending);
+    // Each node named: asked ("0 free") or judged from the free-capacity
+    // class its gossip carries ("less than 0.25 free").
+    for i in 0..5 {
+        assert!(
+            st.pending
+                .iter()
+                .any(|r| r.starts_with(&format!("node-{i}: needs 0.5 cpus, "))
+                    && (r.ends_with(", 0 free") || r.ends_with("less than 0.25 free"))),
+            "{:?}",
+            st.pending
+        );
+    }
+}
+
+#[test]
+fn the_reasons_of_a_large_cluster_are_summarized_by_kind() {
+    // 40 nodes of 2 cpus, half of them in zone z1: a 4-cpu task fits
+    // nowhere, a task constrained to z1 and needing 4 cpus names both kinds.
+    let mut s = Sim::new(40, 1, 0.0);
+    s.set_job(spec(
+        "big",
+        Some(1),
+        4.0,
+        json!({"constraints": [{"attribute": "zone", "op": "=", "value": "z1"}]}),
+    ));
+    s.run_for(Duration::from_secs(5));
+    let st = s.status(&TaskKey::index("big", 0));
+    assert_eq!(st.state, TaskState::Pending);
+    let p = &st.pending;
+    assert_eq!(p[0], "40 nodes could not take it:", "{p:?}");
+    // Each kind: up to 3 examples, then the rest counted.
+    assert!(p.contains(&"and 17 more: needs 4 cpus".to_owned()), "{p:?}");
+    assert!(
+        p.contains(&"and 17 more: constraint zone = z1 failed".to_owned()),
+        "{p:?}"
+    );
+    let examples = p.iter().filter(|l| l.starts_with("node-")).count();
+    assert_eq!(examples, 6, "{p:?}");
+    assert_eq!(p.len(), 9, "bounded, whatever the cluster size: {p:?}");
+}
+
+/// The free-capacity class travels by gossip: when a full cluster frees
+/// room, the node's class rises in its metadata (published by its core),
+/// and a task waiting out a long backoff is retried at once.
+#[test]
+fn a_waiting_task_is_retried_when_a_member_reports_more_room() {
+    let mut s = Sim::new(5, 1, 0.0);
+    s.set_job(spec("web", Some(20), 0.5, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 20)));
+    s.set_job(spec("late", Some(1), 0.5, json!({})));
+    // Long enough for the retry backoff to reach its longest (30 s).
+    s.run_for(Duration::from_secs(40));
+    let late = TaskKey::index("late", 0);
+    assert_eq!(s.status(&late).state, TaskState::Pending);
+    // Every node's record says it is full.
+    for i in 0..5 {
+        let full = (0..5).all(|j| {
+            s.nodes[j]
+                .core
+                .as_ref()
+                .unwrap()
+                .membership()
+                .up_meta(NodeId(i as u64 + 1))
+                .unwrap()
+                .free_class
+                .0
+                == 0
+        });
+        assert!(full, "node-{i} does not look full to everyone");
+    }
+    // One task of web goes away: its node's free class rises.
+    s.set_job(spec("web", Some(19), 0.5, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.processes("web").len() == 19));
+    // Retried within a few seconds, not at the end of its backoff.
+    assert!(
+        s.run_until(Duration::from_secs(5), |s| s.exactly_once("late", 1)),
+        "late still waits: {:?}",
+        s.status(&late)
+    );
+}
+
+#[test]
+fn tasks_of_a_failed_node_move_and_no_index_runs_twice() {
+    let mut s = Sim::new(5, 2, 0.0);
+    s.set_job(spec("web", Some(12), 0.5, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 12)));
+    let victim = (0..5).max_by_key(|i| s.per_node("web")[*i]).unwrap();
+    assert!(s.per_node("web")[victim] > 0);
+    s.kill(victim);
+    assert!(
+        s.run_until(SETTLE, |s| s.exactly_once("web", 12)),
+        "{:?}",
+        s.processes("web")
+    );
+}
+
+/// A coordinator that stops hearing a holder's leases, while gossip still
+/// has the holder up, places the task again after `lease_silence`: on its
+/// ticks alone, since no message reaches it.
+#[test]
+fn a_holder_whose_leases_stop_arriving_is_replaced_on_ticks_alone() {
+    let mut s = Sim::new(5, 4, 0.0);
+    s.set_job(spec("web", Some(8), 0.25, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 8)));
+    let (key, holder, coord) = s
+        .processes("web")
+        .into_iter()
+        .find_map(|(key, nodes)| {
+            let owner = s.placer_of(0).ring().owner(key.hash()).unwrap();
+            let coord = owner.0 as usize - 1;
+            (nodes[0] != coord).then(|| (key, nodes[0], coord))
+        })
+        .expect("a task held away from its coordinator");
+    // Cut the coordinator's placement messages, but not its gossip: every
+    // member list keeps everyone.
+    let mut side = vec![0u8; 5];
+    side[coord] = 1;
+    s.msg_side = Some(side);
+    let silence = PlacementConfig::default().lease_silence;
+    assert!(
+        s.run_until(silence + Duration::from_secs(5), |s| s.nodes[coord]
+            .procs
+            .contains_key(&key)),
+        "{key} still only on node {holder}: {:?}",
+        s.processes("web")
+    );
+    assert!(
+        s.formed(),
+        "gossip was not cut: the member lists keep everyone"
+    );
+}
+
+#[test]
+fn a_partition_then_heal_leaves_exactly_one_process_per_index() {
+    let mut s = Sim::new(6, 3, 0.0);
+    s.set_job(spec("web", Some(6), 0.25, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 6)));
+    // Split 3/3: each side sees the other fail and places what it lost.
+    s.side = Some(vec![0, 0, 0, 1, 1, 1]);
+    s.run_for(Duration::from_secs(15));
+    let total: usize = s.processes("web").values().map(Vec::len).sum();
+    assert!(
+        total > 6,
+        "the partition should have doubled some tasks ({total})"
+    );
+    // Heal: gossip brings the sides back together.
+    s.side = None;
+    assert!(
+        s.run_until(SETTLE * 2, |s| s.exactly_once("web", 6)),
+        "{:?}",
+        s.processes("web")
+    );
+}
+
+#[test]
+fn scaling_down_removes_the_highest_indexes_and_a_stop_removes_everything() {
+    let mut s = Sim::new(5, 4, 0.0);
+    s.set_job(spec("web", Some(16), 0.5, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 16)));
+    s.set_job(spec("web", Some(4), 0.5, json!({})));
+    assert!(
+        s.run_until(SETTLE, |s| s.exactly_once("web", 4)),
+        "{:?}",
+        s.processes("web")
+    );
+    s.set_job(spec("web", Some(10), 0.5, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 10)));
+    s.delete_job("web");
+    assert!(
+        s.run_until(SETTLE, |s| s.processes("web").is_empty()),
+        "{:?}",
+        s.processes("web")
+    );
+}
+
+#[test]
+fn constraints_and_system_jobs() {
+    let mut s = Sim::new(4, 5, 0.0);
+    // Labels arrive by gossip, as when an operator restarts a node with
+    // new ones.
+    s.relabel(1, &[("gpu", "yes")]);
+    s.relabel(3, &[("gpu", "yes")]);
+    s.run_for(Duration::from_secs(2));
+    s.set_job(spec(
+        "train",
+        Some(4),
+        0.25,
+        json!({"constraints": [{"attribute": "gpu", "op": "=", "value": "yes"}]}),
+    ));
+    s.set_job(spec("agentd", None, 0.1, json!({"type": "system"})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("train", 4)));
+    let on: BTreeSet<usize> = s.processes("train").values().flatten().copied().collect();
+    assert_eq!(on, [1, 3].into());
+    assert!(s.run_until(SETTLE, |s| s.per_node("agentd") == vec![1; 4]));
+    // A node that joins later runs the system job too.
+    s.add_node(meta(4, &[]));
+    assert!(s.run_until(SETTLE, |s| s.per_node("agentd") == vec![1; 5]));
+    // A constraint nobody meets: pending, each node's reason named.
+    s.set_job(spec(
+        "eu",
+        Some(1),
+        0.25,
+        json!({"constraints": [{"attribute": "dc", "op": "=", "value": "eu"}]}),
+    ));
+    s.run_for(Duration::from_secs(3));
+    let st = s.status(&TaskKey::index("eu", 0));
+    assert_eq!(st.state, TaskState::Pending);
+    assert!(
+        st.pending
+            .iter()
+            .all(|r| r.contains("constraint dc = eu failed")),
+        "{:?}",
+        st.pending
+    );
+    assert_eq!(st.pending.len(), 5);
+}
+
+#[test]
+fn spread_over_a_label() {
+    let mut s = Sim::new(4, 6, 0.0);
+    s.set_job(spec("web", Some(4), 0.25, json!({"spread": "zone"})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 4)));
+    let zones: Vec<String> = s
+        .processes("web")
+        .values()
+        .flatten()
+        .map(|i| s.nodes[*i].meta.zone.clone())
+        .collect();
+    let z0 = zones.iter().filter(|z| *z == "z0").count();
+    assert!((1..=3).contains(&z0), "not spread over zones: {zones:?}");
+}
+
+/// A drained node takes nothing new, its tasks move away, and it says so
+/// in its gossip metadata.
+#[test]
+fn a_drained_node_hands_its_tasks_to_the_others() {
+    let mut s = Sim::new(4, 7, 0.0);
+    s.set_job(spec("web", Some(6), 0.25, json!({})));
+    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 6)));
+    let busiest = (0..4).max_by_key(|i| s.per_node("web")[*i]).unwrap();
+    let (now, wall) = (s.now, s.wall);
+    s.nodes[busiest]
+        .core
+        .as_mut()
+        .unwrap()
+        .set_draining(now, wall, true)
+        .unwrap();
+    s.drain(busiest);
+    assert!(
+        s.run_until(SETTLE, |s| s.exactly_once("web", 6)
+            && s.per_node("web")[busiest] == 0),
+        "{:?}",
+        s.processes("web")
+    );
+    let id = NodeId(busiest as u64 + 1);
+    assert!(
+        s.run_until(SETTLE, |s| (0..4).all(|j| s.nodes[j]
+            .core
+            .as_ref()
+            .unwrap()
+            .membership()
+            .up_meta(id)
+            .is_some_and(|m| m.draining))),
+        "the drain is not in every member's view"
+    );
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        /// Arbitrary loss, failures and partitions: never overcommitted
+        /// (checked after every event), and one process per wanted index
+        /// once things settle.
+        #[test]
+        fn never_overcommit_and_one_winner_after_convergence(
+            seed in any::<u64>(),
+            loss in 0.0f64..0.1,
+            count in 1u32..20,
+            cpus in prop_oneof![Just(0.25), Just(0.5), Just(1.0)],
+            partition in any::<bool>(),
+            kill in any::<bool>(),
+        ) {
+            let mut s = Sim::new(5, seed, 0.0);
+            s.loss = loss;
+            s.set_job(spec("job", Some(count), cpus, json!({})));
+            s.run_for(Duration::from_secs(3));
+            if partition {
+                s.side = Some(vec![0, 0, 1, 1, 1]);
+                s.run_for(Duration::from_secs(5));
+                s.side = None;
+            }
+            if kill {
+                s.kill(4);
+            }
+            s.loss = 0.0;
+            let alive = if kill { 4 } else { 5 };
+            let capacity = (2000 / (cpus * 1000.0) as u32) * alive;
+            let want = count.min(capacity);
+            let ok = s.run_until(Duration::from_secs(90), |s| {
+                let p = s.processes("job");
+                p.len() == want as usize && p.values().all(|n| n.len() == 1)
+            });
+            prop_assert!(ok, "seed {seed}: {:?}", s.processes("job"));
+            prop_assert!(s.checks > 0);
+        }
+    }
+}
