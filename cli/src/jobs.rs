@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
+use shoal_client::{Client, segment};
 use shoal_model::JobSpec;
 use shoal_node::api::types::SubmitResponse;
 use shoal_state::{HistoryEntry, JobView};
 
-use crate::client::Client;
 use crate::output::{cpus, mib, table};
 
 /// How a job is described on the command line.
@@ -73,11 +73,6 @@ pub struct RunArgs {
     /// How long --wait waits (`2m`, `30s`).
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
-}
-
-/// Encodes a job name for a URL path.
-pub fn path_name(name: &str) -> String {
-    name.replace('/', "%2F")
 }
 
 fn split_pair(s: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -266,7 +261,7 @@ pub fn list(client: &Client, json_out: bool, all: bool) -> anyhow::Result<()> {
 
 /// `shoal job show`.
 pub fn show(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
-    let job: JobView = client.get(&format!("/v1/jobs/{}", path_name(name)))?;
+    let job: JobView = client.get(&format!("/v1/jobs/{}", segment(name)))?;
     if json_out {
         return crate::print_json(&job);
     }
@@ -320,8 +315,7 @@ pub fn show(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
 
 /// `shoal job history`.
 pub fn history(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
-    let entries: Vec<HistoryEntry> =
-        client.get(&format!("/v1/jobs/{}/versions", path_name(name)))?;
+    let entries: Vec<HistoryEntry> = client.get(&format!("/v1/jobs/{}/versions", segment(name)))?;
     if json_out {
         return crate::print_json(&entries);
     }
@@ -367,7 +361,7 @@ pub fn scale(
     if let Some(v) = if_version {
         body["if_version"] = json!(v);
     }
-    let r: SubmitResponse = client.post(&format!("/v1/jobs/{}/scale", path_name(name)), &body)?;
+    let r: SubmitResponse = client.post(&format!("/v1/jobs/{}/scale", segment(name)), &body)?;
     if json_out {
         return crate::print_json(&r);
     }
@@ -383,8 +377,8 @@ pub fn stop(
     if_version: Option<u64>,
 ) -> anyhow::Result<()> {
     let path = match if_version {
-        Some(v) => format!("/v1/jobs/{}?if_version={v}", path_name(name)),
-        None => format!("/v1/jobs/{}", path_name(name)),
+        Some(v) => format!("/v1/jobs/{}?if_version={v}", segment(name)),
+        None => format!("/v1/jobs/{}", segment(name)),
     };
     let r: SubmitResponse = client.delete(&path)?;
     if json_out {

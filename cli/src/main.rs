@@ -2,7 +2,6 @@
 
 #![allow(clippy::print_stdout)]
 
-mod client;
 mod jobs;
 mod output;
 mod tasks;
@@ -16,8 +15,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use shoal_node::api::types::{NodeView, StatusView};
 use shoal_node::{Agent, AgentOptions};
 
-use crate::client::Client;
 use crate::output::{age, cpus, mib, table};
+use shoal_client::{Client, segment};
 
 /// shoal: a data-center operating system with no master.
 ///
@@ -347,6 +346,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(shoal_client::Error::Unreachable { .. }) = e.downcast_ref() {
+                eprintln!("  (give a node's API address with --addr or SHOAL_ADDR)");
+            }
             ExitCode::FAILURE
         }
     }
@@ -489,7 +491,7 @@ fn nodes(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn node_show(cli: &Cli, key: &str) -> anyhow::Result<()> {
-    let n: NodeView = client(cli).get(&format!("/v1/nodes/{key}"))?;
+    let n: NodeView = client(cli).get(&format!("/v1/nodes/{}", segment(key)))?;
     if cli.json {
         return print_json(&n);
     }
