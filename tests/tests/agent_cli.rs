@@ -346,3 +346,52 @@ fn dev_mode_needs_no_token() {
     let out = a.stdout();
     assert!(out.contains("dev") && out.contains("shoal nodes"), "{out}");
 }
+
+/// Names go into URL paths percent-encoded (shoal_client::segment) and the
+/// API decodes them back to the same string: a node name with a space,
+/// '?', '#', '%', '&', '+' and a non-ASCII letter is found, and a job or task
+/// name with those and '/' comes back intact in the API's answer.
+#[test]
+fn odd_names_round_trip_through_url_paths() {
+    let node = "zürich 1?#%&+";
+    let mut c = Cluster::new();
+    c.found(node);
+    let a = &c.agents[0];
+    let env = [("SHOAL_ADDR", a.url()), ("SHOAL_TOKEN", a.token.clone())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let (status, out, err) = run_shoal(&["node", "show", node], &env);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.lines().any(|l| l == format!("Name:       {node}")),
+        "{out}"
+    );
+    let (status, out, err) = run_shoal(&["node", "drain", node], &env);
+    assert!(status.success(), "{err}");
+    assert!(out.contains(&a.info.node_id), "{out}");
+    let me: Value = a.get("/v1/self").unwrap();
+    assert_eq!(me["draining"], true, "{me}");
+    let (status, _, err) = run_shoal(&["node", "drain", node, "--undo"], &env);
+    assert!(status.success(), "{err}");
+
+    // No such job, but the API names exactly what it was asked for.
+    let job = "a b?#%é/x";
+    for args in [
+        vec!["job", "show", job],
+        vec!["job", "history", job],
+        vec!["ps", job],
+        vec!["scale", job, "2"],
+        vec!["stop", job],
+    ] {
+        let (status, _, err) = run_shoal(&args, &env);
+        assert!(!status.success(), "{args:?}");
+        assert!(
+            err.contains(&format!("no job named {job:?}")),
+            "{args:?}: {err}"
+        );
+    }
+    let task = format!("{job}/0");
+    let (status, _, err) = run_shoal(&["logs", &task], &env);
+    assert!(!status.success());
+    assert!(err.contains(&format!("task {task} runs nowhere")), "{err}");
+}
