@@ -66,6 +66,12 @@ enum Command {
     Status,
     /// Submit a job (create or update) from a TOML file or from flags.
     ///
+    /// With a file, the flags given are applied over it: --name, --type,
+    /// --count, --cmd, --image, --cpus and --memory-mb replace the file's
+    /// values; --env and --port set one variable or port each and keep the
+    /// file's others; --constraint adds to the file's constraints
+    /// (`shoal run web.toml --count 5 --cpus 2`).
+    ///
     /// An update prints what changed. The job is accepted by the node you
     /// talk to, even cut off from the rest, and reaches every node.
     Run(Box<jobs::RunArgs>),
