@@ -2,6 +2,8 @@
 
 #![allow(clippy::print_stdout)]
 
+#[cfg(test)]
+mod doc_examples;
 mod jobs;
 mod output;
 mod tasks;
