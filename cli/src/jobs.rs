@@ -5,17 +5,18 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
+use shoal_client::{Client, segment};
 use shoal_model::JobSpec;
 use shoal_node::api::types::SubmitResponse;
 use shoal_state::{HistoryEntry, JobView};
 
-use crate::client::Client;
 use crate::output::{cpus, mib, table};
 
 /// How a job is described on the command line.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// A job file (TOML). Without it, the job is built from the flags.
+    /// A job file (TOML). Without it, the job is built from the flags;
+    /// with it, the flags given are applied over the file's values.
     pub file: Option<PathBuf>,
 
     /// Job name (DNS-label words, '/'-separated: web/frontend).
@@ -27,7 +28,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub cmd: Option<String>,
 
-    /// Docker image: makes it a docker task.
+    /// Docker image: makes it a docker task (over a job file too).
     #[arg(long)]
     pub image: Option<String>,
 
@@ -49,16 +50,19 @@ pub struct RunArgs {
 
     /// A container port to map to a host port, NAME:PORT[/udp] (docker
     /// tasks; the node picks the host port, the task sees it as
-    /// `SHOAL_PORT_<NAME>`, `shoal ps` shows it); repeat for more.
+    /// `SHOAL_PORT_<NAME>`, `shoal ps` shows it); repeat for more. Over
+    /// a job file, replaces the file's port of that name or adds one.
     #[arg(long = "port", value_name = "NAME:PORT")]
     pub ports: Vec<String>,
 
-    /// Environment variable KEY=VALUE; repeat for more.
+    /// Environment variable KEY=VALUE; repeat for more. Over a job file,
+    /// sets KEY and keeps the file's other variables.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
 
     /// Constraint ATTRIBUTE=VALUE or ATTRIBUTE!=VALUE (attribute: name,
-    /// dc, zone, region or a label key); repeat for more.
+    /// dc, zone, region or a label key); repeat for more. Over a job
+    /// file, added to the file's constraints.
     #[arg(long = "constraint", value_name = "ATTR=VALUE")]
     pub constraints: Vec<String>,
 
@@ -75,11 +79,6 @@ pub struct RunArgs {
     pub timeout: std::time::Duration,
 }
 
-/// Encodes a job name for a URL path.
-pub fn path_name(name: &str) -> String {
-    name.replace('/', "%2F")
-}
-
 fn split_pair(s: &str, what: &str) -> anyhow::Result<(String, String)> {
     let (k, v) = s
         .split_once('=')
@@ -87,87 +86,76 @@ fn split_pair(s: &str, what: &str) -> anyhow::Result<(String, String)> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
-/// The JSON spec from a file or from flags.
+/// The JSON spec: the job file with the flags applied over it, or the
+/// flags alone.
 pub fn spec_from_args(a: &RunArgs) -> anyhow::Result<Value> {
-    if let Some(path) = &a.file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read job file {}", path.display()))?;
-        let mut v = shoal_model::toml_to_json(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        // Flags given with a file override it.
-        if let Some(c) = a.count {
-            v["count"] = json!(c);
+    let (mut spec, source) = match &a.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read job file {}", path.display()))?;
+            let v = shoal_model::toml_to_json(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            (v, path.display().to_string())
         }
-        return Ok(v);
-    }
-    let Some(name) = &a.name else {
-        bail!("give a job file, or --name with --cmd or --image (see shoal run --help)");
-    };
-    let mut task = serde_json::Map::new();
-    match (&a.image, &a.cmd) {
-        (Some(image), cmd) => {
-            task.insert("runtime".into(), json!("docker"));
-            task.insert("image".into(), json!(image));
-            if let Some(cmd) = cmd {
-                let words = shell_words::split(cmd).with_context(|| format!("--cmd {cmd:?}"))?;
-                if let Some((first, rest)) = words.split_first() {
-                    task.insert("command".into(), json!(first));
-                    task.insert("args".into(), json!(rest));
-                }
-            }
-        }
-        (None, Some(cmd)) => {
-            let words = shell_words::split(cmd).with_context(|| format!("--cmd {cmd:?}"))?;
-            let Some((first, rest)) = words.split_first() else {
-                bail!("--cmd is empty");
+        None => {
+            let Some(name) = &a.name else {
+                bail!("give a job file, or --name with --cmd or --image (see shoal run --help)");
             };
-            task.insert("runtime".into(), json!("process"));
-            task.insert("command".into(), json!(first));
-            task.insert("args".into(), json!(rest));
+            if a.cmd.is_none() && a.image.is_none() {
+                bail!("give --cmd (a process) or --image (a container)");
+            }
+            (json!({"name": name}), "the flags".to_owned())
         }
-        (None, None) => bail!("give --cmd (a process) or --image (a container)"),
+    };
+    apply_flags(&mut spec, a).with_context(|| format!("applying the flags to {source}"))?;
+    Ok(spec)
+}
+
+/// `v[key]` as an object, made when absent; `what` names it in the error.
+fn object_at<'a>(
+    v: &'a mut serde_json::Map<String, Value>,
+    key: &str,
+    what: &str,
+) -> anyhow::Result<&'a mut serde_json::Map<String, Value>> {
+    match v.entry(key).or_insert_with(|| json!({})) {
+        Value::Object(m) => Ok(m),
+        other => bail!("{what} is {other}, not a table"),
     }
-    if !a.env.is_empty() {
-        let mut env = serde_json::Map::new();
-        for e in &a.env {
-            let (k, v) = split_pair(e, "--env")?;
-            env.insert(k, json!(v));
-        }
-        task.insert("env".into(), Value::Object(env));
+}
+
+/// `v[key]` as an array, made when absent.
+fn array_at<'a>(
+    v: &'a mut serde_json::Map<String, Value>,
+    key: &str,
+    what: &str,
+) -> anyhow::Result<&'a mut Vec<Value>> {
+    match v.entry(key).or_insert_with(|| json!([])) {
+        Value::Array(l) => Ok(l),
+        other => bail!("{what} is {other}, not a list"),
     }
-    if !a.ports.is_empty() {
-        let mut ports = Vec::new();
-        for p in &a.ports {
-            let (name, rest) = p
-                .split_once(':')
-                .with_context(|| format!("--port {p:?} is not NAME:PORT (http:8080)"))?;
-            let (port, protocol) = rest.split_once('/').unwrap_or((rest, "tcp"));
-            let port: u16 = port
-                .parse()
-                .with_context(|| format!("--port {p:?}: {port:?} is not a port number"))?;
-            ports.push(json!({"name": name, "container_port": port, "protocol": protocol}));
-        }
-        task.insert("ports".into(), Value::Array(ports));
+}
+
+/// Applies the flags over a spec (from a file, or the bare `{"name"}` of a
+/// job built from flags). `--name`, `--type`, `--count`, `--cmd`,
+/// `--image`, `--cpus` and `--memory-mb` replace the spec's value; `--env`
+/// and `--port` set one variable or port (by name) each, keeping the
+/// others; `--constraint` adds to the spec's constraints. `--image` makes
+/// the task a docker task.
+pub fn apply_flags(spec: &mut Value, a: &RunArgs) -> anyhow::Result<()> {
+    let Value::Object(job) = spec else {
+        bail!("the job is {spec}, not a table");
+    };
+    if let Some(name) = &a.name {
+        job.insert("name".into(), json!(name));
     }
-    let mut resources = serde_json::Map::new();
-    if let Some(c) = a.cpus {
-        resources.insert("cpus".into(), json!(c));
+    if let Some(kind) = &a.kind {
+        job.insert("type".into(), json!(kind));
     }
-    if let Some(m) = a.memory_mb {
-        resources.insert("memory_mb".into(), json!(m));
-    }
-    if !resources.is_empty() {
-        task.insert("resources".into(), Value::Object(resources));
-    }
-    let mut spec = json!({"name": name, "task": task});
-    if let Some(k) = &a.kind {
-        spec["type"] = json!(k);
-    }
-    if let Some(c) = a.count {
-        spec["count"] = json!(c);
+    if let Some(count) = a.count {
+        job.insert("count".into(), json!(count));
     }
     if !a.constraints.is_empty() {
-        let mut list = Vec::new();
+        let constraints = array_at(job, "constraints", "constraints")?;
         for c in &a.constraints {
             let (attr, op, value) = if let Some((k, v)) = c.split_once("!=") {
                 (k, "!=", v)
@@ -176,11 +164,63 @@ pub fn spec_from_args(a: &RunArgs) -> anyhow::Result<Value> {
             } else {
                 bail!("--constraint {c:?} is not ATTR=VALUE or ATTR!=VALUE");
             };
-            list.push(json!({"attribute": attr, "op": op, "value": value}));
+            constraints.push(json!({"attribute": attr, "op": op, "value": value}));
         }
-        spec["constraints"] = Value::Array(list);
     }
-    Ok(spec)
+
+    let task = object_at(job, "task", "task")?;
+    if let Some(image) = &a.image {
+        task.insert("runtime".into(), json!("docker"));
+        task.insert("image".into(), json!(image));
+    }
+    if let Some(cmd) = &a.cmd {
+        let words = shell_words::split(cmd).with_context(|| format!("--cmd {cmd:?}"))?;
+        let Some((first, rest)) = words.split_first() else {
+            bail!("--cmd is empty: give a program and its arguments");
+        };
+        task.insert("command".into(), json!(first));
+        task.insert("args".into(), json!(rest));
+    }
+    if !a.env.is_empty() {
+        let env = object_at(task, "env", "task.env")?;
+        for e in &a.env {
+            let (k, v) = split_pair(e, "--env")?;
+            env.insert(k, json!(v));
+        }
+    }
+    if !a.ports.is_empty() {
+        let ports = array_at(task, "ports", "task.ports")?;
+        for p in &a.ports {
+            let (name, rest) = p
+                .split_once(':')
+                .with_context(|| format!("--port {p:?} is not NAME:PORT (http:8080)"))?;
+            let (port, protocol) = rest.split_once('/').unwrap_or((rest, "tcp"));
+            let port: u16 = port
+                .parse()
+                .with_context(|| format!("--port {p:?}: {port:?} is not a port number"))?;
+            let new = json!({"name": name, "container_port": port, "protocol": protocol});
+            // Port names are compared as the spec's validation does.
+            let same = |v: &Value| {
+                v["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            };
+            match ports.iter_mut().find(|v| same(v)) {
+                Some(old) => *old = new,
+                None => ports.push(new),
+            }
+        }
+    }
+    if a.cpus.is_some() || a.memory_mb.is_some() {
+        let resources = object_at(task, "resources", "task.resources")?;
+        if let Some(c) = a.cpus {
+            resources.insert("cpus".into(), json!(c));
+        }
+        if let Some(m) = a.memory_mb {
+            resources.insert("memory_mb".into(), json!(m));
+        }
+    }
+    Ok(())
 }
 
 fn print_write(verb: &str, r: &SubmitResponse) {
@@ -266,7 +306,7 @@ pub fn list(client: &Client, json_out: bool, all: bool) -> anyhow::Result<()> {
 
 /// `shoal job show`.
 pub fn show(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
-    let job: JobView = client.get(&format!("/v1/jobs/{}", path_name(name)))?;
+    let job: JobView = client.get(&format!("/v1/jobs/{}", segment(name)))?;
     if json_out {
         return crate::print_json(&job);
     }
@@ -320,8 +360,7 @@ pub fn show(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
 
 /// `shoal job history`.
 pub fn history(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
-    let entries: Vec<HistoryEntry> =
-        client.get(&format!("/v1/jobs/{}/versions", path_name(name)))?;
+    let entries: Vec<HistoryEntry> = client.get(&format!("/v1/jobs/{}/versions", segment(name)))?;
     if json_out {
         return crate::print_json(&entries);
     }
@@ -367,7 +406,7 @@ pub fn scale(
     if let Some(v) = if_version {
         body["if_version"] = json!(v);
     }
-    let r: SubmitResponse = client.post(&format!("/v1/jobs/{}/scale", path_name(name)), &body)?;
+    let r: SubmitResponse = client.post(&format!("/v1/jobs/{}/scale", segment(name)), &body)?;
     if json_out {
         return crate::print_json(&r);
     }
@@ -383,8 +422,8 @@ pub fn stop(
     if_version: Option<u64>,
 ) -> anyhow::Result<()> {
     let path = match if_version {
-        Some(v) => format!("/v1/jobs/{}?if_version={v}", path_name(name)),
-        None => format!("/v1/jobs/{}", path_name(name)),
+        Some(v) => format!("/v1/jobs/{}?if_version={v}", segment(name)),
+        None => format!("/v1/jobs/{}", segment(name)),
     };
     let r: SubmitResponse = client.delete(&path)?;
     if json_out {
@@ -392,4 +431,180 @@ pub fn stop(
     }
     println!("stopped job {} (version {})", r.job.name, r.job.version);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use shoal_model::Runtime;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn args(flags: &[&str]) -> RunArgs {
+        Run::try_parse_from(std::iter::once("run").chain(flags.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    fn file() -> Value {
+        shoal_model::toml_to_json(
+            r#"
+name = "web"
+count = 1
+[task]
+image = "busybox"
+command = "httpd"
+args = ["-f"]
+env = { A = "1", B = "2" }
+ports = [{ name = "http", container_port = 8080 }, { name = "admin", container_port = 9000 }]
+[task.resources]
+cpus = 0.5
+memory_mb = 256
+[[constraints]]
+attribute = "dc"
+op = "="
+value = "dc1"
+"#,
+        )
+        .unwrap()
+    }
+
+    fn applied(flags: &[&str]) -> JobSpec {
+        let mut spec = file();
+        apply_flags(&mut spec, &args(flags)).unwrap();
+        JobSpec::from_json(spec).unwrap()
+    }
+
+    #[test]
+    fn flags_replace_the_files_values() {
+        let s = applied(&[
+            "job.toml",
+            "--name",
+            "other",
+            "--type",
+            "batch",
+            "--count",
+            "3",
+            "--cpus",
+            "2",
+            "--memory-mb",
+            "64",
+            "--image",
+            "nginx",
+            "--cmd",
+            "nginx -g 'daemon off;'",
+        ]);
+        assert_eq!(s.name, "other");
+        assert_eq!(s.kind.as_str(), "batch");
+        assert_eq!(s.count, Some(3));
+        assert_eq!(s.task.resources.cpus, 2.0);
+        assert_eq!(s.task.resources.memory_mb, 64);
+        assert_eq!(s.task.image.as_deref(), Some("nginx"));
+        assert_eq!(s.task.command.as_deref(), Some("nginx"));
+        assert_eq!(s.task.args, ["-g", "daemon off;"]);
+        // What no flag touched stays as the file has it.
+        assert_eq!(s.task.env["A"], "1");
+        assert_eq!(s.task.ports.len(), 2);
+        assert_eq!(s.constraints.len(), 1);
+    }
+
+    #[test]
+    fn env_ports_and_constraints_merge_with_the_files() {
+        let s = applied(&[
+            "job.toml",
+            "--env",
+            "B=3",
+            "--env",
+            "C=4",
+            "--port",
+            "HTTP:8081/udp",
+            "--port",
+            "metrics:9100",
+            "--constraint",
+            "zone!=z9",
+        ]);
+        let env: Vec<(&str, &str)> = s
+            .task
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env, [("A", "1"), ("B", "3"), ("C", "4")]);
+        let ports: Vec<(&str, u16, &str)> = s
+            .task
+            .ports
+            .iter()
+            .map(|p| {
+                let proto = match p.protocol {
+                    shoal_model::Protocol::Tcp => "tcp",
+                    shoal_model::Protocol::Udp => "udp",
+                };
+                (p.name.as_str(), p.container_port, proto)
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("HTTP", 8081, "udp"),
+                ("admin", 9000, "tcp"),
+                ("metrics", 9100, "tcp")
+            ]
+        );
+        let constraints: Vec<String> = s
+            .constraints
+            .iter()
+            .map(|c| format!("{} {} {:?}", c.attribute, c.op.as_str(), c.value))
+            .collect();
+        assert_eq!(
+            constraints,
+            [r#"dc = Some(One("dc1"))"#, r#"zone != Some(One("z9"))"#]
+        );
+        // Nothing given, nothing changed.
+        assert_eq!(applied(&["job.toml"]), JobSpec::from_json(file()).unwrap());
+    }
+
+    #[test]
+    fn an_image_makes_a_process_file_a_docker_task() {
+        let mut spec = shoal_model::toml_to_json(
+            "name = \"web\"\n[task]\nruntime = \"process\"\ncommand = \"/bin/sleep\"\nargs = [\"60\"]\n",
+        )
+        .unwrap();
+        apply_flags(&mut spec, &args(&["job.toml", "--image", "busybox"])).unwrap();
+        let s = JobSpec::from_json(spec).unwrap();
+        assert_eq!(s.task.runtime, Runtime::Docker);
+        assert_eq!(s.task.command.as_deref(), Some("/bin/sleep"));
+    }
+
+    #[test]
+    fn flags_alone_build_a_job() {
+        let s = JobSpec::from_json(
+            spec_from_args(&args(&["--name", "quick", "--cmd", "/bin/sleep 60"])).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s.task.runtime, Runtime::Process);
+        assert_eq!(s.task.args, ["60"]);
+        let e = spec_from_args(&args(&["--name", "quick"])).unwrap_err();
+        assert!(e.to_string().contains("--cmd"), "{e}");
+        let e = spec_from_args(&args(&["--cmd", "x"])).unwrap_err();
+        assert!(e.to_string().contains("--name"), "{e}");
+    }
+
+    #[test]
+    fn a_flag_that_cannot_apply_names_the_part_of_the_file() {
+        let mut spec = shoal_model::toml_to_json("name = \"web\"\ntask = 3\n").unwrap();
+        let e = apply_flags(&mut spec, &args(&["job.toml", "--cpus", "1"])).unwrap_err();
+        assert_eq!(e.to_string(), "task is 3, not a table");
+        let mut spec = file();
+        let e = apply_flags(&mut spec, &args(&["job.toml", "--env", "NOVALUE"])).unwrap_err();
+        assert!(
+            e.to_string().contains("--env \"NOVALUE\" is not KEY=VALUE"),
+            "{e}"
+        );
+    }
 }

@@ -2,7 +2,8 @@
 
 #![allow(clippy::print_stdout)]
 
-mod client;
+#[cfg(test)]
+mod doc_examples;
 mod jobs;
 mod output;
 mod tasks;
@@ -16,8 +17,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use shoal_node::api::types::{NodeView, StatusView};
 use shoal_node::{Agent, AgentOptions};
 
-use crate::client::Client;
 use crate::output::{age, cpus, mib, table};
+use shoal_client::{Client, segment};
 
 /// shoal: a data-center operating system with no master.
 ///
@@ -66,6 +67,12 @@ enum Command {
     /// Show the pooled resources of the cluster, in total and per datacenter.
     Status,
     /// Submit a job (create or update) from a TOML file or from flags.
+    ///
+    /// With a file, the flags given are applied over it: --name, --type,
+    /// --count, --cmd, --image, --cpus and --memory-mb replace the file's
+    /// values; --env and --port set one variable or port each and keep the
+    /// file's others; --constraint adds to the file's constraints
+    /// (`shoal run web.toml --count 5 --cpus 2`).
     ///
     /// An update prints what changed. The job is accepted by the node you
     /// talk to, even cut off from the rest, and reaches every node.
@@ -347,6 +354,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(shoal_client::Error::Unreachable { .. }) = e.downcast_ref() {
+                eprintln!("  (give a node's API address with --addr or SHOAL_ADDR)");
+            }
             ExitCode::FAILURE
         }
     }
@@ -489,7 +499,7 @@ fn nodes(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn node_show(cli: &Cli, key: &str) -> anyhow::Result<()> {
-    let n: NodeView = client(cli).get(&format!("/v1/nodes/{key}"))?;
+    let n: NodeView = client(cli).get(&format!("/v1/nodes/{}", segment(key)))?;
     if cli.json {
         return print_json(&n);
     }

@@ -2,37 +2,30 @@
 
 use std::time::{Duration, SystemTime};
 
-/// Prints rows as left-aligned columns separated by two spaces.
+use comfy_table::{ContentArrangement, Table, presets};
+
+/// Rows under a header as left-aligned columns two spaces apart, with no
+/// borders, one line per row and no trailing spaces (comfy-table). On a
+/// terminal the table fits its width: long cells wrap inside their column.
+/// Piped, nothing wraps, so each row stays one line for `grep` and `awk`.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<String>| {
-        let last = cells.len().saturating_sub(1);
-        let mut s = String::new();
-        for (i, cell) in cells.into_iter().enumerate() {
-            if i == last {
-                s.push_str(&cell);
-            } else {
-                let pad = widths[i].saturating_sub(cell.chars().count());
-                s.push_str(&cell);
-                s.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
-    };
-    line(header.iter().map(|h| (*h).to_owned()).collect());
-    for row in rows {
-        line(row.clone());
-    }
+    let mut out = build(header, rows).trim_fmt();
+    out.push('\n');
     out
+}
+
+fn build(header: &[&str], rows: &[Vec<String>]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row.clone());
+    }
+    for column in t.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    t
 }
 
 /// `1536` MiB → `1.5 GiB`.
@@ -96,5 +89,51 @@ mod tests {
     fn columns_line_up() {
         let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y\n");
+        let t = table(&["TASK", "NODE"], &[vec!["zürich/0".into(), "-".into()]]);
+        assert_eq!(t, "TASK      NODE\nzürich/0  -\n");
+        assert_eq!(table(&["NAME", "ID"], &[]), "NAME  ID\n");
+    }
+
+    #[test]
+    fn a_narrow_terminal_wraps_long_cells() {
+        let header = [
+            "TASK", "NODE", "STATE", "SINCE", "RESTARTS", "EXIT", "REASON",
+        ];
+        let reason = "start failed: cannot run /no/such/program: No such file or directory";
+        let row = vec![
+            "web/frontend/12".to_owned(),
+            "node-with-a-long-name".into(),
+            "failed".into(),
+            "3m".into(),
+            "5".into(),
+            "127".into(),
+            reason.into(),
+        ];
+        // Piped: one line per row, whatever its length.
+        let piped = table(&header, std::slice::from_ref(&row));
+        assert_eq!(piped.lines().count(), 2, "{piped}");
+        assert!(piped.lines().nth(1).unwrap().ends_with(reason));
+        // In 80 columns: every line fits, and the reason wraps within its
+        // column with nothing lost.
+        let mut t = build(&header, &[row]);
+        t.set_width(80);
+        let text = t.trim_fmt();
+        assert!(text.lines().count() > 2, "{text}");
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{} columns: {line:?}",
+                line.len()
+            );
+        }
+        let at = text.find("REASON").unwrap();
+        let column: String = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.get(at..))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let squeeze = |s: &str| s.split_whitespace().collect::<String>();
+        assert_eq!(squeeze(&column), squeeze(reason), "\n{text}");
     }
 }

@@ -5,16 +5,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde_json::json;
+use shoal_client::{Client, segment};
 use shoal_node::placement::TaskView;
 use shoal_state::JobView;
 
-use crate::client::Client;
-use crate::jobs::path_name;
 use crate::output::{age, table};
 
 /// The tasks of one job.
 pub fn tasks_of(client: &Client, job: &str) -> anyhow::Result<Vec<TaskView>> {
-    client.get(&format!("/v1/jobs/{}/tasks", path_name(job)))
+    Ok(client.get(&format!("/v1/jobs/{}/tasks", segment(job)))?)
 }
 
 fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
@@ -93,7 +92,7 @@ pub fn logs(client: &Client, task: &str, follow: bool, stderr: bool) -> anyhow::
     loop {
         let piece: serde_json::Value = client.get(&format!(
             "/v1/tasks/{}/logs?stderr={stderr}&offset={offset}",
-            path_name(task)
+            segment(task)
         ))?;
         let data = piece["data"].as_str().unwrap_or_default();
         let next = piece["next"].as_u64().unwrap_or(offset);
@@ -114,8 +113,10 @@ pub fn logs(client: &Client, task: &str, follow: bool, stderr: bool) -> anyhow::
 
 /// `shoal node drain NODE [--undo]`.
 pub fn drain(client: &Client, node: &str, undo: bool) -> anyhow::Result<()> {
-    let r: serde_json::Value =
-        client.post(&format!("/v1/nodes/{node}/drain"), &json!({"drain": !undo}))?;
+    let r: serde_json::Value = client.post(
+        &format!("/v1/nodes/{}/drain", segment(node)),
+        &json!({"drain": !undo}),
+    )?;
     if undo {
         println!("node {node} takes tasks again");
     } else {
@@ -134,7 +135,7 @@ pub fn wait(client: &Client, job: &str, timeout: Duration) -> anyhow::Result<()>
     bar.enable_steady_tick(Duration::from_millis(120));
     let started = Instant::now();
     loop {
-        let view: JobView = client.get(&format!("/v1/jobs/{}", path_name(job)))?;
+        let view: JobView = client.get(&format!("/v1/jobs/{}", segment(job)))?;
         let tasks = tasks_of(client, job)?;
         let wanted = view.count.map_or(tasks.len(), |c| c as usize);
         let count = |s: &str| tasks.iter().filter(|t| t.state == s).count();

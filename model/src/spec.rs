@@ -119,7 +119,9 @@ pub struct Port {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
-    /// `process` or `docker`.
+    /// `process` or `docker`. May be omitted in a job file or the API's
+    /// JSON: `docker` when `image` is set, `process` otherwise; the
+    /// validated spec always names it.
     pub runtime: Runtime,
     /// Program (process) or entrypoint override (docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -543,7 +545,10 @@ impl RawJob {
 
         let task = match self.task {
             None => {
-                p.add("task", "is required: give task.runtime and what to run");
+                p.add(
+                    "task",
+                    "is required: give task.command (a process) or task.image (a container)",
+                );
                 None
             }
             Some(t) => Some(t.validate(&mut p)),
@@ -613,10 +618,11 @@ impl RawTask {
                 );
                 Runtime::Process
             }
-            None => {
-                p.add("task.runtime", "is required: process or docker");
-                Runtime::Process
-            }
+            // Omitted: a container when there is an image, else a process.
+            // The validated spec names it, so every node and every later
+            // version reads the same runtime.
+            None if self.image.is_some() => Runtime::Docker,
+            None => Runtime::Process,
         };
         match runtime {
             Runtime::Process => {
@@ -938,6 +944,32 @@ mod tests {
         assert_eq!(s.restart.max_delay, "30s");
         // Canonical: the canonical form parses to itself.
         assert_eq!(JobSpec::from_json(s.to_json()).unwrap(), s);
+    }
+
+    #[test]
+    fn the_runtime_follows_from_the_image_and_is_written_out() {
+        let process = json!({"name": "web", "task": {"command": "/bin/true"}});
+        let s = JobSpec::from_json(process).unwrap();
+        assert_eq!(s.task.runtime, Runtime::Process);
+        assert_eq!(s.to_json()["task"]["runtime"], "process");
+
+        let docker = json!({"name": "web", "task": {"image": "busybox"}});
+        let s = JobSpec::from_json(docker).unwrap();
+        assert_eq!(s.task.runtime, Runtime::Docker);
+        assert_eq!(s.to_json()["task"]["runtime"], "docker");
+        // The canonical form, runtime written, reads back the same.
+        assert_eq!(JobSpec::from_json(s.to_json()).unwrap(), s);
+
+        // Given, it is obeyed: an image on a process task is an error.
+        let e = err(
+            json!({"name": "web", "task": {"runtime": "process", "command": "x", "image": "busybox"}}),
+        );
+        assert_eq!(e.field(), "task.image");
+        // Neither command nor image: the process task lacks its command.
+        let e = err(json!({"name": "web", "task": {}}));
+        assert_eq!(e.field(), "task.command");
+        let e = err(json!({"name": "web"}));
+        assert!(e.to_string().contains("task.command"), "{e}");
     }
 
     #[test]

@@ -7,12 +7,22 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use subtle::ConstantTimeEq;
 
 const PREFIX: &str = "shoal1_";
 
-/// The cluster secret.
-#[derive(Clone, PartialEq, Eq)]
+/// The cluster secret. Equality is constant time (`subtle`), so comparing
+/// a presented secret with ours tells nothing about where they differ.
+#[derive(Clone)]
 pub struct ClusterSecret([u8; 32]);
+
+impl PartialEq for ClusterSecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for ClusterSecret {}
 
 impl std::fmt::Debug for ClusterSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,16 +81,12 @@ impl ClusterSecret {
     }
 
     /// Whether `token` is this secret's token, in time independent of
-    /// where they differ.
+    /// where they differ (the bytes are compared with `subtle`'s
+    /// `ConstantTimeEq`; a token that does not parse is refused before any
+    /// comparison, which tells nothing about the secret).
     pub fn matches_token(&self, token: &str) -> bool {
         match ClusterSecret::from_token(token) {
-            Ok(other) => {
-                self.0
-                    .iter()
-                    .zip(other.0.iter())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-            }
+            Ok(other) => self == &other,
             Err(_) => false,
         }
     }
@@ -99,6 +105,14 @@ mod tests {
         assert!(s.matches_token(&t));
         assert!(!s.matches_token(&ClusterSecret::generate().unwrap().to_token()));
         assert!(!s.matches_token("nonsense"));
+        // One bit off anywhere, first byte or last, is another secret.
+        for i in [0, 17, 31] {
+            let mut bytes = *s.bytes();
+            bytes[i] ^= 1;
+            let near = ClusterSecret::from_bytes(bytes);
+            assert_ne!(near, s);
+            assert!(!s.matches_token(&near.to_token()));
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use serde::de::DeserializeOwned;
+use shoal_client::{Client, Method};
 use shoal_node::api::types::NodeView;
 use shoal_node::datadir::AgentFile;
 
@@ -71,31 +72,17 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> anyh
     }
 }
 
-fn http() -> &'static ureq::Agent {
-    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT.get_or_init(|| {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into()
-    })
+/// The harness's API client: 5 s per call, one connection pool for every
+/// agent ([`Client::at`] gives each node's client).
+fn http() -> &'static Client {
+    static CLIENT: OnceLock<Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| Client::new("http://127.0.0.1", None).with_timeout(Duration::from_secs(5)))
 }
 
 /// `GET` with an optional bearer token: status and body.
 pub fn http_get(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
-    let mut req = http().get(url);
-    if let Some(t) = token {
-        req = req.header("Authorization", &format!("Bearer {t}"));
-    }
-    let mut resp = req.call().with_context(|| format!("GET {url}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_string()?;
-    Ok((status, body))
+    http_send("GET", url, token, None)
 }
 
 /// Sends `method url` with an optional JSON body: status and body.
@@ -105,33 +92,16 @@ pub fn http_send(
     token: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, String)> {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let sent = match method {
-        "POST" => {
-            let mut req = http().post(url).header("Content-Type", "application/json");
-            if let Some(a) = &auth {
-                req = req.header("Authorization", a);
-            }
-            let bytes = serde_json::to_vec(body.unwrap_or(&serde_json::Value::Null))?;
-            req.send(bytes.as_slice())
-        }
-        "DELETE" => {
-            let mut req = http().delete(url);
-            if let Some(a) = &auth {
-                req = req.header("Authorization", a);
-            }
-            req.call()
-        }
-        _ => return http_get(url, token),
+    let method = match method {
+        "POST" => Method::Post,
+        "DELETE" => Method::Delete,
+        _ => Method::Get,
     };
-    let mut resp = sent.with_context(|| format!("{method} {url}"))?;
-    let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_string()?;
-    Ok((status, text))
+    let r = http()
+        .at(url, token.map(str::to_owned))
+        .send(method, "", body)
+        .with_context(|| format!("{method} {url}"))?;
+    Ok((r.status, r.body))
 }
 
 /// How to start an agent.
@@ -337,13 +307,16 @@ impl AgentProc {
         format!("http://{}", self.info.api)
     }
 
+    /// A client of its API, with its token.
+    pub fn client(&self) -> Client {
+        http().at(&self.url(), Some(self.token.clone()))
+    }
+
     /// `GET path` with the token, decoded; an HTTP error is an error.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let (status, body) = http_get(&format!("{}{}", self.url(), path), Some(&self.token))?;
-        if status != 200 {
-            bail!("GET {path} on {}: {status}: {body}", self.name);
-        }
-        serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
+        self.client()
+            .get(path)
+            .with_context(|| format!("GET {path} on {}", self.name))
     }
 
     /// `GET /v1/nodes`.
@@ -353,11 +326,8 @@ impl AgentProc {
 
     /// `GET path` with the token: status and JSON (null when not JSON).
     pub fn get_any(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-        let (status, body) = http_get(&format!("{}{}", self.url(), path), Some(&self.token))?;
-        Ok((
-            status,
-            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-        ))
+        let r = self.client().send(Method::Get, path, None::<&()>)?;
+        Ok((r.status, r.json()))
     }
 
     /// `POST path` with a JSON body and the token: status and JSON.
@@ -366,30 +336,14 @@ impl AgentProc {
         path: &str,
         body: &serde_json::Value,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
-        let (status, text) = http_send(
-            "POST",
-            &format!("{}{}", self.url(), path),
-            Some(&self.token),
-            Some(body),
-        )?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        ))
+        let r = self.client().send(Method::Post, path, Some(body))?;
+        Ok((r.status, r.json()))
     }
 
     /// `DELETE path` with the token: status and JSON.
     pub fn delete(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-        let (status, text) = http_send(
-            "DELETE",
-            &format!("{}{}", self.url(), path),
-            Some(&self.token),
-            None,
-        )?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        ))
+        let r = self.client().send(Method::Delete, path, None::<&()>)?;
+        Ok((r.status, r.json()))
     }
 
     /// Cuts this agent off from `others` (node ids); an empty list heals.
@@ -405,11 +359,11 @@ impl AgentProc {
 
     /// `GET /metrics` as text.
     pub fn metrics(&self) -> anyhow::Result<String> {
-        let (status, body) = http_get(&format!("{}/metrics", self.url()), Some(&self.token))?;
-        if status != 200 {
-            bail!("GET /metrics: {status}");
+        let r = self.client().send(Method::Get, "/metrics", None::<&()>)?;
+        if r.status != 200 {
+            bail!("GET /metrics: {}: {}", r.status, r.body);
         }
-        Ok(body)
+        Ok(r.body)
     }
 
     /// The value of one sample of `/metrics`, e.g.

@@ -346,3 +346,182 @@ fn dev_mode_needs_no_token() {
     let out = a.stdout();
     assert!(out.contains("dev") && out.contains("shoal nodes"), "{out}");
 }
+
+/// Names go into URL paths percent-encoded (shoal_client::segment) and the
+/// API decodes them back to the same string: a node name with a space,
+/// '?', '#', '%', '&', '+' and a non-ASCII letter is found, and a job or task
+/// name with those and '/' comes back intact in the API's answer.
+#[test]
+fn odd_names_round_trip_through_url_paths() {
+    let node = "zürich 1?#%&+";
+    let mut c = Cluster::new();
+    c.found(node);
+    let a = &c.agents[0];
+    let env = [("SHOAL_ADDR", a.url()), ("SHOAL_TOKEN", a.token.clone())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let (status, out, err) = run_shoal(&["node", "show", node], &env);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.lines().any(|l| l == format!("Name:       {node}")),
+        "{out}"
+    );
+    let (status, out, err) = run_shoal(&["node", "drain", node], &env);
+    assert!(status.success(), "{err}");
+    assert!(out.contains(&a.info.node_id), "{out}");
+    let me: Value = a.get("/v1/self").unwrap();
+    assert_eq!(me["draining"], true, "{me}");
+    let (status, _, err) = run_shoal(&["node", "drain", node, "--undo"], &env);
+    assert!(status.success(), "{err}");
+
+    // No such job, but the API names exactly what it was asked for.
+    let job = "a b?#%é/x";
+    for args in [
+        vec!["job", "show", job],
+        vec!["job", "history", job],
+        vec!["ps", job],
+        vec!["scale", job, "2"],
+        vec!["stop", job],
+    ] {
+        let (status, _, err) = run_shoal(&args, &env);
+        assert!(!status.success(), "{args:?}");
+        assert!(
+            err.contains(&format!("no job named {job:?}")),
+            "{args:?}: {err}"
+        );
+    }
+    let task = format!("{job}/0");
+    let (status, _, err) = run_shoal(&["logs", &task], &env);
+    assert!(!status.success());
+    assert!(err.contains(&format!("task {task} runs nowhere")), "{err}");
+}
+
+/// `shoal run FILE` with flags applies them over the file: scalars replace
+/// the file's values, `--env` merges, `--constraint` adds, `--image` makes
+/// a docker task. The file leaves out `task.runtime`; the stored spec names
+/// the one chosen.
+#[test]
+fn run_flags_apply_over_the_job_file() {
+    let mut c = Cluster::new();
+    c.found("n0");
+    let a = &c.agents[0];
+    let env = [("SHOAL_ADDR", a.url()), ("SHOAL_TOKEN", a.token.clone())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let file = c.root.path().join("web.toml");
+    fs::write(
+        &file,
+        r#"name = "web"
+count = 1
+[task]
+command = "/bin/sleep"
+args = ["600"]
+env = { A = "1", B = "2" }
+[task.resources]
+cpus = 0.5
+[[constraints]]
+attribute = "dc"
+op = "="
+value = "dc1"
+"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    // No node is in zone "nowhere": the tasks wait and nothing runs.
+    let flags = |count: &str| {
+        vec![
+            "run",
+            file,
+            "--name",
+            "web/copy",
+            "--type",
+            "batch",
+            "--count",
+            count,
+            "--cpus",
+            "0.2",
+            "--memory-mb",
+            "32",
+            "--env",
+            "B=3",
+            "--env",
+            "C=4",
+            "--constraint",
+            "zone=nowhere",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_shoal(&args, &env)
+    };
+    let (status, out, err) = run(flags("3"));
+    assert!(status.success(), "{err}");
+    assert!(out.contains("created job web/copy (version 1)"), "{out}");
+    let show = |name: &str| {
+        let (status, out, err) = run_shoal(&["job", "show", name, "--json"], &env);
+        assert!(status.success(), "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["spec"].clone()
+    };
+    let spec = show("web/copy");
+    assert_eq!(spec["type"], "batch", "{spec}");
+    assert_eq!(spec["count"], 3, "{spec}");
+    assert_eq!(spec["task"]["runtime"], "process", "{spec}");
+    assert_eq!(spec["task"]["command"], "/bin/sleep", "{spec}");
+    assert_eq!(spec["task"]["resources"]["cpus"], 0.2, "{spec}");
+    assert_eq!(spec["task"]["resources"]["memory_mb"], 32, "{spec}");
+    assert_eq!(
+        spec["task"]["env"],
+        serde_json::json!({"A": "1", "B": "3", "C": "4"}),
+        "{spec}"
+    );
+    let constraints: Vec<&str> = spec["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["attribute"].as_str().unwrap())
+        .collect();
+    assert_eq!(constraints, ["dc", "zone"], "{spec}");
+    // The file's own name was replaced, not used as well.
+    let (status, _, err) = run_shoal(&["job", "show", "web"], &env);
+    assert!(!status.success() && err.contains("no job named"), "{err}");
+
+    // Again with another count: an update, and only the count changed.
+    let (status, out, err) = run(flags("5"));
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("version 1 -> 2") && out.contains("~ count: 3 -> 5"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    // --image over a file without one: a docker task with the file's
+    // command as its entrypoint.
+    let (status, _, err) = run_shoal(
+        &[
+            "run",
+            file,
+            "--name",
+            "web/box",
+            "--image",
+            "busybox",
+            "--constraint",
+            "zone=nowhere",
+        ],
+        &env,
+    );
+    assert!(status.success(), "{err}");
+    let spec = show("web/box");
+    assert_eq!(spec["task"]["runtime"], "docker", "{spec}");
+    assert_eq!(spec["task"]["image"], "busybox", "{spec}");
+    assert_eq!(spec["task"]["command"], "/bin/sleep", "{spec}");
+
+    // A flag that makes the spec invalid is refused like the file would be.
+    let (status, _, err) = run_shoal(&["run", file, "--cpus", "-1"], &env);
+    assert!(!status.success());
+    assert!(
+        err.contains("task.resources.cpus: must be > 0 (got -1)"),
+        "{err}"
+    );
+}
