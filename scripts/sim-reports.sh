@@ -64,6 +64,7 @@ print(json.dumps(r, indent=1, sort_keys=True))
 }
 
 mkdir -p "$dir"
+diffs=$(mktemp -d "${TMPDIR:-/tmp}/sim-reports.XXXXXX")
 failed=0
 for run in "${runs[@]}"; do
   name=${run%%|*}
@@ -80,10 +81,10 @@ for run in "${runs[@]}"; do
   elif [ ! -f "$dir/$name.json" ]; then
     echo "$name: no recorded report in $dir" >&2
     failed=1
-  elif diff -u "$dir/$name.json" <(printf '%s\n' "$out") > "/tmp/sim-report-$name.diff"; then
+  elif diff -u "$dir/$name.json" <(printf '%s\n' "$out") > "$diffs/$name.diff"; then
     echo "$name: same report (${took}s)"
   else
-    echo "$name: DIFFERS (${took}s); see /tmp/sim-report-$name.diff" >&2
+    echo "$name: DIFFERS (${took}s); see $diffs/$name.diff" >&2
     failed=1
   fi
 done

@@ -513,6 +513,16 @@ impl Sim {
                 .all(|k| k.index_number().is_some_and(|i| i < count))
     }
 
+    /// Runs until every index of `job` below `count` runs exactly once
+    /// (within `limit`), or fails saying where its processes are.
+    fn settle_exactly_once(&mut self, job: &str, count: u32, limit: Duration) {
+        assert!(
+            self.run_until(limit, |s| s.exactly_once(job, count)),
+            "{job} not exactly once ×{count}: {:?}",
+            self.processes(job)
+        );
+    }
+
     fn per_node(&self, job: &str) -> Vec<usize> {
         self.nodes
             .iter()
@@ -632,7 +642,7 @@ fn the_reasons_of_a_large_cluster_are_summarized_by_kind() {
 fn a_waiting_task_is_retried_when_a_member_reports_more_room() {
     let mut s = Sim::new(5, 1, 0.0);
     s.set_job(spec("web", Some(20), 0.5, json!({})));
-    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 20)));
+    s.settle_exactly_once("web", 20, SETTLE);
     s.set_job(spec("late", Some(1), 0.5, json!({})));
     // Long enough for the retry backoff to reach its longest (30 s).
     s.run_for(Duration::from_secs(40));
@@ -669,15 +679,11 @@ fn a_waiting_task_is_retried_when_a_member_reports_more_room() {
 fn tasks_of_a_failed_node_move_and_no_index_runs_twice() {
     let mut s = Sim::new(5, 2, 0.0);
     s.set_job(spec("web", Some(12), 0.5, json!({})));
-    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 12)));
+    s.settle_exactly_once("web", 12, SETTLE);
     let victim = (0..5).max_by_key(|i| s.per_node("web")[*i]).unwrap();
     assert!(s.per_node("web")[victim] > 0);
     s.kill(victim);
-    assert!(
-        s.run_until(SETTLE, |s| s.exactly_once("web", 12)),
-        "{:?}",
-        s.processes("web")
-    );
+    s.settle_exactly_once("web", 12, SETTLE);
 }
 
 /// A coordinator that stops hearing a holder's leases, while gossip still
@@ -687,7 +693,7 @@ fn tasks_of_a_failed_node_move_and_no_index_runs_twice() {
 fn a_holder_whose_leases_stop_arriving_is_replaced_on_ticks_alone() {
     let mut s = Sim::new(5, 4, 0.0);
     s.set_job(spec("web", Some(8), 0.25, json!({})));
-    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 8)));
+    s.settle_exactly_once("web", 8, SETTLE);
     let (key, holder, coord) = s
         .processes("web")
         .into_iter()
@@ -720,7 +726,7 @@ fn a_holder_whose_leases_stop_arriving_is_replaced_on_ticks_alone() {
 fn a_partition_then_heal_leaves_exactly_one_process_per_index() {
     let mut s = Sim::new(6, 3, 0.0);
     s.set_job(spec("web", Some(6), 0.25, json!({})));
-    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 6)));
+    s.settle_exactly_once("web", 6, SETTLE);
     // Split 3/3: each side sees the other fail and places what it lost.
     s.side = Some(vec![0, 0, 0, 1, 1, 1]);
     s.run_for(Duration::from_secs(15));
@@ -731,26 +737,18 @@ fn a_partition_then_heal_leaves_exactly_one_process_per_index() {
     );
     // Heal: gossip brings the sides back together.
     s.side = None;
-    assert!(
-        s.run_until(SETTLE * 2, |s| s.exactly_once("web", 6)),
-        "{:?}",
-        s.processes("web")
-    );
+    s.settle_exactly_once("web", 6, SETTLE * 2);
 }
 
 #[test]
 fn scaling_down_removes_the_highest_indexes_and_a_stop_removes_everything() {
     let mut s = Sim::new(5, 4, 0.0);
     s.set_job(spec("web", Some(16), 0.5, json!({})));
-    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 16)));
+    s.settle_exactly_once("web", 16, SETTLE);
     s.set_job(spec("web", Some(4), 0.5, json!({})));
-    assert!(
-        s.run_until(SETTLE, |s| s.exactly_once("web", 4)),
-        "{:?}",
-        s.processes("web")
-    );
+    s.settle_exactly_once("web", 4, SETTLE);
     s.set_job(spec("web", Some(10), 0.5, json!({})));
-    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 10)));
+    s.settle_exactly_once("web", 10, SETTLE);
     s.delete_job("web");
     assert!(
         s.run_until(SETTLE, |s| s.processes("web").is_empty()),
@@ -774,7 +772,7 @@ fn constraints_and_system_jobs() {
         json!({"constraints": [{"attribute": "gpu", "op": "=", "value": "yes"}]}),
     ));
     s.set_job(spec("agentd", None, 0.1, json!({"type": "system"})));
-    assert!(s.run_until(SETTLE, |s| s.exactly_once("train", 4)));
+    s.settle_exactly_once("train", 4, SETTLE);
     let on: BTreeSet<usize> = s.processes("train").values().flatten().copied().collect();
     assert_eq!(on, [1, 3].into());
     assert!(s.run_until(SETTLE, |s| s.per_node("agentd") == vec![1; 4]));
@@ -805,7 +803,7 @@ fn constraints_and_system_jobs() {
 fn spread_over_a_label() {
     let mut s = Sim::new(4, 6, 0.0);
     s.set_job(spec("web", Some(4), 0.25, json!({"spread": "zone"})));
-    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 4)));
+    s.settle_exactly_once("web", 4, SETTLE);
     let zones: Vec<String> = s
         .processes("web")
         .values()
@@ -822,7 +820,7 @@ fn spread_over_a_label() {
 fn a_drained_node_hands_its_tasks_to_the_others() {
     let mut s = Sim::new(4, 7, 0.0);
     s.set_job(spec("web", Some(6), 0.25, json!({})));
-    assert!(s.run_until(SETTLE, |s| s.exactly_once("web", 6)));
+    s.settle_exactly_once("web", 6, SETTLE);
     let busiest = (0..4).max_by_key(|i| s.per_node("web")[*i]).unwrap();
     let (now, wall) = (s.now, s.wall);
     s.nodes[busiest]
