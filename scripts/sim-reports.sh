@@ -6,7 +6,8 @@
 #   scripts/sim-reports.sh compare [DIR]   run again and compare with DIR
 #
 # DIR defaults to sim/reports (the reports made before the node core was
-# introduced). A report is compared whole, but for `wall_s` and
+# introduced). The first run is also compared in CI by
+# sim/tests/reports.rs. A report is compared whole, but for `wall_s` and
 # `peak_rss_mb` (they measure the machine, not the run). SHOAL_SIM names the
 # binary to run (default: target/release/shoal-sim, built first); RUNS
 # keeps only the runs whose name matches that regular expression.
@@ -22,6 +23,7 @@ esac
 
 # name|arguments
 runs=(
+  "100-default-s2-short|--nodes 100 --seed 2 --duration 30 --settle 20"
   "300-default-s1|--nodes 300 --seed 1"
   "300-default-s2|--nodes 300 --seed 2"
   "300-default-s3|--nodes 300 --seed 3"
