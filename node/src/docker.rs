@@ -14,6 +14,12 @@
 //! same way whatever the runtime. After an agent restart, [`DockerRuntime::scan`]
 //! adopts the containers of this node that still run and belong to a task it
 //! knows, and removes the rest (orphans, by label).
+//!
+//! A stopped task leaves no container behind, whatever state it reached: a
+//! container that was created but could not start is removed at once, and
+//! when a task ends, fails to start, or is stopped while it does not run,
+//! every container labelled with it and this node is removed too (see
+//! `sweep`), which catches one the runtime lost track of.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
@@ -60,6 +66,11 @@ struct Container {
 
 /// Process-count limit per container.
 const PIDS_MAX: i64 = 4096;
+/// Tries at removing a container the engine refuses to remove (one being
+/// started or removed meanwhile).
+const REMOVE_ATTEMPTS: u32 = 5;
+/// Between those tries.
+const REMOVE_RETRY: Duration = Duration::from_millis(200);
 /// How long to wait for the engine to answer at start-up.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -291,6 +302,9 @@ impl DockerRuntime {
             Ok(c) => c,
             Err(why) => {
                 self.inner.table.forget(&key, generation);
+                // The failed container was removed; anything else the
+                // engine holds for the task goes too.
+                self.sweep(&key).await;
                 self.send(RuntimeEvent::Exited(key, ExitReason::StartFailed(why)))
                     .await;
                 return;
@@ -609,6 +623,7 @@ impl DockerRuntime {
             r.container = None;
             write_record(&dir, &r);
         }
+        self.sweep(&key).await;
         debug!(task = %key, ?reason, replaced, "container ended");
         if !replaced {
             self.send(RuntimeEvent::Exited(key, reason)).await;
@@ -629,21 +644,84 @@ impl DockerRuntime {
             .await
     }
 
-    async fn remove(&self, id: &str) {
-        if let Err(e) = self
+    /// Removes a container whatever its state (created, running, exited,
+    /// restarting), trying again while the engine refuses (a removal or a
+    /// start of it in progress); true once the engine no longer has it.
+    async fn remove(&self, id: &str) -> bool {
+        let mut last = String::new();
+        for attempt in 0..REMOVE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(REMOVE_RETRY).await;
+            }
+            let removed = self
+                .inner
+                .docker
+                .remove_container(
+                    id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        v: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            match removed {
+                Ok(()) => return true,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return true,
+                Err(e) => {
+                    debug!(container = %id, error = %e, attempt, "cannot remove container yet");
+                    last = e.to_string();
+                }
+            }
+        }
+        warn!(
+            container = %id,
+            error = %last,
+            "cannot remove a container of this node; remove it with `docker rm -f {id}`"
+        );
+        false
+    }
+
+    /// Removes every container the engine holds for `key` on this node,
+    /// unless a start of the task is under way or runs here now (that start
+    /// owns its container and removes it when it ends). Catches what a
+    /// start lost track of: a container whose creation answered too late,
+    /// or one whose removal the engine refused, in any state.
+    ///
+    /// The listing comes first and the check after it: a container listed
+    /// that belongs to a live start means the task is held at the check.
+    async fn sweep(&self, key: &TaskKey) {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{LABEL_NODE}={}", self.inner.node_id),
+                format!("{LABEL_TASK}={key}"),
+            ],
+        )]);
+        let listed = self
             .inner
             .docker
-            .remove_container(
-                id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-        {
-            debug!(container = %id, error = %e, "cannot remove container");
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await;
+        let ids: Vec<String> = match listed {
+            Ok(list) => list.into_iter().filter_map(|c| c.id).collect(),
+            Err(e) => {
+                warn!(task = %key, error = %e, "cannot list the task's containers to remove leftovers");
+                return;
+            }
+        };
+        if ids.is_empty() || self.inner.table.holds(key) {
+            return;
+        }
+        for id in ids {
+            info!(task = %key, container = %id, "removing a container of a task that no longer runs here");
+            self.remove(&id).await;
         }
     }
 
@@ -779,6 +857,11 @@ impl Runtime for DockerRuntime {
     fn stop(&self, key: &TaskKey) {
         let Some((generation, container)) = self.inner.table.stopping(key) else {
             report_stopped(&self.inner.events, key);
+            // Between restarts, or never started here: no container of
+            // the task may stay behind.
+            let this = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move { this.sweep(&key).await });
             return;
         };
         // Still being created: the launch sees `stopping` and stops it.
