@@ -22,8 +22,7 @@
 //! `sweep`), which catches one the runtime lost track of.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +43,7 @@ use tracing::{debug, info, warn};
 use crate::runtime::{
     Runtime, RuntimeEvent, TaskRecord, dir_name, read_record, report_stopped, write_record,
 };
+use crate::tasklog::{LOG_KEEP, LOG_MAX_BYTES, LogFile};
 use crate::tasktable::{Ended, TaskTable};
 
 /// Tries at starting a container when its host port was taken meanwhile.
@@ -155,6 +155,15 @@ struct Inner {
     table: TaskTable<Container>,
     stop_grace: Duration,
     ports: Mutex<PortPool>,
+    /// The log files of the containers followed now.
+    logs: Mutex<BTreeMap<TaskKey, Arc<Mutex<TaskLogs>>>>,
+}
+
+/// A container's two log streams, written by its follower.
+#[derive(Debug)]
+struct TaskLogs {
+    out: LogFile,
+    err: LogFile,
 }
 
 /// Runs tasks as Docker containers. Cheap to clone.
@@ -216,6 +225,7 @@ impl DockerRuntime {
                 table: TaskTable::new(),
                 stop_grace: settings.stop_grace,
                 ports: Mutex::new(ports),
+                logs: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -325,7 +335,7 @@ impl DockerRuntime {
         write_record(&dir, &record);
         debug!(task = %key, %container, "container started");
         self.send(RuntimeEvent::Running(key.clone())).await;
-        let logs = self.follow_logs(&container, &dir, 0);
+        let logs = self.follow_logs(&key, &container, &dir, 0);
         self.watch(key, generation, container, ports, dir, logs)
             .await;
     }
@@ -516,22 +526,38 @@ impl DockerRuntime {
     }
 
     /// Appends the container's output to the sandbox's log files until it
-    /// ends; `since` (Unix seconds) skips what was already written.
-    fn follow_logs(&self, container: &str, dir: &Path, since: i32) -> tokio::task::JoinHandle<()> {
+    /// ends; `since` (Unix seconds) skips what was already written. The
+    /// files rotate by rename (see [`crate::tasklog`]) at
+    /// [`LOG_MAX_BYTES`], or when [`rotate_logs`](Self::rotate_logs) says.
+    fn follow_logs(
+        &self,
+        key: &TaskKey,
+        container: &str,
+        dir: &Path,
+        since: i32,
+    ) -> tokio::task::JoinHandle<()> {
         let docker = self.inner.docker.clone();
         let container = container.to_owned();
-        let dir = dir.to_path_buf();
+        let opened =
+            LogFile::open(&dir.join("stdout.log"), LOG_MAX_BYTES, LOG_KEEP).and_then(|out| {
+                let err = LogFile::open(&dir.join("stderr.log"), LOG_MAX_BYTES, LOG_KEEP)?;
+                Ok(Arc::new(Mutex::new(TaskLogs { out, err })))
+            });
+        let logs = match opened {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(%container, error = %e, "cannot open the task's log files");
+                return tokio::spawn(async {});
+            }
+        };
+        self.inner
+            .logs
+            .lock()
+            .expect("lock")
+            .insert(key.clone(), logs.clone());
+        let this = self.clone();
+        let key = key.clone();
         tokio::spawn(async move {
-            let open = |file: &str| {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join(file))
-            };
-            let (Ok(mut out), Ok(mut err)) = (open("stdout.log"), open("stderr.log")) else {
-                warn!(%container, "cannot open the task's log files");
-                return;
-            };
             let mut stream = docker.logs(
                 &container,
                 Some(LogsOptions {
@@ -543,16 +569,19 @@ impl DockerRuntime {
                 }),
             );
             while let Some(piece) = stream.next().await {
-                let written = match piece {
-                    Ok(LogOutput::StdErr { message }) => err.write_all(&message),
-                    Ok(
-                        LogOutput::StdOut { message }
-                        | LogOutput::Console { message }
-                        | LogOutput::StdIn { message },
-                    ) => out.write_all(&message),
-                    Err(e) => {
-                        debug!(%container, error = %e, "log stream ended");
-                        break;
+                let written = {
+                    let mut files = logs.lock().expect("lock");
+                    match piece {
+                        Ok(LogOutput::StdErr { message }) => files.err.write_all(&message),
+                        Ok(
+                            LogOutput::StdOut { message }
+                            | LogOutput::Console { message }
+                            | LogOutput::StdIn { message },
+                        ) => files.out.write_all(&message),
+                        Err(e) => {
+                            debug!(%container, error = %e, "log stream ended");
+                            break;
+                        }
                     }
                 };
                 if let Err(e) = written {
@@ -560,7 +589,33 @@ impl DockerRuntime {
                     break;
                 }
             }
+            let mut all = this.inner.logs.lock().expect("lock");
+            if all.get(&key).is_some_and(|l| Arc::ptr_eq(l, &logs)) {
+                all.remove(&key);
+            }
         })
+    }
+
+    /// Rotates the log files of this runtime's tasks that grew past `max`
+    /// bytes.
+    pub fn rotate_logs(&self, max: u64) {
+        let all: Vec<Arc<Mutex<TaskLogs>>> = self
+            .inner
+            .logs
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect();
+        for logs in all {
+            let mut files = logs.lock().expect("lock");
+            let TaskLogs { out, err } = &mut *files;
+            for f in [out, err] {
+                if let Err(e) = f.rotate_over(max) {
+                    warn!(file = %f.path().display(), error = %e, "cannot rotate a task's log");
+                }
+            }
+        }
     }
 
     /// Waits for the container to end, reports how, and removes it.
@@ -816,7 +871,7 @@ impl DockerRuntime {
             // Only what it writes from now on: what came before is in the
             // files already.
             let since = i32::try_from(crate::clock::unix_ms() / 1000).unwrap_or(0);
-            let logs = self.follow_logs(&id, &dir, since);
+            let logs = self.follow_logs(&key, &id, &dir, since);
             let this = self.clone();
             let ports = record.ports.clone();
             tokio::spawn(async move {

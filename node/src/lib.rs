@@ -11,7 +11,8 @@
 //!
 //! Tasks: the membership loop (`membership`), the desired-state replica
 //! (`state`, with its durable log `statelog`), placement and the task
-//! runtimes (`runtime` for processes, `docker` for containers), the RPC transport serving
+//! runtimes (`runtime` for processes, `docker` for containers, `tasklog`
+//! for their logs and the log shipper of process tasks), the RPC transport serving
 //! peers, and the HTTP API (`api`).
 
 pub mod agent;
@@ -28,6 +29,7 @@ pub mod rpc;
 pub mod runtime;
 pub mod state;
 pub mod statelog;
+pub mod tasklog;
 mod tasktable;
 pub mod token;
 
