@@ -881,6 +881,15 @@ impl DockerRuntime {
         adopted
     }
 
+    /// A task stopped while it does not run here (between restarts, or
+    /// never started): removes, in the background, any container of it
+    /// this node's engine still holds (see `sweep`).
+    pub fn remove_leftovers(&self, key: &TaskKey) {
+        let this = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move { this.sweep(&key).await });
+    }
+
     /// Host ports and container of a task running here.
     pub fn local_info(&self, key: &TaskKey) -> Option<(String, BTreeMap<String, u16>)> {
         let c = self.inner.table.handle(key)?;
@@ -912,11 +921,7 @@ impl Runtime for DockerRuntime {
     fn stop(&self, key: &TaskKey) {
         let Some((generation, container)) = self.inner.table.stopping(key) else {
             report_stopped(&self.inner.events, key);
-            // Between restarts, or never started here: no container of
-            // the task may stay behind.
-            let this = self.clone();
-            let key = key.clone();
-            tokio::spawn(async move { this.sweep(&key).await });
+            self.remove_leftovers(key);
             return;
         };
         // Still being created: the launch sees `stopping` and stops it.

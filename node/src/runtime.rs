@@ -683,11 +683,21 @@ impl Runtimes {
         target.start(key, spec, job_version, stamp, attempt);
     }
 
-    /// Stops a task wherever it runs.
+    /// Stops a task wherever it runs. One that runs nowhere here is
+    /// reported stopped at once, and when it was (or may have been) a
+    /// container, any container of it left on the engine is removed.
     pub fn stop(&self, key: &TaskKey) {
         match self.all().into_iter().find(|r| r.holds(key)) {
             Some(r) => r.stop(key),
-            None => self.process.stop(key),
+            None => {
+                self.process.stop(key);
+                let record = read_record(&self.tasks_dir.join(dir_name(key)));
+                if let Some(d) = &self.docker
+                    && record.is_none_or(|r| r.spec.task.runtime.as_str() == d.name())
+                {
+                    d.remove_leftovers(key);
+                }
+            }
         }
     }
 

@@ -302,7 +302,8 @@ fn a_container_that_cannot_start_is_removed_and_leaves_nothing_once_stopped() {
     const BROKEN: &str = "shoal-test/no-entrypoint:latest";
     let once = job_name("dnoentry");
     let again = job_name("dnoentryloop");
-    let _cleanup = Cleanup(vec![once.clone(), again.clone()]);
+    let waiting = job_name("dnoentrywait");
+    let _cleanup = Cleanup(vec![once.clone(), again.clone(), waiting.clone()]);
     let c = cluster(1);
     let spec = |name: &str, restart: Value| {
         json!({
@@ -337,23 +338,7 @@ fn a_container_that_cannot_start_is_removed_and_leaves_nothing_once_stopped() {
         let t = tasks(&c, 0, &again);
         Ok(t.first().is_some_and(|t| t["restarts"].as_u64() >= Some(3)))
     });
-    // A container of the task that the agent lost track of, left in the
-    // `Created` state, as a create whose answer came too late (or whose
-    // removal the engine refused) leaves it.
-    let node = c.agents[0].info.node_id.clone();
-    let (ok, lost, err) = docker(&[
-        "create",
-        "--label",
-        &format!("shoal.node={node}"),
-        "--label",
-        &format!("shoal.job={again}"),
-        "--label",
-        &format!("shoal.task={again}/0"),
-        BROKEN,
-    ]);
-    assert!(ok, "docker create: {err}");
-    let lost = lost.trim().to_owned();
-    assert_eq!(inspect(&lost)["State"]["Status"], "created");
+    lose_a_container(&c, &again);
     assert_eq!(
         c.agents[0].delete(&format!("/v1/jobs/{again}")).unwrap().0,
         200
@@ -364,8 +349,48 @@ fn a_container_that_cannot_start_is_removed_and_leaves_nothing_once_stopped() {
     wait_until("no container of the stopped job", SETTLE, || {
         Ok(containers(&again).is_empty())
     });
-    for job in [&once, &again] {
-        let left = containers(job);
-        assert!(left.is_empty(), "containers of {job} left: {left:?}");
-    }
+    // Stopped while it waits to be tried again: no start of it runs then
+    // to notice a lost container; the stop does.
+    let s = spec(&waiting, json!({"mode": "always", "delay": "1h"}));
+    assert_eq!(c.agents[0].post("/v1/jobs", &s).unwrap().0, 201);
+    wait_until("the first start failed", SETTLE, || {
+        let t = tasks(&c, 0, &waiting);
+        Ok(t.first()
+            .is_some_and(|t| t["reason"].as_str().is_some_and(|r| r.contains("not-here"))))
+    });
+    wait_until("no container after the failed start", SETTLE, || {
+        Ok(containers(&waiting).is_empty())
+    });
+    lose_a_container(&c, &waiting);
+    assert_eq!(
+        c.agents[0]
+            .delete(&format!("/v1/jobs/{waiting}"))
+            .unwrap()
+            .0,
+        200
+    );
+    wait_until(
+        "no container of the job stopped while waiting",
+        SETTLE,
+        || Ok(containers(&waiting).is_empty()),
+    );
+}
+
+/// Leaves a container of `job`'s task 0 that the agent lost track of, in
+/// the `Created` state, as a create whose answer came too late (or whose
+/// removal the engine refused) leaves it.
+fn lose_a_container(c: &Cluster, job: &str) {
+    let node = c.agents[0].info.node_id.clone();
+    let (ok, lost, err) = docker(&[
+        "create",
+        "--label",
+        &format!("shoal.node={node}"),
+        "--label",
+        &format!("shoal.job={job}"),
+        "--label",
+        &format!("shoal.task={job}/0"),
+        "shoal-test/no-entrypoint:latest",
+    ]);
+    assert!(ok, "docker create: {err}");
+    assert_eq!(inspect(lost.trim())["State"]["Status"], "created");
 }
