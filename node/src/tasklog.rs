@@ -47,10 +47,11 @@ pub const LOG_KEEP: u32 = 2;
 pub const LINE_SLACK: u64 = 64 << 10;
 
 /// How many times [`read`] looks again when a rotation changes the files
-/// under it.
-const READ_ATTEMPTS: u32 = 50;
+/// under it (a reader descheduled on a busy machine may miss many windows
+/// between rotations when a task writes fast).
+const READ_ATTEMPTS: u32 = 1000;
 /// Between those looks.
-const READ_RETRY: Duration = Duration::from_millis(2);
+const READ_RETRY: Duration = Duration::from_millis(1);
 
 /// `stdout.log.1`, `stdout.log.2`, … for `n` = 1, 2, …
 fn rotated(current: &Path, n: u32) -> PathBuf {
