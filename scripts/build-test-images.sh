@@ -2,7 +2,9 @@
 # Builds the images shoal's tests and docs use, with no registry: nothing is
 # pulled, every image starts FROM scratch.
 #
-#   scripts/build-test-images.sh            # shoal-test/busybox:latest
+#   scripts/build-test-images.sh            # shoal-test/busybox:latest and
+#       # shoal-test/no-entrypoint:latest (an image whose entrypoint does
+#       # not exist: its containers are created but fail to start)
 #   scripts/build-test-images.sh --agent BIN
 #       # also shoal-test/agent:latest: BIN (a shoal binary) with the shared
 #       # libraries it links, plus busybox, for multi-host tests
@@ -16,7 +18,7 @@ agent_bin=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --agent) agent_bin="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -48,6 +50,14 @@ CMD ["sh"]
 DOCKERFILE
 docker build -q -t shoal-test/busybox:latest "$ctx/busybox" >/dev/null
 echo "built shoal-test/busybox:latest"
+
+mkdir -p "$ctx/no-entrypoint"
+cat >"$ctx/no-entrypoint/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+ENTRYPOINT ["/bin/not-here"]
+DOCKERFILE
+docker build -q -t shoal-test/no-entrypoint:latest "$ctx/no-entrypoint" >/dev/null
+echo "built shoal-test/no-entrypoint:latest"
 
 if [ -n "$agent_bin" ]; then
   a="$ctx/agent"

@@ -313,11 +313,14 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
-    // The agent starts tasks through its own binary (see
-    // shoal_node::runtime): not a command for people, so not in --help.
+    // The agent starts tasks, and their log shippers, through its own
+    // binary (see shoal_node::runtime and shoal_node::tasklog): not
+    // commands for people, so not in --help.
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("__exec") {
-        return shoal_node::runtime::exec_shim(&args[2..]);
+    match args.get(1).map(String::as_str) {
+        Some("__exec") => return shoal_node::runtime::exec_shim(&args[2..]),
+        Some("__log") => return shoal_node::tasklog::ship(&args[2..]),
+        _ => {}
     }
     let cli = Cli::parse();
     let result = match cli.command {

@@ -14,10 +14,15 @@
 //! same way whatever the runtime. After an agent restart, [`DockerRuntime::scan`]
 //! adopts the containers of this node that still run and belong to a task it
 //! knows, and removes the rest (orphans, by label).
+//!
+//! A stopped task leaves no container behind, whatever state it reached: a
+//! container that was created but could not start is removed at once, and
+//! when a task ends, fails to start, or is stopped while it does not run,
+//! every container labelled with it and this node is removed too (see
+//! `sweep`), which catches one the runtime lost track of.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +43,7 @@ use tracing::{debug, info, warn};
 use crate::runtime::{
     Runtime, RuntimeEvent, TaskRecord, dir_name, read_record, report_stopped, write_record,
 };
+use crate::tasklog::{LOG_KEEP, LOG_MAX_BYTES, LogFile};
 use crate::tasktable::{Ended, TaskTable};
 
 /// Tries at starting a container when its host port was taken meanwhile.
@@ -60,6 +66,11 @@ struct Container {
 
 /// Process-count limit per container.
 const PIDS_MAX: i64 = 4096;
+/// Tries at removing a container the engine refuses to remove (one being
+/// started or removed meanwhile).
+const REMOVE_ATTEMPTS: u32 = 5;
+/// Between those tries.
+const REMOVE_RETRY: Duration = Duration::from_millis(200);
 /// How long to wait for the engine to answer at start-up.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -144,6 +155,15 @@ struct Inner {
     table: TaskTable<Container>,
     stop_grace: Duration,
     ports: Mutex<PortPool>,
+    /// The log files of the containers followed now.
+    logs: Mutex<BTreeMap<TaskKey, Arc<Mutex<TaskLogs>>>>,
+}
+
+/// A container's two log streams, written by its follower.
+#[derive(Debug)]
+struct TaskLogs {
+    out: LogFile,
+    err: LogFile,
 }
 
 /// Runs tasks as Docker containers. Cheap to clone.
@@ -205,6 +225,7 @@ impl DockerRuntime {
                 table: TaskTable::new(),
                 stop_grace: settings.stop_grace,
                 ports: Mutex::new(ports),
+                logs: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -291,6 +312,9 @@ impl DockerRuntime {
             Ok(c) => c,
             Err(why) => {
                 self.inner.table.forget(&key, generation);
+                // The failed container was removed; anything else the
+                // engine holds for the task goes too.
+                self.sweep(&key).await;
                 self.send(RuntimeEvent::Exited(key, ExitReason::StartFailed(why)))
                     .await;
                 return;
@@ -311,7 +335,7 @@ impl DockerRuntime {
         write_record(&dir, &record);
         debug!(task = %key, %container, "container started");
         self.send(RuntimeEvent::Running(key.clone())).await;
-        let logs = self.follow_logs(&container, &dir, 0);
+        let logs = self.follow_logs(&key, &container, &dir, 0);
         self.watch(key, generation, container, ports, dir, logs)
             .await;
     }
@@ -502,22 +526,38 @@ impl DockerRuntime {
     }
 
     /// Appends the container's output to the sandbox's log files until it
-    /// ends; `since` (Unix seconds) skips what was already written.
-    fn follow_logs(&self, container: &str, dir: &Path, since: i32) -> tokio::task::JoinHandle<()> {
+    /// ends; `since` (Unix seconds) skips what was already written. The
+    /// files rotate by rename (see [`crate::tasklog`]) at
+    /// [`LOG_MAX_BYTES`], or when [`rotate_logs`](Self::rotate_logs) says.
+    fn follow_logs(
+        &self,
+        key: &TaskKey,
+        container: &str,
+        dir: &Path,
+        since: i32,
+    ) -> tokio::task::JoinHandle<()> {
         let docker = self.inner.docker.clone();
         let container = container.to_owned();
-        let dir = dir.to_path_buf();
+        let opened =
+            LogFile::open(&dir.join("stdout.log"), LOG_MAX_BYTES, LOG_KEEP).and_then(|out| {
+                let err = LogFile::open(&dir.join("stderr.log"), LOG_MAX_BYTES, LOG_KEEP)?;
+                Ok(Arc::new(Mutex::new(TaskLogs { out, err })))
+            });
+        let logs = match opened {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(%container, error = %e, "cannot open the task's log files");
+                return tokio::spawn(async {});
+            }
+        };
+        self.inner
+            .logs
+            .lock()
+            .expect("lock")
+            .insert(key.clone(), logs.clone());
+        let this = self.clone();
+        let key = key.clone();
         tokio::spawn(async move {
-            let open = |file: &str| {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join(file))
-            };
-            let (Ok(mut out), Ok(mut err)) = (open("stdout.log"), open("stderr.log")) else {
-                warn!(%container, "cannot open the task's log files");
-                return;
-            };
             let mut stream = docker.logs(
                 &container,
                 Some(LogsOptions {
@@ -529,16 +569,19 @@ impl DockerRuntime {
                 }),
             );
             while let Some(piece) = stream.next().await {
-                let written = match piece {
-                    Ok(LogOutput::StdErr { message }) => err.write_all(&message),
-                    Ok(
-                        LogOutput::StdOut { message }
-                        | LogOutput::Console { message }
-                        | LogOutput::StdIn { message },
-                    ) => out.write_all(&message),
-                    Err(e) => {
-                        debug!(%container, error = %e, "log stream ended");
-                        break;
+                let written = {
+                    let mut files = logs.lock().expect("lock");
+                    match piece {
+                        Ok(LogOutput::StdErr { message }) => files.err.write_all(&message),
+                        Ok(
+                            LogOutput::StdOut { message }
+                            | LogOutput::Console { message }
+                            | LogOutput::StdIn { message },
+                        ) => files.out.write_all(&message),
+                        Err(e) => {
+                            debug!(%container, error = %e, "log stream ended");
+                            break;
+                        }
                     }
                 };
                 if let Err(e) = written {
@@ -546,7 +589,33 @@ impl DockerRuntime {
                     break;
                 }
             }
+            let mut all = this.inner.logs.lock().expect("lock");
+            if all.get(&key).is_some_and(|l| Arc::ptr_eq(l, &logs)) {
+                all.remove(&key);
+            }
         })
+    }
+
+    /// Rotates the log files of this runtime's tasks that grew past `max`
+    /// bytes.
+    pub fn rotate_logs(&self, max: u64) {
+        let all: Vec<Arc<Mutex<TaskLogs>>> = self
+            .inner
+            .logs
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect();
+        for logs in all {
+            let mut files = logs.lock().expect("lock");
+            let TaskLogs { out, err } = &mut *files;
+            for f in [out, err] {
+                if let Err(e) = f.rotate_over(max) {
+                    warn!(file = %f.path().display(), error = %e, "cannot rotate a task's log");
+                }
+            }
+        }
     }
 
     /// Waits for the container to end, reports how, and removes it.
@@ -609,6 +678,7 @@ impl DockerRuntime {
             r.container = None;
             write_record(&dir, &r);
         }
+        self.sweep(&key).await;
         debug!(task = %key, ?reason, replaced, "container ended");
         if !replaced {
             self.send(RuntimeEvent::Exited(key, reason)).await;
@@ -629,21 +699,84 @@ impl DockerRuntime {
             .await
     }
 
-    async fn remove(&self, id: &str) {
-        if let Err(e) = self
+    /// Removes a container whatever its state (created, running, exited,
+    /// restarting), trying again while the engine refuses (a removal or a
+    /// start of it in progress); true once the engine no longer has it.
+    async fn remove(&self, id: &str) -> bool {
+        let mut last = String::new();
+        for attempt in 0..REMOVE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(REMOVE_RETRY).await;
+            }
+            let removed = self
+                .inner
+                .docker
+                .remove_container(
+                    id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        v: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            match removed {
+                Ok(()) => return true,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return true,
+                Err(e) => {
+                    debug!(container = %id, error = %e, attempt, "cannot remove container yet");
+                    last = e.to_string();
+                }
+            }
+        }
+        warn!(
+            container = %id,
+            error = %last,
+            "cannot remove a container of this node; remove it with `docker rm -f {id}`"
+        );
+        false
+    }
+
+    /// Removes every container the engine holds for `key` on this node,
+    /// unless a start of the task is under way or runs here now (that start
+    /// owns its container and removes it when it ends). Catches what a
+    /// start lost track of: a container whose creation answered too late,
+    /// or one whose removal the engine refused, in any state.
+    ///
+    /// The listing comes first and the check after it: a container listed
+    /// that belongs to a live start means the task is held at the check.
+    async fn sweep(&self, key: &TaskKey) {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{LABEL_NODE}={}", self.inner.node_id),
+                format!("{LABEL_TASK}={key}"),
+            ],
+        )]);
+        let listed = self
             .inner
             .docker
-            .remove_container(
-                id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-        {
-            debug!(container = %id, error = %e, "cannot remove container");
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await;
+        let ids: Vec<String> = match listed {
+            Ok(list) => list.into_iter().filter_map(|c| c.id).collect(),
+            Err(e) => {
+                warn!(task = %key, error = %e, "cannot list the task's containers to remove leftovers");
+                return;
+            }
+        };
+        if ids.is_empty() || self.inner.table.holds(key) {
+            return;
+        }
+        for id in ids {
+            info!(task = %key, container = %id, "removing a container of a task that no longer runs here");
+            self.remove(&id).await;
         }
     }
 
@@ -738,7 +871,7 @@ impl DockerRuntime {
             // Only what it writes from now on: what came before is in the
             // files already.
             let since = i32::try_from(crate::clock::unix_ms() / 1000).unwrap_or(0);
-            let logs = self.follow_logs(&id, &dir, since);
+            let logs = self.follow_logs(&key, &id, &dir, since);
             let this = self.clone();
             let ports = record.ports.clone();
             tokio::spawn(async move {
@@ -746,6 +879,15 @@ impl DockerRuntime {
             });
         }
         adopted
+    }
+
+    /// A task stopped while it does not run here (between restarts, or
+    /// never started): removes, in the background, any container of it
+    /// this node's engine still holds (see `sweep`).
+    pub fn remove_leftovers(&self, key: &TaskKey) {
+        let this = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move { this.sweep(&key).await });
     }
 
     /// Host ports and container of a task running here.
@@ -779,6 +921,7 @@ impl Runtime for DockerRuntime {
     fn stop(&self, key: &TaskKey) {
         let Some((generation, container)) = self.inner.table.stopping(key) else {
             report_stopped(&self.inner.events, key);
+            self.remove_leftovers(key);
             return;
         };
         // Still being created: the launch sees `stopping` and stops it.

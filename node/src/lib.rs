@@ -14,8 +14,9 @@
 //! Tasks: the node core's driver (`core_task`: the gossip socket, the
 //! core's timers, placement messages to peers), the desired-state replica
 //! (`state`, with its durable log `statelog`), the task runtimes (`runtime`
-//! for processes, `docker` for containers), the RPC transport serving
-//! peers (`rpc`), and the HTTP API (`api`).
+//! for processes, `docker` for containers, `tasklog` for their logs and
+//! the log shipper of process tasks), the RPC transport serving peers
+//! (`rpc`), and the HTTP API (`api`).
 
 pub mod agent;
 pub mod api;
@@ -31,6 +32,7 @@ pub mod rpc;
 pub mod runtime;
 pub mod state;
 pub mod statelog;
+pub mod tasklog;
 mod tasktable;
 pub mod token;
 

@@ -11,17 +11,21 @@
 //! command (`exec`), so that nothing the task starts escapes its limits; a
 //! command that cannot be started is reported as such.
 //!
+//! The task's stdout and stderr are pipes into its log shipper (`shoal
+//! __log`, see [`crate::tasklog`]), a small process the agent starts per
+//! task in a process group of its own: it writes `stdout.log` and
+//! `stderr.log` and rotates them by rename at [`LOG_MAX_BYTES`], losing
+//! nothing, and it lives as long as the task's pipes, agent or no agent.
+//!
 //! Stopping sends SIGTERM to the whole group, waits a grace period, then
-//! SIGKILLs it. Logs are rotated by size (copy and truncate: tasks write in
-//! append mode). Tasks outlive the agent: after a restart, [`scan`] finds
+//! SIGKILLs it. Tasks outlive the agent: after a restart, [`scan`] finds
 //! those still running (by pid and process start time) so they can be
 //! adopted, and cleans up the rest.
 //!
 //! [`scan`]: ProcessRuntime::scan
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -36,12 +40,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::cgroups::{Isolation, TaskGroup};
+use crate::tasklog::LOG_KEEP;
+pub use crate::tasklog::LOG_MAX_BYTES;
 use crate::tasktable::{Ended, TaskTable};
 
-/// Largest log file before rotation.
-pub const LOG_MAX_BYTES: u64 = 10 << 20;
-/// Rotated files kept per stream.
-const LOG_KEEP: u32 = 2;
+/// How long a task's end waits for its log shipper to write the last of
+/// its output.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
 /// Process-count limit per task.
 const PIDS_MAX: u64 = 4096;
 
@@ -235,24 +240,10 @@ impl ProcessRuntime {
                 return;
             }
         };
-        let open = |file: &str| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(file))
-        };
-        let (stdout, stderr) = match (open("stdout.log"), open("stderr.log")) {
-            (Ok(o), Ok(e)) => (o, e),
-            (Err(e), _) | (_, Err(e)) => {
-                let _ = self
-                    .inner
-                    .events
-                    .send(fail(format!("cannot open its log files: {e}")))
-                    .await;
-                return;
-            }
-        };
         let Some(command) = spec.task.command.clone() else {
+            if let Some(g) = group {
+                let _ = tokio::task::spawn_blocking(move || g.remove()).await;
+            }
             let _ = self
                 .inner
                 .events
@@ -260,6 +251,22 @@ impl ProcessRuntime {
                 .await;
             return;
         };
+        let (shipper, stdout, stderr) = match self.start_shipper(&dir) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(g) = group {
+                    let _ = tokio::task::spawn_blocking(move || g.remove()).await;
+                }
+                let _ = self
+                    .inner
+                    .events
+                    .send(fail(format!("cannot start its log shipper: {e}")))
+                    .await;
+                return;
+            }
+        };
+        // Reaped whatever happens; the task's end waits for it a moment.
+        let mut shipped = tokio::spawn(reap(shipper));
         let workdir = spec
             .task
             .workdir
@@ -298,7 +305,11 @@ impl ProcessRuntime {
             .stderr(Stdio::from(stderr))
             .process_group(0)
             .kill_on_drop(false);
-        let mut child = match cmd.spawn() {
+        let spawned = cmd.spawn();
+        // The task holds the write ends of its pipes now; the agent must
+        // not, or the shipper would never see them close.
+        drop(cmd);
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 if let Some(g) = group {
@@ -340,6 +351,10 @@ impl ProcessRuntime {
         let Ended { stopping, replaced } = self.inner.table.end(&key, generation);
         // Nothing of the task outlives it.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        // Its last output reaches the files before its end is told (a
+        // process that left the group may hold the pipes longer: the
+        // shipper then goes on with it).
+        let _ = tokio::time::timeout(LOG_DRAIN, &mut shipped).await;
         let oom = match group.clone() {
             Some(g) => tokio::task::spawn_blocking(move || {
                 let oom = g.oom_killed();
@@ -380,6 +395,42 @@ impl ProcessRuntime {
                 .send(RuntimeEvent::Exited(key, reason))
                 .await;
         }
+    }
+
+    /// Starts the log shipper of the task sandboxed in `dir`: its
+    /// descriptors 0 and 1 are the read ends of the task's stdout and
+    /// stderr pipes (see [`crate::tasklog::ship`]); returns it and the
+    /// write ends, for the task.
+    fn start_shipper(
+        &self,
+        dir: &Path,
+    ) -> std::io::Result<(
+        tokio::process::Child,
+        std::io::PipeWriter,
+        std::io::PipeWriter,
+    )> {
+        let (out_read, out_write) = std::io::pipe()?;
+        let (err_read, err_write) = std::io::pipe()?;
+        let shipper = tokio::process::Command::new(&self.inner.shim)
+            .arg("__log")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--max-bytes")
+            .arg(LOG_MAX_BYTES.to_string())
+            .arg("--keep")
+            .arg(LOG_KEEP.to_string())
+            .env_clear()
+            .env("SHOAL_TASK_DIR", dir)
+            .current_dir(dir)
+            .stdin(Stdio::from(out_read))
+            .stdout(Stdio::from(err_read))
+            .stderr(Stdio::null())
+            // Not in the task's group (a stop must not cut its output
+            // short), nor in the agent's (it outlives the agent).
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()?;
+        Ok((shipper, out_write, err_write))
     }
 
     /// SIGTERM to the group of start `generation`, SIGKILL after the grace
@@ -632,11 +683,21 @@ impl Runtimes {
         target.start(key, spec, job_version, stamp, attempt);
     }
 
-    /// Stops a task wherever it runs.
+    /// Stops a task wherever it runs. One that runs nowhere here is
+    /// reported stopped at once, and when it was (or may have been) a
+    /// container, any container of it left on the engine is removed.
     pub fn stop(&self, key: &TaskKey) {
         match self.all().into_iter().find(|r| r.holds(key)) {
             Some(r) => r.stop(key),
-            None => self.process.stop(key),
+            None => {
+                self.process.stop(key);
+                let record = read_record(&self.tasks_dir.join(dir_name(key)));
+                if let Some(d) = &self.docker
+                    && record.is_none_or(|r| r.spec.task.runtime.as_str() == d.name())
+                {
+                    d.remove_leftovers(key);
+                }
+            }
         }
     }
 
@@ -654,9 +715,11 @@ impl Runtimes {
         })
     }
 
-    /// Reads up to `max` bytes of a task's log from `offset` (restarting
-    /// from 0 when the file was rotated below it). Returns the bytes, the
-    /// offset to read from next, and the file's size.
+    /// Reads up to `max` bytes of a task's log from stream offset `offset`
+    /// (offsets run on across rotations; one whose bytes were dropped
+    /// with the oldest file, or one past the end, reads from the oldest
+    /// byte kept: see [`crate::tasklog`]). Returns the bytes, the offset to
+    /// read from next, and the offset of the end of the log.
     pub fn read_log(
         &self,
         key: &TaskKey,
@@ -669,28 +732,24 @@ impl Runtimes {
         } else {
             "stdout.log"
         });
-        let mut f = fs::File::open(&path)?;
-        let size = f.metadata()?.len();
-        let from = if offset > size { 0 } else { offset };
-        f.seek(SeekFrom::Start(from))?;
-        let mut buf = Vec::new();
-        f.take(max).read_to_end(&mut buf)?;
-        let next = from + buf.len() as u64;
-        Ok((buf, next, size))
+        let piece = crate::tasklog::read(&path, offset, max)?;
+        Ok((piece.data, piece.next, piece.size))
     }
 
-    /// Rotates the logs of running tasks that grew past `max` bytes.
+    /// Rotates the logs of running tasks that grew past `max` bytes, where
+    /// the agent writes them (containers' logs). A process task's log
+    /// shipper rotates its files itself, at [`LOG_MAX_BYTES`], whether the
+    /// agent runs or not.
     pub fn rotate_logs(&self, max: u64) {
-        for key in self.running() {
-            let dir = self.tasks_dir.join(dir_name(&key));
-            for stream in ["stdout.log", "stderr.log"] {
-                let path = dir.join(stream);
-                if fs::metadata(&path).is_ok_and(|m| m.len() > max) {
-                    rotate(&path);
-                }
-            }
+        if let Some(d) = &self.docker {
+            d.rotate_logs(max);
         }
     }
+}
+
+/// Waits for a process the agent started (so that it leaves no zombie).
+async fn reap(mut child: tokio::process::Child) {
+    let _ = child.wait().await;
 }
 
 /// Tells the placer a task it asked to stop does not run here.
@@ -702,20 +761,6 @@ pub(crate) fn report_stopped(events: &mpsc::Sender<RuntimeEvent>, key: &TaskKey)
             .send(RuntimeEvent::Exited(key, ExitReason::Stopped))
             .await;
     });
-}
-
-fn rotate(path: &Path) {
-    for i in (1..LOG_KEEP).rev() {
-        let from = path.with_extension(format!("log.{i}"));
-        let to = path.with_extension(format!("log.{}", i + 1));
-        let _ = fs::rename(from, to);
-    }
-    let first = path.with_extension("log.1");
-    if fs::copy(path, &first).is_ok()
-        && let Ok(f) = OpenOptions::new().write(true).open(path)
-    {
-        let _ = f.set_len(0);
-    }
 }
 
 pub(crate) fn write_record(dir: &Path, record: &TaskRecord) {

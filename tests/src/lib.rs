@@ -5,6 +5,15 @@
 //! conditions with deadlines ([`wait_until`]); nothing sleeps a fixed time
 //! and no port is fixed. When a test panics, the tail of every agent's log
 //! is printed.
+//!
+//! Nothing outlives a test: tasks outlive a `kill -9`ed agent by design, so
+//! when an [`AgentProc`] (or a [`Cluster`]) is dropped, the harness kills
+//! every process that names the agent's data dir (its tasks, their log
+//! shippers and what they started, found through `/proc`, and each task's
+//! process group from `tasks/*/task.json`) and removes the Docker
+//! containers labelled with its node id; then the temporary dir goes.
+//! `.ci/run` checks after the tests that nothing is left
+//! (`scripts/leftovers.sh`).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -144,6 +153,8 @@ pub struct AgentProc {
     out: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// Its tasks and containers were cleaned up.
+    cleaned: bool,
 }
 
 impl AgentProc {
@@ -187,6 +198,7 @@ impl AgentProc {
             token: String::new(),
             child: None,
             starts: 0,
+            cleaned: false,
         };
         p.spawn(&args)?;
         Ok(p)
@@ -410,6 +422,153 @@ impl AgentProc {
 impl Drop for AgentProc {
     fn drop(&mut self) {
         self.kill9();
+        if !self.cleaned {
+            clean_up(&[&self.dir], std::slice::from_ref(&self.info.node_id));
+        }
+    }
+}
+
+/// Kills every process left of agents whose data dirs are `dirs` and
+/// removes the containers of `nodes` (node ids): see the crate docs.
+fn clean_up(dirs: &[&Path], nodes: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut left = Vec::new();
+        for dir in dirs {
+            left.extend(processes_naming(dir));
+            left.extend(task_groups(dir));
+        }
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!("warning: processes of a test agent survive SIGKILL: {left:?}");
+            break;
+        }
+        let own_group = nix::unistd::getpgrp();
+        for pid in left {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            // Tasks and log shippers lead groups of their own; agents run
+            // in the test's group, which must live on.
+            if let Ok(group) = nix::unistd::getpgid(Some(pid))
+                && group != own_group
+                && group.as_raw() > 1
+            {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    remove_containers(nodes);
+}
+
+/// Live processes (not this one, not zombies) whose command line,
+/// environment or working dir names something inside `dir`.
+pub fn processes_naming(dir: &Path) -> Vec<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    // `…/n1/`, so that `…/n10/…` is not taken for it.
+    let mut needle = dir.as_os_str().as_bytes().to_vec();
+    needle.push(b'/');
+    let needle = needle.as_slice();
+    let contains =
+        |hay: &[u8]| !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle);
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid as u32 == me {
+            continue;
+        }
+        let path = e.path();
+        let zombie = fs::read_to_string(path.join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if zombie {
+            continue;
+        }
+        let named = fs::read(path.join("cmdline")).is_ok_and(|b| contains(&b))
+            || fs::read(path.join("environ")).is_ok_and(|b| contains(&b))
+            || fs::read_link(path.join("cwd")).is_ok_and(|c| c.starts_with(dir));
+        if named {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Task processes recorded in `dir/tasks/*/task.json` that still run (the
+/// pid with the recorded start time): a task that changed its working dir
+/// and cleared its environment is found this way.
+fn task_groups(dir: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir.join("tasks")) else {
+        return out;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let Ok(text) = fs::read_to_string(e.path().join("task.json")) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let Some(pid) = record["pid"].as_i64().and_then(|p| i32::try_from(p).ok()) else {
+            continue;
+        };
+        let started = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(19)?
+                    .parse::<u64>()
+                    .ok()
+            });
+        let zombie = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        });
+        if started.is_some() && started == record["pid_start"].as_u64() && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Removes the Docker containers labelled with one of `nodes` (node ids),
+/// where a Docker engine answers.
+fn remove_containers(nodes: &[String]) {
+    let nodes: Vec<&String> = nodes.iter().filter(|n| !n.is_empty()).collect();
+    if nodes.is_empty() {
+        return;
+    }
+    let (ok, out, _) = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=shoal.node",
+        "--format",
+        "{{.ID}} {{.Label \"shoal.node\"}}",
+    ]);
+    if !ok {
+        return;
+    }
+    for line in out.lines() {
+        if let Some((id, node)) = line.split_once(' ')
+            && nodes.iter().any(|n| *n == node)
+        {
+            let _ = docker(&["rm", "-f", id]);
+        }
     }
 }
 
@@ -566,8 +725,14 @@ impl Drop for Cluster {
                 );
             }
         }
+        // Every agent first, so that none starts anything meanwhile.
         for a in &mut self.agents {
             a.kill9();
+        }
+        let nodes: Vec<String> = self.agents.iter().map(|a| a.info.node_id.clone()).collect();
+        clean_up(&[self.root.path()], &nodes);
+        for a in &mut self.agents {
+            a.cleaned = true;
         }
     }
 }

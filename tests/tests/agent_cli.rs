@@ -4,8 +4,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use serde_json::Value;
-use shoal_tests::{Cluster, Spec, http_get, run_shoal, wait_until};
+use serde_json::{Value, json};
+use shoal_tests::{Cluster, Spec, http_get, run_shoal, shoal_bin, wait_until};
 
 #[test]
 fn founding_prints_the_join_command_and_writes_its_files() {
@@ -524,4 +524,87 @@ value = "dc1"
         err.contains("task.resources.cpus: must be > 0 (got -1)"),
         "{err}"
     );
+}
+
+/// A child process killed when dropped, whatever happens to the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `text` is the lines `1` to `n`, in order, then `done`.
+fn numbered_then_done(text: &str, n: u64) -> Result<(), String> {
+    let mut expected = 1;
+    for line in text.lines() {
+        if expected > n {
+            return if line == "done" {
+                Ok(())
+            } else {
+                Err(format!("{line:?} after the last number"))
+            };
+        }
+        if line != expected.to_string() {
+            return Err(format!("line {expected} reads {line:?}"));
+        }
+        expected += 1;
+    }
+    Err(format!("ends before line {expected} or `done`"))
+}
+
+#[test]
+fn a_task_writing_through_several_rotations_loses_no_line() {
+    // About 23 MB of numbered lines, written over ~10 s: two rotations at
+    // 10 MiB while the task writes, both files kept.
+    const LINES: u64 = 3_000_000;
+    let mut c = Cluster::new();
+    c.found("n0");
+    let a = &c.agents[0];
+    let script = "i=0; while [ $i -lt 25 ]; do seq $((i*120000+1)) $(((i+1)*120000)); \
+                  i=$((i+1)); sleep 0.4; done; echo done; exec sleep 3600";
+    let spec = json!({
+        "name": "chatty",
+        "task": {"runtime": "process", "command": "/bin/sh", "args": ["-c", script],
+                 "resources": {"cpus": 0.5, "memory_mb": 64}},
+        "restart": {"mode": "never"}
+    });
+    assert_eq!(a.post("/v1/jobs", &spec).unwrap().0, 201);
+    let env = [("SHOAL_ADDR", a.url()), ("SHOAL_TOKEN", a.token.clone())];
+    wait_until("the task running", Duration::from_secs(30), || {
+        let (_, t) = a.get_any("/v1/jobs/chatty/tasks")?;
+        Ok(t[0]["state"] == "running")
+    });
+    // Followed from the start, as `shoal logs -f` does, while it rotates.
+    let followed = c.root.path().join("followed.out");
+    let follower = KillOnDrop(
+        std::process::Command::new(shoal_bin())
+            .args(["logs", "-f", "chatty/0"])
+            .envs(env.iter().map(|(k, v)| (k, v.as_str())))
+            .stdout(fs::File::create(&followed).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "the follower read every line",
+        Duration::from_secs(120),
+        || Ok(fs::read_to_string(&followed)?.ends_with("\ndone\n")),
+    );
+    drop(follower);
+    let text = fs::read_to_string(&followed).unwrap();
+    numbered_then_done(&text, LINES).unwrap();
+    // The files rotated (by the task's log shipper) while it wrote.
+    let sandbox = a.dir.join("tasks/chatty_0");
+    for f in ["stdout.log.1", "stdout.log.2", "stdout.log.start"] {
+        assert!(sandbox.join(f).exists(), "no {f} in {}", sandbox.display());
+    }
+    // Read again from the beginning, every line is there.
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, out, err) = run_shoal(&["logs", "chatty/0"], &env);
+    assert!(status.success(), "{err}");
+    numbered_then_done(&out, LINES).unwrap();
+    assert_eq!(a.delete("/v1/jobs/chatty").unwrap().0, 200);
 }

@@ -1,6 +1,7 @@
 //! The Docker runtime against the local engine: `shoal run --image` end to
-//! end, limits in `docker inspect`, logs, ports, a missing image, an OOM
-//! kill, and adoption after an agent restart. Skipped, with the reason,
+//! end, limits in `docker inspect`, logs, ports, a missing image, an image
+//! whose containers cannot start, an OOM kill, and adoption after an agent
+//! restart. Skipped, with the reason,
 //! where no engine answers. Images come from `scripts/build-test-images.sh`
 //! (nothing is pulled).
 
@@ -291,4 +292,105 @@ fn an_agent_restart_adopts_its_containers_and_removes_orphans() {
         Ok(containers(&ghost).is_empty())
     });
     assert!(c.agents[0].log().contains("adopting"));
+}
+
+#[test]
+fn a_container_that_cannot_start_is_removed_and_leaves_nothing_once_stopped() {
+    need_docker!();
+    // Created by the engine, refused at start: its entrypoint is not in the
+    // image (scripts/build-test-images.sh).
+    const BROKEN: &str = "shoal-test/no-entrypoint:latest";
+    let once = job_name("dnoentry");
+    let again = job_name("dnoentryloop");
+    let waiting = job_name("dnoentrywait");
+    let _cleanup = Cleanup(vec![once.clone(), again.clone(), waiting.clone()]);
+    let c = cluster(1);
+    let spec = |name: &str, restart: Value| {
+        json!({
+            "name": name,
+            "task": {"runtime": "docker", "image": BROKEN,
+                     "resources": {"cpus": 0.1, "memory_mb": 16}},
+            "restart": restart
+        })
+    };
+    // Tried once: it fails with the engine's reason and no container stays.
+    let s = spec(&once, json!({"mode": "never"}));
+    assert_eq!(c.agents[0].post("/v1/jobs", &s).unwrap().0, 201);
+    wait_until("the task failed with the start reason", SETTLE, || {
+        let t = tasks(&c, 0, &once);
+        Ok(t.first().is_some_and(|t| {
+            t["state"] == "failed"
+                && t["reason"].as_str().is_some_and(|r| {
+                    r.contains("cannot start the container") && r.contains("not-here")
+                })
+        }))
+    });
+    wait_until("no container of the failed task", SETTLE, || {
+        Ok(containers(&once).is_empty())
+    });
+    // Tried again and again, then stopped in the middle of it.
+    let s = spec(
+        &again,
+        json!({"mode": "always", "delay": "100ms", "max_delay": "100ms"}),
+    );
+    assert_eq!(c.agents[0].post("/v1/jobs", &s).unwrap().0, 201);
+    wait_until("several failed starts", SETTLE, || {
+        let t = tasks(&c, 0, &again);
+        Ok(t.first().is_some_and(|t| t["restarts"].as_u64() >= Some(3)))
+    });
+    lose_a_container(&c, &again);
+    assert_eq!(
+        c.agents[0].delete(&format!("/v1/jobs/{again}")).unwrap().0,
+        200
+    );
+    wait_until("the job's tasks gone", SETTLE, || {
+        Ok(tasks(&c, 0, &again).is_empty())
+    });
+    wait_until("no container of the stopped job", SETTLE, || {
+        Ok(containers(&again).is_empty())
+    });
+    // Stopped while it waits to be tried again: no start of it runs then
+    // to notice a lost container; the stop does.
+    let s = spec(&waiting, json!({"mode": "always", "delay": "1h"}));
+    assert_eq!(c.agents[0].post("/v1/jobs", &s).unwrap().0, 201);
+    wait_until("the first start failed", SETTLE, || {
+        let t = tasks(&c, 0, &waiting);
+        Ok(t.first()
+            .is_some_and(|t| t["reason"].as_str().is_some_and(|r| r.contains("not-here"))))
+    });
+    wait_until("no container after the failed start", SETTLE, || {
+        Ok(containers(&waiting).is_empty())
+    });
+    lose_a_container(&c, &waiting);
+    assert_eq!(
+        c.agents[0]
+            .delete(&format!("/v1/jobs/{waiting}"))
+            .unwrap()
+            .0,
+        200
+    );
+    wait_until(
+        "no container of the job stopped while waiting",
+        SETTLE,
+        || Ok(containers(&waiting).is_empty()),
+    );
+}
+
+/// Leaves a container of `job`'s task 0 that the agent lost track of, in
+/// the `Created` state, as a create whose answer came too late (or whose
+/// removal the engine refused) leaves it.
+fn lose_a_container(c: &Cluster, job: &str) {
+    let node = c.agents[0].info.node_id.clone();
+    let (ok, lost, err) = docker(&[
+        "create",
+        "--label",
+        &format!("shoal.node={node}"),
+        "--label",
+        &format!("shoal.job={job}"),
+        "--label",
+        &format!("shoal.task={job}/0"),
+        "shoal-test/no-entrypoint:latest",
+    ]);
+    assert!(ok, "docker create: {err}");
+    assert_eq!(inspect(lost.trim())["State"]["Status"], "created");
 }
