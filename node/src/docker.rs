@@ -21,7 +21,7 @@
 //! every container labelled with it and this node is removed too (see
 //! `sweep`), which catches one the runtime lost track of.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,9 @@ use crate::runtime::{
 };
 use crate::tasklog::{LOG_KEEP, LOG_MAX_BYTES, LogFile};
 use crate::tasktable::{Ended, TaskTable};
+
+use crate::ports::PortPool;
+pub use crate::ports::port_env_name;
 
 /// Tries at starting a container when its host port was taken meanwhile.
 const PORT_ATTEMPTS: u32 = 3;
@@ -80,69 +83,6 @@ pub const LABEL_TASK: &str = "shoal.task";
 pub const LABEL_JOB: &str = "shoal.job";
 /// The node (id) that runs the container.
 pub const LABEL_NODE: &str = "shoal.node";
-
-/// Host ports handed to containers, from a configured range.
-#[derive(Debug)]
-struct PortPool {
-    first: u16,
-    last: u16,
-    next: u16,
-    used: BTreeSet<u16>,
-}
-
-impl PortPool {
-    /// A pool over `range` whose first pick depends on `seed` (the node
-    /// id), so that agents sharing a host rarely race for the same port.
-    fn new(range: (u16, u16), seed: &str) -> PortPool {
-        // FNV-1a: stable, and enough to spread starting points.
-        let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        let size = u64::from(range.1 - range.0) + 1;
-        let offset = u16::try_from(hash % size).unwrap_or(0);
-        PortPool {
-            first: range.0,
-            last: range.1,
-            next: range.0 + offset,
-            used: BTreeSet::new(),
-        }
-    }
-
-    /// A port free in the pool and, by `free_on_host`, on the host.
-    fn take(
-        &mut self,
-        protocol: Protocol,
-        free_on_host: impl Fn(u16, Protocol) -> bool,
-    ) -> Option<u16> {
-        let size = u32::from(self.last - self.first) + 1;
-        for _ in 0..size {
-            let p = self.next;
-            self.next = if p >= self.last { self.first } else { p + 1 };
-            if self.used.contains(&p) {
-                continue;
-            }
-            if free_on_host(p, protocol) {
-                self.used.insert(p);
-                return Some(p);
-            }
-        }
-        None
-    }
-
-    /// Whether the host has `port` free, checked by binding it.
-    fn free_on_host(port: u16, protocol: Protocol) -> bool {
-        match protocol {
-            Protocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
-            Protocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok(),
-        }
-    }
-
-    fn give_back(&mut self, ports: impl IntoIterator<Item = u16>) {
-        for p in ports {
-            self.used.remove(&p);
-        }
-    }
-}
 
 struct Inner {
     docker: Docker,
@@ -395,8 +335,9 @@ impl DockerRuntime {
                     None => {
                         pool.give_back(ports.values().copied());
                         return Err(Launch::Failed(format!(
-                            "no free host port left in {}-{} for port {}",
-                            pool.first, pool.last, p.name
+                            "no free host port left in {} for port {}",
+                            pool.range(),
+                            p.name
                         )));
                     }
                 }
@@ -858,8 +799,7 @@ impl DockerRuntime {
                 .ports
                 .lock()
                 .expect("lock")
-                .used
-                .extend(record.ports.values().copied());
+                .hold(record.ports.values().copied());
             adopted.push(Adopted {
                 key: key.clone(),
                 stamp: record.stamp,
@@ -961,19 +901,6 @@ fn split_image(image: &str) -> (&str, &str) {
     }
 }
 
-/// `SHOAL_PORT_<NAME>`: upper case, other than letters and digits → `_`.
-pub fn port_env_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -991,28 +918,5 @@ mod tests {
             ("registry:5000/team/app", "v2")
         );
         assert_eq!(split_image("app@sha256:abcd"), ("app@sha256:abcd", ""));
-    }
-
-    #[test]
-    fn port_names_become_env_names() {
-        assert_eq!(port_env_name("http"), "HTTP");
-        assert_eq!(port_env_name("admin-api"), "ADMIN_API");
-    }
-
-    #[test]
-    fn the_port_pool_hands_out_each_port_once_and_takes_them_back() {
-        // A host on which port 47102 is taken by someone else.
-        let host = |p: u16, _: Protocol| p != 47102;
-        let mut pool = PortPool::new((47100, 47109), "3ebe59ee90aa688e");
-        let mut got = BTreeSet::new();
-        while let Some(p) = pool.take(Protocol::Tcp, host) {
-            assert!((47100..=47109).contains(&p));
-            assert!(got.insert(p), "port {p} handed out twice");
-        }
-        assert_eq!(got.len(), 9, "every port but the host's: {got:?}");
-        assert!(!got.contains(&47102));
-        pool.give_back([47105]);
-        assert_eq!(pool.take(Protocol::Tcp, host), Some(47105));
-        assert_eq!(pool.take(Protocol::Tcp, host), None);
     }
 }

@@ -27,6 +27,7 @@ pub mod datadir;
 pub mod docker;
 pub mod metrics;
 pub mod placement;
+pub mod ports;
 pub mod resources;
 pub mod rpc;
 pub mod runtime;

@@ -19,7 +19,7 @@ use crate::state::Peer;
 /// A batch of placement messages on the wire.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Batch {
-    /// [`PROTOCOL_VERSION`].
+    /// [`shoal_placement::PROTOCOL_VERSION`].
     pub version: u8,
     /// Messages, in order.
     pub msgs: Vec<Msg>,

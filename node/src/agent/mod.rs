@@ -1,9 +1,9 @@
 //! Starting and stopping an agent. [`Agent::start`] goes through the
 //! phases of a start, each in its own module: the data dir and settings
-//! ([`settings`]), identity and cluster secret ([`identity`]), sockets
-//! ([`sockets`]), what this machine offers ([`local`]), the desired-state
-//! replica ([`replica`]), then the node core, the runtimes and the tasks
-//! that serve ([`Agent::start`] itself, with [`background`] for the small
+//! (`settings`), identity and cluster secret (`identity`), sockets
+//! (`sockets`), what this machine offers (`local`), the desired-state
+//! replica (`replica`), then the node core, the runtimes and the tasks
+//! that serve ([`Agent::start`] itself, with `background` for the small
 //! ones).
 
 mod background;

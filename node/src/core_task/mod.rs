@@ -7,12 +7,12 @@
 //! One loop, biased `select!` over: shutdown, the earliest due timer, an
 //! inbound datagram, a command (API, RPC server, job feeder), a runtime
 //! report. After every call into the core its outputs are carried out:
-//! datagrams sent, placement messages queued per peer ([`peers`]), runtime
-//! commands run, timers kept in a [`Timers`] heap, events logged and
+//! datagrams sent, placement messages queued per peer (`peers`), runtime
+//! commands run, timers kept in a [`shoal_core::Timers`] heap, events logged and
 //! persisted. A turn longer than [`SLOW_TURN`] is logged and counted: a slow
 //! loop makes this node look dead to the others.
 //!
-//! Other pieces: [`handle`] (the commands), [`jobs`] (the desired state's
+//! Other pieces: `handle` (the commands), `jobs` (the desired state's
 //! jobs fed in from the state task).
 
 mod driver;

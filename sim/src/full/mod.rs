@@ -12,12 +12,12 @@
 //! reach each node after a replication delay. A fake runtime carries out
 //! each start and stop 50 ms after it is told to, in order.
 //!
-//! - [`setup`]: building the world, forming the cluster, starting and
+//! - `setup`: building the world, forming the cluster, starting and
 //!   crashing nodes;
-//! - [`scenario`]: the faults and job waves of each scenario, sampling;
-//! - [`checks`]: the `always_*` and `eventually_*` checkers and the
+//! - `scenario`: the faults and job waves of each scenario, sampling;
+//! - `checks`: the `always_*` and `eventually_*` checkers and the
 //!   bookkeeping they read;
-//! - [`report`]: turning what was measured into a [`Report`].
+//! - `report`: turning what was measured into a [`Report`].
 
 mod checks;
 mod report;
