@@ -38,15 +38,8 @@ use crate::params::{Mode, Params};
 use crate::queue::EventQueue;
 use crate::report::{Check, Report, quantile};
 use crate::scale::CrashPlan;
-use crate::workload::{self, JobPlan};
+use crate::workload::{self, JOB_DELAY_US, JobPlan, RUNTIME_DELAY, WALL0_MS};
 
-/// Wall-clock milliseconds at virtual time zero (for award stamps).
-const WALL0_MS: u64 = 1_700_000_000_000;
-/// The fake runtime carries out each command this long after it is told.
-const RUNTIME_DELAY: Duration = Duration::from_millis(50);
-/// Replication of the desired state: a job reaches a node this long after
-/// submission (microseconds, uniform).
-const JOB_DELAY_US: (u64, u64) = (20_000, 300_000);
 /// One placement message in this many is encoded to count bytes.
 const BYTES_SAMPLE: u64 = 64;
 

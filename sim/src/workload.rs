@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -11,6 +12,15 @@ use serde_json::json;
 use shoal_gossip::{Capacity, FreeClass, MemberMeta, RuntimeInfo};
 use shoal_model::JobSpec;
 use shoal_placement::Resources;
+
+/// Wall-clock milliseconds at virtual time zero (for award stamps).
+pub const WALL0_MS: u64 = 1_700_000_000_000;
+/// The fake runtime carries out each command (start, replace, stop) this
+/// long after it is given; one delay for all keeps them in order.
+pub const RUNTIME_DELAY: Duration = Duration::from_millis(50);
+/// Replication of the desired state: a job reaches a node this long after
+/// submission (microseconds, uniform).
+pub const JOB_DELAY_US: (u64, u64) = (20_000, 300_000);
 
 /// CPUs (in thousandths) and memory (MiB) of each node class, with its
 /// weight: a mixed fleet.

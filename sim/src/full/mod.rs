@@ -40,17 +40,10 @@ use crate::params::Params;
 use crate::queue::EventQueue;
 use crate::report::{Check, Report, Sample};
 use crate::share::{InfoPool, MetaPool, RingPool};
-use crate::workload::JobPlan;
+use crate::workload::{JOB_DELAY_US, JobPlan, RUNTIME_DELAY, WALL0_MS};
 
-/// Wall-clock milliseconds at virtual time zero (for award stamps).
-const WALL0_MS: u64 = 1_700_000_000_000;
 /// The cluster secret every simulated node shares.
 const SECRET: [u8; 32] = [0x5a; 32];
-/// The fake runtime carries out each command (start, replace, stop) this
-/// long after it is given; one delay for all keeps them in order.
-const RUNTIME_DELAY: Duration = Duration::from_millis(50);
-/// Replication delay of a job to a node: uniform in this range (µs).
-const JOB_DELAY_US: (u64, u64) = (20_000, 300_000);
 /// Once every view has been stable (and the network whole) this long, no
 /// task may run twice: lease renewal (1 s), inheritance grace (3 s), the
 /// stop and slack.

@@ -7,10 +7,11 @@ use rand::RngExt;
 use shoal_gossip::Instant;
 use shoal_placement::Job;
 
-use super::{Action, Ev, FORM_MARGIN, JOB_DELAY_US, Task, Traffic, World, secs};
+use super::{Action, Ev, FORM_MARGIN, Task, Traffic, World, secs};
 use crate::params::Scenario;
 use crate::report::Sample;
 use crate::workload;
+use crate::workload::JOB_DELAY_US;
 
 impl World {
     pub(super) fn up_nodes(&self) -> Vec<usize> {
