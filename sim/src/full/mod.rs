@@ -40,7 +40,7 @@ use crate::params::Params;
 use crate::queue::EventQueue;
 use crate::report::{Check, Report, Sample};
 use crate::share::{InfoPool, MetaPool, RingPool};
-use crate::workload::{JOB_DELAY_US, JobPlan, RUNTIME_DELAY, WALL0_MS};
+use crate::workload::{JobPlan, RUNTIME_DELAY, WALL0_MS};
 
 /// The cluster secret every simulated node shares.
 const SECRET: [u8; 32] = [0x5a; 32];
