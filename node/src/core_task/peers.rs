@@ -60,8 +60,9 @@ impl PeerSenders {
             tokio::spawn(peer_sender(transport.clone(), to, addr, rx));
             tx
         });
-        if tx.try_send(msg).is_err() {
-            debug!(to = %to, "placement queue full; message dropped");
+        if let Err(e) = tx.try_send(msg) {
+            let msg = e.into_inner();
+            debug!(to = %to, msg = msg.kind(), "placement queue full; message dropped");
         }
     }
 }

@@ -148,6 +148,24 @@ pub enum Msg {
     },
 }
 
+impl Msg {
+    /// The message's name, for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::BidRequest { .. } => "bid_request",
+            Msg::Bid { .. } => "bid",
+            Msg::Decline { .. } => "decline",
+            Msg::Award { .. } => "award",
+            Msg::Accept { .. } => "accept",
+            Msg::Reject { .. } => "reject",
+            Msg::Lease { .. } => "lease",
+            Msg::Stop { .. } => "stop",
+            Msg::Cancel { .. } => "cancel",
+            Msg::Release { .. } => "release",
+        }
+    }
+}
+
 /// What the runtime must do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
