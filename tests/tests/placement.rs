@@ -198,6 +198,13 @@ fn a_killed_agents_tasks_move_and_its_old_processes_go_when_it_returns() {
         201
     );
     wait_until("8 processes", SETTLE, || Ok(exactly_once(&m, 8)));
+    // Agent 0 knows where each one runs (its view may trail the processes).
+    wait_until("8 tasks running on known nodes", SETTLE, || {
+        let t = tasks(&c, 0, "kill");
+        Ok(t.len() == 8
+            && t.iter()
+                .all(|t| t["state"] == "running" && t["node_name"].as_str().is_some()))
+    });
     // The node running the most tasks dies.
     let by_node = {
         let mut b: BTreeMap<String, u32> = BTreeMap::new();
@@ -223,6 +230,7 @@ fn a_killed_agents_tasks_move_and_its_old_processes_go_when_it_returns() {
     });
     // When it comes back, none of its old processes remain and no index
     // runs twice.
+    let logged_before: Vec<usize> = c.agents.iter().map(|a| a.log().len()).collect();
     c.agents[victim].restart().unwrap();
     wait_until("exactly one process per index", SETTLE, || {
         Ok(exactly_once(&m, 8))
@@ -232,6 +240,66 @@ fn a_killed_agents_tasks_move_and_its_old_processes_go_when_it_returns() {
         log.contains("adopting"),
         "the restarted agent did not find its old tasks"
     );
+    // Placement messages reach it in its new life at once: the others
+    // drop their connections to its dead predecessor (same address), on
+    // which every request would wait out its timeout and be lost. (One
+    // in flight when the restart is noticed may be lost with the old
+    // connection; the placer sends it again.) The first job goes, so
+    // that the restarted node has room whatever it kept.
+    assert_eq!(c.agents[observer].delete("/v1/jobs/kill").unwrap().0, 200);
+    wait_until("the first job's processes gone", SETTLE, || {
+        Ok(processes(&m).is_empty())
+    });
+    let pinned = sleeper(
+        "kill-back",
+        8,
+        0.25,
+        &m,
+        json!({"constraints": [{"attribute": "name", "op": "=", "value": victim_name}]}),
+    );
+    assert_eq!(c.agents[observer].post("/v1/jobs", &pinned).unwrap().0, 201);
+    wait_until(
+        "the pinned tasks running on the restarted node",
+        SETTLE,
+        || {
+            let t = tasks(&c, observer, "kill-back");
+            Ok(t.len() == 8 && t.iter().all(|t| t["state"] == "running"))
+        },
+    );
+    let id = c.agents[victim].info.node_id.clone();
+    for (i, a) in c.agents.iter().enumerate().filter(|(i, _)| *i != victim) {
+        let since = a
+            .log()
+            .get(logged_before[i]..)
+            .unwrap_or_default()
+            .to_owned();
+        let stamp = |line: &str| {
+            line.split_whitespace()
+                .next()
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+        };
+        let Some(back) = since
+            .lines()
+            .find(|l| l.contains(&format!("member alive member={id}")))
+            .and_then(stamp)
+        else {
+            continue;
+        };
+        // A request times out 5 s after it was sent: one that timed out
+        // later than that after the restart was seen went to the new life.
+        let late = back + Duration::from_secs(6);
+        let timed_out: Vec<&str> = since
+            .lines()
+            .filter(|l| l.contains(&format!("messages lost to={id}")) && l.contains("no answer"))
+            .filter(|l| stamp(l).is_some_and(|t| t > late))
+            .collect();
+        assert!(
+            timed_out.is_empty(),
+            "{} waited on a dead connection to the restarted node:\n{}",
+            a.name,
+            timed_out.join("\n")
+        );
+    }
 }
 
 #[test]

@@ -103,7 +103,8 @@ pub struct CoreTask {
     runtime_rx: mpsc::Receiver<RuntimeEvent>,
     senders: PeerSenders,
     live_tx: watch::Sender<Arc<Vec<Peer>>>,
-    /// The start counter of each live member, to notice restarts.
+    /// The start counter of each member seen up, to notice restarts
+    /// (one entry per member, as the member table has).
     generations: BTreeMap<NodeId, u32>,
     state: StateLink,
     blocked: BTreeSet<SocketAddr>,
@@ -470,8 +471,11 @@ impl CoreTask {
                 self.senders.restarted(p.id, p.rpc);
             }
         }
+        // Generations are kept for members that went down too: one that
+        // comes back in a new life, at the same address, must not get the
+        // connection to its dead predecessor (every request on it would
+        // wait out its timeout).
         let addrs: BTreeMap<NodeId, SocketAddr> = live.iter().map(|p| (p.id, p.rpc)).collect();
-        self.generations.retain(|id, _| addrs.contains_key(id));
         self.senders.set_peers(addrs);
         self.live_tx.send_replace(Arc::new(live));
     }
