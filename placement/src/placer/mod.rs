@@ -426,7 +426,7 @@ impl Placer {
     pub fn task_running(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
         self.wake.touch();
         self.runner.started(wall_ms, key);
-        self.renew_leases(now, true);
+        self.renew_lease_of(now, key);
         self.flush_local(now, wall_ms);
     }
 
@@ -437,7 +437,7 @@ impl Placer {
             Exit::NotHeld => {}
             Exit::Gone => self.update_free_class(),
             Exit::Ended => {
-                self.renew_leases(now, true);
+                self.renew_lease_of(now, key);
                 self.update_free_class();
             }
         }
@@ -551,7 +551,7 @@ impl Placer {
         if self.wake.pass || self.wake.at.is_some_and(|t| now >= t) {
             self.reconcile(now, wall_ms);
         }
-        self.renew_leases(now, false);
+        self.renew_leases(now);
         self.update_free_class();
     }
 
@@ -621,12 +621,22 @@ impl Placer {
         flushed
     }
 
-    /// Sends leases that are due (or all, with `force`).
-    fn renew_leases(&mut self, now: Instant, force: bool) {
-        if !force && !self.wake.leases && self.wake.lease_at.is_none_or(|t| now < t) {
+    /// Sends `key`'s lease at once: its task started or ended, which its
+    /// coordinator should hear before the next renewal. Only that key's:
+    /// renewing every lease here on each start made a burst of `n` starts
+    /// on a node send `n²` leases (tens of thousands in `bench-placement`,
+    /// enough to fill the queues to peers and drop bids and awards).
+    fn renew_lease_of(&mut self, now: Instant, key: &TaskKey) {
+        let next = self.runner.renew_lease_of(&mut self.shared, now, key);
+        self.wake.lease_at = earliest(self.wake.lease_at, next);
+    }
+
+    /// Sends leases that are due.
+    fn renew_leases(&mut self, now: Instant) {
+        if !self.wake.leases && self.wake.lease_at.is_none_or(|t| now < t) {
             return;
         }
-        let next = self.runner.renew_leases(&mut self.shared, now, force);
+        let next = self.runner.renew_leases(&mut self.shared, now);
         // A task with no coordinator (an empty ring) is looked at again
         // when the view changes, an input.
         self.wake.leases = false;

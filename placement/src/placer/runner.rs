@@ -490,14 +490,9 @@ impl Runner {
         Flushed { acted, next }
     }
 
-    /// Sends the leases that are due (or all, with `force`) to each key's
-    /// coordinator; the earliest renewal due next, if any.
-    pub(super) fn renew_leases(
-        &mut self,
-        shared: &mut Shared,
-        now: Instant,
-        force: bool,
-    ) -> Option<Instant> {
+    /// Sends the leases that are due to each key's coordinator; the
+    /// earliest renewal due next, if any.
+    pub(super) fn renew_leases(&mut self, shared: &mut Shared, now: Instant) -> Option<Instant> {
         let period = shared.config.lease_period;
         let mut out = Vec::new();
         let mut next = None;
@@ -506,9 +501,9 @@ impl Runner {
             if l.stopping.is_some() || matches!(key.slot, Slot::Node(_)) {
                 continue;
             }
-            let due = force
-                || l.last_lease
-                    .is_none_or(|t| now.saturating_duration_since(t) >= period);
+            let due = l
+                .last_lease
+                .is_none_or(|t| now.saturating_duration_since(t) >= period);
             if !due {
                 next = earliest(next, l.last_lease.map(|t| t + period));
                 continue;
@@ -529,6 +524,31 @@ impl Runner {
         }
         shared.out.messages.extend(out);
         next
+    }
+
+    /// Sends `key`'s lease now, out of turn (its state changed: the
+    /// coordinator should know at once); when its next renewal is due.
+    pub(super) fn renew_lease_of(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        key: &TaskKey,
+    ) -> Option<Instant> {
+        let l = self.local.get_mut(key)?;
+        if l.stopping.is_some() || matches!(key.slot, Slot::Node(_)) {
+            return None;
+        }
+        let coordinator = shared.ring().owner(key.hash())?;
+        l.last_lease = Some(now);
+        shared.out.messages.push_back((
+            coordinator,
+            Msg::Lease {
+                key: key.clone(),
+                stamp: l.stamp,
+                report: l.report(),
+            },
+        ));
+        Some(now + shared.config.lease_period)
     }
 
     /// Resources held by the tasks here (but `except`'s).
