@@ -185,6 +185,8 @@ fn unreachable(keys: Vec<TaskKey>, why: &str) -> Vec<TaskStatus> {
             exit_code: None,
             reason: Some(why.to_owned()),
             since_ms: 0,
+            health: shoal_placement::Health::Unknown,
+            check: None,
             pending: vec![format!("status unknown: {why}")],
         })
         .collect()

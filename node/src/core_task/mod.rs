@@ -531,6 +531,8 @@ fn log_placement(e: PlaceEvent) {
         }
         // The core publishes the class itself.
         PlaceEvent::FreeClass(_) => {}
+        // Nothing probes checks yet.
+        PlaceEvent::Health { .. } => {}
     }
 }
 
