@@ -347,7 +347,7 @@ pub fn show(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
     if !tasks.is_empty() {
         println!();
         println!("Placement:");
-        crate::tasks::print_tasks(&tasks);
+        crate::tasks::print_tasks_with(&tasks, true);
     }
     println!();
     println!("Spec:");

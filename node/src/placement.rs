@@ -92,6 +92,12 @@ pub struct TaskView {
     pub reason: Option<String>,
     /// Why no node took it, one line per node.
     pub pending: Vec<String>,
+    /// `healthy`, `unhealthy` or `unknown` (see docs/jobs.md, health
+    /// checks).
+    pub health: String,
+    /// The last output of its checks (at most 256 bytes), if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
     /// Container id, for docker tasks running now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -167,6 +173,8 @@ pub async fn job_tasks(
             exit_code: s.exit_code,
             reason: s.reason,
             pending: s.pending,
+            health: s.health.as_str().to_owned(),
+            check: s.check,
             container: None,
             ports: BTreeMap::new(),
         })
