@@ -93,7 +93,8 @@ pub struct TaskView {
     /// Why no node took it, one line per node.
     pub pending: Vec<String>,
     /// `healthy`, `unhealthy` or `unknown` (see docs/jobs.md, health
-    /// checks).
+    /// checks); `unknown` from an agent older than health checks.
+    #[serde(default = "unknown_health")]
     pub health: String,
     /// The last output of its checks (at most 256 bytes), if it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +105,10 @@ pub struct TaskView {
     /// Host port of each named port, for docker tasks running now.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u16>,
+}
+
+fn unknown_health() -> String {
+    "unknown".to_owned()
 }
 
 /// Status of every task of `job`, asking the node that answers for each
