@@ -347,7 +347,7 @@ pub fn show(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
     if !tasks.is_empty() {
         println!();
         println!("Placement:");
-        crate::tasks::print_tasks(&tasks);
+        crate::tasks::print_tasks_with(&tasks, true);
     }
     println!();
     println!("Spec:");
@@ -536,7 +536,7 @@ value = "dc1"
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         assert_eq!(env, [("A", "1"), ("B", "3"), ("C", "4")]);
-        let ports: Vec<(&str, u16, &str)> = s
+        let ports: Vec<(&str, Option<u16>, &str)> = s
             .task
             .ports
             .iter()
@@ -551,9 +551,9 @@ value = "dc1"
         assert_eq!(
             ports,
             [
-                ("HTTP", 8081, "udp"),
-                ("admin", 9000, "tcp"),
-                ("metrics", 9100, "tcp")
+                ("HTTP", Some(8081), "udp"),
+                ("admin", Some(9000), "tcp"),
+                ("metrics", Some(9100), "tcp")
             ]
         );
         let constraints: Vec<String> = s

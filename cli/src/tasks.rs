@@ -29,6 +29,7 @@ fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
                 t.task.clone(),
                 node,
                 t.state.clone(),
+                t.health.clone(),
                 t.since.as_deref().map_or("-".into(), age),
                 t.restarts.to_string(),
                 t.exit_code.map_or("-".into(), |c| c.to_string()),
@@ -44,10 +45,16 @@ fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Prints a task table (and, under it, why pending tasks wait).
+/// Prints a task table (and, under it, why pending tasks wait, and what
+/// the checks of tasks not healthy said).
 pub fn print_tasks(tasks: &[TaskView]) {
+    print_tasks_with(tasks, false);
+}
+
+/// [`print_tasks`], with every task's last check output when `all_checks`.
+pub fn print_tasks_with(tasks: &[TaskView], all_checks: bool) {
     let mut header = vec![
-        "TASK", "NODE", "STATE", "SINCE", "RESTARTS", "EXIT", "REASON", "PORTS",
+        "TASK", "NODE", "STATE", "HEALTH", "SINCE", "RESTARTS", "EXIT", "REASON", "PORTS",
     ];
     let mut rows = rows(tasks);
     // The PORTS column only for jobs that map ports.
@@ -58,6 +65,16 @@ pub fn print_tasks(tasks: &[TaskView]) {
         }
     }
     print!("{}", table(&header, &rows));
+    let checks: Vec<&TaskView> = tasks
+        .iter()
+        .filter(|t| t.check.is_some() && (all_checks || t.health != "healthy"))
+        .collect();
+    if !checks.is_empty() {
+        println!("\nLast check output:");
+        for t in checks {
+            println!("  {}: {}", t.task, t.check.as_deref().unwrap_or_default());
+        }
+    }
     for t in tasks.iter().filter(|t| !t.pending.is_empty()) {
         println!("\n{} is pending:", t.task);
         for r in &t.pending {

@@ -10,9 +10,11 @@
 //!
 //! Pure: no I/O, no clock.
 
+mod check;
 mod diff;
 mod spec;
 
+pub use check::{Check, CheckType, OnUnhealthy};
 pub use diff::{Change, diff};
 pub use spec::{
     BUILTIN_ATTRIBUTES, Constraint, ConstraintOp, ConstraintValue, JobSpec, JobType, MAX_COUNT,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::check::{Check, RawCheck, validate_checks};
 use crate::{FieldError, SpecError};
 
 /// Largest `count`.
@@ -103,14 +104,17 @@ pub enum Protocol {
     Udp,
 }
 
-/// A container port the node maps to a host port.
+/// A named port: the node gives the task a host port for it (a
+/// container's is mapped to its `container_port`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Port {
     /// Name (the task sees `SHOAL_PORT_<NAME>`).
     pub name: String,
-    /// Port inside the container.
-    pub container_port: u16,
+    /// Port inside the container (docker tasks; absent for processes,
+    /// which listen on the host port itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
     /// Protocol.
     pub protocol: Protocol,
 }
@@ -138,11 +142,14 @@ pub struct TaskSpec {
     /// Image (docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Ports (docker).
+    /// Named ports.
     #[serde(default)]
     pub ports: Vec<Port>,
     /// Reserved resources.
     pub resources: Resources,
+    /// Health checks, run by the node that runs the task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
 }
 
 /// A constraint operator.
@@ -338,7 +345,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     humantime::parse_duration(s.trim()).ok()
 }
 
-fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
@@ -403,6 +410,8 @@ struct RawTask {
     #[serde(default)]
     ports: Vec<RawPort>,
     resources: Option<RawResources>,
+    #[serde(default)]
+    checks: Vec<RawCheck>,
 }
 
 #[derive(Deserialize)]
@@ -441,14 +450,19 @@ struct RawRestart {
 
 /// Collects problems while building the validated spec.
 #[derive(Default)]
-struct Problems(Vec<FieldError>);
+pub(crate) struct Problems(Vec<FieldError>);
 
 impl Problems {
-    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    /// How many so far.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError::new(field, message));
     }
 
-    fn text(&mut self, field: &str, s: &str) {
+    pub(crate) fn text(&mut self, field: &str, s: &str) {
         if s.len() > MAX_STRING {
             self.add(
                 field,
@@ -632,9 +646,6 @@ impl RawTask {
                 if self.image.is_some() {
                     p.add("task.image", "only docker tasks have an image");
                 }
-                if !self.ports.is_empty() {
-                    p.add("task.ports", "only docker tasks map ports");
-                }
                 if let Some(w) = &self.workdir
                     && !w.starts_with('/')
                 {
@@ -690,19 +701,29 @@ impl RawTask {
                 } else if !names.insert(name.to_ascii_lowercase()) {
                     p.add(format!("{field}.name"), format!("{name:?} is used twice"));
                 }
-                let container_port = match port.container_port {
-                    Some(n) if (1..=65535).contains(&n) => u16::try_from(n).unwrap_or(1),
-                    Some(n) => {
+                let container_port = match (runtime, port.container_port) {
+                    (Runtime::Docker, Some(n)) if (1..=65535).contains(&n) => {
+                        Some(u16::try_from(n).unwrap_or(1))
+                    }
+                    (Runtime::Docker, Some(n)) => {
                         p.add(
                             format!("{field}.container_port"),
                             format!("must be 1-65535 (got {n})"),
                         );
-                        1
+                        None
                     }
-                    None => {
-                        p.add(format!("{field}.container_port"), "is required");
-                        1
+                    (Runtime::Docker, None) => {
+                        p.add(format!("{field}.container_port"), "is required for a docker task");
+                        None
                     }
+                    (Runtime::Process, Some(_)) => {
+                        p.add(
+                            format!("{field}.container_port"),
+                            "only docker tasks have one: a process listens on its host port, SHOAL_PORT_<NAME>",
+                        );
+                        None
+                    }
+                    (Runtime::Process, None) => None,
                 };
                 let protocol = match port.protocol.as_deref() {
                     None | Some("tcp") => Protocol::Tcp,
@@ -721,7 +742,8 @@ impl RawTask {
                     protocol,
                 }
             })
-            .collect();
+            .collect::<Vec<Port>>();
+        let checks = validate_checks(self.checks, runtime, &ports, p);
         let r = self.resources.unwrap_or(RawResources {
             cpus: None,
             memory_mb: None,
@@ -781,6 +803,7 @@ impl RawTask {
                 disk_mb,
                 gpus,
             },
+            checks,
         }
     }
 }

@@ -376,7 +376,9 @@ impl DockerRuntime {
                 Protocol::Tcp => "tcp",
                 Protocol::Udp => "udp",
             };
-            let inside = format!("{}/{proto}", p.container_port);
+            // A validated docker port has its container port; the host
+            // port is the same when one is missing.
+            let inside = format!("{}/{proto}", p.container_port.unwrap_or(ports[&p.name]));
             exposed.push(inside.clone());
             bindings.insert(
                 inside,

@@ -25,6 +25,7 @@ pub mod clock;
 pub mod core_task;
 pub mod datadir;
 pub mod docker;
+pub mod health;
 pub mod metrics;
 pub mod placement;
 pub mod ports;

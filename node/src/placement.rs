@@ -92,12 +92,23 @@ pub struct TaskView {
     pub reason: Option<String>,
     /// Why no node took it, one line per node.
     pub pending: Vec<String>,
+    /// `healthy`, `unhealthy` or `unknown` (see docs/jobs.md, health
+    /// checks); `unknown` from an agent older than health checks.
+    #[serde(default = "unknown_health")]
+    pub health: String,
+    /// The last output of its checks (at most 256 bytes), if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
     /// Container id, for docker tasks running now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// Host port of each named port, for docker tasks running now.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u16>,
+}
+
+fn unknown_health() -> String {
+    "unknown".to_owned()
 }
 
 /// Status of every task of `job`, asking the node that answers for each
@@ -167,6 +178,8 @@ pub async fn job_tasks(
             exit_code: s.exit_code,
             reason: s.reason,
             pending: s.pending,
+            health: s.health.as_str().to_owned(),
+            check: s.check,
             container: None,
             ports: BTreeMap::new(),
         })
@@ -185,6 +198,8 @@ fn unreachable(keys: Vec<TaskKey>, why: &str) -> Vec<TaskStatus> {
             exit_code: None,
             reason: Some(why.to_owned()),
             since_ms: 0,
+            health: shoal_placement::Health::Unknown,
+            check: None,
             pending: vec![format!("status unknown: {why}")],
         })
         .collect()

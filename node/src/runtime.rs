@@ -3,8 +3,9 @@
 //! Each task runs in `<data-dir>/tasks/<task>/` (its sandbox: working dir by
 //! default, `stdout.log` and `stderr.log`, `task.json`), in its own process
 //! group, in its own cgroup when the host has them (see [`crate::cgroups`]),
-//! with `SHOAL_TASK_ID`, `SHOAL_JOB`, `SHOAL_TASK_INDEX`, `SHOAL_NODE` and
-//! `SHOAL_TASK_DIR` added to the job's environment.
+//! with `SHOAL_TASK_ID`, `SHOAL_JOB`, `SHOAL_TASK_INDEX`, `SHOAL_NODE`,
+//! `SHOAL_TASK_DIR` and, for each named port, `SHOAL_PORT_<NAME>` (a host
+//! port from the node's range) added to the job's environment.
 //!
 //! The agent does not exec the command itself: it starts its own binary as
 //! `shoal __exec`, which joins the task's cgroups and then becomes the
@@ -28,7 +29,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -40,6 +41,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::cgroups::{Isolation, TaskGroup};
+use crate::ports::{PortPool, port_env_name};
 use crate::tasklog::LOG_KEEP;
 pub use crate::tasklog::LOG_MAX_BYTES;
 use crate::tasktable::{Ended, TaskTable};
@@ -57,6 +59,8 @@ pub enum RuntimeEvent {
     Running(TaskKey),
     /// It ended.
     Exited(TaskKey, ExitReason),
+    /// One of its health checks said this (see [`crate::health`]).
+    Checked(TaskKey, shoal_placement::Verdict),
 }
 
 /// `task.json`.
@@ -117,6 +121,8 @@ struct Inner {
     /// Running tasks; the handle is the process (group) id.
     table: TaskTable<i32>,
     stop_grace: Duration,
+    /// Host ports for named ports.
+    ports: Mutex<PortPool>,
 }
 
 /// Runs tasks as processes. Cheap to clone.
@@ -154,12 +160,14 @@ fn now_ms() -> u64 {
 }
 
 impl ProcessRuntime {
-    /// A runtime keeping tasks under `data_dir/tasks`.
+    /// A runtime keeping tasks under `data_dir/tasks`, giving named ports
+    /// host ports from `port_range`.
     pub fn new(
         data_dir: &Path,
         isolation: Isolation,
         node: String,
         stop_grace: Duration,
+        port_range: (u16, u16),
         events: mpsc::Sender<RuntimeEvent>,
     ) -> std::io::Result<ProcessRuntime> {
         let tasks_dir = data_dir.join("tasks");
@@ -170,12 +178,45 @@ impl ProcessRuntime {
                 tasks_dir,
                 isolation,
                 shim,
-                node,
                 events,
                 table: TaskTable::new(),
                 stop_grace,
+                // Seeded apart from the docker runtime's pool (which
+                // starts from the node id), so the two rarely race.
+                ports: Mutex::new(PortPool::new(port_range, &format!("{node}/process"))),
+                node,
             }),
         })
+    }
+
+    /// Takes a host port for each named port of `spec`, or says why not.
+    fn take_ports(&self, spec: &JobSpec) -> Result<BTreeMap<String, u16>, String> {
+        let mut pool = self.inner.ports.lock().expect("lock");
+        let mut ports = BTreeMap::new();
+        for p in &spec.task.ports {
+            match pool.take(p.protocol, PortPool::free_on_host) {
+                Some(host) => {
+                    ports.insert(p.name.clone(), host);
+                }
+                None => {
+                    pool.give_back(ports.values().copied());
+                    return Err(format!(
+                        "no free host port for {:?} in {}",
+                        p.name,
+                        pool.range()
+                    ));
+                }
+            }
+        }
+        Ok(ports)
+    }
+
+    fn give_back(&self, ports: &BTreeMap<String, u16>) {
+        self.inner
+            .ports
+            .lock()
+            .expect("lock")
+            .give_back(ports.values().copied());
     }
 
     /// How tasks are isolated.
@@ -267,6 +308,16 @@ impl ProcessRuntime {
         };
         // Reaped whatever happens; the task's end waits for it a moment.
         let mut shipped = tokio::spawn(reap(shipper));
+        let ports = match self.take_ports(&spec) {
+            Ok(p) => p,
+            Err(why) => {
+                if let Some(g) = group {
+                    let _ = tokio::task::spawn_blocking(move || g.remove()).await;
+                }
+                let _ = self.inner.events.send(fail(why)).await;
+                return;
+            }
+        };
         let workdir = spec
             .task
             .workdir
@@ -284,21 +335,8 @@ impl ProcessRuntime {
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
         }
-        cmd.env("HOME", &dir);
-        for (k, v) in &spec.task.env {
-            cmd.env(k, v);
-        }
-        cmd.env("SHOAL_TASK_ID", key.to_string())
-            .env("SHOAL_JOB", &key.job)
-            .env(
-                "SHOAL_TASK_INDEX",
-                match &key.slot {
-                    Slot::Index(i) => i.to_string(),
-                    Slot::Node(_) => "0".into(),
-                },
-            )
-            .env("SHOAL_NODE", &self.inner.node)
-            .env("SHOAL_TASK_DIR", &dir)
+        cmd.env("HOME", &dir)
+            .envs(task_env(&spec, &key, &self.inner.node, &dir, &ports))
             .current_dir(&workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
@@ -312,6 +350,7 @@ impl ProcessRuntime {
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
+                self.give_back(&ports);
                 if let Some(g) = group {
                     let _ = tokio::task::spawn_blocking(move || g.remove()).await;
                 }
@@ -338,7 +377,7 @@ impl ProcessRuntime {
             pid_start: pid_start(pid),
             started_ms: now_ms(),
             container: None,
-            ports: BTreeMap::new(),
+            ports,
         };
         write_record(&dir, &record);
         debug!(task = %key, pid, "task started");
@@ -351,6 +390,7 @@ impl ProcessRuntime {
         let Ended { stopping, replaced } = self.inner.table.end(&key, generation);
         // Nothing of the task outlives it.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        self.give_back(&record.ports);
         // Its last output reaches the files before its end is told (a
         // process that left the group may hold the pipes longer: the
         // shipper then goes on with it).
@@ -484,6 +524,11 @@ impl ProcessRuntime {
                 continue;
             }
             info!(task = %key, pid, "found a task still running; adopting it");
+            self.inner
+                .ports
+                .lock()
+                .expect("lock")
+                .hold(record.ports.values().copied());
             let generation = self.inner.table.begin(&key, Some(pid));
             adopted.push(Adopted {
                 key: key.clone(),
@@ -493,7 +538,7 @@ impl ProcessRuntime {
                 restarts: record.restarts,
                 since_ms: record.started_ms,
             });
-            self.watch_adopted(key, generation, pid, record.pid_start, dir);
+            self.watch_adopted(key, generation, pid, record.pid_start, dir, record.ports);
         }
         adopted
     }
@@ -506,6 +551,7 @@ impl ProcessRuntime {
         pid: i32,
         start: Option<u64>,
         dir: PathBuf,
+        ports: BTreeMap<String, u16>,
     ) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -514,6 +560,7 @@ impl ProcessRuntime {
             }
             let Ended { stopping, replaced } = this.inner.table.end(&key, generation);
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            this.give_back(&ports);
             let name = dir_name(&key);
             let isolation = this.inner.isolation.clone();
             let oom = tokio::task::spawn_blocking(move || {
@@ -745,6 +792,43 @@ impl Runtimes {
             d.rotate_logs(max);
         }
     }
+}
+
+/// The variables shoal adds to a process task's own environment (and to
+/// its command checks'): the job's `env`, `SHOAL_TASK_ID`, `SHOAL_JOB`,
+/// `SHOAL_TASK_INDEX`, `SHOAL_NODE`, `SHOAL_TASK_DIR` and
+/// `SHOAL_PORT_<NAME>` for each host port in `ports`.
+pub(crate) fn task_env(
+    spec: &JobSpec,
+    key: &TaskKey,
+    node: &str,
+    dir: &Path,
+    ports: &BTreeMap<String, u16>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = spec
+        .task
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let index = match &key.slot {
+        Slot::Index(i) => i.to_string(),
+        Slot::Node(_) => "0".into(),
+    };
+    env.extend([
+        ("SHOAL_TASK_ID".to_owned(), key.to_string()),
+        ("SHOAL_JOB".to_owned(), key.job.clone()),
+        ("SHOAL_TASK_INDEX".to_owned(), index),
+        ("SHOAL_NODE".to_owned(), node.to_owned()),
+        ("SHOAL_TASK_DIR".to_owned(), dir.display().to_string()),
+    ]);
+    for (name, port) in ports {
+        env.push((
+            format!("SHOAL_PORT_{}", port_env_name(name)),
+            port.to_string(),
+        ));
+    }
+    env
 }
 
 /// Waits for a process the agent started (so that it leaves no zombie).

@@ -47,6 +47,8 @@ fn every_message_survives_the_wire_encoding() {
         reason: Some("oom".into()),
         since_ms: 7,
         job_version: 3,
+        health: shoal_placement::Health::Unhealthy,
+        check: Some("HTTP 503".into()),
     };
     let msgs = vec![
         Msg::BidRequest {
@@ -114,5 +116,59 @@ fn every_message_survives_the_wire_encoding() {
         let bytes = postcard::to_allocvec(&m).unwrap();
         let back: Msg = postcard::from_bytes(&bytes).unwrap_or_else(|e| panic!("{m:?}: {e}"));
         assert_eq!(back, m);
+    }
+}
+
+/// The report as it was encoded before tasks had a health.
+#[derive(serde::Serialize)]
+struct ReportBeforeHealth {
+    state: TaskState,
+    restarts: u32,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    since_ms: u64,
+    job_version: u64,
+}
+
+#[test]
+fn a_report_without_check_output_costs_what_it_cost_before_health() {
+    for (state, health) in [
+        (TaskState::Running, shoal_placement::Health::Healthy),
+        (TaskState::Starting, shoal_placement::Health::Unknown),
+        (TaskState::Running, shoal_placement::Health::Unhealthy),
+        (TaskState::Lost, shoal_placement::Health::Unknown),
+    ] {
+        let report = shoal_placement::Report {
+            state,
+            restarts: 300,
+            exit_code: Some(-1),
+            reason: Some("unhealthy: HTTP 503".into()),
+            since_ms: 1_700_000_000_000,
+            job_version: 12,
+            health,
+            check: None,
+        };
+        let before = ReportBeforeHealth {
+            state,
+            restarts: 300,
+            exit_code: Some(-1),
+            reason: Some("unhealthy: HTTP 503".into()),
+            since_ms: 1_700_000_000_000,
+            job_version: 12,
+        };
+        let bytes = postcard::to_allocvec(&report).unwrap();
+        assert_eq!(bytes.len(), postcard::to_allocvec(&before).unwrap().len());
+        let back: shoal_placement::Report = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, report);
+        let with_check = shoal_placement::Report {
+            check: Some("connection refused".into()),
+            ..report
+        };
+        let bytes = postcard::to_allocvec(&with_check).unwrap();
+        let back: shoal_placement::Report = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, with_check);
+        let json = serde_json::to_string(&with_check).unwrap();
+        let back: shoal_placement::Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, with_check);
     }
 }

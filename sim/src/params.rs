@@ -71,11 +71,16 @@ pub enum Scenario {
     /// A whole datacenter is lost at once.
     #[value(help = "A whole datacenter is lost at once.")]
     DcLoss,
+    /// A wave of jobs with health checks whose verdicts flap (full mode):
+    /// some tasks fail their check for a while; the restarting ones must
+    /// be restarted, and every task ends healthy.
+    #[value(help = "Jobs with health checks, some failing for a while (full mode).")]
+    HealthFlaps,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Default,
         Scenario::JoinStorm,
         Scenario::Churn,
@@ -84,6 +89,7 @@ impl Scenario {
         Scenario::Loss,
         Scenario::Jobs,
         Scenario::DcLoss,
+        Scenario::HealthFlaps,
     ];
 
     /// Its name on the command line.
@@ -97,6 +103,7 @@ impl Scenario {
             Scenario::Loss => "loss",
             Scenario::Jobs => "jobs",
             Scenario::DcLoss => "dc-loss",
+            Scenario::HealthFlaps => "health-flaps",
         }
     }
 }
@@ -110,7 +117,7 @@ impl fmt::Display for Scenario {
 /// An unknown scenario name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario {0:?}: expected one of default, join-storm, churn, mass-failure, partition, loss, jobs, dc-loss"
+    "unknown scenario {0:?}: expected one of default, join-storm, churn, mass-failure, partition, loss, jobs, dc-loss, health-flaps"
 )]
 pub struct UnknownScenario(pub String);
 

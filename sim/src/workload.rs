@@ -161,6 +161,28 @@ pub fn plan_jobs(rng: &mut ChaCha8Rng, cluster_cpus_milli: u64, fill: f64) -> Ve
     jobs
 }
 
+/// Gives every job a health check (the `health-flaps` scenario): probed
+/// every [`CHECK_INTERVAL`], failing after 2 failures past a 1 s grace;
+/// even jobs restart their task when it fails, odd ones only show it.
+/// The simulator feeds the verdicts itself.
+pub fn add_checks(jobs: &mut [JobPlan]) {
+    for (n, j) in jobs.iter_mut().enumerate() {
+        let mut v = j.spec.to_json();
+        v["task"]["checks"] = json!([{
+            "type": "command",
+            "command": "true",
+            "interval": "2s", // CHECK_INTERVAL
+            "grace": "1s",
+            "failures": 2,
+            "on_unhealthy": if n % 2 == 0 { "restart" } else { "none" },
+        }]);
+        j.spec = Arc::new(JobSpec::from_json(v).expect("the simulator's checks are valid"));
+    }
+}
+
+/// How often the simulated checks are probed.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// What a centralized best-fit-decreasing placement achieves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BestFit {

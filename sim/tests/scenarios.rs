@@ -255,3 +255,23 @@ fn a_missed_down_rumor_is_repaired() {
     assert_eq!(r.undetected, 0, "replay with: {}", r.command);
     assert!(r.detect_all_s.is_some(), "replay with: {}", r.command);
 }
+
+#[test]
+fn health_flaps_restart_what_a_restarting_check_fails_and_replay_exactly() {
+    let p = params(Scenario::HealthFlaps, 100, 5);
+    let a = run(p.clone());
+    assert_all_ok(&a);
+    for name in [
+        "always_unhealthy_restarted",
+        "fault_health_flaps_fired",
+        "eventually_tasks_healthy",
+    ] {
+        assert!(check(&a, name).ok, "{name}");
+    }
+    let b = run(p);
+    assert_eq!(
+        serde_json::to_string(&a.checks).unwrap(),
+        serde_json::to_string(&b.checks).unwrap()
+    );
+    assert_eq!(a.events, b.events);
+}

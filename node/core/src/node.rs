@@ -10,7 +10,9 @@ use shoal_gossip::{
     Event as GossipEvent, FreeClass, Instant, MemberMeta, Membership, MetaTooLarge, MetaUpdate,
     NodeId, NodeIdentity,
 };
-use shoal_placement::{Event as PlaceEvent, ExitReason, Job, Msg, NodeInfo, Placer, TaskKey};
+use shoal_placement::{
+    Event as PlaceEvent, ExitReason, Job, Msg, NodeInfo, Placer, TaskKey, Verdict,
+};
 
 use crate::output::{Output, Timer, ViewChange};
 use crate::placer::{Drained, drain_placer};
@@ -257,6 +259,23 @@ impl NodeCore {
         why: ExitReason,
     ) {
         self.placer.task_exited(now, wall_ms, key, why);
+        self.after_place(now, wall_ms);
+    }
+
+    /// A health check of a task this node runs gave `verdict`: the task's
+    /// health follows (its coordinator is told at once when it changes,
+    /// and [`Output::Placement`] carries a `Health` event), and a task a
+    /// restarting check finds unhealthy is restarted
+    /// ([`Output::Runtime`] with a `Replace`). The probing itself is the
+    /// driver's: the agent's `node/src/health.rs`, or the simulator.
+    pub fn handle_task_health(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        key: &TaskKey,
+        verdict: Verdict,
+    ) {
+        self.placer.task_health(now, wall_ms, key, verdict);
         self.after_place(now, wall_ms);
     }
 

@@ -326,6 +326,7 @@ impl Agent {
             isolation,
             name.clone(),
             stop_grace,
+            opts.port_range.unwrap_or(DEFAULT_PORT_RANGE),
             runtime_tx.clone(),
         )
         .map_err(|source| DataDirError::Write {
@@ -336,7 +337,13 @@ impl Agent {
         if let Some(d) = &docker {
             adopted.extend(d.scan().await);
         }
+        let health = crate::health::HealthChecks::new(
+            data_dir.path().join("tasks"),
+            name.clone(),
+            runtime_tx.clone(),
+        );
         let runtime = Runtimes::new(process, docker, runtime_tx);
+        let (task_events, _) = tokio::sync::broadcast::channel(1024);
         if !adopted.is_empty() {
             info!(
                 tasks = adopted.len(),
@@ -376,6 +383,8 @@ impl Agent {
                 digest: digest_rx,
                 differs: differs_tx,
             },
+            health,
+            task_events: task_events.clone(),
             shutdown: shutdown.clone(),
         });
         let (join, unresolved) = join_peers(&opts, &data_dir, founded).await?;
@@ -425,6 +434,7 @@ impl Agent {
             clock,
             token_hint: data_dir.file("token").display().to_string(),
             fault_injection: opts.fault_injection,
+            task_events,
         };
         let app = api::router(api_state);
         let api_shutdown = shutdown.clone();

@@ -247,29 +247,31 @@ pub async fn delete(
 }
 
 /// `GET /v1/events`: server-sent events `job.created`, `job.updated`,
-/// `job.scaled`, `job.deleted`, as this node learns of them.
+/// `job.scaled`, `job.deleted`, as this node learns of them, and
+/// `task.health` for the tasks this node runs.
 pub async fn events(
     State(s): State<ApiState>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let rx = s.state.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        match rx.recv().await {
-            Ok(event) => {
-                let value = serde_json::to_value(&event).unwrap_or(Value::Null);
-                let kind = value["event"].as_str().unwrap_or("changed").to_owned();
-                let sse = Event::default()
-                    .event(format!("job.{kind}"))
-                    .data(value.to_string());
-                Some((Ok(sse), rx))
+    let jobs = s.state.subscribe();
+    let tasks = s.task_events.subscribe();
+    let stream = futures_util::stream::unfold((jobs, tasks), |(mut jobs, mut tasks)| async move {
+        let (kind, got) = tokio::select! {
+            got = jobs.recv() => ("job", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
+            got = tasks.recv() => ("task", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
+        };
+        let sse = match got {
+            Ok(value) => {
+                let name = value["event"].as_str().unwrap_or("changed").to_owned();
+                Event::default()
+                    .event(format!("{kind}.{name}"))
+                    .data(value.to_string())
             }
-            Err(RecvError::Lagged(n)) => {
-                let sse = Event::default()
-                    .event("lagged")
-                    .data(json!({"missed": n}).to_string());
-                Some((Ok(sse), rx))
-            }
-            Err(RecvError::Closed) => None,
-        }
+            Err(RecvError::Lagged(n)) => Event::default()
+                .event("lagged")
+                .data(json!({"missed": n}).to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(sse), (jobs, tasks)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

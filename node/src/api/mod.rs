@@ -58,6 +58,8 @@ pub struct ApiState {
     pub clock: Clock,
     /// Where the token lives, for error messages.
     pub token_hint: String,
+    /// Events of the tasks this node runs (`/v1/events`).
+    pub task_events: tokio::sync::broadcast::Sender<crate::core_task::TaskEvent>,
 }
 
 /// An API error.

@@ -28,9 +28,9 @@ use std::time::Duration;
 
 use shoal_core::{NodeCore, Output};
 use shoal_gossip::{DownReason, Event, MemberState, NodeId};
-use shoal_placement::{Command, Event as PlaceEvent, ExitReason};
+use shoal_placement::{Command, Event as PlaceEvent, ExitReason, Health, TaskKey};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -40,6 +40,7 @@ pub use jobs::feed_jobs;
 
 use crate::clock::{Clock, unix_ms};
 use crate::datadir::{DataDir, StoredNode};
+use crate::health::HealthChecks;
 use crate::runtime::{RuntimeEvent, Runtimes};
 use crate::state::Peer;
 use handle::Cmd;
@@ -66,6 +67,23 @@ pub struct StateLink {
     pub differs: mpsc::Sender<NodeId>,
 }
 
+/// Something that happened to a task this node runs, for `/v1/events`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TaskEvent {
+    /// `health`.
+    pub event: &'static str,
+    /// The task.
+    pub task: String,
+    /// Its job.
+    pub job: String,
+    /// This node's id.
+    pub node: String,
+    /// Its health now.
+    pub health: Health,
+    /// The last output of its checks.
+    pub check: Option<String>,
+}
+
 /// What the core task is made of.
 pub struct CoreParts {
     /// The node's core, built from its membership and placer.
@@ -86,6 +104,10 @@ pub struct CoreParts {
     pub live_tx: watch::Sender<Arc<Vec<Peer>>>,
     /// The link with the state task.
     pub state: StateLink,
+    /// The health checks of the tasks running here.
+    pub health: HealthChecks,
+    /// Where task events go (`/v1/events`).
+    pub task_events: broadcast::Sender<TaskEvent>,
     /// Stop.
     pub shutdown: CancellationToken,
 }
@@ -111,6 +133,8 @@ pub struct CoreTask {
     peers_saved_at: Option<tokio::time::Instant>,
     peers_dirty: bool,
     slow_turns: Arc<AtomicU64>,
+    health: HealthChecks,
+    task_events: broadcast::Sender<TaskEvent>,
     shutdown: CancellationToken,
 }
 
@@ -135,6 +159,8 @@ impl CoreTask {
             transport,
             live_tx,
             state,
+            health,
+            task_events,
             shutdown,
         } = parts;
         let (tx, rx) = mpsc::channel(COMMANDS);
@@ -161,6 +187,8 @@ impl CoreTask {
             peers_saved_at: None,
             peers_dirty: false,
             slow_turns,
+            health,
+            task_events,
             shutdown,
         };
         (task, handle)
@@ -179,6 +207,10 @@ impl CoreTask {
             .core()
             .start(self.clock.now(), unix_ms(), &join, Vec::new());
         self.carry_out().await;
+        // Tasks adopted after a restart run already: probe them.
+        for key in self.runtime.running() {
+            self.health.start(&key);
+        }
         loop {
             let deadline = self
                 .driver
@@ -316,8 +348,17 @@ impl CoreTask {
     fn runtime_event(&mut self, ev: RuntimeEvent) {
         let (now, wall) = (self.clock.now(), unix_ms());
         match ev {
-            RuntimeEvent::Running(key) => self.driver.core().handle_task_running(now, wall, &key),
+            RuntimeEvent::Running(key) => {
+                self.health.start(&key);
+                self.driver.core().handle_task_running(now, wall, &key);
+            }
+            RuntimeEvent::Checked(key, verdict) => {
+                self.driver
+                    .core()
+                    .handle_task_health(now, wall, &key, verdict);
+            }
             RuntimeEvent::Exited(key, why) => {
+                self.health.stop(&key);
                 match &why {
                     ExitReason::Stopped => debug!(task = %key, "task stopped"),
                     ExitReason::StartFailed(m) => {
@@ -353,6 +394,9 @@ impl CoreTask {
                 // Kept by the driver.
                 Output::Timer { .. } => {}
                 Output::Gossip(e) => self.gossip_event(e),
+                Output::Placement(PlaceEvent::Health { key, health, check }) => {
+                    self.health_changed(key, health, check);
+                }
                 Output::Placement(e) => log_placement(e),
                 Output::Published(change) => {
                     if !change.joined.is_empty() || !change.left.is_empty() {
@@ -381,12 +425,35 @@ impl CoreTask {
                 job_version,
                 stamp,
                 attempt,
-            } => self.runtime.start(key, spec, job_version, stamp, attempt),
+            } => {
+                // The new start's checks begin when it runs.
+                self.health.stop(&key);
+                self.runtime.start(key, spec, job_version, stamp, attempt);
+            }
             Command::Stop { key, reason } => {
                 debug!(task = %key, %reason, "stopping task");
+                self.health.stop(&key);
                 self.runtime.stop(&key);
             }
         }
+    }
+
+    /// A task running here changed health: logged, and told to
+    /// `/v1/events` watchers of this node.
+    fn health_changed(&mut self, key: TaskKey, health: Health, check: Option<String>) {
+        let output = check.as_deref().unwrap_or("");
+        match health {
+            Health::Unhealthy => warn!(task = %key, check = %output, "task unhealthy"),
+            _ => info!(task = %key, health = health.as_str(), check = %output, "task health"),
+        }
+        let _ = self.task_events.send(TaskEvent {
+            event: "health",
+            task: key.to_string(),
+            job: key.job.clone(),
+            node: self.driver.view().me().to_string(),
+            health,
+            check,
+        });
     }
 
     fn gossip_event(&mut self, event: Event) {
@@ -531,6 +598,8 @@ fn log_placement(e: PlaceEvent) {
         }
         // The core publishes the class itself.
         PlaceEvent::FreeClass(_) => {}
+        // The core task tells watchers.
+        PlaceEvent::Health { .. } => {}
     }
 }
 

@@ -8,7 +8,8 @@
 //! - **Bidder** ([`bidder`]): answers bid requests from what it has free,
 //!   reserving it for a short while.
 //! - **Runner** ([`runner`]): starts the tasks it is awarded (through
-//!   commands to the runtime), applies the restart policy, renews leases
+//!   commands to the runtime), applies the restart policy, keeps their
+//!   health from their checks' verdicts ([`health`]), renews leases
 //!   with each key's current coordinator, and stops tasks that are no
 //!   longer wanted.
 //!
@@ -27,6 +28,7 @@
 mod bidder;
 mod config;
 mod coordinator;
+mod health;
 mod msg;
 mod reasons;
 mod runner;
@@ -42,6 +44,7 @@ use shoal_model::{JobSpec, JobType};
 use self::bidder::Bidder;
 pub use self::config::PlacementConfig;
 use self::coordinator::Coordinator;
+pub use self::health::{CHECK_OUTPUT_MAX, Health, Verdict};
 use self::msg::Answer;
 pub use self::msg::{Command, Event, ExitReason, Msg, PROTOCOL_VERSION};
 pub use self::runner::Adopted;
@@ -418,16 +421,29 @@ impl Placer {
     /// elsewhere meanwhile).
     pub fn adopt(&mut self, now: Instant, wall_ms: u64, tasks: Vec<Adopted>) {
         self.wake.touch();
-        self.runner.adopt(&mut self.shared.hlc, tasks);
+        self.runner.adopt(&mut self.shared.hlc, now, tasks);
         self.reconcile(now, wall_ms);
     }
 
     /// The runtime started a task.
     pub fn task_running(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
         self.wake.touch();
-        self.runner.started(wall_ms, key);
+        self.runner.started(now, wall_ms, key);
         self.renew_lease_of(now, key);
         self.flush_local(now, wall_ms);
+    }
+
+    /// A check of a task this node runs gave `verdict` (see
+    /// [`Verdict`] and the rule in `placer/health.rs`): the task's health
+    /// follows, its coordinator hears of a change at once, and a task a
+    /// restarting check finds unhealthy is restarted.
+    pub fn task_health(&mut self, now: Instant, wall_ms: u64, key: &TaskKey, verdict: Verdict) {
+        if self
+            .runner
+            .checked(&mut self.shared, now, wall_ms, key, verdict)
+        {
+            self.renew_lease_of(now, key);
+        }
     }
 
     /// The runtime saw a task end.

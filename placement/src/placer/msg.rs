@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use shoal_gossip::NodeId;
 use shoal_model::JobSpec;
 
+use super::health::Health;
 use super::status::Report;
 use crate::types::{Resources, Stamp, TaskKey};
 
@@ -259,6 +260,15 @@ pub enum Event {
     },
     /// The free-capacity class of this node changed (publish it by gossip).
     FreeClass(u8),
+    /// The health of a task this node runs changed.
+    Health {
+        /// Task.
+        key: TaskKey,
+        /// Its health now.
+        health: Health,
+        /// The last output of its checks.
+        check: Option<String>,
+    },
 }
 
 /// A candidate's answer to a bid request, as its bidder gives it and the

@@ -24,7 +24,8 @@ use shoal_gossip::{Instant, NodeId};
 use shoal_model::{JobSpec, JobType, RestartMode};
 
 use super::bidder::Bidder;
-use super::msg::{Command, ExitReason, Msg};
+use super::health::{Checks, Health, Verdict};
+use super::msg::{Command, Event, ExitReason, Msg};
 use super::status::{Report, TaskState, TaskStatus};
 use super::{Job, Outbox, Shared, demand_of, earliest, held};
 use crate::types::{Hlc, Resources, Slot, Stamp, TaskKey};
@@ -62,6 +63,8 @@ struct Local {
     last_lease: Option<Instant>,
     /// Being stopped: `release` tells the coordinator once stopped.
     stopping: Option<bool>,
+    /// What its checks said since it last started.
+    checks: Checks,
 }
 
 impl Local {
@@ -85,7 +88,46 @@ impl Local {
             reason: self.reason.clone(),
             since_ms: self.since_ms,
             job_version: self.job_version,
+            health: self.health(),
+            check: self.checks.output().map(str::to_owned),
         }
+    }
+
+    fn health(&self) -> Health {
+        let running = self.state == TaskState::Running && self.stopping.is_none();
+        self.checks.health(&self.spec.task.checks, running)
+    }
+
+    /// A new start of the task: its checks know nothing yet.
+    fn restart_checks(&mut self) {
+        self.checks.restart(self.spec.task.checks.len());
+    }
+
+    /// A new local task, being started (`Starting`) since `wall_ms`.
+    fn starting(
+        stamp: Stamp,
+        spec: Arc<JobSpec>,
+        job_version: u64,
+        wall_ms: u64,
+        last_lease: Option<Instant>,
+    ) -> Local {
+        let mut l = Local {
+            stamp,
+            demand: demand_of(&spec),
+            spec,
+            job_version,
+            state: TaskState::Starting,
+            restarts: 0,
+            exit_code: None,
+            reason: None,
+            since_ms: wall_ms,
+            restart_at: None,
+            last_lease,
+            stopping: None,
+            checks: Checks::default(),
+        };
+        l.restart_checks();
+        l
     }
 }
 
@@ -124,40 +166,92 @@ fn runs_differently(a: &JobSpec, b: &JobSpec) -> bool {
 }
 
 impl Runner {
-    /// Holds `tasks` again, as running (their awards seen by `hlc`).
-    pub(super) fn adopt(&mut self, hlc: &mut Hlc, tasks: Vec<Adopted>) {
+    /// Holds `tasks` again, as running since `now` (their awards seen by
+    /// `hlc`).
+    pub(super) fn adopt(&mut self, hlc: &mut Hlc, now: Instant, tasks: Vec<Adopted>) {
         for t in tasks {
             hlc.observe(&t.stamp);
-            self.local.insert(
-                t.key.clone(),
-                Local {
-                    stamp: t.stamp,
-                    demand: demand_of(&t.spec),
-                    spec: t.spec,
-                    job_version: t.job_version,
-                    state: TaskState::Running,
-                    restarts: t.restarts,
-                    exit_code: None,
-                    reason: None,
-                    since_ms: t.since_ms,
-                    restart_at: None,
-                    last_lease: None,
-                    stopping: None,
-                },
-            );
+            let mut l = Local::starting(t.stamp, t.spec, t.job_version, t.since_ms, None);
+            l.state = TaskState::Running;
+            l.restarts = t.restarts;
+            l.checks.running(now);
+            self.local.insert(t.key, l);
         }
     }
 
-    /// The runtime started `key`'s task: running since `wall_ms`, its
-    /// lease due at once.
-    pub(super) fn started(&mut self, wall_ms: u64, key: &TaskKey) {
+    /// The runtime started `key`'s task: running since `wall_ms` (`now`),
+    /// its lease due at once.
+    pub(super) fn started(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
         if let Some(l) = self.local.get_mut(key)
             && l.stopping.is_none()
         {
             l.state = TaskState::Running;
             l.since_ms = wall_ms;
             l.last_lease = None;
+            l.checks.running(now);
         }
+    }
+
+    /// A check of `key`'s task said `verdict`: its health follows (an
+    /// [`Event::Health`] when it changes), and a task found unhealthy by a
+    /// check with `on_unhealthy = "restart"` is restarted in place (within
+    /// its policy's `attempts`). Whether its coordinator should hear of it
+    /// at once.
+    pub(super) fn checked(
+        &mut self,
+        shared: &mut Shared,
+        now: Instant,
+        wall_ms: u64,
+        key: &TaskKey,
+        verdict: Verdict,
+    ) -> bool {
+        let Some(l) = self.local.get_mut(key) else {
+            return false;
+        };
+        if l.stopping.is_some()
+            || l.state != TaskState::Running
+            || l.job_version != verdict.job_version
+            || l.restarts != verdict.attempt
+        {
+            return false;
+        }
+        let before = l.health();
+        let spec = l.spec.clone();
+        if !l.checks.record(&spec.task.checks, now, verdict) {
+            return false;
+        }
+        let health = l.health();
+        let output = l.checks.output().map(str::to_owned);
+        if health != before {
+            shared.out.events.push_back(Event::Health {
+                key: key.clone(),
+                health,
+                check: output.clone(),
+            });
+        }
+        let may_restart = spec.restart.attempts.is_none_or(|a| l.restarts < a);
+        if health == Health::Unhealthy && l.checks.restart_wanted(&spec.task.checks) && may_restart
+        {
+            l.restarts += 1;
+            l.reason = Some(format!("unhealthy: {}", output.unwrap_or_default()));
+            l.state = TaskState::Starting;
+            l.since_ms = wall_ms;
+            l.restart_at = None;
+            l.restart_checks();
+            shared.out.commands.push_back(Command::Replace {
+                key: key.clone(),
+                spec: l.spec.clone(),
+                job_version: l.job_version,
+                stamp: l.stamp,
+                attempt: l.restarts,
+            });
+            shared.out.events.push_back(Event::Health {
+                key: key.clone(),
+                health: Health::Unknown,
+                check: l.checks.output().map(str::to_owned),
+            });
+        }
+        true
     }
 
     /// The runtime saw `key`'s task end, `why`.
@@ -274,20 +368,7 @@ impl Runner {
         fits?;
         self.local.insert(
             key.clone(),
-            Local {
-                stamp,
-                demand,
-                spec: spec.clone(),
-                job_version,
-                state: TaskState::Starting,
-                restarts: 0,
-                exit_code: None,
-                reason: None,
-                since_ms: wall_ms,
-                restart_at: None,
-                last_lease: Some(now),
-                stopping: None,
-            },
+            Local::starting(stamp, spec.clone(), job_version, wall_ms, Some(now)),
         );
         shared.out.commands.push_back(Command::Start {
             key: key.clone(),
@@ -397,6 +478,7 @@ impl Runner {
                     l.state = TaskState::Starting;
                     l.since_ms = wall_ms;
                     l.restart_at = None;
+                    l.restart_checks();
                     let (stamp, attempt) = (l.stamp, l.restarts);
                     shared.out.commands.push_back(Command::Replace {
                         key: key.clone(),
@@ -419,6 +501,7 @@ impl Runner {
                 l.restarts += 1;
                 l.state = TaskState::Starting;
                 l.since_ms = wall_ms;
+                l.restart_checks();
                 shared.out.commands.push_back(Command::Start {
                     key: key.clone(),
                     spec: l.spec.clone(),
@@ -462,20 +545,7 @@ impl Runner {
                 let stamp = shared.hlc.tick(wall_ms, shared.me);
                 self.local.insert(
                     key.clone(),
-                    Local {
-                        stamp,
-                        demand,
-                        spec: job.spec.clone(),
-                        job_version: job.version,
-                        state: TaskState::Starting,
-                        restarts: 0,
-                        exit_code: None,
-                        reason: None,
-                        since_ms: wall_ms,
-                        restart_at: None,
-                        last_lease: None,
-                        stopping: None,
-                    },
+                    Local::starting(stamp, job.spec.clone(), job.version, wall_ms, None),
                 );
                 shared.out.commands.push_back(Command::Start {
                     key,

@@ -5,9 +5,12 @@
 //! Contract: a status comes from this node's own knowledge only (a task it
 //! runs, or a key it coordinates); nothing here asks another node.
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use shoal_gossip::NodeId;
 
+use super::health::Health;
 use crate::types::TaskKey;
 
 /// A task's state.
@@ -33,6 +36,17 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    const ALL: [TaskState; 8] = [
+        TaskState::Pending,
+        TaskState::Assigned,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Exited,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Lost,
+    ];
+
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,7 +63,11 @@ impl TaskState {
 }
 
 /// What a holder tells its coordinator about a task.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire (postcard, in every lease renewal) the state and the
+/// health share one byte, and the check output follows only when there is
+/// one: a task without checks costs what it cost before health existed.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
     /// State.
     pub state: TaskState,
@@ -57,12 +75,89 @@ pub struct Report {
     pub restarts: u32,
     /// Last exit code.
     pub exit_code: Option<i32>,
-    /// Why it last stopped (`oom`, `exited`, `signal 9`, `start failed: …`).
+    /// Why it last stopped (`oom`, `exited`, `signal 9`, `start failed: …`,
+    /// `unhealthy: …`).
     pub reason: Option<String>,
     /// When the state last changed (ms since the Unix epoch).
     pub since_ms: u64,
     /// Job version the task runs.
     pub job_version: u64,
+    /// Health.
+    pub health: Health,
+    /// The last output of its checks (at most
+    /// [`CHECK_OUTPUT_MAX`](super::CHECK_OUTPUT_MAX) bytes).
+    pub check: Option<String>,
+}
+
+/// Bit of the head byte saying that a check output follows.
+const HAS_CHECK: u8 = 0x20;
+
+impl Serialize for Report {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let state = TaskState::ALL
+            .iter()
+            .position(|x| *x == self.state)
+            .unwrap_or(0) as u8;
+        let mut head = state | (self.health.index() << 3);
+        if self.check.is_some() {
+            head |= HAS_CHECK;
+        }
+        let mut t = s.serialize_tuple(6 + usize::from(self.check.is_some()))?;
+        t.serialize_element(&head)?;
+        t.serialize_element(&self.restarts)?;
+        t.serialize_element(&self.exit_code)?;
+        t.serialize_element(&self.reason)?;
+        t.serialize_element(&self.since_ms)?;
+        t.serialize_element(&self.job_version)?;
+        if let Some(c) = &self.check {
+            t.serialize_element(c)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Report {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Report, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Report;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a task report")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Report, A::Error> {
+                let missing = |i| de::Error::invalid_length(i, &"6 or 7 elements");
+                let head: u8 = seq.next_element()?.ok_or_else(|| missing(0))?;
+                let state = *TaskState::ALL
+                    .get(usize::from(head & 0x07))
+                    .ok_or_else(|| de::Error::custom("bad task state"))?;
+                let health = Health::from_index((head >> 3) & 0x03)
+                    .ok_or_else(|| de::Error::custom("bad task health"))?;
+                let restarts = seq.next_element()?.ok_or_else(|| missing(1))?;
+                let exit_code = seq.next_element()?.ok_or_else(|| missing(2))?;
+                let reason = seq.next_element()?.ok_or_else(|| missing(3))?;
+                let since_ms = seq.next_element()?.ok_or_else(|| missing(4))?;
+                let job_version = seq.next_element()?.ok_or_else(|| missing(5))?;
+                let check = if head & HAS_CHECK != 0 {
+                    Some(seq.next_element()?.ok_or_else(|| missing(6))?)
+                } else {
+                    None
+                };
+                Ok(Report {
+                    state,
+                    restarts,
+                    exit_code,
+                    reason,
+                    since_ms,
+                    job_version,
+                    health,
+                    check,
+                })
+            }
+        }
+        d.deserialize_tuple(7, V)
+    }
 }
 
 /// A task as a coordinator (or a holder) knows it.
@@ -82,6 +177,10 @@ pub struct TaskStatus {
     pub reason: Option<String>,
     /// Since (ms since the Unix epoch).
     pub since_ms: u64,
+    /// Health.
+    pub health: Health,
+    /// The last output of its checks.
+    pub check: Option<String>,
     /// Why no node took it: `name: reason`, one per node the auction
     /// walked past, up to 12 nodes; beyond, a first line `N nodes could
     /// not take it:` and, per kind of reason from the most common, a few
@@ -101,6 +200,8 @@ impl TaskStatus {
             exit_code: report.exit_code,
             reason: report.reason,
             since_ms: report.since_ms,
+            health: report.health,
+            check: report.check,
             pending: Vec::new(),
         }
     }
@@ -117,6 +218,8 @@ impl TaskStatus {
             exit_code: None,
             reason: None,
             since_ms,
+            health: Health::Unknown,
+            check: None,
             pending,
         }
     }

@@ -20,6 +20,7 @@
 //! - `report`: turning what was measured into a [`Report`].
 
 mod checks;
+mod health;
 mod report;
 mod scenario;
 mod setup;
@@ -32,7 +33,9 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 use shoal_core::{NodeCore, Output, Timer};
 use shoal_gossip::{Config, Event as GossipEvent, Instant, MemberMeta, NodeId, SendKind};
-use shoal_placement::{Command, ExitReason, Job, Msg, PlacementConfig, Resources, TaskKey};
+use shoal_placement::{
+    Command, Event as PlaceEvent, ExitReason, Job, Msg, PlacementConfig, Resources, TaskKey,
+};
 
 use crate::SimError;
 use crate::net::{Fate, Network};
@@ -85,6 +88,16 @@ enum Ev {
         node: u32,
         life: u32,
         key: TaskKey,
+        /// The job version and attempt of the start.
+        start: (u64, u32),
+    },
+    /// A health check of a start of a task is due (`health-flaps`).
+    Probe {
+        node: u32,
+        life: u32,
+        key: TaskKey,
+        job_version: u64,
+        attempt: u32,
     },
     Stopped {
         node: u32,
@@ -216,6 +229,8 @@ pub struct World {
     meta_pool: Arc<MetaPool>,
     info_pool: Arc<InfoPool>,
     ring_pool: Arc<RingPool>,
+    /// The `health-flaps` scenario's plan and findings.
+    flaps: Option<health::Flaps>,
 }
 
 #[derive(Default)]
@@ -325,7 +340,12 @@ impl World {
                     self.drain(i, true);
                 }
             }
-            Ev::Started { node, life, key } => {
+            Ev::Started {
+                node,
+                life,
+                key,
+                start,
+            } => {
                 let i = node as usize;
                 if self.nodes[i].life != life || !self.nodes[i].up {
                     return;
@@ -335,7 +355,15 @@ impl World {
                     core.handle_task_running(now, wall, &key);
                     self.drain(i, true);
                 }
+                self.first_probe(i, &key, start.0, start.1);
             }
+            Ev::Probe {
+                node,
+                life,
+                key,
+                job_version,
+                attempt,
+            } => self.probe(node as usize, life, key, job_version, attempt),
             Ev::Stopped { node, life, key } => {
                 let i = node as usize;
                 if self.nodes[i].life != life || !self.nodes[i].up {
@@ -417,10 +445,27 @@ impl World {
                 }
                 Output::Runtime(c) => {
                     let node = i as u32;
+                    if let Command::Replace { key, .. } = &c {
+                        self.on_replace(key);
+                    }
                     let ev = match c {
-                        Command::Start { key, .. } | Command::Replace { key, .. } => {
-                            Ev::Started { node, life, key }
+                        Command::Start {
+                            key,
+                            job_version,
+                            attempt,
+                            ..
                         }
+                        | Command::Replace {
+                            key,
+                            job_version,
+                            attempt,
+                            ..
+                        } => Ev::Started {
+                            node,
+                            life,
+                            key,
+                            start: (job_version, attempt),
+                        },
                         Command::Stop { key, .. } => Ev::Stopped { node, life, key },
                     };
                     self.q.push(now + RUNTIME_DELAY, ev);
@@ -434,6 +479,9 @@ impl World {
                 }
                 Output::Gossip(GossipEvent::IdentityRenewed { identity }) => {
                     self.nodes[i].bump = identity.bump;
+                }
+                Output::Placement(PlaceEvent::Health { key, health, .. }) => {
+                    self.on_health(&key, health);
                 }
                 Output::Gossip(_) | Output::Placement(_) => {}
                 Output::Published(change) => {
@@ -451,6 +499,7 @@ impl World {
                 }
             }
         }
+        self.after_health_turn(i);
         if placed {
             self.always_no_overcommit(i);
         }

@@ -54,6 +54,9 @@ impl World {
         if self.p.with_jobs() {
             let cpus: u64 = self.nodes.iter().map(|x| x.cap.cpus_milli).sum();
             self.jobs = workload::plan_jobs(&mut self.rng, cpus, self.p.fill);
+            if self.p.scenario == Scenario::HealthFlaps {
+                workload::add_checks(&mut self.jobs);
+            }
             let total: u32 = self.jobs.iter().map(|j| j.count).sum();
             self.tasks = (0..total).map(|_| Task::default()).collect();
             for j in &self.jobs {
@@ -75,6 +78,7 @@ impl World {
                 }
             }
             Scenario::JoinStorm | Scenario::Jobs => {}
+            Scenario::HealthFlaps => self.plan_flaps(),
             Scenario::Churn => {
                 let per_sec = self.p.churn_per_min / 100.0 * n as f64 / 60.0;
                 if per_sec > 0.0 {
@@ -167,6 +171,7 @@ impl World {
             }
             Action::Finish => {
                 self.finish();
+                self.finish_flaps();
                 self.finished = true;
             }
         }

@@ -83,6 +83,7 @@ impl World {
             overcommits: 0,
             two_winners: 0,
             first_violation: None,
+            flaps: None,
             placement_ms: Vec::new(),
             replace_ms: Vec::new(),
             first_submit: None,

@@ -23,6 +23,7 @@ use std::time::Duration;
 use shoal_gossip::{Instant, NodeId};
 
 use super::{Coordinator, Holder};
+use crate::placer::health::Health;
 use crate::placer::msg::{Answer, Event, Msg};
 use crate::placer::reasons::Reasons;
 use crate::placer::status::{Report, TaskState};
@@ -295,6 +296,8 @@ impl Coordinator {
                 reason: None,
                 since_ms: wall_ms,
                 job_version: job.version,
+                health: Health::Unknown,
+                check: None,
             },
             heard: now,
             confirmed: false,

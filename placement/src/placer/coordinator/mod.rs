@@ -421,6 +421,7 @@ impl Coordinator {
                 {
                     h.report.state = TaskState::Lost;
                     h.report.since_ms = wall_ms;
+                    h.report.health = super::health::Health::Unknown;
                 }
                 self.start_auction(shared, now, wall_ms, key, [node].into());
             }
