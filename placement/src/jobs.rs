@@ -136,6 +136,7 @@ mod tests {
             spec: Arc::new(spec),
             version,
             deleted: false,
+            finished: Arc::default(),
         }
     }
 

@@ -23,8 +23,8 @@ mod ring;
 mod types;
 
 pub use placer::{
-    Adopted, Command, Event, ExitReason, Job, Msg, PROTOCOL_VERSION, PlacementConfig, Placer,
-    Report, RingShare, TaskState, TaskStatus, View,
+    Adopted, Command, Event, ExitReason, Finished, Job, Msg, Outcome, PROTOCOL_VERSION,
+    PlacementConfig, Placer, Report, RingShare, TaskState, TaskStatus, View,
 };
 pub use ring::{RING_SEED, Ring};
 pub use types::{Hlc, KEY_SEED, NodeInfo, Resources, Slot, Stamp, TaskKey};

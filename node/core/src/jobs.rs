@@ -10,7 +10,8 @@ use shoal_placement::Job;
 /// job's document holds no valid spec. A job whose concurrent edits merged
 /// into an invalid spec is not run until someone writes a valid one (every
 /// node decides the same from the same replica, whatever it saw before);
-/// a deleted one is kept, so that its tasks stop.
+/// a deleted one is kept, so that its tasks stop. The job comes with no
+/// finished task: set [`Job::finished`] from the job's records.
 pub fn placeable(
     spec: &serde_json::Value,
     version: u64,
@@ -25,5 +26,6 @@ pub fn placeable(
         spec: Arc::new(spec),
         version,
         deleted,
+        finished: Arc::default(),
     })
 }

@@ -436,6 +436,7 @@ impl World {
                     self.nodes[i].bump = identity.bump;
                 }
                 Output::Gossip(_) | Output::Placement(_) => {}
+                Output::Finished(o) => self.record_finished(o),
                 Output::Published(change) => {
                     let old = self.nodes[i].view;
                     let view = change
