@@ -8,7 +8,7 @@ use serde_json::json;
 use shoal_gossip::NodeId;
 use shoal_model::JobSpec;
 use shoal_state::{
-    BatchStatus, JobEvent, StateConfig, Store, SyncRequest, TaskOutcome, Write, WriteOp,
+    BatchStatus, JobEvent, PersistOp, StateConfig, Store, SyncRequest, TaskOutcome, Write, WriteOp,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -90,6 +90,12 @@ fn records_make_a_batch_job_complete_without_a_new_version() {
         persisted.push(op);
     }
     assert_eq!(persisted.len(), 1, "made durable like any write");
+    let PersistOp::Append { bytes, .. } = &persisted[0] else {
+        panic!("an append: {persisted:?}");
+    };
+    // What docs/placement.md says a record costs.
+    eprintln!("one record: {} bytes", bytes.len());
+    assert!(bytes.len() < 300, "{} bytes", bytes.len());
     let events = push(&mut a, &mut b);
     assert!(
         matches!(
