@@ -526,7 +526,7 @@ impl Store {
     }
 
     /// Records that task `index` of batch job `name` finished for good
-    /// (see [`crate::outcomes`]): persisted, pushed and announced like any
+    /// (see `docs/state.md`): persisted, pushed and announced like any
     /// write, but with no new version. `Ok(false)` when there is nothing
     /// to record: the job is deleted or not a batch job, the index is
     /// beyond its count, the task ran an earlier run of the job, or the
