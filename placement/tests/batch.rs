@@ -59,6 +59,7 @@ fn batch(count: u32, restart: serde_json::Value) -> Job {
         spec: Arc::new(spec),
         version: 1,
         deleted: false,
+        run_version: 1,
         finished: Arc::default(),
     }
 }
@@ -376,4 +377,38 @@ fn a_running_copy_of_a_task_recorded_complete_elsewhere_stops() {
     c.run(Duration::from_secs(10));
     assert!(!c.procs.contains_key(&key), "the copy stopped");
     assert_eq!(c.starts.get(&key), Some(&1));
+}
+
+#[test]
+fn a_new_spec_runs_a_completed_task_again_and_a_scale_does_not() {
+    let mut c = Cluster::new(3, batch(2, json!({"mode": "on_failure"})));
+    for i in 0..2 {
+        c.exit(&Cluster::key(i), 0);
+    }
+    // Index 0's record reached every node; index 1's did not yet.
+    c.outcomes.retain(|(_, o)| o.key == Cluster::key(0));
+    c.replicate_records();
+    c.run(Duration::from_secs(5));
+    // A scale keeps the run: 0 and 1 stay done, 2 runs.
+    let mut spec = (*c.job.spec).clone();
+    spec.count = Some(3);
+    c.job.spec = Arc::new(spec);
+    c.job.version = 2;
+    c.replicate_records();
+    c.run(Duration::from_secs(5));
+    assert_eq!(c.starts.get(&Cluster::key(0)), Some(&1));
+    assert_eq!(c.starts.get(&Cluster::key(1)), Some(&1));
+    assert_eq!(c.starts.get(&Cluster::key(2)), Some(&1));
+    // A new spec is a new run: no record, every task runs again.
+    let mut spec = (*c.job.spec).clone();
+    spec.task.args = vec!["again".into()];
+    c.job.spec = Arc::new(spec);
+    c.job.version = 3;
+    c.job.run_version = 3;
+    c.outcomes.clear();
+    c.replicate_records();
+    c.run(Duration::from_secs(5));
+    for i in 0..3 {
+        assert_eq!(c.starts.get(&Cluster::key(i)), Some(&2), "task {i}");
+    }
 }

@@ -337,6 +337,7 @@ impl World {
                     spec: plan.spec.clone(),
                     version: 1,
                     deleted: false,
+                    run_version: 1,
                     finished: Default::default(),
                 };
                 self.placers[node as usize].update_jobs(now, wall, vec![job], &[]);

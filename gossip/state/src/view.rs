@@ -74,6 +74,10 @@ pub struct JobView {
     /// finished for good, by index (for placement; not shown by the API).
     #[serde(skip)]
     pub finished: BTreeMap<u32, TaskOutcome>,
+    /// The version at which the current run began: the last create or
+    /// update (a scale keeps the run). For placement; not shown.
+    #[serde(skip)]
+    pub run_version: u64,
 }
 
 pub(crate) fn history_ids(doc: &AutoCommit) -> BTreeSet<String> {
@@ -147,8 +151,9 @@ pub(crate) fn view_of(name: &str, doc: &AutoCommit) -> Option<JobView> {
         ),
     };
     let deleted = jsondoc::get_root(doc, "deleted").as_bool() == Some(true);
+    let run_version = outcomes::run_version(&history);
     let (finished, batch) = if kind == Some(JobType::Batch) && !deleted {
-        let records = outcomes::read(doc, outcomes::run_version(&history));
+        let records = outcomes::read(doc, run_version);
         let batch = outcomes::status(count.unwrap_or(0), &records);
         (records, Some(batch))
     } else {
@@ -168,5 +173,6 @@ pub(crate) fn view_of(name: &str, doc: &AutoCommit) -> Option<JobView> {
         tasks_complete: batch.map(|b| b.1),
         tasks_failed: batch.map(|b| b.2),
         finished,
+        run_version,
     })
 }

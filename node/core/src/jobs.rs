@@ -11,7 +11,8 @@ use shoal_placement::Job;
 /// into an invalid spec is not run until someone writes a valid one (every
 /// node decides the same from the same replica, whatever it saw before);
 /// a deleted one is kept, so that its tasks stop. The job comes with no
-/// finished task: set [`Job::finished`] from the job's records.
+/// finished task, and as a run of its own: set [`Job::finished`] and
+/// [`Job::run_version`] from the job's records.
 pub fn placeable(
     spec: &serde_json::Value,
     version: u64,
@@ -26,6 +27,7 @@ pub fn placeable(
         spec: Arc::new(spec),
         version,
         deleted,
+        run_version: version,
         finished: Arc::default(),
     })
 }

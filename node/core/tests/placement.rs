@@ -260,6 +260,7 @@ impl Sim {
                 spec: Arc::new(spec),
                 version,
                 deleted: false,
+                run_version: version,
                 finished: Arc::default(),
             },
         );

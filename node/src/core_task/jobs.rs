@@ -26,6 +26,7 @@ fn job_of(view: JobView) -> Option<Job> {
         view.deleted,
         view.invalid.is_some(),
     )?;
+    job.run_version = view.run_version;
     if !view.finished.is_empty() {
         let finished: BTreeMap<u32, Finished> = view
             .finished

@@ -61,6 +61,10 @@ pub struct Job {
     pub version: u64,
     /// Deleted (kept to stop its tasks).
     pub deleted: bool,
+    /// The version at which the job's current run began (its last create
+    /// or update; a scale keeps the run). A batch task that completed in
+    /// an earlier run runs again.
+    pub run_version: u64,
     /// Batch jobs: the indexes of the current run that finished for good,
     /// as the job's replicated document records them (see
     /// [`Event::Finished`]). None of them is placed, bid for, started or

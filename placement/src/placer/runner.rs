@@ -430,6 +430,27 @@ impl Runner {
                 && job.version > l.job_version
                 && !job.deleted
             {
+                let ended = !matches!(
+                    l.state,
+                    TaskState::Assigned | TaskState::Starting | TaskState::Running
+                ) && l.restart_at.is_none();
+                if runs_differently(&job.spec, &l.spec) && ended && job.spec.kind == JobType::Batch
+                {
+                    // A new run of a batch job: its coordinator places the
+                    // task again, as it does one this node forgot.
+                    let stamp = l.stamp;
+                    self.local.remove(&key);
+                    if let Some(c) = shared.ring().owner(key.hash()) {
+                        shared.out.messages.push_back((
+                            c,
+                            Msg::Release {
+                                key: key.clone(),
+                                stamp,
+                            },
+                        ));
+                    }
+                    continue;
+                }
                 if runs_differently(&job.spec, &l.spec) {
                     let demand = demand_of(&job.spec);
                     let free = shared.capacity.minus(&held(self, bidder, Some(&key)));

@@ -190,6 +190,7 @@ impl World {
                 spec: j.spec.clone(),
                 version: 1,
                 deleted: false,
+                run_version: 1,
                 finished: Arc::default(),
             });
             self.submitted_jobs += 1;

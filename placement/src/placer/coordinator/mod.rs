@@ -91,8 +91,21 @@ impl Coord {
         let finished = shared.finished(key).is_some();
         if let Some(h) = &self.holder {
             let done = h.report.state == TaskState::Exited && h.report.exit_code == Some(0);
-            if done || finished {
+            if finished {
                 return Due::Nothing(None);
+            }
+            if done {
+                // A batch task that completed in an earlier run of its job
+                // (no record in this one) runs again in the new run: its
+                // holder forgot it, or gives it up.
+                let rerun = shared.jobs.get(&key.job).is_some_and(|j| {
+                    j.spec.kind == JobType::Batch && j.run_version > h.report.job_version
+                });
+                return if rerun {
+                    Due::Start
+                } else {
+                    Due::Nothing(None)
+                };
             }
             if !shared.has_member(h.node) {
                 return Due::Lost(h.node);
