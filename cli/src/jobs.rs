@@ -70,7 +70,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub if_version: Option<u64>,
 
-    /// Wait until every task runs, showing progress.
+    /// Wait until every task runs, showing progress on stderr. For a
+    /// batch job: wait until it is complete (every task exited 0); exit
+    /// non-zero if it fails (a task ran out of restart attempts).
     #[arg(long)]
     pub wait: bool,
 
@@ -283,6 +285,7 @@ pub fn list(client: &Client, json_out: bool, all: bool) -> anyhow::Result<()> {
                 j.kind.map_or("-".into(), |k| k.as_str().to_owned()),
                 j.count.map_or("-".into(), |c| c.to_string()),
                 j.version.to_string(),
+                status_of(j),
                 if j.deleted {
                     "deleted".into()
                 } else if j.invalid.is_some() {
@@ -297,11 +300,27 @@ pub fn list(client: &Client, json_out: bool, all: bool) -> anyhow::Result<()> {
     print!(
         "{}",
         table(
-            &["NAME", "TYPE", "COUNT", "VERSION", "NOTE", "UPDATED"],
+            &[
+                "NAME", "TYPE", "COUNT", "VERSION", "STATUS", "NOTE", "UPDATED"
+            ],
             &rows
         )
     );
     Ok(())
+}
+
+/// A batch job's status with its progress (`running 2/4`), `-` for
+/// other jobs.
+fn status_of(j: &JobView) -> String {
+    match j.status {
+        Some(s) => format!(
+            "{} {}/{}",
+            s.as_str(),
+            j.tasks_complete.unwrap_or(0),
+            j.count.unwrap_or(0)
+        ),
+        None => "-".into(),
+    }
 }
 
 /// `shoal job show`.
@@ -323,6 +342,13 @@ pub fn show(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
     );
     if let Some(why) = &job.invalid {
         println!("Invalid:  {why}");
+    }
+    if job.status.is_some() {
+        println!(
+            "Status:   {} ({} failed)",
+            status_of(&job),
+            job.tasks_failed.unwrap_or(0)
+        );
     }
     let task = &job.spec["task"];
     let what = match task["runtime"].as_str() {

@@ -7,7 +7,7 @@ use anyhow::bail;
 use serde_json::json;
 use shoal_client::{Client, segment};
 use shoal_node::placement::TaskView;
-use shoal_state::JobView;
+use shoal_state::{BatchStatus, JobView};
 
 use crate::output::{age, table};
 
@@ -145,14 +145,22 @@ pub fn drain(client: &Client, node: &str, undo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every task of `job` runs (or, for batch jobs, has run),
-/// showing progress; fails with the reasons of what is stuck.
+/// Waits until every task of `job` runs, or for a batch job until the job
+/// is complete, showing progress on stderr; fails with the reasons of what
+/// is stuck, or when a batch job fails.
 pub fn wait(client: &Client, job: &str, timeout: Duration) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
     let started = Instant::now();
     loop {
         let view: JobView = client.get(&format!("/v1/jobs/{}", segment(job)))?;
+        if view.status.is_some() {
+            if wait_batch(client, &bar, &view, started, timeout)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
         let tasks = tasks_of(client, job)?;
         let wanted = view.count.map_or(tasks.len(), |c| c as usize);
         let count = |s: &str| tasks.iter().filter(|t| t.state == s).count();
@@ -188,4 +196,55 @@ pub fn wait(client: &Client, job: &str, timeout: Duration) -> anyhow::Result<()>
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// One look at a batch job being waited for: `true` once it is complete,
+/// an error once it failed or the time is up.
+fn wait_batch(
+    client: &Client,
+    bar: &indicatif::ProgressBar,
+    view: &JobView,
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let job = &view.name;
+    let wanted = view.count.unwrap_or(0);
+    let complete = view.tasks_complete.unwrap_or(0);
+    let failed = view.tasks_failed.unwrap_or(0);
+    match view.status {
+        Some(BatchStatus::Complete) => {
+            bar.finish_with_message(format!(
+                "{job}: complete, {complete}/{wanted} tasks exited 0 after {:.1?}",
+                started.elapsed()
+            ));
+            return Ok(true);
+        }
+        Some(BatchStatus::Failed) => {
+            bar.finish_and_clear();
+            if let Ok(tasks) = tasks_of(client, job) {
+                print_tasks(&tasks);
+            }
+            bail!(
+                "{job} failed: {failed} of its {wanted} tasks ran out of restart attempts \
+                 ({complete} complete); see `shoal logs {job}/INDEX --stderr`, fix the job and \
+                 run it again"
+            );
+        }
+        _ => {}
+    }
+    bar.set_message(format!(
+        "{job}: {complete}/{wanted} complete ({:.0?})",
+        started.elapsed()
+    ));
+    if started.elapsed() > timeout {
+        bar.finish_and_clear();
+        if let Ok(tasks) = tasks_of(client, job) {
+            print_tasks(&tasks);
+        }
+        bail!(
+            "{job} is not complete after {timeout:?}: {complete}/{wanted} tasks complete \
+             (wait longer with --timeout)"
+        );
+    }
+    Ok(false)
 }

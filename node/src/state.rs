@@ -16,8 +16,8 @@ use std::time::Duration;
 use rand::seq::IndexedRandom;
 use shoal_gossip::NodeId;
 use shoal_state::{
-    HistoryEntry, JobEvent, JobView, PersistOp, Store, SyncRequest, SyncResponse, Write,
-    WriteError, Written,
+    HistoryEntry, JobEvent, JobView, PersistOp, Store, SyncRequest, SyncResponse, TaskOutcome,
+    Write, WriteError, Written,
 };
 use shoal_transport::{Handler, Service, Transport};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -85,6 +85,7 @@ pub enum SubmitError {
 
 enum Command {
     Write(Write, oneshot::Sender<Result<Written, SubmitError>>),
+    Record(Record, oneshot::Sender<Result<bool, SubmitError>>),
     Jobs(bool, oneshot::Sender<Vec<JobView>>),
     Job(String, oneshot::Sender<Option<JobView>>),
     JobsNamed(Vec<String>, oneshot::Sender<Vec<(String, Option<JobView>)>>),
@@ -93,6 +94,17 @@ enum Command {
     BeginRound(oneshot::Sender<SyncRequest>),
     Response(NodeId, SyncResponse, oneshot::Sender<Option<SyncRequest>>),
     Status(oneshot::Sender<StateStatus>),
+}
+
+/// A batch task that finished for good, to record in its job's document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The job.
+    pub job: String,
+    /// The task's index.
+    pub index: u32,
+    /// How it finished.
+    pub outcome: TaskOutcome,
 }
 
 /// Counters and status of the replica.
@@ -156,6 +168,12 @@ impl StateHandle {
     /// Applies a write and makes it durable.
     pub async fn write(&self, w: Write) -> Result<Written, SubmitError> {
         self.ask(|tx| Command::Write(w, tx)).await?
+    }
+
+    /// Records that a batch task finished for good and makes it durable:
+    /// whether it was news (see [`Store::record`]).
+    pub async fn record(&self, r: Record) -> Result<bool, SubmitError> {
+        self.ask(|tx| Command::Record(r, tx)).await?
     }
 
     /// Every job (deleted ones too when asked).
@@ -324,7 +342,7 @@ impl StateTask {
                 }
                 _ = expire.tick() => {
                     self.store.expire(unix_ms());
-                    self.after_turn(Vec::new());
+                    self.after_turn(Vec::new(), Vec::new());
                 }
             }
         }
@@ -333,10 +351,17 @@ impl StateTask {
 
     fn turn(&mut self, batch: Vec<Command>) {
         let mut pending_writes = Vec::new();
+        let mut pending_records = Vec::new();
         for command in batch {
             match command {
                 Command::Write(w, reply) => match self.store.write(w) {
                     Ok(written) => pending_writes.push((written, reply)),
+                    Err(e) => {
+                        let _ = reply.send(Err(SubmitError::Rejected(e)));
+                    }
+                },
+                Command::Record(r, reply) => match self.store.record(&r.job, r.index, r.outcome) {
+                    Ok(news) => pending_records.push((news, reply)),
                     Err(e) => {
                         let _ = reply.send(Err(SubmitError::Rejected(e)));
                     }
@@ -394,13 +419,14 @@ impl StateTask {
                 }
             }
         }
-        self.after_turn(pending_writes);
+        self.after_turn(pending_writes, pending_records);
     }
 
     /// Persists, then answers writers, then pushes and publishes events.
     fn after_turn(
         &mut self,
         writes: Vec<(Written, oneshot::Sender<Result<Written, SubmitError>>)>,
+        records: Vec<(bool, oneshot::Sender<Result<bool, SubmitError>>)>,
     ) {
         let mut ops: Vec<PersistOp> = Vec::new();
         while let Some(op) = self.store.poll_persist() {
@@ -420,10 +446,16 @@ impl StateTask {
                 for (written, reply) in writes {
                     let _ = reply.send(Ok(written));
                 }
+                for (news, reply) in records {
+                    let _ = reply.send(Ok(news));
+                }
             }
             Err(e) => {
                 error!(error = %e, "cannot persist state changes");
                 for (_, reply) in writes {
+                    let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
+                }
+                for (_, reply) in records {
                     let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
                 }
             }

@@ -136,6 +136,8 @@ mod tests {
             spec: Arc::new(spec),
             version,
             deleted: false,
+            run_version: version,
+            finished: Arc::default(),
         }
     }
 

@@ -337,6 +337,8 @@ impl World {
                     spec: plan.spec.clone(),
                     version: 1,
                     deleted: false,
+                    run_version: 1,
+                    finished: Default::default(),
                 };
                 self.placers[node as usize].update_jobs(now, wall, vec![job], &[]);
                 self.after(node as usize);
@@ -531,6 +533,8 @@ impl World {
             }
             // Free-class events: every placer shares the view, which keeps
             // the free class of the start (the hint is off; bids decide).
+            // No task ends by itself here, so none finishes
+            // (`Event::Finished`): full mode records those.
             Drained::Event(_) => {}
         });
         self.schedule_tick(i);

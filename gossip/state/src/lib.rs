@@ -15,11 +15,15 @@
 //! [`Store::handle_response`]) with random peers. See `docs/state.md`.
 
 mod jsondoc;
+mod outcomes;
 mod store;
 mod sync;
+mod view;
 
+pub use outcomes::{BatchStatus, TaskOutcome};
 pub use store::{
-    BUCKETS, HistoryEntry, JobEvent, JobView, PersistOp, Push, StateConfig, Store, Write,
-    WriteError, WriteOp, Written, rfc3339,
+    BUCKETS, JobEvent, PersistOp, Push, StateConfig, Store, Write, WriteError, WriteOp, Written,
+    rfc3339,
 };
 pub use sync::{DocChanges, DocHeads, MAX_BATCH_BYTES, SyncRequest, SyncResponse};
+pub use view::{HistoryEntry, JobView};

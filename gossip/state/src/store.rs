@@ -12,6 +12,8 @@ use shoal_gossip::NodeId;
 use shoal_model::{Change, JobSpec, JobType, diff};
 
 use crate::jsondoc;
+use crate::outcomes::{self, BatchStatus, TaskOutcome};
+use crate::view::{HistoryEntry, JobView, history_ids, history_ids_ordered, history_of, view_of};
 
 /// Buckets the documents are split into for digests.
 pub const BUCKETS: usize = 256;
@@ -107,56 +109,6 @@ pub struct Written {
     pub unchanged: bool,
 }
 
-/// One entry of a job's history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    /// The version this change made (its position in the history).
-    pub version: u64,
-    /// `create`, `update`, `scale` or `delete`.
-    pub op: String,
-    /// When (RFC 3339).
-    pub at: String,
-    /// Which node accepted it.
-    pub node: String,
-    /// The count it set (scale), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<u32>,
-    /// What changed, as the accepting node saw it.
-    #[serde(default)]
-    pub changes: Vec<Change>,
-    /// The spec as written (create, update).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec: Option<Value>,
-}
-
-/// A job as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobView {
-    /// Name.
-    pub name: String,
-    /// Kind.
-    #[serde(rename = "type")]
-    pub kind: Option<JobType>,
-    /// Tasks wanted (absent for system jobs).
-    #[serde(default)]
-    pub count: Option<u32>,
-    /// Number of changes so far.
-    pub version: u64,
-    /// Created (RFC 3339).
-    pub created_at: String,
-    /// Last changed (RFC 3339).
-    pub updated_at: String,
-    /// Deleted (kept as a tombstone).
-    #[serde(default)]
-    pub deleted: bool,
-    /// The spec (with `count`), as merged from every node's writes.
-    pub spec: Value,
-    /// Set when concurrent writes merged into a spec that does not validate;
-    /// such a job is not run until it is fixed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invalid: Option<String>,
-}
-
 /// Something that happened to a job, locally or by replication.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -201,6 +153,20 @@ pub enum JobEvent {
         /// Node that accepted it.
         node: String,
     },
+    /// A batch task finished for good and was recorded (see
+    /// [`Store::record`]).
+    TaskFinished {
+        /// Job.
+        name: String,
+        /// The task's index.
+        index: u32,
+        /// `complete` or `failed`.
+        status: BatchStatus,
+        /// The job version it ran.
+        version: u64,
+        /// The node that ran it.
+        node: String,
+    },
 }
 
 impl JobEvent {
@@ -210,7 +176,8 @@ impl JobEvent {
             JobEvent::Created { name, .. }
             | JobEvent::Updated { name, .. }
             | JobEvent::Scaled { name, .. }
-            | JobEvent::Deleted { name, .. } => name,
+            | JobEvent::Deleted { name, .. }
+            | JobEvent::TaskFinished { name, .. } => name,
         }
     }
 }
@@ -325,7 +292,7 @@ pub(crate) fn fingerprint(name: &str, heads: &[ChangeHash]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
-fn u64_at(doc: &AutoCommit, key: &str) -> Option<u64> {
+pub(crate) fn u64_at(doc: &AutoCommit, key: &str) -> Option<u64> {
     jsondoc::get_root(doc, key).as_u64()
 }
 
@@ -558,6 +525,67 @@ impl Store {
         })
     }
 
+    /// Records that task `index` of batch job `name` finished for good
+    /// (see `docs/state.md`): persisted, pushed and announced like any
+    /// write, but with no new version. `Ok(false)` when there is nothing
+    /// to record: the job is deleted or not a batch job, the index is
+    /// beyond its count, the task ran an earlier run of the job, or the
+    /// task's end is recorded already (a complete record also stands over
+    /// a failed one).
+    pub fn record(
+        &mut self,
+        name: &str,
+        index: u32,
+        outcome: TaskOutcome,
+    ) -> Result<bool, WriteError> {
+        let Some(view) = self.view(name) else {
+            return Err(WriteError::NotFound(name.to_owned()));
+        };
+        let run = {
+            let jd = self.docs.get(name).expect("viewed");
+            outcomes::run_version(&jsondoc::get_root(&jd.doc, "history"))
+        };
+        let batch = view.kind == Some(JobType::Batch);
+        let counted = view.count.is_some_and(|c| index < c);
+        let known = view
+            .finished
+            .get(&index)
+            .is_some_and(|have| have.ok || !outcome.ok);
+        if view.deleted || !batch || !counted || outcome.version < run || known {
+            return Ok(false);
+        }
+        let jd = self.docs.get_mut(name).expect("viewed");
+        let before = jd.doc.get_heads();
+        outcomes::put(&mut jd.doc, index, &outcome).map_err(|e| WriteError::Doc(e.to_string()))?;
+        let secs = i64::try_from(outcome.at_ms / 1000).unwrap_or(0);
+        jd.doc.commit_with(CommitOptions::default().with_time(secs));
+        let delta = jd.doc.save_after(&before);
+        self.refresh(name);
+        self.persist.push_back(PersistOp::Append {
+            name: name.to_owned(),
+            bytes: delta.clone(),
+        });
+        self.pushes.push_back(Push {
+            docs: vec![crate::sync::DocChanges {
+                name: name.to_owned(),
+                bytes: delta,
+            }],
+            except: None,
+        });
+        self.events.push_back(JobEvent::TaskFinished {
+            name: name.to_owned(),
+            index,
+            status: if outcome.ok {
+                BatchStatus::Complete
+            } else {
+                BatchStatus::Failed
+            },
+            version: outcome.version,
+            node: outcome.node,
+        });
+        Ok(true)
+    }
+
     fn unchanged(&self, job: JobView) -> Written {
         Written {
             previous_version: job.version,
@@ -722,10 +750,10 @@ impl Store {
         let before = jd.heads.clone();
         // Loading from disk (`persist` off) emits no events: skip reading
         // the history, which dominates start-up time.
-        let ids_before: BTreeSet<String> = if persist {
-            history_ids(&jd.doc)
+        let (ids_before, records_before) = if persist {
+            (history_ids(&jd.doc), outcomes::keys(&jd.doc))
         } else {
-            BTreeSet::new()
+            (BTreeSet::new(), BTreeSet::new())
         };
         if jd.doc.load_incremental(bytes).is_err() {
             self.reject("undecodable");
@@ -752,6 +780,10 @@ impl Store {
         let delta = jd.doc.save_after(&before);
         let entries = history_of(&jd.doc);
         let ids_after = history_ids_ordered(&jd.doc);
+        let new_records: Vec<(u32, TaskOutcome)> = outcomes::keys(&jd.doc)
+            .difference(&records_before)
+            .filter_map(|k| Some((outcomes::parse_key(k)?.0, outcomes::at(&jd.doc, k)?)))
+            .collect();
         self.refresh(name);
         self.persist.push_back(PersistOp::Append {
             name: name.to_owned(),
@@ -786,6 +818,19 @@ impl Store {
                 },
             };
             self.events.push_back(event);
+        }
+        for (index, o) in new_records {
+            self.events.push_back(JobEvent::TaskFinished {
+                name: name.to_owned(),
+                index,
+                status: if o.ok {
+                    BatchStatus::Complete
+                } else {
+                    BatchStatus::Failed
+                },
+                version: o.version,
+                node: o.node,
+            });
         }
         true
     }
@@ -859,87 +904,4 @@ impl Store {
             .collect();
         Value::Object(jobs)
     }
-}
-
-fn history_ids(doc: &AutoCommit) -> BTreeSet<String> {
-    history_ids_ordered(doc).into_iter().collect()
-}
-
-fn history_ids_ordered(doc: &AutoCommit) -> Vec<String> {
-    match jsondoc::get_root(doc, "history") {
-        Value::Array(items) => items
-            .iter()
-            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn history_of(doc: &AutoCommit) -> Vec<HistoryEntry> {
-    let Value::Array(items) = jsondoc::get_root(doc, "history") else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, e)| HistoryEntry {
-            version: i as u64 + 1,
-            op: e["op"].as_str().unwrap_or("update").to_owned(),
-            at: rfc3339(e["at_ms"].as_u64().unwrap_or(0)),
-            node: e["node"].as_str().unwrap_or_default().to_owned(),
-            count: e["count"].as_u64().and_then(|c| u32::try_from(c).ok()),
-            changes: e["changes"]
-                .as_str()
-                .and_then(|s| serde_json::from_str(s).ok())
-                .unwrap_or_default(),
-            spec: e["spec"]
-                .as_str()
-                .and_then(|s| serde_json::from_str(s).ok()),
-        })
-        .collect()
-}
-
-fn view_of(name: &str, doc: &AutoCommit) -> Option<JobView> {
-    let mut spec = jsondoc::get_root(doc, "spec");
-    if !spec.is_object() {
-        // Only a delete or nothing readable: not a job (yet).
-        let deleted = jsondoc::get_root(doc, "deleted").as_bool() == Some(true);
-        if !deleted {
-            return None;
-        }
-        spec = json!({});
-    }
-    let count = u64_at(doc, "count").and_then(|c| u32::try_from(c).ok());
-    if let (Some(c), Some(obj)) = (count, spec.as_object_mut()) {
-        obj.insert("count".into(), json!(c));
-    }
-    let version = match jsondoc::get_root(doc, "history") {
-        Value::Array(items) => items.len() as u64,
-        _ => 0,
-    };
-    let (kind, invalid) = match serde_json::from_value::<JobSpec>(spec.clone()) {
-        Ok(s) => (
-            Some(s.kind),
-            JobSpec::from_json(spec.clone())
-                .err()
-                .map(|e| e.to_string()),
-        ),
-        Err(e) => (
-            spec.get("type")
-                .and_then(|t| serde_json::from_value(t.clone()).ok()),
-            Some(e.to_string()),
-        ),
-    };
-    let deleted = jsondoc::get_root(doc, "deleted").as_bool() == Some(true);
-    Some(JobView {
-        name: name.to_owned(),
-        kind,
-        count,
-        version,
-        created_at: rfc3339(u64_at(doc, "created_at").unwrap_or(0)),
-        updated_at: rfc3339(u64_at(doc, "updated_at").unwrap_or(0)),
-        deleted,
-        spec,
-        invalid: if deleted { None } else { invalid },
-    })
 }

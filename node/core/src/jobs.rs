@@ -10,7 +10,9 @@ use shoal_placement::Job;
 /// job's document holds no valid spec. A job whose concurrent edits merged
 /// into an invalid spec is not run until someone writes a valid one (every
 /// node decides the same from the same replica, whatever it saw before);
-/// a deleted one is kept, so that its tasks stop.
+/// a deleted one is kept, so that its tasks stop. The job comes with no
+/// finished task, and as a run of its own: set [`Job::finished`] and
+/// [`Job::run_version`] from the job's records.
 pub fn placeable(
     spec: &serde_json::Value,
     version: u64,
@@ -25,5 +27,7 @@ pub fn placeable(
         spec: Arc::new(spec),
         version,
         deleted,
+        run_version: version,
+        finished: Arc::default(),
     })
 }

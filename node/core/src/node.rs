@@ -451,6 +451,7 @@ impl NodeCore {
                     });
                 }
             }
+            Drained::Event(PlaceEvent::Finished(o)) => out.push_back(Output::Finished(o)),
             Drained::Event(e) => out.push_back(Output::Placement(e)),
         });
         if let Some(c) = free_class {

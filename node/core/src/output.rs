@@ -1,7 +1,7 @@
 //! What leaves a [`crate::NodeCore`]: one ordered queue of effects.
 
 use shoal_gossip::{Event as GossipEvent, Instant, NodeId, TimerToken, Transmit};
-use shoal_placement::{Command, Event as PlaceEvent, Msg};
+use shoal_placement::{Command, Event as PlaceEvent, Msg, Outcome};
 
 /// A timer the core asked for; hand it back through
 /// [`crate::NodeCore::handle_timer`] once its time has come. A timer that
@@ -59,6 +59,13 @@ pub enum Output {
     /// The members that changed were handed to the placer; the driver's
     /// list of live peers (with their metadata) is out of date.
     Published(ViewChange),
+    /// A batch task finished for good: write it into its job's replicated
+    /// document (a desired-state write like any other, durable before it
+    /// is acknowledged), then hand the core the job with the record (see
+    /// [`shoal_placement::Job::finished`]). Recording one twice changes
+    /// nothing; losing one is repaired by the task's coordinator, which
+    /// asks again when a lease reports the exit.
+    Finished(Outcome),
 }
 
 impl Output {
@@ -72,6 +79,7 @@ impl Output {
             Output::Gossip(_) => "gossip",
             Output::Placement(_) => "placement",
             Output::Published(_) => "published",
+            Output::Finished(_) => "finished",
         }
     }
 }

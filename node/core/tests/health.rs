@@ -84,6 +84,8 @@ impl One {
                 spec: Arc::new(spec),
                 version: 1,
                 deleted: false,
+                run_version: 1,
+                finished: Arc::default(),
             }],
         );
         one.drain();

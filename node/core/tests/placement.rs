@@ -260,6 +260,8 @@ impl Sim {
                 spec: Arc::new(spec),
                 version,
                 deleted: false,
+                run_version: version,
+                finished: Arc::default(),
             },
         );
         self.publish_jobs(&name);
@@ -375,7 +377,10 @@ impl Sim {
                         },
                     );
                 }
-                Output::Gossip(_) | Output::Placement(_) | Output::Published(_) => {}
+                Output::Gossip(_)
+                | Output::Placement(_)
+                | Output::Published(_)
+                | Output::Finished(_) => {}
             }
         }
     }

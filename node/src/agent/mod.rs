@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
 use crate::clock::{Clock, unix_ms};
-use crate::core_task::{CoreHandle, CoreParts, CoreTask, StateLink, feed_jobs};
+use crate::core_task::{CoreHandle, CoreParts, CoreTask, StateLink, feed_jobs, record_finished};
 use crate::datadir::{AgentFile, DataDir, DataDirError};
 use crate::rpc::NodeRpc;
 use crate::runtime::{ProcessRuntime, Runtimes};
@@ -307,6 +307,7 @@ impl Agent {
         let (live_tx, live_rx) = watch::channel(Arc::new(Vec::new()));
         let (digest_tx, digest_rx) = watch::channel(0u64);
         let (differs_tx, differs_rx) = mpsc::channel(64);
+        let (finished_tx, finished_rx) = mpsc::channel(1024);
         let (state_task, state) = StateTask::new(
             store,
             log,
@@ -382,6 +383,7 @@ impl Agent {
             state: StateLink {
                 digest: digest_rx,
                 differs: differs_tx,
+                finished: finished_tx,
             },
             health,
             task_events: task_events.clone(),
@@ -410,6 +412,15 @@ impl Agent {
                 )),
             ));
         }
+        // Batch tasks that finished, into the desired state.
+        tasks.push((
+            "records",
+            tokio::spawn(record_finished(
+                state.clone(),
+                finished_rx,
+                shutdown.clone(),
+            )),
+        ));
         if !unresolved.is_empty() {
             tasks.push((
                 "resolve-join",

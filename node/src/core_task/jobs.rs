@@ -1,27 +1,93 @@
 //! Feeds the desired state's jobs to the core: every job at start-up and
-//! after missed changes, then the jobs named by each change. A task of its
+//! after missed changes, then the jobs named by each change (a batch
+//! task's record of how it finished is such a change). A task of its
 //! own, so that reading the replica never holds up the core's loop (whose
-//! turns gossip depends on).
+//! turns gossip depends on). Beside it, the task that writes those
+//! records into the desired state when the core asks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use shoal_core::placeable;
-use shoal_placement::Job;
-use shoal_state::JobView;
+use shoal_placement::{Finished, Job, Outcome};
+use shoal_state::{JobView, TaskOutcome};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::CoreHandle;
-use crate::state::StateHandle;
+use crate::state::{Record, StateHandle};
 
 fn job_of(view: JobView) -> Option<Job> {
-    placeable(
+    let mut job = placeable(
         &view.spec,
         view.version,
         view.deleted,
         view.invalid.is_some(),
-    )
+    )?;
+    job.run_version = view.run_version;
+    if !view.finished.is_empty() {
+        let finished: BTreeMap<u32, Finished> = view
+            .finished
+            .into_iter()
+            .map(|(i, o)| {
+                let f = Finished {
+                    ok: o.ok,
+                    node: o.node.parse().ok(),
+                    exit_code: o.exit_code,
+                    at_ms: o.at_ms,
+                };
+                (i, f)
+            })
+            .collect();
+        job.finished = Arc::new(finished);
+    }
+    Some(job)
+}
+
+/// Writes into the desired state each batch task's end that the core asks
+/// to record, until shutdown. A record that fails to be written is
+/// logged: the task's coordinator asks again when it next learns the
+/// task's exit from a lease (after a ring change), and the holder keeps
+/// renewing that lease until the record reaches it.
+pub async fn record_finished(
+    state: StateHandle,
+    mut rx: mpsc::Receiver<Outcome>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let o = tokio::select! {
+            () = shutdown.cancelled() => return,
+            o = rx.recv() => match o {
+                Some(o) => o,
+                None => return,
+            },
+        };
+        let Some(index) = o.key.index_number() else {
+            continue;
+        };
+        let record = Record {
+            job: o.key.job.clone(),
+            index,
+            outcome: TaskOutcome {
+                ok: o.ok,
+                version: o.job_version,
+                node: o.node.to_string(),
+                at_ms: o.at_ms,
+                exit_code: o.exit_code,
+                reason: o.reason,
+            },
+        };
+        let what = if o.ok { "complete" } else { "failed" };
+        match state.record(record).await {
+            Ok(true) => info!(task = %o.key, node = %o.node, "batch task {what}: recorded"),
+            Ok(false) => debug!(task = %o.key, "batch task {what}: already recorded"),
+            Err(e) => {
+                warn!(task = %o.key, error = %e, "could not record that a batch task finished")
+            }
+        }
+    }
 }
 
 /// Runs until shutdown (or until the state or the core stops).

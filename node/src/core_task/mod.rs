@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 pub use driver::Driver;
 pub use handle::{CoreHandle, CoreStopped};
-pub use jobs::feed_jobs;
+pub use jobs::{feed_jobs, record_finished};
 
 use crate::clock::{Clock, unix_ms};
 use crate::datadir::{DataDir, StoredNode};
@@ -65,6 +65,9 @@ pub struct StateLink {
     pub digest: watch::Receiver<u64>,
     /// Members seen gossiping a different digest.
     pub differs: mpsc::Sender<NodeId>,
+    /// Batch tasks that finished for good, to record in the desired state
+    /// (by [`record_finished`]).
+    pub finished: mpsc::Sender<shoal_placement::Outcome>,
 }
 
 /// Something that happened to a task this node runs, for `/v1/events`.
@@ -398,6 +401,12 @@ impl CoreTask {
                     self.health_changed(key, health, check);
                 }
                 Output::Placement(e) => log_placement(e),
+                Output::Finished(o) => {
+                    if let Err(e) = self.state.finished.try_send(o) {
+                        // The coordinator asks again (see record_finished).
+                        warn!(error = %e, "batch task end not recorded: the queue is full");
+                    }
+                }
                 Output::Published(change) => {
                     if !change.joined.is_empty() || !change.left.is_empty() {
                         debug!(joined = ?change.joined, left = ?change.left, "placement view changed");
@@ -596,8 +605,9 @@ fn log_placement(e: PlaceEvent) {
         PlaceEvent::Lost { key, node } => {
             info!(task = %key, node = %node, "holder failed; placing the task again")
         }
-        // The core publishes the class itself.
-        PlaceEvent::FreeClass(_) => {}
+        // The core publishes the class itself, and hands finished tasks
+        // out as their own output.
+        PlaceEvent::FreeClass(_) | PlaceEvent::Finished(_) => {}
         // The core task tells watchers.
         PlaceEvent::Health { .. } => {}
     }

@@ -49,6 +49,10 @@ impl Bidder {
         if shared.draining {
             return Answer::Decline("draining".into());
         }
+        if let Some(f) = shared.finished(key) {
+            // The asking coordinator's replica lacks the record yet.
+            return Answer::Decline(super::runner::finished_reason(shared, f));
+        }
         if let Some(me) = shared.view.member(shared.me) {
             let mut me = NodeInfo::clone(me);
             // Judge by exact capacity here, not the coarse gossip class.

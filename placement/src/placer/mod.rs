@@ -35,7 +35,7 @@ mod runner;
 mod status;
 mod view;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use shoal_gossip::{Instant, NodeId};
@@ -46,7 +46,7 @@ pub use self::config::PlacementConfig;
 use self::coordinator::Coordinator;
 pub use self::health::{CHECK_OUTPUT_MAX, Health, Verdict};
 use self::msg::Answer;
-pub use self::msg::{Command, Event, ExitReason, Msg, PROTOCOL_VERSION};
+pub use self::msg::{Command, Event, ExitReason, Msg, Outcome, PROTOCOL_VERSION};
 pub use self::runner::Adopted;
 use self::runner::{Exit, Flushed, Runner};
 pub use self::status::{Report, TaskState, TaskStatus};
@@ -64,6 +64,29 @@ pub struct Job {
     pub version: u64,
     /// Deleted (kept to stop its tasks).
     pub deleted: bool,
+    /// The version at which the job's current run began (its last create
+    /// or update; a scale keeps the run). A batch task that completed in
+    /// an earlier run runs again.
+    pub run_version: u64,
+    /// Batch jobs: the indexes of the current run that finished for good,
+    /// as the job's replicated document records them (see
+    /// [`Event::Finished`]). None of them is placed, bid for, started or
+    /// restarted again; a running one recorded complete is stopped.
+    pub finished: Arc<BTreeMap<u32, Finished>>,
+}
+
+/// A batch task that finished for good, as recorded in its job's document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// It exited 0 (complete); otherwise it failed and its restart policy
+    /// gave up (attempts exhausted, or `mode = "never"`).
+    pub ok: bool,
+    /// The node that ran it (`None` when the record names no known id).
+    pub node: Option<NodeId>,
+    /// Its last exit code.
+    pub exit_code: Option<i32>,
+    /// When it ended (ms since the Unix epoch).
+    pub at_ms: u64,
 }
 
 /// One node's placement.
@@ -147,6 +170,17 @@ impl Shared {
     /// system task, and a task of a job it does not know yet, for wanted.
     fn wants(&self, key: &TaskKey, as_coordinator: bool) -> (bool, u64) {
         self.wants_in(self.jobs.get(&key.job), key, as_coordinator)
+    }
+
+    /// The record of `key`'s task having finished for good, if its job
+    /// (alive) holds one for its current run.
+    fn finished(&self, key: &TaskKey) -> Option<&Finished> {
+        let i = key.index_number()?;
+        let job = self.jobs.get(&key.job)?;
+        if job.deleted {
+            return None;
+        }
+        job.finished.get(&i)
     }
 
     /// [`wants`](Self::wants) with `key`'s job already looked up.
@@ -660,13 +694,14 @@ impl Placer {
     }
 
     /// Status of `keys` as this node knows them: as their coordinator, or
-    /// as their holder.
+    /// as their holder; a batch task nobody holds any more, from its
+    /// job's record of how it finished.
     pub fn status(&self, keys: &[TaskKey]) -> Vec<TaskStatus> {
         keys.iter()
             .map(|k| {
                 self.runner
                     .status(self.shared.me, k)
-                    .unwrap_or_else(|| self.coordinator.status(k))
+                    .unwrap_or_else(|| self.coordinator.status(&self.shared, k))
             })
             .collect()
     }

@@ -269,6 +269,32 @@ pub enum Event {
         /// The last output of its checks.
         check: Option<String>,
     },
+    /// A batch task finished for good: the node records it in the job's
+    /// replicated document (a write like any other), after which no node
+    /// places, starts or restarts it for this run of the job. Said by the
+    /// holder when the task ends, and again by its coordinator when a
+    /// lease reports an exit 0 not yet recorded, so that either side
+    /// suffices; recording one twice changes nothing.
+    Finished(Outcome),
+}
+
+/// How a batch task finished for good (see [`Event::Finished`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Task (an index of a batch job).
+    pub key: TaskKey,
+    /// The job version it ran.
+    pub job_version: u64,
+    /// The node that ran it.
+    pub node: NodeId,
+    /// Exited 0 (complete), or failed with no restart left.
+    pub ok: bool,
+    /// Its last exit code.
+    pub exit_code: Option<i32>,
+    /// Why it ended (`exited with code 3`, `start failed: …`).
+    pub reason: Option<String>,
+    /// When it ended (ms since the Unix epoch).
+    pub at_ms: u64,
 }
 
 /// A candidate's answer to a bid request, as its bidder gives it and the

@@ -25,9 +25,9 @@ use shoal_model::{JobSpec, JobType, RestartMode};
 
 use super::bidder::Bidder;
 use super::health::{Checks, Health, Verdict};
-use super::msg::{Command, Event, ExitReason, Msg};
+use super::msg::{Command, Event, ExitReason, Msg, Outcome};
 use super::status::{Report, TaskState, TaskStatus};
-use super::{Job, Outbox, Shared, demand_of, earliest, held};
+use super::{Finished, Job, Outbox, Shared, demand_of, earliest, held};
 use crate::types::{Hlc, Resources, Slot, Stamp, TaskKey};
 
 /// A task found running after an agent restart.
@@ -163,6 +163,15 @@ fn runs_differently(a: &JobSpec, b: &JobSpec) -> bool {
     a.count = None;
     b.count = None;
     a != b
+}
+
+/// Why a finished task is not run again: `already complete (on n2)`.
+pub(super) fn finished_reason(shared: &Shared, f: &Finished) -> String {
+    let what = if f.ok { "complete" } else { "failed" };
+    match f.node {
+        Some(n) => format!("already {what} (on {})", shared.name_of(n)),
+        None => format!("already {what}"),
+    }
 }
 
 impl Runner {
@@ -311,14 +320,29 @@ impl Runner {
         };
         l.state = state;
         l.exit_code = code;
-        l.reason = Some(reason);
+        l.reason = Some(reason.clone());
         l.since_ms = wall_ms;
         let policy = &l.spec.restart;
+        // A batch task that exited 0 is complete: never run again,
+        // whatever the restart mode says.
+        let batch = l.spec.kind == JobType::Batch && key.index_number().is_some();
         let restart = match policy.mode {
             RestartMode::Never => false,
             RestartMode::OnFailure => !success,
-            RestartMode::Always => true,
+            RestartMode::Always => !(success && batch),
         } && policy.attempts.is_none_or(|a| l.restarts < a);
+        if batch && !restart {
+            // Finished for good: complete, or failed with no restart left.
+            shared.out.events.push_back(Event::Finished(Outcome {
+                key: key.clone(),
+                job_version: l.job_version,
+                node: shared.me,
+                ok: success,
+                exit_code: code,
+                reason: Some(reason),
+                at_ms: wall_ms,
+            }));
+        }
         if restart {
             let exp = l.restarts.min(20);
             let delay = policy
@@ -358,8 +382,12 @@ impl Runner {
             }
             return Ok(());
         }
-        let demand = demand_of(&spec);
         bidder.release(key);
+        if let Some(f) = shared.finished(key) {
+            // A coordinator whose replica lacks the record yet.
+            return Err(finished_reason(shared, f));
+        }
+        let demand = demand_of(&spec);
         let free = shared.capacity.minus(&held(self, bidder, Some(key)));
         let fits = free.fits(&demand);
         if shared.draining {
@@ -431,9 +459,16 @@ impl Runner {
             }
             let job = shared.jobs.get(&key.job);
             let (wanted, version) = shared.wants_in(job, key, false);
+            let finished = job.is_some_and(|j| {
+                !j.deleted
+                    && key
+                        .index_number()
+                        .is_some_and(|i| j.finished.contains_key(&i))
+            });
             if (!wanted && version >= l.job_version)
                 || job.is_some_and(|j| j.version > l.job_version && !j.deleted)
                 || l.restart_at.is_some_and(|at| now >= at)
+                || finished
             {
                 keys.push(key.clone());
             } else {
@@ -453,12 +488,50 @@ impl Runner {
                 self.stop(&mut shared.out, &key, "no longer wanted", true);
                 continue;
             }
+            if let Some(f) = shared.finished(&key).cloned() {
+                // Recorded as finished for this run: nothing here runs it
+                // again. A copy still running (placed again before the
+                // record reached its coordinator) stops if it is complete;
+                // one that ended is forgotten, so that it renews no lease.
+                let ended = !matches!(
+                    l.state,
+                    TaskState::Assigned | TaskState::Starting | TaskState::Running
+                );
+                if ended {
+                    self.local.remove(&key);
+                } else if f.ok {
+                    let why = finished_reason(shared, &f);
+                    self.stop(&mut shared.out, &key, &why, true);
+                }
+                continue;
+            }
             // A newer spec: restart in place if it still fits, else give
             // the task up so that it is placed again.
             if let Some(job) = shared.jobs.get(&key.job).cloned()
                 && job.version > l.job_version
                 && !job.deleted
             {
+                let ended = !matches!(
+                    l.state,
+                    TaskState::Assigned | TaskState::Starting | TaskState::Running
+                ) && l.restart_at.is_none();
+                if runs_differently(&job.spec, &l.spec) && ended && job.spec.kind == JobType::Batch
+                {
+                    // A new run of a batch job: its coordinator places the
+                    // task again, as it does one this node forgot.
+                    let stamp = l.stamp;
+                    self.local.remove(&key);
+                    if let Some(c) = shared.ring().owner(key.hash()) {
+                        shared.out.messages.push_back((
+                            c,
+                            Msg::Release {
+                                key: key.clone(),
+                                stamp,
+                            },
+                        ));
+                    }
+                    continue;
+                }
                 if runs_differently(&job.spec, &l.spec) {
                     let demand = demand_of(&job.spec);
                     let free = shared.capacity.minus(&held(self, bidder, Some(&key)));

@@ -206,6 +206,26 @@ impl TaskStatus {
         }
     }
 
+    /// A batch task that finished for good, as its job's record `f` says.
+    pub(super) fn finished(key: &TaskKey, f: &super::Finished) -> TaskStatus {
+        TaskStatus {
+            key: key.clone(),
+            node: f.node,
+            state: if f.ok {
+                TaskState::Exited
+            } else {
+                TaskState::Failed
+            },
+            restarts: 0,
+            exit_code: f.exit_code,
+            reason: Some(if f.ok { "complete" } else { "failed" }.to_owned()),
+            since_ms: f.at_ms,
+            health: Health::Unknown,
+            check: None,
+            pending: Vec::new(),
+        }
+    }
+
     /// A task no node is known to hold: waiting since `since_ms` (0 while
     /// no auction has ended without a place for it) for the `pending`
     /// reasons.

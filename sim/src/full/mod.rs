@@ -484,6 +484,7 @@ impl World {
                     self.on_health(&key, health);
                 }
                 Output::Gossip(_) | Output::Placement(_) => {}
+                Output::Finished(o) => self.record_finished(o),
                 Output::Published(change) => {
                     let old = self.nodes[i].view;
                     let view = change

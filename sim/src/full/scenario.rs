@@ -1,11 +1,12 @@
 //! The scenarios: when nodes crash, restart, are cut apart and healed,
 //! when job waves are submitted; and the per-second sample of the run.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
 use shoal_gossip::Instant;
-use shoal_placement::Job;
+use shoal_placement::{Finished, Job, Outcome};
 
 use super::{Action, Ev, FORM_MARGIN, Task, Traffic, World, secs};
 use crate::params::Scenario;
@@ -194,6 +195,8 @@ impl World {
                 spec: j.spec.clone(),
                 version: 1,
                 deleted: false,
+                run_version: 1,
+                finished: Arc::default(),
             });
             self.submitted_jobs += 1;
         }
@@ -201,6 +204,18 @@ impl World {
             return;
         }
         self.first_submit.get_or_insert(now);
+        self.replicate(batch);
+        if self.submitted_jobs < self.jobs.len() {
+            self.q
+                .push(now + Duration::from_secs(1), Ev::Action(Action::Submit));
+        }
+    }
+
+    /// The desired state changed by `batch` (jobs, as written): it reaches
+    /// every node up now after a replication delay, and every node that
+    /// starts later from its disk.
+    fn replicate(&mut self, batch: Vec<Job>) {
+        let now = self.now();
         let b = self.batches.len() as u32;
         self.batches.push(batch);
         for i in 0..self.nodes.len() {
@@ -217,10 +232,40 @@ impl World {
                 );
             }
         }
-        if self.submitted_jobs < self.jobs.len() {
-            self.q
-                .push(now + Duration::from_secs(1), Ev::Action(Action::Submit));
+    }
+
+    /// A node asked for a batch task's end to be recorded: written into
+    /// its job (once; asking again changes nothing), which replicates like
+    /// any change of the desired state. The fake runtime ends no task by
+    /// itself, so no scenario yet has a task finish.
+    pub(super) fn record_finished(&mut self, o: Outcome) {
+        let Some(i) = o.key.index_number() else {
+            return;
+        };
+        // The job as last written.
+        let Some(mut job) = self
+            .batches
+            .iter()
+            .rev()
+            .flatten()
+            .find(|j| j.spec.name == o.key.job)
+            .cloned()
+        else {
+            return;
+        };
+        if job.version != o.job_version || job.finished.contains_key(&i) {
+            return;
         }
+        Arc::make_mut(&mut job.finished).insert(
+            i,
+            Finished {
+                ok: o.ok,
+                node: Some(o.node),
+                exit_code: o.exit_code,
+                at_ms: o.at_ms,
+            },
+        );
+        self.replicate(vec![job]);
     }
 
     pub(super) fn sample(&mut self) {

@@ -59,7 +59,7 @@ impl Coordinator {
         key: &TaskKey,
         exclude: BTreeSet<NodeId>,
     ) {
-        if !shared.jobs.contains(&key.job) {
+        if !shared.jobs.contains(&key.job) || shared.finished(key).is_some() {
             return;
         }
         self.round += 1;
@@ -216,6 +216,21 @@ impl Coordinator {
         let Some(mut auction) = entry.auction.take() else {
             return;
         };
+        if shared.finished(key).is_some() {
+            // Recorded as finished while it was auctioned: nobody runs it.
+            for (node, a) in &auction.answers {
+                if matches!(a, Answer::Bid { .. }) {
+                    shared.out.messages.push_back((
+                        *node,
+                        Msg::Cancel {
+                            key: key.clone(),
+                            round: auction.round,
+                        },
+                    ));
+                }
+            }
+            return;
+        }
         let spread = shared
             .jobs
             .get(&key.job)
@@ -301,6 +316,7 @@ impl Coordinator {
             },
             heard: now,
             confirmed: false,
+            recorded: false,
         });
         shared.out.events.push_back(Event::Awarded {
             key: key.clone(),

@@ -24,7 +24,7 @@ use std::time::Duration;
 use shoal_gossip::{Instant, NodeId};
 use shoal_model::JobType;
 
-use super::msg::{Event, Msg};
+use super::msg::{Event, Msg, Outcome};
 use super::status::{Report, TaskState, TaskStatus};
 use super::{Job, Shared, demand_of, earliest};
 use crate::jobs::JobTable;
@@ -41,6 +41,8 @@ struct Holder {
     heard: Instant,
     /// The holder accepted or renewed (not only awarded).
     confirmed: bool,
+    /// This coordinator asked for the task's exit 0 to be recorded.
+    recorded: bool,
 }
 
 /// A key this node coordinates (or did, while its holder still renews).
@@ -73,8 +75,8 @@ enum Due {
 }
 
 impl Coord {
-    /// What this key needs now.
-    fn due(&self, shared: &Shared, now: Instant) -> Due {
+    /// What `key` needs now.
+    fn due(&self, shared: &Shared, key: &TaskKey, now: Instant) -> Due {
         // An auction in flight finishes on its deadline.
         if let Some(a) = &self.auction {
             return if now >= a.deadline {
@@ -83,10 +85,27 @@ impl Coord {
                 Due::Nothing(Some(a.deadline))
             };
         }
+        // A batch task recorded as finished for this run is never placed
+        // again, whoever coordinated it before and whatever its holder
+        // became.
+        let finished = shared.finished(key).is_some();
         if let Some(h) = &self.holder {
             let done = h.report.state == TaskState::Exited && h.report.exit_code == Some(0);
-            if done {
+            if finished {
                 return Due::Nothing(None);
+            }
+            if done {
+                // A batch task that completed in an earlier run of its job
+                // (no record in this one) runs again in the new run: its
+                // holder forgot it, or gives it up.
+                let rerun = shared.jobs.get(&key.job).is_some_and(|j| {
+                    j.spec.kind == JobType::Batch && j.run_version > h.report.job_version
+                });
+                return if rerun {
+                    Due::Start
+                } else {
+                    Due::Nothing(None)
+                };
             }
             if !shared.has_member(h.node) {
                 return Due::Lost(h.node);
@@ -101,6 +120,9 @@ impl Coord {
             } else {
                 Due::Nothing(Some(h.heard + limit))
             };
+        }
+        if finished {
+            return Due::Nothing(None);
         }
         if let Some(at) = self.inherited_at
             && now.saturating_duration_since(at) < shared.config.learn_grace
@@ -334,7 +356,7 @@ impl Coordinator {
             match (mine.peek(), coord.peek()) {
                 (None, None) => break,
                 (Some(m), Some((c, entry))) if m == c => {
-                    match entry.due(shared, now) {
+                    match entry.due(shared, m, now) {
                         Due::Nothing(until) => next = earliest(next, until),
                         _ => due.push((*m).clone()),
                     }
@@ -408,7 +430,7 @@ impl Coordinator {
         if !self.entries.contains_key(key) {
             self.entries.insert(key.clone(), Coord::default());
         }
-        match self.entries[key].due(shared, now) {
+        match self.entries[key].due(shared, key, now) {
             Due::Nothing(_) => {}
             Due::Decide => self.decide(shared, now, wall_ms, key),
             Due::Lost(node) => {
@@ -513,7 +535,7 @@ impl Coordinator {
                 h.report = report;
                 h.heard = now;
                 h.confirmed = true;
-                return true;
+                return !record_exit(shared, &key, h);
             }
             Some(h) if h.report.state != TaskState::Lost || shared.view.contains(h.node) => {
                 // Two holders: the later award wins, everywhere alike.
@@ -525,7 +547,9 @@ impl Coordinator {
                         report,
                         heard: now,
                         confirmed: true,
+                        recorded: false,
                     };
+                    record_exit(shared, &key, h);
                     (from, old.node, old.stamp)
                 } else {
                     (h.node, from, stamp)
@@ -548,13 +572,16 @@ impl Coordinator {
             _ => {
                 // Learned from the renewal (a new coordinator, or the first
                 // renewal after the award), or a lost holder came back.
-                entry.holder = Some(Holder {
+                let mut h = Holder {
                     node: from,
                     stamp,
                     report,
                     heard: now,
                     confirmed: true,
-                });
+                    recorded: false,
+                };
+                record_exit(shared, &key, &mut h);
+                entry.holder = Some(h);
                 entry.auction = None;
                 entry.pending.clear();
                 entry.retry_at = None;
@@ -564,14 +591,48 @@ impl Coordinator {
         false
     }
 
-    /// The status of `key` as its coordinator knows it.
-    pub(super) fn status(&self, key: &TaskKey) -> TaskStatus {
-        match self.entries.get(key) {
-            Some(c) => match &c.holder {
-                Some(h) => TaskStatus::held(key, h.node, h.report.clone()),
-                None => TaskStatus::unheld(key, c.pending_since_ms, c.pending.clone()),
-            },
+    /// The status of `key` as its coordinator knows it (a batch task
+    /// nobody holds any more: as its job's record says it finished).
+    pub(super) fn status(&self, shared: &Shared, key: &TaskKey) -> TaskStatus {
+        let entry = self.entries.get(key);
+        if let Some(h) = entry.and_then(|c| c.holder.as_ref()) {
+            return TaskStatus::held(key, h.node, h.report.clone());
+        }
+        if let Some(f) = shared.finished(key) {
+            return TaskStatus::finished(key, f);
+        }
+        match entry {
+            Some(c) => TaskStatus::unheld(key, c.pending_since_ms, c.pending.clone()),
             None => TaskStatus::unheld(key, 0, Vec::new()),
         }
     }
+}
+
+/// Asks for the exit 0 that holder `h` reports for `key` to be recorded,
+/// once per holder, if `key` is a batch task not recorded yet: should the
+/// holder crash before its own record is written, this one suffices.
+/// Whether it asked.
+fn record_exit(shared: &mut Shared, key: &TaskKey, h: &mut Holder) -> bool {
+    let exited_ok = h.report.state == TaskState::Exited && h.report.exit_code == Some(0);
+    if h.recorded || !exited_ok || key.index_number().is_none() {
+        return false;
+    }
+    let batch = shared
+        .jobs
+        .get(&key.job)
+        .is_some_and(|j| !j.deleted && j.spec.kind == JobType::Batch);
+    if !batch || shared.finished(key).is_some() {
+        return false;
+    }
+    h.recorded = true;
+    shared.out.events.push_back(Event::Finished(Outcome {
+        key: key.clone(),
+        job_version: h.report.job_version,
+        node: h.node,
+        ok: true,
+        exit_code: Some(0),
+        reason: h.report.reason.clone(),
+        at_ms: h.report.since_ms,
+    }));
+    true
 }
