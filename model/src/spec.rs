@@ -1,11 +1,12 @@
 //! The job spec, its parsing and its validation.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::ports::{Port, RawPort, validate_ports};
 use crate::{FieldError, SpecError};
 
 /// Largest `count`.
@@ -93,28 +94,6 @@ impl Resources {
     }
 }
 
-/// `tcp` or `udp`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-/// A container port the node maps to a host port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Port {
-    /// Name (the task sees `SHOAL_PORT_<NAME>`).
-    pub name: String,
-    /// Port inside the container.
-    pub container_port: u16,
-    /// Protocol.
-    pub protocol: Protocol,
-}
-
 /// What runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,7 +117,7 @@ pub struct TaskSpec {
     /// Image (docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Ports (docker).
+    /// Named ports: the node gives each a host port.
     #[serde(default)]
     pub ports: Vec<Port>,
     /// Reserved resources.
@@ -416,14 +395,6 @@ struct RawResources {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawPort {
-    name: Option<String>,
-    container_port: Option<i64>,
-    protocol: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConstraint {
     attribute: Option<String>,
     op: Option<String>,
@@ -632,9 +603,6 @@ impl RawTask {
                 if self.image.is_some() {
                     p.add("task.image", "only docker tasks have an image");
                 }
-                if !self.ports.is_empty() {
-                    p.add("task.ports", "only docker tasks map ports");
-                }
                 if let Some(w) = &self.workdir
                     && !w.starts_with('/')
                 {
@@ -672,56 +640,9 @@ impl RawTask {
             }
             p.text(&field, v);
         }
-        let mut names = BTreeSet::new();
-        let ports = self
-            .ports
-            .into_iter()
-            .enumerate()
-            .map(|(i, port)| {
-                let field = format!("task.ports[{i}]");
-                let name = port.name.unwrap_or_default();
-                let valid_name = !name.is_empty()
-                    && name.len() <= 32
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                if !valid_name {
-                    p.add(format!("{field}.name"), "1-32 letters, digits, '_' or '-'");
-                } else if !names.insert(name.to_ascii_lowercase()) {
-                    p.add(format!("{field}.name"), format!("{name:?} is used twice"));
-                }
-                let container_port = match port.container_port {
-                    Some(n) if (1..=65535).contains(&n) => u16::try_from(n).unwrap_or(1),
-                    Some(n) => {
-                        p.add(
-                            format!("{field}.container_port"),
-                            format!("must be 1-65535 (got {n})"),
-                        );
-                        1
-                    }
-                    None => {
-                        p.add(format!("{field}.container_port"), "is required");
-                        1
-                    }
-                };
-                let protocol = match port.protocol.as_deref() {
-                    None | Some("tcp") => Protocol::Tcp,
-                    Some("udp") => Protocol::Udp,
-                    Some(other) => {
-                        p.add(
-                            format!("{field}.protocol"),
-                            format!("tcp or udp (got {other:?})"),
-                        );
-                        Protocol::Tcp
-                    }
-                };
-                Port {
-                    name,
-                    container_port,
-                    protocol,
-                }
-            })
-            .collect();
+        let ports = validate_ports(self.ports, runtime, &mut |field, message| {
+            p.add(field, message);
+        });
         let r = self.resources.unwrap_or(RawResources {
             cpus: None,
             memory_mb: None,
