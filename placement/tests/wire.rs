@@ -41,6 +41,7 @@ fn every_message_survives_the_wire_encoding() {
         node: NodeId(9),
     };
     let report = shoal_placement::Report {
+        ports: [("http".to_owned(), 20001)].into(),
         state: TaskState::Running,
         restarts: 2,
         exit_code: None,

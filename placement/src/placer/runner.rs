@@ -44,6 +44,8 @@ pub struct Adopted {
     pub restarts: u32,
     /// Running since (ms since the Unix epoch).
     pub since_ms: u64,
+    /// Its host ports, by port name.
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// A task this node holds.
@@ -62,6 +64,8 @@ struct Local {
     last_lease: Option<Instant>,
     /// Being stopped: `release` tells the coordinator once stopped.
     stopping: Option<bool>,
+    /// Host ports the runtime gave it (while it runs).
+    ports: BTreeMap<String, u16>,
 }
 
 impl Local {
@@ -85,7 +89,23 @@ impl Local {
             reason: self.reason.clone(),
             since_ms: self.since_ms,
             job_version: self.job_version,
+            ports: self.ports.clone(),
         }
+    }
+
+    /// The host ports it holds or will hold: those the runtime gave it,
+    /// and its static ones.
+    fn host_ports(&self) -> impl Iterator<Item = (u16, &str)> + '_ {
+        let fixed = self
+            .spec
+            .task
+            .ports
+            .iter()
+            .filter_map(|p| p.static_port.map(|n| (n, p.name.as_str())));
+        self.ports
+            .iter()
+            .map(|(name, n)| (*n, name.as_str()))
+            .chain(fixed)
     }
 }
 
@@ -143,20 +163,22 @@ impl Runner {
                     restart_at: None,
                     last_lease: None,
                     stopping: None,
+                    ports: t.ports,
                 },
             );
         }
     }
 
-    /// The runtime started `key`'s task: running since `wall_ms`, its
-    /// lease due at once.
-    pub(super) fn started(&mut self, wall_ms: u64, key: &TaskKey) {
+    /// The runtime started `key`'s task with host `ports`: running since
+    /// `wall_ms`, its lease due at once.
+    pub(super) fn started(&mut self, wall_ms: u64, key: &TaskKey, ports: BTreeMap<String, u16>) {
         if let Some(l) = self.local.get_mut(key)
             && l.stopping.is_none()
         {
             l.state = TaskState::Running;
             l.since_ms = wall_ms;
             l.last_lease = None;
+            l.ports = ports;
         }
     }
 
@@ -176,6 +198,23 @@ impl Runner {
             let stamp = l.stamp;
             self.local.remove(key);
             if release && let Some(c) = shared.ring().owner(key.hash()) {
+                shared.out.messages.push_back((
+                    c,
+                    Msg::Release {
+                        key: key.clone(),
+                        stamp,
+                    },
+                ));
+            }
+            return Exit::Gone;
+        }
+        l.ports.clear();
+        if let ExitReason::PortInUse { .. } = &why {
+            // Not a failure of the task: this node cannot run it now.
+            // Given up so that its coordinator places it elsewhere.
+            let stamp = l.stamp;
+            self.local.remove(key);
+            if let Some(c) = shared.ring().owner(key.hash()) {
                 shared.out.messages.push_back((
                     c,
                     Msg::Release {
@@ -208,6 +247,12 @@ impl Runner {
                 false,
             ),
             ExitReason::Stopped => (TaskState::Killed, None, "stopped".to_owned(), false),
+            ExitReason::PortInUse { reason, .. } => (
+                TaskState::Failed,
+                Some(127),
+                format!("start failed: {reason}"),
+                false,
+            ),
             ExitReason::Unknown => (
                 TaskState::Failed,
                 None,
@@ -287,6 +332,7 @@ impl Runner {
                 restart_at: None,
                 last_lease: Some(now),
                 stopping: None,
+                ports: BTreeMap::new(),
             },
         );
         shared.out.commands.push_back(Command::Start {
@@ -475,6 +521,7 @@ impl Runner {
                         restart_at: None,
                         last_lease: None,
                         stopping: None,
+                        ports: BTreeMap::new(),
                     },
                 );
                 shared.out.commands.push_back(Command::Start {
@@ -540,6 +587,20 @@ impl Runner {
             }
         }
         used
+    }
+
+    /// The first host port of `wanted` that a task held here (other than
+    /// `key`'s, even one being stopped: it still runs) holds or will hold:
+    /// the port and that task.
+    pub(super) fn port_taken(&self, key: &TaskKey, wanted: &[u16]) -> Option<(u16, &TaskKey)> {
+        self.local
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .find_map(|(k, l)| {
+                l.host_ports()
+                    .find(|(p, _)| wanted.contains(p))
+                    .map(|(p, _)| (p, k))
+            })
     }
 
     /// Whether a task of `key` is held here (even while being stopped).

@@ -5,6 +5,8 @@
 //! Contract: a status comes from this node's own knowledge only (a task it
 //! runs, or a key it coordinates); nothing here asks another node.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use shoal_gossip::NodeId;
 
@@ -63,6 +65,9 @@ pub struct Report {
     pub since_ms: u64,
     /// Job version the task runs.
     pub job_version: u64,
+    /// The host port of each named port, once it runs (empty for a task
+    /// without ports: one byte on the wire).
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// A task as a coordinator (or a holder) knows it.
@@ -82,6 +87,8 @@ pub struct TaskStatus {
     pub reason: Option<String>,
     /// Since (ms since the Unix epoch).
     pub since_ms: u64,
+    /// Host port of each named port, as its holder reported them.
+    pub ports: BTreeMap<String, u16>,
     /// Why no node took it: `name: reason`, one per node the auction
     /// walked past, up to 12 nodes; beyond, a first line `N nodes could
     /// not take it:` and, per kind of reason from the most common, a few
@@ -101,6 +108,7 @@ impl TaskStatus {
             exit_code: report.exit_code,
             reason: report.reason,
             since_ms: report.since_ms,
+            ports: report.ports,
             pending: Vec::new(),
         }
     }
@@ -117,6 +125,7 @@ impl TaskStatus {
             exit_code: None,
             reason: None,
             since_ms,
+            ports: BTreeMap::new(),
             pending,
         }
     }

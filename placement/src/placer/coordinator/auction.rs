@@ -295,6 +295,7 @@ impl Coordinator {
                 reason: None,
                 since_ms: wall_ms,
                 job_version: job.version,
+                ports: Default::default(),
             },
             heard: now,
             confirmed: false,
