@@ -3,8 +3,11 @@
 //! Each task runs in `<data-dir>/tasks/<task>/` (its sandbox: working dir by
 //! default, `stdout.log` and `stderr.log`, `task.json`), in its own process
 //! group, in its own cgroup when the host has them (see [`crate::cgroups`]),
-//! with `SHOAL_TASK_ID`, `SHOAL_JOB`, `SHOAL_TASK_INDEX`, `SHOAL_NODE` and
-//! `SHOAL_TASK_DIR` added to the job's environment.
+//! with `SHOAL_TASK_ID`, `SHOAL_JOB`, `SHOAL_TASK_INDEX`, `SHOAL_NODE`,
+//! `SHOAL_TASK_DIR`, `SHOAL_HOST` (the node's advertised address) and a
+//! `SHOAL_PORT_<NAME>` per named port (a host port from the node's pool,
+//! [`HostPorts`], which the docker runtime shares) added to the job's
+//! environment.
 //!
 //! The agent does not exec the command itself: it starts its own binary as
 //! `shoal __exec`, which joins the task's cgroups and then becomes the
@@ -40,6 +43,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::cgroups::{Isolation, TaskGroup};
+use crate::ports::{HostPorts, PortError};
 use crate::tasklog::LOG_KEEP;
 pub use crate::tasklog::LOG_MAX_BYTES;
 use crate::tasktable::{Ended, TaskTable};
@@ -53,8 +57,8 @@ const PIDS_MAX: u64 = 4096;
 /// What the runtime tells the placement task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeEvent {
-    /// The task's process runs.
-    Running(TaskKey),
+    /// The task's process runs, with these host ports (by port name).
+    Running(TaskKey, BTreeMap<String, u16>),
     /// It ended.
     Exited(TaskKey, ExitReason),
 }
@@ -82,7 +86,7 @@ pub struct TaskRecord {
     /// Container id while running (docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    /// Host port of each named port (docker).
+    /// Host port of each named port.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u16>,
 }
@@ -117,6 +121,10 @@ struct Inner {
     /// Running tasks; the handle is the process (group) id.
     table: TaskTable<i32>,
     stop_grace: Duration,
+    /// The node's host ports, shared with the docker runtime.
+    ports: HostPorts,
+    /// The address the node advertises (`SHOAL_HOST`).
+    host: String,
 }
 
 /// Runs tasks as processes. Cheap to clone.
@@ -153,15 +161,49 @@ fn now_ms() -> u64 {
     crate::clock::unix_ms()
 }
 
+/// How a process task's environment and ports are set up, besides its spec.
+#[derive(Clone, Debug)]
+pub struct ProcessSettings {
+    /// Where the node keeps its state; tasks go under `tasks/`.
+    pub data_dir: PathBuf,
+    /// How tasks are isolated.
+    pub isolation: Isolation,
+    /// This node's name (`SHOAL_NODE`).
+    pub node: String,
+    /// Between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// The node's host ports, shared with the docker runtime.
+    pub ports: HostPorts,
+    /// The address the node advertises (`SHOAL_HOST`).
+    pub host: String,
+}
+
+/// What a task that could not get its ports reports: a static port taken
+/// on this host sends it elsewhere; a range used up is a start failure.
+pub(crate) fn port_failure(e: PortError) -> ExitReason {
+    match e {
+        PortError::InUse { port, .. } => ExitReason::PortInUse {
+            port,
+            reason: e.to_string(),
+        },
+        other => ExitReason::StartFailed(other.to_string()),
+    }
+}
+
 impl ProcessRuntime {
     /// A runtime keeping tasks under `data_dir/tasks`.
     pub fn new(
-        data_dir: &Path,
-        isolation: Isolation,
-        node: String,
-        stop_grace: Duration,
+        settings: ProcessSettings,
         events: mpsc::Sender<RuntimeEvent>,
     ) -> std::io::Result<ProcessRuntime> {
+        let ProcessSettings {
+            data_dir,
+            isolation,
+            node,
+            stop_grace,
+            ports,
+            host,
+        } = settings;
         let tasks_dir = data_dir.join("tasks");
         fs::create_dir_all(&tasks_dir)?;
         let shim = std::env::current_exe()?;
@@ -174,6 +216,8 @@ impl ProcessRuntime {
                 events,
                 table: TaskTable::new(),
                 stop_grace,
+                ports,
+                host,
             }),
         })
     }
@@ -216,6 +260,23 @@ impl ProcessRuntime {
                 .await;
             return;
         }
+        let ports = match self.inner.ports.allocate(&spec.task.ports) {
+            Ok(p) => p,
+            Err(e) => {
+                self.inner.table.forget(&key, generation);
+                let _ = self
+                    .inner
+                    .events
+                    .send(RuntimeEvent::Exited(key.clone(), port_failure(e)))
+                    .await;
+                return;
+            }
+        };
+        // From here on, a start that fails gives its ports back.
+        let fail = |why: String| {
+            self.inner.ports.give_back(&ports);
+            fail(why)
+        };
         let error_file = dir.join("start-error");
         let _ = fs::remove_file(&error_file);
         let isolation = self.inner.isolation.clone();
@@ -288,6 +349,12 @@ impl ProcessRuntime {
         for (k, v) in &spec.task.env {
             cmd.env(k, v);
         }
+        for (name, port) in &ports {
+            cmd.env(
+                format!("SHOAL_PORT_{}", shoal_model::port_env_name(name)),
+                port.to_string(),
+            );
+        }
         cmd.env("SHOAL_TASK_ID", key.to_string())
             .env("SHOAL_JOB", &key.job)
             .env(
@@ -299,6 +366,7 @@ impl ProcessRuntime {
             )
             .env("SHOAL_NODE", &self.inner.node)
             .env("SHOAL_TASK_DIR", &dir)
+            .env("SHOAL_HOST", &self.inner.host)
             .current_dir(&workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
@@ -338,19 +406,20 @@ impl ProcessRuntime {
             pid_start: pid_start(pid),
             started_ms: now_ms(),
             container: None,
-            ports: BTreeMap::new(),
+            ports: ports.clone(),
         };
         write_record(&dir, &record);
         debug!(task = %key, pid, "task started");
         let _ = self
             .inner
             .events
-            .send(RuntimeEvent::Running(key.clone()))
+            .send(RuntimeEvent::Running(key.clone(), ports.clone()))
             .await;
         let status = child.wait().await;
         let Ended { stopping, replaced } = self.inner.table.end(&key, generation);
         // Nothing of the task outlives it.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        self.inner.ports.give_back(&ports);
         // Its last output reaches the files before its end is told (a
         // process that left the group may hold the pipes longer: the
         // shipper then goes on with it).
@@ -485,6 +554,7 @@ impl ProcessRuntime {
             }
             info!(task = %key, pid, "found a task still running; adopting it");
             let generation = self.inner.table.begin(&key, Some(pid));
+            self.inner.ports.hold(&record.ports);
             adopted.push(Adopted {
                 key: key.clone(),
                 stamp: record.stamp,
@@ -492,8 +562,9 @@ impl ProcessRuntime {
                 spec: Arc::new(record.spec.clone()),
                 restarts: record.restarts,
                 since_ms: record.started_ms,
+                ports: record.ports.clone(),
             });
-            self.watch_adopted(key, generation, pid, record.pid_start, dir);
+            self.watch_adopted(key, generation, pid, record.pid_start, dir, record.ports);
         }
         adopted
     }
@@ -506,6 +577,7 @@ impl ProcessRuntime {
         pid: i32,
         start: Option<u64>,
         dir: PathBuf,
+        ports: BTreeMap<String, u16>,
     ) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -514,6 +586,7 @@ impl ProcessRuntime {
             }
             let Ended { stopping, replaced } = this.inner.table.end(&key, generation);
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            this.inner.ports.give_back(&ports);
             let name = dir_name(&key);
             let isolation = this.inner.isolation.clone();
             let oom = tokio::task::spawn_blocking(move || {

@@ -316,7 +316,10 @@ impl CoreTask {
     fn runtime_event(&mut self, ev: RuntimeEvent) {
         let (now, wall) = (self.clock.now(), unix_ms());
         match ev {
-            RuntimeEvent::Running(key) => self.driver.core().handle_task_running(now, wall, &key),
+            RuntimeEvent::Running(key, ports) => self
+                .driver
+                .core()
+                .handle_task_running(now, wall, &key, ports),
             RuntimeEvent::Exited(key, why) => {
                 match &why {
                     ExitReason::Stopped => debug!(task = %key, "task stopped"),
