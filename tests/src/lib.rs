@@ -17,6 +17,8 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod dns;
+
 use std::fs;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -193,6 +195,7 @@ impl AgentProc {
                 gossip: "0.0.0.0:0".parse().expect("literal"),
                 rpc: "0.0.0.0:0".parse().expect("literal"),
                 api: "0.0.0.0:0".parse().expect("literal"),
+                dns: None,
                 pid: 0,
             },
             token: String::new(),
