@@ -449,6 +449,9 @@ fn run_agent(args: &AgentArgs, token: Option<String>) -> anyhow::Result<()> {
             } else {
                 println!("  data dir: {}", info.data_dir.display());
             }
+            if let Some(dns) = info.dns {
+                println!("  DNS for *.service.shoal at {dns} (UDP and TCP)");
+            }
             println!("  try:  shoal nodes     shoal status");
             println!(
                 "  join another agent to it:  shoal agent --join {} --token {}",
