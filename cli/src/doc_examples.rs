@@ -26,6 +26,7 @@ use serde_json::Value;
 use shoal_model::JobSpec;
 use shoal_node::api::types::{ErrorBody, HealthView, NodeView, StatusView, SubmitResponse};
 use shoal_node::placement::TaskView;
+use shoal_node::services::ServiceView;
 use shoal_state::JobView;
 
 use crate::Cli;
@@ -184,6 +185,7 @@ fn check_json(kind: &str, text: &str) -> Result<(), String> {
             round_trip::<SubmitResponse>(&doc)?
         }
         "TaskView[]" => round_trip::<Vec<TaskView>>(&doc)?,
+        "ServiceView" => round_trip::<ServiceView>(&doc)?,
         "JobSpec" => JobSpec::from_json(doc.clone())
             .map_err(|e| e.to_string())?
             .to_json(),

@@ -193,14 +193,22 @@ pub fn apply_flags(spec: &mut Value, a: &RunArgs) -> anyhow::Result<()> {
     if !a.ports.is_empty() {
         let ports = array_at(task, "ports", "task.ports")?;
         for p in &a.ports {
-            let (name, rest) = p
-                .split_once(':')
-                .with_context(|| format!("--port {p:?} is not NAME:PORT (http:8080)"))?;
-            let (port, protocol) = rest.split_once('/').unwrap_or((rest, "tcp"));
-            let port: u16 = port
-                .parse()
-                .with_context(|| format!("--port {p:?}: {port:?} is not a port number"))?;
-            let new = json!({"name": name, "container_port": port, "protocol": protocol});
+            // NAME[/udp] (a process: the node picks the port) or
+            // NAME:PORT[/udp] (a container port).
+            let (named, protocol) = p.split_once('/').unwrap_or((p, "tcp"));
+            let (name, port) = match named.split_once(':') {
+                Some((name, port)) => {
+                    let port: u16 = port
+                        .parse()
+                        .with_context(|| format!("--port {p:?}: {port:?} is not a port number"))?;
+                    (name, Some(port))
+                }
+                None => (named, None),
+            };
+            let mut new = json!({"name": name, "protocol": protocol});
+            if let Some(port) = port {
+                new["container_port"] = json!(port);
+            }
             // Port names are compared as the spec's validation does.
             let same = |v: &Value| {
                 v["name"]

@@ -102,6 +102,18 @@ enum Command {
         /// Only this job.
         job: Option<String>,
     },
+    /// Where a service's healthy tasks are reached: node, host and port,
+    /// asked of the coordinators of the job's tasks (any node answers).
+    Endpoints {
+        /// Job name.
+        job: String,
+        /// The named port to show (default: the job's first port).
+        #[arg(long)]
+        port: Option<String>,
+        /// Every task that has a node, whatever its state and health.
+        #[arg(long)]
+        all: bool,
+    },
     /// Print a task's output, from whichever node runs it.
     Logs {
         /// Task: job/index (web/frontend/3), or job@node for system jobs.
@@ -185,6 +197,13 @@ struct AgentArgs {
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
     api: Option<SocketAddr>,
 
+    /// DNS server address (UDP and TCP), or `off`. Default 127.0.0.1 on the
+    /// gossip port + 2 (127.0.0.1:5483; port 0 when gossip has port 0).
+    /// Answers `<job>.service.shoal` (A) and
+    /// `_<port>._tcp.<job>.service.shoal` (SRV); refuses other names.
+    #[arg(long, value_name = "HOST:PORT|off")]
+    dns: Option<String>,
+
     /// IP address other nodes reach this one at, when binding to 0.0.0.0.
     /// Default: the address of the interface of the default route.
     #[arg(long, value_name = "IP")]
@@ -266,8 +285,8 @@ struct AgentArgs {
     #[arg(long)]
     no_docker: bool,
 
-    /// Host ports handed to containers' mapped ports, as FIRST-LAST
-    /// (default 20000-29999). A task sees each as `SHOAL_PORT_<NAME>`.
+    /// Host ports handed to tasks' named ports, as FIRST-LAST (default
+    /// 20000-32000). A task sees each as `SHOAL_PORT_<NAME>`.
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
     port_range: Option<(u16, u16)>,
 }
@@ -331,6 +350,11 @@ fn main() -> ExitCode {
             tasks::drain(&client(&cli), node, undo)
         }
         Command::Ps { ref job } => tasks::ps(&client(&cli), cli.json, job.as_deref()),
+        Command::Endpoints {
+            ref job,
+            ref port,
+            all,
+        } => tasks::endpoints(&client(&cli), cli.json, job, port.as_deref(), all),
         Command::Logs {
             ref task,
             follow,
@@ -379,6 +403,7 @@ fn run_agent(args: &AgentArgs, token: Option<String>) -> anyhow::Result<()> {
         bind: args.bind,
         rpc: args.rpc,
         api: args.api,
+        dns: args.dns.clone(),
         advertise: args.advertise,
         join: args.join.clone(),
         token,
@@ -423,6 +448,9 @@ fn run_agent(args: &AgentArgs, token: Option<String>) -> anyhow::Result<()> {
                 println!("  data dir (removed on exit): {}", info.data_dir.display());
             } else {
                 println!("  data dir: {}", info.data_dir.display());
+            }
+            if let Some(dns) = info.dns {
+                println!("  DNS for *.service.shoal at {dns} (UDP and TCP)");
             }
             println!("  try:  shoal nodes     shoal status");
             println!(

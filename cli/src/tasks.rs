@@ -7,6 +7,7 @@ use anyhow::bail;
 use serde_json::json;
 use shoal_client::{Client, segment};
 use shoal_node::placement::TaskView;
+use shoal_node::services::ServiceView;
 use shoal_state::{BatchStatus, JobView};
 
 use crate::output::{age, table};
@@ -34,10 +35,10 @@ fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
                 t.restarts.to_string(),
                 t.exit_code.map_or("-".into(), |c| c.to_string()),
                 t.reason.clone().unwrap_or_default(),
-                // A running container: where to reach it.
+                // A running task: where to reach it.
                 t.ports
                     .iter()
-                    .map(|(n, p)| format!("{n}={p}"))
+                    .map(|(n, p)| format!("{n}={}:{}", p.host, p.port))
                     .collect::<Vec<_>>()
                     .join(","),
             ]
@@ -57,7 +58,7 @@ pub fn print_tasks_with(tasks: &[TaskView], all_checks: bool) {
         "TASK", "NODE", "STATE", "HEALTH", "SINCE", "RESTARTS", "EXIT", "REASON", "PORTS",
     ];
     let mut rows = rows(tasks);
-    // The PORTS column only for jobs that map ports.
+    // The PORTS column only for jobs with named ports.
     if tasks.iter().all(|t| t.ports.is_empty()) {
         header.pop();
         for r in &mut rows {
@@ -99,6 +100,58 @@ pub fn ps(client: &Client, json_out: bool, job: Option<&str>) -> anyhow::Result<
         return crate::print_json(&all);
     }
     print_tasks(&all);
+    Ok(())
+}
+
+/// `shoal endpoints JOB [--port NAME] [--all]`.
+pub fn endpoints(
+    client: &Client,
+    json_out: bool,
+    job: &str,
+    port: Option<&str>,
+    all: bool,
+) -> anyhow::Result<()> {
+    let mut path = format!("/v1/services/{}?all={all}", segment(job));
+    if let Some(p) = port {
+        path.push_str(&format!("&port={}", segment(p)));
+    }
+    let view: ServiceView = client.get(&path)?;
+    if json_out {
+        return crate::print_json(&view);
+    }
+    let port_header = view
+        .port_name
+        .as_ref()
+        .map_or_else(|| "PORT".to_owned(), |p| format!("PORT ({p})"));
+    let rows: Vec<Vec<String>> = view
+        .endpoints
+        .iter()
+        .map(|e| {
+            vec![
+                e.task.clone(),
+                e.node_name
+                    .clone()
+                    .unwrap_or_else(|| e.node.chars().take(8).collect()),
+                e.host.clone(),
+                e.port.map_or("-".into(), |p| p.to_string()),
+                e.health.clone(),
+                e.state.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["TASK", "NODE", "HOST", &port_header, "HEALTH", "STATE"],
+            &rows
+        )
+    );
+    if view.endpoints.is_empty() {
+        println!(
+            "no {}endpoint of {job} (see `shoal ps {job}`)",
+            if all { "" } else { "healthy " }
+        );
+    }
     Ok(())
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Port, Problems, Protocol, Runtime, format_duration, parse_duration};
+use crate::ports::{Port, Protocol};
+use crate::spec::{Problems, Runtime, format_duration, parse_duration};
 
 /// Checks per task, at most.
 const MAX_CHECKS: usize = 16;

@@ -12,14 +12,16 @@
 
 mod check;
 mod diff;
+mod ports;
 mod spec;
 
 pub use check::{Check, CheckType, OnUnhealthy};
 pub use diff::{Change, diff};
+pub use ports::{Port, Protocol, port_env_name};
 pub use spec::{
     BUILTIN_ATTRIBUTES, Constraint, ConstraintOp, ConstraintValue, JobSpec, JobType, MAX_COUNT,
-    Port, Protocol, Resources, RestartMode, RestartPolicy, Runtime, TaskSpec, parse_duration,
-    toml_to_json, validate_name,
+    Resources, RestartMode, RestartPolicy, Runtime, TaskSpec, parse_duration, toml_to_json,
+    validate_name,
 };
 
 /// One problem in a spec.

@@ -1,12 +1,13 @@
 //! The job spec, its parsing and its validation.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::check::{Check, RawCheck, validate_checks};
+use crate::ports::{Port, RawPort, validate_ports};
 use crate::{FieldError, SpecError};
 
 /// Largest `count`.
@@ -94,31 +95,6 @@ impl Resources {
     }
 }
 
-/// `tcp` or `udp`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-/// A named port: the node gives the task a host port for it (a
-/// container's is mapped to its `container_port`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Port {
-    /// Name (the task sees `SHOAL_PORT_<NAME>`).
-    pub name: String,
-    /// Port inside the container (docker tasks; absent for processes,
-    /// which listen on the host port itself).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container_port: Option<u16>,
-    /// Protocol.
-    pub protocol: Protocol,
-}
-
 /// What runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,7 +118,7 @@ pub struct TaskSpec {
     /// Image (docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Named ports.
+    /// Named ports: the node gives each a host port.
     #[serde(default)]
     pub ports: Vec<Port>,
     /// Reserved resources.
@@ -425,14 +401,6 @@ struct RawResources {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawPort {
-    name: Option<String>,
-    container_port: Option<i64>,
-    protocol: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConstraint {
     attribute: Option<String>,
     op: Option<String>,
@@ -683,66 +651,9 @@ impl RawTask {
             }
             p.text(&field, v);
         }
-        let mut names = BTreeSet::new();
-        let ports = self
-            .ports
-            .into_iter()
-            .enumerate()
-            .map(|(i, port)| {
-                let field = format!("task.ports[{i}]");
-                let name = port.name.unwrap_or_default();
-                let valid_name = !name.is_empty()
-                    && name.len() <= 32
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                if !valid_name {
-                    p.add(format!("{field}.name"), "1-32 letters, digits, '_' or '-'");
-                } else if !names.insert(name.to_ascii_lowercase()) {
-                    p.add(format!("{field}.name"), format!("{name:?} is used twice"));
-                }
-                let container_port = match (runtime, port.container_port) {
-                    (Runtime::Docker, Some(n)) if (1..=65535).contains(&n) => {
-                        Some(u16::try_from(n).unwrap_or(1))
-                    }
-                    (Runtime::Docker, Some(n)) => {
-                        p.add(
-                            format!("{field}.container_port"),
-                            format!("must be 1-65535 (got {n})"),
-                        );
-                        None
-                    }
-                    (Runtime::Docker, None) => {
-                        p.add(format!("{field}.container_port"), "is required for a docker task");
-                        None
-                    }
-                    (Runtime::Process, Some(_)) => {
-                        p.add(
-                            format!("{field}.container_port"),
-                            "only docker tasks have one: a process listens on its host port, SHOAL_PORT_<NAME>",
-                        );
-                        None
-                    }
-                    (Runtime::Process, None) => None,
-                };
-                let protocol = match port.protocol.as_deref() {
-                    None | Some("tcp") => Protocol::Tcp,
-                    Some("udp") => Protocol::Udp,
-                    Some(other) => {
-                        p.add(
-                            format!("{field}.protocol"),
-                            format!("tcp or udp (got {other:?})"),
-                        );
-                        Protocol::Tcp
-                    }
-                };
-                Port {
-                    name,
-                    container_port,
-                    protocol,
-                }
-            })
-            .collect::<Vec<Port>>();
+        let ports = validate_ports(self.ports, runtime, &mut |field, message| {
+            p.add(field, message);
+        });
         let checks = validate_checks(self.checks, runtime, &ports, p);
         let r = self.resources.unwrap_or(RawResources {
             cpus: None,

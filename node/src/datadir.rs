@@ -131,6 +131,9 @@ pub struct StoredSettings {
     /// `--api`.
     #[serde(default)]
     pub api: Option<SocketAddr>,
+    /// `--dns`: an address, or `off`.
+    #[serde(default)]
+    pub dns: Option<String>,
     /// `--advertise`.
     #[serde(default)]
     pub advertise: Option<IpAddr>,
@@ -159,6 +162,9 @@ pub struct AgentFile {
     pub rpc: SocketAddr,
     /// HTTP API address, as bound.
     pub api: SocketAddr,
+    /// DNS address (UDP and TCP), as bound; absent with `--dns off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<SocketAddr>,
     /// Process id of the agent that wrote it.
     #[serde(default)]
     pub pid: u32,

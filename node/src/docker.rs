@@ -5,8 +5,8 @@
 //! `shoal.node` (this node's id), the task's limits (`NanoCpus`, `Memory`
 //! with no extra swap, `PidsLimit`), its environment plus the same
 //! `SHOAL_*` variables as a process task, and one host port per declared
-//! port, allocated by the node from its port range and passed as
-//! `SHOAL_PORT_<NAME>`. Docker's own restart policy is off: shoal's policy
+//! port, from the node's pool ([`HostPorts`]: its static port or one of the
+//! node's range), passed as `SHOAL_PORT_<NAME>`. Docker's own restart policy is off: shoal's policy
 //! applies, as for processes.
 //!
 //! The container's output is followed into the task's sandbox dir
@@ -41,13 +41,14 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::runtime::{
-    Runtime, RuntimeEvent, TaskRecord, dir_name, read_record, report_stopped, write_record,
+    Runtime, RuntimeEvent, TaskRecord, dir_name, port_failure, read_record, report_stopped,
+    write_record,
 };
 use crate::tasklog::{LOG_KEEP, LOG_MAX_BYTES, LogFile};
 use crate::tasktable::{Ended, TaskTable};
 
-use crate::ports::PortPool;
-pub use crate::ports::port_env_name;
+use crate::ports::{HostPorts, PortError};
+pub use shoal_model::port_env_name;
 
 /// Tries at starting a container when its host port was taken meanwhile.
 const PORT_ATTEMPTS: u32 = 3;
@@ -56,6 +57,8 @@ const PORT_ATTEMPTS: u32 = 3;
 enum Launch {
     /// A host port was taken between the check and the start.
     PortTaken(String),
+    /// A static port is taken on this host: the task goes elsewhere.
+    PortInUse(PortError),
     /// Anything else: the task fails with this.
     Failed(String),
 }
@@ -94,7 +97,10 @@ struct Inner {
     /// Running tasks and their containers.
     table: TaskTable<Container>,
     stop_grace: Duration,
-    ports: Mutex<PortPool>,
+    /// The node's host ports, shared with the process runtime.
+    ports: HostPorts,
+    /// The address the node advertises (`SHOAL_HOST`).
+    host: String,
     /// The log files of the containers followed now.
     logs: Mutex<BTreeMap<TaskKey, Arc<Mutex<TaskLogs>>>>,
 }
@@ -131,8 +137,10 @@ pub struct DockerSettings {
     pub node_name: String,
     /// Between the stop signal and the kill.
     pub stop_grace: Duration,
-    /// Host ports for containers, inclusive.
-    pub port_range: (u16, u16),
+    /// The node's host ports, shared with the process runtime.
+    pub ports: HostPorts,
+    /// The address the node advertises, given to tasks as `SHOAL_HOST`.
+    pub host: String,
 }
 
 impl DockerRuntime {
@@ -153,7 +161,6 @@ impl DockerRuntime {
                 )
             })?
             .map_err(|e| format!("the Docker engine does not answer: {e}"))?;
-        let ports = PortPool::new(settings.port_range, &settings.node_id);
         Ok(DockerRuntime {
             inner: Arc::new(Inner {
                 docker,
@@ -164,7 +171,8 @@ impl DockerRuntime {
                 events,
                 table: TaskTable::new(),
                 stop_grace: settings.stop_grace,
-                ports: Mutex::new(ports),
+                ports: settings.ports,
+                host: settings.host,
                 logs: Mutex::new(BTreeMap::new()),
             }),
         })
@@ -255,8 +263,7 @@ impl DockerRuntime {
                 // The failed container was removed; anything else the
                 // engine holds for the task goes too.
                 self.sweep(&key).await;
-                self.send(RuntimeEvent::Exited(key, ExitReason::StartFailed(why)))
-                    .await;
+                self.send(RuntimeEvent::Exited(key, why)).await;
                 return;
             }
         };
@@ -274,7 +281,8 @@ impl DockerRuntime {
         };
         write_record(&dir, &record);
         debug!(task = %key, %container, "container started");
-        self.send(RuntimeEvent::Running(key.clone())).await;
+        self.send(RuntimeEvent::Running(key.clone(), ports.clone()))
+            .await;
         let logs = self.follow_logs(&key, &container, &dir, 0);
         self.watch(key, generation, container, ports, dir, logs)
             .await;
@@ -287,14 +295,18 @@ impl DockerRuntime {
         spec: &JobSpec,
         dir: &Path,
         generation: u64,
-    ) -> Result<(String, BTreeMap<String, u16>), String> {
-        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    ) -> Result<(String, BTreeMap<String, u16>), ExitReason> {
+        fs::create_dir_all(dir).map_err(|e| {
+            ExitReason::StartFailed(format!("cannot create {}: {e}", dir.display()))
+        })?;
         let image = spec
             .task
             .image
             .clone()
-            .ok_or_else(|| "the task has no image".to_owned())?;
-        self.ensure_image(&image).await?;
+            .ok_or_else(|| ExitReason::StartFailed("the task has no image".to_owned()))?;
+        self.ensure_image(&image)
+            .await
+            .map_err(ExitReason::StartFailed)?;
         // Another program (or another agent on this engine) may take a host
         // port between the check and the container's start: try again with
         // other ports.
@@ -308,7 +320,10 @@ impl DockerRuntime {
                 Err(Launch::PortTaken(why)) if attempt < PORT_ATTEMPTS => {
                     debug!(task = %key, reason = %why, "host port taken; trying others");
                 }
-                Err(Launch::PortTaken(why) | Launch::Failed(why)) => return Err(why),
+                Err(Launch::PortTaken(why) | Launch::Failed(why)) => {
+                    return Err(ExitReason::StartFailed(why));
+                }
+                Err(Launch::PortInUse(e)) => return Err(port_failure(e)),
                 Ok(started) => return Ok(started),
             }
         }
@@ -324,32 +339,12 @@ impl DockerRuntime {
         generation: u64,
         attempt: u32,
     ) -> Result<(String, BTreeMap<String, u16>), Launch> {
-        let mut ports = BTreeMap::new();
-        {
-            let mut pool = self.inner.ports.lock().expect("lock");
-            for p in &spec.task.ports {
-                match pool.take(p.protocol, PortPool::free_on_host) {
-                    Some(host) => {
-                        ports.insert(p.name.clone(), host);
-                    }
-                    None => {
-                        pool.give_back(ports.values().copied());
-                        return Err(Launch::Failed(format!(
-                            "no free host port left in {} for port {}",
-                            pool.range(),
-                            p.name
-                        )));
-                    }
-                }
-            }
-        }
-        let give_back = |ports: &BTreeMap<String, u16>| {
-            self.inner
-                .ports
-                .lock()
-                .expect("lock")
-                .give_back(ports.values().copied());
+        let ports = match self.inner.ports.allocate(&spec.task.ports) {
+            Ok(p) => p,
+            Err(e @ PortError::InUse { .. }) => return Err(Launch::PortInUse(e)),
+            Err(e) => return Err(Launch::Failed(e.to_string())),
         };
+        let give_back = |ports: &BTreeMap<String, u16>| self.inner.ports.give_back(ports);
         let mut env: Vec<String> = spec
             .task
             .env
@@ -366,6 +361,7 @@ impl DockerRuntime {
             }
         ));
         env.push(format!("SHOAL_NODE={}", self.inner.node_name));
+        env.push(format!("SHOAL_HOST={}", self.inner.host));
         for (name, host) in &ports {
             env.push(format!("SHOAL_PORT_{}={host}", port_env_name(name)));
         }
@@ -376,9 +372,11 @@ impl DockerRuntime {
                 Protocol::Tcp => "tcp",
                 Protocol::Udp => "udp",
             };
-            // A validated docker port has its container port; the host
-            // port is the same when one is missing.
-            let inside = format!("{}/{proto}", p.container_port.unwrap_or(ports[&p.name]));
+            // Validation requires it of docker tasks.
+            let Some(container_port) = p.container_port else {
+                continue;
+            };
+            let inside = format!("{container_port}/{proto}");
             exposed.push(inside.clone());
             bindings.insert(
                 inside,
@@ -598,11 +596,7 @@ impl DockerRuntime {
         // The log stream ends with the container; let it drain.
         let _ = tokio::time::timeout(Duration::from_secs(2), logs).await;
         self.remove(&container).await;
-        self.inner
-            .ports
-            .lock()
-            .expect("lock")
-            .give_back(ports.values().copied());
+        self.inner.ports.give_back(&ports);
         let reason = if stopping {
             ExitReason::Stopped
         } else if let Some(s) = &state {
@@ -797,11 +791,7 @@ impl DockerRuntime {
                     ports: record.ports.clone(),
                 }),
             );
-            self.inner
-                .ports
-                .lock()
-                .expect("lock")
-                .hold(record.ports.values().copied());
+            self.inner.ports.hold(&record.ports);
             adopted.push(Adopted {
                 key: key.clone(),
                 stamp: record.stamp,
@@ -809,6 +799,7 @@ impl DockerRuntime {
                 spec: Arc::new(record.spec.clone()),
                 restarts: record.restarts,
                 since_ms: record.started_ms,
+                ports: record.ports.clone(),
             });
             // Only what it writes from now on: what came before is in the
             // files already.

@@ -38,6 +38,7 @@ use crate::runtime::{RuntimeEvent, TaskRecord, dir_name, read_record, task_env};
 pub struct HealthChecks {
     tasks_dir: PathBuf,
     node: String,
+    host: String,
     events: mpsc::Sender<RuntimeEvent>,
     probers: BTreeMap<TaskKey, JoinHandle<()>>,
 }
@@ -51,12 +52,18 @@ impl Drop for HealthChecks {
 }
 
 impl HealthChecks {
-    /// Probers for tasks kept under `tasks_dir` on node `node`, reporting
-    /// to `events`.
-    pub fn new(tasks_dir: PathBuf, node: String, events: mpsc::Sender<RuntimeEvent>) -> Self {
+    /// Probers for tasks kept under `tasks_dir` on node `node` (which
+    /// advertises `host`), reporting to `events`.
+    pub fn new(
+        tasks_dir: PathBuf,
+        node: String,
+        host: String,
+        events: mpsc::Sender<RuntimeEvent>,
+    ) -> Self {
         HealthChecks {
             tasks_dir,
             node,
+            host,
             events,
             probers: BTreeMap::new(),
         }
@@ -66,7 +73,8 @@ impl HealthChecks {
     pub fn start(&mut self, key: &TaskKey) {
         self.stop(key);
         let dir = self.tasks_dir.join(dir_name(key));
-        let (node, events, task) = (self.node.clone(), self.events.clone(), key.clone());
+        let (node, host) = (self.node.clone(), self.host.clone());
+        let (events, task) = (self.events.clone(), key.clone());
         let prober = tokio::spawn(async move {
             let read = dir.clone();
             let record = tokio::task::spawn_blocking(move || read_record(&read))
@@ -85,6 +93,7 @@ impl HealthChecks {
                     record: record.clone(),
                     dir: dir.clone(),
                     node: node.clone(),
+                    host: host.clone(),
                 };
                 loops.spawn(probe.run(events.clone()));
             }
@@ -110,6 +119,7 @@ struct Probe {
     record: TaskRecord,
     dir: PathBuf,
     node: String,
+    host: String,
 }
 
 impl Probe {
@@ -195,6 +205,7 @@ impl Probe {
                 spec,
                 &self.key,
                 &self.node,
+                &self.host,
                 &self.dir,
                 &self.record.ports,
             ))

@@ -102,9 +102,23 @@ pub struct TaskView {
     /// Container id, for docker tasks running now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    /// Host port of each named port, for docker tasks running now.
+    /// Where each named port is reached, for tasks running now.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub ports: BTreeMap<String, u16>,
+    pub ports: BTreeMap<String, PortView>,
+}
+
+/// Where a named port of a task is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortView {
+    /// The address its node advertises.
+    pub host: String,
+    /// The host port.
+    pub port: u16,
+}
+
+/// The address a member advertises, for reaching its tasks' ports.
+pub fn advertised_host(peer: &Peer) -> String {
+    peer.meta.rpc_addr.ip().to_string()
 }
 
 fn unknown_health() -> String {
@@ -119,11 +133,25 @@ pub async fn job_tasks(
     live: &[Peer],
     job: &str,
 ) -> Result<Vec<TaskView>, CoreStopped> {
+    let (statuses, system) = job_statuses(core, transport, live, job).await?;
+    let names: BTreeMap<NodeId, String> =
+        live.iter().map(|p| (p.id, p.meta.name.clone())).collect();
+    let hosts: BTreeMap<NodeId, String> = live.iter().map(|p| (p.id, advertised_host(p))).collect();
+    Ok(to_views(statuses, system, &names, &hosts))
+}
+
+/// The status of every task of `job` (in index order), as the nodes that
+/// answer for them report it, and whether it is a system job: one request
+/// per distinct coordinator, all at once.
+pub async fn job_statuses(
+    core: &CoreHandle,
+    transport: &Transport,
+    live: &[Peer],
+    job: &str,
+) -> Result<(Vec<TaskStatus>, bool), CoreStopped> {
     let keys = core.keys_of(job).await?;
     let me = transport.local();
     let addrs: BTreeMap<NodeId, SocketAddr> = live.iter().map(|p| (p.id, p.rpc)).collect();
-    let names: BTreeMap<NodeId, String> =
-        live.iter().map(|p| (p.id, p.meta.name.clone())).collect();
     let system = keys.iter().any(|(k, _)| k.index_number().is_none());
     let mut by_owner: BTreeMap<Option<NodeId>, Vec<TaskKey>> = BTreeMap::new();
     for (k, owner) in keys {
@@ -162,6 +190,16 @@ pub async fn job_tasks(
             statuses.extend(s);
         }
     }
+    statuses.sort_by(|a, b| (a.key.index_number(), &a.key).cmp(&(b.key.index_number(), &b.key)));
+    Ok((statuses, system))
+}
+
+fn to_views(
+    statuses: Vec<TaskStatus>,
+    system: bool,
+    names: &BTreeMap<NodeId, String>,
+    hosts: &BTreeMap<NodeId, String>,
+) -> Vec<TaskView> {
     let mut views: Vec<TaskView> = statuses
         .into_iter()
         // A system job has a task only where a node is eligible.
@@ -181,11 +219,24 @@ pub async fn job_tasks(
             health: s.health.as_str().to_owned(),
             check: s.check,
             container: None,
-            ports: BTreeMap::new(),
+            ports: match s.node.and_then(|n| hosts.get(&n)) {
+                Some(host) if s.state == TaskState::Running => s
+                    .ports
+                    .iter()
+                    .map(|(name, port)| {
+                        let view = PortView {
+                            host: host.clone(),
+                            port: *port,
+                        };
+                        (name.clone(), view)
+                    })
+                    .collect(),
+                _ => BTreeMap::new(),
+            },
         })
         .collect();
     views.sort_by(|a, b| (a.index, &a.task).cmp(&(b.index, &b.task)));
-    Ok(views)
+    views
 }
 
 fn unreachable(keys: Vec<TaskKey>, why: &str) -> Vec<TaskStatus> {
@@ -200,6 +251,7 @@ fn unreachable(keys: Vec<TaskKey>, why: &str) -> Vec<TaskStatus> {
             since_ms: 0,
             health: shoal_placement::Health::Unknown,
             check: None,
+            ports: BTreeMap::new(),
             pending: vec![format!("status unknown: {why}")],
         })
         .collect()

@@ -1,11 +1,43 @@
-//! Host ports handed to tasks: a node's pool of ports from its configured
-//! range, and the environment variable that tells a task its port.
+//! Host ports handed to tasks: one pool per node, shared by the process
+//! and docker runtimes so that no two tasks of a node get the same port.
+//!
+//! A task's named port gets its `static` port when it has one, else the
+//! next port of the node's range (`--port-range`) that is free in the pool
+//! and on the host. The placer already keeps two tasks with the same
+//! static port off one node (it knows the static ports of the tasks it
+//! holds); what it cannot know is a port taken by a program shoal does
+//! not run: that is found here, at start, and reported as
+//! [`PortError::InUse`], after which the placer places the task elsewhere.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
-use shoal_model::Protocol;
+use shoal_model::{Port, Protocol};
 
-/// Host ports handed to containers, from a configured range.
+/// Why a task's ports could not be given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// A static port is taken on this host (by another task or program).
+    #[error("port {port} ({name}) in use on this host")]
+    InUse {
+        /// The port's name.
+        name: String,
+        /// The static port.
+        port: u16,
+    },
+    /// Every port of the range is taken.
+    #[error(
+        "no free host port left in {range} for port {name}; widen the node's --port-range or stop tasks"
+    )]
+    Exhausted {
+        /// The port's name.
+        name: String,
+        /// The node's range, `first-last`.
+        range: String,
+    },
+}
+
+/// Host ports handed to tasks, from a configured range.
 #[derive(Debug)]
 pub(crate) struct PortPool {
     first: u16,
@@ -77,29 +109,95 @@ impl PortPool {
             self.used.remove(&p);
         }
     }
+
+    /// A host port for each of `ports`: its static one, or one from the
+    /// range; all or none (what was taken is given back on an error).
+    pub(crate) fn allocate(
+        &mut self,
+        ports: &[Port],
+        free_on_host: impl Fn(u16, Protocol) -> bool,
+    ) -> Result<BTreeMap<String, u16>, PortError> {
+        let mut got = BTreeMap::new();
+        // Static ones first, so that a range port never takes one of them.
+        let (fixed, ranged): (Vec<&Port>, Vec<&Port>) =
+            ports.iter().partition(|p| p.static_port.is_some());
+        for p in fixed {
+            let port = p.static_port.unwrap_or_default();
+            if self.used.contains(&port) || !free_on_host(port, p.protocol) {
+                self.give_back(got.values().copied());
+                return Err(PortError::InUse {
+                    name: p.name.clone(),
+                    port,
+                });
+            }
+            self.used.insert(port);
+            got.insert(p.name.clone(), port);
+        }
+        for p in ranged {
+            match self.take(p.protocol, &free_on_host) {
+                Some(port) => {
+                    got.insert(p.name.clone(), port);
+                }
+                None => {
+                    self.give_back(got.values().copied());
+                    return Err(PortError::Exhausted {
+                        name: p.name.clone(),
+                        range: self.range(),
+                    });
+                }
+            }
+        }
+        Ok(got)
+    }
 }
 
-/// `SHOAL_PORT_<NAME>`: upper case, other than letters and digits → `_`.
-pub fn port_env_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// The node's pool, shared by its runtimes. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct HostPorts(Arc<Mutex<PortPool>>);
+
+impl HostPorts {
+    /// The pool of a node (`seed`: its id) over `range`, inclusive.
+    pub fn new(range: (u16, u16), seed: &str) -> HostPorts {
+        HostPorts(Arc::new(Mutex::new(PortPool::new(range, seed))))
+    }
+
+    /// Host ports for `ports` (see [`PortPool::allocate`]), checked free on
+    /// this host.
+    pub(crate) fn allocate(&self, ports: &[Port]) -> Result<BTreeMap<String, u16>, PortError> {
+        if ports.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        self.0
+            .lock()
+            .expect("lock")
+            .allocate(ports, PortPool::free_on_host)
+    }
+
+    /// Marks `ports` as handed out (tasks adopted after a restart).
+    pub(crate) fn hold(&self, ports: &BTreeMap<String, u16>) {
+        self.0.lock().expect("lock").hold(ports.values().copied());
+    }
+
+    /// Takes `ports` back (their task ended).
+    pub(crate) fn give_back(&self, ports: &BTreeMap<String, u16>) {
+        self.0
+            .lock()
+            .expect("lock")
+            .give_back(ports.values().copied());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn port_names_become_env_names() {
-        assert_eq!(port_env_name("http"), "HTTP");
-        assert_eq!(port_env_name("admin-api"), "ADMIN_API");
+    fn port(name: &str, fixed: Option<u16>) -> Port {
+        Port {
+            name: name.into(),
+            container_port: None,
+            static_port: fixed,
+            protocol: Protocol::Tcp,
+        }
     }
 
     #[test]
@@ -117,5 +215,32 @@ mod tests {
         pool.give_back([47105]);
         assert_eq!(pool.take(Protocol::Tcp, host), Some(47105));
         assert_eq!(pool.take(Protocol::Tcp, host), None);
+    }
+
+    #[test]
+    fn static_ports_are_taken_as_given_and_never_handed_out_from_the_range() {
+        let host = |p: u16, _: Protocol| p != 47300;
+        let mut pool = PortPool::new((47200, 47201), "n1");
+        let got = pool
+            .allocate(&[port("a", None), port("b", Some(47201))], host)
+            .unwrap();
+        assert_eq!(got["b"], 47201);
+        assert_eq!(got["a"], 47200, "the range's other port: {got:?}");
+        // Used by the first task: refused, naming the port.
+        let err = pool.allocate(&[port("c", Some(47201))], host).unwrap_err();
+        assert_eq!(err.to_string(), "port 47201 (c) in use on this host");
+        // Taken on the host by a program shoal does not run.
+        let err = pool.allocate(&[port("d", Some(47300))], host).unwrap_err();
+        assert!(matches!(err, PortError::InUse { port: 47300, .. }));
+        // The range is used up: nothing of the failed task stays taken.
+        let err = pool
+            .allocate(&[port("e", Some(47400)), port("f", None)], host)
+            .unwrap_err();
+        assert!(matches!(err, PortError::Exhausted { .. }), "{err}");
+        pool.give_back(got.values().copied());
+        let again = pool
+            .allocate(&[port("e", Some(47400)), port("f", None)], host)
+            .unwrap();
+        assert_eq!(again.len(), 2);
     }
 }

@@ -4,8 +4,10 @@
 //! default, `stdout.log` and `stderr.log`, `task.json`), in its own process
 //! group, in its own cgroup when the host has them (see [`crate::cgroups`]),
 //! with `SHOAL_TASK_ID`, `SHOAL_JOB`, `SHOAL_TASK_INDEX`, `SHOAL_NODE`,
-//! `SHOAL_TASK_DIR` and, for each named port, `SHOAL_PORT_<NAME>` (a host
-//! port from the node's range) added to the job's environment.
+//! `SHOAL_TASK_DIR`, `SHOAL_HOST` (the node's advertised address) and a
+//! `SHOAL_PORT_<NAME>` per named port (a host port from the node's pool,
+//! [`HostPorts`], which the docker runtime shares) added to the job's
+//! environment.
 //!
 //! The agent does not exec the command itself: it starts its own binary as
 //! `shoal __exec`, which joins the task's cgroups and then becomes the
@@ -29,7 +31,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -41,7 +43,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::cgroups::{Isolation, TaskGroup};
-use crate::ports::{PortPool, port_env_name};
+use crate::ports::{HostPorts, PortError};
 use crate::tasklog::LOG_KEEP;
 pub use crate::tasklog::LOG_MAX_BYTES;
 use crate::tasktable::{Ended, TaskTable};
@@ -55,8 +57,8 @@ const PIDS_MAX: u64 = 4096;
 /// What the runtime tells the placement task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeEvent {
-    /// The task's process runs.
-    Running(TaskKey),
+    /// The task's process runs, with these host ports (by port name).
+    Running(TaskKey, BTreeMap<String, u16>),
     /// It ended.
     Exited(TaskKey, ExitReason),
     /// One of its health checks said this (see [`crate::health`]).
@@ -86,7 +88,7 @@ pub struct TaskRecord {
     /// Container id while running (docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    /// Host port of each named port (docker).
+    /// Host port of each named port.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u16>,
 }
@@ -121,8 +123,10 @@ struct Inner {
     /// Running tasks; the handle is the process (group) id.
     table: TaskTable<i32>,
     stop_grace: Duration,
-    /// Host ports for named ports.
-    ports: Mutex<PortPool>,
+    /// The node's host ports, shared with the docker runtime.
+    ports: HostPorts,
+    /// The address the node advertises (`SHOAL_HOST`).
+    host: String,
 }
 
 /// Runs tasks as processes. Cheap to clone.
@@ -159,17 +163,49 @@ fn now_ms() -> u64 {
     crate::clock::unix_ms()
 }
 
+/// How a process task's environment and ports are set up, besides its spec.
+#[derive(Clone, Debug)]
+pub struct ProcessSettings {
+    /// Where the node keeps its state; tasks go under `tasks/`.
+    pub data_dir: PathBuf,
+    /// How tasks are isolated.
+    pub isolation: Isolation,
+    /// This node's name (`SHOAL_NODE`).
+    pub node: String,
+    /// Between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// The node's host ports, shared with the docker runtime.
+    pub ports: HostPorts,
+    /// The address the node advertises (`SHOAL_HOST`).
+    pub host: String,
+}
+
+/// What a task that could not get its ports reports: a static port taken
+/// on this host sends it elsewhere; a range used up is a start failure.
+pub(crate) fn port_failure(e: PortError) -> ExitReason {
+    match e {
+        PortError::InUse { port, .. } => ExitReason::PortInUse {
+            port,
+            reason: e.to_string(),
+        },
+        other => ExitReason::StartFailed(other.to_string()),
+    }
+}
+
 impl ProcessRuntime {
-    /// A runtime keeping tasks under `data_dir/tasks`, giving named ports
-    /// host ports from `port_range`.
+    /// A runtime keeping tasks under `data_dir/tasks`.
     pub fn new(
-        data_dir: &Path,
-        isolation: Isolation,
-        node: String,
-        stop_grace: Duration,
-        port_range: (u16, u16),
+        settings: ProcessSettings,
         events: mpsc::Sender<RuntimeEvent>,
     ) -> std::io::Result<ProcessRuntime> {
+        let ProcessSettings {
+            data_dir,
+            isolation,
+            node,
+            stop_grace,
+            ports,
+            host,
+        } = settings;
         let tasks_dir = data_dir.join("tasks");
         fs::create_dir_all(&tasks_dir)?;
         let shim = std::env::current_exe()?;
@@ -178,45 +214,14 @@ impl ProcessRuntime {
                 tasks_dir,
                 isolation,
                 shim,
+                node,
                 events,
                 table: TaskTable::new(),
                 stop_grace,
-                // Seeded apart from the docker runtime's pool (which
-                // starts from the node id), so the two rarely race.
-                ports: Mutex::new(PortPool::new(port_range, &format!("{node}/process"))),
-                node,
+                ports,
+                host,
             }),
         })
-    }
-
-    /// Takes a host port for each named port of `spec`, or says why not.
-    fn take_ports(&self, spec: &JobSpec) -> Result<BTreeMap<String, u16>, String> {
-        let mut pool = self.inner.ports.lock().expect("lock");
-        let mut ports = BTreeMap::new();
-        for p in &spec.task.ports {
-            match pool.take(p.protocol, PortPool::free_on_host) {
-                Some(host) => {
-                    ports.insert(p.name.clone(), host);
-                }
-                None => {
-                    pool.give_back(ports.values().copied());
-                    return Err(format!(
-                        "no free host port for {:?} in {}",
-                        p.name,
-                        pool.range()
-                    ));
-                }
-            }
-        }
-        Ok(ports)
-    }
-
-    fn give_back(&self, ports: &BTreeMap<String, u16>) {
-        self.inner
-            .ports
-            .lock()
-            .expect("lock")
-            .give_back(ports.values().copied());
     }
 
     /// How tasks are isolated.
@@ -257,6 +262,23 @@ impl ProcessRuntime {
                 .await;
             return;
         }
+        let ports = match self.inner.ports.allocate(&spec.task.ports) {
+            Ok(p) => p,
+            Err(e) => {
+                self.inner.table.forget(&key, generation);
+                let _ = self
+                    .inner
+                    .events
+                    .send(RuntimeEvent::Exited(key.clone(), port_failure(e)))
+                    .await;
+                return;
+            }
+        };
+        // From here on, a start that fails gives its ports back.
+        let fail = |why: String| {
+            self.inner.ports.give_back(&ports);
+            fail(why)
+        };
         let error_file = dir.join("start-error");
         let _ = fs::remove_file(&error_file);
         let isolation = self.inner.isolation.clone();
@@ -308,16 +330,6 @@ impl ProcessRuntime {
         };
         // Reaped whatever happens; the task's end waits for it a moment.
         let mut shipped = tokio::spawn(reap(shipper));
-        let ports = match self.take_ports(&spec) {
-            Ok(p) => p,
-            Err(why) => {
-                if let Some(g) = group {
-                    let _ = tokio::task::spawn_blocking(move || g.remove()).await;
-                }
-                let _ = self.inner.events.send(fail(why)).await;
-                return;
-            }
-        };
         let workdir = spec
             .task
             .workdir
@@ -336,7 +348,14 @@ impl ProcessRuntime {
             cmd.env("PATH", path);
         }
         cmd.env("HOME", &dir)
-            .envs(task_env(&spec, &key, &self.inner.node, &dir, &ports))
+            .envs(task_env(
+                &spec,
+                &key,
+                &self.inner.node,
+                &self.inner.host,
+                &dir,
+                &ports,
+            ))
             .current_dir(&workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
@@ -350,7 +369,6 @@ impl ProcessRuntime {
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
-                self.give_back(&ports);
                 if let Some(g) = group {
                     let _ = tokio::task::spawn_blocking(move || g.remove()).await;
                 }
@@ -377,20 +395,20 @@ impl ProcessRuntime {
             pid_start: pid_start(pid),
             started_ms: now_ms(),
             container: None,
-            ports,
+            ports: ports.clone(),
         };
         write_record(&dir, &record);
         debug!(task = %key, pid, "task started");
         let _ = self
             .inner
             .events
-            .send(RuntimeEvent::Running(key.clone()))
+            .send(RuntimeEvent::Running(key.clone(), ports.clone()))
             .await;
         let status = child.wait().await;
         let Ended { stopping, replaced } = self.inner.table.end(&key, generation);
         // Nothing of the task outlives it.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        self.give_back(&record.ports);
+        self.inner.ports.give_back(&ports);
         // Its last output reaches the files before its end is told (a
         // process that left the group may hold the pipes longer: the
         // shipper then goes on with it).
@@ -524,12 +542,8 @@ impl ProcessRuntime {
                 continue;
             }
             info!(task = %key, pid, "found a task still running; adopting it");
-            self.inner
-                .ports
-                .lock()
-                .expect("lock")
-                .hold(record.ports.values().copied());
             let generation = self.inner.table.begin(&key, Some(pid));
+            self.inner.ports.hold(&record.ports);
             adopted.push(Adopted {
                 key: key.clone(),
                 stamp: record.stamp,
@@ -537,6 +551,7 @@ impl ProcessRuntime {
                 spec: Arc::new(record.spec.clone()),
                 restarts: record.restarts,
                 since_ms: record.started_ms,
+                ports: record.ports.clone(),
             });
             self.watch_adopted(key, generation, pid, record.pid_start, dir, record.ports);
         }
@@ -560,7 +575,7 @@ impl ProcessRuntime {
             }
             let Ended { stopping, replaced } = this.inner.table.end(&key, generation);
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            this.give_back(&ports);
+            this.inner.ports.give_back(&ports);
             let name = dir_name(&key);
             let isolation = this.inner.isolation.clone();
             let oom = tokio::task::spawn_blocking(move || {
@@ -794,43 +809,6 @@ impl Runtimes {
     }
 }
 
-/// The variables shoal adds to a process task's own environment (and to
-/// its command checks'): the job's `env`, `SHOAL_TASK_ID`, `SHOAL_JOB`,
-/// `SHOAL_TASK_INDEX`, `SHOAL_NODE`, `SHOAL_TASK_DIR` and
-/// `SHOAL_PORT_<NAME>` for each host port in `ports`.
-pub(crate) fn task_env(
-    spec: &JobSpec,
-    key: &TaskKey,
-    node: &str,
-    dir: &Path,
-    ports: &BTreeMap<String, u16>,
-) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = spec
-        .task
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let index = match &key.slot {
-        Slot::Index(i) => i.to_string(),
-        Slot::Node(_) => "0".into(),
-    };
-    env.extend([
-        ("SHOAL_TASK_ID".to_owned(), key.to_string()),
-        ("SHOAL_JOB".to_owned(), key.job.clone()),
-        ("SHOAL_TASK_INDEX".to_owned(), index),
-        ("SHOAL_NODE".to_owned(), node.to_owned()),
-        ("SHOAL_TASK_DIR".to_owned(), dir.display().to_string()),
-    ]);
-    for (name, port) in ports {
-        env.push((
-            format!("SHOAL_PORT_{}", port_env_name(name)),
-            port.to_string(),
-        ));
-    }
-    env
-}
-
 /// Waits for a process the agent started (so that it leaves no zombie).
 async fn reap(mut child: tokio::process::Child) {
     let _ = child.wait().await;
@@ -907,4 +885,43 @@ pub fn exec_shim(args: &[String]) -> std::process::ExitCode {
         .args(&args[i + 1..])
         .exec();
     fail(format!("cannot run {command}: {err}"))
+}
+
+/// The variables shoal adds to a process task's own environment (and to
+/// its command checks'): the job's `env`, `SHOAL_TASK_ID`, `SHOAL_JOB`,
+/// `SHOAL_TASK_INDEX`, `SHOAL_NODE`, `SHOAL_TASK_DIR`, `SHOAL_HOST` and
+/// `SHOAL_PORT_<NAME>` for each host port in `ports`.
+pub(crate) fn task_env(
+    spec: &JobSpec,
+    key: &TaskKey,
+    node: &str,
+    host: &str,
+    dir: &Path,
+    ports: &BTreeMap<String, u16>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = spec
+        .task
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let index = match &key.slot {
+        Slot::Index(i) => i.to_string(),
+        Slot::Node(_) => "0".into(),
+    };
+    env.extend([
+        ("SHOAL_TASK_ID".to_owned(), key.to_string()),
+        ("SHOAL_JOB".to_owned(), key.job.clone()),
+        ("SHOAL_TASK_INDEX".to_owned(), index),
+        ("SHOAL_NODE".to_owned(), node.to_owned()),
+        ("SHOAL_TASK_DIR".to_owned(), dir.display().to_string()),
+        ("SHOAL_HOST".to_owned(), host.to_owned()),
+    ]);
+    for (name, port) in ports {
+        env.push((
+            format!("SHOAL_PORT_{}", shoal_model::port_env_name(name)),
+            port.to_string(),
+        ));
+    }
+    env
 }

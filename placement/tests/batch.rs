@@ -180,7 +180,7 @@ impl Cluster {
                     *self.starts.entry(key.clone()).or_default() += 1;
                     self.procs.insert(key.clone(), id);
                     let p = self.placers.get_mut(&id).expect("listed");
-                    p.task_running(self.now, self.wall, &key);
+                    p.task_running(self.now, self.wall, &key, Default::default());
                 }
                 for key in stopped {
                     self.procs.remove(&key);

@@ -41,6 +41,7 @@ fn every_message_survives_the_wire_encoding() {
         node: NodeId(9),
     };
     let report = shoal_placement::Report {
+        ports: [("http".to_owned(), 20001)].into(),
         state: TaskState::Running,
         restarts: 2,
         exit_code: None,
@@ -131,7 +132,7 @@ struct ReportBeforeHealth {
 }
 
 #[test]
-fn a_report_without_check_output_costs_what_it_cost_before_health() {
+fn a_report_without_check_output_or_ports_costs_what_it_cost_before_health() {
     for (state, health) in [
         (TaskState::Running, shoal_placement::Health::Healthy),
         (TaskState::Starting, shoal_placement::Health::Unknown),
@@ -147,6 +148,7 @@ fn a_report_without_check_output_costs_what_it_cost_before_health() {
             job_version: 12,
             health,
             check: None,
+            ports: Default::default(),
         };
         let before = ReportBeforeHealth {
             state,
@@ -162,7 +164,7 @@ fn a_report_without_check_output_costs_what_it_cost_before_health() {
         assert_eq!(back, report);
         let with_check = shoal_placement::Report {
             check: Some("connection refused".into()),
-            ..report
+            ..report.clone()
         };
         let bytes = postcard::to_allocvec(&with_check).unwrap();
         let back: shoal_placement::Report = postcard::from_bytes(&bytes).unwrap();
@@ -170,5 +172,19 @@ fn a_report_without_check_output_costs_what_it_cost_before_health() {
         let json = serde_json::to_string(&with_check).unwrap();
         let back: shoal_placement::Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back, with_check);
+        // Host ports follow when there are some, with or without a check.
+        for check in [None, Some("HTTP 200".to_owned())] {
+            let with_ports = shoal_placement::Report {
+                check,
+                ports: [("http".to_owned(), 20417), ("admin".to_owned(), 8080)].into(),
+                ..report.clone()
+            };
+            let bytes = postcard::to_allocvec(&with_ports).unwrap();
+            let back: shoal_placement::Report = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back, with_ports);
+            let json = serde_json::to_string(&with_ports).unwrap();
+            let back: shoal_placement::Report = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, with_ports);
+        }
     }
 }

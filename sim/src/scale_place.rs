@@ -386,7 +386,7 @@ impl World {
                         self.duplicates_ever += 1;
                     }
                 }
-                self.placers[i].task_running(now, wall, &key);
+                self.placers[i].task_running(now, wall, &key, Default::default());
                 self.after(i);
             }
             Ev::Stopped { node, key } => {

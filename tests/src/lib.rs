@@ -1,6 +1,6 @@
 //! A harness that starts real `shoal agent` processes.
 //!
-//! Every agent binds 127.0.0.1 with port 0 and lives in a temporary dir; the
+//! Every agent binds 127.0.0.1 with port 0 (its DNS server too) and lives in a temporary dir; the
 //! harness learns its addresses from `<data-dir>/agent.json`. Tests wait on
 //! conditions with deadlines ([`wait_until`]); nothing sleeps a fixed time
 //! and no port is fixed. When a test panics, the tail of every agent's log
@@ -16,6 +16,8 @@
 //! (`scripts/leftovers.sh`).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod dns;
 
 use std::fs;
 use std::io::Read;
@@ -168,6 +170,8 @@ impl AgentProc {
             "127.0.0.1:0".into(),
             "--api".into(),
             "127.0.0.1:0".into(),
+            "--dns".into(),
+            "127.0.0.1:0".into(),
             "--name".into(),
             spec.name.clone(),
             "--gossip".into(),
@@ -193,6 +197,7 @@ impl AgentProc {
                 gossip: "0.0.0.0:0".parse().expect("literal"),
                 rpc: "0.0.0.0:0".parse().expect("literal"),
                 api: "0.0.0.0:0".parse().expect("literal"),
+                dns: None,
                 pid: 0,
             },
             token: String::new(),

@@ -137,7 +137,7 @@ fn shoal_run_image_runs_containers_with_limits_ports_and_logs() {
         let t = tasks(&c, 1, &job);
         Ok(t.len() == 2
             && t.iter()
-                .all(|t| t["state"] == "running" && t["ports"]["http"].is_u64())
+                .all(|t| t["state"] == "running" && t["ports"]["http"]["port"].is_u64())
             && containers(&job).len() == 2)
     });
     let t = tasks(&c, 1, &job);
@@ -153,7 +153,7 @@ fn shoal_run_image_runs_containers_with_limits_ports_and_logs() {
         assert_eq!(labels["shoal.job"], job.as_str());
         assert_eq!(labels["shoal.node"], task["node"], "{labels}");
         // The host port answers (busybox httpd behind Docker's mapping).
-        let port = task["ports"]["http"].as_u64().unwrap();
+        let port = task["ports"]["http"]["port"].as_u64().unwrap();
         let bound = &host["PortBindings"]["8080/tcp"][0]["HostPort"];
         assert_eq!(bound, &json!(port.to_string()));
         wait_until("the mapped port answers HTTP", SETTLE, || {

@@ -244,9 +244,15 @@ impl NodeCore {
         true
     }
 
-    /// The runtime started a task.
-    pub fn handle_task_running(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
-        self.placer.task_running(now, wall_ms, key);
+    /// The runtime started a task, with these host `ports` (by port name).
+    pub fn handle_task_running(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        key: &TaskKey,
+        ports: std::collections::BTreeMap<String, u16>,
+    ) {
+        self.placer.task_running(now, wall_ms, key, ports);
         self.after_place(now, wall_ms);
     }
 

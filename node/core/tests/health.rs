@@ -129,7 +129,8 @@ impl One {
 
     fn running(&mut self) {
         let wall = self.wall();
-        self.placer.task_running(self.now, wall, &One::key());
+        self.placer
+            .task_running(self.now, wall, &One::key(), Default::default());
         self.drain();
     }
 

@@ -451,7 +451,7 @@ impl Sim {
                 if self.nodes[node].life == life && self.nodes[node].core.is_some() {
                     self.nodes[node].procs.insert(key.clone(), stamp);
                     if let Some(c) = self.nodes[node].core.as_mut() {
-                        c.handle_task_running(now, wall, &key);
+                        c.handle_task_running(now, wall, &key, Default::default());
                         self.drain(node);
                     }
                 }
@@ -611,6 +611,35 @@ fn sixteen_tasks_fill_five_nodes_and_the_twenty_first_waits_with_every_reason() 
             st.pending
         );
     }
+}
+
+#[test]
+fn a_static_port_is_a_resource_no_two_tasks_of_a_node_share() {
+    let mut s = Sim::new(3, 2, 0.0);
+    let ports = json!({"task": {"runtime": "process", "command": "/bin/sleep",
+        "ports": [{"name": "http", "static": 8080}],
+        "resources": {"cpus": 0.1, "memory_mb": 64}}});
+    s.set_job(spec("web", Some(3), 0.1, ports.clone()));
+    assert!(
+        s.run_until(SETTLE, |s| s.exactly_once("web", 3)),
+        "3 not placed: {:?}",
+        s.per_node("web")
+    );
+    // Room for many more by resources; one per node by the port.
+    assert_eq!(s.per_node("web"), vec![1; 3]);
+    s.set_job(spec("web", Some(4), 0.1, ports));
+    s.run_for(Duration::from_secs(5));
+    assert!(s.exactly_once("web", 3), "{:?}", s.per_node("web"));
+    let st = s.status(&TaskKey::index("web", 3));
+    assert_eq!(st.state, TaskState::Pending);
+    assert_eq!(st.pending.len(), 3, "{:?}", st.pending);
+    assert!(
+        st.pending
+            .iter()
+            .all(|r| r.contains("port 8080 (http) in use by web/")),
+        "{:?}",
+        st.pending
+    );
 }
 
 #[test]

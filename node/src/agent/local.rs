@@ -13,6 +13,7 @@ use super::{AgentError, AgentOptions, DEFAULT_PORT_RANGE};
 use crate::cgroups::Isolation;
 use crate::datadir::{DataDir, StoredSettings};
 use crate::docker::{DockerRuntime, DockerSettings};
+use crate::ports::HostPorts;
 use crate::resources;
 use crate::runtime::RuntimeEvent;
 
@@ -23,6 +24,8 @@ pub(super) struct Local {
     /// The container runtime, when the engine answers.
     pub docker: Option<DockerRuntime>,
     pub stop_grace: Duration,
+    /// The host ports the runtimes hand to tasks.
+    pub ports: HostPorts,
 }
 
 /// Detects capacity and isolation, connects to the Docker engine, and
@@ -69,6 +72,14 @@ pub(super) async fn describe(
     }
     let name = settings.name.clone().unwrap_or_else(resources::hostname);
     let stop_grace = opts.stop_grace.unwrap_or(Duration::from_secs(10));
+    let range = opts.port_range.unwrap_or(DEFAULT_PORT_RANGE);
+    if range.0 == 0 || range.0 > range.1 {
+        return Err(AgentError::Usage(format!(
+            "--port-range must be FIRST-LAST with 1 <= FIRST <= LAST (got {}-{})",
+            range.0, range.1
+        )));
+    }
+    let ports = HostPorts::new(range, &node_id.to_string());
     // Containers: only when the engine answers.
     let docker = if opts.no_docker {
         info!("docker runtime off (--no-docker)");
@@ -80,7 +91,8 @@ pub(super) async fn describe(
                 node_id: node_id.to_string(),
                 node_name: name.clone(),
                 stop_grace,
-                port_range: opts.port_range.unwrap_or(DEFAULT_PORT_RANGE),
+                ports: ports.clone(),
+                host: sockets.rpc_addr.ip().to_string(),
             },
             runtime_tx,
         )
@@ -127,5 +139,6 @@ pub(super) async fn describe(
         isolation,
         docker,
         stop_grace,
+        ports,
     })
 }

@@ -32,8 +32,10 @@ use crate::api::{self, ApiState};
 use crate::clock::{Clock, unix_ms};
 use crate::core_task::{CoreHandle, CoreParts, CoreTask, StateLink, feed_jobs, record_finished};
 use crate::datadir::{AgentFile, DataDir, DataDirError};
+use crate::dns::{self, DnsHandler};
 use crate::rpc::NodeRpc;
-use crate::runtime::{ProcessRuntime, Runtimes};
+use crate::runtime::{ProcessRuntime, ProcessSettings, Runtimes};
+use crate::services::Services;
 use crate::state::{GossipLink, StateHandle, StateTask, rpc_handler};
 use crate::token::TokenError;
 
@@ -54,6 +56,10 @@ pub struct AgentOptions {
     pub rpc: Option<SocketAddr>,
     /// HTTP API address.
     pub api: Option<SocketAddr>,
+    /// DNS address (UDP and TCP), or `off`; default 127.0.0.1 on the
+    /// gossip port + 2 (5483; port 0 when gossip has port 0), and
+    /// 127.0.0.1:5483 with `dev`.
+    pub dns: Option<String>,
     /// Address to advertise when binding to `0.0.0.0` or `[::]`.
     pub advertise: Option<IpAddr>,
     /// Members to join through (`host:port`).
@@ -94,13 +100,13 @@ pub struct AgentOptions {
     pub stop_grace: Option<Duration>,
     /// Do not offer the Docker runtime even when an engine answers.
     pub no_docker: bool,
-    /// Host ports handed to containers' mapped ports (inclusive); default
+    /// Host ports handed to tasks' named ports (inclusive); default
     /// [`DEFAULT_PORT_RANGE`].
     pub port_range: Option<(u16, u16)>,
 }
 
-/// Host ports for containers unless `--port-range` says otherwise.
-pub const DEFAULT_PORT_RANGE: (u16, u16) = (20000, 29999);
+/// Host ports for tasks unless `--port-range` says otherwise.
+pub const DEFAULT_PORT_RANGE: (u16, u16) = (20000, 32000);
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +170,8 @@ pub struct AgentInfo {
     pub rpc: SocketAddr,
     /// Bound API address.
     pub api: SocketAddr,
+    /// Bound DNS address (none with `--dns off`).
+    pub dns: Option<SocketAddr>,
     /// Data dir.
     pub data_dir: PathBuf,
     /// Whether this start founded a new cluster.
@@ -272,6 +280,7 @@ impl Agent {
             isolation,
             docker,
             stop_grace,
+            ports,
         } = local::describe(
             &opts,
             &settings,
@@ -285,10 +294,12 @@ impl Agent {
             gossip: gossip_socket,
             rpc: rpc_socket,
             api: api_listener,
+            dns: dns_sockets,
             gossip_addr,
             rpc_addr,
             api_bound,
             api_addr: _,
+            dns_bound,
         } = sockets;
         let name = meta.name.clone();
         let draining = meta.draining;
@@ -323,11 +334,14 @@ impl Agent {
 
         // The runtimes, adopting what still runs from before a restart.
         let process = ProcessRuntime::new(
-            data_dir.path(),
-            isolation,
-            name.clone(),
-            stop_grace,
-            opts.port_range.unwrap_or(DEFAULT_PORT_RANGE),
+            ProcessSettings {
+                data_dir: data_dir.path().to_owned(),
+                isolation,
+                node: name.clone(),
+                stop_grace,
+                ports,
+                host: rpc_addr.ip().to_string(),
+            },
             runtime_tx.clone(),
         )
         .map_err(|source| DataDirError::Write {
@@ -341,6 +355,7 @@ impl Agent {
         let health = crate::health::HealthChecks::new(
             data_dir.path().join("tasks"),
             name.clone(),
+            rpc_addr.ip().to_string(),
             runtime_tx.clone(),
         );
         let runtime = Runtimes::new(process, docker, runtime_tx);
@@ -431,10 +446,24 @@ impl Agent {
                 )),
             ));
         }
+        let services = Services::new(
+            core.clone(),
+            state.clone(),
+            transport.clone(),
+            live_rx.clone(),
+        );
+        if let Some((udp, tcp)) = dns_sockets {
+            let handler = DnsHandler::new(services.clone(), live_rx.clone());
+            tasks.push((
+                "dns",
+                tokio::spawn(dns::serve(handler, udp, tcp, shutdown.clone())),
+            ));
+        }
         let api_state = ApiState {
             core: core.clone(),
             state: state.clone(),
             runtime: runtime.clone(),
+            services,
             live: live_rx,
             transport: transport.clone(),
             auth: if opts.dev {
@@ -477,6 +506,7 @@ impl Agent {
             gossip: gossip_addr,
             rpc: rpc_addr,
             api: api_bound,
+            dns: dns_bound,
             pid: std::process::id(),
         })?;
         info!(
@@ -485,6 +515,7 @@ impl Agent {
             gossip = %gossip_addr,
             rpc = %rpc_addr,
             api = %api_bound,
+            dns = %dns_bound.map_or_else(|| "off".to_owned(), |d| d.to_string()),
             data_dir = %data_dir.path().display(),
             generation = node.bump,
             "agent serving"
@@ -497,6 +528,7 @@ impl Agent {
                 gossip: gossip_addr,
                 rpc: rpc_addr,
                 api: api_bound,
+                dns: dns_bound,
                 data_dir: data_dir.path().to_owned(),
                 founded,
                 token: secret.to_token(),

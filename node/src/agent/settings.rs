@@ -29,11 +29,20 @@ pub(super) fn resolve(
         bind: opts.bind.or(stored.bind),
         rpc: opts.rpc.or(stored.rpc),
         api: opts.api.or(stored.api),
+        dns: opts.dns.clone().or(stored.dns),
         advertise: opts.advertise.or(stored.advertise),
         gossip: opts.gossip.clone().or(stored.gossip),
         suspicion_mult: opts.suspicion_mult.or(stored.suspicion_mult),
         draining: stored.draining,
     };
+    if let Some(d) = &settings.dns
+        && d != "off"
+        && d.parse::<std::net::SocketAddr>().is_err()
+    {
+        return Err(AgentError::Usage(format!(
+            "--dns must be HOST:PORT (port 0 picks a free one) or off (got {d:?})"
+        )));
+    }
     if let Some(c) = settings.cpus
         && !(c > 0.0 && c.is_finite())
     {

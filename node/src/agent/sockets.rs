@@ -22,6 +22,10 @@ pub(super) struct Sockets {
     pub api_bound: SocketAddr,
     /// Advertised API address.
     pub api_addr: SocketAddr,
+    /// The DNS server's UDP and TCP sockets (none with `--dns off`).
+    pub dns: Option<(UdpSocket, TcpListener)>,
+    /// Bound DNS address.
+    pub dns_bound: Option<SocketAddr>,
 }
 
 /// The address other machines reach this one at, when bound to 0.0.0.0:
@@ -148,6 +152,31 @@ pub(super) async fn bind(
     });
     let api = bind_tcp(api_configured, previous.as_ref().map(|p| p.api)).await?;
     let api_bound = local_addr("API", api_configured, api.local_addr())?;
+    let (dns, dns_bound) = match dns_address(opts, settings, bind) {
+        None => (None, None),
+        Some(configured) => {
+            let previous = previous.as_ref().and_then(|p| p.dns);
+            let mut last = None;
+            let mut bound = None;
+            for addr in bind_candidates(configured, previous) {
+                match crate::dns::bind(addr).await {
+                    Ok(s) => {
+                        bound = Some(s);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let (udp, tcp) = bound.ok_or_else(|| AgentError::Bind {
+                what: "DNS",
+                addr: configured,
+                source: last.unwrap_or_else(|| std::io::Error::other("no address to bind")),
+                hint: "; pass --dns HOST:PORT (port 0 picks a free one), or --dns off",
+            })?;
+            let at = local_addr("DNS", configured, udp.local_addr())?;
+            (Some((udp, tcp)), Some(at))
+        }
+    };
     let advertise_ip = settings.advertise.unwrap_or_else(outbound_ip);
     Ok(Sockets {
         gossip,
@@ -157,5 +186,34 @@ pub(super) async fn bind(
         rpc_addr: advertised(rpc_bound, advertise_ip),
         api_bound,
         api_addr: advertised(api_bound, advertise_ip),
+        dns,
+        dns_bound,
     })
+}
+
+/// Where the DNS server listens: `--dns` (`off`: nowhere); by default on
+/// 127.0.0.1, next to the other ports (gossip port + 2, so 5483; port 0
+/// when gossip took port 0), and on 127.0.0.1:5483 with `--dev`.
+fn dns_address(
+    opts: &AgentOptions,
+    settings: &StoredSettings,
+    bind: SocketAddr,
+) -> Option<SocketAddr> {
+    match settings.dns.as_deref() {
+        Some("off") => None,
+        // Checked when the settings were resolved.
+        Some(addr) => addr.parse().ok(),
+        None if opts.dev => Some(SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            crate::dns::DEFAULT_DNS_PORT,
+        ))),
+        None => {
+            let port = if bind.port() == 0 {
+                0
+            } else {
+                bind.port().wrapping_add(2)
+            };
+            Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        }
+    }
 }

@@ -14,6 +14,7 @@
 //! status.
 
 pub mod jobs;
+pub mod services;
 pub mod tasks;
 pub mod types;
 
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub runtime: crate::runtime::Runtimes,
     /// Live members.
     pub live: tokio::sync::watch::Receiver<Arc<Vec<crate::state::Peer>>>,
+    /// Service lookups, with this node's cache.
+    pub services: crate::services::Services,
     /// The RPC transport (for fault injection).
     pub transport: shoal_transport::Transport,
     /// Serve `POST /v1/debug/faults`.
@@ -142,6 +145,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{name}/scale", post(jobs::scale))
         .route("/v1/jobs/{name}/tasks", get(tasks::list))
         .route("/v1/tasks/{task}/logs", get(tasks::logs))
+        .route("/v1/services/{job}", get(services::get))
         .route("/v1/nodes/{key}/drain", post(tasks::drain))
         .route("/v1/events", get(jobs::events))
         .route("/v1/debug/faults", post(set_faults))

@@ -25,15 +25,15 @@ pub async fn list(State(s): State<ApiState>, Path(name): Path<String>) -> ApiRes
     let live = s.live.borrow().clone();
     let mut tasks = job_tasks(&s.core, &s.transport, &live, &name).await?;
     if job.spec.get("task").and_then(|t| t.get("runtime")) == Some(&serde_json::json!("docker")) {
-        add_local_info(&s, &live, &mut tasks).await;
+        add_containers(&s, &live, &mut tasks).await;
     }
     Ok(Json(tasks))
 }
 
-/// Container ids and host ports of running docker tasks, from the nodes
-/// that run them (one call per node; a node that does not answer leaves
-/// them out).
-async fn add_local_info(s: &ApiState, live: &[crate::state::Peer], tasks: &mut [TaskView]) {
+/// Container ids of running docker tasks, from the nodes that run them
+/// (one call per node; a node that does not answer leaves them out). Their
+/// ports came with their status, from their coordinators.
+async fn add_containers(s: &ApiState, live: &[crate::state::Peer], tasks: &mut [TaskView]) {
     let mut by_node: std::collections::BTreeMap<String, Vec<TaskKey>> = Default::default();
     for t in tasks.iter().filter(|t| t.state == "running") {
         if let (Some(node), Some(key)) = (&t.node, TaskKey::parse(&t.task)) {
@@ -79,7 +79,6 @@ async fn add_local_info(s: &ApiState, live: &[crate::state::Peer], tasks: &mut [
     for t in tasks.iter_mut() {
         if let Some(i) = found.remove(&t.task) {
             t.container = i.container;
-            t.ports = i.ports;
         }
     }
 }

@@ -351,9 +351,11 @@ impl CoreTask {
     fn runtime_event(&mut self, ev: RuntimeEvent) {
         let (now, wall) = (self.clock.now(), unix_ms());
         match ev {
-            RuntimeEvent::Running(key) => {
+            RuntimeEvent::Running(key, ports) => {
                 self.health.start(&key);
-                self.driver.core().handle_task_running(now, wall, &key);
+                self.driver
+                    .core()
+                    .handle_task_running(now, wall, &key, ports);
             }
             RuntimeEvent::Checked(key, verdict) => {
                 self.driver

@@ -9,9 +9,16 @@
 //! The bidder judges by this node's exact free capacity, not by the coarse
 //! class gossip carries.
 //!
+//! Static ports are a resource too: the bidder declines a task whose
+//! `static` port a task held here holds or will hold, or an open bid
+//! reserved, or that a start here found taken by a program shoal does not
+//! run (remembered for [`PORT_IN_USE_MEMORY`]). Whether a port is free on
+//! the machine is not known here (that is I/O): it is found at start.
+//!
 //! [`PlacementConfig::reservation_ttl`]: crate::PlacementConfig::reservation_ttl
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use shoal_gossip::Instant;
 use shoal_model::JobSpec;
@@ -26,12 +33,30 @@ use crate::types::{NodeInfo, Resources, TaskKey};
 struct Reservation {
     demand: Resources,
     until: Instant,
+    /// Its static host ports.
+    ports: Vec<u16>,
 }
+
+/// How long a static port found taken at start (by a program shoal does
+/// not run) keeps this node from bidding for tasks that want it.
+pub(crate) const PORT_IN_USE_MEMORY: Duration = Duration::from_secs(60);
 
 /// This node's open bids.
 #[derive(Debug, Default)]
 pub(super) struct Bidder {
     reservations: BTreeMap<TaskKey, Reservation>,
+    /// Static ports a start found taken, until when they are declined,
+    /// and the reason shown.
+    ports_in_use: BTreeMap<u16, (Instant, String)>,
+}
+
+/// The static host ports of `spec`, and their names.
+fn static_ports(spec: &JobSpec) -> Vec<(u16, &str)> {
+    spec.task
+        .ports
+        .iter()
+        .filter_map(|p| p.static_port.map(|n| (n, p.name.as_str())))
+        .collect()
 }
 
 impl Bidder {
@@ -60,6 +85,10 @@ impl Bidder {
             if let Err(why) = me.eligible(spec, &demand) {
                 return Answer::Decline(why);
             }
+        }
+        let wanted = static_ports(spec);
+        if let Some(why) = self.port_conflict(runner, now, key, &wanted) {
+            return Answer::Decline(why);
         }
         if runner.runs(key) {
             // Already running it here: bid (a re-auction after a lost lease).
@@ -97,6 +126,7 @@ impl Bidder {
             Reservation {
                 demand,
                 until: now + shared.config.reservation_ttl,
+                ports: wanted.iter().map(|(p, _)| *p).collect(),
             },
         );
         Answer::Bid {
@@ -104,6 +134,53 @@ impl Bidder {
             job_tasks,
             spread_value,
         }
+    }
+
+    /// Why `key`'s task cannot have its static ports (`wanted`) here, if
+    /// it cannot.
+    fn port_conflict(
+        &self,
+        runner: &Runner,
+        now: Instant,
+        key: &TaskKey,
+        wanted: &[(u16, &str)],
+    ) -> Option<String> {
+        if wanted.is_empty() {
+            return None;
+        }
+        let numbers: Vec<u16> = wanted.iter().map(|(p, _)| *p).collect();
+        let name = |port: u16| {
+            wanted
+                .iter()
+                .find(|(p, _)| *p == port)
+                .map_or("", |(_, n)| *n)
+        };
+        for (port, (until, reason)) in &self.ports_in_use {
+            if *until > now && numbers.contains(port) {
+                return Some(reason.clone());
+            }
+        }
+        if let Some((port, other)) = runner.port_taken(key, &numbers) {
+            return Some(format!("port {port} ({}) in use by {other}", name(port)));
+        }
+        self.reservations
+            .iter()
+            .filter(|(k, r)| *k != key && r.until > now && !runner.has(k))
+            .find_map(|(k, r)| {
+                r.ports
+                    .iter()
+                    .find(|p| numbers.contains(p))
+                    .map(|p| (*p, k))
+            })
+            .map(|(port, other)| format!("port {port} ({}) reserved for {other}", name(port)))
+    }
+
+    /// A start here found static `port` taken by a program shoal does not
+    /// run: tasks that want it are declined for [`PORT_IN_USE_MEMORY`],
+    /// with `reason`.
+    pub(super) fn port_in_use(&mut self, now: Instant, port: u16, reason: String) {
+        self.ports_in_use
+            .insert(port, (now + PORT_IN_USE_MEMORY, reason));
     }
 
     /// Gives up the reservation of `key` (its auction is over), unless the
@@ -124,6 +201,7 @@ impl Bidder {
     pub(super) fn expire(&mut self, now: Instant) -> bool {
         let reserved = self.reservations.len();
         self.reservations.retain(|_, r| r.until > now);
+        self.ports_in_use.retain(|_, (until, _)| *until > now);
         self.reservations.len() != reserved
     }
 

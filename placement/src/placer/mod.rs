@@ -459,10 +459,17 @@ impl Placer {
         self.reconcile(now, wall_ms);
     }
 
-    /// The runtime started a task.
-    pub fn task_running(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
+    /// The runtime started a task, with these host `ports` (by port
+    /// name; its lease tells its coordinator).
+    pub fn task_running(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        key: &TaskKey,
+        ports: BTreeMap<String, u16>,
+    ) {
         self.wake.touch();
-        self.runner.started(now, wall_ms, key);
+        self.runner.started(now, wall_ms, key, ports);
         self.renew_lease_of(now, key);
         self.flush_local(now, wall_ms);
     }
@@ -483,6 +490,9 @@ impl Placer {
     /// The runtime saw a task end.
     pub fn task_exited(&mut self, now: Instant, wall_ms: u64, key: &TaskKey, why: ExitReason) {
         self.wake.touch();
+        if let ExitReason::PortInUse { port, reason } = &why {
+            self.bidder.port_in_use(now, *port, reason.clone());
+        }
         match self.runner.exited(&mut self.shared, now, wall_ms, key, why) {
             Exit::NotHeld => {}
             Exit::Gone => self.update_free_class(),

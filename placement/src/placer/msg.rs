@@ -217,6 +217,16 @@ pub enum ExitReason {
     Oom,
     /// Could not start (command not found, …).
     StartFailed(String),
+    /// Could not start because a static port is taken on this node by a
+    /// program shoal does not run (the placer cannot know such ports
+    /// before): the task is given up, to be placed elsewhere, and this
+    /// node declines that port for a while.
+    PortInUse {
+        /// The static port.
+        port: u16,
+        /// What to show (`port 8080 (http) in use on this host`).
+        reason: String,
+    },
     /// Stopped by shoal.
     Stopped,
     /// Ended while the agent was away (an adopted task): code unknown.

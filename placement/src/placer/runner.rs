@@ -45,6 +45,8 @@ pub struct Adopted {
     pub restarts: u32,
     /// Running since (ms since the Unix epoch).
     pub since_ms: u64,
+    /// Its host ports, by port name.
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// A task this node holds.
@@ -65,6 +67,8 @@ struct Local {
     stopping: Option<bool>,
     /// What its checks said since it last started.
     checks: Checks,
+    /// Host ports the runtime gave it (while it runs).
+    ports: BTreeMap<String, u16>,
 }
 
 impl Local {
@@ -90,6 +94,7 @@ impl Local {
             job_version: self.job_version,
             health: self.health(),
             check: self.checks.output().map(str::to_owned),
+            ports: self.ports.clone(),
         }
     }
 
@@ -125,9 +130,25 @@ impl Local {
             last_lease,
             stopping: None,
             checks: Checks::default(),
+            ports: BTreeMap::new(),
         };
         l.restart_checks();
         l
+    }
+
+    /// The host ports it holds or will hold: those the runtime gave it,
+    /// and its static ones.
+    fn host_ports(&self) -> impl Iterator<Item = (u16, &str)> + '_ {
+        let fixed = self
+            .spec
+            .task
+            .ports
+            .iter()
+            .filter_map(|p| p.static_port.map(|n| (n, p.name.as_str())));
+        self.ports
+            .iter()
+            .map(|(name, n)| (*n, name.as_str()))
+            .chain(fixed)
     }
 }
 
@@ -184,13 +205,20 @@ impl Runner {
             l.state = TaskState::Running;
             l.restarts = t.restarts;
             l.checks.running(now);
+            l.ports = t.ports;
             self.local.insert(t.key, l);
         }
     }
 
-    /// The runtime started `key`'s task: running since `wall_ms` (`now`),
-    /// its lease due at once.
-    pub(super) fn started(&mut self, now: Instant, wall_ms: u64, key: &TaskKey) {
+    /// The runtime started `key`'s task with host `ports`: running since
+    /// `wall_ms` (`now`), its lease due at once.
+    pub(super) fn started(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        key: &TaskKey,
+        ports: BTreeMap<String, u16>,
+    ) {
         if let Some(l) = self.local.get_mut(key)
             && l.stopping.is_none()
         {
@@ -198,6 +226,7 @@ impl Runner {
             l.since_ms = wall_ms;
             l.last_lease = None;
             l.checks.running(now);
+            l.ports = ports;
         }
     }
 
@@ -289,6 +318,23 @@ impl Runner {
             }
             return Exit::Gone;
         }
+        l.ports.clear();
+        if let ExitReason::PortInUse { .. } = &why {
+            // Not a failure of the task: this node cannot run it now.
+            // Given up so that its coordinator places it elsewhere.
+            let stamp = l.stamp;
+            self.local.remove(key);
+            if let Some(c) = shared.ring().owner(key.hash()) {
+                shared.out.messages.push_back((
+                    c,
+                    Msg::Release {
+                        key: key.clone(),
+                        stamp,
+                    },
+                ));
+            }
+            return Exit::Gone;
+        }
         let (state, code, reason, success) = match &why {
             ExitReason::Exited(0) => (TaskState::Exited, Some(0), "exited".to_owned(), true),
             ExitReason::Exited(c) => (
@@ -311,6 +357,12 @@ impl Runner {
                 false,
             ),
             ExitReason::Stopped => (TaskState::Killed, None, "stopped".to_owned(), false),
+            ExitReason::PortInUse { reason, .. } => (
+                TaskState::Failed,
+                Some(127),
+                format!("start failed: {reason}"),
+                false,
+            ),
             ExitReason::Unknown => (
                 TaskState::Failed,
                 None,
@@ -703,6 +755,20 @@ impl Runner {
             }
         }
         used
+    }
+
+    /// The first host port of `wanted` that a task held here (other than
+    /// `key`'s, even one being stopped: it still runs) holds or will hold:
+    /// the port and that task.
+    pub(super) fn port_taken(&self, key: &TaskKey, wanted: &[u16]) -> Option<(u16, &TaskKey)> {
+        self.local
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .find_map(|(k, l)| {
+                l.host_ports()
+                    .find(|(p, _)| wanted.contains(p))
+                    .map(|(p, _)| (p, k))
+            })
     }
 
     /// Whether a task of `key` is held here (even while being stopped).

@@ -5,6 +5,8 @@
 //! Contract: a status comes from this node's own knowledge only (a task it
 //! runs, or a key it coordinates); nothing here asks another node.
 
+use std::collections::BTreeMap;
+
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -87,10 +89,16 @@ pub struct Report {
     /// The last output of its checks (at most
     /// [`CHECK_OUTPUT_MAX`](super::CHECK_OUTPUT_MAX) bytes).
     pub check: Option<String>,
+    /// The host port of each named port, once it runs (empty for a task
+    /// without ports: one byte on the wire).
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// Bit of the head byte saying that a check output follows.
 const HAS_CHECK: u8 = 0x20;
+/// Bit of the head byte saying that host ports follow (a task without
+/// ports costs no byte for them).
+const HAS_PORTS: u8 = 0x40;
 
 impl Serialize for Report {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -102,7 +110,11 @@ impl Serialize for Report {
         if self.check.is_some() {
             head |= HAS_CHECK;
         }
-        let mut t = s.serialize_tuple(6 + usize::from(self.check.is_some()))?;
+        if !self.ports.is_empty() {
+            head |= HAS_PORTS;
+        }
+        let extra = usize::from(self.check.is_some()) + usize::from(!self.ports.is_empty());
+        let mut t = s.serialize_tuple(6 + extra)?;
         t.serialize_element(&head)?;
         t.serialize_element(&self.restarts)?;
         t.serialize_element(&self.exit_code)?;
@@ -111,6 +123,9 @@ impl Serialize for Report {
         t.serialize_element(&self.job_version)?;
         if let Some(c) = &self.check {
             t.serialize_element(c)?;
+        }
+        if !self.ports.is_empty() {
+            t.serialize_element(&self.ports)?;
         }
         t.end()
     }
@@ -127,7 +142,7 @@ impl<'de> Deserialize<'de> for Report {
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Report, A::Error> {
-                let missing = |i| de::Error::invalid_length(i, &"6 or 7 elements");
+                let missing = |i| de::Error::invalid_length(i, &"6 to 8 elements");
                 let head: u8 = seq.next_element()?.ok_or_else(|| missing(0))?;
                 let state = *TaskState::ALL
                     .get(usize::from(head & 0x07))
@@ -144,6 +159,11 @@ impl<'de> Deserialize<'de> for Report {
                 } else {
                     None
                 };
+                let ports = if head & HAS_PORTS != 0 {
+                    seq.next_element()?.ok_or_else(|| missing(7))?
+                } else {
+                    BTreeMap::new()
+                };
                 Ok(Report {
                     state,
                     restarts,
@@ -153,10 +173,11 @@ impl<'de> Deserialize<'de> for Report {
                     job_version,
                     health,
                     check,
+                    ports,
                 })
             }
         }
-        d.deserialize_tuple(7, V)
+        d.deserialize_tuple(8, V)
     }
 }
 
@@ -181,6 +202,8 @@ pub struct TaskStatus {
     pub health: Health,
     /// The last output of its checks.
     pub check: Option<String>,
+    /// Host port of each named port, as its holder reported them.
+    pub ports: BTreeMap<String, u16>,
     /// Why no node took it: `name: reason`, one per node the auction
     /// walked past, up to 12 nodes; beyond, a first line `N nodes could
     /// not take it:` and, per kind of reason from the most common, a few
@@ -202,6 +225,7 @@ impl TaskStatus {
             since_ms: report.since_ms,
             health: report.health,
             check: report.check,
+            ports: report.ports,
             pending: Vec::new(),
         }
     }
@@ -222,6 +246,7 @@ impl TaskStatus {
             since_ms: f.at_ms,
             health: Health::Unknown,
             check: None,
+            ports: BTreeMap::new(),
             pending: Vec::new(),
         }
     }
@@ -240,6 +265,7 @@ impl TaskStatus {
             since_ms,
             health: Health::Unknown,
             check: None,
+            ports: BTreeMap::new(),
             pending,
         }
     }

@@ -352,7 +352,7 @@ impl World {
                 }
                 self.runtime_started(i, &key);
                 if let Some(core) = self.nodes[i].core.as_mut() {
-                    core.handle_task_running(now, wall, &key);
+                    core.handle_task_running(now, wall, &key, Default::default());
                     self.drain(i, true);
                 }
                 self.first_probe(i, &key, start.0, start.1);

@@ -313,6 +313,7 @@ impl Coordinator {
                 job_version: job.version,
                 health: Health::Unknown,
                 check: None,
+                ports: Default::default(),
             },
             heard: now,
             confirmed: false,
