@@ -11,17 +11,18 @@
 //! Pure: no I/O, no clock.
 
 mod check;
+mod constraint;
 mod diff;
 mod ports;
 mod spec;
 
 pub use check::{Check, CheckType, OnUnhealthy};
+pub use constraint::{BUILTIN_ATTRIBUTES, Constraint, ConstraintOp, ConstraintValue};
 pub use diff::{Change, diff};
 pub use ports::{Port, Protocol, port_env_name};
 pub use spec::{
-    BUILTIN_ATTRIBUTES, Constraint, ConstraintOp, ConstraintValue, JobSpec, JobType, MAX_COUNT,
-    Resources, RestartMode, RestartPolicy, Runtime, TaskSpec, parse_duration, toml_to_json,
-    validate_name,
+    JobSpec, JobType, MAX_COUNT, Resources, RestartMode, RestartPolicy, Runtime, TaskSpec,
+    parse_duration, toml_to_json, validate_name,
 };
 
 /// One problem in a spec.
