@@ -642,6 +642,32 @@ impl Cluster {
         c
     }
 
+    /// Starts `n` agents named `<prefix>0`, `<prefix>1`… with `args`,
+    /// each joining through the first, and waits until all see all.
+    pub fn of(prefix: &str, n: usize, args: &[&str]) -> Cluster {
+        let mut c = Cluster::new();
+        for i in 0..n {
+            let mut spec = Spec::named(&format!("{prefix}{i}"));
+            spec.args = args.iter().map(|s| (*s).to_owned()).collect();
+            if i > 0 {
+                spec.join = vec![c.agents[0].info.gossip];
+                spec.token = Some(c.token());
+            }
+            c.start(&spec);
+        }
+        c.wait_all_alive(n, Duration::from_secs(60));
+        c
+    }
+
+    /// The tasks of `job` as agent `via` reports them (none while the job
+    /// has not reached that agent yet, or it does not answer).
+    pub fn tasks(&self, via: usize, job: &str) -> Vec<serde_json::Value> {
+        match self.agents[via].get_any(&format!("/v1/jobs/{}/tasks", job.replace('/', "%2F"))) {
+            Ok((200, body)) => body.as_array().cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Starts `name`, joining through agent `via`.
     pub fn join(&mut self, name: &str, via: usize) -> usize {
         let spec = Spec {
@@ -819,6 +845,27 @@ pub fn docker_images(agent: bool) -> Result<(), String> {
         Ok(())
     })
     .clone()
+}
+
+/// A marker unique to this test process, for `test`'s task processes
+/// (their `SHOAL_TEST_MARKER`; see [`marked`]).
+pub fn marker(test: &str) -> String {
+    format!("shoaltest{}{}", test, std::process::id())
+}
+
+/// Kills, when dropped, every process [`marked`] with the marker: tasks
+/// outlive agents on purpose, and a test must leave none.
+pub struct KillMarked(pub String);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        for (pid, _) in marked(&self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 /// Pids of the processes whose environment has

@@ -13,46 +13,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_tests::{Cluster, Spec, marked, run_shoal, wait_until};
+use shoal_tests::{Cluster, KillMarked, marker, run_shoal, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-/// A unique marker for this test's processes.
-fn marker(test: &str) -> String {
-    format!("shoaltest{}{}", test, std::process::id())
-}
-
-/// Kills every process of the test that is left (tasks outlive agents on
-/// purpose; a test must not leave any).
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for (pid, _) in marked(&self.0) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
 fn cluster(n: usize) -> Cluster {
-    let mut c = Cluster::new();
-    for i in 0..n {
-        let mut spec = Spec::named(&format!("n{i}"));
-        spec.args = ["--fault-injection", "--cpus", "2", "--memory-mb", "1024"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        if i > 0 {
-            spec.join = vec![c.agents[0].info.gossip];
-            spec.token = Some(c.token());
-        }
-        c.start(&spec);
-    }
-    c.wait_all_alive(n, SETTLE);
-    c
+    Cluster::of(
+        "n",
+        n,
+        &["--fault-injection", "--cpus", "2", "--memory-mb", "1024"],
+    )
 }
 
 /// A batch job whose every run appends `<index> <node>` to `runs` and
@@ -101,7 +71,7 @@ fn wait_status(c: &mut Cluster, job: &str, status: &str) {
 #[test]
 fn a_complete_batch_job_runs_none_of_its_tasks_again_after_agents_restart() {
     let m = marker("batchonce");
-    let _cleanup = Cleanup(m.clone());
+    let _cleanup = KillMarked(m.clone());
     let mut c = cluster(3);
     let file = c.root.path().join("runs");
     let (status, body) = c.agents[0]
@@ -181,7 +151,7 @@ fn a_complete_batch_job_runs_none_of_its_tasks_again_after_agents_restart() {
 #[test]
 fn run_wait_exits_0_on_a_complete_batch_job_and_non_zero_on_a_failed_one() {
     let m = marker("batchwait");
-    let _cleanup = Cleanup(m.clone());
+    let _cleanup = KillMarked(m.clone());
     let c = cluster(1);
     let dir = c.root.path();
     let env = [

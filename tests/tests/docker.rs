@@ -11,9 +11,17 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_tests::{Cluster, Spec, docker, docker_images, run_shoal, wait_until};
+use shoal_tests::{Cluster, docker, docker_images, run_shoal, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
+
+fn cluster(n: usize) -> Cluster {
+    Cluster::of(
+        "d",
+        n,
+        &["--cpus", "2", "--memory-mb", "1024", "--stop-grace", "2s"],
+    )
+}
 const IMAGE: &str = "shoal-test/busybox:latest";
 
 macro_rules! need_docker {
@@ -23,31 +31,6 @@ macro_rules! need_docker {
             return;
         }
     };
-}
-
-fn cluster(n: usize) -> Cluster {
-    let mut c = Cluster::new();
-    for i in 0..n {
-        let mut spec = Spec::named(&format!("d{i}"));
-        spec.args = ["--cpus", "2", "--memory-mb", "1024", "--stop-grace", "2s"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        if i > 0 {
-            spec.join = vec![c.agents[0].info.gossip];
-            spec.token = Some(c.token());
-        }
-        c.start(&spec);
-    }
-    c.wait_all_alive(n, SETTLE);
-    c
-}
-
-fn tasks(c: &Cluster, via: usize, job: &str) -> Vec<Value> {
-    match c.agents[via].get_any(&format!("/v1/jobs/{job}/tasks")) {
-        Ok((200, body)) => body.as_array().cloned().unwrap_or_default(),
-        _ => Vec::new(),
-    }
 }
 
 /// Ids of the containers of `job` (running or not) on the engine.
@@ -134,13 +117,13 @@ fn shoal_run_image_runs_containers_with_limits_ports_and_logs() {
     // Two nodes that met a moment ago may both start a task before their
     // views agree; one copy is then stopped and its container removed.
     wait_until("2 tasks running with ports, 2 containers", SETTLE, || {
-        let t = tasks(&c, 1, &job);
+        let t = c.tasks(1, &job);
         Ok(t.len() == 2
             && t.iter()
                 .all(|t| t["state"] == "running" && t["ports"]["http"]["port"].is_u64())
             && containers(&job).len() == 2)
     });
-    let t = tasks(&c, 1, &job);
+    let t = c.tasks(1, &job);
     for task in &t {
         let id = task["container"].as_str().expect("container id shown");
         let info = inspect(id);
@@ -202,7 +185,7 @@ fn a_missing_image_fails_the_task_with_the_reason() {
     });
     assert_eq!(c.agents[0].post("/v1/jobs", &spec).unwrap().0, 201);
     wait_until("the task failed with the image reason", SETTLE, || {
-        let t = tasks(&c, 0, &job);
+        let t = c.tasks(0, &job);
         Ok(t.first().is_some_and(|t| {
             t["state"] == "failed"
                 && t["reason"].as_str().is_some_and(|r| {
@@ -230,7 +213,7 @@ fn a_container_over_its_memory_limit_is_killed_for_oom() {
     });
     assert_eq!(c.agents[0].post("/v1/jobs", &spec).unwrap().0, 201);
     wait_until("the container killed for oom", SETTLE, || {
-        let t = tasks(&c, 0, &job);
+        let t = c.tasks(0, &job);
         Ok(t.first()
             .is_some_and(|t| t["state"] == "killed" && t["reason"] == "oom"))
     });
@@ -251,7 +234,7 @@ fn an_agent_restart_adopts_its_containers_and_removes_orphans() {
     });
     assert_eq!(c.agents[0].post("/v1/jobs", &spec).unwrap().0, 201);
     wait_until("2 containers running", SETTLE, || {
-        let t = tasks(&c, 0, &job);
+        let t = c.tasks(0, &job);
         Ok(t.len() == 2 && t.iter().all(|t| t["state"] == "running"))
     });
     let before = containers(&job);
@@ -278,7 +261,7 @@ fn an_agent_restart_adopts_its_containers_and_removes_orphans() {
         "both tasks running again, in the same containers",
         SETTLE,
         || {
-            let t = tasks(&c, 0, &job);
+            let t = c.tasks(0, &job);
             let ids: BTreeSet<String> = t
                 .iter()
                 .filter(|t| t["state"] == "running")
@@ -317,7 +300,7 @@ fn a_container_that_cannot_start_is_removed_and_leaves_nothing_once_stopped() {
     let s = spec(&once, json!({"mode": "never"}));
     assert_eq!(c.agents[0].post("/v1/jobs", &s).unwrap().0, 201);
     wait_until("the task failed with the start reason", SETTLE, || {
-        let t = tasks(&c, 0, &once);
+        let t = c.tasks(0, &once);
         Ok(t.first().is_some_and(|t| {
             t["state"] == "failed"
                 && t["reason"].as_str().is_some_and(|r| {
@@ -335,7 +318,7 @@ fn a_container_that_cannot_start_is_removed_and_leaves_nothing_once_stopped() {
     );
     assert_eq!(c.agents[0].post("/v1/jobs", &s).unwrap().0, 201);
     wait_until("several failed starts", SETTLE, || {
-        let t = tasks(&c, 0, &again);
+        let t = c.tasks(0, &again);
         Ok(t.first().is_some_and(|t| t["restarts"].as_u64() >= Some(3)))
     });
     lose_a_container(&c, &again);
@@ -344,7 +327,7 @@ fn a_container_that_cannot_start_is_removed_and_leaves_nothing_once_stopped() {
         200
     );
     wait_until("the job's tasks gone", SETTLE, || {
-        Ok(tasks(&c, 0, &again).is_empty())
+        Ok(c.tasks(0, &again).is_empty())
     });
     wait_until("no container of the stopped job", SETTLE, || {
         Ok(containers(&again).is_empty())
@@ -354,7 +337,7 @@ fn a_container_that_cannot_start_is_removed_and_leaves_nothing_once_stopped() {
     let s = spec(&waiting, json!({"mode": "always", "delay": "1h"}));
     assert_eq!(c.agents[0].post("/v1/jobs", &s).unwrap().0, 201);
     wait_until("the first start failed", SETTLE, || {
-        let t = tasks(&c, 0, &waiting);
+        let t = c.tasks(0, &waiting);
         Ok(t.first()
             .is_some_and(|t| t["reason"].as_str().is_some_and(|r| r.contains("not-here"))))
     });

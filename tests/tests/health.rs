@@ -9,48 +9,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_tests::{Cluster, Spec, marked, wait_until};
+use shoal_tests::{Cluster, KillMarked, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        // Tasks outlive agents on purpose; a test must not leave any.
-        for (pid, _) in marked(&self.0) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
 fn cluster(n: usize) -> Cluster {
-    let mut c = Cluster::new();
-    for i in 0..n {
-        let mut spec = Spec::named(&format!("n{i}"));
-        spec.args = ["--cpus", "2", "--memory-mb", "1024", "--stop-grace", "2s"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        if i > 0 {
-            spec.join = vec![c.agents[0].info.gossip];
-            spec.token = Some(c.token());
-        }
-        c.start(&spec);
-    }
-    c.wait_all_alive(n, SETTLE);
-    c
-}
-
-/// The tasks of `job` as agent `via` reports them.
-fn tasks(c: &Cluster, via: usize, job: &str) -> Vec<Value> {
-    match c.agents[via].get_any(&format!("/v1/jobs/{job}/tasks")) {
-        Ok((200, body)) => body.as_array().cloned().unwrap_or_default(),
-        _ => Vec::new(),
-    }
+    Cluster::of(
+        "n",
+        n,
+        &["--cpus", "2", "--memory-mb", "1024", "--stop-grace", "2s"],
+    )
 }
 
 /// The python interpreter itself (not a shim that needs the caller's
@@ -80,7 +48,7 @@ fn http_checks_find_a_service_healthy_and_a_failing_check_restarts_its_task() {
         return;
     };
     let m = format!("shoaltesthealth{}", std::process::id());
-    let _cleanup = Cleanup(m.clone());
+    let _cleanup = KillMarked(m.clone());
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(3);
 
@@ -105,7 +73,7 @@ fn http_checks_find_a_service_healthy_and_a_failing_check_restarts_its_task() {
     // each task's coordinator.
     let mut last = Vec::new();
     wait_until("every web task healthy", SETTLE, || {
-        last = tasks(&c, 0, "web");
+        last = c.tasks(0, "web");
         Ok(all(&last, 3, |t| {
             t["state"] == "running" && t["health"] == "healthy"
         }))
@@ -147,18 +115,18 @@ fn http_checks_find_a_service_healthy_and_a_failing_check_restarts_its_task() {
     }
     for job in ["flaky", "watched"] {
         wait_until(&format!("{job} healthy"), SETTLE, || {
-            Ok(all(&tasks(&c, 1, job), 1, |t| t["health"] == "healthy"))
+            Ok(all(&c.tasks(1, job), 1, |t| t["health"] == "healthy"))
         });
     }
     std::fs::remove_file(&flag).unwrap();
     wait_until("watched unhealthy, still running", SETTLE, || {
-        Ok(all(&tasks(&c, 2, "watched"), 1, |t| {
+        Ok(all(&c.tasks(2, "watched"), 1, |t| {
             t["health"] == "unhealthy" && t["state"] == "running" && t["restarts"] == 0
         }))
     });
     let mut flaky = Vec::new();
     wait_until("flaky restarted for its failing check", SETTLE, || {
-        flaky = tasks(&c, 2, "flaky");
+        flaky = c.tasks(2, "flaky");
         Ok(all(&flaky, 1, |t| t["restarts"].as_u64() >= Some(1)))
     });
     let reason = flaky[0]["reason"].as_str().unwrap_or_default();
@@ -176,12 +144,12 @@ fn http_checks_find_a_service_healthy_and_a_failing_check_restarts_its_task() {
     std::fs::write(&flag, "").unwrap();
     for job in ["flaky", "watched"] {
         wait_until(&format!("{job} healthy again"), SETTLE, || {
-            Ok(all(&tasks(&c, 0, job), 1, |t| {
+            Ok(all(&c.tasks(0, job), 1, |t| {
                 t["health"] == "healthy" && t["state"] == "running"
             }))
         });
     }
-    assert!(tasks(&c, 0, "flaky")[0]["restarts"].as_u64() >= Some(1));
+    assert!(c.tasks(0, "flaky")[0]["restarts"].as_u64() >= Some(1));
 
     // A check on a port the task does not declare: refused, naming the
     // field, and nothing written.

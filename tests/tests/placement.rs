@@ -8,14 +8,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_tests::{Cluster, Spec, exactly_once, marked, processes, run_shoal, wait_until};
+use shoal_tests::{
+    Cluster, KillMarked, Spec, exactly_once, marker, processes, run_shoal, wait_until,
+};
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-/// A unique marker for this test's processes.
-fn marker(test: &str) -> String {
-    format!("shoaltest{}{}", test, std::process::id())
-}
 
 /// A job whose tasks print a line and sleep, marked with `marker`.
 fn sleeper(name: &str, count: u32, cpus: f64, marker: &str, extra: Value) -> Value {
@@ -39,20 +36,11 @@ fn sleeper(name: &str, count: u32, cpus: f64, marker: &str, extra: Value) -> Val
     v
 }
 
-/// The tasks of `job` as agent `via` reports them (none while the job has
-/// not reached that agent yet).
-fn tasks(c: &Cluster, via: usize, job: &str) -> Vec<Value> {
-    match c.agents[via].get_any(&format!("/v1/jobs/{}/tasks", job.replace('/', "%2F"))) {
-        Ok((200, body)) => body.as_array().cloned().unwrap_or_default(),
-        _ => Vec::new(),
-    }
-}
-
-fn cluster(n: usize, extra: &[&str]) -> Cluster {
-    let mut c = Cluster::new();
-    for i in 0..n {
-        let mut spec = Spec::named(&format!("n{i}"));
-        spec.args = [
+fn cluster(n: usize) -> Cluster {
+    Cluster::of(
+        "n",
+        n,
+        &[
             "--fault-injection",
             "--cpus",
             "2",
@@ -60,40 +48,15 @@ fn cluster(n: usize, extra: &[&str]) -> Cluster {
             "1024",
             "--stop-grace",
             "2s",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        spec.args.extend(extra.iter().map(|s| (*s).to_owned()));
-        if i > 0 {
-            spec.join = vec![c.agents[0].info.gossip];
-            spec.token = Some(c.token());
-        }
-        c.start(&spec);
-    }
-    c.wait_all_alive(n, SETTLE);
-    c
-}
-
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        // Tasks outlive agents on purpose; a test must not leave any.
-        for (pid, _) in marked(&self.0) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
+        ],
+    )
 }
 
 #[test]
 fn sixteen_tasks_on_five_nodes_then_twenty_then_one_pending_with_every_reason() {
     let m = marker("fill");
-    let _cleanup = Cleanup(m.clone());
-    let c = cluster(5, &[]);
+    let _cleanup = KillMarked(m.clone());
+    let c = cluster(5);
     let (status, body) = c.agents[0]
         .post("/v1/jobs", &sleeper("fill", 16, 0.5, &m, json!({})))
         .unwrap();
@@ -103,7 +66,7 @@ fn sixteen_tasks_on_five_nodes_then_twenty_then_one_pending_with_every_reason() 
     });
     let per_node = |c: &Cluster| {
         let mut count: BTreeMap<String, usize> = BTreeMap::new();
-        for t in tasks(c, 1, "fill") {
+        for t in c.tasks(1, "fill") {
             if t["state"] == "running" {
                 *count
                     .entry(t["node"].as_str().unwrap_or_default().to_owned())
@@ -142,7 +105,7 @@ fn sixteen_tasks_on_five_nodes_then_twenty_then_one_pending_with_every_reason() 
         "fill/20 pending with a reason from every node",
         SETTLE,
         || {
-            let t = tasks(&c, 4, "fill");
+            let t = c.tasks(4, "fill");
             let Some(last) = t.iter().find(|t| t["task"] == "fill/20") else {
                 return Ok(false);
             };
@@ -188,8 +151,8 @@ fn sixteen_tasks_on_five_nodes_then_twenty_then_one_pending_with_every_reason() 
 #[test]
 fn a_killed_agents_tasks_move_and_its_old_processes_go_when_it_returns() {
     let m = marker("kill");
-    let _cleanup = Cleanup(m.clone());
-    let mut c = cluster(4, &[]);
+    let _cleanup = KillMarked(m.clone());
+    let mut c = cluster(4);
     assert_eq!(
         c.agents[0]
             .post("/v1/jobs", &sleeper("kill", 8, 0.5, &m, json!({})))
@@ -200,7 +163,7 @@ fn a_killed_agents_tasks_move_and_its_old_processes_go_when_it_returns() {
     wait_until("8 processes", SETTLE, || Ok(exactly_once(&m, 8)));
     // Agent 0 knows where each one runs (its view may trail the processes).
     wait_until("8 tasks running on known nodes", SETTLE, || {
-        let t = tasks(&c, 0, "kill");
+        let t = c.tasks(0, "kill");
         Ok(t.len() == 8
             && t.iter()
                 .all(|t| t["state"] == "running" && t["node_name"].as_str().is_some()))
@@ -208,7 +171,7 @@ fn a_killed_agents_tasks_move_and_its_old_processes_go_when_it_returns() {
     // The node running the most tasks dies.
     let by_node = {
         let mut b: BTreeMap<String, u32> = BTreeMap::new();
-        for t in tasks(&c, 0, "kill") {
+        for t in c.tasks(0, "kill") {
             *b.entry(t["node_name"].as_str().unwrap_or_default().to_owned())
                 .or_default() += 1;
         }
@@ -223,7 +186,7 @@ fn a_killed_agents_tasks_move_and_its_old_processes_go_when_it_returns() {
     // its tasks run elsewhere too.
     let observer = (victim + 1) % 4;
     wait_until("its tasks running elsewhere", SETTLE, || {
-        let t = tasks(&c, observer, "kill");
+        let t = c.tasks(observer, "kill");
         Ok(t.len() == 8
             && t.iter()
                 .all(|t| t["state"] == "running" && t["node_name"] != victim_name.as_str()))
@@ -262,7 +225,7 @@ fn a_killed_agents_tasks_move_and_its_old_processes_go_when_it_returns() {
         "the pinned tasks running on the restarted node",
         SETTLE,
         || {
-            let t = tasks(&c, observer, "kill-back");
+            let t = c.tasks(observer, "kill-back");
             Ok(t.len() == 8 && t.iter().all(|t| t["state"] == "running"))
         },
     );
@@ -305,8 +268,8 @@ fn a_killed_agents_tasks_move_and_its_old_processes_go_when_it_returns() {
 #[test]
 fn after_a_partition_heals_exactly_one_process_per_index() {
     let m = marker("part");
-    let _cleanup = Cleanup(m.clone());
-    let c = cluster(4, &[]);
+    let _cleanup = KillMarked(m.clone());
+    let c = cluster(4);
     assert_eq!(
         c.agents[0]
             .post("/v1/jobs", &sleeper("part", 6, 0.25, &m, json!({})))
@@ -353,8 +316,8 @@ fn after_a_partition_heals_exactly_one_process_per_index() {
 #[test]
 fn scale_down_up_and_stop_leave_no_stray_process() {
     let m = marker("scale");
-    let _cleanup = Cleanup(m.clone());
-    let c = cluster(5, &[]);
+    let _cleanup = KillMarked(m.clone());
+    let c = cluster(5);
     assert_eq!(
         c.agents[0]
             .post("/v1/jobs", &sleeper("scale", 16, 0.5, &m, json!({})))
@@ -389,7 +352,7 @@ fn scale_down_up_and_stop_leave_no_stray_process() {
 fn constraints_system_jobs_and_a_late_joiner() {
     let m = marker("sys");
     let mg = marker("gpu");
-    let _cleanup = (Cleanup(m.clone()), Cleanup(mg.clone()));
+    let _cleanup = (KillMarked(m.clone()), KillMarked(mg.clone()));
     let mut c = Cluster::new();
     for i in 0..3 {
         let mut spec = Spec::named(&format!("n{i}"));
@@ -421,12 +384,12 @@ fn constraints_system_jobs_and_a_late_joiner() {
     daemon.as_object_mut().unwrap().remove("count");
     assert_eq!(c.agents[0].post("/v1/jobs", &daemon).unwrap().0, 201);
     wait_until("3 gpu tasks", SETTLE, || Ok(exactly_once(&mg, 3)));
-    for t in tasks(&c, 2, "train") {
+    for t in c.tasks(2, "train") {
         assert_eq!(t["node_name"], "n1", "{t}");
     }
     // SHOAL_TASK_INDEX is 0 for system tasks: count per node instead.
     wait_until("one system task per node", SETTLE, || {
-        let t = tasks(&c, 0, "daemon");
+        let t = c.tasks(0, "daemon");
         Ok(t.len() == 3 && t.iter().all(|t| t["state"] == "running"))
     });
     let mut spec = Spec::named("late");
@@ -434,7 +397,7 @@ fn constraints_system_jobs_and_a_late_joiner() {
     spec.token = Some(c.token());
     c.start(&spec);
     wait_until("the late joiner runs the system job", SETTLE, || {
-        let t = tasks(&c, 0, "daemon");
+        let t = c.tasks(0, "daemon");
         Ok(t.len() == 4
             && t.iter()
                 .any(|t| t["node_name"] == "late" && t["state"] == "running"))
@@ -445,8 +408,8 @@ fn constraints_system_jobs_and_a_late_joiner() {
 #[test]
 fn a_missing_command_fails_clearly_and_logs_are_read_through_any_node() {
     let m = marker("logs");
-    let _cleanup = Cleanup(m.clone());
-    let c = cluster(3, &[]);
+    let _cleanup = KillMarked(m.clone());
+    let c = cluster(3);
     let bad = json!({
         "name": "broken",
         "count": 1,
@@ -455,7 +418,7 @@ fn a_missing_command_fails_clearly_and_logs_are_read_through_any_node() {
     });
     assert_eq!(c.agents[0].post("/v1/jobs", &bad).unwrap().0, 201);
     wait_until("broken/0 failed after its restarts", SETTLE, || {
-        let t = tasks(&c, 1, "broken");
+        let t = c.tasks(1, "broken");
         Ok(t.len() == 1
             && t[0]["state"] == "failed"
             && t[0]["restarts"] == 2
@@ -474,11 +437,11 @@ fn a_missing_command_fails_clearly_and_logs_are_read_through_any_node() {
     });
     assert_eq!(c.agents[0].post("/v1/jobs", &hello).unwrap().0, 201);
     wait_until("hello running", SETTLE, || {
-        Ok(tasks(&c, 0, "hello")
+        Ok(c.tasks(0, "hello")
             .first()
             .is_some_and(|t| t["state"] == "running"))
     });
-    let runner = tasks(&c, 0, "hello")[0]["node_name"]
+    let runner = c.tasks(0, "hello")[0]["node_name"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -500,7 +463,7 @@ fn a_missing_command_fails_clearly_and_logs_are_read_through_any_node() {
 
 #[test]
 fn a_task_over_its_memory_limit_is_killed_for_oom() {
-    let c = cluster(1, &[]);
+    let c = cluster(1);
     let (_, me) = c.agents[0].get_any("/v1/self").unwrap();
     if me["isolation"] == "none" {
         eprintln!("skipped: this host gives tasks no cgroup limits (isolation: none)");
@@ -516,7 +479,7 @@ fn a_task_over_its_memory_limit_is_killed_for_oom() {
     });
     assert_eq!(c.agents[0].post("/v1/jobs", &hog).unwrap().0, 201);
     wait_until("hog killed for oom", SETTLE, || {
-        let t = tasks(&c, 0, "hog");
+        let t = c.tasks(0, "hog");
         Ok(t.first()
             .is_some_and(|t| t["state"] == "killed" && t["reason"] == "oom"))
     });
@@ -525,8 +488,8 @@ fn a_task_over_its_memory_limit_is_killed_for_oom() {
 #[test]
 fn a_drained_node_takes_no_task_and_its_tasks_move_away() {
     let m = marker("drain");
-    let _cleanup = Cleanup(m.clone());
-    let c = cluster(3, &[]);
+    let _cleanup = KillMarked(m.clone());
+    let c = cluster(3);
     let env = [
         ("SHOAL_ADDR", c.agents[0].url()),
         ("SHOAL_TOKEN", c.token()),
@@ -551,7 +514,7 @@ fn a_drained_node_takes_no_task_and_its_tasks_move_away() {
     // Nodes that met a moment ago may both start a task before their views
     // agree; the extra copy is stopped once they do.
     wait_until("one process per index", SETTLE, || Ok(exactly_once(&m, 6)));
-    let node = tasks(&c, 0, "drain")[0]["node_name"]
+    let node = c.tasks(0, "drain")[0]["node_name"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -562,7 +525,7 @@ fn a_drained_node_takes_no_task_and_its_tasks_move_away() {
         "no task left on the drained node, all running",
         SETTLE,
         || {
-            let t = tasks(&c, 1, "drain");
+            let t = c.tasks(1, "drain");
             Ok(t.len() == 6
                 && t.iter()
                     .all(|t| t["state"] == "running" && t["node_name"] != node.as_str()))

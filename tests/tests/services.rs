@@ -17,47 +17,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shoal_tests::dns::{Srv, query, srv};
-use shoal_tests::{Cluster, Spec, http_get, marked, run_shoal, wait_until};
+use shoal_tests::{Cluster, KillMarked, http_get, marker, run_shoal, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
+
+fn cluster(n: usize) -> Cluster {
+    Cluster::of(
+        "n",
+        n,
+        &["--cpus", "2", "--memory-mb", "1024", "--stop-grace", "2s"],
+    )
+}
 const JOB: &str = "web/frontend";
 const JOB_PATH: &str = "web%2Ffrontend";
 const SRV_NAME: &str = "_http._tcp.frontend.web.service.shoal.";
-
-fn marker(test: &str) -> String {
-    format!("shoaltest{}{}", test, std::process::id())
-}
-
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for (pid, _) in marked(&self.0) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
-fn cluster(n: usize) -> Cluster {
-    let mut c = Cluster::new();
-    for i in 0..n {
-        let mut spec = Spec::named(&format!("n{i}"));
-        spec.args = ["--cpus", "2", "--memory-mb", "1024", "--stop-grace", "2s"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        if i > 0 {
-            spec.join = vec![c.agents[0].info.gossip];
-            spec.token = Some(c.token());
-        }
-        c.start(&spec);
-    }
-    c.wait_all_alive(n, SETTLE);
-    c
-}
 
 /// `count` HTTP servers on the port named `http`, kept off node `n0`.
 fn web(marker: &str, count: u32) -> Value {
@@ -115,7 +88,7 @@ fn answers_http(port: u16) -> bool {
 #[test]
 fn three_http_servers_are_found_from_every_node_and_a_crashed_one_leaves_every_answer() {
     let m = marker("svc");
-    let _cleanup = Cleanup(m.clone());
+    let _cleanup = KillMarked(m.clone());
     let mut c = cluster(3);
     let (status, body) = c.agents[1].post("/v1/jobs", &web(&m, 3)).unwrap();
     assert_eq!(status, 201, "{body}");
@@ -298,7 +271,7 @@ fn three_http_servers_are_found_from_every_node_and_a_crashed_one_leaves_every_a
 #[test]
 fn bad_ports_are_refused_naming_the_field_and_a_static_port_taken_everywhere_waits() {
     let m = marker("badports");
-    let _cleanup = Cleanup(m.clone());
+    let _cleanup = KillMarked(m.clone());
     let c = cluster(3);
     let n0 = &c.agents[0];
 
