@@ -15,6 +15,7 @@ mod constraint;
 mod diff;
 mod ports;
 mod spec;
+mod update;
 
 pub use check::{Check, CheckType, OnUnhealthy};
 pub use constraint::{BUILTIN_ATTRIBUTES, Constraint, ConstraintOp, ConstraintValue};
@@ -23,6 +24,10 @@ pub use ports::{Port, Protocol, port_env_name};
 pub use spec::{
     JobSpec, JobType, MAX_COUNT, Resources, RestartMode, RestartPolicy, Runtime, TaskSpec,
     parse_duration, toml_to_json, validate_name,
+};
+pub use update::{
+    Deployment, DeploymentPatch, DeploymentStatus, MAX_CANARY, UpdatePolicy, format_indexes,
+    parse_indexes,
 };
 
 /// One problem in a spec.

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::check::{Check, RawCheck, validate_checks};
 use crate::constraint::{Constraint, RawConstraint};
 use crate::ports::{Port, RawPort, validate_ports};
+use crate::update::{RawUpdate, UpdatePolicy};
 use crate::{FieldError, SpecError};
 
 /// Largest `count`.
@@ -195,6 +196,11 @@ pub struct JobSpec {
     /// Free-form labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Service jobs: replace tasks by rolling deployments when what they
+    /// run changes (see [`UpdatePolicy`]); without it, every task is
+    /// restarted in place at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdatePolicy>,
 }
 
 /// Parses `1s`, `500ms`, `2m`, `1h 30m`.
@@ -251,6 +257,7 @@ struct RawJob {
     spread: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    update: Option<RawUpdate>,
 }
 
 #[derive(Deserialize)]
@@ -445,6 +452,17 @@ impl RawJob {
             }
         }
 
+        let update = self.update.map(|u| u.validate(&mut p));
+        if update.is_some() && kind != JobType::Service {
+            p.add(
+                "update",
+                format!(
+                    "rolling deployments are for service jobs; a {} job's tasks are restarted in place when it changes: remove [update]",
+                    kind.as_str()
+                ),
+            );
+        }
+
         match (p.0.is_empty(), task) {
             (true, Some(task)) => Ok(JobSpec {
                 name,
@@ -455,6 +473,7 @@ impl RawJob {
                 restart,
                 spread: self.spread,
                 labels: self.labels,
+                update,
             }),
             _ => Err(SpecError { errors: p.0 }),
         }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use rand::seq::IndexedRandom;
 use shoal_gossip::NodeId;
 use shoal_state::{
-    HistoryEntry, JobEvent, JobView, PersistOp, Store, SyncRequest, SyncResponse, TaskOutcome,
-    Write, WriteError, Written,
+    DeployAction, HistoryEntry, JobEvent, JobView, PersistOp, Store, SyncRequest, SyncResponse,
+    TaskOutcome, Write, WriteError, Written,
 };
 use shoal_transport::{Handler, Service, Transport};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -94,6 +94,36 @@ enum Command {
     BeginRound(oneshot::Sender<SyncRequest>),
     Response(NodeId, SyncResponse, oneshot::Sender<Option<SyncRequest>>),
     Status(oneshot::Sender<StateStatus>),
+    Deploy(
+        DeployRequest,
+        oneshot::Sender<Result<DeployReply, SubmitError>>,
+    ),
+}
+
+/// A rolling deployment's read or write, for the state task.
+#[derive(Clone, Debug)]
+pub enum DeployRequest {
+    /// Every deployment of a job, oldest first.
+    List(String),
+    /// A step its driver decided.
+    Step(shoal_placement::DeployStep),
+    /// Promote, fail, pause or resume the latest one.
+    Act(String, DeployAction),
+    /// Write the spec a job had at a version as a new version.
+    Revert(String, u64),
+}
+
+/// What a [`DeployRequest`] gave.
+#[derive(Clone, Debug)]
+pub enum DeployReply {
+    /// The deployments (`None`: no such job).
+    List(Option<Vec<shoal_model::Deployment>>),
+    /// Whether a step was written.
+    Stepped(bool),
+    /// The deployment after an action.
+    Acted(shoal_model::Deployment),
+    /// The job after a revert.
+    Reverted(Box<Written>),
 }
 
 /// A batch task that finished for good, to record in its job's document.
@@ -198,6 +228,12 @@ impl StateHandle {
     /// A job's history.
     pub async fn history(&self, name: &str) -> Result<Option<Vec<HistoryEntry>>, StateStopped> {
         self.ask(|tx| Command::History(name.to_owned(), tx)).await
+    }
+
+    /// A rolling deployment's read or write (made durable before the
+    /// reply, like a write).
+    pub async fn deploy(&self, r: DeployRequest) -> Result<DeployReply, SubmitError> {
+        self.ask(|tx| Command::Deploy(r, tx)).await?
     }
 
     /// Counters and status.
@@ -342,7 +378,7 @@ impl StateTask {
                 }
                 _ = expire.tick() => {
                     self.store.expire(unix_ms());
-                    self.after_turn(Vec::new(), Vec::new());
+                    self.after_turn(Vec::new(), Vec::new(), Vec::new());
                 }
             }
         }
@@ -352,8 +388,35 @@ impl StateTask {
     fn turn(&mut self, batch: Vec<Command>) {
         let mut pending_writes = Vec::new();
         let mut pending_records = Vec::new();
+        let mut pending_deploys = Vec::new();
         for command in batch {
             match command {
+                Command::Deploy(r, reply) => {
+                    let now = unix_ms();
+                    let done = match r {
+                        DeployRequest::List(name) => {
+                            Ok(DeployReply::List(self.store.deployments(&name)))
+                        }
+                        DeployRequest::Step(s) => self
+                            .store
+                            .deployment_step(&s.job, s.version, s.patch, s.revert, now)
+                            .map(DeployReply::Stepped),
+                        DeployRequest::Act(name, action) => self
+                            .store
+                            .deployment_action(&name, action, now)
+                            .map(DeployReply::Acted),
+                        DeployRequest::Revert(name, version) => self
+                            .store
+                            .revert(&name, version, false, now)
+                            .map(|w| DeployReply::Reverted(Box::new(w))),
+                    };
+                    match done {
+                        Ok(d) => pending_deploys.push((d, reply)),
+                        Err(e) => {
+                            let _ = reply.send(Err(SubmitError::Rejected(e)));
+                        }
+                    }
+                }
                 Command::Write(w, reply) => match self.store.write(w) {
                     Ok(written) => pending_writes.push((written, reply)),
                     Err(e) => {
@@ -419,7 +482,7 @@ impl StateTask {
                 }
             }
         }
-        self.after_turn(pending_writes, pending_records);
+        self.after_turn(pending_writes, pending_records, pending_deploys);
     }
 
     /// Persists, then answers writers, then pushes and publishes events.
@@ -427,6 +490,10 @@ impl StateTask {
         &mut self,
         writes: Vec<(Written, oneshot::Sender<Result<Written, SubmitError>>)>,
         records: Vec<(bool, oneshot::Sender<Result<bool, SubmitError>>)>,
+        deploys: Vec<(
+            DeployReply,
+            oneshot::Sender<Result<DeployReply, SubmitError>>,
+        )>,
     ) {
         let mut ops: Vec<PersistOp> = Vec::new();
         while let Some(op) = self.store.poll_persist() {
@@ -449,6 +516,9 @@ impl StateTask {
                 for (news, reply) in records {
                     let _ = reply.send(Ok(news));
                 }
+                for (d, reply) in deploys {
+                    let _ = reply.send(Ok(d));
+                }
             }
             Err(e) => {
                 error!(error = %e, "cannot persist state changes");
@@ -456,6 +526,9 @@ impl StateTask {
                     let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
                 }
                 for (_, reply) in records {
+                    let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
+                }
+                for (_, reply) in deploys {
                     let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
                 }
             }

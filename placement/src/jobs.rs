@@ -138,6 +138,7 @@ mod tests {
             deleted: false,
             run_version: version,
             finished: Arc::default(),
+            deployment: None,
         }
     }
 

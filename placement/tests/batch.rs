@@ -61,6 +61,7 @@ fn batch(count: u32, restart: serde_json::Value) -> Job {
         deleted: false,
         run_version: 1,
         finished: Arc::default(),
+        deployment: None,
     }
 }
 

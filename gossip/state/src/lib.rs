@@ -14,12 +14,14 @@
 //! rounds ([`Store::begin_round`] / [`Store::handle_request`] /
 //! [`Store::handle_response`]) with random peers. See `docs/state.md`.
 
+mod deployments;
 mod jsondoc;
 mod outcomes;
 mod store;
 mod sync;
 mod view;
 
+pub use deployments::DeployAction;
 pub use outcomes::{BatchStatus, TaskOutcome};
 pub use store::{
     BUCKETS, JobEvent, PersistOp, Push, StateConfig, Store, Write, WriteError, WriteOp, Written,

@@ -9,8 +9,9 @@ use automerge::{ActorId, AutoCommit, ChangeHash, ObjType, ROOT, ReadDoc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shoal_gossip::NodeId;
-use shoal_model::{Change, JobSpec, JobType, diff};
+use shoal_model::{Change, Deployment, DeploymentPatch, JobSpec, JobType, diff};
 
+use crate::deployments;
 use crate::jsondoc;
 use crate::outcomes::{self, BatchStatus, TaskOutcome};
 use crate::view::{HistoryEntry, JobView, history_ids, history_ids_ordered, history_of, view_of};
@@ -153,6 +154,18 @@ pub enum JobEvent {
         /// Node that accepted it.
         node: String,
     },
+    /// A rolling deployment of the job began, moved or ended (see
+    /// [`Store::update_deployment`]).
+    Deployment {
+        /// Job.
+        name: String,
+        /// The version it deploys.
+        version: u64,
+        /// Where it stands.
+        status: shoal_model::DeploymentStatus,
+        /// What it is doing, or why it ended.
+        description: String,
+    },
     /// A batch task finished for good and was recorded (see
     /// [`Store::record`]).
     TaskFinished {
@@ -177,6 +190,7 @@ impl JobEvent {
             | JobEvent::Updated { name, .. }
             | JobEvent::Scaled { name, .. }
             | JobEvent::Deleted { name, .. }
+            | JobEvent::Deployment { name, .. }
             | JobEvent::TaskFinished { name, .. } => name,
         }
     }
@@ -461,6 +475,30 @@ impl Store {
             (None, Some(n)) => diff(&Value::Null, n),
             _ => Vec::new(),
         };
+        // What the write does to deployments: a change of what the tasks
+        // run (not of count alone) ends the one in progress, and starts a
+        // new one when the job asks for rolling updates.
+        let runs_differently = match (&old_spec, &new_spec) {
+            (Some(o), Some(n)) => without_count(o) != without_count(n),
+            _ => false,
+        };
+        let deploys = match (&w.op, runs_differently) {
+            (WriteOp::Put(spec), true)
+                if spec.kind == JobType::Service && spec.update.is_some() =>
+            {
+                let from = current.as_ref().map_or(0, |v| v.run_version);
+                let canary = spec.update.as_ref().map_or(0, |u| u.canary);
+                Some(Deployment::begin(version + 1, from, canary, w.now_ms))
+            }
+            _ => None,
+        };
+        let cancel = match &w.op {
+            WriteOp::Delete => Some("the job was deleted".to_owned()),
+            WriteOp::Put(_) if runs_differently => {
+                Some(format!("superseded by version {}", version + 1))
+            }
+            _ => None,
+        };
 
         let mut jd_doc = match self.docs.remove(&w.name) {
             Some(jd) => {
@@ -471,7 +509,15 @@ impl Store {
         };
         self.dropped.remove(&w.name);
         let before = jd_doc.get_heads();
-        let result = self.apply_write(&mut jd_doc, &w, op, new_spec.as_ref(), count, &changes);
+        let result = self.apply_write(
+            &mut jd_doc,
+            &w,
+            op,
+            new_spec.as_ref(),
+            count,
+            &changes,
+            (cancel.as_deref(), deploys.as_ref()),
+        );
         self.insert_doc(&w.name, jd_doc);
         if let Err(e) = result {
             return Err(WriteError::Doc(e.to_string()));
@@ -516,6 +562,14 @@ impl Store {
             },
         };
         self.events.push_back(event);
+        if let Some(d) = &deploys {
+            self.events.push_back(JobEvent::Deployment {
+                name: w.name.clone(),
+                version: d.version,
+                status: d.status,
+                description: d.description.clone(),
+            });
+        }
         Ok(Written {
             job,
             previous_version: version,
@@ -586,6 +640,103 @@ impl Store {
         Ok(true)
     }
 
+    /// Every deployment of job `name`, oldest first.
+    pub fn deployments(&self, name: &str) -> Option<Vec<Deployment>> {
+        let jd = self.docs.get(name)?;
+        Some(deployments::read_all(&jd.doc))
+    }
+
+    /// Writes `patch` into deployment `version` of job `name` (the one
+    /// that drives it, or the API): persisted, pushed and announced like
+    /// any write, with no new version. `Ok(false)` when it changes
+    /// nothing.
+    pub fn update_deployment(
+        &mut self,
+        name: &str,
+        version: u64,
+        patch: &DeploymentPatch,
+        now_ms: u64,
+    ) -> Result<bool, WriteError> {
+        let Some(current) = self
+            .deployments(name)
+            .and_then(|all| all.into_iter().find(|d| d.version == version))
+        else {
+            return Err(WriteError::Rejected {
+                field: "version".into(),
+                message: format!("job {name:?} has no deployment of version {version}"),
+            });
+        };
+        if !patch.changes(&current) {
+            return Ok(false);
+        }
+        let jd = self.docs.get_mut(name).expect("has deployments");
+        let before = jd.doc.get_heads();
+        deployments::patch(&mut jd.doc, version, patch, now_ms)
+            .map_err(|e| WriteError::Doc(e.to_string()))?;
+        let secs = i64::try_from(now_ms / 1000).unwrap_or(0);
+        jd.doc.commit_with(CommitOptions::default().with_time(secs));
+        let delta = jd.doc.save_after(&before);
+        self.refresh(name);
+        self.persist.push_back(PersistOp::Append {
+            name: name.to_owned(),
+            bytes: delta.clone(),
+        });
+        self.pushes.push_back(Push {
+            docs: vec![crate::sync::DocChanges {
+                name: name.to_owned(),
+                bytes: delta,
+            }],
+            except: None,
+        });
+        let after = patch.apply(&current, now_ms);
+        self.events.push_back(JobEvent::Deployment {
+            name: name.to_owned(),
+            version,
+            status: after.status,
+            description: after.description,
+        });
+        Ok(true)
+    }
+
+    /// The spec job `name` had at `version` (with the count it had then),
+    /// for a revert: `None` when it has no such version or the version
+    /// deleted it.
+    pub fn spec_at(&self, name: &str, version: u64) -> Option<Value> {
+        let history = self.history(name)?;
+        let upto = history.get(..usize::try_from(version).ok()?)?;
+        if upto.last()?.op == "delete" {
+            return None;
+        }
+        let mut spec = upto.iter().rev().find_map(|e| e.spec.clone())?;
+        let count = upto
+            .iter()
+            .rev()
+            .take_while(|e| e.spec.is_none())
+            .find_map(|e| e.count);
+        if let (Some(c), Some(obj)) = (count, spec.as_object_mut()) {
+            obj.insert("count".into(), json!(c));
+        }
+        Some(spec)
+    }
+
+    /// The latest run of job `name` before version `before` that deployed
+    /// healthily: one whose deployment succeeded, or that began with no
+    /// deployment (created, or changed in place); what `auto_revert` goes
+    /// back to.
+    pub fn stable_version(&self, name: &str, before: u64) -> Option<u64> {
+        let history = self.history(name)?;
+        let all = self.deployments(name).unwrap_or_default();
+        history
+            .iter()
+            .filter(|e| e.version < before && matches!(e.op.as_str(), "create" | "update"))
+            .rev()
+            .find(|e| match all.iter().find(|d| d.version == e.version) {
+                None => true,
+                Some(d) => d.status == shoal_model::DeploymentStatus::Successful,
+            })
+            .map(|e| e.version)
+    }
+
     fn unchanged(&self, job: JobView) -> Written {
         Written {
             previous_version: job.version,
@@ -596,6 +747,7 @@ impl Store {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_write(
         &mut self,
         doc: &mut AutoCommit,
@@ -604,7 +756,14 @@ impl Store {
         new_spec: Option<&Value>,
         count: Option<u32>,
         changes: &[Change],
+        (cancel, deploy): (Option<&str>, Option<&Deployment>),
     ) -> Result<(), automerge::AutomergeError> {
+        if let Some(why) = cancel {
+            deployments::cancel_in_progress(doc, why, w.now_ms)?;
+        }
+        if let Some(d) = deploy {
+            deployments::put(doc, d)?;
+        }
         if doc.get(ROOT, "name")?.is_none() {
             doc.put(ROOT, "name", w.name.as_str())?;
         }
@@ -750,10 +909,14 @@ impl Store {
         let before = jd.heads.clone();
         // Loading from disk (`persist` off) emits no events: skip reading
         // the history, which dominates start-up time.
-        let (ids_before, records_before) = if persist {
-            (history_ids(&jd.doc), outcomes::keys(&jd.doc))
+        let (ids_before, records_before, deployment_before) = if persist {
+            (
+                history_ids(&jd.doc),
+                outcomes::keys(&jd.doc),
+                deployments::latest(&jd.doc),
+            )
         } else {
-            (BTreeSet::new(), BTreeSet::new())
+            (BTreeSet::new(), BTreeSet::new(), None)
         };
         if jd.doc.load_incremental(bytes).is_err() {
             self.reject("undecodable");
@@ -818,6 +981,25 @@ impl Store {
                 },
             };
             self.events.push_back(event);
+        }
+        let deployment_after = self
+            .docs
+            .get(name)
+            .and_then(|jd| deployments::latest(&jd.doc));
+        if let Some(d) = deployment_after.filter(|d| {
+            deployment_before.as_ref().is_none_or(|b| {
+                (b.version, b.status, &b.description) != (d.version, d.status, &d.description)
+                    || b.done != d.done
+                    || b.active != d.active
+                    || b.promoted != d.promoted
+            })
+        }) {
+            self.events.push_back(JobEvent::Deployment {
+                name: name.to_owned(),
+                version: d.version,
+                status: d.status,
+                description: d.description,
+            });
         }
         for (index, o) in new_records {
             self.events.push_back(JobEvent::TaskFinished {
@@ -904,4 +1086,13 @@ impl Store {
             .collect();
         Value::Object(jobs)
     }
+}
+
+/// A spec's JSON without its `count`: what its tasks run.
+fn without_count(spec: &Value) -> Value {
+    let mut s = spec.clone();
+    if let Some(obj) = s.as_object_mut() {
+        obj.remove("count");
+    }
+    s
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::AutoCommit;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shoal_model::{Change, JobSpec, JobType};
+use shoal_model::{Change, Deployment, JobSpec, JobType};
 
 use crate::jsondoc;
 use crate::outcomes::{self, BatchStatus, TaskOutcome};
@@ -78,6 +78,9 @@ pub struct JobView {
     /// update (a scale keeps the run). For placement; not shown.
     #[serde(skip)]
     pub run_version: u64,
+    /// Service jobs with `[update]`: the latest rolling deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<Deployment>,
 }
 
 pub(crate) fn history_ids(doc: &AutoCommit) -> BTreeSet<String> {
@@ -174,5 +177,10 @@ pub(crate) fn view_of(name: &str, doc: &AutoCommit) -> Option<JobView> {
         tasks_failed: batch.map(|b| b.2),
         finished,
         run_version,
+        deployment: if deleted {
+            None
+        } else {
+            crate::deployments::latest(doc)
+        },
     })
 }

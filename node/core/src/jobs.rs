@@ -29,5 +29,6 @@ pub fn placeable(
         deleted,
         run_version: version,
         finished: Arc::default(),
+        deployment: None,
     })
 }

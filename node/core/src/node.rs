@@ -458,6 +458,7 @@ impl NodeCore {
                 }
             }
             Drained::Event(PlaceEvent::Finished(o)) => out.push_back(Output::Finished(o)),
+            Drained::Event(PlaceEvent::Deployment(d)) => out.push_back(Output::Deployment(d)),
             Drained::Event(e) => out.push_back(Output::Placement(e)),
         });
         if let Some(c) = free_class {

@@ -1,7 +1,7 @@
 //! What leaves a [`crate::NodeCore`]: one ordered queue of effects.
 
 use shoal_gossip::{Event as GossipEvent, Instant, NodeId, TimerToken, Transmit};
-use shoal_placement::{Command, Event as PlaceEvent, Msg, Outcome};
+use shoal_placement::{Command, DeployStep, Event as PlaceEvent, Msg, Outcome};
 
 /// A timer the core asked for; hand it back through
 /// [`crate::NodeCore::handle_timer`] once its time has come. A timer that
@@ -66,6 +66,11 @@ pub enum Output {
     /// nothing; losing one is repaired by the task's coordinator, which
     /// asks again when a lease reports the exit.
     Finished(Outcome),
+    /// The driver of a rolling deployment moved it on: write the step into
+    /// the job's replicated document (and, for `revert`, the job's last
+    /// version that deployed healthily as a new version). A step lost is
+    /// decided again by the driver a few seconds later.
+    Deployment(DeployStep),
 }
 
 impl Output {
@@ -80,6 +85,7 @@ impl Output {
             Output::Placement(_) => "placement",
             Output::Published(_) => "published",
             Output::Finished(_) => "finished",
+            Output::Deployment(_) => "deployment",
         }
     }
 }

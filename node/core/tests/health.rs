@@ -86,6 +86,7 @@ impl One {
                 deleted: false,
                 run_version: 1,
                 finished: Arc::default(),
+                deployment: None,
             }],
         );
         one.drain();

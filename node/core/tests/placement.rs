@@ -22,10 +22,10 @@ use shoal_gossip::{
     Capacity, Config, FreeClass, Instant, MemberMeta, Membership, NodeId, NodeIdentity,
     PacketSecurity, RuntimeInfo,
 };
-use shoal_model::JobSpec;
+use shoal_model::{Deployment, JobSpec};
 use shoal_placement::{
-    Command, ExitReason, Job, Msg, PlacementConfig, Placer, Resources, Stamp, TaskKey, TaskState,
-    TaskStatus,
+    Command, DeployStep, ExitReason, Health, Job, Msg, PlacementConfig, Placer, Resources, Stamp,
+    TaskKey, TaskState, TaskStatus,
 };
 
 const SECRET: [u8; 32] = [3; 32];
@@ -61,6 +61,8 @@ enum Ev {
         life: u32,
         key: TaskKey,
     },
+    /// A deployment's driver wrote a step into the desired state.
+    Deploy(DeployStep),
 }
 
 struct Node {
@@ -68,6 +70,8 @@ struct Node {
     core: Option<NodeCore>,
     life: u32,
     procs: BTreeMap<TaskKey, Stamp>,
+    /// The job version each process was started with.
+    versions: BTreeMap<TaskKey, u64>,
 }
 
 struct Sim {
@@ -204,6 +208,7 @@ impl Sim {
             core: None,
             life: 0,
             procs: BTreeMap::new(),
+            versions: BTreeMap::new(),
         });
         self.start(i);
         i
@@ -262,9 +267,74 @@ impl Sim {
                 deleted: false,
                 run_version: version,
                 finished: Arc::default(),
+                deployment: None,
             },
         );
         self.publish_jobs(&name);
+    }
+
+    /// A new version of a job, as the desired state writes it: a change
+    /// of what a service with `[update]` runs begins a deployment.
+    fn update_job(&mut self, spec: JobSpec) {
+        let old = self.jobs.get(&spec.name).cloned().expect("an existing job");
+        let version = old.version + 1;
+        let mut a = (*old.spec).clone();
+        let mut b = spec.clone();
+        a.count = None;
+        b.count = None;
+        let rolls = a != b && spec.update.is_some();
+        let deployment = rolls.then(|| {
+            let canary = spec.update.as_ref().map_or(0, |u| u.canary);
+            Arc::new(Deployment::begin(
+                version,
+                old.run_version,
+                canary,
+                self.wall,
+            ))
+        });
+        let name = spec.name.clone();
+        self.jobs.insert(
+            spec.name.clone(),
+            Job {
+                spec: Arc::new(spec),
+                version,
+                deleted: false,
+                run_version: if a != b { version } else { old.run_version },
+                finished: Arc::default(),
+                deployment: deployment.or(old.deployment),
+            },
+        );
+        self.publish_jobs(&name);
+    }
+
+    /// Indexes of `job` with a process whose latest start is healthy by
+    /// its holder's account (no checks: running is healthy), and how many
+    /// of those run `version` or later.
+    fn healthy(&self, job: &str, version: u64) -> (usize, usize) {
+        let mut indexes = BTreeSet::new();
+        let mut new = BTreeSet::new();
+        for n in self.nodes.iter().filter(|n| n.core.is_some()) {
+            let placer = n.core.as_ref().expect("live").placer();
+            for k in n.procs.keys().filter(|k| k.job == job) {
+                let st = placer.status(std::slice::from_ref(k)).remove(0);
+                if st.health == Health::Healthy {
+                    indexes.insert(k.clone());
+                    if n.versions.get(k).is_some_and(|v| *v >= version) {
+                        new.insert(k.clone());
+                    }
+                }
+            }
+        }
+        (indexes.len(), new.len())
+    }
+
+    /// How many live nodes drive a deployment of `job` now.
+    fn drivers(&self, job: &str) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.core.as_ref())
+            .filter(|c| c.placer().drives(job))
+            .count()
     }
 
     fn delete_job(&mut self, name: &str) {
@@ -339,7 +409,13 @@ impl Sim {
                 Output::Runtime(c) => {
                     let later = self.now + Duration::from_millis(5);
                     match c {
-                        Command::Start { key, stamp, .. } => {
+                        Command::Start {
+                            key,
+                            stamp,
+                            job_version,
+                            ..
+                        } => {
+                            self.nodes[i].versions.insert(key.clone(), job_version);
                             self.push(
                                 later,
                                 Ev::Started {
@@ -350,7 +426,13 @@ impl Sim {
                                 },
                             );
                         }
-                        Command::Replace { key, stamp, .. } => {
+                        Command::Replace {
+                            key,
+                            stamp,
+                            job_version,
+                            ..
+                        } => {
+                            self.nodes[i].versions.insert(key.clone(), job_version);
                             self.nodes[i].procs.remove(&key);
                             self.push(
                                 later,
@@ -376,6 +458,10 @@ impl Sim {
                             timer,
                         },
                     );
+                }
+                Output::Deployment(step) => {
+                    // Written on the driver's node, then replicated.
+                    self.push(self.now + Duration::from_millis(20), Ev::Deploy(step));
                 }
                 Output::Gossip(_)
                 | Output::Placement(_)
@@ -454,6 +540,19 @@ impl Sim {
                         c.handle_task_running(now, wall, &key, Default::default());
                         self.drain(node);
                     }
+                }
+            }
+            Ev::Deploy(step) => {
+                let job = self.jobs.get_mut(&step.job).expect("a known job");
+                if let Some(d) = job
+                    .deployment
+                    .as_deref()
+                    .filter(|d| d.version == step.version && d.status.in_progress())
+                    && step.patch.changes(d)
+                {
+                    job.deployment = Some(Arc::new(step.patch.apply(d, wall)));
+                    let name = step.job.clone();
+                    self.publish_jobs(&name);
                 }
             }
             Ev::Stopped { node, life, key } => {
@@ -926,4 +1025,199 @@ mod props {
             prop_assert!(s.checks > 0);
         }
     }
+}
+
+#[test]
+fn a_rolling_deployment_replaces_two_at_a_time_start_first_and_never_drops_below_count() {
+    let mut sim = Sim::new(5, 31, 0.0);
+    let update = json!({"update": {"max_parallel": 2, "min_healthy_time": "1s"}});
+    sim.set_job(spec("web", Some(6), 0.25, update.clone()));
+    sim.settle_exactly_once("web", 6, SETTLE);
+    let mut changed = update.clone();
+    changed["labels"] = json!({"release": "2"});
+    let mut next = spec("web", Some(6), 0.25, changed);
+    next.task.env.insert("RELEASE".into(), "2".into());
+    sim.update_job(next);
+    let version = sim.jobs["web"].version;
+    let mut min_healthy = usize::MAX;
+    let mut max_new_in_flight = 0;
+    let mut max_drivers = 0;
+    let done = sim.run_until(Duration::from_secs(60), |s| {
+        s.jobs["web"]
+            .deployment
+            .as_deref()
+            .is_some_and(|d| d.status == shoal_model::DeploymentStatus::Successful)
+            && s.exactly_once("web", 6)
+    });
+    assert!(
+        done,
+        "the first deployment (to version {version}) did not succeed"
+    );
+    // Again, sampled every 100 ms.
+    let mut third = spec("web", Some(6), 0.25, update);
+    third.task.env.insert("RELEASE".into(), "3".into());
+    sim.update_job(third);
+    let v3 = sim.jobs["web"].version;
+    let deadline = sim.now + Duration::from_secs(60);
+    while sim.now < deadline {
+        sim.run_for(Duration::from_millis(100));
+        let (healthy, _) = sim.healthy("web", v3);
+        min_healthy = min_healthy.min(healthy);
+        if let Some(d) = sim.jobs["web"].deployment.as_deref() {
+            max_new_in_flight = max_new_in_flight.max(d.active.len());
+        }
+        max_drivers = max_drivers.max(sim.drivers("web"));
+        let ended = sim.jobs["web"]
+            .deployment
+            .as_deref()
+            .is_some_and(|d| !d.status.in_progress());
+        if ended && sim.exactly_once("web", 6) {
+            break;
+        }
+    }
+    let d = sim.jobs["web"].deployment.clone().expect("a deployment");
+    assert_eq!(d.version, v3);
+    assert_eq!(d.status, shoal_model::DeploymentStatus::Successful, "{d:?}");
+    assert_eq!(d.done.len(), 6, "{d:?}");
+    assert!(
+        min_healthy >= 6,
+        "start-first: never fewer than 6 healthy, saw {min_healthy}"
+    );
+    assert!(
+        max_new_in_flight <= 2,
+        "at most max_parallel in flight, saw {max_new_in_flight}"
+    );
+    assert_eq!(max_drivers, 1, "exactly one driver");
+    sim.settle_exactly_once("web", 6, SETTLE);
+    let (healthy, new) = sim.healthy("web", v3);
+    assert_eq!((healthy, new), (6, 6), "every task runs the new version");
+}
+
+/// Updates `web` (6 tasks, `update`) to a new release and runs until its
+/// deployment ends, sampling every 100 ms; calls `during` at each sample.
+/// The fewest healthy indexes seen, and the deployment as it ended.
+fn deploy_and_watch(
+    sim: &mut Sim,
+    update: serde_json::Value,
+    release: &str,
+    mut during: impl FnMut(&mut Sim),
+) -> (usize, Deployment) {
+    let mut next = spec("web", Some(6), 0.25, update);
+    next.task.env.insert("RELEASE".into(), release.into());
+    sim.update_job(next);
+    let mut min_healthy = usize::MAX;
+    let deadline = sim.now + Duration::from_secs(120);
+    while sim.now < deadline {
+        sim.run_for(Duration::from_millis(100));
+        during(sim);
+        min_healthy = min_healthy.min(sim.healthy("web", 0).0);
+        let ended = sim.jobs["web"]
+            .deployment
+            .as_deref()
+            .is_some_and(|d| !d.status.in_progress());
+        if ended {
+            break;
+        }
+    }
+    let d = sim.jobs["web"].deployment.clone().expect("a deployment");
+    (min_healthy, (*d).clone())
+}
+
+#[test]
+fn killing_the_driver_mid_deployment_the_next_owner_of_the_job_key_finishes_it() {
+    let mut sim = Sim::new(5, 32, 0.0);
+    let update = json!({"update": {"max_parallel": 1, "min_healthy_time": "1s"}});
+    sim.set_job(spec("web", Some(6), 0.25, update.clone()));
+    sim.settle_exactly_once("web", 6, SETTLE);
+    let mut killed = None;
+    let (_, d) = deploy_and_watch(&mut sim, update, "2", |s| {
+        let done = s.jobs["web"]
+            .deployment
+            .as_deref()
+            .map_or(0, |d| d.done.len());
+        if killed.is_none() && done >= 2 {
+            let driver = (0..s.nodes.len())
+                .find(|i| {
+                    s.nodes[*i]
+                        .core
+                        .as_ref()
+                        .is_some_and(|c| c.placer().drives("web"))
+                })
+                .expect("a driver while the deployment runs");
+            s.kill(driver);
+            killed = Some((driver, done));
+        }
+    });
+    let (driver, done_then) = killed.expect("the driver was killed mid-deployment");
+    assert!(done_then < 6, "killed before the end ({done_then} done)");
+    assert_eq!(
+        d.status,
+        shoal_model::DeploymentStatus::Successful,
+        "after node-{driver} (the driver) died: {d:?}"
+    );
+    sim.settle_exactly_once("web", 6, SETTLE);
+    let v = sim.jobs["web"].version;
+    assert_eq!(sim.healthy("web", v), (6, 6));
+    assert_eq!(sim.drivers("web"), 0, "nobody drives an ended deployment");
+}
+
+#[test]
+fn with_no_other_node_a_task_is_replaced_stop_first_one_at_a_time() {
+    let mut sim = Sim::new(1, 33, 0.0);
+    let update = json!({"update": {"max_parallel": 2, "min_healthy_time": "1s"}});
+    sim.set_job(spec("web", Some(6), 0.25, update.clone()));
+    sim.settle_exactly_once("web", 6, SETTLE);
+    let (min_healthy, d) = deploy_and_watch(&mut sim, update, "2", |_| {});
+    assert_eq!(d.status, shoal_model::DeploymentStatus::Successful, "{d:?}");
+    assert!(
+        min_healthy >= 4,
+        "never below count - max_parallel: {min_healthy}"
+    );
+    sim.settle_exactly_once("web", 6, SETTLE);
+    let v = sim.jobs["web"].version;
+    assert_eq!(sim.healthy("web", v), (6, 6));
+}
+
+#[test]
+fn canaries_run_beside_the_old_tasks_until_promoted() {
+    let mut sim = Sim::new(4, 34, 0.0);
+    let update = json!({"update": {"max_parallel": 2, "min_healthy_time": "1s", "canary": 2}});
+    sim.set_job(spec("web", Some(6), 0.25, update.clone()));
+    sim.settle_exactly_once("web", 6, SETTLE);
+    let mut next = spec("web", Some(6), 0.25, update);
+    next.task.env.insert("RELEASE".into(), "2".into());
+    sim.update_job(next);
+    let v = sim.jobs["web"].version;
+    sim.run_for(Duration::from_secs(10));
+    let d = sim.jobs["web"].deployment.clone().expect("a deployment");
+    assert_eq!(d.status, shoal_model::DeploymentStatus::Running, "{d:?}");
+    assert!(d.done.is_empty() && d.active == [0, 1].into(), "{d:?}");
+    assert!(d.description.contains("promote"), "{d:?}");
+    assert_eq!(d.healthy, 2);
+    // 6 old tasks and 2 canaries run.
+    let procs: usize = sim.processes("web").values().map(Vec::len).sum();
+    assert_eq!(procs, 8, "{:?}", sim.processes("web"));
+    assert_eq!(
+        sim.healthy("web", v).1,
+        2,
+        "two canaries of the new version"
+    );
+    // Promote (as `shoal deployment promote` writes it).
+    let job = sim.jobs.get_mut("web").expect("web");
+    let mut promoted = (**job.deployment.as_ref().expect("deployment")).clone();
+    promoted.promoted = true;
+    job.deployment = Some(Arc::new(promoted));
+    sim.publish_jobs("web");
+    assert!(
+        sim.run_until(Duration::from_secs(60), |s| {
+            s.jobs["web"]
+                .deployment
+                .as_deref()
+                .is_some_and(|d| d.status == shoal_model::DeploymentStatus::Successful)
+        }),
+        "{:?}",
+        sim.jobs["web"].deployment
+    );
+    sim.settle_exactly_once("web", 6, SETTLE);
+    assert_eq!(sim.healthy("web", v), (6, 6));
 }

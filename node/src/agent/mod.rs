@@ -30,7 +30,9 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
 use crate::clock::{Clock, unix_ms};
-use crate::core_task::{CoreHandle, CoreParts, CoreTask, StateLink, feed_jobs, record_finished};
+use crate::core_task::{
+    CoreHandle, CoreParts, CoreTask, StateLink, feed_jobs, record_deployments, record_finished,
+};
 use crate::datadir::{AgentFile, DataDir, DataDirError};
 use crate::dns::{self, DnsHandler};
 use crate::rpc::NodeRpc;
@@ -319,6 +321,7 @@ impl Agent {
         let (digest_tx, digest_rx) = watch::channel(0u64);
         let (differs_tx, differs_rx) = mpsc::channel(64);
         let (finished_tx, finished_rx) = mpsc::channel(1024);
+        let (deploy_tx, deploy_rx) = mpsc::channel(256);
         let (state_task, state) = StateTask::new(
             store,
             log,
@@ -399,6 +402,7 @@ impl Agent {
                 digest: digest_rx,
                 differs: differs_tx,
                 finished: finished_tx,
+                deployments: deploy_tx,
             },
             health,
             task_events: task_events.clone(),
@@ -433,6 +437,15 @@ impl Agent {
             tokio::spawn(record_finished(
                 state.clone(),
                 finished_rx,
+                shutdown.clone(),
+            )),
+        ));
+        // Steps of the deployments this node drives, into the desired state.
+        tasks.push((
+            "deployments",
+            tokio::spawn(record_deployments(
+                state.clone(),
+                deploy_rx,
                 shutdown.clone(),
             )),
         ));

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use shoal_core::placeable;
-use shoal_placement::{Finished, Job, Outcome};
+use shoal_placement::{DeployStep, Finished, Job, Outcome};
 use shoal_state::{JobView, TaskOutcome};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::CoreHandle;
-use crate::state::{Record, StateHandle};
+use crate::state::{DeployReply, DeployRequest, Record, StateHandle};
 
 fn job_of(view: JobView) -> Option<Job> {
     let mut job = placeable(
@@ -27,6 +27,7 @@ fn job_of(view: JobView) -> Option<Job> {
         view.invalid.is_some(),
     )?;
     job.run_version = view.run_version;
+    job.deployment = view.deployment.map(Arc::new);
     if !view.finished.is_empty() {
         let finished: BTreeMap<u32, Finished> = view
             .finished
@@ -86,6 +87,36 @@ pub async fn record_finished(
             Err(e) => {
                 warn!(task = %o.key, error = %e, "could not record that a batch task finished")
             }
+        }
+    }
+}
+
+/// Writes into the desired state each step of the rolling deployments
+/// this node drives, until shutdown. A step that fails to be written is
+/// logged: the driver decides it again a few seconds later.
+pub async fn record_deployments(
+    state: StateHandle,
+    mut rx: mpsc::Receiver<DeployStep>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let step = tokio::select! {
+            () = shutdown.cancelled() => return,
+            s = rx.recv() => match s {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let (job, version) = (step.job.clone(), step.version);
+        let status = step.patch.status;
+        let description = step.patch.description.clone().unwrap_or_default();
+        match state.deploy(DeployRequest::Step(step)).await {
+            Ok(DeployReply::Stepped(true)) => match status {
+                Some(s) => info!(job = %job, version, status = %s, "{description}"),
+                None => debug!(job = %job, version, "deployment: {description}"),
+            },
+            Ok(_) => debug!(job = %job, version, "deployment step: nothing to write"),
+            Err(e) => warn!(job = %job, version, error = %e, "could not write a deployment step"),
         }
     }
 }

@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 pub use driver::Driver;
 pub use handle::{CoreHandle, CoreStopped};
-pub use jobs::{feed_jobs, record_finished};
+pub use jobs::{feed_jobs, record_deployments, record_finished};
 
 use crate::clock::{Clock, unix_ms};
 use crate::datadir::{DataDir, StoredNode};
@@ -68,6 +68,9 @@ pub struct StateLink {
     /// Batch tasks that finished for good, to record in the desired state
     /// (by [`record_finished`]).
     pub finished: mpsc::Sender<shoal_placement::Outcome>,
+    /// Steps of the rolling deployments this node drives, to write into
+    /// the desired state (by [`record_deployments`]).
+    pub deployments: mpsc::Sender<shoal_placement::DeployStep>,
 }
 
 /// Something that happened to a task this node runs, for `/v1/events`.
@@ -409,6 +412,12 @@ impl CoreTask {
                         warn!(error = %e, "batch task end not recorded: the queue is full");
                     }
                 }
+                Output::Deployment(step) => {
+                    if let Err(e) = self.state.deployments.try_send(step) {
+                        // The driver decides the step again in a few seconds.
+                        warn!(error = %e, "deployment step not written: the queue is full");
+                    }
+                }
                 Output::Published(change) => {
                     if !change.joined.is_empty() || !change.left.is_empty() {
                         debug!(joined = ?change.joined, left = ?change.left, "placement view changed");
@@ -609,7 +618,7 @@ fn log_placement(e: PlaceEvent) {
         }
         // The core publishes the class itself, and hands finished tasks
         // out as their own output.
-        PlaceEvent::FreeClass(_) | PlaceEvent::Finished(_) => {}
+        PlaceEvent::FreeClass(_) | PlaceEvent::Finished(_) | PlaceEvent::Deployment(_) => {}
         // The core task tells watchers.
         PlaceEvent::Health { .. } => {}
     }

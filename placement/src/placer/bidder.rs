@@ -90,6 +90,12 @@ impl Bidder {
         if let Some(why) = self.port_conflict(runner, now, key, &wanted) {
             return Answer::Decline(why);
         }
+        if runner.has(key) && !runner.runs(key) {
+            // Its previous copy is still stopping here (a rolling
+            // deployment that found no other node with room): one copy of
+            // a key per node.
+            return Answer::Decline("still stopping its previous copy".into());
+        }
         if runner.runs(key) {
             // Already running it here: bid (a re-auction after a lost lease).
             let score = shared.capacity.free_permille(&held(runner, self, None));

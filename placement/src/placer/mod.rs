@@ -28,6 +28,7 @@
 mod bidder;
 mod config;
 mod coordinator;
+mod deploy;
 mod health;
 mod msg;
 mod reasons;
@@ -39,14 +40,15 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use shoal_gossip::{Instant, NodeId};
-use shoal_model::{JobSpec, JobType};
+use shoal_model::{Deployment, JobSpec, JobType};
 
 use self::bidder::Bidder;
 pub use self::config::PlacementConfig;
 use self::coordinator::Coordinator;
+use self::deploy::Deployer;
 pub use self::health::{CHECK_OUTPUT_MAX, Health, Verdict};
 use self::msg::Answer;
-pub use self::msg::{Command, Event, ExitReason, Msg, Outcome, PROTOCOL_VERSION};
+pub use self::msg::{Command, DeployStep, Event, ExitReason, Msg, Outcome, PROTOCOL_VERSION};
 pub use self::runner::Adopted;
 use self::runner::{Exit, Flushed, Runner};
 pub use self::status::{Report, TaskState, TaskStatus};
@@ -73,6 +75,9 @@ pub struct Job {
     /// [`Event::Finished`]). None of them is placed, bid for, started or
     /// restarted again; a running one recorded complete is stopped.
     pub finished: Arc<BTreeMap<u32, Finished>>,
+    /// Service jobs with `[update]`: the job's latest rolling deployment,
+    /// as its replicated document records it (see `placer/deploy.rs`).
+    pub deployment: Option<Arc<Deployment>>,
 }
 
 /// A batch task that finished for good, as recorded in its job's document.
@@ -106,6 +111,7 @@ pub struct Placer {
     coordinator: Coordinator,
     bidder: Bidder,
     runner: Runner,
+    deployer: Deployer,
     next_tick: Instant,
     /// When the tick must next walk every key (see
     /// [`handle_tick`](Self::handle_tick)).
@@ -181,6 +187,31 @@ impl Shared {
             return None;
         }
         job.finished.get(&i)
+    }
+
+    /// The rolling deployment of job `name` in progress, if any (only a
+    /// service job with `[update]` has one).
+    fn deployment(&self, name: &str) -> Option<&Deployment> {
+        let j = self.jobs.get(name)?;
+        if j.deleted || j.spec.kind != JobType::Service || j.spec.update.is_none() {
+            return None;
+        }
+        j.deployment
+            .as_deref()
+            .filter(|d| d.status.in_progress() && d.version <= j.version)
+    }
+
+    /// The deployment in progress that replaces `key`'s index now or
+    /// did (its index is active or done).
+    fn replacing(&self, key: &TaskKey) -> Option<&Deployment> {
+        let i = key.index_number()?;
+        self.deployment(&key.job).filter(|d| d.replaces(i))
+    }
+
+    /// The node that drives job `name`'s deployments: the owner of its
+    /// job key, `name/0`.
+    fn driver_of(&self, name: &str) -> Option<NodeId> {
+        self.ring().owner(TaskKey::index(name, 0).hash())
     }
 
     /// [`wants`](Self::wants) with `key`'s job already looked up.
@@ -267,6 +298,7 @@ impl Placer {
             coordinator: Coordinator::new(now),
             bidder: Bidder::default(),
             runner: Runner::default(),
+            deployer: Deployer::default(),
             free_class: 8,
             shared: Shared {
                 me,
@@ -588,6 +620,15 @@ impl Placer {
                 self.coordinator
                     .on_release(shared, now, wall_ms, from, &key, stamp);
             }
+            Msg::Progress {
+                key,
+                version,
+                health,
+                replacing,
+            } => {
+                self.deployer
+                    .on_progress(now, &key, version, health, replacing);
+            }
         }
         if !quiet {
             self.wake.touch();
@@ -651,10 +692,11 @@ impl Placer {
         let (due, stale, next) = self.coordinator.scan_all(&self.shared, now);
         let acted = !due.is_empty() || !stale.is_empty();
         let local = self.settle(now, wall_ms, &due, stale);
+        let deploy = self.deployer.drive(&mut self.shared, now);
         // A walk that acted changed what it walked: the next tick walks
         // again, and finds the new deadlines.
         self.wake.pass = acted || local.acted;
-        self.wake.at = earliest(next, local.next);
+        self.wake.at = earliest(earliest(next, local.next), deploy);
         self.wake.leases = true;
     }
 
@@ -714,6 +756,17 @@ impl Placer {
                     .unwrap_or_else(|| self.coordinator.status(&self.shared, k))
             })
             .collect()
+    }
+
+    /// The jobs whose rolling deployment this node drives now (it owns
+    /// their job key).
+    pub fn driving(&self) -> usize {
+        self.deployer.len()
+    }
+
+    /// Whether this node drives a deployment of `job` now.
+    pub fn drives(&self, job: &str) -> bool {
+        self.deployer.drives(job)
     }
 
     /// The tasks this node holds.

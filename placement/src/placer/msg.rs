@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use shoal_gossip::NodeId;
-use shoal_model::JobSpec;
+use shoal_model::{DeploymentPatch, JobSpec};
 
 use super::health::Health;
 use super::status::Report;
@@ -147,6 +147,20 @@ pub enum Msg {
         /// The award released.
         stamp: Stamp,
     },
+    /// Coordinator of a key being replaced by a rolling deployment → the
+    /// deployment's driver: how the new task is doing (sent with each of
+    /// its lease renewals while the index is being replaced).
+    Progress {
+        /// Task.
+        key: TaskKey,
+        /// The job version the deployment deploys.
+        version: u64,
+        /// The new task's health.
+        health: Health,
+        /// An old task still runs beside it (start-first); without one,
+        /// healthy is enough.
+        replacing: bool,
+    },
 }
 
 impl Msg {
@@ -163,6 +177,7 @@ impl Msg {
             Msg::Stop { .. } => "stop",
             Msg::Cancel { .. } => "cancel",
             Msg::Release { .. } => "release",
+            Msg::Progress { .. } => "progress",
         }
     }
 }
@@ -286,6 +301,24 @@ pub enum Event {
     /// lease reports an exit 0 not yet recorded, so that either side
     /// suffices; recording one twice changes nothing.
     Finished(Outcome),
+    /// The driver of a rolling deployment moved it on: the node writes the
+    /// step into the job's replicated document (see [`DeployStep`]).
+    Deployment(DeployStep),
+}
+
+/// A step of a rolling deployment, decided by its driver (see
+/// `placer/deploy.rs`), for the node to write into the job's document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployStep {
+    /// The job.
+    pub job: String,
+    /// The version the deployment deploys.
+    pub version: u64,
+    /// What changes in its record.
+    pub patch: DeploymentPatch,
+    /// It failed and the job asks for `auto_revert`: the node writes the
+    /// job's last version that deployed healthily as a new version.
+    pub revert: bool,
 }
 
 /// How a batch task finished for good (see [`Event::Finished`]).

@@ -69,6 +69,10 @@ struct Local {
     checks: Checks,
     /// Host ports the runtime gave it (while it runs).
     ports: BTreeMap<String, u16>,
+    /// The job version up to which it keeps running its own spec: a job
+    /// with `[update]` replaces its tasks by a rolling deployment (its
+    /// coordinators place new ones and stop this one), never in place.
+    pinned: u64,
 }
 
 impl Local {
@@ -131,6 +135,7 @@ impl Local {
             stopping: None,
             checks: Checks::default(),
             ports: BTreeMap::new(),
+            pinned: 0,
         };
         l.restart_checks();
         l
@@ -518,7 +523,7 @@ impl Runner {
                         .is_some_and(|i| j.finished.contains_key(&i))
             });
             if (!wanted && version >= l.job_version)
-                || job.is_some_and(|j| j.version > l.job_version && !j.deleted)
+                || job.is_some_and(|j| j.version > l.job_version.max(l.pinned) && !j.deleted)
                 || l.restart_at.is_some_and(|at| now >= at)
                 || finished
             {
@@ -584,7 +589,14 @@ impl Runner {
                     }
                     continue;
                 }
-                if runs_differently(&job.spec, &l.spec) {
+                let rolling = job.spec.kind == JobType::Service
+                    && job.spec.update.is_some()
+                    && key.index_number().is_some();
+                if rolling && runs_differently(&job.spec, &l.spec) {
+                    // Replaced by the job's rolling deployment, not here.
+                    let l = self.local.get_mut(&key).expect("present");
+                    l.pinned = job.version;
+                } else if runs_differently(&job.spec, &l.spec) {
                     let demand = demand_of(&job.spec);
                     let free = shared.capacity.minus(&held(self, bidder, Some(&key)));
                     if free.fits(&demand).is_err() {

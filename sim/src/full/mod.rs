@@ -130,6 +130,10 @@ struct Node {
     view: u64,
     procs: BTreeMap<TaskKey, u32>,
     used: Resources,
+    /// The last batch of desired state delivered here, by job: an older
+    /// one arriving late (delays are drawn per delivery) is not applied
+    /// over a newer one, as a replica never goes back.
+    delivered: BTreeMap<String, u32>,
 }
 
 #[derive(Default)]
@@ -231,6 +235,8 @@ pub struct World {
     ring_pool: Arc<RingPool>,
     /// The `health-flaps` scenario's plan and findings.
     flaps: Option<health::Flaps>,
+    /// Deployment steps written (rolling deployments).
+    deployment_steps: u64,
 }
 
 #[derive(Default)]
@@ -380,7 +386,19 @@ impl World {
                 if self.nodes[i].life != life {
                     return;
                 }
-                let jobs = self.batches[batch as usize].clone();
+                let delivered = &mut self.nodes[i].delivered;
+                let jobs: Vec<Job> = self.batches[batch as usize]
+                    .iter()
+                    .filter(|j| {
+                        let last = delivered.entry(j.spec.name.clone()).or_insert(batch);
+                        let fresh = *last <= batch;
+                        if fresh {
+                            *last = batch;
+                        }
+                        fresh
+                    })
+                    .cloned()
+                    .collect();
                 if let Some(core) = self.nodes[i].core.as_mut() {
                     core.update_jobs(now, wall, jobs, &[]);
                     self.drain(i, true);
@@ -485,6 +503,7 @@ impl World {
                 }
                 Output::Gossip(_) | Output::Placement(_) => {}
                 Output::Finished(o) => self.record_finished(o),
+                Output::Deployment(step) => self.record_deployment(step),
                 Output::Published(change) => {
                     let old = self.nodes[i].view;
                     let view = change

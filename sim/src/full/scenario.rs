@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::RngExt;
 use shoal_gossip::Instant;
-use shoal_placement::{Finished, Job, Outcome};
+use shoal_placement::{DeployStep, Finished, Job, Outcome};
 
 use super::{Action, Ev, FORM_MARGIN, Task, Traffic, World, secs};
 use crate::params::Scenario;
@@ -197,6 +197,7 @@ impl World {
                 deleted: false,
                 run_version: 1,
                 finished: Arc::default(),
+                deployment: None,
             });
             self.submitted_jobs += 1;
         }
@@ -265,6 +266,37 @@ impl World {
                 at_ms: o.at_ms,
             },
         );
+        self.replicate(vec![job]);
+    }
+
+    /// A deployment's driver moved it on: the step written into its job
+    /// (unless the deployment ended meanwhile), which replicates like any
+    /// change of the desired state. The simulator keeps no job history,
+    /// so a failed deployment is not reverted.
+    pub(super) fn record_deployment(&mut self, step: DeployStep) {
+        let Some(mut job) = self
+            .batches
+            .iter()
+            .rev()
+            .flatten()
+            .find(|j| j.spec.name == step.job)
+            .cloned()
+        else {
+            return;
+        };
+        let Some(d) = job
+            .deployment
+            .as_deref()
+            .filter(|d| d.version == step.version && d.status.in_progress())
+        else {
+            return;
+        };
+        if !step.patch.changes(d) {
+            return;
+        }
+        let next = step.patch.apply(d, self.wall());
+        self.deployment_steps += 1;
+        job.deployment = Some(Arc::new(next));
         self.replicate(vec![job]);
     }
 

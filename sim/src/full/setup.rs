@@ -56,6 +56,7 @@ impl World {
                 view: 0,
                 procs: BTreeMap::new(),
                 used: Resources::default(),
+                delivered: BTreeMap::new(),
             });
         }
         let mut w = World {
@@ -84,6 +85,7 @@ impl World {
             two_winners: 0,
             first_violation: None,
             flaps: None,
+            deployment_steps: 0,
             placement_ms: Vec::new(),
             replace_ms: Vec::new(),
             first_submit: None,

@@ -64,6 +64,12 @@ impl Coordinator {
         }
         self.round += 1;
         let entry = self.entries.entry(key.clone()).or_default();
+        let mut exclude = exclude;
+        if let Some(old) = &entry.old {
+            // Start-first: the new task goes beside the old one, on
+            // another node (one copy of a key per node).
+            exclude.insert(old.node);
+        }
         let keep_lost = entry
             .holder
             .as_ref()
@@ -116,9 +122,17 @@ impl Coordinator {
             };
             auction.walked += 1;
             if auction.exclude.contains(&node) {
-                auction
-                    .reasons
-                    .add(node, "its copy of the task was lost".into());
+                let why = if self
+                    .entries
+                    .get(key)
+                    .and_then(|c| c.old.as_ref())
+                    .is_some_and(|o| o.node == node)
+                {
+                    "runs the task's old version"
+                } else {
+                    "its copy of the task was lost"
+                };
+                auction.reasons.add(node, why.into());
                 continue;
             }
             let Some(info) = shared.view.member(node) else {
@@ -133,6 +147,27 @@ impl Coordinator {
         }
         if asked_now.is_empty() {
             // The walk is over: nobody can take it now.
+            if let Some(entry) = self.entries.get_mut(key)
+                && shared.replacing(key).is_some()
+                && let Some(old) = entry.old.take()
+            {
+                // No other node has room for the new task beside the old
+                // one: replace this one stop-first (its node bids once the
+                // old copy has stopped), still one index at a time.
+                shared.out.messages.push_back((
+                    old.node,
+                    Msg::Stop {
+                        key: key.clone(),
+                        stamp: old.stamp,
+                        reason: "replaced stop-first: no other node has room for the new version"
+                            .into(),
+                    },
+                ));
+                entry.auction = None;
+                entry.retry_at = Some(now + shared.config.retry_min);
+                entry.backoff = Duration::ZERO;
+                return;
+            }
             let mut reasons = auction.reasons.lines(|n| shared.name_of(n));
             if reasons.is_empty() {
                 reasons.push("no live node".into());

@@ -49,6 +49,10 @@ struct Holder {
 #[derive(Clone, Debug, Default)]
 struct Coord {
     holder: Option<Holder>,
+    /// While a rolling deployment replaces the key: the old task, kept
+    /// running beside the new one (`holder`) until the deployment's driver
+    /// marks the index done (start-first).
+    old: Option<Holder>,
     auction: Option<Auction>,
     /// Why no node took it, when its last auction found none.
     pending: Vec<String>,
@@ -72,6 +76,14 @@ enum Due {
     Silent(NodeId),
     /// No holder, no auction: place it.
     Start,
+    /// A deployment replaces it and its holder runs the old version: place
+    /// the new one beside it.
+    Surge,
+    /// Its old task is replaced (or gone): stop it.
+    Retire,
+    /// The deployment that was replacing it ended without finishing it:
+    /// keep the old task, stop the new one.
+    Abandon,
 }
 
 impl Coord {
@@ -84,6 +96,9 @@ impl Coord {
             } else {
                 Due::Nothing(Some(a.deadline))
             };
+        }
+        if let Some(due) = self.deploy_due(shared, key) {
+            return due;
         }
         // A batch task recorded as finished for this run is never placed
         // again, whoever coordinated it before and whatever its holder
@@ -135,6 +150,55 @@ impl Coord {
             return Due::Nothing(Some(t));
         }
         Due::Start
+    }
+}
+
+impl Coord {
+    /// What a rolling deployment asks of `key` now, if anything.
+    fn deploy_due(&self, shared: &Shared, key: &TaskKey) -> Option<Due> {
+        let replacing = shared.replacing(key);
+        let is_new = |h: &Holder, d: &shoal_model::Deployment| h.report.job_version >= d.version;
+        if let Some(old) = &self.old {
+            let Some(d) = replacing else {
+                // The deployment ended (or a newer one does not replace
+                // this index yet): one task again. Successful: the new
+                // one; otherwise the old one, which was healthy.
+                let successful = shared
+                    .jobs
+                    .get(&key.job)
+                    .and_then(|j| j.deployment.as_deref())
+                    .is_some_and(|d| d.status == shoal_model::DeploymentStatus::Successful);
+                return Some(if successful {
+                    Due::Retire
+                } else {
+                    Due::Abandon
+                });
+            };
+            if !shared.has_member(old.node) {
+                return Some(Due::Retire);
+            }
+            let i = key.index_number()?;
+            let new_up = self
+                .holder
+                .as_ref()
+                .is_some_and(|h| h.confirmed && is_new(h, d) && shared.has_member(h.node));
+            if d.done.contains(&i) && new_up {
+                return Some(Due::Retire);
+            }
+            return None;
+        }
+        let d = replacing?;
+        let h = self.holder.as_ref()?;
+        let runs = matches!(
+            h.report.state,
+            TaskState::Assigned | TaskState::Starting | TaskState::Running
+        );
+        (self.auction.is_none()
+            && !is_new(h, d)
+            && h.confirmed
+            && runs
+            && shared.has_member(h.node))
+        .then_some(Due::Surge)
     }
 }
 
@@ -449,6 +513,40 @@ impl Coordinator {
             }
             Due::Silent(node) => self.start_auction(shared, now, wall_ms, key, [node].into()),
             Due::Start => self.start_auction(shared, now, wall_ms, key, BTreeSet::new()),
+            Due::Surge => {
+                let entry = self.entries.get_mut(key).expect("present");
+                entry.old = entry.holder.take();
+                self.start_auction(shared, now, wall_ms, key, BTreeSet::new());
+            }
+            Due::Retire => {
+                let entry = self.entries.get_mut(key).expect("present");
+                if let Some(old) = entry.old.take() {
+                    let version = entry.holder.as_ref().map_or(0, |h| h.report.job_version);
+                    shared.out.messages.push_back((
+                        old.node,
+                        Msg::Stop {
+                            key: key.clone(),
+                            stamp: old.stamp,
+                            reason: format!("replaced by version {version}"),
+                        },
+                    ));
+                }
+            }
+            Due::Abandon => {
+                let entry = self.entries.get_mut(key).expect("present");
+                entry.auction = None;
+                if let Some(new) = entry.holder.take() {
+                    shared.out.messages.push_back((
+                        new.node,
+                        Msg::Stop {
+                            key: key.clone(),
+                            stamp: new.stamp,
+                            reason: "its deployment ended before replacing the old task".into(),
+                        },
+                    ));
+                }
+                entry.holder = entry.old.take();
+            }
         }
     }
 
@@ -528,14 +626,50 @@ impl Coordinator {
             ));
             return false;
         }
+        let replacing = shared.replacing(&key).map(|d| d.version);
         let entry = self.entries.entry(key.clone()).or_default();
+        if let Some(old) = entry.old.as_mut()
+            && old.node == from
+        {
+            // The old copy of a key being replaced, still running.
+            old.stamp = old.stamp.max(stamp);
+            old.report = report;
+            old.heard = now;
+            return true;
+        }
+        if let (Some(v), Some(h)) = (replacing, entry.holder.as_ref())
+            && h.node != from
+            && entry.old.is_none()
+            && (h.report.job_version >= v) != (report.job_version >= v)
+        {
+            // Old and new task of a key being replaced (learned by a new
+            // coordinator): both kept, until the index is done.
+            let heard = Holder {
+                node: from,
+                stamp,
+                report,
+                heard: now,
+                confirmed: true,
+                recorded: false,
+            };
+            if heard.report.job_version >= v {
+                entry.old = entry.holder.replace(heard);
+            } else {
+                entry.old = Some(heard);
+            }
+            entry.auction = None;
+            self.progress(shared, &key);
+            return false;
+        }
         match entry.holder.as_mut() {
             Some(h) if h.node == from => {
                 h.stamp = h.stamp.max(stamp);
                 h.report = report;
                 h.heard = now;
                 h.confirmed = true;
-                return !record_exit(shared, &key, h);
+                let quiet = !record_exit(shared, &key, h);
+                self.progress(shared, &key);
+                return quiet;
             }
             Some(h) if h.report.state != TaskState::Lost || shared.view.contains(h.node) => {
                 // Two holders: the later award wins, everywhere alike.
@@ -591,11 +725,50 @@ impl Coordinator {
         false
     }
 
+    /// Tells the driver of the deployment replacing `key` how its new task
+    /// is doing (see `placer/deploy.rs`).
+    fn progress(&self, shared: &mut Shared, key: &TaskKey) {
+        let Some(d) = shared.replacing(key) else {
+            return;
+        };
+        let version = d.version;
+        if !key.index_number().is_some_and(|i| d.active.contains(&i)) {
+            return;
+        }
+        let Some(entry) = self.entries.get(key) else {
+            return;
+        };
+        let Some(h) = entry
+            .holder
+            .as_ref()
+            .filter(|h| h.report.job_version >= version)
+        else {
+            return;
+        };
+        let Some(driver) = shared.driver_of(&key.job) else {
+            return;
+        };
+        let msg = Msg::Progress {
+            key: key.clone(),
+            version,
+            health: h.report.health,
+            replacing: entry.old.is_some(),
+        };
+        shared.out.messages.push_back((driver, msg));
+    }
+
     /// The status of `key` as its coordinator knows it (a batch task
     /// nobody holds any more: as its job's record says it finished).
+    /// While a deployment replaces it, the old task until the new one is
+    /// healthy, so that lookups keep finding a healthy instance.
     pub(super) fn status(&self, shared: &Shared, key: &TaskKey) -> TaskStatus {
         let entry = self.entries.get(key);
-        if let Some(h) = entry.and_then(|c| c.holder.as_ref()) {
+        let old = entry.and_then(|c| c.old.as_ref()).filter(|_| {
+            entry
+                .and_then(|c| c.holder.as_ref())
+                .is_none_or(|h| h.report.health != super::health::Health::Healthy)
+        });
+        if let Some(h) = old.or_else(|| entry.and_then(|c| c.holder.as_ref())) {
             return TaskStatus::held(key, h.node, h.report.clone());
         }
         if let Some(f) = shared.finished(key) {
