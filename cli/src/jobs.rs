@@ -267,8 +267,18 @@ pub fn run(client: &Client, json_out: bool, a: &RunArgs) -> anyhow::Result<()> {
         crate::print_json(&r)?;
     } else {
         print_write("updated", &r);
+        crate::deployments::announce(&r);
     }
-    if a.wait {
+    let deploying = r
+        .job
+        .deployment
+        .as_ref()
+        .filter(|d| d.version == r.job.version && d.status.in_progress());
+    if a.wait
+        && let Some(d) = deploying
+    {
+        crate::deployments::wait(client, &r.job.name, d.version, a.timeout)?;
+    } else if a.wait {
         crate::tasks::wait(client, &r.job.name, a.timeout)?;
     }
     Ok(())

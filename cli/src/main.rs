@@ -2,6 +2,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod deployments;
 #[cfg(test)]
 mod doc_examples;
 mod jobs;
@@ -97,6 +98,15 @@ enum Command {
         #[arg(long)]
         if_version: Option<u64>,
     },
+    /// List rolling deployments: the latest of every job, or every one of
+    /// JOB (newest first), with how many new tasks are healthy.
+    Deployments {
+        /// Only this job (all its deployments).
+        job: Option<String>,
+    },
+    /// Act on a job's rolling deployment in progress.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
     /// List tasks: where they run, their state, why they wait.
     Ps {
         /// Only this job.
@@ -146,6 +156,41 @@ enum JobCommand {
     History {
         /// Job name.
         name: String,
+    },
+    /// Make a new version of a job equal to an earlier one (its spec and
+    /// count then); a service with [update] rolls to it like any change.
+    Revert {
+        /// Job name.
+        name: String,
+        /// The version to go back to (see `shoal job history`).
+        #[arg(value_name = "VERSION")]
+        to: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeploymentCommand {
+    /// The canaries are good: replace the remaining tasks.
+    Promote {
+        /// Job name.
+        job: String,
+    },
+    /// End the deployment as failed (with `auto_revert`, the job goes back
+    /// to its last version that deployed healthily).
+    Fail {
+        /// Job name.
+        job: String,
+    },
+    /// Hold the deployment where it stands (no task is replaced and no
+    /// deadline runs until resumed).
+    Pause {
+        /// Job name.
+        job: String,
+    },
+    /// Go on with a paused deployment.
+    Resume {
+        /// Job name.
+        job: String,
     },
 }
 
@@ -366,6 +411,21 @@ fn main() -> ExitCode {
         Command::Job(JobCommand::Show { ref name }) => jobs::show(&client(&cli), cli.json, name),
         Command::Job(JobCommand::History { ref name }) => {
             jobs::history(&client(&cli), cli.json, name)
+        }
+        Command::Job(JobCommand::Revert { ref name, to }) => {
+            deployments::revert(&client(&cli), cli.json, name, to)
+        }
+        Command::Deployments { ref job } => {
+            deployments::list(&client(&cli), cli.json, job.as_deref())
+        }
+        Command::Deployment(ref d) => {
+            let (job, action) = match d {
+                DeploymentCommand::Promote { job } => (job, "promote"),
+                DeploymentCommand::Fail { job } => (job, "fail"),
+                DeploymentCommand::Pause { job } => (job, "pause"),
+                DeploymentCommand::Resume { job } => (job, "resume"),
+            };
+            deployments::act(&client(&cli), cli.json, job, action)
         }
         Command::Scale {
             ref name,

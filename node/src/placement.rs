@@ -105,6 +105,9 @@ pub struct TaskView {
     /// Where each named port is reached, for tasks running now.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, PortView>,
+    /// The job version the task runs (absent when nobody runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// Where a named port of a task is reached.
@@ -219,6 +222,7 @@ fn to_views(
             health: s.health.as_str().to_owned(),
             check: s.check,
             container: None,
+            version: (s.job_version > 0).then_some(s.job_version),
             ports: match s.node.and_then(|n| hosts.get(&n)) {
                 Some(host) if s.state == TaskState::Running => s
                     .ports
@@ -252,6 +256,7 @@ fn unreachable(keys: Vec<TaskKey>, why: &str) -> Vec<TaskStatus> {
             health: shoal_placement::Health::Unknown,
             check: None,
             ports: BTreeMap::new(),
+            job_version: 0,
             pending: vec![format!("status unknown: {why}")],
         })
         .collect()

@@ -332,11 +332,28 @@ impl Store {
                 format!("version {version} of {name:?} does not validate any more: {e}"),
             )
         })?;
-        self.write(crate::Write {
+        let written = self.write(crate::Write {
             name: name.to_owned(),
             op: crate::WriteOp::Put(Box::new(spec)),
             if_version: None,
             now_ms,
-        })
+        })?;
+        // The version it goes back to ran before: its deployment needs no
+        // canaries (a revert must not wait for someone to promote it).
+        let v = written.job.version;
+        if let Some(d) = written.job.deployment.as_ref().filter(|d| d.version == v) {
+            let p = DeploymentPatch {
+                promoted: Some(true),
+                description: Some(format!("reverting to version {version}")),
+                ..DeploymentPatch::default()
+            };
+            if !d.promoted || d.description != *p.description.as_ref().expect("set") {
+                self.update_deployment(name, v, &p, now_ms)?;
+                let mut written = written;
+                written.job = self.view(name).unwrap_or(written.job);
+                return Ok(written);
+            }
+        }
+        Ok(written)
     }
 }

@@ -101,7 +101,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-fn respond(written: shoal_state::Written) -> (StatusCode, Json<SubmitResponse>) {
+pub(super) fn respond(written: shoal_state::Written) -> (StatusCode, Json<SubmitResponse>) {
     let status = if written.created {
         StatusCode::CREATED
     } else {

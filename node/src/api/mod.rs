@@ -13,6 +13,7 @@
 //! `--dev`. Every error is `{"error": {"code", "message"}}` with the matching
 //! status.
 
+pub mod deployments;
 pub mod jobs;
 pub mod services;
 pub mod tasks;
@@ -143,6 +144,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{name}", get(jobs::get).delete(jobs::delete))
         .route("/v1/jobs/{name}/versions", get(jobs::versions))
         .route("/v1/jobs/{name}/scale", post(jobs::scale))
+        .route("/v1/jobs/{name}/revert", post(deployments::revert))
+        .route("/v1/jobs/{name}/deployments", get(deployments::of_job))
+        .route(
+            "/v1/jobs/{name}/deployment/{action}",
+            post(deployments::act),
+        )
+        .route("/v1/deployments", get(deployments::list))
         .route("/v1/jobs/{name}/tasks", get(tasks::list))
         .route("/v1/tasks/{task}/logs", get(tasks::logs))
         .route("/v1/services/{job}", get(services::get))

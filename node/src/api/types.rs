@@ -166,3 +166,39 @@ pub struct SubmitResponse {
     /// Nothing changed; no new version.
     pub unchanged: bool,
 }
+
+/// A rolling deployment of a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentView {
+    /// The job.
+    pub job: String,
+    /// The job version it deploys.
+    pub version: u64,
+    /// The version its tasks ran before.
+    pub from_version: u64,
+    /// `running`, `paused`, `successful`, `failed`, `reverted` or
+    /// `cancelled`.
+    pub status: shoal_model::DeploymentStatus,
+    /// New tasks healthy (replaced, or healthy long enough).
+    pub healthy: u32,
+    /// Tasks the job wants.
+    pub desired: u32,
+    /// Canaries asked for.
+    pub canaries: u32,
+    /// The canaries were promoted (always, without canaries).
+    pub promoted: bool,
+    /// Indexes being replaced now.
+    pub active: Vec<u32>,
+    /// Indexes replaced.
+    pub replaced: u32,
+    /// What it is doing, or why it ended.
+    pub description: String,
+    /// When it began (RFC 3339).
+    pub started_at: String,
+    /// When it last moved (RFC 3339).
+    pub updated_at: String,
+    /// In progress: the node that drives it (the owner of the job's key
+    /// `job/0` in the answering node's view), by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+}

@@ -751,8 +751,12 @@ impl Placer {
     pub fn status(&self, keys: &[TaskKey]) -> Vec<TaskStatus> {
         keys.iter()
             .map(|k| {
-                self.runner
-                    .status(self.shared.me, k)
+                // A key being replaced: its coordinator knows both copies
+                // (and shows the old one until the new one is healthy),
+                // even when this node runs the new one.
+                self.coordinator
+                    .replacing_status(&self.shared, k)
+                    .or_else(|| self.runner.status(self.shared.me, k))
                     .unwrap_or_else(|| self.coordinator.status(&self.shared, k))
             })
             .collect()

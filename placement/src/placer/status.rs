@@ -204,6 +204,8 @@ pub struct TaskStatus {
     pub check: Option<String>,
     /// Host port of each named port, as its holder reported them.
     pub ports: BTreeMap<String, u16>,
+    /// The job version its holder runs (0 when nobody holds it).
+    pub job_version: u64,
     /// Why no node took it: `name: reason`, one per node the auction
     /// walked past, up to 12 nodes; beyond, a first line `N nodes could
     /// not take it:` and, per kind of reason from the most common, a few
@@ -226,6 +228,7 @@ impl TaskStatus {
             health: report.health,
             check: report.check,
             ports: report.ports,
+            job_version: report.job_version,
             pending: Vec::new(),
         }
     }
@@ -247,6 +250,7 @@ impl TaskStatus {
             health: Health::Unknown,
             check: None,
             ports: BTreeMap::new(),
+            job_version: 0,
             pending: Vec::new(),
         }
     }
@@ -266,6 +270,7 @@ impl TaskStatus {
             health: Health::Unknown,
             check: None,
             ports: BTreeMap::new(),
+            job_version: 0,
             pending,
         }
     }

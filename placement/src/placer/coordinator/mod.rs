@@ -757,6 +757,15 @@ impl Coordinator {
         shared.out.messages.push_back((driver, msg));
     }
 
+    /// The status of `key` if this node coordinates it while a deployment
+    /// runs an old and a new copy of it.
+    pub(super) fn replacing_status(&self, shared: &Shared, key: &TaskKey) -> Option<TaskStatus> {
+        self.entries
+            .get(key)
+            .filter(|c| c.old.is_some())
+            .map(|_| self.status(shared, key))
+    }
+
     /// The status of `key` as its coordinator knows it (a batch task
     /// nobody holds any more: as its job's record says it finished).
     /// While a deployment replaces it, the old task until the new one is
