@@ -24,7 +24,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use shoal_model::JobSpec;
-use shoal_node::api::types::{ErrorBody, HealthView, NodeView, StatusView, SubmitResponse};
+use shoal_node::api::types::{
+    DeploymentView, ErrorBody, HealthView, NodeView, StatusView, SubmitResponse,
+};
 use shoal_node::placement::TaskView;
 use shoal_node::services::ServiceView;
 use shoal_state::JobView;
@@ -185,6 +187,7 @@ fn check_json(kind: &str, text: &str) -> Result<(), String> {
             round_trip::<SubmitResponse>(&doc)?
         }
         "TaskView[]" => round_trip::<Vec<TaskView>>(&doc)?,
+        "DeploymentView[]" => round_trip::<Vec<DeploymentView>>(&doc)?,
         "ServiceView" => round_trip::<ServiceView>(&doc)?,
         "JobSpec" => JobSpec::from_json(doc.clone())
             .map_err(|e| e.to_string())?

@@ -247,7 +247,8 @@ pub async fn delete(
 }
 
 /// `GET /v1/events`: server-sent events `job.created`, `job.updated`,
-/// `job.scaled`, `job.deleted`, as this node learns of them, and
+/// `job.scaled`, `job.deleted`, `job.task_finished`, `job.deployment`,
+/// as this node learns of them, and
 /// `task.health` for the tasks this node runs.
 pub async fn events(
     State(s): State<ApiState>,
