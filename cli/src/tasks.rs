@@ -31,6 +31,7 @@ fn rows(tasks: &[TaskView]) -> Vec<Vec<String>> {
                 node,
                 t.state.clone(),
                 t.health.clone(),
+                t.version.map_or("-".into(), |v| v.to_string()),
                 t.since.as_deref().map_or("-".into(), age),
                 t.restarts.to_string(),
                 t.exit_code.map_or("-".into(), |c| c.to_string()),
@@ -55,7 +56,8 @@ pub fn print_tasks(tasks: &[TaskView]) {
 /// [`print_tasks`], with every task's last check output when `all_checks`.
 pub fn print_tasks_with(tasks: &[TaskView], all_checks: bool) {
     let mut header = vec![
-        "TASK", "NODE", "STATE", "HEALTH", "SINCE", "RESTARTS", "EXIT", "REASON", "PORTS",
+        "TASK", "NODE", "STATE", "HEALTH", "VERSION", "SINCE", "RESTARTS", "EXIT", "REASON",
+        "PORTS",
     ];
     let mut rows = rows(tasks);
     // The PORTS column only for jobs with named ports.
