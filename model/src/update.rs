@@ -222,10 +222,12 @@ pub struct Deployment {
     pub canary: u32,
     /// The canaries were promoted (by hand or `auto_promote`).
     pub promoted: bool,
-    /// Indexes being replaced now.
+    /// Indexes being replaced now (in JSON, compactly: `"0-3,7"`).
+    #[serde(with = "compact")]
     pub active: BTreeSet<u32>,
     /// Indexes replaced: the new task healthy long enough, the old one
-    /// stopped.
+    /// stopped (in JSON, compactly: a 10,000-task job's is `"0-9999"`).
+    #[serde(with = "compact")]
     pub done: BTreeSet<u32>,
     /// New tasks healthy (done, and active ones healthy long enough).
     pub healthy: u32,
@@ -316,6 +318,21 @@ impl DeploymentPatch {
         }
         d.updated_ms = now_ms;
         d
+    }
+}
+
+/// Index sets as the text [`format_indexes`] writes.
+mod compact {
+    use std::collections::BTreeSet;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(set: &BTreeSet<u32>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_indexes(set))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<u32>, D::Error> {
+        Ok(super::parse_indexes(&String::deserialize(d)?))
     }
 }
 
