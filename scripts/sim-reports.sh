@@ -37,6 +37,8 @@ runs=(
   "300-join-storm-s1|--nodes 300 --seed 1 --scenario join-storm"
   "300-dc-loss-s1|--nodes 300 --seed 1 --scenario dc-loss"
   "300-warm-s1|--nodes 300 --seed 1 --warm"
+  # Recorded with the scenario, not before the node core.
+  "300-rolling-deploy-s1|--nodes 300 --seed 1 --scenario rolling-deploy"
   "1000-default-s1|--nodes 1000 --seed 1"
   "1000-default-s2|--nodes 1000 --seed 2"
   "1000-partition-s1|--nodes 1000 --seed 1 --scenario partition"

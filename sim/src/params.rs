@@ -76,11 +76,18 @@ pub enum Scenario {
     /// be restarted, and every task ends healthy.
     #[value(help = "Jobs with health checks, some failing for a while (full mode).")]
     HealthFlaps,
+    /// A wave of jobs, then rolling deployments of a few service jobs
+    /// with `[update]` and health checks (full mode); the driver of the
+    /// largest one crashes midway.
+    #[value(
+        help = "A wave of jobs, then rolling deployments of service jobs with health checks; the largest one's driver crashes midway (full mode)."
+    )]
+    RollingDeploy,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Default,
         Scenario::JoinStorm,
         Scenario::Churn,
@@ -90,6 +97,7 @@ impl Scenario {
         Scenario::Jobs,
         Scenario::DcLoss,
         Scenario::HealthFlaps,
+        Scenario::RollingDeploy,
     ];
 
     /// Its name on the command line.
@@ -104,6 +112,7 @@ impl Scenario {
             Scenario::Jobs => "jobs",
             Scenario::DcLoss => "dc-loss",
             Scenario::HealthFlaps => "health-flaps",
+            Scenario::RollingDeploy => "rolling-deploy",
         }
     }
 }
@@ -117,7 +126,7 @@ impl fmt::Display for Scenario {
 /// An unknown scenario name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario {0:?}: expected one of default, join-storm, churn, mass-failure, partition, loss, jobs, dc-loss, health-flaps"
+    "unknown scenario {0:?}: expected one of default, join-storm, churn, mass-failure, partition, loss, jobs, dc-loss, health-flaps, rolling-deploy"
 )]
 pub struct UnknownScenario(pub String);
 

@@ -183,6 +183,78 @@ pub fn add_checks(jobs: &mut [JobPlan]) {
 /// How often the simulated checks are probed.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long a new task of the `rolling-deploy` scenario must stay healthy
+/// before the one it replaces stops (`update.min_healthy_time`).
+pub const DEPLOY_MIN_HEALTHY: &str = "2s";
+
+/// The service jobs that the `rolling-deploy` scenario deploys anew, as
+/// jobs numbered from `first_job` whose tasks are numbered from
+/// `first_task`, for a cluster of `nodes` nodes: small tasks (a quarter
+/// CPU) with a health check (as [`add_checks`], restarting), and an
+/// `[update]` each:
+///
+/// - a large one: `nodes / 5` tasks (20 to 1,000), `max_parallel` a tenth
+///   of them (at least 2);
+/// - 20 tasks, 2 canaries promoted automatically, then 4 at a time;
+/// - 10 tasks, one at a time.
+pub fn deploy_jobs(first_job: usize, first_task: u32, nodes: usize) -> Vec<JobPlan> {
+    let large = u32::try_from(nodes / 5).unwrap_or(1000).clamp(20, 1000);
+    let shapes = [(large, (large / 10).max(2), 0), (20, 4, 2), (10, 1, 0)];
+    let (cpus_milli, memory_mb) = (250, 512);
+    let mut task = first_task;
+    let mut out = Vec::new();
+    for (k, (count, max_parallel, canary)) in shapes.into_iter().enumerate() {
+        let spec = JobSpec::from_json(json!({
+            "name": job_name(first_job + k),
+            "count": count,
+            "task": {
+                "runtime": "process",
+                "command": "/bin/sleep",
+                "args": ["infinity"],
+                "env": {"RELEASE": "1"},
+                "resources": {"cpus": cpus_milli as f64 / 1000.0, "memory_mb": memory_mb},
+                "checks": [{
+                    "type": "command",
+                    "command": "true",
+                    "interval": "2s", // CHECK_INTERVAL
+                    "grace": "1s",
+                    "failures": 2,
+                    "on_unhealthy": "restart",
+                }],
+            },
+            "update": {
+                "max_parallel": max_parallel,
+                "min_healthy_time": DEPLOY_MIN_HEALTHY,
+                "healthy_deadline": "1m",
+                "canary": canary,
+                "auto_promote": canary > 0,
+            },
+        }))
+        .expect("the simulator's deployed jobs are valid");
+        out.push(JobPlan {
+            spec: Arc::new(spec),
+            first_task: task,
+            count,
+            demand: Resources {
+                cpus_milli,
+                memory_mb,
+                disk_mb: 0,
+                gpus: 0,
+            },
+        });
+        task += count;
+    }
+    out
+}
+
+/// `spec` with what its task runs changed (its `RELEASE` variable set to
+/// `release`): a new version that a job with `[update]` deploys rolling.
+pub fn new_release(spec: &JobSpec, release: u64) -> JobSpec {
+    let mut next = spec.clone();
+    next.task.env.insert("RELEASE".into(), release.to_string());
+    next
+}
+
 /// What a centralized best-fit-decreasing placement achieves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BestFit {
@@ -266,5 +338,30 @@ mod tests {
             last.first_task + last.count,
             jobs.iter().map(|j| j.count).sum::<u32>()
         );
+    }
+
+    #[test]
+    fn deployed_jobs_scale_with_the_cluster_and_change_their_task() {
+        let jobs = deploy_jobs(7, 100, 1000);
+        let shape: Vec<(String, u32, u32, u32)> = jobs
+            .iter()
+            .map(|j| {
+                let u = j.spec.update.clone().expect("an [update]");
+                (j.spec.name.clone(), j.count, u.max_parallel, u.canary)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("j7".into(), 200, 20, 0),
+                ("j8".into(), 20, 4, 2),
+                ("j9".into(), 10, 1, 0)
+            ]
+        );
+        assert_eq!((jobs[1].first_task, jobs[2].first_task), (300, 320));
+        assert_eq!(deploy_jobs(0, 0, 100)[0].count, 20);
+        let next = new_release(&jobs[0].spec, 2);
+        assert_ne!(next.task, jobs[0].spec.task);
+        assert_eq!(next.count, jobs[0].spec.count);
     }
 }

@@ -283,3 +283,31 @@ fn health_flaps_restart_what_a_restarting_check_fails_and_replay_exactly() {
     );
     assert_eq!(a.events, b.events);
 }
+
+/// The `rolling-deploy` scenario: three service jobs deployed anew once
+/// they run healthy (20 tasks 2 at a time, 20 with 2 canaries then 4 at a
+/// time, 10 one at a time), with checks probed as the agent's prober does;
+/// the largest one's driver crashes midway.
+#[test]
+fn rolling_deployments_keep_their_floor_have_one_driver_and_outlive_it() {
+    let p = params(Scenario::RollingDeploy, 100, 1);
+    let a = run(p.clone());
+    assert_all_ok(&a);
+    for name in [
+        "always_deploy_min_healthy",
+        "always_deploy_in_flight",
+        "always_deploy_done_grows",
+        "always_one_driver_when_stable",
+        "eventually_deployed",
+        "fault_driver_crashed",
+        "eventually_tasks_healthy",
+    ] {
+        assert!(check(&a, name).ok, "{name}");
+    }
+    let b = run(p);
+    assert_eq!(
+        serde_json::to_string(&a.checks).unwrap(),
+        serde_json::to_string(&b.checks).unwrap()
+    );
+    assert_eq!(a.events, b.events);
+}

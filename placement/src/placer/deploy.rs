@@ -47,8 +47,8 @@ use super::msg::{DeployStep, Event};
 use super::{Job, Shared, earliest};
 use crate::types::TaskKey;
 
-/// A step written less than this long ago is not written again, while the
-/// record on this node does not show it yet.
+/// While the record on this node does not show the last step written, no
+/// step is decided, for this long after it was written.
 const REWRITE_AFTER: Duration = Duration::from_secs(5);
 
 /// What the driver saw of one index being replaced.
@@ -159,18 +159,22 @@ impl Deployer {
             if drive.version != d.version {
                 *drive = Drive::new(d.version);
             }
+            // The record here does not show the last step written yet
+            // (replication takes a while, even back to this node): a step
+            // decided from it would undo that one, as `active` and `done`
+            // are written whole (an index done would be replaced again, and
+            // one in flight abandoned). Wait for it, a while.
+            if let Some((sent, at)) = &drive.sent
+                && sent.changes(&d)
+                && now < *at + REWRITE_AFTER
+            {
+                next = earliest(next, Some(*at + REWRITE_AFTER));
+                continue;
+            }
             let (patch, revert, wake) = step(&job, &d, drive, now);
             next = earliest(next, wake);
             if !patch.changes(&d) {
                 drive.sent = None;
-                continue;
-            }
-            let repeat = drive
-                .sent
-                .as_ref()
-                .is_some_and(|(p, at)| *p == patch && now < *at + REWRITE_AFTER);
-            if repeat {
-                next = earliest(next, drive.sent.as_ref().map(|(_, at)| *at + REWRITE_AFTER));
                 continue;
             }
             drive.sent = Some((patch.clone(), now));

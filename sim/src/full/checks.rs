@@ -30,10 +30,10 @@ impl World {
         (idx < plan.count).then_some(plan.first_task + idx)
     }
 
-    pub(super) fn add_runner(&mut self, t: u32, node: u32) {
+    pub(super) fn add_runner(&mut self, t: u32, node: u32, version: u64) {
         let now = self.now();
         let task = &mut self.tasks[t as usize];
-        task.runners.push(node);
+        task.runners.push((node, version));
         if task.first_run.is_none() {
             task.first_run = Some(now);
             if let Some(s) = task.submitted {
@@ -44,25 +44,35 @@ impl World {
         if let Some(lost) = task.lost_at.take() {
             self.replace_ms.push(secs(now - lost) * 1000.0);
         }
-        if task.runners.len() == 2 {
-            task.dup_since = Some(now);
-            task.ever_dup = true;
-            self.dup_watch.insert((now, t));
-        }
+        self.note_duplicate(t);
     }
 
     pub(super) fn remove_runner(&mut self, t: u32, node: u32, lost: bool) {
         let now = self.now();
         let task = &mut self.tasks[t as usize];
-        task.runners.retain(|n| *n != node);
-        if task.runners.len() == 1
-            && let Some(since) = task.dup_since.take()
-        {
-            self.duplicate_max = self.duplicate_max.max(now - since);
-            self.dup_watch.remove(&(since, t));
-        }
+        task.runners.retain(|(n, _)| *n != node);
         if task.runners.is_empty() && lost {
             task.lost_at = Some(now);
+        }
+        self.note_duplicate(t);
+    }
+
+    /// Task `t` started or stopped being a duplicate ([`Task::duplicated`]).
+    fn note_duplicate(&mut self, t: u32) {
+        let now = self.now();
+        let task = &mut self.tasks[t as usize];
+        match (task.duplicated(), task.dup_since) {
+            (true, None) => {
+                task.dup_since = Some(now);
+                task.ever_dup = true;
+                self.dup_watch.insert((now, t));
+            }
+            (false, Some(since)) => {
+                task.dup_since = None;
+                self.duplicate_max = self.duplicate_max.max(now - since);
+                self.dup_watch.remove(&(since, t));
+            }
+            _ => {}
         }
     }
 
@@ -85,7 +95,11 @@ impl World {
         if now - stable_since > STABLE_GRACE {
             self.two_winners += 1;
             self.dup_watch.remove(&(since, t));
-            let runners = self.tasks[t as usize].runners.clone();
+            let runners: Vec<u32> = self.tasks[t as usize]
+                .runners
+                .iter()
+                .map(|(n, _)| *n)
+                .collect();
             self.violation(format!(
                 "always_one_winner_when_stable: task #{t} runs on nodes {runners:?} since {since:?}, views stable since {stable_since:?}"
             ));
@@ -233,7 +247,7 @@ impl World {
         });
 
         // Tasks: what runs, what could run.
-        let duplicates = self.tasks.iter().filter(|t| t.runners.len() > 1).count() as u64;
+        let duplicates = self.tasks.iter().filter(|t| t.duplicated()).count() as u64;
         self.end_state.duplicates = duplicates;
         // Waiting tasks that the room left on live nodes could still take
         // (a best fit of them into that room).
@@ -299,17 +313,24 @@ impl World {
         }
     }
 
-    /// The fake runtime started `key` on node `i`: it now runs there (the
-    /// overcommit of the node's real resources is checked here).
-    pub(super) fn runtime_started(&mut self, i: usize, key: &TaskKey) {
+    /// The fake runtime started `key` (job version `version`) on node `i`:
+    /// it now runs there (the overcommit of the node's real resources is
+    /// checked here). A replacement in place keeps the task and takes the
+    /// new version.
+    pub(super) fn runtime_started(&mut self, i: usize, key: &TaskKey, version: u64) {
         let Some(t) = self.task_of(key) else { return };
         if self.nodes[i].procs.contains_key(key) {
+            let runners = &mut self.tasks[t as usize].runners;
+            if let Some(r) = runners.iter_mut().find(|(n, _)| *n == i as u32) {
+                r.1 = version;
+            }
+            self.note_duplicate(t);
             return;
         }
         self.nodes[i].procs.insert(key.clone(), t);
         let d = self.tasks[t as usize].demand;
         self.nodes[i].used = self.nodes[i].used.plus(&d);
-        self.add_runner(t, i as u32);
+        self.add_runner(t, i as u32, version);
         let (used, cap) = (self.nodes[i].used, self.nodes[i].cap);
         if used.cpus_milli > cap.cpus_milli || used.memory_mb > cap.memory_mb {
             self.overcommits += 1;

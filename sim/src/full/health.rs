@@ -12,6 +12,10 @@
 //! window has closed and the run settled, every running task with checks
 //! is healthy at its holder); `fault_health_flaps_fired` (tasks did turn
 //! unhealthy, and some were restarted for it).
+//!
+//! The `rolling-deploy` scenario probes the same way, with no failure
+//! windows ([`World::plan_probes`]): its deployed jobs' tasks become
+//! healthy by their checks, as the agent's do.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -31,6 +35,9 @@ const FIRST_PROBE: Duration = Duration::from_millis(100);
 /// What the scenario planned and saw.
 #[derive(Default)]
 pub(super) struct Flaps {
+    /// Some tasks fail their check for a while (`health-flaps`); otherwise
+    /// every check passes.
+    flapping: bool,
     /// Per task number: the window during which its check fails.
     windows: Vec<Option<(Instant, Instant)>>,
     probes: u64,
@@ -60,7 +67,17 @@ impl World {
             }
         }
         self.flaps = Some(Flaps {
+            flapping: true,
             windows,
+            ..Flaps::default()
+        });
+    }
+
+    /// Probes the tasks that have checks, every check passing.
+    pub(super) fn plan_probes(&mut self) {
+        self.flaps = Some(Flaps {
+            flapping: false,
+            windows: vec![None; self.tasks.len()],
             ..Flaps::default()
         });
     }
@@ -68,6 +85,13 @@ impl World {
     /// A start of `key` runs on node `i`: its checks begin.
     pub(super) fn first_probe(&mut self, i: usize, key: &TaskKey, job_version: u64, attempt: u32) {
         if self.flaps.is_none() {
+            return;
+        }
+        // A task without checks is healthy while it runs: nothing to probe.
+        let checked = workload::job_number(&key.job)
+            .and_then(|j| self.jobs.get(j))
+            .is_some_and(|j| !j.spec.task.checks.is_empty());
+        if !checked {
             return;
         }
         let (node, life) = (i as u32, self.nodes[i].life);
@@ -157,7 +181,8 @@ impl World {
         for key in unhealthy {
             let restarts = workload::job_number(&key.job)
                 .and_then(|j| self.jobs.get(j))
-                .is_some_and(|j| j.spec.task.checks[0].on_unhealthy == OnUnhealthy::Restart);
+                .and_then(|j| j.spec.task.checks.first())
+                .is_some_and(|c| c.on_unhealthy == OnUnhealthy::Restart);
             if !restarts {
                 continue;
             }
@@ -209,22 +234,27 @@ impl World {
         });
     }
 
+    /// Verdicts handed to cores so far.
+    pub(super) fn probes(&self) -> u64 {
+        self.flaps.as_ref().map_or(0, |f| f.probes)
+    }
+
     /// The scenario's checks, for the report.
     pub(super) fn flap_checks(&mut self) -> Vec<Check> {
         let Some(f) = self.flaps.as_mut() else {
             return Vec::new();
         };
         let flapping = f.windows.iter().filter(|w| w.is_some()).count();
-        let mut checks = vec![
-            Check {
-                name: "always_unhealthy_restarted".into(),
-                ok: f.missed == 0,
-                detail: format!(
-                    "{} restarts for a failing check, {} missed",
-                    f.restarted, f.missed
-                ),
-            },
-            Check {
+        let mut checks = vec![Check {
+            name: "always_unhealthy_restarted".into(),
+            ok: f.missed == 0,
+            detail: format!(
+                "{} restarts for a failing check, {} missed",
+                f.restarted, f.missed
+            ),
+        }];
+        if f.flapping {
+            checks.push(Check {
                 name: "fault_health_flaps_fired".into(),
                 ok: f.unhealthy > 0 && f.restarted > 0,
                 detail: format!(
@@ -233,8 +263,8 @@ impl World {
                     f.probes,
                     f.unhealthy
                 ),
-            },
-        ];
+            });
+        }
         checks.extend(f.finally.take());
         checks
     }

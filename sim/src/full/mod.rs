@@ -17,9 +17,12 @@
 //! - `scenario`: the faults and job waves of each scenario, sampling;
 //! - `checks`: the `always_*` and `eventually_*` checkers and the
 //!   bookkeeping they read;
-//! - `report`: turning what was measured into a [`Report`].
+//! - `report`: turning what was measured into a [`Report`];
+//! - `health`, `deploy`: the `health-flaps` and `rolling-deploy`
+//!   scenarios.
 
 mod checks;
+mod deploy;
 mod health;
 mod report;
 mod scenario;
@@ -62,6 +65,8 @@ enum Action {
     Partition,
     Heal,
     Submit,
+    /// Begin the `rolling-deploy` scenario's deployments.
+    Deploy,
     End,
     Finish,
 }
@@ -114,6 +119,8 @@ enum Ev {
     },
     Action(Action),
     Sample,
+    /// The `rolling-deploy` scenario's sample of its deployments.
+    DeploySample,
 }
 
 struct Node {
@@ -141,7 +148,8 @@ struct Task {
     demand: Resources,
     submitted: Option<Instant>,
     first_run: Option<Instant>,
-    runners: Vec<u32>,
+    /// The nodes whose runtime runs it, with the job version each started.
+    runners: Vec<(u32, u64)>,
     dup_since: Option<Instant>,
     ever_dup: bool,
     lost_at: Option<Instant>,
@@ -162,6 +170,19 @@ struct Traffic {
     by_kind: [(u64, u64); SendKind::ALL.len()],
     place_msgs: u64,
     place_bytes: u64,
+}
+
+impl Task {
+    /// Two nodes run the same version of it at once. A rolling
+    /// deployment's new copy running beside the old one (start-first) is
+    /// no duplicate; without deployments every copy has the same version,
+    /// so this is two runners.
+    fn duplicated(&self) -> bool {
+        self.runners
+            .iter()
+            .enumerate()
+            .any(|(k, a)| self.runners[k + 1..].iter().any(|b| b.1 == a.1))
+    }
 }
 
 impl Traffic {
@@ -237,6 +258,8 @@ pub struct World {
     flaps: Option<health::Flaps>,
     /// Deployment steps written (rolling deployments).
     deployment_steps: u64,
+    /// The `rolling-deploy` scenario's plan and findings.
+    rollout: Option<deploy::Rollout>,
 }
 
 #[derive(Default)]
@@ -356,7 +379,7 @@ impl World {
                 if self.nodes[i].life != life || !self.nodes[i].up {
                     return;
                 }
-                self.runtime_started(i, &key);
+                self.runtime_started(i, &key, start.0);
                 if let Some(core) = self.nodes[i].core.as_mut() {
                     core.handle_task_running(now, wall, &key, Default::default());
                     self.drain(i, true);
@@ -407,6 +430,7 @@ impl World {
             Ev::Join { node } => self.start_node(node as usize, true),
             Ev::Action(a) => self.act(a),
             Ev::Sample => self.sample(),
+            Ev::DeploySample => self.deploy_sample(),
         }
     }
 

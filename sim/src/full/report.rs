@@ -91,6 +91,7 @@ impl World {
         ];
         checks.append(&mut self.final_checks);
         checks.extend(self.flap_checks());
+        checks.extend(self.rollout_checks());
         if let Some(v) = &self.first_violation {
             checks.push(Check {
                 name: "first_violation".into(),

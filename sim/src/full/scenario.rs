@@ -58,6 +58,9 @@ impl World {
             if self.p.scenario == Scenario::HealthFlaps {
                 workload::add_checks(&mut self.jobs);
             }
+            if self.p.scenario == Scenario::RollingDeploy {
+                self.add_deploy_jobs();
+            }
             let total: u32 = self.jobs.iter().map(|j| j.count).sum();
             self.tasks = (0..total).map(|_| Task::default()).collect();
             for j in &self.jobs {
@@ -80,6 +83,7 @@ impl World {
             }
             Scenario::JoinStorm | Scenario::Jobs => {}
             Scenario::HealthFlaps => self.plan_flaps(),
+            Scenario::RollingDeploy => self.plan_rollout(),
             Scenario::Churn => {
                 let per_sec = self.p.churn_per_min / 100.0 * n as f64 / 60.0;
                 if per_sec > 0.0 {
@@ -162,6 +166,7 @@ impl World {
                 }
             }
             Action::Submit => self.submit(),
+            Action::Deploy => self.begin_deployments(),
             Action::End => {
                 self.ended = true;
                 if self.net.is_partitioned() {
@@ -173,6 +178,7 @@ impl World {
             Action::Finish => {
                 self.finish();
                 self.finish_flaps();
+                self.finish_rollout();
                 self.finished = true;
             }
         }
@@ -215,7 +221,7 @@ impl World {
     /// The desired state changed by `batch` (jobs, as written): it reaches
     /// every node up now after a replication delay, and every node that
     /// starts later from its disk.
-    fn replicate(&mut self, batch: Vec<Job>) {
+    pub(super) fn replicate(&mut self, batch: Vec<Job>) {
         let now = self.now();
         let b = self.batches.len() as u32;
         self.batches.push(batch);
@@ -235,6 +241,16 @@ impl World {
         }
     }
 
+    /// Job `name` as last written.
+    pub(super) fn latest_job(&self, name: &str) -> Option<Job> {
+        self.batches
+            .iter()
+            .rev()
+            .flatten()
+            .find(|j| j.spec.name == name)
+            .cloned()
+    }
+
     /// A node asked for a batch task's end to be recorded: written into
     /// its job (once; asking again changes nothing), which replicates like
     /// any change of the desired state. The fake runtime ends no task by
@@ -244,14 +260,7 @@ impl World {
             return;
         };
         // The job as last written.
-        let Some(mut job) = self
-            .batches
-            .iter()
-            .rev()
-            .flatten()
-            .find(|j| j.spec.name == o.key.job)
-            .cloned()
-        else {
+        let Some(mut job) = self.latest_job(&o.key.job) else {
             return;
         };
         if job.version != o.job_version || job.finished.contains_key(&i) {
@@ -274,14 +283,7 @@ impl World {
     /// change of the desired state. The simulator keeps no job history,
     /// so a failed deployment is not reverted.
     pub(super) fn record_deployment(&mut self, step: DeployStep) {
-        let Some(mut job) = self
-            .batches
-            .iter()
-            .rev()
-            .flatten()
-            .find(|j| j.spec.name == step.job)
-            .cloned()
-        else {
+        let Some(mut job) = self.latest_job(&step.job) else {
             return;
         };
         let Some(d) = job
@@ -296,6 +298,7 @@ impl World {
         }
         let next = step.patch.apply(d, self.wall());
         self.deployment_steps += 1;
+        self.on_deploy_step(&step.job, d, &next);
         job.deployment = Some(Arc::new(next));
         self.replicate(vec![job]);
     }
@@ -312,7 +315,7 @@ impl World {
             .iter()
             .filter(|t| t.submitted.is_some() && t.runners.is_empty())
             .count() as u64;
-        let duplicates = self.tasks.iter().filter(|t| t.runners.len() > 1).count() as u64;
+        let duplicates = self.tasks.iter().filter(|t| t.duplicated()).count() as u64;
         self.series.push(Sample {
             t_s: secs(now - Instant::ZERO),
             up,

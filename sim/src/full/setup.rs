@@ -86,6 +86,7 @@ impl World {
             first_violation: None,
             flaps: None,
             deployment_steps: 0,
+            rollout: None,
             placement_ms: Vec::new(),
             replace_ms: Vec::new(),
             first_submit: None,
@@ -237,6 +238,7 @@ impl World {
         if !self.nodes[i].up {
             return;
         }
+        self.note_crash_hits(i);
         let procs = std::mem::take(&mut self.nodes[i].procs);
         for t in procs.values() {
             self.remove_runner(*t, i as u32, true);
