@@ -273,7 +273,8 @@ pub struct DeploymentPatch {
     pub promoted: Option<bool>,
     /// Indexes being replaced.
     pub active: Option<BTreeSet<u32>>,
-    /// Indexes replaced.
+    /// Indexes replaced (added to those already done: none is ever
+    /// taken out).
     pub done: Option<BTreeSet<u32>>,
     /// New tasks healthy.
     pub healthy: Option<u32>,
@@ -282,17 +283,9 @@ pub struct DeploymentPatch {
 }
 
 impl DeploymentPatch {
-    /// Whether it changes `d`.
+    /// Whether it changes `d` (other than its time).
     pub fn changes(&self, d: &Deployment) -> bool {
-        self.status.is_some_and(|s| s != d.status)
-            || self.promoted.is_some_and(|p| p != d.promoted)
-            || self.active.as_ref().is_some_and(|a| *a != d.active)
-            || self.done.as_ref().is_some_and(|a| *a != d.done)
-            || self.healthy.is_some_and(|h| h != d.healthy)
-            || self
-                .description
-                .as_ref()
-                .is_some_and(|s| *s != d.description)
+        self.apply(d, d.updated_ms) != *d
     }
 
     /// `d` with the patch applied (at `now_ms`).
@@ -304,12 +297,17 @@ impl DeploymentPatch {
         if let Some(p) = self.promoted {
             d.promoted = p;
         }
+        // An index once done stays done: a step decided from a record that
+        // lagged (a new driver, or two for a moment while their views of
+        // the ring differ) never takes it out, nor puts it back in flight.
+        if let Some(a) = &self.done {
+            d.done.extend(a.iter().copied());
+        }
         if let Some(a) = &self.active {
             d.active = a.clone();
         }
-        if let Some(a) = &self.done {
-            d.done = a.clone();
-        }
+        let done = &d.done;
+        d.active.retain(|i| !done.contains(i));
         if let Some(h) = self.healthy {
             d.healthy = h;
         }

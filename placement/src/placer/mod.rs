@@ -773,6 +773,12 @@ impl Placer {
         self.deployer.drives(job)
     }
 
+    /// The status of `key`'s task as this node runs it, if it does (its
+    /// holder's own account, whoever coordinates it).
+    pub fn local_status(&self, key: &TaskKey) -> Option<TaskStatus> {
+        self.runner.status(self.shared.me, key)
+    }
+
     /// The tasks this node holds.
     pub fn local_tasks(&self) -> Vec<(TaskKey, Stamp, TaskState)> {
         self.runner.tasks()

@@ -251,11 +251,12 @@ impl World {
                 let Some(core) = node.core.as_ref().filter(|_| node.up) else {
                     continue;
                 };
-                let s = core.placer().status(std::slice::from_ref(&key)).remove(0);
-                if s.node == Some(node.id)
-                    && s.state == TaskState::Running
-                    && s.health == Health::Healthy
-                {
+                let healthy = core.placer().local_status(&key).is_some_and(|s| {
+                    s.node == Some(node.id)
+                        && s.state == TaskState::Running
+                        && s.health == Health::Healthy
+                });
+                if healthy {
                     best = best.max(Some(v));
                 }
             }

@@ -124,10 +124,11 @@ impl World {
         let Some(core) = node.core.as_mut() else {
             return;
         };
-        let status = core.placer().status(std::slice::from_ref(&key)).remove(0);
-        let current = status.node == Some(me)
-            && status.state == TaskState::Running
-            && status.restarts == attempt;
+        let current = core.placer().local_status(&key).is_some_and(|status| {
+            status.node == Some(me)
+                && status.state == TaskState::Running
+                && status.restarts == attempt
+        });
         if !current {
             return;
         }
@@ -214,7 +215,7 @@ impl World {
                 .filter(|(_, _, s)| *s == TaskState::Running)
                 .map(|(k, _, _)| k)
                 .collect();
-            for s in core.placer().status(&keys) {
+            for s in keys.iter().filter_map(|k| core.placer().local_status(k)) {
                 running += 1;
                 if s.health == Health::Healthy {
                     healthy += 1;
