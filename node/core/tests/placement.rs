@@ -1221,3 +1221,50 @@ fn canaries_run_beside_the_old_tasks_until_promoted() {
     sim.settle_exactly_once("web", 6, SETTLE);
     assert_eq!(sim.healthy("web", v), (6, 6));
 }
+
+#[test]
+fn a_deployment_failed_mid_replacement_keeps_the_old_copies_and_stops_the_new() {
+    let mut sim = Sim::new(5, 35, 0.0);
+    let update = json!({"update": {"max_parallel": 2, "min_healthy_time": "30s"}});
+    sim.set_job(spec("web", Some(6), 0.25, update.clone()));
+    sim.settle_exactly_once("web", 6, SETTLE);
+    let before = sim.jobs["web"].version;
+    let mut next = spec("web", Some(6), 0.25, update);
+    next.task.env.insert("RELEASE".into(), "2".into());
+    sim.update_job(next);
+    // The new copies of two indexes run beside the old ones...
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| {
+            s.processes("web").values().map(Vec::len).sum::<usize>() == 8
+        }),
+        "{:?}",
+        sim.processes("web")
+    );
+    // ... when the deployment fails (as `shoal deployment fail` writes it).
+    let job = sim.jobs.get_mut("web").expect("web");
+    let mut failed = (**job.deployment.as_ref().expect("deployment")).clone();
+    failed.status = shoal_model::DeploymentStatus::Failed;
+    failed.active.clear();
+    job.deployment = Some(Arc::new(failed));
+    sim.publish_jobs("web");
+    let mut fewest = usize::MAX;
+    for _ in 0..100 {
+        sim.run_for(Duration::from_millis(100));
+        fewest = fewest.min(sim.healthy("web", 0).0);
+    }
+    assert_eq!(fewest, 6, "an index lost its last healthy copy");
+    sim.settle_exactly_once("web", 6, SETTLE);
+    let v = sim.jobs["web"].version;
+    assert_eq!(
+        sim.healthy("web", v),
+        (6, 0),
+        "every task kept its old version"
+    );
+    assert!(
+        sim.nodes
+            .iter()
+            .flat_map(|n| n.versions.values())
+            .any(|x| *x == before),
+        "old versions run"
+    );
+}

@@ -53,6 +53,10 @@ struct Coord {
     /// running beside the new one (`holder`) until the deployment's driver
     /// marks the index done (start-first).
     old: Option<Holder>,
+    /// A new copy given up when its deployment ended (see
+    /// [`Due::Abandon`]): its renewals still in flight must not win the
+    /// key back from the old copy.
+    abandoned: Option<(NodeId, Stamp)>,
     auction: Option<Auction>,
     /// Why no node took it, when its last auction found none.
     pending: Vec<String>,
@@ -536,6 +540,7 @@ impl Coordinator {
                 let entry = self.entries.get_mut(key).expect("present");
                 entry.auction = None;
                 if let Some(new) = entry.holder.take() {
+                    entry.abandoned = Some((new.node, new.stamp));
                     shared.out.messages.push_back((
                         new.node,
                         Msg::Stop {
@@ -628,6 +633,22 @@ impl Coordinator {
         }
         let replacing = shared.replacing(&key).map(|d| d.version);
         let entry = self.entries.entry(key.clone()).or_default();
+        if entry
+            .abandoned
+            .is_some_and(|(node, s)| node == from && stamp <= s)
+        {
+            // A copy given up (its deployment ended) renewing before its
+            // stop arrived: told again, and it wins nothing.
+            shared.out.messages.push_back((
+                from,
+                Msg::Stop {
+                    key,
+                    stamp,
+                    reason: "its deployment ended before replacing the old task".into(),
+                },
+            ));
+            return false;
+        }
         if let Some(old) = entry.old.as_mut()
             && old.node == from
         {
