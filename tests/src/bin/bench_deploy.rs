@@ -640,7 +640,6 @@ fn main() -> anyhow::Result<()> {
     } else {
         "containers"
     };
-    drop(shoal);
     drop(swarm);
     drop(cluster);
     println!(
