@@ -753,9 +753,18 @@ impl Placer {
             .map(|k| {
                 // A key being replaced: its coordinator knows both copies
                 // (and shows the old one until the new one is healthy),
-                // even when this node runs the new one.
+                // even when this node runs the new one. A copy this node
+                // is stopping (the old one of an index a deployment is
+                // done with, say) does not hide the holder the
+                // coordinator knows elsewhere.
                 self.coordinator
                     .replacing_status(&self.shared, k)
+                    .or_else(|| {
+                        self.runner
+                            .status(self.shared.me, k)
+                            .filter(|_| self.runner.runs(k))
+                    })
+                    .or_else(|| self.coordinator.held_elsewhere(&self.shared, k))
                     .or_else(|| self.runner.status(self.shared.me, k))
                     .unwrap_or_else(|| self.coordinator.status(&self.shared, k))
             })

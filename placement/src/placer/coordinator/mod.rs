@@ -787,6 +787,16 @@ impl Coordinator {
             .map(|_| self.status(shared, key))
     }
 
+    /// The status of `key` if this node coordinates it and its holder is
+    /// another node.
+    pub(super) fn held_elsewhere(&self, shared: &Shared, key: &TaskKey) -> Option<TaskStatus> {
+        self.entries
+            .get(key)
+            .and_then(|c| c.holder.as_ref())
+            .filter(|h| h.node != shared.me)
+            .map(|_| self.status(shared, key))
+    }
+
     /// The status of `key` as its coordinator knows it (a batch task
     /// nobody holds any more: as its job's record says it finished).
     /// While a deployment replaces it, the old task until the new one is
