@@ -15,6 +15,7 @@
 //! [`Store::handle_response`]) with random peers. See `docs/state.md`.
 
 mod deployments;
+mod installations;
 mod jsondoc;
 mod outcomes;
 mod store;
@@ -22,6 +23,7 @@ mod sync;
 mod view;
 
 pub use deployments::DeployAction;
+pub use installations::{InstallOp, Installation, Revision, doc_name as installation_doc};
 pub use outcomes::{BatchStatus, TaskOutcome};
 pub use store::{
     BUCKETS, JobEvent, PersistOp, Push, StateConfig, Store, Write, WriteError, WriteOp, Written,

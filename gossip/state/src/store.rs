@@ -166,6 +166,17 @@ pub enum JobEvent {
         /// What it is doing, or why it ended.
         description: String,
     },
+    /// A package installation was made, changed or removed (see
+    /// [`Store::install_write`]); `name` is its instance.
+    Installation {
+        /// Instance name.
+        name: String,
+        /// `install`, `upgrade`, `rollback`, `uninstall`, or `changed`
+        /// (learned from a peer).
+        op: String,
+        /// Its latest revision.
+        revision: u32,
+    },
     /// A batch task finished for good and was recorded (see
     /// [`Store::record`]).
     TaskFinished {
@@ -191,6 +202,7 @@ impl JobEvent {
             | JobEvent::Scaled { name, .. }
             | JobEvent::Deleted { name, .. }
             | JobEvent::Deployment { name, .. }
+            | JobEvent::Installation { name, .. }
             | JobEvent::TaskFinished { name, .. } => name,
         }
     }
@@ -258,7 +270,7 @@ pub(crate) struct JobDoc {
 /// [`handle_response`]: Self::handle_response
 pub struct Store {
     pub(crate) config: StateConfig,
-    node: NodeId,
+    pub(crate) node: NodeId,
     actor: ActorId,
     pub(crate) docs: BTreeMap<String, JobDoc>,
     pub(crate) buckets: Vec<u64>,
@@ -368,7 +380,11 @@ impl Store {
         self.events.pop_front()
     }
 
-    fn new_doc(&self) -> AutoCommit {
+    pub(crate) fn push_event(&mut self, e: JobEvent) {
+        self.events.push_back(e);
+    }
+
+    pub(crate) fn new_doc(&self) -> AutoCommit {
         AutoCommit::new().with_actor(self.actor.clone())
     }
 
@@ -826,6 +842,7 @@ impl Store {
     pub fn jobs(&self, deleted: bool) -> Vec<JobView> {
         self.docs
             .keys()
+            .filter(|n| !n.starts_with(crate::installations::PREFIX))
             .filter_map(|n| self.view(n))
             .filter(|v| deleted || !v.deleted)
             .collect()
@@ -833,6 +850,9 @@ impl Store {
 
     /// One job, deleted or not.
     pub fn view(&self, name: &str) -> Option<JobView> {
+        if name.starts_with(crate::installations::PREFIX) {
+            return None;
+        }
         let jd = self.docs.get(name)?;
         view_of(name, &jd.doc)
     }
@@ -881,7 +901,7 @@ impl Store {
     /// the new changes for the disk and emit events for new history
     /// entries) or from disk (neither). Returns whether anything was new.
     pub(crate) fn apply_changes(&mut self, name: &str, bytes: &[u8], persist: bool) -> bool {
-        if shoal_model::validate_name(name).is_err() {
+        if !crate::installations::valid_doc_name(name) {
             self.reject("bad_name");
             return false;
         }
@@ -981,6 +1001,14 @@ impl Store {
                 },
             };
             self.events.push_back(event);
+        }
+        if let Some(instance) = name.strip_prefix(crate::installations::PREFIX) {
+            let revision = self.installation(instance).map_or(0, |i| i.revision);
+            self.events.push_back(JobEvent::Installation {
+                name: instance.to_owned(),
+                op: "changed".into(),
+                revision,
+            });
         }
         let deployment_after = self
             .docs
