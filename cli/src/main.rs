@@ -158,7 +158,7 @@ enum JobCommand {
         name: String,
     },
     /// Make a new version of a job equal to an earlier one (its spec and
-    /// count then); a service with [update] rolls to it like any change.
+    /// count then); a service with an `[update]` table rolls to it like any change.
     Revert {
         /// Job name.
         name: String,

@@ -16,8 +16,8 @@ use std::time::Duration;
 use rand::seq::IndexedRandom;
 use shoal_gossip::NodeId;
 use shoal_state::{
-    DeployAction, HistoryEntry, JobEvent, JobView, PersistOp, Store, SyncRequest, SyncResponse,
-    TaskOutcome, Write, WriteError, Written,
+    DeployAction, HistoryEntry, InstallOp, Installation, JobEvent, JobView, PersistOp, Store,
+    SyncRequest, SyncResponse, TaskOutcome, Write, WriteError, Written,
 };
 use shoal_transport::{Handler, Service, Transport};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -98,6 +98,30 @@ enum Command {
         DeployRequest,
         oneshot::Sender<Result<DeployReply, SubmitError>>,
     ),
+    Install(
+        InstallRequest,
+        oneshot::Sender<Result<InstallReply, SubmitError>>,
+    ),
+}
+
+/// A package installation's read or write, for the state task.
+#[derive(Clone, Debug)]
+pub enum InstallRequest {
+    /// Every installation (uninstalled ones too when set).
+    List(bool),
+    /// One installation.
+    Get(String),
+    /// A write.
+    Write(String, InstallOp),
+}
+
+/// What an [`InstallRequest`] gave.
+#[derive(Clone, Debug)]
+pub enum InstallReply {
+    /// Installations.
+    List(Vec<Installation>),
+    /// One installation (`None`: unknown), or the one just written.
+    One(Option<Installation>),
 }
 
 /// A rolling deployment's read or write, for the state task.
@@ -234,6 +258,12 @@ impl StateHandle {
     /// reply, like a write).
     pub async fn deploy(&self, r: DeployRequest) -> Result<DeployReply, SubmitError> {
         self.ask(|tx| Command::Deploy(r, tx)).await?
+    }
+
+    /// A package installation's read or write (a write made durable
+    /// before the reply).
+    pub async fn install(&self, r: InstallRequest) -> Result<InstallReply, SubmitError> {
+        self.ask(|tx| Command::Install(r, tx)).await?
     }
 
     /// Counters and status.
@@ -378,7 +408,7 @@ impl StateTask {
                 }
                 _ = expire.tick() => {
                     self.store.expire(unix_ms());
-                    self.after_turn(Vec::new(), Vec::new(), Vec::new());
+                    self.after_turn(Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 }
             }
         }
@@ -389,8 +419,29 @@ impl StateTask {
         let mut pending_writes = Vec::new();
         let mut pending_records = Vec::new();
         let mut pending_deploys = Vec::new();
+        let mut pending_installs = Vec::new();
         for command in batch {
             match command {
+                Command::Install(r, reply) => {
+                    let done = match r {
+                        InstallRequest::List(deleted) => {
+                            Ok(InstallReply::List(self.store.installations(deleted)))
+                        }
+                        InstallRequest::Get(instance) => {
+                            Ok(InstallReply::One(self.store.installation(&instance)))
+                        }
+                        InstallRequest::Write(instance, op) => self
+                            .store
+                            .install_write(&instance, op, unix_ms())
+                            .map(|i| InstallReply::One(Some(i))),
+                    };
+                    match done {
+                        Ok(d) => pending_installs.push((d, reply)),
+                        Err(e) => {
+                            let _ = reply.send(Err(SubmitError::Rejected(e)));
+                        }
+                    }
+                }
                 Command::Deploy(r, reply) => {
                     let now = unix_ms();
                     let done = match r {
@@ -482,7 +533,12 @@ impl StateTask {
                 }
             }
         }
-        self.after_turn(pending_writes, pending_records, pending_deploys);
+        self.after_turn(
+            pending_writes,
+            pending_records,
+            pending_deploys,
+            pending_installs,
+        );
     }
 
     /// Persists, then answers writers, then pushes and publishes events.
@@ -493,6 +549,10 @@ impl StateTask {
         deploys: Vec<(
             DeployReply,
             oneshot::Sender<Result<DeployReply, SubmitError>>,
+        )>,
+        installs: Vec<(
+            InstallReply,
+            oneshot::Sender<Result<InstallReply, SubmitError>>,
         )>,
     ) {
         let mut ops: Vec<PersistOp> = Vec::new();
@@ -519,6 +579,9 @@ impl StateTask {
                 for (d, reply) in deploys {
                     let _ = reply.send(Ok(d));
                 }
+                for (d, reply) in installs {
+                    let _ = reply.send(Ok(d));
+                }
             }
             Err(e) => {
                 error!(error = %e, "cannot persist state changes");
@@ -529,6 +592,9 @@ impl StateTask {
                     let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
                 }
                 for (_, reply) in deploys {
+                    let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
+                }
+                for (_, reply) in installs {
                     let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
                 }
             }
