@@ -55,6 +55,10 @@ pub struct Revision {
     pub options: Value,
     /// The jobs it rendered, by name.
     pub jobs: Vec<String>,
+    /// Their specs as rendered (what a rollback submits again, without
+    /// the package at hand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub specs: Vec<Value>,
     /// When (RFC 3339).
     pub at: String,
     /// The node that accepted it.
@@ -102,8 +106,8 @@ pub enum InstallOp {
         repository: String,
         /// The user's own options.
         options: Value,
-        /// The jobs it rendered.
-        jobs: Vec<String>,
+        /// The specs of the jobs it rendered.
+        jobs: Vec<Value>,
     },
     /// A new revision: another version and/or other options.
     Upgrade {
@@ -111,16 +115,14 @@ pub enum InstallOp {
         version: String,
         /// The user's own options.
         options: Value,
-        /// The jobs it rendered.
-        jobs: Vec<String>,
+        /// The specs of the jobs it rendered.
+        jobs: Vec<Value>,
     },
-    /// A new revision equal to an earlier one (its version, options and
-    /// jobs, as the caller rendered them again).
+    /// A new revision equal to an earlier one: its version, options and
+    /// rendered jobs.
     Rollback {
         /// The revision gone back to.
         to: u32,
-        /// The jobs it rendered.
-        jobs: Vec<String>,
     },
     /// Gone: a tombstone.
     Uninstall,
@@ -142,6 +144,10 @@ fn revisions_of(doc: &AutoCommit) -> Vec<Revision> {
                 .and_then(|s| serde_json::from_str(s).ok())
                 .unwrap_or(json!({})),
             jobs: e["jobs"]
+                .as_str()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default(),
+            specs: e["specs"]
                 .as_str()
                 .and_then(|s| serde_json::from_str(s).ok())
                 .unwrap_or_default(),
@@ -246,7 +252,7 @@ impl Store {
                 }
                 ("upgrade", (version.clone(), options.clone(), jobs.clone()))
             }
-            InstallOp::Rollback { to, jobs } => {
+            InstallOp::Rollback { to } => {
                 let Some(i) = live else {
                     return Err(WriteError::NotFound(instance.to_owned()));
                 };
@@ -261,14 +267,17 @@ impl Store {
                 };
                 (
                     "rollback",
-                    (r.version.clone(), r.options.clone(), jobs.clone()),
+                    (r.version.clone(), r.options.clone(), r.specs.clone()),
                 )
             }
             InstallOp::Uninstall => {
                 if live.is_none() {
                     return Err(WriteError::NotFound(instance.to_owned()));
                 }
-                ("uninstall", (String::new(), Value::Null, Vec::new()))
+                (
+                    "uninstall",
+                    (String::new(), Value::Null, Vec::<Value>::new()),
+                )
             }
         };
         // An installation made again after an uninstall continues its
@@ -299,7 +308,8 @@ impl Store {
                 doc.put(ROOT, "deleted", true)?;
                 doc.put(ROOT, "deleted_at", now_ms)?;
             } else {
-                let (version, options, jobs) = &entry;
+                let (version, options, specs) = &entry;
+                let names: Vec<&str> = specs.iter().filter_map(|j| j["name"].as_str()).collect();
                 doc.put(ROOT, "version", version.as_str())?;
                 let list = match doc.get(ROOT, "revisions")? {
                     Some((automerge::Value::Object(ObjType::List), id)) => id,
@@ -309,7 +319,8 @@ impl Store {
                     "op": op_name,
                     "version": version,
                     "options": options.to_string(),
-                    "jobs": serde_json::to_string(jobs).unwrap_or_default(),
+                    "jobs": serde_json::to_string(&names).unwrap_or_default(),
+                    "specs": serde_json::to_string(specs).unwrap_or_default(),
                     "at_ms": now_ms,
                     "node": node,
                 });

@@ -21,8 +21,8 @@ fn install(s: &mut Store, instance: &str) -> Result<shoal_state::Installation, S
             repository: "builtin".into(),
             options: json!({"replicas": 2}),
             jobs: vec![
-                format!("{instance}/primary"),
-                format!("{instance}/replicas"),
+                json!({"name": format!("{instance}/primary")}),
+                json!({"name": format!("{instance}/replicas")}),
             ],
         },
         T0,
@@ -44,34 +44,23 @@ fn revisions_keep_the_users_options_and_roll_back() {
             InstallOp::Upgrade {
                 version: "1.1.0".into(),
                 options: json!({"replicas": 3}),
-                jobs: vec!["r1/primary".into(), "r1/replicas".into()],
+                jobs: vec![json!({"name": "r1/primary", "count": 3})],
             },
             T0 + 1000,
         )
         .unwrap();
     assert_eq!((up.revision, up.version.as_str()), (2, "1.1.0"));
     let back = s
-        .install_write(
-            "r1",
-            InstallOp::Rollback {
-                to: 1,
-                jobs: vec!["r1/primary".into(), "r1/replicas".into()],
-            },
-            T0 + 2000,
-        )
+        .install_write("r1", InstallOp::Rollback { to: 1 }, T0 + 2000)
         .unwrap();
     assert_eq!((back.revision, back.version.as_str()), (3, "1.0.0"));
     assert_eq!(back.options, json!({"replicas": 2}));
     assert_eq!(back.revisions[2].op, "rollback");
+    assert_eq!(back.jobs, ["r1/primary", "r1/replicas"]);
+    assert_eq!(back.revisions[2].specs, back.revisions[0].specs);
+    assert_eq!(up.jobs, ["r1/primary"]);
     let err = s
-        .install_write(
-            "r1",
-            InstallOp::Rollback {
-                to: 9,
-                jobs: vec![],
-            },
-            T0,
-        )
+        .install_write("r1", InstallOp::Rollback { to: 9 }, T0)
         .unwrap_err();
     assert!(err.to_string().contains("no revision 9"), "{err}");
     // Never a job.
