@@ -121,7 +121,7 @@ pub enum InstallReply {
     /// Installations.
     List(Vec<Installation>),
     /// One installation (`None`: unknown), or the one just written.
-    One(Option<Installation>),
+    One(Option<Box<Installation>>),
 }
 
 /// A rolling deployment's read or write, for the state task.
@@ -427,13 +427,13 @@ impl StateTask {
                         InstallRequest::List(deleted) => {
                             Ok(InstallReply::List(self.store.installations(deleted)))
                         }
-                        InstallRequest::Get(instance) => {
-                            Ok(InstallReply::One(self.store.installation(&instance)))
-                        }
+                        InstallRequest::Get(instance) => Ok(InstallReply::One(
+                            self.store.installation(&instance).map(Box::new),
+                        )),
                         InstallRequest::Write(instance, op) => self
                             .store
                             .install_write(&instance, op, unix_ms())
-                            .map(|i| InstallReply::One(Some(i))),
+                            .map(|i| InstallReply::One(Some(Box::new(i)))),
                     };
                     match done {
                         Ok(d) => pending_installs.push((d, reply)),

@@ -14,6 +14,7 @@
 //! status.
 
 pub mod deployments;
+pub mod installations;
 pub mod jobs;
 pub mod services;
 pub mod tasks;
@@ -151,6 +152,22 @@ pub fn router(state: ApiState) -> Router {
             post(deployments::act),
         )
         .route("/v1/deployments", get(deployments::list))
+        .route(
+            "/v1/installations",
+            get(installations::list).post(installations::install),
+        )
+        .route(
+            "/v1/installations/{instance}",
+            get(installations::get).delete(installations::uninstall),
+        )
+        .route(
+            "/v1/installations/{instance}/rollback",
+            post(installations::rollback),
+        )
+        .route(
+            "/v1/installations/{instance}/upgrade",
+            post(installations::upgrade),
+        )
         .route("/v1/jobs/{name}/tasks", get(tasks::list))
         .route("/v1/tasks/{task}/logs", get(tasks::logs))
         .route("/v1/services/{job}", get(services::get))

@@ -1,0 +1,456 @@
+//! `/v1/installations…`: package installations, kept in the replicated
+//! state (`@install/<instance>` documents), their jobs submitted like any
+//! other; status derived from the jobs' tasks, never stored.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shoal_model::JobSpec;
+use shoal_state::{InstallOp, Installation, Write, WriteError, WriteOp};
+
+use super::{ApiError, ApiResult, ApiState};
+use crate::clock::unix_ms;
+use crate::placement::job_tasks;
+use crate::state::{InstallReply, InstallRequest, SubmitError};
+
+/// The label every rendered job carries: its installation's instance.
+pub const INSTANCE_LABEL: &str = "shoal.package.instance";
+
+/// `?all=true`: uninstalled ones too.
+#[derive(Debug, Default, Deserialize)]
+pub struct AllQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// How one job of an installation is doing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstalledJob {
+    /// The job.
+    pub name: String,
+    /// `healthy`, `starting`, `deploying`, `complete`, `failed`, `missing`.
+    pub status: String,
+    /// Tasks healthy (or complete, for batch jobs).
+    pub healthy: u32,
+    /// Tasks wanted.
+    pub desired: u32,
+}
+
+/// An installation with its status, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstallationView {
+    /// The installation, as the replicated state holds it.
+    #[serde(flatten)]
+    pub installation: Installation,
+    /// `healthy` (every job's tasks healthy), `starting`, `deploying`,
+    /// `failed`, `incomplete` (a job it rendered is missing: install or
+    /// upgrade it again) or `uninstalled`; from the jobs' tasks.
+    pub status: String,
+    /// Each job of its latest revision.
+    pub job_status: Vec<InstalledJob>,
+}
+
+fn no_installation(instance: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no installation named {instance:?} (see `shoal package list`)"
+    ))
+}
+
+/// The installation `instance` (uninstalled ones too).
+pub async fn installation_of(
+    s: &ApiState,
+    instance: &str,
+) -> Result<Option<Installation>, ApiError> {
+    match s
+        .state
+        .install(InstallRequest::Get(instance.to_owned()))
+        .await?
+    {
+        InstallReply::One(i) => Ok(i.map(|b| *b)),
+        InstallReply::List(_) => Ok(None),
+    }
+}
+
+/// Writes `op` to installation `instance`.
+pub async fn write(s: &ApiState, instance: &str, op: InstallOp) -> Result<Installation, ApiError> {
+    match s
+        .state
+        .install(InstallRequest::Write(instance.to_owned(), op))
+        .await
+    {
+        Ok(InstallReply::One(Some(i))) => Ok(*i),
+        Ok(_) => Err(no_installation(instance)),
+        Err(SubmitError::Rejected(WriteError::NotFound(_))) => Err(no_installation(instance)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Submits the `specs` an installation rendered (each labelled with its
+/// instance), then stops the jobs of `previous` that are not among them.
+/// Stops at the first job refused, naming it.
+pub async fn submit_jobs(
+    s: &ApiState,
+    instance: &str,
+    specs: &[Value],
+    previous: &[String],
+) -> Result<Vec<String>, ApiError> {
+    let mut names = Vec::new();
+    for spec in specs {
+        let mut spec = spec.clone();
+        spec["labels"][INSTANCE_LABEL] = Value::String(instance.to_owned());
+        let parsed = JobSpec::from_json(spec.clone()).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_spec",
+                format!("job {} of installation {instance:?}: {e}", spec["name"]),
+            )
+            .with_field(e.field())
+        })?;
+        names.push(parsed.name.clone());
+        s.state
+            .write(Write {
+                name: parsed.name.clone(),
+                op: WriteOp::Put(Box::new(parsed)),
+                if_version: None,
+                now_ms: unix_ms(),
+            })
+            .await?;
+    }
+    let keep: BTreeSet<&String> = names.iter().collect();
+    for old in previous.iter().filter(|n| !keep.contains(n)) {
+        stop_job(s, old).await?;
+    }
+    Ok(names)
+}
+
+/// Stops (deletes) job `name`, if it is still there.
+async fn stop_job(s: &ApiState, name: &str) -> Result<(), ApiError> {
+    match s
+        .state
+        .write(Write {
+            name: name.to_owned(),
+            op: WriteOp::Delete,
+            if_version: None,
+            now_ms: unix_ms(),
+        })
+        .await
+    {
+        Ok(_) | Err(SubmitError::Rejected(WriteError::NotFound(_))) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `i` with its status, from its jobs' tasks.
+pub async fn view_of(s: &ApiState, i: Installation) -> Result<InstallationView, ApiError> {
+    if i.deleted {
+        return Ok(InstallationView {
+            installation: i,
+            status: "uninstalled".into(),
+            job_status: Vec::new(),
+        });
+    }
+    let live = s.live.borrow().clone();
+    let mut jobs = Vec::new();
+    for name in &i.jobs {
+        let Some(job) = s.state.job(name).await?.filter(|j| !j.deleted) else {
+            jobs.push(InstalledJob {
+                name: name.clone(),
+                status: "missing".into(),
+                healthy: 0,
+                desired: 0,
+            });
+            continue;
+        };
+        let tasks = job_tasks(&s.core, &s.transport, &live, name).await?;
+        let desired = job
+            .count
+            .unwrap_or_else(|| u32::try_from(tasks.len()).unwrap_or(u32::MAX));
+        let batch = job.status.map(|b| b.as_str().to_owned());
+        let healthy = tasks
+            .iter()
+            .filter(|t| {
+                (t.state == "running" && t.health == "healthy")
+                    || (batch.is_some() && t.state == "exited")
+            })
+            .count();
+        let healthy = u32::try_from(healthy).unwrap_or(u32::MAX);
+        let deploying = job
+            .deployment
+            .as_ref()
+            .is_some_and(|d| d.status.in_progress());
+        let status = match batch.as_deref() {
+            Some("complete") => "complete",
+            Some("failed") => "failed",
+            _ if deploying => "deploying",
+            _ if healthy >= desired => "healthy",
+            _ if tasks.iter().any(|t| t.state == "failed") => "failed",
+            _ => "starting",
+        };
+        jobs.push(InstalledJob {
+            name: name.clone(),
+            status: status.into(),
+            healthy,
+            desired,
+        });
+    }
+    let any = |s: &str| jobs.iter().any(|j| j.status == s);
+    let status = if any("missing") {
+        "incomplete"
+    } else if any("failed") {
+        "failed"
+    } else if any("deploying") {
+        "deploying"
+    } else if any("starting") {
+        "starting"
+    } else {
+        "healthy"
+    };
+    Ok(InstallationView {
+        installation: i,
+        status: status.into(),
+        job_status: jobs,
+    })
+}
+
+/// `GET /v1/installations[?all=true]`.
+pub async fn list(
+    State(s): State<ApiState>,
+    Query(q): Query<AllQuery>,
+) -> ApiResult<Vec<InstallationView>> {
+    let all = match s.state.install(InstallRequest::List(q.all)).await? {
+        InstallReply::List(all) => all,
+        InstallReply::One(one) => one.into_iter().map(|b| *b).collect(),
+    };
+    let mut out = Vec::new();
+    for i in all {
+        out.push(view_of(&s, i).await?);
+    }
+    Ok(Json(out))
+}
+
+/// `GET /v1/installations/{instance}`.
+pub async fn get(
+    State(s): State<ApiState>,
+    Path(instance): Path<String>,
+) -> ApiResult<InstallationView> {
+    let i = installation_of(&s, &instance)
+        .await?
+        .ok_or_else(|| no_installation(&instance))?;
+    Ok(Json(view_of(&s, i).await?))
+}
+
+/// `DELETE /v1/installations/{instance}`: stops exactly the jobs of the
+/// installation (those its latest revision rendered, and any other job
+/// labelled with its instance), then records it uninstalled.
+pub async fn uninstall(
+    State(s): State<ApiState>,
+    Path(instance): Path<String>,
+) -> ApiResult<InstallationView> {
+    let i = installation_of(&s, &instance)
+        .await?
+        .filter(|i| !i.deleted)
+        .ok_or_else(|| no_installation(&instance))?;
+    let mut names: BTreeSet<String> = i.jobs.iter().cloned().collect();
+    for j in s.state.jobs(false).await? {
+        if j.spec["labels"][INSTANCE_LABEL].as_str() == Some(instance.as_str()) {
+            names.insert(j.name.clone());
+        }
+    }
+    for name in &names {
+        stop_job(&s, name).await?;
+    }
+    let gone = write(&s, &instance, InstallOp::Uninstall).await?;
+    Ok(Json(view_of(&s, gone).await?))
+}
+
+/// `POST /v1/installations/{instance}/rollback` with `{"revision": N}`: a
+/// new revision equal to revision N (its version, the user's options then,
+/// and the jobs it rendered, submitted again; jobs it did not have are
+/// stopped).
+pub async fn rollback(
+    State(s): State<ApiState>,
+    Path(instance): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<InstallationView> {
+    let to = body["revision"]
+        .as_u64()
+        .and_then(|r| u32::try_from(r).ok())
+        .filter(|r| *r > 0)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!(
+                    "revision: must be a revision number, 1 or more (got {})",
+                    body["revision"]
+                ),
+            )
+            .with_field("revision")
+        })?;
+    let before = installation_of(&s, &instance)
+        .await?
+        .filter(|i| !i.deleted)
+        .ok_or_else(|| no_installation(&instance))?;
+    let after = write(&s, &instance, InstallOp::Rollback { to }).await?;
+    let specs = after
+        .revisions
+        .last()
+        .map(|r| r.specs.clone())
+        .unwrap_or_default();
+    submit_jobs(&s, &instance, &specs, &before.jobs).await?;
+    Ok(Json(view_of(&s, after).await?))
+}
+
+/// `POST /v1/installations` body: an installation and the jobs its package
+/// rendered (the CLI renders: `shoal package install`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstallBody {
+    /// Instance name (job-name rules); the rendered jobs are named
+    /// `<instance>` or `<instance>/…`.
+    pub instance: String,
+    /// Package name.
+    pub package: String,
+    /// Package version.
+    pub version: String,
+    /// The repository it came from (`builtin`, `dir:PATH`, a URL, or
+    /// `local:<sha256>` for a package given as a directory or archive).
+    pub repository: String,
+    /// The user's own options (not the defaults).
+    #[serde(default)]
+    pub options: Value,
+    /// The rendered job specs.
+    pub jobs: Vec<Value>,
+}
+
+/// `POST /v1/installations/{instance}/upgrade` body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UpgradeBody {
+    /// Package version.
+    pub version: String,
+    /// The user's own options after the upgrade.
+    #[serde(default)]
+    pub options: Value,
+    /// The rendered job specs.
+    pub jobs: Vec<Value>,
+}
+
+/// Every rendered job is named under `instance`; the error names the
+/// first that is not.
+fn check_names(instance: &str, jobs: &[Value]) -> Result<(), ApiError> {
+    if jobs.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "jobs: a package installs at least one job",
+        )
+        .with_field("jobs"));
+    }
+    for (i, j) in jobs.iter().enumerate() {
+        let name = j["name"].as_str().unwrap_or_default();
+        if name != instance && !name.starts_with(&format!("{instance}/")) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!(
+                    "jobs[{i}].name: {name:?} is not under the instance {instance:?} (name it {instance:?} or {instance:?}/…)"
+                ),
+            )
+            .with_field(format!("jobs[{i}].name")));
+        }
+        JobSpec::from_json(j.clone()).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_spec",
+                format!("jobs[{i}] ({name}): {e}"),
+            )
+            .with_field(format!("jobs[{i}].{}", e.field()))
+        })?;
+    }
+    Ok(())
+}
+
+/// A rendered job whose name a job of someone else already has: refused
+/// before anything is written (an installation never takes over a job
+/// that is not its own).
+async fn check_not_taken(s: &ApiState, instance: &str, jobs: &[Value]) -> Result<(), ApiError> {
+    for j in jobs {
+        let name = j["name"].as_str().unwrap_or_default();
+        if let Some(existing) = s.state.job(name).await?.filter(|v| !v.deleted) {
+            let owner = existing.spec["labels"][INSTANCE_LABEL].as_str();
+            if owner != Some(instance) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "job {name:?} exists and is not part of installation {instance:?}{}: choose another --instance",
+                        owner
+                            .map(|o| format!(" (it belongs to {o:?})"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/installations`: records the installation, then submits its
+/// jobs. Nothing is written when a job does not validate or is not named
+/// under the instance.
+pub async fn install(
+    State(s): State<ApiState>,
+    Json(b): Json<InstallBody>,
+) -> Result<(StatusCode, Json<InstallationView>), ApiError> {
+    check_names(&b.instance, &b.jobs)?;
+    check_not_taken(&s, &b.instance, &b.jobs).await?;
+    let options = if b.options.is_null() {
+        Value::Object(Default::default())
+    } else {
+        b.options.clone()
+    };
+    let i = write(
+        &s,
+        &b.instance,
+        InstallOp::Install {
+            package: b.package.clone(),
+            version: b.version.clone(),
+            repository: b.repository.clone(),
+            options,
+            jobs: b.jobs.clone(),
+        },
+    )
+    .await?;
+    submit_jobs(&s, &b.instance, &b.jobs, &[]).await?;
+    Ok((StatusCode::CREATED, Json(view_of(&s, i).await?)))
+}
+
+/// `POST /v1/installations/{instance}/upgrade`: a new revision with the
+/// jobs rendered for it; jobs the new revision no longer has are stopped.
+pub async fn upgrade(
+    State(s): State<ApiState>,
+    Path(instance): Path<String>,
+    Json(b): Json<UpgradeBody>,
+) -> ApiResult<InstallationView> {
+    check_names(&instance, &b.jobs)?;
+    check_not_taken(&s, &instance, &b.jobs).await?;
+    let before = installation_of(&s, &instance)
+        .await?
+        .filter(|i| !i.deleted)
+        .ok_or_else(|| no_installation(&instance))?;
+    let after = write(
+        &s,
+        &instance,
+        InstallOp::Upgrade {
+            version: b.version.clone(),
+            options: b.options.clone(),
+            jobs: b.jobs.clone(),
+        },
+    )
+    .await?;
+    submit_jobs(&s, &instance, &b.jobs, &before.jobs).await?;
+    Ok(Json(view_of(&s, after).await?))
+}
