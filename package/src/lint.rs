@@ -101,14 +101,14 @@ pub fn lint(pkg: &Package) -> Vec<LintFinding> {
             ),
         }
         for uninstall in [false, true] {
-            if let Err(e) = pkg.notes(&name, &json!({}), uninstall) {
-                if !matches!(e, RenderError::Options(_)) {
-                    add(
-                        Level::Error,
-                        MANIFEST_FILE,
-                        format!("notes do not render with the default options: {e}"),
-                    );
-                }
+            if let Err(e) = pkg.notes(&name, &json!({}), uninstall)
+                && !matches!(e, RenderError::Options(_))
+            {
+                add(
+                    Level::Error,
+                    MANIFEST_FILE,
+                    format!("notes do not render with the default options: {e}"),
+                );
             }
         }
     } else if tests.is_empty() {
@@ -220,7 +220,7 @@ pub fn lint(pkg: &Package) -> Vec<LintFinding> {
             );
         }
     }
-    out.sort_by(|a, b| a.level.cmp(&b.level));
+    out.sort_by_key(|f| f.level);
     out
 }
 
