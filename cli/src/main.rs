@@ -7,6 +7,7 @@ mod deployments;
 mod doc_examples;
 mod jobs;
 mod output;
+mod packages;
 mod tasks;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -143,6 +144,10 @@ enum Command {
         #[arg(long)]
         if_version: Option<u64>,
     },
+    /// Packages: render and lint them, browse the built-in library
+    /// (these commands need no cluster).
+    #[command(subcommand)]
+    Package(packages::PackageCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -436,6 +441,7 @@ fn main() -> ExitCode {
             ref name,
             if_version,
         } => jobs::stop(&client(&cli), cli.json, name, if_version),
+        Command::Package(ref p) => packages::run(p, cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

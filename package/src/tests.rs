@@ -1,0 +1,275 @@
+//! Loading, rendering and lint of small in-memory packages.
+
+use serde_json::json;
+
+use super::*;
+
+const MANIFEST: &str = r#"
+name = "web"
+version = "1.2.0"
+app_version = "1.22"
+description = "A test web server."
+[notes]
+install = "{{ instance }} runs {{ options.count }} servers"
+"#;
+
+const SCHEMA: &str = r#"{
+  "type": "object",
+  "properties": {
+    "count": {"type": "integer", "minimum": 1, "default": 2},
+    "greeting": {"type": "string", "default": "hello"}
+  }
+}"#;
+
+const JOB: &str = r#"name = {{ instance ~ "/server" }}
+count = {{ options.count }}
+[task]
+command = "/bin/echo"
+args = [{{ options.greeting }}]
+"#;
+
+fn files(job: &str) -> Files {
+    let mut f = Files::new();
+    f.insert(MANIFEST_FILE.into(), MANIFEST.as_bytes().to_vec());
+    f.insert(SCHEMA_FILE.into(), SCHEMA.as_bytes().to_vec());
+    f.insert("jobs/server.toml.j2".into(), job.as_bytes().to_vec());
+    f
+}
+
+fn package(job: &str) -> Package {
+    Package::from_files(files(job)).unwrap()
+}
+
+#[test]
+fn renders_named_under_the_instance_with_labels() {
+    let jobs = package(JOB)
+        .render("team/w1", &json!({"count": 3}))
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let spec = &jobs[0].spec;
+    assert_eq!(spec.name, "team/w1/server");
+    assert_eq!(spec.count, Some(3));
+    assert_eq!(spec.task.args, vec!["hello"]);
+    assert_eq!(spec.labels[LABEL_INSTANCE], "team/w1");
+    assert_eq!(spec.labels[LABEL_PACKAGE], "web@1.2.0");
+    // The canonical TOML is a job file that validates to the same spec.
+    assert_eq!(
+        &shoal_model::JobSpec::from_toml(&jobs[0].toml).unwrap(),
+        spec
+    );
+}
+
+#[test]
+fn tricky_option_values_stay_one_toml_value() {
+    let evil = "x\"]\n[task.env]\nEVIL = \"1\" # é 🦀 \\";
+    let jobs = package(JOB)
+        .render("w", &json!({"greeting": evil}))
+        .unwrap();
+    assert_eq!(jobs[0].spec.task.args, vec![evil.to_owned()]);
+    assert!(jobs[0].spec.task.env.is_empty());
+}
+
+#[test]
+fn a_job_outside_the_instance_is_refused() {
+    let p = package(&JOB.replace(r#"instance ~ "/server""#, r#""server""#));
+    let e = p.render("w1", &json!({})).unwrap_err().to_string();
+    assert!(
+        e.contains("jobs/server.toml.j2") && e.contains("not under the instance \"w1\""),
+        "{e}"
+    );
+    // A name that only starts with the instance's letters is not under it.
+    let p = package(&JOB.replace(r#"instance ~ "/server""#, r#"instance ~ "x""#));
+    assert!(p.render("w1", &json!({})).is_err());
+    assert!(package(JOB).render("Bad Name", &json!({})).is_err());
+}
+
+#[test]
+fn an_undefined_variable_names_the_template_line_and_expression() {
+    let p = package(&JOB.replace("options.count", "options.cuont"));
+    let e = p.render("w", &json!({})).unwrap_err();
+    let RenderError::Template {
+        file,
+        line,
+        message,
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(file, "jobs/server.toml.j2");
+    assert_eq!(*line, Some(2));
+    assert!(message.contains("options.cuont"), "{message}");
+}
+
+#[test]
+fn unknown_option_and_wrong_type_are_refused_before_rendering() {
+    let p = package(JOB);
+    let e = p
+        .render("w", &json!({"counts": 3}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("option /counts") && e.contains("did you mean \"count\""),
+        "{e}"
+    );
+    let e = p
+        .render("w", &json!({"count": "3"}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("option /count: your value \"3\""), "{e}");
+}
+
+#[test]
+fn quoting_a_value_twice_is_explained() {
+    let p = package(&JOB.replace(
+        "args = [{{ options.greeting }}]",
+        r#"args = ["{{ options.greeting }}"]"#,
+    ));
+    let e = p.render("w", &json!({})).unwrap_err().to_string();
+    assert!(
+        e.contains("not valid TOML") && e.contains("quoted twice"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_invalid_job_names_its_field() {
+    let p = package(&JOB.replace("/bin/echo", ""));
+    let e = p.render("w", &json!({})).unwrap_err().to_string();
+    assert!(e.contains("task.command"), "{e}");
+}
+
+#[test]
+fn bad_packages_are_refused_naming_the_file() {
+    let mut f = files(JOB);
+    f.insert(
+        MANIFEST_FILE.into(),
+        b"name = \"web\"\nversion = \"1\"\ndescription = \"x\"".to_vec(),
+    );
+    let e = Package::from_files(f).unwrap_err();
+    assert_eq!(e.file, MANIFEST_FILE);
+    let mut f = files(JOB);
+    f.insert(
+        MANIFEST_FILE.into(),
+        format!("{MANIFEST}\nflavour = 1").into_bytes(),
+    );
+    assert!(
+        Package::from_files(f)
+            .unwrap_err()
+            .message
+            .contains("flavour")
+    );
+    let e = Package::from_files(files("name = {{ instance ")).unwrap_err();
+    assert_eq!(e.file, "jobs/server.toml.j2");
+    let mut f = files(JOB);
+    f.remove("jobs/server.toml.j2");
+    assert!(
+        Package::from_files(f)
+            .unwrap_err()
+            .message
+            .contains("no job template")
+    );
+}
+
+#[test]
+fn notes_render_with_the_options() {
+    let p = package(JOB);
+    assert_eq!(
+        p.notes("w", &json!({}), false).unwrap().as_deref(),
+        Some("w runs 2 servers")
+    );
+    assert_eq!(p.notes("w", &json!({}), true).unwrap(), None);
+}
+
+#[test]
+fn lint_catches_a_missing_default() {
+    let mut f = files(JOB);
+    f.insert(
+        SCHEMA_FILE.into(),
+        br#"{"type": "object", "properties": {"count": {"type": "integer"}, "greeting": {"type": "string", "default": "x"}}}"#.to_vec(),
+    );
+    let findings = lint(&Package::from_files(f).unwrap());
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.level == Level::Error && f.message.contains("option /count has no default")),
+        "{findings:?}"
+    );
+    // ...and that the templates then fail with the defaults.
+    assert!(
+        findings.iter().any(|f| f.file == "jobs/server.toml.j2"),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn lint_compares_tests_with_their_expected_jobs_and_shows_a_diff() {
+    let p = package(JOB);
+    let want = p
+        .render("web", &json!({"count": 4}))
+        .unwrap()
+        .remove(0)
+        .toml;
+    let mut f = files(JOB);
+    f.insert("tests/four.json".into(), br#"{"count": 4}"#.to_vec());
+    f.insert(
+        "tests/four.expected/server.toml".into(),
+        want.clone().into_bytes(),
+    );
+    assert_eq!(lint(&Package::from_files(f.clone()).unwrap()), vec![]);
+    f.insert(
+        "tests/four.expected/server.toml".into(),
+        want.replace("count = 4", "count = 5").into_bytes(),
+    );
+    let findings = lint(&Package::from_files(f).unwrap());
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0].message.contains("-count = 5") && findings[0].message.contains("+count = 4"),
+        "{}",
+        findings[0]
+    );
+}
+
+#[test]
+fn digest_depends_on_contents_only() {
+    let a = package(JOB);
+    let b =
+        Package::from_files(archive::unpack_tar_gz(&archive::pack_tar_gz(&files(JOB))).unwrap())
+            .unwrap();
+    assert_eq!(a.digest(), b.digest());
+    assert_ne!(a.digest(), package(&JOB.replace("echo", "true")).digest());
+}
+
+#[test]
+fn every_builtin_package_passes_lint_and_renders_with_defaults() {
+    let all = library::all();
+    assert!(all.iter().any(|(n, _)| *n == "redis"));
+    for (name, p) in all {
+        let p = p.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(p.manifest().name, name);
+        let findings = lint(&p);
+        assert!(
+            findings.is_empty(),
+            "{name}:\n{}",
+            findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let jobs = p.render(name, &json!({})).unwrap();
+        assert!(!jobs.is_empty());
+    }
+}
+
+#[test]
+fn redis_renders_a_primary_and_replicas_that_find_it() {
+    let p = library::get("redis").unwrap().unwrap();
+    let jobs = p.render("r1", &json!({"replicas": 3})).unwrap();
+    let names: Vec<&str> = jobs.iter().map(|j| j.spec.name.as_str()).collect();
+    assert_eq!(names, vec!["r1/primary", "r1/replicas"]);
+    assert_eq!(jobs[1].spec.count, Some(3));
+    assert_eq!(
+        jobs[1].spec.task.env["REDIS_PRIMARY_SRV"],
+        "_redis._tcp.primary.r1.service.shoal"
+    );
+}
