@@ -5,6 +5,7 @@
 mod deployments;
 #[cfg(test)]
 mod doc_examples;
+mod installs;
 mod jobs;
 mod output;
 mod packages;
@@ -441,7 +442,7 @@ fn main() -> ExitCode {
             ref name,
             if_version,
         } => jobs::stop(&client(&cli), cli.json, name, if_version),
-        Command::Package(ref p) => packages::run(p, cli.json),
+        Command::Package(ref p) => packages::run(p, || client(&cli), cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

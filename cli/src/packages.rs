@@ -60,11 +60,109 @@ pub enum PackageCommand {
         /// Built-in package name.
         name: String,
     },
+    /// Install a package in the cluster: render it here, record the
+    /// installation and submit its jobs through the node you talk to.
+    Install {
+        /// A built-in package's name, a package directory or a .tar.gz.
+        package: String,
+        /// Instance name (default: the package's name): several
+        /// instances of one package run side by side.
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+        /// An option, NAME=VALUE (repeatable; see `render`).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// A JSON file of options (an object).
+        #[arg(long, value_name = "FILE.json")]
+        options: Option<PathBuf>,
+    },
+    /// List the installations in the cluster, with their status (from
+    /// their jobs' tasks).
+    List {
+        /// Uninstalled ones too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Upgrade an installation: render the package again with the
+    /// options you gave before, --set over them, and the package's new
+    /// defaults; jobs the new revision no longer has are stopped.
+    Upgrade {
+        /// Instance name.
+        instance: String,
+        /// The package to render (default: the installation's package
+        /// from the built-in library); a directory or a .tar.gz.
+        #[arg(long, value_name = "PACKAGE")]
+        package: Option<String>,
+        /// An option, NAME=VALUE (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// A JSON file of options (an object).
+        #[arg(long, value_name = "FILE.json")]
+        options: Option<PathBuf>,
+        /// Print what would change (job by job) and write nothing.
+        #[arg(long)]
+        plan: bool,
+    },
+    /// Make an installation as one of its earlier revisions was (its
+    /// version, options and jobs).
+    Rollback {
+        /// Instance name.
+        instance: String,
+        /// The revision to go back to (`shoal package list --json` lists
+        /// them).
+        revision: u32,
+    },
+    /// Stop exactly an installation's jobs and remove it.
+    Uninstall {
+        /// Instance name.
+        instance: String,
+    },
 }
 
-/// Runs a `shoal package` command.
-pub fn run(cmd: &PackageCommand, json_out: bool) -> anyhow::Result<()> {
+/// Runs a `shoal package` command (`client`: for those that talk to the
+/// cluster).
+pub fn run(
+    cmd: &PackageCommand,
+    client: impl Fn() -> shoal_client::Client,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    use crate::installs;
     match cmd {
+        PackageCommand::Install {
+            package,
+            instance,
+            set,
+            options,
+        } => installs::install(
+            &client(),
+            json_out,
+            package,
+            instance.as_deref(),
+            options.as_deref(),
+            set,
+        ),
+        PackageCommand::List { all } => installs::list(&client(), json_out, *all),
+        PackageCommand::Upgrade {
+            instance,
+            package,
+            set,
+            options,
+            plan,
+        } => installs::upgrade(
+            &client(),
+            json_out,
+            instance,
+            package.as_deref(),
+            options.as_deref(),
+            set,
+            *plan,
+        ),
+        PackageCommand::Rollback { instance, revision } => {
+            installs::rollback(&client(), json_out, instance, *revision)
+        }
+        PackageCommand::Uninstall { instance } => {
+            installs::uninstall(&client(), json_out, instance)
+        }
         PackageCommand::Render {
             package,
             instance,

@@ -30,7 +30,10 @@ fn cluster(n: usize) -> Cluster {
 }
 
 /// `count` HTTP servers that serve their `RELEASE` at `/release`, with an
-/// http check on `path`, rolled out by `update`.
+/// http check on `path`, rolled out by `update`. Half a core each, and a
+/// grace period: Python needs about 0.15 s of CPU to start listening,
+/// which a tenth of a core stretches past three failed checks, and the
+/// check then restarts it before it ever listens.
 fn web(marker: &str, count: u32, release: &str, path: &str, update: Value) -> Value {
     json!({
         "name": JOB,
@@ -40,8 +43,8 @@ fn web(marker: &str, count: u32, release: &str, path: &str, update: Value) -> Va
             "args": ["-c", "echo $RELEASE > release && exec python3 -m http.server --bind 127.0.0.1 $SHOAL_PORT_HTTP"],
             "env": {"SHOAL_TEST_MARKER": marker, "RELEASE": release},
             "ports": [{"name": "http"}],
-            "checks": [{"type": "http", "port": "http", "path": path, "interval": "500ms", "timeout": "1s"}],
-            "resources": {"cpus": 0.1, "memory_mb": 64}
+            "checks": [{"type": "http", "port": "http", "path": path, "interval": "500ms", "timeout": "1s", "grace": "5s"}],
+            "resources": {"cpus": 0.5, "memory_mb": 64}
         },
         "restart": {"mode": "always", "delay": "200ms"},
         "update": update
