@@ -32,8 +32,8 @@ pub enum PackageCommand {
         /// A JSON file of options (an object).
         #[arg(long, value_name = "FILE.json")]
         options: Option<PathBuf>,
-        /// Write each job to DIR/<template>.toml instead of printing them
-        /// (what lint compares tests/<case>.expected/ with).
+        /// Write each job to `DIR/<template>.toml` instead of printing them
+        /// (what lint compares `tests/<case>.expected/` with).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
