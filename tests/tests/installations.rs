@@ -138,3 +138,51 @@ fn installations_side_by_side_upgrade_rollback_and_uninstall_their_own_jobs() {
     let list: Vec<Value> = c.agents[0].get("/v1/installations").unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
 }
+
+#[test]
+fn the_built_in_library_is_browsed_and_rendered_through_the_api() {
+    let c = Cluster::of("l", 1, &[]);
+    let all: Vec<Value> = c.agents[0].get("/v1/packages").unwrap();
+    assert!(all.iter().any(|p| p["name"] == "redis"), "{all:?}");
+    let none: Vec<Value> = c.agents[0].get("/v1/packages?q=no-such-thing").unwrap();
+    assert!(none.is_empty());
+    let redis: Value = c.agents[0].get("/v1/packages/redis").unwrap();
+    assert!(
+        redis["options_schema"]["properties"]["replicas"].is_object(),
+        "{redis}"
+    );
+    assert!(redis["defaults"]["replicas"].is_number(), "{redis}");
+    let (code, body) = c.agents[0]
+        .post(
+            "/v1/packages/redis/render",
+            &json!({"instance": "r9", "options": {"replicas": 3}}),
+        )
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let jobs = body["jobs"].as_array().unwrap();
+    assert!(
+        jobs.iter()
+            .all(|j| j["name"].as_str().unwrap().starts_with("r9/")),
+        "{body}"
+    );
+    assert!(jobs.iter().any(|j| j["count"] == 3), "{body}");
+    let (code, body) = c.agents[0]
+        .post(
+            "/v1/packages/redis/render",
+            &json!({"options": {"replica": 3}}),
+        )
+        .unwrap();
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/replica"),
+        "{body}"
+    );
+    let (code, _) = c.agents[0].get_any("/v1/packages/nope").unwrap();
+    assert_eq!(code, 404);
+    // Nothing was installed by rendering.
+    let list: Vec<Value> = c.agents[0].get("/v1/installations").unwrap();
+    assert!(list.is_empty());
+}

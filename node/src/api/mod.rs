@@ -16,6 +16,7 @@
 pub mod deployments;
 pub mod installations;
 pub mod jobs;
+pub mod packages;
 pub mod services;
 pub mod tasks;
 pub mod types;
@@ -152,6 +153,9 @@ pub fn router(state: ApiState) -> Router {
             post(deployments::act),
         )
         .route("/v1/deployments", get(deployments::list))
+        .route("/v1/packages", get(packages::list))
+        .route("/v1/packages/{name}", get(packages::get))
+        .route("/v1/packages/{name}/render", post(packages::render))
         .route(
             "/v1/installations",
             get(installations::list).post(installations::install),
