@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::jsondoc;
-use crate::store::{JobEvent, PersistOp, Push, Store, WriteError, rfc3339, u64_at};
+use crate::store::{JobEvent, Store, WriteError, rfc3339, u64_at};
 
 /// Prefix of installation documents' names.
 pub const PREFIX: &str = "@install/";
@@ -335,17 +335,7 @@ impl Store {
         let delta = doc.save_after(&before);
         self.dropped.remove(&name);
         self.insert_doc(&name, doc);
-        self.persist.push_back(PersistOp::Append {
-            name: name.clone(),
-            bytes: delta.clone(),
-        });
-        self.pushes.push_back(Push {
-            docs: vec![crate::sync::DocChanges {
-                name: name.clone(),
-                bytes: delta,
-            }],
-            except: None,
-        });
+        self.publish(&name, delta);
         let after = self.installation(instance).expect("just written");
         self.push_event(JobEvent::Installation {
             name: instance.to_owned(),

@@ -540,17 +540,7 @@ impl Store {
         }
         let jd = self.docs.get_mut(&w.name).expect("just inserted");
         let delta = jd.doc.save_after(&before);
-        self.persist.push_back(PersistOp::Append {
-            name: w.name.clone(),
-            bytes: delta.clone(),
-        });
-        self.pushes.push_back(Push {
-            docs: vec![crate::sync::DocChanges {
-                name: w.name.clone(),
-                bytes: delta,
-            }],
-            except: None,
-        });
+        self.publish(&w.name, delta);
         let job = self.view(&w.name).expect("just written");
         let node = self.node.to_string();
         let event = match op {
@@ -631,17 +621,7 @@ impl Store {
         jd.doc.commit_with(CommitOptions::default().with_time(secs));
         let delta = jd.doc.save_after(&before);
         self.refresh(name);
-        self.persist.push_back(PersistOp::Append {
-            name: name.to_owned(),
-            bytes: delta.clone(),
-        });
-        self.pushes.push_back(Push {
-            docs: vec![crate::sync::DocChanges {
-                name: name.to_owned(),
-                bytes: delta,
-            }],
-            except: None,
-        });
+        self.publish(name, delta);
         self.events.push_back(JobEvent::TaskFinished {
             name: name.to_owned(),
             index,
@@ -693,17 +673,7 @@ impl Store {
         jd.doc.commit_with(CommitOptions::default().with_time(secs));
         let delta = jd.doc.save_after(&before);
         self.refresh(name);
-        self.persist.push_back(PersistOp::Append {
-            name: name.to_owned(),
-            bytes: delta.clone(),
-        });
-        self.pushes.push_back(Push {
-            docs: vec![crate::sync::DocChanges {
-                name: name.to_owned(),
-                bytes: delta,
-            }],
-            except: None,
-        });
+        self.publish(name, delta);
         let after = patch.apply(&current, now_ms);
         self.events.push_back(JobEvent::Deployment {
             name: name.to_owned(),
@@ -751,6 +721,23 @@ impl Store {
                 Some(d) => d.status == shoal_model::DeploymentStatus::Successful,
             })
             .map(|e| e.version)
+    }
+
+    /// A local change of document `name` (`delta`, its new automerge
+    /// changes): to the disk before it is acknowledged, and pushed to a
+    /// few peers.
+    pub(crate) fn publish(&mut self, name: &str, delta: Vec<u8>) {
+        self.persist.push_back(PersistOp::Append {
+            name: name.to_owned(),
+            bytes: delta.clone(),
+        });
+        self.pushes.push_back(Push {
+            docs: vec![crate::sync::DocChanges {
+                name: name.to_owned(),
+                bytes: delta,
+            }],
+            except: None,
+        });
     }
 
     fn unchanged(&self, job: JobView) -> Written {

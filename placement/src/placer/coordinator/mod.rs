@@ -45,6 +45,25 @@ struct Holder {
     recorded: bool,
 }
 
+/// Why a new copy is stopped when its deployment ended without it (said
+/// at the abandon, and again to renewals already on their way).
+const ABANDONED: &str = "its deployment ended before replacing the old task";
+
+impl Holder {
+    /// A holder as its lease renewal from `node` (award `stamp`) says, at
+    /// `now`.
+    fn renewed(node: NodeId, stamp: Stamp, report: Report, now: Instant) -> Holder {
+        Holder {
+            node,
+            stamp,
+            report,
+            heard: now,
+            confirmed: true,
+            recorded: false,
+        }
+    }
+}
+
 /// A key this node coordinates (or did, while its holder still renews).
 #[derive(Clone, Debug, Default)]
 struct Coord {
@@ -546,7 +565,7 @@ impl Coordinator {
                         Msg::Stop {
                             key: key.clone(),
                             stamp: new.stamp,
-                            reason: "its deployment ended before replacing the old task".into(),
+                            reason: ABANDONED.into(),
                         },
                     ));
                 }
@@ -644,7 +663,7 @@ impl Coordinator {
                 Msg::Stop {
                     key,
                     stamp,
-                    reason: "its deployment ended before replacing the old task".into(),
+                    reason: ABANDONED.into(),
                 },
             ));
             return false;
@@ -665,14 +684,7 @@ impl Coordinator {
         {
             // Old and new task of a key being replaced (learned by a new
             // coordinator): both kept, until the index is done.
-            let heard = Holder {
-                node: from,
-                stamp,
-                report,
-                heard: now,
-                confirmed: true,
-                recorded: false,
-            };
+            let heard = Holder::renewed(from, stamp, report, now);
             if heard.report.job_version >= v {
                 entry.old = entry.holder.replace(heard);
             } else {
@@ -696,14 +708,7 @@ impl Coordinator {
                 // Two holders: the later award wins, everywhere alike.
                 let (kept, stopped, stop_stamp) = if stamp > h.stamp {
                     let old = h.clone();
-                    *h = Holder {
-                        node: from,
-                        stamp,
-                        report,
-                        heard: now,
-                        confirmed: true,
-                        recorded: false,
-                    };
+                    *h = Holder::renewed(from, stamp, report, now);
                     record_exit(shared, &key, h);
                     (from, old.node, old.stamp)
                 } else {
@@ -727,14 +732,7 @@ impl Coordinator {
             _ => {
                 // Learned from the renewal (a new coordinator, or the first
                 // renewal after the award), or a lost holder came back.
-                let mut h = Holder {
-                    node: from,
-                    stamp,
-                    report,
-                    heard: now,
-                    confirmed: true,
-                    recorded: false,
-                };
+                let mut h = Holder::renewed(from, stamp, report, now);
                 record_exit(shared, &key, &mut h);
                 entry.holder = Some(h);
                 entry.auction = None;
