@@ -15,15 +15,6 @@ use shoal_state::JobView;
 use crate::output::table;
 use crate::packages::{load, user_options};
 
-/// Where a package came from, as an installation records it.
-fn repository_of(what: &str, pkg: &Package) -> String {
-    if Path::new(what).exists() {
-        format!("local:{}", pkg.digest())
-    } else {
-        "builtin".to_owned()
-    }
-}
-
 fn rendered(pkg: &Package, instance: &str, options: &Value) -> anyhow::Result<Vec<Value>> {
     Ok(pkg
         .render(instance, options)?
@@ -36,21 +27,22 @@ fn rendered(pkg: &Package, instance: &str, options: &Value) -> anyhow::Result<Ve
 pub fn install(
     client: &Client,
     json_out: bool,
-    what: &str,
+    (what, version): (&str, Option<&str>),
     instance: Option<&str>,
     file: Option<&Path>,
     sets: &[String],
 ) -> anyhow::Result<()> {
-    let pkg = load(what)?;
-    let options = user_options(&pkg, file, sets)?;
+    let loaded = load(what, version, client)?;
+    let pkg = &loaded.package;
+    let options = user_options(pkg, file, sets)?;
     let m = pkg.manifest();
     let instance = instance.unwrap_or(&m.name).to_owned();
-    let jobs = rendered(&pkg, &instance, &options)?;
+    let jobs = rendered(pkg, &instance, &options)?;
     let body = InstallBody {
         instance: instance.clone(),
         package: m.name.clone(),
         version: m.version.to_string(),
-        repository: repository_of(what, &pkg),
+        repository: loaded.repository.clone(),
         options: options.clone(),
         jobs,
     };
@@ -59,8 +51,9 @@ pub fn install(
         return crate::print_json(&view);
     }
     println!(
-        "installed {} as {instance} (revision {}): {}",
+        "installed {} from {} as {instance} (revision {}): {}",
         pkg.id(),
+        loaded.repository,
         view.installation.revision,
         view.installation.jobs.join(", ")
     );
@@ -130,14 +123,15 @@ pub fn upgrade(
     client: &Client,
     json_out: bool,
     instance: &str,
-    what: Option<&str>,
+    (what, version): (Option<&str>, Option<&str>),
     file: Option<&Path>,
     sets: &[String],
     plan: bool,
 ) -> anyhow::Result<()> {
     let current = installation(client, instance)?;
     let what = what.unwrap_or(&current.installation.package).to_owned();
-    let pkg = load(&what)?;
+    let loaded = load(&what, version, client)?;
+    let pkg = &loaded.package;
     if pkg.manifest().name != current.installation.package {
         bail!(
             "{instance} is an installation of {}, not of {}",
@@ -146,9 +140,9 @@ pub fn upgrade(
         );
     }
     let mut options = current.installation.options.clone();
-    let extra = user_options(&pkg, file, sets)?;
+    let extra = user_options(pkg, file, sets)?;
     shoal_package::merge(&mut options, &extra);
-    let jobs = rendered(&pkg, instance, &options)?;
+    let jobs = rendered(pkg, instance, &options)?;
     if plan {
         let mut changes = Vec::new();
         for j in &jobs {
@@ -265,8 +259,10 @@ pub fn uninstall(client: &Client, json_out: bool, instance: &str) -> anyhow::Res
         before.installation.jobs.join(", ")
     );
     // The package's own words on what stays behind, when it is at hand.
-    if let Ok(pkg) = load(&before.installation.package)
-        && let Ok(Some(notes)) = pkg.notes(instance, &before.installation.options, true)
+    if let Ok(loaded) = load(&before.installation.package, None, client)
+        && let Ok(Some(notes)) = loaded
+            .package
+            .notes(instance, &before.installation.options, true)
     {
         println!("\n{notes}");
     }

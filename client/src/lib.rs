@@ -256,6 +256,48 @@ impl Client {
         self.call(Method::Post, path, Some(body))
     }
 
+    /// `GET path`: the body's bytes as they came (an archive), at most
+    /// `limit` bytes.
+    pub fn get_bytes(&self, path: &str, limit: u64) -> Result<Vec<u8>, Error> {
+        let url = format!("{}{}", self.base, path);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut resp = with_auth(self.agent.get(&url), auth.as_deref())
+            .call()
+            .map_err(|e| Error::Unreachable {
+                base: self.base.clone(),
+                error: Box::new(e),
+            })?;
+        let status = resp.status().as_u16();
+        let read = |e: ureq::Error| Error::Answer {
+            method: Method::Get,
+            url: url.clone(),
+            why: format!("cannot read it: {e}"),
+        };
+        if !(200..300).contains(&status) {
+            let body = resp
+                .body_mut()
+                .with_config()
+                .limit(MAX_BODY)
+                .read_to_string()
+                .map_err(read)?;
+            let r = Response { status, body };
+            if let Some(e) = r.api_error() {
+                return Err(Error::Api(e));
+            }
+            return Err(Error::Http {
+                method: Method::Get,
+                url,
+                status,
+                body: r.body,
+            });
+        }
+        resp.body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(read)
+    }
+
     /// `DELETE path`, decoded as `T`.
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
         self.call(Method::Delete, path, None::<&()>)

@@ -201,7 +201,16 @@ pub struct JobSpec {
     /// restarted in place at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdatePolicy>,
+    /// Jobs that must be ready before this one's tasks are first placed:
+    /// every task of a service healthy, every node's task of a system job
+    /// healthy, a batch job complete. Once they were, the job runs like
+    /// any other (a later failure of one of them stops nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
+
+/// Jobs one job may wait for (`after`).
+pub const MAX_AFTER: usize = 16;
 
 /// Parses `1s`, `500ms`, `2m`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
@@ -258,6 +267,8 @@ struct RawJob {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     update: Option<RawUpdate>,
+    #[serde(default)]
+    after: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -463,6 +474,19 @@ impl RawJob {
             );
         }
 
+        if self.after.len() > MAX_AFTER {
+            p.add("after", format!("at most {MAX_AFTER} jobs"));
+        }
+        for (i, dep) in self.after.iter().enumerate() {
+            if let Err(e) = validate_name(dep) {
+                p.add(format!("after[{i}]"), e);
+            } else if *dep == name {
+                p.add(format!("after[{i}]"), "a job cannot wait for itself");
+            } else if self.after[..i].contains(dep) {
+                p.add(format!("after[{i}]"), format!("{dep:?} is listed twice"));
+            }
+        }
+
         match (p.0.is_empty(), task) {
             (true, Some(task)) => Ok(JobSpec {
                 name,
@@ -474,6 +498,7 @@ impl RawJob {
                 spread: self.spread,
                 labels: self.labels,
                 update,
+                after: self.after,
             }),
             _ => Err(SpecError { errors: p.0 }),
         }

@@ -18,6 +18,7 @@
 //! the log shipper of process tasks), the RPC transport serving peers
 //! (`rpc`), and the HTTP API (`api`).
 
+pub mod after;
 pub mod agent;
 pub mod api;
 pub mod cgroups;
@@ -30,6 +31,7 @@ pub mod health;
 pub mod metrics;
 pub mod placement;
 pub mod ports;
+pub mod repos;
 pub mod resources;
 pub mod rpc;
 pub mod runtime;

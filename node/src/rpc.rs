@@ -23,6 +23,8 @@ pub struct NodeRpc {
     pub core: CoreHandle,
     /// Logs and ports of local tasks.
     pub runtime: Runtimes,
+    /// Packages of the `dir:` repositories this node added.
+    pub repos: crate::repos::Repos,
 }
 
 impl Handler for NodeRpc {
@@ -51,6 +53,10 @@ impl Handler for NodeRpc {
                         .map_err(|e| e.to_string())?;
                     Ok(Vec::new())
                 })
+            }
+            Service::Packages => {
+                let repos = self.repos.clone();
+                Box::pin(async move { repos.serve(&body).await })
             }
             Service::Tasks => {
                 let core = self.core.clone();

@@ -136,6 +136,11 @@ impl Entry {
     pub fn ports(&self) -> Option<&[Port]> {
         self.ports.as_deref()
     }
+
+    /// The job's tasks as their coordinators reported them.
+    pub fn statuses(&self) -> &[TaskStatus] {
+        &self.statuses
+    }
 }
 
 struct Slot {

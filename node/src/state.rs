@@ -86,6 +86,7 @@ pub enum SubmitError {
 enum Command {
     Write(Write, oneshot::Sender<Result<Written, SubmitError>>),
     Record(Record, oneshot::Sender<Result<bool, SubmitError>>),
+    Ready(Ready, oneshot::Sender<Result<bool, SubmitError>>),
     Jobs(bool, oneshot::Sender<Vec<JobView>>),
     Job(String, oneshot::Sender<Option<JobView>>),
     JobsNamed(Vec<String>, oneshot::Sender<Vec<(String, Option<JobView>)>>),
@@ -102,6 +103,10 @@ enum Command {
         InstallRequest,
         oneshot::Sender<Result<InstallReply, SubmitError>>,
     ),
+    Repo(
+        RepoRequest,
+        oneshot::Sender<Result<Vec<shoal_state::Repository>, SubmitError>>,
+    ),
 }
 
 /// A package installation's read or write, for the state task.
@@ -113,6 +118,24 @@ pub enum InstallRequest {
     Get(String),
     /// A write.
     Write(String, InstallOp),
+}
+
+/// A package repository read or write, for the state task.
+#[derive(Clone, Debug)]
+pub enum RepoRequest {
+    /// The repositories in lookup order.
+    List,
+    /// Add one (first in the list when set).
+    Add {
+        /// Its name.
+        name: String,
+        /// `dir:PATH` or an http(s) URL.
+        url: String,
+        /// First in the list rather than last.
+        first: bool,
+    },
+    /// Remove one.
+    Remove(String),
 }
 
 /// What an [`InstallRequest`] gave.
@@ -159,6 +182,20 @@ pub struct Record {
     pub index: u32,
     /// How it finished.
     pub outcome: TaskOutcome,
+}
+
+/// A job that another waits for (`after`), found ready: to record in the
+/// waiting job's document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The waiting job.
+    pub job: String,
+    /// The job found ready.
+    pub dep: String,
+    /// The node that found it (its id).
+    pub node: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
 }
 
 /// Counters and status of the replica.
@@ -230,6 +267,12 @@ impl StateHandle {
         self.ask(|tx| Command::Record(r, tx)).await?
     }
 
+    /// Records that a job another waits for was found ready, once
+    /// persisted; `Ok(false)` when there was nothing to record.
+    pub async fn mark_ready(&self, r: Ready) -> Result<bool, SubmitError> {
+        self.ask(|tx| Command::Ready(r, tx)).await?
+    }
+
     /// Every job (deleted ones too when asked).
     pub async fn jobs(&self, deleted: bool) -> Result<Vec<JobView>, StateStopped> {
         self.ask(|tx| Command::Jobs(deleted, tx)).await
@@ -266,6 +309,12 @@ impl StateHandle {
         self.ask(|tx| Command::Install(r, tx)).await?
     }
 
+    /// Reads or writes the package repositories: the list in lookup
+    /// order, or the one written (once persisted).
+    pub async fn repos(&self, r: RepoRequest) -> Result<Vec<shoal_state::Repository>, SubmitError> {
+        self.ask(|tx| Command::Repo(r, tx)).await?
+    }
+
     /// Counters and status.
     pub async fn status(&self) -> Result<StateStatus, StateStopped> {
         self.ask(Command::Status).await
@@ -279,6 +328,32 @@ impl StateHandle {
     /// Whether the node is still recovering damaged state from peers.
     pub fn recovering(&self) -> bool {
         self.recovering.load(Ordering::Relaxed)
+    }
+}
+
+/// Writers waiting for their changes to reach the disk: each is answered
+/// with its result once they did, or with the error that kept them off it.
+#[derive(Default)]
+struct Pending(Vec<Answer>);
+
+/// Answers one writer: persisted (`None`), or why not.
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+
+impl Pending {
+    fn add<T: Send + 'static>(&mut self, value: T, reply: oneshot::Sender<Result<T, SubmitError>>) {
+        self.0.push(Box::new(move |failed: Option<&str>| {
+            let _ = reply.send(match failed {
+                None => Ok(value),
+                Some(e) => Err(SubmitError::Persist(e.to_owned())),
+            });
+        }));
+    }
+
+    /// Answers every writer: persisted, unless `failed` says why not.
+    fn answer(self, failed: Option<String>) {
+        for reply in self.0 {
+            reply(failed.as_deref());
+        }
     }
 }
 
@@ -408,7 +483,7 @@ impl StateTask {
                 }
                 _ = expire.tick() => {
                     self.store.expire(unix_ms());
-                    self.after_turn(Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                    self.after_turn(Pending::default());
                 }
             }
         }
@@ -416,10 +491,7 @@ impl StateTask {
     }
 
     fn turn(&mut self, batch: Vec<Command>) {
-        let mut pending_writes = Vec::new();
-        let mut pending_records = Vec::new();
-        let mut pending_deploys = Vec::new();
-        let mut pending_installs = Vec::new();
+        let mut pending = Pending::default();
         for command in batch {
             match command {
                 Command::Install(r, reply) => {
@@ -436,7 +508,25 @@ impl StateTask {
                             .map(|i| InstallReply::One(Some(Box::new(i)))),
                     };
                     match done {
-                        Ok(d) => pending_installs.push((d, reply)),
+                        Ok(d) => pending.add(d, reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(SubmitError::Rejected(e)));
+                        }
+                    }
+                }
+                Command::Repo(r, reply) => {
+                    let done = match r {
+                        RepoRequest::List => Ok(self.store.repositories()),
+                        RepoRequest::Add { name, url, first } => self
+                            .store
+                            .repo_add(&name, &url, first, unix_ms())
+                            .map(|r| vec![r]),
+                        RepoRequest::Remove(name) => {
+                            self.store.repo_remove(&name, unix_ms()).map(|r| vec![r])
+                        }
+                    };
+                    match done {
+                        Ok(d) => pending.add(d, reply),
                         Err(e) => {
                             let _ = reply.send(Err(SubmitError::Rejected(e)));
                         }
@@ -462,24 +552,32 @@ impl StateTask {
                             .map(|w| DeployReply::Reverted(Box::new(w))),
                     };
                     match done {
-                        Ok(d) => pending_deploys.push((d, reply)),
+                        Ok(d) => pending.add(d, reply),
                         Err(e) => {
                             let _ = reply.send(Err(SubmitError::Rejected(e)));
                         }
                     }
                 }
                 Command::Write(w, reply) => match self.store.write(w) {
-                    Ok(written) => pending_writes.push((written, reply)),
+                    Ok(written) => pending.add(written, reply),
                     Err(e) => {
                         let _ = reply.send(Err(SubmitError::Rejected(e)));
                     }
                 },
                 Command::Record(r, reply) => match self.store.record(&r.job, r.index, r.outcome) {
-                    Ok(news) => pending_records.push((news, reply)),
+                    Ok(news) => pending.add(news, reply),
                     Err(e) => {
                         let _ = reply.send(Err(SubmitError::Rejected(e)));
                     }
                 },
+                Command::Ready(r, reply) => {
+                    match self.store.mark_ready(&r.job, &r.dep, &r.node, r.at_ms) {
+                        Ok(news) => pending.add(news, reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(SubmitError::Rejected(e)));
+                        }
+                    }
+                }
                 Command::Jobs(deleted, reply) => {
                     let _ = reply.send(self.store.jobs(deleted));
                 }
@@ -533,28 +631,11 @@ impl StateTask {
                 }
             }
         }
-        self.after_turn(
-            pending_writes,
-            pending_records,
-            pending_deploys,
-            pending_installs,
-        );
+        self.after_turn(pending);
     }
 
     /// Persists, then answers writers, then pushes and publishes events.
-    fn after_turn(
-        &mut self,
-        writes: Vec<(Written, oneshot::Sender<Result<Written, SubmitError>>)>,
-        records: Vec<(bool, oneshot::Sender<Result<bool, SubmitError>>)>,
-        deploys: Vec<(
-            DeployReply,
-            oneshot::Sender<Result<DeployReply, SubmitError>>,
-        )>,
-        installs: Vec<(
-            InstallReply,
-            oneshot::Sender<Result<InstallReply, SubmitError>>,
-        )>,
-    ) {
+    fn after_turn(&mut self, pending: Pending) {
         let mut ops: Vec<PersistOp> = Vec::new();
         while let Some(op) = self.store.poll_persist() {
             ops.push(op);
@@ -568,37 +649,10 @@ impl StateTask {
                     .fetch_add(ops.len() as u64, Ordering::Relaxed);
             })
         };
-        match &persisted {
-            Ok(()) => {
-                for (written, reply) in writes {
-                    let _ = reply.send(Ok(written));
-                }
-                for (news, reply) in records {
-                    let _ = reply.send(Ok(news));
-                }
-                for (d, reply) in deploys {
-                    let _ = reply.send(Ok(d));
-                }
-                for (d, reply) in installs {
-                    let _ = reply.send(Ok(d));
-                }
-            }
-            Err(e) => {
-                error!(error = %e, "cannot persist state changes");
-                for (_, reply) in writes {
-                    let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
-                }
-                for (_, reply) in records {
-                    let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
-                }
-                for (_, reply) in deploys {
-                    let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
-                }
-                for (_, reply) in installs {
-                    let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
-                }
-            }
+        if let Err(e) = &persisted {
+            error!(error = %e, "cannot persist state changes");
         }
+        pending.answer(persisted.as_ref().err().map(ToString::to_string));
         if self.log.wants_compaction() {
             let records = self.store.snapshot();
             match self.log.compact(&records) {

@@ -256,6 +256,7 @@ impl Package {
             jobs.push(render::to_job(path, &text, instance, &label)?);
         }
         render::check_unique(&jobs)?;
+        render::check_after(&jobs, instance)?;
         Ok(jobs)
     }
 

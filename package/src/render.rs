@@ -225,6 +225,17 @@ pub(crate) fn to_job(
                 .trim_end_matches(".toml.j2")
         )));
     }
+    // `after` names jobs of the same installation, relative to the
+    // instance (`after = ["primary"]` is `<instance>/primary`).
+    if let Some(Value::Array(after)) = json.get_mut("after") {
+        for dep in after.iter_mut() {
+            if let Value::String(d) = dep
+                && !d.starts_with(&format!("{instance}/"))
+            {
+                *d = format!("{instance}/{d}");
+            }
+        }
+    }
     let labels = json
         .as_object_mut()
         .expect("a TOML table")
@@ -251,6 +262,26 @@ pub(crate) fn to_job(
         spec,
         toml,
     })
+}
+
+/// Every `after` names a job of the same installation.
+pub(crate) fn check_after(jobs: &[RenderedJob], instance: &str) -> Result<(), RenderError> {
+    let names: Vec<&str> = jobs.iter().map(|j| j.spec.name.as_str()).collect();
+    for j in jobs {
+        for dep in &j.spec.after {
+            if !names.contains(&dep.as_str()) {
+                let short = dep.strip_prefix(&format!("{instance}/")).unwrap_or(dep);
+                return Err(RenderError::Job {
+                    file: j.template.clone(),
+                    message: format!(
+                        "after names {short:?}, but the package renders no job {dep:?} (with these options): name one of {}",
+                        names.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Job names rendered twice.

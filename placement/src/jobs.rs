@@ -139,6 +139,7 @@ mod tests {
             run_version: version,
             finished: Arc::default(),
             deployment: None,
+            waiting: Default::default(),
         }
     }
 

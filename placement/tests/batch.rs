@@ -62,6 +62,7 @@ fn batch(count: u32, restart: serde_json::Value) -> Job {
         run_version: 1,
         finished: Arc::default(),
         deployment: None,
+        waiting: Default::default(),
     }
 }
 

@@ -339,6 +339,7 @@ impl World {
                     deleted: false,
                     run_version: 1,
                     finished: Default::default(),
+                    waiting: Default::default(),
                     deployment: None,
                 };
                 self.placers[node as usize].update_jobs(now, wall, vec![job], &[]);

@@ -36,6 +36,9 @@ pub fn doc_name(instance: &str) -> String {
 /// Whether `name` names a document this replica may hold: a job, or an
 /// installation whose instance name follows the job-name rules.
 pub(crate) fn valid_doc_name(name: &str) -> bool {
+    if let Some(repo) = name.strip_prefix(crate::repos::PREFIX) {
+        return shoal_model::validate_name(repo).is_ok();
+    }
     match name.strip_prefix(PREFIX) {
         Some(instance) => shoal_model::validate_name(instance).is_ok(),
         None => shoal_model::validate_name(name).is_ok(),

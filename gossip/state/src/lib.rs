@@ -14,10 +14,12 @@
 //! rounds ([`Store::begin_round`] / [`Store::handle_request`] /
 //! [`Store::handle_response`]) with random peers. See `docs/state.md`.
 
+mod after;
 mod deployments;
 mod installations;
 mod jsondoc;
 mod outcomes;
+mod repos;
 mod store;
 mod sync;
 mod view;
@@ -25,6 +27,7 @@ mod view;
 pub use deployments::DeployAction;
 pub use installations::{InstallOp, Installation, Revision, doc_name as installation_doc};
 pub use outcomes::{BatchStatus, TaskOutcome};
+pub use repos::{BUILTIN as BUILTIN_REPO, Repository, validate_url as validate_repo_url};
 pub use store::{
     BUCKETS, JobEvent, PersistOp, Push, StateConfig, Store, Write, WriteError, WriteOp, Written,
     rfc3339,

@@ -177,6 +177,22 @@ pub enum JobEvent {
         /// Its latest revision.
         revision: u32,
     },
+    /// A package repository was added or removed (see
+    /// [`Store::repo_add`]); `name` is the repository's.
+    Repository {
+        /// Repository name.
+        name: String,
+        /// `add`, `remove`, or `changed` (learned from a peer).
+        op: String,
+    },
+    /// A job that `name` waits for (`after`) was recorded ready (see
+    /// [`Store::mark_ready`]).
+    Ready {
+        /// The waiting job.
+        name: String,
+        /// The job found ready.
+        dep: String,
+    },
     /// A batch task finished for good and was recorded (see
     /// [`Store::record`]).
     TaskFinished {
@@ -203,6 +219,8 @@ impl JobEvent {
             | JobEvent::Deleted { name, .. }
             | JobEvent::Deployment { name, .. }
             | JobEvent::Installation { name, .. }
+            | JobEvent::Ready { name, .. }
+            | JobEvent::Repository { name, .. }
             | JobEvent::TaskFinished { name, .. } => name,
         }
     }
@@ -636,6 +654,40 @@ impl Store {
         Ok(true)
     }
 
+    /// Records that job `dep`, which job `name` waits for (`after`), was
+    /// found ready by `node` (see `docs/jobs.md`): persisted, pushed and
+    /// announced like any write, with no new version. `Ok(false)` when
+    /// there is nothing to record: the job is deleted, does not wait for
+    /// `dep`, or has its record already.
+    pub fn mark_ready(
+        &mut self,
+        name: &str,
+        dep: &str,
+        node: &str,
+        at_ms: u64,
+    ) -> Result<bool, WriteError> {
+        let Some(view) = self.view(name) else {
+            return Err(WriteError::NotFound(name.to_owned()));
+        };
+        if view.deleted || !view.waiting_for.iter().any(|d| d == dep) {
+            return Ok(false);
+        }
+        let jd = self.docs.get_mut(name).expect("viewed");
+        let before = jd.doc.get_heads();
+        crate::after::put(&mut jd.doc, dep, node, at_ms)
+            .map_err(|e| WriteError::Doc(e.to_string()))?;
+        let secs = i64::try_from(at_ms / 1000).unwrap_or(0);
+        jd.doc.commit_with(CommitOptions::default().with_time(secs));
+        let delta = jd.doc.save_after(&before);
+        self.refresh(name);
+        self.publish(name, delta);
+        self.events.push_back(JobEvent::Ready {
+            name: name.to_owned(),
+            dep: dep.to_owned(),
+        });
+        Ok(true)
+    }
+
     /// Every deployment of job `name`, oldest first.
     pub fn deployments(&self, name: &str) -> Option<Vec<Deployment>> {
         let jd = self.docs.get(name)?;
@@ -829,7 +881,7 @@ impl Store {
     pub fn jobs(&self, deleted: bool) -> Vec<JobView> {
         self.docs
             .keys()
-            .filter(|n| !n.starts_with(crate::installations::PREFIX))
+            .filter(|n| !n.starts_with('@'))
             .filter_map(|n| self.view(n))
             .filter(|v| deleted || !v.deleted)
             .collect()
@@ -837,7 +889,8 @@ impl Store {
 
     /// One job, deleted or not.
     pub fn view(&self, name: &str) -> Option<JobView> {
-        if name.starts_with(crate::installations::PREFIX) {
+        // `@install/…`, `@repo/…`: documents of other kinds.
+        if name.starts_with('@') {
             return None;
         }
         let jd = self.docs.get(name)?;
@@ -916,14 +969,15 @@ impl Store {
         let before = jd.heads.clone();
         // Loading from disk (`persist` off) emits no events: skip reading
         // the history, which dominates start-up time.
-        let (ids_before, records_before, deployment_before) = if persist {
+        let (ids_before, records_before, deployment_before, ready_before) = if persist {
             (
                 history_ids(&jd.doc),
                 outcomes::keys(&jd.doc),
                 deployments::latest(&jd.doc),
+                crate::after::read(&jd.doc),
             )
         } else {
-            (BTreeSet::new(), BTreeSet::new(), None)
+            (BTreeSet::new(), BTreeSet::new(), None, BTreeSet::new())
         };
         if jd.doc.load_incremental(bytes).is_err() {
             self.reject("undecodable");
@@ -953,6 +1007,10 @@ impl Store {
         let new_records: Vec<(u32, TaskOutcome)> = outcomes::keys(&jd.doc)
             .difference(&records_before)
             .filter_map(|k| Some((outcomes::parse_key(k)?.0, outcomes::at(&jd.doc, k)?)))
+            .collect();
+        let new_ready: Vec<String> = crate::after::read(&jd.doc)
+            .difference(&ready_before)
+            .cloned()
             .collect();
         self.refresh(name);
         self.persist.push_back(PersistOp::Append {
@@ -989,6 +1047,12 @@ impl Store {
             };
             self.events.push_back(event);
         }
+        if let Some(repo) = name.strip_prefix(crate::repos::PREFIX) {
+            self.events.push_back(JobEvent::Repository {
+                name: repo.to_owned(),
+                op: "changed".into(),
+            });
+        }
         if let Some(instance) = name.strip_prefix(crate::installations::PREFIX) {
             let revision = self.installation(instance).map_or(0, |i| i.revision);
             self.events.push_back(JobEvent::Installation {
@@ -1014,6 +1078,12 @@ impl Store {
                 version: d.version,
                 status: d.status,
                 description: d.description,
+            });
+        }
+        for dep in new_ready {
+            self.events.push_back(JobEvent::Ready {
+                name: name.to_owned(),
+                dep,
             });
         }
         for (index, o) in new_records {

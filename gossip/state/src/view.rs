@@ -81,6 +81,10 @@ pub struct JobView {
     /// Service jobs with `[update]`: the latest rolling deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<Deployment>,
+    /// The jobs of its `after` not yet recorded ready: while there is
+    /// one, none of its tasks is placed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
 }
 
 pub(crate) fn history_ids(doc: &AutoCommit) -> BTreeSet<String> {
@@ -121,6 +125,20 @@ pub(crate) fn history_of(doc: &AutoCommit) -> Vec<HistoryEntry> {
         .collect()
 }
 
+/// The jobs `spec` lists in `after` with no record of being ready.
+fn waiting_for(doc: &AutoCommit, spec: &Value) -> Vec<String> {
+    let Some(after) = spec.get("after").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let ready = crate::after::read(doc);
+    after
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|d| !ready.contains(*d))
+        .map(str::to_owned)
+        .collect()
+}
+
 pub(crate) fn view_of(name: &str, doc: &AutoCommit) -> Option<JobView> {
     let mut spec = jsondoc::get_root(doc, "spec");
     if !spec.is_object() {
@@ -154,6 +172,7 @@ pub(crate) fn view_of(name: &str, doc: &AutoCommit) -> Option<JobView> {
         ),
     };
     let deleted = jsondoc::get_root(doc, "deleted").as_bool() == Some(true);
+    let waiting = waiting_for(doc, &spec);
     let run_version = outcomes::run_version(&history);
     let (finished, batch) = if kind == Some(JobType::Batch) && !deleted {
         let records = outcomes::read(doc, run_version);
@@ -182,5 +201,6 @@ pub(crate) fn view_of(name: &str, doc: &AutoCommit) -> Option<JobView> {
         } else {
             crate::deployments::latest(doc)
         },
+        waiting_for: waiting,
     })
 }

@@ -48,6 +48,8 @@ pub enum Service {
     Placement,
     /// Task logs and status.
     Tasks,
+    /// Packages of `dir:` repositories, from the node that holds them.
+    Packages,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ pub fn placeable(
         deleted,
         run_version: version,
         finished: Arc::default(),
+        waiting: Arc::default(),
         deployment: None,
     })
 }

@@ -86,6 +86,7 @@ impl One {
                 deleted: false,
                 run_version: 1,
                 finished: Arc::default(),
+                waiting: Arc::default(),
                 deployment: None,
             }],
         );

@@ -267,6 +267,7 @@ impl Sim {
                 deleted: false,
                 run_version: version,
                 finished: Arc::default(),
+                waiting: Arc::default(),
                 deployment: None,
             },
         );
@@ -301,6 +302,7 @@ impl Sim {
                 deleted: false,
                 run_version: if a != b { version } else { old.run_version },
                 finished: Arc::default(),
+                waiting: Arc::default(),
                 deployment: deployment.or(old.deployment),
             },
         );

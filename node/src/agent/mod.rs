@@ -35,6 +35,7 @@ use crate::core_task::{
 };
 use crate::datadir::{AgentFile, DataDir, DataDirError};
 use crate::dns::{self, DnsHandler};
+use crate::repos::Repos;
 use crate::rpc::NodeRpc;
 use crate::runtime::{ProcessRuntime, ProcessSettings, Runtimes};
 use crate::services::Services;
@@ -465,6 +466,18 @@ impl Agent {
             transport.clone(),
             live_rx.clone(),
         );
+        // Jobs that wait for others (`after`): this node checks those it
+        // drives and records the ones found ready.
+        tasks.push((
+            "after",
+            tokio::spawn(crate::after::check_after(
+                state.clone(),
+                core.clone(),
+                services.clone(),
+                node_id,
+                shutdown.clone(),
+            )),
+        ));
         if let Some((udp, tcp)) = dns_sockets {
             let handler = DnsHandler::new(services.clone(), live_rx.clone());
             tasks.push((
@@ -472,11 +485,19 @@ impl Agent {
                 tokio::spawn(dns::serve(handler, udp, tcp, shutdown.clone())),
             ));
         }
+        let repos = Repos::new(
+            state.clone(),
+            transport.clone(),
+            live_rx.clone(),
+            node_id,
+            data_dir.file("packages"),
+        );
         let api_state = ApiState {
             core: core.clone(),
             state: state.clone(),
             runtime: runtime.clone(),
             services,
+            repos: repos.clone(),
             live: live_rx,
             transport: transport.clone(),
             auth: if opts.dev {
@@ -507,6 +528,7 @@ impl Agent {
             state: rpc_handler(&state),
             core: core.clone(),
             runtime: runtime.clone(),
+            repos: repos.clone(),
         });
         tasks.push((
             "rpc",

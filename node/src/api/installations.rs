@@ -32,7 +32,8 @@ pub struct AllQuery {
 pub struct InstalledJob {
     /// The job.
     pub name: String,
-    /// `healthy`, `starting`, `deploying`, `complete`, `failed`, `missing`.
+    /// `healthy`, `starting`, `waiting` (for the jobs of its `after`),
+    /// `deploying`, `complete`, `failed`, `missing`.
     pub status: String,
     /// Tasks healthy (or complete, for batch jobs).
     pub healthy: u32,
@@ -185,6 +186,7 @@ pub async fn view_of(s: &ApiState, i: Installation) -> Result<InstallationView, 
         let status = match batch.as_deref() {
             Some("complete") => "complete",
             Some("failed") => "failed",
+            _ if !job.waiting_for.is_empty() => "waiting",
             _ if deploying => "deploying",
             _ if healthy >= desired => "healthy",
             _ if tasks.iter().any(|t| t.state == "failed") => "failed",
@@ -204,7 +206,7 @@ pub async fn view_of(s: &ApiState, i: Installation) -> Result<InstallationView, 
         "failed"
     } else if any("deploying") {
         "deploying"
-    } else if any("starting") {
+    } else if any("starting") || any("waiting") {
         "starting"
     } else {
         "healthy"
@@ -314,28 +316,69 @@ pub struct InstallBody {
     pub instance: String,
     /// Package name.
     pub package: String,
-    /// Package version.
+    /// Package version; empty: the highest the repository has (when the
+    /// node renders it).
+    #[serde(default)]
     pub version: String,
-    /// The repository it came from (`builtin`, `dir:PATH`, a URL, or
-    /// `local:<sha256>` for a package given as a directory or archive).
+    /// The repository it came from (a repository's name, `builtin`, or
+    /// `local:<sha256>` for a package given as a directory or archive);
+    /// empty: the first repository that has it (when the node renders it).
+    #[serde(default)]
     pub repository: String,
     /// The user's own options (not the defaults).
     #[serde(default)]
     pub options: Value,
-    /// The rendered job specs.
+    /// The rendered job specs; empty: this node finds the package in the
+    /// repositories and renders it with `options`.
+    #[serde(default)]
     pub jobs: Vec<Value>,
 }
 
 /// `POST /v1/installations/{instance}/upgrade` body.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UpgradeBody {
-    /// Package version.
+    /// Package version; empty: the highest the installation's repository
+    /// has (when the node renders it).
+    #[serde(default)]
     pub version: String,
-    /// The user's own options after the upgrade.
+    /// The user's own options after the upgrade; absent: the ones the
+    /// installation has (when the node renders it).
     #[serde(default)]
     pub options: Value,
-    /// The rendered job specs.
+    /// The rendered job specs; empty: this node finds the package in the
+    /// installation's repository and renders it.
+    #[serde(default)]
     pub jobs: Vec<Value>,
+}
+
+/// Renders package `name` from the repositories (`version` and
+/// `repository` when not empty) for `instance` with the user's
+/// `options`: the version, repository and jobs.
+async fn render_here(
+    s: &ApiState,
+    name: &str,
+    version: &str,
+    repository: &str,
+    instance: &str,
+    options: &Value,
+) -> Result<(String, String, Vec<Value>), ApiError> {
+    let found = s
+        .repos
+        .find(
+            name,
+            (!version.is_empty()).then_some(version),
+            (!repository.is_empty()).then_some(repository),
+        )
+        .await?;
+    let jobs = found.package.render(instance, options).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            .with_field("options")
+    })?;
+    Ok((
+        found.package.manifest().version.to_string(),
+        found.repository,
+        jobs.into_iter().map(|j| j.spec.to_json()).collect(),
+    ))
 }
 
 /// Every rendered job is named under `instance`; the error names the
@@ -403,8 +446,27 @@ async fn check_not_taken(s: &ApiState, instance: &str, jobs: &[Value]) -> Result
 /// under the instance.
 pub async fn install(
     State(s): State<ApiState>,
-    Json(b): Json<InstallBody>,
+    Json(mut b): Json<InstallBody>,
 ) -> Result<(StatusCode, Json<InstallationView>), ApiError> {
+    if b.jobs.is_empty() {
+        shoal_model::validate_name(&b.instance).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e).with_field("instance")
+        })?;
+        let options = if b.options.is_null() {
+            serde_json::json!({})
+        } else {
+            b.options.clone()
+        };
+        (b.version, b.repository, b.jobs) = render_here(
+            &s,
+            &b.package,
+            &b.version,
+            &b.repository,
+            &b.instance,
+            &options,
+        )
+        .await?;
+    }
     check_names(&b.instance, &b.jobs)?;
     check_not_taken(&s, &b.instance, &b.jobs).await?;
     let options = if b.options.is_null() {
@@ -433,14 +495,40 @@ pub async fn install(
 pub async fn upgrade(
     State(s): State<ApiState>,
     Path(instance): Path<String>,
-    Json(b): Json<UpgradeBody>,
+    Json(mut b): Json<UpgradeBody>,
 ) -> ApiResult<InstallationView> {
-    check_names(&instance, &b.jobs)?;
-    check_not_taken(&s, &instance, &b.jobs).await?;
     let before = installation_of(&s, &instance)
         .await?
         .filter(|i| !i.deleted)
         .ok_or_else(|| no_installation(&instance))?;
+    if b.jobs.is_empty() {
+        if before.repository.starts_with("local:") {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!(
+                    "{instance} was installed from a local package ({}), which no node holds: upgrade it with `shoal package upgrade {instance} PATH`",
+                    before.repository
+                ),
+            )
+            .with_field("jobs"));
+        }
+        if b.options.is_null() {
+            b.options = before.options.clone();
+        }
+        let (version, _, jobs) = render_here(
+            &s,
+            &before.package,
+            &b.version,
+            &before.repository,
+            &instance,
+            &b.options,
+        )
+        .await?;
+        (b.version, b.jobs) = (version, jobs);
+    }
+    check_names(&instance, &b.jobs)?;
+    check_not_taken(&s, &instance, &b.jobs).await?;
     let after = write(
         &s,
         &instance,

@@ -29,7 +29,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use shoal_gossip::{MemberInfo, MemberState, NodeId};
 
 use crate::clock::Clock;
@@ -54,6 +54,8 @@ pub struct ApiState {
     pub live: tokio::sync::watch::Receiver<Arc<Vec<crate::state::Peer>>>,
     /// Service lookups, with this node's cache.
     pub services: crate::services::Services,
+    /// Package lookups in the cluster's repositories.
+    pub repos: crate::repos::Repos,
     /// The RPC transport (for fault injection).
     pub transport: shoal_transport::Transport,
     /// Serve `POST /v1/debug/faults`.
@@ -155,6 +157,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/deployments", get(deployments::list))
         .route("/v1/packages", get(packages::list))
         .route("/v1/packages/{name}", get(packages::get))
+        .route("/v1/packages/{name}/versions", get(packages::versions))
+        .route("/v1/packages/{name}/archive", get(packages::archive))
+        .route(
+            "/v1/repositories",
+            get(packages::repos_list).post(packages::repos_add),
+        )
+        .route("/v1/repositories/{name}", delete(packages::repos_remove))
         .route("/v1/packages/{name}/render", post(packages::render))
         .route(
             "/v1/installations",

@@ -1,14 +1,37 @@
-//! `/v1/packages…`: the built-in package library through the API (what
-//! the web UI and any client browse and render without the CLI).
+//! `/v1/packages…` and `/v1/repositories…`: the package library through
+//! the API (what the web UI, the CLI and any client browse, render and
+//! fetch), looked up in the cluster's repositories in order, then the
+//! built-in library (see [`crate::repos`]).
 
 use axum::Json;
-use axum::extract::{Path, Query};
-use axum::http::StatusCode;
-use serde::Deserialize;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shoal_package::{Package, library};
+use shoal_package::{Package, archive};
+use shoal_state::Repository;
 
-use super::{ApiError, ApiResult};
+use super::{ApiError, ApiResult, ApiState};
+use crate::repos::{Found, Offer, RepoError};
+use crate::state::RepoRequest;
+
+impl From<RepoError> for ApiError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::NotFound(m) => ApiError::not_found(m),
+            RepoError::Repo { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "repository", e.to_string())
+            }
+            RepoError::Stopped => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping",
+                "the agent is stopping".to_owned(),
+            ),
+        }
+    }
+}
 
 /// `?q=TERM`: only packages whose name, tags or description contain it.
 #[derive(Debug, Default, Deserialize)]
@@ -16,7 +39,14 @@ pub struct SearchQuery {
     q: Option<String>,
 }
 
-fn summary(p: &Package) -> Value {
+/// `?version=V&repository=R`: which package.
+#[derive(Debug, Default, Deserialize)]
+pub struct WhichQuery {
+    version: Option<String>,
+    repository: Option<String>,
+}
+
+fn summary(p: &Package, repository: &str) -> Value {
     let m = p.manifest();
     json!({
         "name": m.name,
@@ -25,59 +55,139 @@ fn summary(p: &Package) -> Value {
         "description": m.description,
         "tags": m.tags,
         "verified": m.verified,
+        "repository": repository,
     })
 }
 
-fn load(name: &str) -> Result<Package, ApiError> {
-    match library::get(name) {
-        Some(Ok(p)) => Ok(p),
-        Some(Err(e)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("built-in package {name}: {e}"),
-        )),
-        None => Err(ApiError::not_found(format!(
-            "no built-in package named {name:?} (built-in: {})",
-            library::names().join(", ")
-        ))),
-    }
+/// The package a request names, from the repositories.
+pub(super) async fn find(s: &ApiState, name: &str, q: &WhichQuery) -> Result<Found, ApiError> {
+    Ok(s.repos
+        .find(name, q.version.as_deref(), q.repository.as_deref())
+        .await?)
 }
 
-/// `GET /v1/packages[?q=TERM]`: the built-in packages.
-pub async fn list(Query(q): Query<SearchQuery>) -> ApiResult<Vec<Value>> {
+/// `GET /v1/packages[?q=TERM]`: the highest version of each package, in
+/// the first repository that has it. A repository that cannot be read is
+/// skipped (and logged): the others still answer.
+pub async fn list(
+    State(s): State<ApiState>,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<Vec<Value>> {
     let term = q.q.unwrap_or_default().to_lowercase();
-    let out = library::all()
-        .into_iter()
-        .filter_map(|(_, p)| p.ok())
-        .filter(|p| {
-            let m = p.manifest();
-            term.is_empty()
-                || m.name.contains(&term)
-                || m.description.to_lowercase().contains(&term)
-                || m.tags.iter().any(|t| t.to_lowercase().contains(&term))
-        })
-        .map(|p| summary(&p))
-        .collect();
+    let (offers, problems) = s.repos.all().await?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (repo, offer) in &offers {
+        if !seen.insert(offer.name.clone()) {
+            continue;
+        }
+        let Ok(found) = s.repos.find(&offer.name, None, Some(repo)).await else {
+            continue;
+        };
+        let m = found.package.manifest();
+        let matches = term.is_empty()
+            || m.name.contains(&term)
+            || m.description.to_lowercase().contains(&term)
+            || m.tags.iter().any(|t| t.to_lowercase().contains(&term));
+        if matches {
+            out.push(summary(&found.package, repo));
+        }
+    }
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    for p in problems {
+        tracing::warn!("package search: {p}");
+    }
     Ok(Json(out))
 }
 
-/// `GET /v1/packages/{name}`: what it is, its options schema and their
-/// defaults.
-pub async fn get(Path(name): Path<String>) -> ApiResult<Value> {
-    let p = load(&name)?;
-    let mut v = summary(&p);
+/// One version a repository offers.
+#[derive(Debug, Serialize)]
+pub struct VersionView {
+    /// The repository.
+    pub repository: String,
+    /// The version.
+    pub version: String,
+    /// Its digest.
+    pub digest: String,
+}
+
+/// `GET /v1/packages/{name}/versions`: every version every repository
+/// offers, in lookup order.
+pub async fn versions(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<VersionView>> {
+    let (offers, _) = s.repos.all().await?;
+    let out: Vec<VersionView> = offers
+        .into_iter()
+        .filter(|(_, o): &(String, Offer)| o.name == name)
+        .map(|(repository, o)| VersionView {
+            repository,
+            version: o.version,
+            digest: o.digest,
+        })
+        .collect();
+    if out.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no package {name:?} in any repository: see `shoal package search`"
+        )));
+    }
+    Ok(Json(out))
+}
+
+/// `GET /v1/packages/{name}[?version=V&repository=R]`: what it is, its
+/// options schema and their defaults.
+pub async fn get(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<WhichQuery>,
+) -> ApiResult<Value> {
+    let found = find(&s, &name, &q).await?;
+    let p = &found.package;
+    let mut v = summary(p, &found.repository);
     v["maintainer"] = json!(p.manifest().maintainer);
     v["license"] = json!(p.manifest().license);
+    v["digest"] = json!(p.digest());
     v["options_schema"] = p.options_schema().raw().clone();
     v["defaults"] = p.options_schema().defaults().clone();
     Ok(Json(v))
 }
 
+/// `GET /v1/packages/{name}/archive[?version=V&repository=R]`: the
+/// package as a `.tar.gz` (what the CLI renders, lints and diffs).
+pub async fn archive(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<WhichQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let found = find(&s, &name, &q).await?;
+    let bytes = archive::pack_tar_gz(found.package.files());
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/gzip".to_owned()),
+            (
+                header::HeaderName::from_static("x-shoal-repository"),
+                found.repository,
+            ),
+        ],
+        Bytes::from(bytes),
+    ))
+}
+
 /// `POST /v1/packages/{name}/render` with `{"instance"?: …, "options"?:
-/// {…}}`: the jobs an install would submit (nothing is written); a bad
-/// option is a 422 naming it.
-pub async fn render(Path(name): Path<String>, Json(body): Json<Value>) -> ApiResult<Value> {
-    let p = load(&name)?;
+/// {…}, "version"?: …, "repository"?: …}`: the jobs an install would
+/// submit (nothing is written); a bad option is a 422 naming it.
+pub async fn render(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<Value> {
+    let q = WhichQuery {
+        version: body["version"].as_str().map(str::to_owned),
+        repository: body["repository"].as_str().map(str::to_owned),
+    };
+    let found = find(&s, &name, &q).await?;
+    let p = &found.package;
     let instance = body["instance"]
         .as_str()
         .unwrap_or(&p.manifest().name)
@@ -92,8 +202,66 @@ pub async fn render(Path(name): Path<String>, Json(body): Json<Value>) -> ApiRes
     })?;
     Ok(Json(json!({
         "package": p.id(),
+        "repository": found.repository,
         "instance": instance,
         "options": options,
         "jobs": jobs.iter().map(|j| j.spec.to_json()).collect::<Vec<_>>(),
     })))
+}
+
+/// `GET /v1/repositories`: in lookup order, the built-in library last.
+pub async fn repos_list(State(s): State<ApiState>) -> ApiResult<Vec<Repository>> {
+    Ok(Json(s.repos.list().await?))
+}
+
+/// `POST /v1/repositories` body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RepoBody {
+    /// Its name.
+    pub name: String,
+    /// `dir:/ABSOLUTE/PATH` (on the node that serves this request) or an
+    /// http(s) URL of an `index.json`.
+    pub url: String,
+    /// First in the lookup order rather than last.
+    #[serde(default)]
+    pub first: bool,
+}
+
+/// `POST /v1/repositories`: adds one. A `dir:` path must be a directory
+/// on this node, which serves it to the others.
+pub async fn repos_add(
+    State(s): State<ApiState>,
+    Json(body): Json<RepoBody>,
+) -> Result<(StatusCode, Json<Repository>), ApiError> {
+    if let Some(path) = body.url.strip_prefix("dir:")
+        && path.starts_with('/')
+        && !std::path::Path::new(path).is_dir()
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!(
+                "{path} is not a directory on this node: a dir: repository is read on the node that adds it (add it through that node's API)"
+            ),
+        )
+        .with_field("url"));
+    }
+    let mut added = s
+        .state
+        .repos(RepoRequest::Add {
+            name: body.name,
+            url: body.url,
+            first: body.first,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(added.remove(0))))
+}
+
+/// `DELETE /v1/repositories/{name}`.
+pub async fn repos_remove(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Repository> {
+    let mut removed = s.state.repos(RepoRequest::Remove(name)).await?;
+    Ok(Json(removed.remove(0)))
 }

@@ -27,6 +27,7 @@ pub(super) enum Cmd {
     Msgs(NodeId, Vec<Msg>),
     Status(Vec<TaskKey>, oneshot::Sender<Vec<TaskStatus>>),
     KeysOf(String, oneshot::Sender<Vec<(TaskKey, Option<NodeId>)>>),
+    Waiting(oneshot::Sender<Vec<(String, Vec<String>)>>),
     Drain(bool, oneshot::Sender<()>),
     Used(oneshot::Sender<(Resources, Resources)>),
     /// Every job (at start-up, or after missed changes).
@@ -108,6 +109,12 @@ impl CoreHandle {
     /// A job's task keys and the node answering for each.
     pub async fn keys_of(&self, job: &str) -> Result<Vec<(TaskKey, Option<NodeId>)>, CoreStopped> {
         self.ask(|tx| Cmd::KeysOf(job.to_owned(), tx)).await
+    }
+
+    /// The jobs waiting for others (`after`) that this node drives, with
+    /// the jobs each still waits for.
+    pub async fn waiting(&self) -> Result<Vec<(String, Vec<String>)>, CoreStopped> {
+        self.ask(Cmd::Waiting).await
     }
 
     /// Drains this node (or stops draining it); answered once the choice

@@ -28,6 +28,9 @@ fn job_of(view: JobView) -> Option<Job> {
     )?;
     job.run_version = view.run_version;
     job.deployment = view.deployment.map(Arc::new);
+    if !view.waiting_for.is_empty() {
+        job.waiting = Arc::new(view.waiting_for);
+    }
     if !view.finished.is_empty() {
         let finished: BTreeMap<u32, Finished> = view
             .finished

@@ -325,6 +325,9 @@ impl CoreTask {
             Cmd::KeysOf(job, tx) => {
                 let _ = tx.send(core.placer().keys_of(&job));
             }
+            Cmd::Waiting(tx) => {
+                let _ = tx.send(core.placer().waiting_here());
+            }
             Cmd::Drain(on, tx) => {
                 info!(draining = on, "drain");
                 if let Err(e) = core.set_draining(now, wall, on) {

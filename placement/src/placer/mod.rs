@@ -78,6 +78,9 @@ pub struct Job {
     /// Service jobs with `[update]`: the job's latest rolling deployment,
     /// as its replicated document records it (see `placer/deploy.rs`).
     pub deployment: Option<Arc<Deployment>>,
+    /// The jobs of its `after` not yet recorded ready, as its replicated
+    /// document says: while there is one, none of its tasks is placed.
+    pub waiting: Arc<Vec<String>>,
 }
 
 /// A batch task that finished for good, as recorded in its job's document.
@@ -796,6 +799,19 @@ impl Placer {
     /// The stamp of a task held here.
     pub fn local_stamp(&self, key: &TaskKey) -> Option<Stamp> {
         self.runner.stamp(key)
+    }
+
+    /// The jobs that wait for others (`after`) and that this node drives
+    /// (it owns their job key), with the jobs each still waits for: this
+    /// node checks those and records the ones found ready.
+    pub fn waiting_here(&self) -> Vec<(String, Vec<String>)> {
+        self.shared
+            .jobs
+            .jobs()
+            .filter(|j| !j.deleted && !j.waiting.is_empty())
+            .filter(|j| self.shared.driver_of(&j.spec.name) == Some(self.shared.me))
+            .map(|j| (j.spec.name.clone(), j.waiting.to_vec()))
+            .collect()
     }
 
     /// Every task key of `job` as this node sees it, and the node that

@@ -220,6 +220,7 @@ impl World {
                 deleted: false,
                 run_version: version,
                 finished: Arc::default(),
+                waiting: Arc::default(),
                 deployment: Some(Arc::new(Deployment::begin(
                     version,
                     old.run_version,

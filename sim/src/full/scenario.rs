@@ -204,6 +204,7 @@ impl World {
                 run_version: 1,
                 finished: Arc::default(),
                 deployment: None,
+                waiting: Default::default(),
             });
             self.submitted_jobs += 1;
         }

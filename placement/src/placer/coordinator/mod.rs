@@ -99,6 +99,8 @@ enum Due {
     Silent(NodeId),
     /// No holder, no auction: place it.
     Start,
+    /// No holder, but its job waits for others (`after`): say so.
+    Gate(String),
     /// A deployment replaces it and its holder runs the old version: place
     /// the new one beside it.
     Surge,
@@ -171,6 +173,21 @@ impl Coord {
             && now < t
         {
             return Due::Nothing(Some(t));
+        }
+        // A job that waits for others (`after`) is not placed until each
+        // was recorded ready; its pending status names them.
+        if let Some(waiting) = shared
+            .jobs
+            .get(&key.job)
+            .map(|j| &j.waiting)
+            .filter(|w| !w.is_empty())
+        {
+            let why = format!("waiting for {} to be ready (after)", waiting.join(", "));
+            return if self.pending.len() == 1 && self.pending[0] == why {
+                Due::Nothing(None)
+            } else {
+                Due::Gate(why)
+            };
         }
         Due::Start
     }
@@ -536,6 +553,11 @@ impl Coordinator {
             }
             Due::Silent(node) => self.start_auction(shared, now, wall_ms, key, [node].into()),
             Due::Start => self.start_auction(shared, now, wall_ms, key, BTreeSet::new()),
+            Due::Gate(why) => {
+                let entry = self.entries.get_mut(key).expect("present");
+                entry.pending_since_ms = wall_ms;
+                entry.pending = vec![why];
+            }
             Due::Surge => {
                 let entry = self.entries.get_mut(key).expect("present");
                 entry.old = entry.holder.take();
