@@ -57,7 +57,10 @@ fn repositories_merge_to_one_order_and_bad_ones_are_refused() {
         ("x", "ftp://host/index.json", "not a repository"),
         ("Bad Name", "dir:/x", "not a job name"),
     ] {
-        let e = a.repo_add(name, url, false, T0 + 2).unwrap_err().to_string();
+        let e = a
+            .repo_add(name, url, false, T0 + 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(what), "{name} {url}: {e}");
     }
     a.repo_remove("team", T0 + 3).unwrap();
@@ -93,7 +96,10 @@ fn a_jobs_waiting_for_shrinks_as_its_after_jobs_are_recorded_ready() {
     assert_eq!(b.view("app").unwrap().waiting_for, ["db", "cache"]);
     assert!(a.mark_ready("app", "db", "n1", T0 + 1).unwrap());
     assert!(!a.mark_ready("app", "db", "n1", T0 + 2).unwrap(), "once");
-    assert!(!a.mark_ready("app", "other", "n1", T0 + 2).unwrap(), "not waited for");
+    assert!(
+        !a.mark_ready("app", "other", "n1", T0 + 2).unwrap(),
+        "not waited for"
+    );
     let _ = std::iter::from_fn(|| b.poll_event()).count();
     sync(&mut a, 1, &mut b);
     assert_eq!(b.view("app").unwrap().waiting_for, ["cache"]);

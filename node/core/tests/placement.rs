@@ -1270,3 +1270,70 @@ fn a_deployment_failed_mid_replacement_keeps_the_old_copies_and_stops_the_new() 
         "old versions run"
     );
 }
+
+/// A deployment that fails while new copies run beside old ones, and a
+/// revert (a newer version, with a deployment of its own) that reaches
+/// the coordinators in the same update, before they gave the failed
+/// copies up: the new copies are abandoned, and the revert's deployment
+/// replaces the old ones and succeeds.
+#[test]
+fn a_revert_arriving_with_the_failure_gives_up_the_failed_copies_and_succeeds() {
+    let mut sim = Sim::new(5, 36, 0.0);
+    let update = json!({"update": {"max_parallel": 2, "min_healthy_time": "30s"}});
+    let first = spec("web", Some(6), 0.25, update.clone());
+    sim.set_job(first.clone());
+    sim.settle_exactly_once("web", 6, SETTLE);
+    let mut next = spec("web", Some(6), 0.25, update.clone());
+    next.task.env.insert("RELEASE".into(), "2".into());
+    sim.update_job(next);
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| {
+            s.processes("web").values().map(Vec::len).sum::<usize>() == 8
+        }),
+        "{:?}",
+        sim.processes("web")
+    );
+    // Failed, and reverted at once, the revert's first step taken (as
+    // the driver that reverts writes both): the coordinators see only
+    // the revert's deployment, already replacing indexes 0 and 1.
+    let revert = spec(
+        "web",
+        Some(6),
+        0.25,
+        json!({"update": {"max_parallel": 2, "min_healthy_time": "1s"}}),
+    );
+    assert_eq!(revert.task, first.task, "what the first version ran");
+    let old = sim.jobs["web"].clone();
+    let mut d = Deployment::begin(old.version + 1, old.run_version, 0, sim.wall);
+    d.active = [0, 1].into();
+    sim.jobs.insert(
+        "web".into(),
+        Job {
+            spec: Arc::new(revert),
+            version: old.version + 1,
+            deleted: false,
+            run_version: old.version + 1,
+            finished: Arc::default(),
+            waiting: Arc::default(),
+            deployment: Some(Arc::new(d)),
+        },
+    );
+    sim.publish_jobs("web");
+    let version = sim.jobs["web"].version;
+    let done = sim.run_until(Duration::from_secs(90), |s| {
+        s.jobs["web"].deployment.as_deref().is_some_and(|d| {
+            d.version == version && d.status == shoal_model::DeploymentStatus::Successful
+        }) && s.exactly_once("web", 6)
+    });
+    assert!(
+        done,
+        "the revert's deployment did not succeed: {:?} {:?}",
+        sim.jobs["web"].deployment,
+        sim.processes("web")
+    );
+    assert_eq!(
+        sim.healthy("web", version).0,
+        6,
+        "every task runs the revert"
+    );
+}

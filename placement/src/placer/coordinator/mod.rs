@@ -217,6 +217,14 @@ impl Coord {
             if !shared.has_member(old.node) {
                 return Some(Due::Retire);
             }
+            // The new copy is of an earlier deployment that ended without
+            // finishing this index (failed, then reverted by a newer one
+            // that arrived before this node abandoned the copy), or that a
+            // newer one superseded: it is no one's new copy. Give it up
+            // and keep the old one, which the newer deployment replaces.
+            if self.auction.is_none() && self.holder.as_ref().is_some_and(|h| !is_new(h, d)) {
+                return Some(Due::Abandon);
+            }
             let i = key.index_number()?;
             let new_up = self
                 .holder
