@@ -16,7 +16,7 @@ use std::time::Duration;
 use rand::seq::IndexedRandom;
 use shoal_gossip::NodeId;
 use shoal_state::{
-    DeployAction, HistoryEntry, InstallOp, Installation, JobEvent, JobView, PersistOp, Store,
+    ArtifactOp, ArtifactRecord, DeployAction, HistoryEntry, InstallOp, Installation, JobEvent, JobView, PersistOp, Store,
     SyncRequest, SyncResponse, TaskOutcome, Write, WriteError, Written,
 };
 use shoal_transport::{Handler, Service, Transport};
@@ -102,6 +102,30 @@ enum Command {
         InstallRequest,
         oneshot::Sender<Result<InstallReply, SubmitError>>,
     ),
+    Artifact(
+        ArtifactRequest,
+        oneshot::Sender<Result<ArtifactReply, SubmitError>>,
+    ),
+}
+
+/// A stored artifact's read or write, for the state task.
+#[derive(Clone, Debug)]
+pub enum ArtifactRequest {
+    /// Every record (removed ones too when set).
+    List(bool),
+    /// One record, by digest (hex).
+    Get(String),
+    /// A write, by digest (hex).
+    Write(String, ArtifactOp),
+}
+
+/// What an [`ArtifactRequest`] gave.
+#[derive(Clone, Debug)]
+pub enum ArtifactReply {
+    /// Records.
+    List(Vec<ArtifactRecord>),
+    /// One record (`None`: unknown), or the one just written.
+    One(Option<Box<ArtifactRecord>>),
 }
 
 /// A package installation's read or write, for the state task.
@@ -266,6 +290,12 @@ impl StateHandle {
         self.ask(|tx| Command::Install(r, tx)).await?
     }
 
+    /// A stored artifact's read or write (a write made durable before the
+    /// reply).
+    pub async fn artifact(&self, r: ArtifactRequest) -> Result<ArtifactReply, SubmitError> {
+        self.ask(|tx| Command::Artifact(r, tx)).await?
+    }
+
     /// Counters and status.
     pub async fn status(&self) -> Result<StateStatus, StateStopped> {
         self.ask(Command::Status).await
@@ -408,7 +438,7 @@ impl StateTask {
                 }
                 _ = expire.tick() => {
                     self.store.expire(unix_ms());
-                    self.after_turn(Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                    self.after_turn(Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 }
             }
         }
@@ -420,8 +450,29 @@ impl StateTask {
         let mut pending_records = Vec::new();
         let mut pending_deploys = Vec::new();
         let mut pending_installs = Vec::new();
+        let mut pending_artifacts = Vec::new();
         for command in batch {
             match command {
+                Command::Artifact(r, reply) => {
+                    let done = match r {
+                        ArtifactRequest::List(deleted) => {
+                            Ok(ArtifactReply::List(self.store.artifacts(deleted)))
+                        }
+                        ArtifactRequest::Get(sha256) => Ok(ArtifactReply::One(
+                            self.store.artifact(&sha256).map(Box::new),
+                        )),
+                        ArtifactRequest::Write(sha256, op) => self
+                            .store
+                            .artifact_write(&sha256, op, unix_ms())
+                            .map(|a| ArtifactReply::One(Some(Box::new(a)))),
+                    };
+                    match done {
+                        Ok(d) => pending_artifacts.push((d, reply)),
+                        Err(e) => {
+                            let _ = reply.send(Err(SubmitError::Rejected(e)));
+                        }
+                    }
+                }
                 Command::Install(r, reply) => {
                     let done = match r {
                         InstallRequest::List(deleted) => {
@@ -538,6 +589,7 @@ impl StateTask {
             pending_records,
             pending_deploys,
             pending_installs,
+            pending_artifacts,
         );
     }
 
@@ -553,6 +605,10 @@ impl StateTask {
         installs: Vec<(
             InstallReply,
             oneshot::Sender<Result<InstallReply, SubmitError>>,
+        )>,
+        artifacts: Vec<(
+            ArtifactReply,
+            oneshot::Sender<Result<ArtifactReply, SubmitError>>,
         )>,
     ) {
         let mut ops: Vec<PersistOp> = Vec::new();
@@ -582,6 +638,9 @@ impl StateTask {
                 for (d, reply) in installs {
                     let _ = reply.send(Ok(d));
                 }
+                for (d, reply) in artifacts {
+                    let _ = reply.send(Ok(d));
+                }
             }
             Err(e) => {
                 error!(error = %e, "cannot persist state changes");
@@ -595,6 +654,9 @@ impl StateTask {
                     let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
                 }
                 for (_, reply) in installs {
+                    let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
+                }
+                for (_, reply) in artifacts {
                     let _ = reply.send(Err(SubmitError::Persist(e.to_string())));
                 }
             }

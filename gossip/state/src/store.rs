@@ -829,7 +829,7 @@ impl Store {
     pub fn jobs(&self, deleted: bool) -> Vec<JobView> {
         self.docs
             .keys()
-            .filter(|n| !n.starts_with(crate::installations::PREFIX))
+            .filter(|n| !n.starts_with('@'))
             .filter_map(|n| self.view(n))
             .filter(|v| deleted || !v.deleted)
             .collect()
@@ -837,7 +837,8 @@ impl Store {
 
     /// One job, deleted or not.
     pub fn view(&self, name: &str) -> Option<JobView> {
-        if name.starts_with(crate::installations::PREFIX) {
+        // `@install/…`, `@artifact/…`: documents that are not jobs.
+        if name.starts_with('@') {
             return None;
         }
         let jd = self.docs.get(name)?;
