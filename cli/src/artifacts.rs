@@ -53,7 +53,14 @@ pub fn run(cmd: &ArtifactCommand, client: &Client, json_out: bool) -> anyhow::Re
             name,
             sha256,
             copies,
-        } => put(client, json_out, file, name.as_deref(), sha256.as_deref(), *copies),
+        } => put(
+            client,
+            json_out,
+            file,
+            name.as_deref(),
+            sha256.as_deref(),
+            *copies,
+        ),
         ArtifactCommand::List { all } => list(client, json_out, *all),
         ArtifactCommand::Rm { sha256 } => rm(client, json_out, sha256),
     }
@@ -90,8 +97,10 @@ fn put(
     let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     let name = name.map(str::to_owned).unwrap_or_else(|| {
-        file.file_name()
-            .map_or_else(|| "artifact".to_owned(), |n| n.to_string_lossy().into_owned())
+        file.file_name().map_or_else(
+            || "artifact".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        )
     });
     let mut path = format!("/v1/artifacts?name={}&copies={copies}", segment(&name));
     if let Some(s) = sha256 {
@@ -163,13 +172,17 @@ fn list(client: &Client, json_out: bool, all: bool) -> anyhow::Result<()> {
         .collect();
     print!(
         "{}",
-        table(&["SOURCE", "NAME", "BYTES", "HOLDERS", "HERE", "AGE"], &rows)
+        table(
+            &["SOURCE", "NAME", "BYTES", "HOLDERS", "HERE", "AGE"],
+            &rows
+        )
     );
     Ok(())
 }
 
 fn rm(client: &Client, json_out: bool, sha256: &str) -> anyhow::Result<()> {
-    let view: ArtifactView = client.delete(&format!("/v1/artifacts/{}", segment(hex_of(sha256))))?;
+    let view: ArtifactView =
+        client.delete(&format!("/v1/artifacts/{}", segment(hex_of(sha256))))?;
     if json_out {
         return crate::print_json(&view);
     }

@@ -272,12 +272,12 @@ impl Client {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let req = with_auth(self.agent.post(&url), auth.as_deref())
             .content_type("application/octet-stream");
-        let mut resp = req
-            .send(ureq::SendBody::from_reader(reader))
-            .map_err(|e| Error::Unreachable {
-                base: self.base.clone(),
-                error: Box::new(e),
-            })?;
+        let mut resp =
+            req.send(ureq::SendBody::from_reader(reader))
+                .map_err(|e| Error::Unreachable {
+                    base: self.base.clone(),
+                    error: Box::new(e),
+                })?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()

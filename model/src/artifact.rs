@@ -131,7 +131,9 @@ impl RawArtifact {
             {
                 p.add(
                     format!("{field}.sha256"),
-                    format!("differs from the source's digest ({hex}): leave it out or make them equal"),
+                    format!(
+                        "differs from the source's digest ({hex}): leave it out or make them equal"
+                    ),
                 );
             }
             hex.to_owned()
@@ -259,7 +261,8 @@ mod tests {
         assert_eq!(f, "task.artifacts[0].sha256");
         let (f, _) = problem(json!([{"source": "shoal:sha256:xyz"}]));
         assert_eq!(f, "task.artifacts[0].source");
-        let (f, m) = problem(json!([{"source": format!("shoal:sha256:{HEX}"), "sha256": "0".repeat(64)}]));
+        let (f, m) =
+            problem(json!([{"source": format!("shoal:sha256:{HEX}"), "sha256": "0".repeat(64)}]));
         assert_eq!(f, "task.artifacts[0].sha256");
         assert!(m.contains("differs"), "{m}");
         let (f, _) = problem(json!([{"source": "ftp://x/a", "sha256": HEX}]));

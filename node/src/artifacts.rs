@@ -506,10 +506,12 @@ impl Artifacts {
         let opened = tokio::fs::File::open(&path).await;
         let mut file = match opened {
             Ok(f) => f,
-            Err(_) if follow.is_some() => match tokio::fs::File::open(self.inner.store.path(&d)).await {
-                Ok(f) => f,
-                Err(_) => return missing(&d),
-            },
+            Err(_) if follow.is_some() => {
+                match tokio::fs::File::open(self.inner.store.path(&d)).await {
+                    Ok(f) => f,
+                    Err(_) => return missing(&d),
+                }
+            }
             Err(_) => return missing(&d),
         };
         let size = if follow.is_none() {
@@ -909,11 +911,7 @@ impl Pull {
             };
             let status = resp.status();
             if status.is_redirection() {
-                let Some(to) = resp
-                    .headers()
-                    .get("location")
-                    .and_then(|v| v.to_str().ok())
-                else {
+                let Some(to) = resp.headers().get("location").and_then(|v| v.to_str().ok()) else {
                     return Outcome::Broken(format!("GET {url}: {status} without a Location"));
                 };
                 url = to.to_owned();
@@ -977,13 +975,20 @@ mod tests {
     fn place_copies_and_unpacks() {
         let dir = tempfile::tempdir().unwrap();
         let blob = dir.path().join("blob");
-        fs::write(&blob, tar_gz(&[("bin/run", b"#!/bin/sh\n"), ("README", b"hi")])).unwrap();
+        fs::write(
+            &blob,
+            tar_gz(&[("bin/run", b"#!/bin/sh\n"), ("README", b"hi")]),
+        )
+        .unwrap();
         let out = dir.path().join("sandbox");
         place(&blob, &out.join("dist"), true).unwrap();
         assert_eq!(fs::read(out.join("dist/README")).unwrap(), b"hi");
         assert!(out.join("dist/bin/run").is_file());
         place(&blob, &out.join("sub/archive.tgz"), false).unwrap();
-        assert_eq!(fs::read(out.join("sub/archive.tgz")).unwrap(), fs::read(&blob).unwrap());
+        assert_eq!(
+            fs::read(out.join("sub/archive.tgz")).unwrap(),
+            fs::read(&blob).unwrap()
+        );
         fs::write(&blob, b"plain bytes").unwrap();
         let e = place(&blob, &out.join("x"), true).unwrap_err();
         assert!(e.contains("extract = false"), "{e}");

@@ -404,7 +404,10 @@ mod tests {
             .put_reader("upload.bin", Some(wrong), &b"bytes"[..])
             .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("upload.bin") && msg.contains(&wrong.hex()), "{msg}");
+        assert!(
+            msg.contains("upload.bin") && msg.contains(&wrong.hex()),
+            "{msg}"
+        );
         assert!(!store.has(&wrong));
         assert!(!store.has(&Digest::of(b"bytes")));
         assert_eq!(store.list().len(), 1);

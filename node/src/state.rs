@@ -16,8 +16,8 @@ use std::time::Duration;
 use rand::seq::IndexedRandom;
 use shoal_gossip::NodeId;
 use shoal_state::{
-    ArtifactOp, ArtifactRecord, DeployAction, HistoryEntry, InstallOp, Installation, JobEvent, JobView, PersistOp, Store,
-    SyncRequest, SyncResponse, TaskOutcome, Write, WriteError, Written,
+    ArtifactOp, ArtifactRecord, DeployAction, HistoryEntry, InstallOp, Installation, JobEvent,
+    JobView, PersistOp, Store, SyncRequest, SyncResponse, TaskOutcome, Write, WriteError, Written,
 };
 use shoal_transport::{Handler, Service, Transport};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};

@@ -77,7 +77,10 @@ fn artifacts_are_shared_checked_unpacked_and_collected() {
     // A digest that does not match: refused, naming what, nothing kept.
     let token = c.token();
     let url = c.agents[0].url();
-    let env = [("SHOAL_ADDR", url.as_str()), ("SHOAL_TOKEN", token.as_str())];
+    let env = [
+        ("SHOAL_ADDR", url.as_str()),
+        ("SHOAL_TOKEN", token.as_str()),
+    ];
     let wrong = "0".repeat(64);
     let (status, out, err) = run_shoal(
         &[
@@ -102,7 +105,14 @@ fn artifacts_are_shared_checked_unpacked_and_collected() {
 
     // Stored on a0, copied to the two others.
     let (status, out, err) = run_shoal(
-        &["--json", "artifact", "put", data.to_str().unwrap(), "--name", "data"],
+        &[
+            "--json",
+            "artifact",
+            "put",
+            data.to_str().unwrap(),
+            "--name",
+            "data",
+        ],
         &env,
     );
     assert!(status.success(), "{out}{err}");
@@ -113,10 +123,13 @@ fn artifacts_are_shared_checked_unpacked_and_collected() {
     wait_until("both copies made", SETTLE, || {
         Ok((0..3).all(|i| blob(&c, i, &hex).is_file()))
     });
-    let (status, out, _) = run_shoal(&["--json", "artifact", "list"], &[
-        ("SHOAL_ADDR", c.agents[2].url().as_str()),
-        ("SHOAL_TOKEN", token.as_str()),
-    ]);
+    let (status, out, _) = run_shoal(
+        &["--json", "artifact", "list"],
+        &[
+            ("SHOAL_ADDR", c.agents[2].url().as_str()),
+            ("SHOAL_TOKEN", token.as_str()),
+        ],
+    );
     assert!(status.success());
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["name"], "data");

@@ -93,14 +93,10 @@ pub async fn list(
     State(s): State<ApiState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Vec<ArtifactView>> {
-    match s
-        .state
-        .artifact(ArtifactRequest::List(q.deleted))
-        .await?
-    {
-        ArtifactReply::List(records) => Ok(Json(
-            records.into_iter().map(|r| view(&s, r)).collect(),
-        )),
+    match s.state.artifact(ArtifactRequest::List(q.deleted)).await? {
+        ArtifactReply::List(records) => {
+            Ok(Json(records.into_iter().map(|r| view(&s, r)).collect()))
+        }
         ArtifactReply::One(_) => Ok(Json(Vec::new())),
     }
 }
@@ -126,14 +122,16 @@ pub async fn put(
     }
     let copies = q.copies.unwrap_or(COPIES).min(8);
     let store = s.artifacts.store().clone();
-    let failed = |e: BlobError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string());
+    let failed =
+        |e: BlobError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string());
     let incoming = tokio::task::spawn_blocking(move || store.incoming())
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?
         .map_err(failed)?;
-    let mut file = tokio::fs::File::from_std(incoming.file().map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
-    })?);
+    let mut file =
+        tokio::fs::File::from_std(incoming.file().map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+        })?);
     let mut hasher = Hasher::default();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -141,32 +139,42 @@ pub async fn put(
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "broken_upload",
-                format!("the upload of {name:?} broke off after {} bytes: {e}; nothing was kept", hasher.len()),
+                format!(
+                    "the upload of {name:?} broke off after {} bytes: {e}; nothing was kept",
+                    hasher.len()
+                ),
             )
         })?;
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot write the upload: {e}"))
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage",
+                format!("cannot write the upload: {e}"),
+            )
         })?;
     }
-    file.flush().await.map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
-    })?;
+    file.flush()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
     drop(file);
     let store = s.artifacts.store().clone();
     let what = format!("upload {name:?} to node {}", s.artifacts.node());
-    let (digest, size) = tokio::task::spawn_blocking(move || {
-        store.finish(incoming, hasher, &what, expected)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?
-    .map_err(|e| match e {
-        BlobError::Mismatch { .. } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch", e.to_string())
-                .with_field("sha256")
-        }
-        other => failed(other),
-    })?;
+    let (digest, size) =
+        tokio::task::spawn_blocking(move || store.finish(incoming, hasher, &what, expected))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+            })?
+            .map_err(|e| match e {
+                BlobError::Mismatch { .. } => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "digest_mismatch",
+                    e.to_string(),
+                )
+                .with_field("sha256"),
+                other => failed(other),
+            })?;
     let mut targets = s.artifacts.copy_targets(&digest);
     targets.truncate(copies);
     let mut holders = vec![s.artifacts.node().to_string()];

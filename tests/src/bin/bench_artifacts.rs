@@ -134,9 +134,11 @@ fn run_until_all(c: &Cluster, job: &Value, done: &Path, n: usize) -> anyhow::Res
     if status != 201 {
         bail!("job refused: {status} {body}");
     }
-    wait_until("every agent's task started", Duration::from_secs(1800), || {
-        Ok(fs::read_dir(done)?.count() >= n)
-    });
+    wait_until(
+        "every agent's task started",
+        Duration::from_secs(1800),
+        || Ok(fs::read_dir(done)?.count() >= n),
+    );
     Ok(started.elapsed())
 }
 
@@ -153,9 +155,7 @@ fn main() -> anyhow::Result<()> {
     // Peer to peer.
     let file = root.join("p2p.bin");
     let hex = random_file(&file, bytes, 1)?;
-    let client = c.agents[0]
-        .client()
-        .with_timeout(Duration::from_secs(3600));
+    let client = c.agents[0].client().with_timeout(Duration::from_secs(3600));
     let mut f = fs::File::open(&file)?;
     let put: Value = client
         .post_stream("/v1/artifacts?name=p2p.bin&copies=0", &mut f)
@@ -202,10 +202,7 @@ fn main() -> anyhow::Result<()> {
 
     let size = bytes as f64;
     println!("artifact: {} MiB, {n} agents", args.size_mb);
-    println!(
-        "peer_to_peer_all_started_s {:.1}",
-        p2p.as_secs_f64()
-    );
+    println!("peer_to_peer_all_started_s {:.1}", p2p.as_secs_f64());
     println!(
         "peer_to_peer_first_holder_read_bytes {served} ({:.2} times the artifact)",
         served as f64 / size
