@@ -261,7 +261,7 @@ impl Artifacts {
                 (score, p.clone())
             })
             .collect();
-        scored.sort_by(|a, b| b.0.cmp(&a.0));
+        scored.sort_by_key(|s| std::cmp::Reverse(s.0));
         scored.into_iter().take(COPIES).map(|(_, p)| p).collect()
     }
 
@@ -395,7 +395,7 @@ impl Artifacts {
                 for attempt in 0..3 {
                     let u = url.clone();
                     let (p, outcome) = tokio::task::spawn_blocking(move || {
-                        let o = pull.from_url(&u, false);
+                        let o = pull.get_url(&u, false);
                         (pull, o)
                     })
                     .await
@@ -430,7 +430,7 @@ impl Artifacts {
                     for u in urls {
                         let url = format!("{u}/v1/artifacts/{}", d.hex());
                         let (p, outcome) = tokio::task::spawn_blocking(move || {
-                            let o = pull.from_url(&url, true);
+                            let o = pull.get_url(&url, true);
                             (pull, o)
                         })
                         .await
@@ -890,7 +890,7 @@ impl Pull {
 
     /// One GET of `url` (a peer's when `peer`), following redirects and
     /// resuming from what is already here.
-    fn from_url(&mut self, url: &str, peer: bool) -> Outcome {
+    fn get_url(&mut self, url: &str, peer: bool) -> Outcome {
         let agent = agent(None);
         let mut url = url.to_owned();
         for _ in 0..MAX_HOPS {
