@@ -388,6 +388,13 @@ impl Artifacts {
                 .map_err(|e| FetchError::Unavailable(e.to_string()))??;
                 self.complete(d, pull, what)?;
             }
+            Source::Url(url) if url.starts_with("https://") => {
+                // The agent's HTTP client is built without TLS today.
+                return Err(FetchError::Unavailable(format!(
+                    "{what}: this agent cannot fetch https:// sources yet: store the file with `shoal artifact put` and name it shoal:sha256:{}, or serve it over http:// (its sha256 is checked all the same)",
+                    d.hex()
+                )));
+            }
             Source::Url(url) => {
                 let mut notes = Vec::new();
                 // A URL is asked a few times, each resuming where the last
