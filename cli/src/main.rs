@@ -2,6 +2,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod artifacts;
 mod deployments;
 #[cfg(test)]
 mod doc_examples;
@@ -149,6 +150,10 @@ enum Command {
     /// (these commands need no cluster).
     #[command(subcommand)]
     Package(packages::PackageCommand),
+    /// Artifacts: files stored in the cluster by digest, which tasks fetch
+    /// into their sandboxes (`[[task.artifacts]]`).
+    #[command(subcommand)]
+    Artifact(artifacts::ArtifactCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -340,6 +345,12 @@ struct AgentArgs {
     /// 20000-32000). A task sees each as `SHOAL_PORT_<NAME>`.
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
     port_range: Option<(u16, u16)>,
+
+    /// How long an artifact no job needs stays in this node's store after
+    /// its last use (`24h`, the default; stored artifacts this node was
+    /// chosen to keep stay until removed).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    artifact_gc_after: Option<std::time::Duration>,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -443,6 +454,7 @@ fn main() -> ExitCode {
             if_version,
         } => jobs::stop(&client(&cli), cli.json, name, if_version),
         Command::Package(ref p) => packages::run(p, || client(&cli), cli.json),
+        Command::Artifact(ref a) => artifacts::run(a, &client(&cli), cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -497,6 +509,7 @@ fn run_agent(args: &AgentArgs, token: Option<String>) -> anyhow::Result<()> {
         stop_grace: args.stop_grace,
         no_docker: args.no_docker,
         port_range: args.port_range,
+        artifact_gc_after: args.artifact_gc_after,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)))

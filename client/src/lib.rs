@@ -303,6 +303,53 @@ impl Client {
         self.call(Method::Delete, path, None::<&()>)
     }
 
+    /// `POST path` with the bytes `reader` yields as the body (streamed,
+    /// whatever their size), the answer decoded as `T`.
+    pub fn post_stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<T, Error> {
+        let url = format!("{}{}", self.base, path);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let req = with_auth(self.agent.post(&url), auth.as_deref())
+            .content_type("application/octet-stream");
+        let mut resp =
+            req.send(ureq::SendBody::from_reader(reader))
+                .map_err(|e| Error::Unreachable {
+                    base: self.base.clone(),
+                    error: Box::new(e),
+                })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .map_err(|e| Error::Answer {
+                method: Method::Post,
+                url: url.clone(),
+                why: format!("cannot read it: {e}"),
+            })?;
+        let resp = Response { status, body };
+        if !(200..300).contains(&resp.status) {
+            if let Some(e) = resp.api_error() {
+                return Err(Error::Api(e));
+            }
+            return Err(Error::Http {
+                method: Method::Post,
+                url,
+                status: resp.status,
+                body: resp.body,
+            });
+        }
+        serde_json::from_str(&resp.body).map_err(|e| Error::Answer {
+            method: Method::Post,
+            url,
+            why: e.to_string(),
+        })
+    }
+
     /// `method path` (with `body` as JSON, for `POST`): the answer as it
     /// came, whatever its status. Errs only when there is no answer.
     pub fn send(

@@ -10,6 +10,7 @@
 //!
 //! Pure: no I/O, no clock.
 
+mod artifact;
 mod check;
 mod constraint;
 mod diff;
@@ -17,6 +18,7 @@ mod ports;
 mod spec;
 mod update;
 
+pub use artifact::{Artifact, SHOAL_SOURCE_PREFIX, is_sha256_hex};
 pub use check::{Check, CheckType, OnUnhealthy};
 pub use constraint::{BUILTIN_ATTRIBUTES, Constraint, ConstraintOp, ConstraintValue};
 pub use diff::{Change, diff};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::artifact::{Artifact, RawArtifact, validate_artifacts};
 use crate::check::{Check, RawCheck, validate_checks};
 use crate::constraint::{Constraint, RawConstraint};
 use crate::ports::{Port, RawPort, validate_ports};
@@ -128,6 +129,9 @@ pub struct TaskSpec {
     /// Health checks, run by the node that runs the task.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
+    /// Files fetched into the sandbox before the task starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
 }
 
 /// When a task that stopped is started again.
@@ -287,6 +291,8 @@ struct RawTask {
     resources: Option<RawResources>,
     #[serde(default)]
     checks: Vec<RawCheck>,
+    #[serde(default)]
+    artifacts: Vec<RawArtifact>,
 }
 
 #[derive(Deserialize)]
@@ -572,6 +578,7 @@ impl RawTask {
             p.add(field, message);
         });
         let checks = validate_checks(self.checks, runtime, &ports, p);
+        let artifacts = validate_artifacts(self.artifacts, p);
         let r = self.resources.unwrap_or(RawResources {
             cpus: None,
             memory_mb: None,
@@ -632,6 +639,7 @@ impl RawTask {
                 gpus,
             },
             checks,
+            artifacts,
         }
     }
 }

@@ -21,6 +21,8 @@
 pub mod after;
 pub mod agent;
 pub mod api;
+pub mod artifacts;
+pub mod blobs;
 pub mod cgroups;
 pub mod clock;
 pub mod core_task;

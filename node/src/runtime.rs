@@ -681,6 +681,10 @@ pub struct Runtimes {
     process: ProcessRuntime,
     docker: Option<crate::docker::DockerRuntime>,
     events: mpsc::Sender<RuntimeEvent>,
+    artifacts: Option<crate::artifacts::Artifacts>,
+    /// Tasks whose artifacts are being fetched, with the generation of
+    /// that start (a stop or a newer start makes it moot).
+    preparing: Arc<std::sync::Mutex<(u64, BTreeMap<TaskKey, u64>)>>,
 }
 
 impl Runtimes {
@@ -695,7 +699,22 @@ impl Runtimes {
             process,
             docker,
             events,
+            artifacts: None,
+            preparing: Arc::default(),
         }
+    }
+
+    /// Fetches tasks' `[[task.artifacts]]` into their sandboxes with
+    /// `artifacts` before they start.
+    pub fn with_artifacts(mut self, artifacts: crate::artifacts::Artifacts) -> Runtimes {
+        self.artifacts = Some(artifacts);
+        self
+    }
+
+    fn preparing(&self) -> std::sync::MutexGuard<'_, (u64, BTreeMap<TaskKey, u64>)> {
+        self.preparing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The process runtime.
@@ -742,13 +761,61 @@ impl Runtimes {
                 other.retire(&key);
             }
         }
-        target.start(key, spec, job_version, stamp, attempt);
+        let Some(artifacts) = self
+            .artifacts
+            .clone()
+            .filter(|_| !spec.task.artifacts.is_empty())
+        else {
+            target.start(key, spec, job_version, stamp, attempt);
+            return;
+        };
+        // The artifacts first, then the runtime's start; a stop (or a
+        // newer start) meanwhile makes this one moot.
+        let generation = {
+            let mut p = self.preparing();
+            p.0 += 1;
+            let g = p.0;
+            p.1.insert(key.clone(), g);
+            g
+        };
+        let this = self.clone();
+        let dir = self.tasks_dir.join(dir_name(&key));
+        tokio::spawn(async move {
+            let prepared = match fs::create_dir_all(&dir) {
+                Ok(()) => artifacts.prepare(&dir, &spec.task.artifacts).await,
+                Err(e) => Err(format!("cannot create {}: {e}", dir.display())),
+            };
+            {
+                let mut p = this.preparing();
+                if p.1.get(&key) != Some(&generation) {
+                    return;
+                }
+                p.1.remove(&key);
+            }
+            match prepared {
+                Ok(()) => {
+                    let wanted = spec.task.runtime.as_str();
+                    if let Some(target) = this.all().into_iter().find(|r| r.name() == wanted) {
+                        target.start(key, spec, job_version, stamp, attempt);
+                    }
+                }
+                Err(why) => {
+                    warn!(task = %key, reason = %why, "artifacts unavailable");
+                    let _ = this
+                        .events
+                        .send(RuntimeEvent::Exited(key, ExitReason::StartFailed(why)))
+                        .await;
+                }
+            }
+        });
     }
 
     /// Stops a task wherever it runs. One that runs nowhere here is
     /// reported stopped at once, and when it was (or may have been) a
     /// container, any container of it left on the engine is removed.
     pub fn stop(&self, key: &TaskKey) {
+        // Still fetching its artifacts: it will not start.
+        self.preparing().1.remove(key);
         match self.all().into_iter().find(|r| r.holds(key)) {
             Some(r) => r.stop(key),
             None => {

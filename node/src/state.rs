@@ -16,8 +16,8 @@ use std::time::Duration;
 use rand::seq::IndexedRandom;
 use shoal_gossip::NodeId;
 use shoal_state::{
-    DeployAction, HistoryEntry, InstallOp, Installation, JobEvent, JobView, PersistOp, Store,
-    SyncRequest, SyncResponse, TaskOutcome, Write, WriteError, Written,
+    ArtifactOp, ArtifactRecord, DeployAction, HistoryEntry, InstallOp, Installation, JobEvent,
+    JobView, PersistOp, Store, SyncRequest, SyncResponse, TaskOutcome, Write, WriteError, Written,
 };
 use shoal_transport::{Handler, Service, Transport};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -107,6 +107,30 @@ enum Command {
         RepoRequest,
         oneshot::Sender<Result<Vec<shoal_state::Repository>, SubmitError>>,
     ),
+    Artifact(
+        ArtifactRequest,
+        oneshot::Sender<Result<ArtifactReply, SubmitError>>,
+    ),
+}
+
+/// A stored artifact's read or write, for the state task.
+#[derive(Clone, Debug)]
+pub enum ArtifactRequest {
+    /// Every record (removed ones too when set).
+    List(bool),
+    /// One record, by digest (hex).
+    Get(String),
+    /// A write, by digest (hex).
+    Write(String, ArtifactOp),
+}
+
+/// What an [`ArtifactRequest`] gave.
+#[derive(Clone, Debug)]
+pub enum ArtifactReply {
+    /// Records.
+    List(Vec<ArtifactRecord>),
+    /// One record (`None`: unknown), or the one just written.
+    One(Option<Box<ArtifactRecord>>),
 }
 
 /// A package installation's read or write, for the state task.
@@ -315,6 +339,12 @@ impl StateHandle {
         self.ask(|tx| Command::Repo(r, tx)).await?
     }
 
+    /// A stored artifact's read or write (a write made durable before the
+    /// reply).
+    pub async fn artifact(&self, r: ArtifactRequest) -> Result<ArtifactReply, SubmitError> {
+        self.ask(|tx| Command::Artifact(r, tx)).await?
+    }
+
     /// Counters and status.
     pub async fn status(&self) -> Result<StateStatus, StateStopped> {
         self.ask(Command::Status).await
@@ -494,6 +524,26 @@ impl StateTask {
         let mut pending = Pending::default();
         for command in batch {
             match command {
+                Command::Artifact(r, reply) => {
+                    let done = match r {
+                        ArtifactRequest::List(deleted) => {
+                            Ok(ArtifactReply::List(self.store.artifacts(deleted)))
+                        }
+                        ArtifactRequest::Get(sha256) => Ok(ArtifactReply::One(
+                            self.store.artifact(&sha256).map(Box::new),
+                        )),
+                        ArtifactRequest::Write(sha256, op) => self
+                            .store
+                            .artifact_write(&sha256, op, unix_ms())
+                            .map(|a| ArtifactReply::One(Some(Box::new(a)))),
+                    };
+                    match done {
+                        Ok(d) => pending.add(d, reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(SubmitError::Rejected(e)));
+                        }
+                    }
+                }
                 Command::Install(r, reply) => {
                     let done = match r {
                         InstallRequest::List(deleted) => {

@@ -34,10 +34,14 @@ pub fn doc_name(instance: &str) -> String {
 }
 
 /// Whether `name` names a document this replica may hold: a job, or an
-/// installation whose instance name follows the job-name rules.
+/// installation whose instance name follows the job-name rules, or a
+/// stored artifact named by its digest.
 pub(crate) fn valid_doc_name(name: &str) -> bool {
     if let Some(repo) = name.strip_prefix(crate::repos::PREFIX) {
         return shoal_model::validate_name(repo).is_ok();
+    }
+    if let Some(sha256) = name.strip_prefix(crate::artifacts::PREFIX) {
+        return shoal_model::is_sha256_hex(sha256);
     }
     match name.strip_prefix(PREFIX) {
         Some(instance) => shoal_model::validate_name(instance).is_ok(),

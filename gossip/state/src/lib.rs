@@ -15,6 +15,7 @@
 //! [`Store::handle_response`]) with random peers. See `docs/state.md`.
 
 mod after;
+mod artifacts;
 mod deployments;
 mod installations;
 mod jsondoc;
@@ -24,6 +25,7 @@ mod store;
 mod sync;
 mod view;
 
+pub use artifacts::{ArtifactOp, ArtifactRecord, doc_name as artifact_doc};
 pub use deployments::DeployAction;
 pub use installations::{InstallOp, Installation, Revision, doc_name as installation_doc};
 pub use outcomes::{BatchStatus, TaskOutcome};

@@ -889,7 +889,7 @@ impl Store {
 
     /// One job, deleted or not.
     pub fn view(&self, name: &str) -> Option<JobView> {
-        // `@install/…`, `@repo/…`: documents of other kinds.
+        // `@install/…`, `@repo/…`, `@artifact/…`: documents that are not jobs.
         if name.starts_with('@') {
             return None;
         }

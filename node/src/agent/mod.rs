@@ -106,6 +106,9 @@ pub struct AgentOptions {
     /// Host ports handed to tasks' named ports (inclusive); default
     /// [`DEFAULT_PORT_RANGE`].
     pub port_range: Option<(u16, u16)>,
+    /// How long an artifact no one needs stays in this node's store;
+    /// default [`crate::artifacts::DEFAULT_GC_AFTER`].
+    pub artifact_gc_after: Option<Duration>,
 }
 
 /// Host ports for tasks unless `--port-range` says otherwise.
@@ -149,6 +152,9 @@ pub enum AgentError {
     /// Invalid gossip configuration or metadata.
     #[error("{0}")]
     Gossip(String),
+    /// The artifact store cannot be used.
+    #[error("artifact store: {0}")]
+    Artifacts(String),
     /// A temporary dir for --dev.
     #[error("cannot create a temporary data dir: {0}")]
     TempDir(std::io::Error),
@@ -301,7 +307,7 @@ impl Agent {
             gossip_addr,
             rpc_addr,
             api_bound,
-            api_addr: _,
+            api_addr,
             dns_bound,
         } = sockets;
         let name = meta.name.clone();
@@ -362,7 +368,22 @@ impl Agent {
             rpc_addr.ip().to_string(),
             runtime_tx.clone(),
         );
-        let runtime = Runtimes::new(process, docker, runtime_tx);
+        let artifacts = crate::artifacts::Artifacts::new(
+            crate::artifacts::ArtifactSettings {
+                data_dir: data_dir.path().to_owned(),
+                node: node_id,
+                api_url: format!("http://{api_addr}"),
+                token: Some(secret.to_token()),
+                gc_after: opts
+                    .artifact_gc_after
+                    .unwrap_or(crate::artifacts::DEFAULT_GC_AFTER),
+                uploads_per_blob: crate::artifacts::UPLOADS_PER_BLOB,
+            },
+            state.clone(),
+            live_rx.clone(),
+        )
+        .map_err(|e| AgentError::Artifacts(e.to_string()))?;
+        let runtime = Runtimes::new(process, docker, runtime_tx).with_artifacts(artifacts.clone());
         let (task_events, _) = tokio::sync::broadcast::channel(1024);
         if !adopted.is_empty() {
             info!(
@@ -509,7 +530,12 @@ impl Agent {
             token_hint: data_dir.file("token").display().to_string(),
             fault_injection: opts.fault_injection,
             task_events,
+            artifacts: artifacts.clone(),
         };
+        tasks.push((
+            "artifact-gc",
+            tokio::spawn(artifacts.collect_loop(shutdown.clone())),
+        ));
         let app = api::router(api_state);
         let api_shutdown = shutdown.clone();
         tasks.push((

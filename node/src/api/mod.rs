@@ -13,6 +13,7 @@
 //! `--dev`. Every error is `{"error": {"code", "message"}}` with the matching
 //! status.
 
+pub mod artifacts;
 pub mod deployments;
 pub mod installations;
 pub mod jobs;
@@ -68,6 +69,8 @@ pub struct ApiState {
     pub token_hint: String,
     /// Events of the tasks this node runs (`/v1/events`).
     pub task_events: tokio::sync::broadcast::Sender<crate::core_task::TaskEvent>,
+    /// Artifacts: this node's blob store and its peers'.
+    pub artifacts: crate::artifacts::Artifacts,
 }
 
 /// An API error.
@@ -181,6 +184,12 @@ pub fn router(state: ApiState) -> Router {
             "/v1/installations/{instance}/upgrade",
             post(installations::upgrade),
         )
+        .route("/v1/artifacts", get(artifacts::list).post(artifacts::put))
+        .route(
+            "/v1/artifacts/{sha256}",
+            get(artifacts::get).delete(artifacts::delete),
+        )
+        .route("/v1/artifacts/{sha256}/pull", post(artifacts::pull))
         .route("/v1/jobs/{name}/tasks", get(tasks::list))
         .route("/v1/tasks/{task}/logs", get(tasks::logs))
         .route("/v1/services/{job}", get(services::get))

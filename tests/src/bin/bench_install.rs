@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use serde_json::Value;
 use shoal_tests::{Cluster, run_shoal};
 
 #[derive(Parser, Debug)]
@@ -50,7 +49,10 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 }
 
 fn ports(c: &Cluster, job: &str) -> Vec<u16> {
-    match c.agents[0].get_any(&format!("/v1/services/{}?all=true", job.replace('/', "%2F"))) {
+    match c.agents[0].get_any(&format!(
+        "/v1/services/{}?all=true",
+        job.replace('/', "%2F")
+    )) {
         Ok((200, body)) => body["endpoints"]
             .as_array()
             .into_iter()
@@ -81,7 +83,10 @@ fn main() -> anyhow::Result<()> {
     let dns = c.agents[0].info.dns.context("agent 0 serves no DNS")?;
     let addr = c.agents[1].url();
     let token = c.agents[1].token.clone();
-    let env = [("SHOAL_ADDR", addr.as_str()), ("SHOAL_TOKEN", token.as_str())];
+    let env = [
+        ("SHOAL_ADDR", addr.as_str()),
+        ("SHOAL_TOKEN", token.as_str()),
+    ];
     let (mut healthy, mut replicating) = (Vec::new(), Vec::new());
     for run in 0..args.runs {
         let instance = format!("bench-{run}");
@@ -137,7 +142,10 @@ fn main() -> anyhow::Result<()> {
             bail!("uninstall failed: {err}");
         }
         let gone = Instant::now();
-        while servers.iter().any(|p| redis_cli(*p, &["PING"]).contains("PONG")) {
+        while servers
+            .iter()
+            .any(|p| redis_cli(*p, &["PING"]).contains("PONG"))
+        {
             if gone.elapsed() > DEADLINE {
                 bail!("{instance}'s servers still answer after the uninstall");
             }
