@@ -187,6 +187,9 @@ pub async fn view_of(s: &ApiState, i: Installation) -> Result<InstallationView, 
             Some("complete") => "complete",
             Some("failed") => "failed",
             _ if !job.waiting_for.is_empty() => "waiting",
+            // A batch job counts once its run is recorded complete, not
+            // when its tasks are seen exited (the record may lag).
+            Some(_) => "starting",
             _ if deploying => "deploying",
             _ if healthy >= desired => "healthy",
             _ if tasks.iter().any(|t| t.state == "failed") => "failed",
