@@ -74,8 +74,18 @@ fn nginx_behind_haproxy_reaches_every_server_and_follows_a_scale() {
         .into_iter()
         .map(|e| e.0)
         .collect();
+    let stats = endpoints(&c, "web1/lb", "stats")[0].2;
     wait_until("haproxy reaching the third server", SETTLE, || {
-        Ok(served_by(port, 12) == servers)
+        let seen = served_by(port, 12);
+        if seen == servers {
+            return Ok(true);
+        }
+        // haproxy's view of its backend, to tell why.
+        let csv = http_get(&format!("http://127.0.0.1:{stats}/;csv"), None)
+            .map(|r| r.1)
+            .unwrap_or_default();
+        let backend: Vec<&str> = csv.lines().filter(|l| l.starts_with("servers,")).collect();
+        anyhow::bail!("answered by {seen:?}, want {servers:?}; haproxy: {backend:#?}")
     });
     let (_, out, _) = shoal(&env, &["--json", "package", "list"]);
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
