@@ -231,15 +231,12 @@ impl DockerRuntime {
                 }
             }
         }
-        match failure {
-            None if self.inner.docker.inspect_image(image).await.is_ok() => Ok(()),
-            None => Err(format!(
-                "image {image} not found locally and could not be pulled: the pull ended without the image"
-            )),
-            Some(why) => Err(format!(
-                "image {image} not found locally and could not be pulled: {why}"
-            )),
-        }
+        let why = match failure {
+            None if self.inner.docker.inspect_image(image).await.is_ok() => return Ok(()),
+            None => "the pull ended without the image".to_owned(),
+            Some(why) => why,
+        };
+        Err(missing_image(image, &why))
     }
 
     async fn run(
@@ -889,6 +886,17 @@ impl Runtime for DockerRuntime {
     fn running(&self) -> Vec<TaskKey> {
         self.inner.table.keys()
     }
+}
+
+/// Why a task whose image is neither here nor pullable cannot start, and
+/// what to do about it: on a node with no registry in reach, the image has
+/// to be loaded by hand.
+fn missing_image(image: &str, why: &str) -> String {
+    format!(
+        "image {image} not found locally and could not be pulled: {why}; \
+         load it on this node (`docker save {image} -o image.tar` where it exists, \
+         then `docker load -i image.tar` here) or make its registry reachable"
+    )
 }
 
 /// `repo[:tag]` (a registry host with a port keeps its colon); `latest`

@@ -18,6 +18,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod dns;
+pub mod packages;
 
 use std::fs;
 use std::io::Read;

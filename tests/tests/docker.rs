@@ -191,11 +191,26 @@ fn a_missing_image_fails_the_task_with_the_reason() {
                 && t["reason"].as_str().is_some_and(|r| {
                     r.contains(
                         "image shoal-test/not-built-anywhere:1 not found locally and could not be pulled: ",
-                    )
+                    ) && r.contains("docker load -i")
                 })
         }))
     });
     assert!(containers(&job).is_empty());
+    // The reason, with how to load the image, where people look.
+    let url = c.agents[0].url();
+    let env = [
+        ("SHOAL_ADDR", url.as_str()),
+        ("SHOAL_TOKEN", c.agents[0].token.as_str()),
+    ];
+    let (s, out, err) = run_shoal(&["ps", &job], &env);
+    assert!(s.success(), "{err}");
+    let flat: String = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("failed")
+            && flat.contains("not-built-anywhere:1")
+            && flat.contains("docker load"),
+        "{out}"
+    );
 }
 
 #[test]
