@@ -21,7 +21,7 @@
 //! Needs Java 17 with `javac` and `jar`, `pip`, `dig` (dnsutils), `bash`.
 //!
 //! ```sh
-//! cargo run --release -p shoal-tests --bin bench-spark
+//! cargo run -p shoal-tests --bin bench-spark -- --cache /tmp/spark-cache
 //! ```
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
