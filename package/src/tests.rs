@@ -293,3 +293,47 @@ fn redis_renders_a_primary_and_replicas_that_find_it() {
         "_redis._tcp.primary.r1.service.shoal"
     );
 }
+
+#[test]
+fn spark_workers_wait_for_the_master_and_get_the_distribution_as_an_artifact() {
+    let p = library::get("spark").unwrap().unwrap();
+    let hex = "ea27adc39ddac9413b8951e45aa748cbed6c785971b81386efc41938f6243d93";
+    let source = format!("shoal:sha256:{hex}");
+    let jobs = p
+        .render("s1", &json!({"distribution": source, "workers": 3}))
+        .unwrap();
+    let names: Vec<&str> = jobs.iter().map(|j| j.spec.name.as_str()).collect();
+    assert_eq!(names, vec!["s1/master", "s1/workers"]);
+    assert_eq!(jobs[1].spec.count, Some(3));
+    assert_eq!(jobs[1].spec.after, vec!["s1/master".to_owned()]);
+    assert_eq!(
+        jobs[1].spec.task.env["SPARK_MASTER_SRV"],
+        "_spark._tcp.master.s1.service.shoal"
+    );
+    for job in &jobs {
+        let a = &job.spec.task.artifacts;
+        assert_eq!(a.len(), 1, "{}", job.spec.name);
+        assert_eq!(a[0].source, source);
+        assert_eq!(a[0].sha256, hex);
+        assert!(a[0].extract);
+    }
+}
+
+#[test]
+fn spark_without_a_distribution_renders_but_says_what_to_do() {
+    let p = library::get("spark").unwrap().unwrap();
+    let jobs = p.render("s1", &json!({})).unwrap();
+    assert!(jobs.iter().all(|j| j.spec.task.artifacts.is_empty()));
+    let notes = p.notes("s1", &json!({}), false).unwrap().unwrap();
+    assert!(notes.contains("no Spark distribution"), "{notes}");
+    assert!(notes.contains("shoal artifact put"), "{notes}");
+    let notes = p
+        .notes(
+            "s1",
+            &json!({"distribution": "file:///srv/spark.tgz"}),
+            false,
+        )
+        .unwrap()
+        .unwrap();
+    assert!(!notes.contains("WARNING"), "{notes}");
+}
