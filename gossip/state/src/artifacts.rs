@@ -71,12 +71,7 @@ fn view_of(doc: &AutoCommit) -> Option<ArtifactRecord> {
     if jsondoc::get_root(doc, "kind").as_str() != Some("artifact") {
         return None;
     }
-    let text = |k: &str| {
-        jsondoc::get_root(doc, k)
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let text = |k: &str| jsondoc::root_text(doc, k);
     let holders = match jsondoc::get_root(doc, "holders") {
         Value::Object(m) => m.keys().cloned().collect(),
         _ => Vec::new(),

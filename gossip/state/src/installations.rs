@@ -169,12 +169,7 @@ pub(crate) fn view_of(doc: &AutoCommit) -> Option<Installation> {
     if jsondoc::get_root(doc, "kind").as_str() != Some("installation") {
         return None;
     }
-    let text = |k: &str| {
-        jsondoc::get_root(doc, k)
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let text = |k: &str| jsondoc::root_text(doc, k);
     let revisions = revisions_of(doc);
     let last = revisions.last();
     Some(Installation {

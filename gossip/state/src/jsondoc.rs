@@ -161,6 +161,11 @@ fn value_of(doc: &AutoCommit, v: automerge::Value<'_>, id: &ObjId) -> Value {
     }
 }
 
+/// The string at root key `key`, or empty when absent or not a string.
+pub fn root_text(doc: &AutoCommit, key: &str) -> String {
+    get_root(doc, key).as_str().unwrap_or_default().to_owned()
+}
+
 /// The value at `key` of the root map, as JSON (null when absent).
 pub fn get_root(doc: &AutoCommit, key: &str) -> Value {
     match doc.get(automerge::ROOT, key) {

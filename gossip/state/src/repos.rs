@@ -58,12 +58,7 @@ pub(crate) fn view_of(doc: &AutoCommit) -> Option<Repository> {
     if jsondoc::get_root(doc, "kind").as_str() != Some("repository") {
         return None;
     }
-    let text = |k: &str| {
-        jsondoc::get_root(doc, k)
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let text = |k: &str| jsondoc::root_text(doc, k);
     Some(Repository {
         name: text("name"),
         url: text("url"),
