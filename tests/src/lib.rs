@@ -916,3 +916,46 @@ pub fn exactly_once(marker: &str, count: u32) -> bool {
     let p = processes(marker);
     p.len() == count as usize && p.values().all(|n| *n == 1) && p.keys().all(|i| *i < count)
 }
+
+/// A batch job whose every run appends `<index> <node>` to `runs` and
+/// exits 0 (see [`runs_per_index`]).
+pub fn appender(name: &str, count: u32, runs: &Path, marker: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "type": "batch",
+        "count": count,
+        "task": {
+            "runtime": "process",
+            "command": "/bin/sh",
+            "args": ["-c", format!("echo $SHOAL_TASK_INDEX $SHOAL_NODE >> {}", runs.display())],
+            "env": {"SHOAL_TEST_MARKER": marker},
+            "resources": {"cpus": 0.25, "memory_mb": 32}
+        }
+    })
+}
+
+/// Runs per index, from the file an [`appender`] job's tasks append to.
+pub fn runs_per_index(path: &Path) -> std::collections::BTreeMap<u32, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        if let Some(i) = line.split(' ').next().and_then(|i| i.parse().ok()) {
+            *out.entry(i).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Waits until every running agent says batch job `job` is `status`.
+pub fn wait_job_status(c: &mut Cluster, job: &str, status: &str, timeout: Duration) {
+    let running = c.running();
+    let agents = &c.agents;
+    wait_until(&format!("{job} {status} on every agent"), timeout, || {
+        for i in &running {
+            let (code, v) = agents[*i].get_any(&format!("/v1/jobs/{job}"))?;
+            if code != 200 || v["status"] != status {
+                bail!("{} says {code} {}", agents[*i].name, v["status"]);
+            }
+        }
+        Ok(true)
+    });
+}

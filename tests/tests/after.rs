@@ -2,59 +2,17 @@
 //! agents. In a binary of its own, so that its cluster does not share the
 //! machine with the batch tests' clusters.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use shoal_tests::{Cluster, KillMarked, marker, wait_until};
+use serde_json::json;
+use shoal_tests::{
+    Cluster, KillMarked, appender, marker, runs_per_index, wait_job_status, wait_until,
+};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
 fn cluster(n: usize) -> Cluster {
     Cluster::of("w", n, &["--cpus", "2", "--memory-mb", "1024"])
-}
-
-/// A batch job whose every run appends `<index> <node>` to `runs`.
-fn appender(name: &str, count: u32, runs: &Path, marker: &str) -> Value {
-    json!({
-        "name": name,
-        "type": "batch",
-        "count": count,
-        "task": {
-            "runtime": "process",
-            "command": "/bin/sh",
-            "args": ["-c", format!("echo $SHOAL_TASK_INDEX $SHOAL_NODE >> {}", runs.display())],
-            "env": {"SHOAL_TEST_MARKER": marker},
-            "resources": {"cpus": 0.25, "memory_mb": 32}
-        }
-    })
-}
-
-/// Runs per index, from the file the tasks append to.
-fn runs(path: &Path) -> BTreeMap<u32, usize> {
-    let mut out = BTreeMap::new();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-        if let Some(i) = line.split(' ').next().and_then(|i| i.parse().ok()) {
-            *out.entry(i).or_default() += 1;
-        }
-    }
-    out
-}
-
-/// Waits until every running agent says `job` is `status`.
-fn wait_status(c: &mut Cluster, job: &str, status: &str) {
-    let running = c.running();
-    let agents = &c.agents;
-    wait_until(&format!("{job} {status} on every agent"), SETTLE, || {
-        for i in &running {
-            let (code, v) = agents[*i].get_any(&format!("/v1/jobs/{job}"))?;
-            if code != 200 || v["status"] != status {
-                anyhow::bail!("{} says {code} {}", agents[*i].name, v["status"]);
-            }
-        }
-        Ok(true)
-    });
 }
 
 /// A job with `after` is not placed until the jobs it names are ready: a
@@ -106,12 +64,12 @@ fn a_job_after_others_waits_until_they_are_ready_then_runs_once() {
     });
     let (_, job) = c.agents[0].get_any("/v1/jobs/db-setup").unwrap();
     assert_eq!(job["waiting_for"], json!(["db"]), "{job}");
-    assert!(runs(&log).is_empty(), "ran before db was ready");
+    assert!(runs_per_index(&log).is_empty(), "ran before db was ready");
 
     std::fs::write(&flag, b"").unwrap();
-    wait_status(&mut c, "db-setup", "complete");
-    wait_status(&mut c, "report", "complete");
-    assert_eq!(runs(&log), [(0, 1)].into(), "db-setup ran once");
+    wait_job_status(&mut c, "db-setup", "complete", SETTLE);
+    wait_job_status(&mut c, "report", "complete", SETTLE);
+    assert_eq!(runs_per_index(&log), [(0, 1)].into(), "db-setup ran once");
     let (_, job) = c.agents[1].get_any("/v1/jobs/db-setup").unwrap();
     assert!(job.get("waiting_for").is_none(), "{job}");
 }

@@ -8,12 +8,12 @@
 //! Each task appends a line to a file of the test's own and exits: the file
 //! shows every run, including re-runs.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_tests::{Cluster, KillMarked, marker, run_shoal, wait_until};
+use shoal_tests::{
+    Cluster, KillMarked, appender, marker, run_shoal, runs_per_index, wait_job_status,
+};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -23,49 +23,6 @@ fn cluster(n: usize) -> Cluster {
         n,
         &["--fault-injection", "--cpus", "2", "--memory-mb", "1024"],
     )
-}
-
-/// A batch job whose every run appends `<index> <node>` to `runs` and
-/// exits 0.
-fn appender(name: &str, count: u32, runs: &Path, marker: &str) -> Value {
-    json!({
-        "name": name,
-        "type": "batch",
-        "count": count,
-        "task": {
-            "runtime": "process",
-            "command": "/bin/sh",
-            "args": ["-c", format!("echo $SHOAL_TASK_INDEX $SHOAL_NODE >> {}", runs.display())],
-            "env": {"SHOAL_TEST_MARKER": marker},
-            "resources": {"cpus": 0.25, "memory_mb": 32}
-        }
-    })
-}
-
-/// Runs per index, from the file the tasks append to.
-fn runs(path: &Path) -> BTreeMap<u32, usize> {
-    let mut out = BTreeMap::new();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-        if let Some(i) = line.split(' ').next().and_then(|i| i.parse().ok()) {
-            *out.entry(i).or_default() += 1;
-        }
-    }
-    out
-}
-
-/// Waits until every running agent says `job` is `status`.
-fn wait_status(c: &mut Cluster, job: &str, status: &str) {
-    let running = c.running();
-    let agents = &c.agents;
-    wait_until(&format!("{job} {status} on every agent"), SETTLE, || {
-        for i in &running {
-            let (code, v) = agents[*i].get_any(&format!("/v1/jobs/{job}"))?;
-            if code != 200 || v["status"] != status {
-                anyhow::bail!("{} says {code} {}", agents[*i].name, v["status"]);
-            }
-        }
-        Ok(true)
-    });
 }
 
 #[test]
@@ -78,8 +35,8 @@ fn a_complete_batch_job_runs_none_of_its_tasks_again_after_agents_restart() {
         .post("/v1/jobs", &appender("once", 4, &file, &m))
         .unwrap();
     assert_eq!(status, 201, "{body}");
-    wait_status(&mut c, "once", "complete");
-    let done = runs(&file);
+    wait_job_status(&mut c, "once", "complete", SETTLE);
+    let done = runs_per_index(&file);
     assert_eq!(done.len(), 4, "every index ran: {done:?}");
     assert!(done.values().all(|n| *n == 1), "each once: {done:?}");
     let (_, job) = c.agents[1].get_any("/v1/jobs/once").unwrap();
@@ -122,10 +79,14 @@ fn a_complete_batch_job_runs_none_of_its_tasks_again_after_agents_restart() {
         .post("/v1/jobs", &appender("later", 3, &later, &m))
         .unwrap();
     assert_eq!(status, 201, "{body}");
-    wait_status(&mut c, "later", "complete");
-    wait_status(&mut c, "once", "complete");
-    assert_eq!(runs(&file), done, "no task of the first job ran again");
-    assert!(runs(&later).values().all(|n| *n == 1));
+    wait_job_status(&mut c, "later", "complete", SETTLE);
+    wait_job_status(&mut c, "once", "complete", SETTLE);
+    assert_eq!(
+        runs_per_index(&file),
+        done,
+        "no task of the first job ran again"
+    );
+    assert!(runs_per_index(&later).values().all(|n| *n == 1));
 
     // The CLI shows it.
     let env = [
