@@ -106,6 +106,49 @@ impl Membership {
             .reported
             .retain(|id, _| known.contains_key(id));
         self.leaves.known.retain(|id, _| known.contains_key(id));
+        self.check_suspects();
+    }
+
+    /// Brings the set of suspects in line with foca's list (one pass over
+    /// it, reading states only), telling of each change.
+    pub(super) fn check_suspects(&mut self) {
+        let now: std::collections::BTreeSet<NodeId> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Suspect)
+            .map(|m| m.id().id)
+            .collect();
+        for id in now.difference(&self.suspects) {
+            self.events.push_back(super::Event::SuspicionChanged {
+                id: *id,
+                suspect: true,
+            });
+        }
+        for id in self.suspects.difference(&now) {
+            self.events.push_back(super::Event::SuspicionChanged {
+                id: *id,
+                suspect: false,
+            });
+        }
+        self.suspects = now;
+    }
+
+    /// Checks whether member `id` is suspect now (after one of this node's
+    /// probes of it failed), telling of a change.
+    pub(super) fn check_suspect(&mut self, id: NodeId) {
+        let suspect = self
+            .swim
+            .iter_membership_state()
+            .any(|m| m.id().id == id && m.state() == State::Suspect);
+        let changed = if suspect {
+            self.suspects.insert(id)
+        } else {
+            self.suspects.remove(&id)
+        };
+        if changed {
+            self.events
+                .push_back(super::Event::SuspicionChanged { id, suspect });
+        }
     }
 
     /// Forgets member `id` in every part, once foca has forgotten it.
@@ -113,7 +156,8 @@ impl Membership {
         if self.swim.iter_membership_state().any(|m| m.id().id == id) {
             return;
         }
-        self.records.remove(&id);
+        let known = self.records.remove(&id).is_some();
+        self.suspects.remove(&id);
         self.range_sync.forget(id);
         self.metas.held.remove(&id);
         self.metas.behind.remove(&id);
@@ -121,6 +165,9 @@ impl Membership {
         self.datagrams.replay.remove(&id);
         self.metas.wanted.remove(&id);
         self.leaves.unexplained.remove(&id);
+        if known {
+            self.events.push_back(super::Event::MemberForgotten { id });
+        }
     }
 
     /// The per-member tables, rebuilt with full nodes when they have

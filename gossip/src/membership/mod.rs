@@ -134,6 +134,9 @@ pub struct Membership {
     rng: ChaCha8Rng,
     // The parts.
     records: Packed<NodeId, Record>,
+    /// Members up that were last seen suspect (see
+    /// [`Event::SuspicionChanged`]).
+    suspects: std::collections::BTreeSet<NodeId>,
     datagrams: Datagrams,
     app_digest: AppDigest,
     piggyback: Piggyback,
@@ -191,6 +194,7 @@ impl Membership {
             restoring: false,
             rng: root,
             records: Packed::default(),
+            suspects: std::collections::BTreeSet::new(),
             datagrams: Datagrams::new(security),
             app_digest: AppDigest::default(),
             piggyback: Piggyback::default(),
@@ -473,6 +477,43 @@ impl Membership {
         }
         if !self.range_sync.holds_up(id) {
             return None;
+        }
+        self.metas.held.get(&id).map(|r| &r.meta)
+    }
+
+    /// The state of member `id` (or of this node) as this node sees it, in
+    /// O(log N); `None` for a member it holds no record of. The same as
+    /// [`members`](Self::members) shows, but that a suspicion heard by
+    /// gossip shows here at the next pass over the member list (see
+    /// [`Event::SuspicionChanged`]), and that a member known only as down,
+    /// never seen up, has no record.
+    pub fn member_state(&self, id: NodeId) -> Option<MemberState> {
+        if id == self.identity.id {
+            return Some(if self.left {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            });
+        }
+        let record = self.records.get(&id)?;
+        Some(if self.range_sync.holds_up(id) {
+            if self.suspects.contains(&id) {
+                MemberState::Suspect
+            } else {
+                MemberState::Alive
+            }
+        } else if self.leaves.has_left(&record.identity) {
+            MemberState::Left
+        } else {
+            MemberState::Failed
+        })
+    }
+
+    /// The metadata record held for member `id` (or this node's), whatever
+    /// its state; O(log N).
+    pub fn member_meta(&self, id: NodeId) -> Option<&Arc<MemberMeta>> {
+        if id == self.identity.id {
+            return Some(&self.meta);
         }
         self.metas.held.get(&id).map(|r| &r.meta)
     }

@@ -81,6 +81,21 @@ pub enum Event {
         /// The new life.
         new: NodeIdentity,
     },
+    /// A member that is up was found suspect, or cleared of a suspicion
+    /// (by its refutation): seen when this node's own probe fails, and by
+    /// a pass over the member list every few seconds (foca tells of no
+    /// suspicion it hears by gossip).
+    SuspicionChanged {
+        /// The member.
+        id: NodeId,
+        /// Whether it is suspect now.
+        suspect: bool,
+    },
+    /// A member that was down has been forgotten (foca removed it).
+    MemberForgotten {
+        /// The member.
+        id: NodeId,
+    },
     /// A member's metadata changed (or was learned).
     MetaChanged {
         /// The member.

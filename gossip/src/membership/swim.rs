@@ -106,6 +106,7 @@ impl Membership {
         match n {
             OwnedNotification::MemberUp(identity) => {
                 let id = identity.id;
+                self.suspects.remove(&id);
                 self.mark_up(now, &identity).state_since = now;
                 self.leaves.unexplained.remove(&id);
                 if self.meta_is_stale(id) {
@@ -122,6 +123,7 @@ impl Membership {
                 self.events.push_back(Event::MemberUp { identity });
             }
             OwnedNotification::MemberDown(identity) => {
+                self.suspects.remove(&identity.id);
                 if let Some(r) = self.records.get_mut(&identity.id) {
                     r.state_since = now;
                 }
@@ -195,7 +197,10 @@ impl Membership {
                     self.probes.answered(now, header.src.id, n, &mut self.stats);
                 }
             }
-            OwnedNotification::ProbeFailed(_, _) => self.stats.probe_failures += 1,
+            OwnedNotification::ProbeFailed(_, identity) => {
+                self.stats.probe_failures += 1;
+                self.check_suspect(identity.id);
+            }
         }
     }
 
