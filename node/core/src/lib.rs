@@ -32,18 +32,25 @@
 //!   at most every [`Wiring::free_class_period`];
 //! - placement messages a node sends itself are handled at once;
 //! - job changes, runtime reports, drains and metadata changes reach the
-//!   part that owns them and trigger the same republishing.
+//!   part that owns them and trigger the same republishing;
+//! - every member change is counted at once in the node's [`Summary`]
+//!   (members by state, resources per datacenter and zone), and a change
+//!   of a member's state is handed out as [`Output::MemberState`].
 
 mod jobs;
 mod node;
 mod output;
 mod placer;
+mod summary;
 mod timers;
 
 pub use jobs::placeable;
 pub use node::{InfoShare, NodeCore, Wiring};
 pub use output::{Output, Timer, ViewChange};
 pub use placer::{Drained, drain_placer};
+pub use summary::{
+    Dc, Figures, Group, MemberStateChange, Snapshot, StateCounts, Summary, allocated_sixteenths,
+};
 pub use timers::Timers;
 
 pub use shoal_gossip::Instant;

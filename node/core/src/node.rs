@@ -16,6 +16,7 @@ use shoal_placement::{
 
 use crate::output::{Output, Timer, ViewChange};
 use crate::placer::{Drained, drain_placer};
+use crate::summary::Summary;
 
 /// The timing of the wiring between membership and placement.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +84,10 @@ pub struct NodeCore {
     gossip_timer: Option<(Instant, TimerToken)>,
     /// The placer tick handed out last.
     tick: Option<Instant>,
+    /// The members counted (see [`NodeCore::summary`]).
+    summary: Summary,
+    /// Whether the summary is kept (see [`NodeCore::keep_summary`]).
+    summary_kept: bool,
     out: VecDeque<Output>,
 }
 
@@ -126,6 +131,8 @@ impl NodeCore {
             free_published: None,
             gossip_timer: None,
             tick: None,
+            summary: Summary::new(),
+            summary_kept: true,
             out: VecDeque::new(),
         }
     }
@@ -133,6 +140,17 @@ impl NodeCore {
     /// Shares placement records through `share` from now on.
     pub fn share_infos(&mut self, share: Arc<dyn InfoShare>) {
         self.infos = share;
+    }
+
+    /// Keeps the summary of the members (the default) or not. Off, the
+    /// summary stays empty and no [`Output::MemberState`] is produced: for
+    /// the simulator, whose thousands of nodes share one process and would
+    /// each hold an entry per member. Set it before [`NodeCore::start`].
+    pub fn keep_summary(&mut self, on: bool) {
+        self.summary_kept = on;
+        if !on {
+            self.summary = Summary::new();
+        }
     }
 
     /// This node.
@@ -156,6 +174,13 @@ impl NodeCore {
         &self.wiring
     }
 
+    /// The members this node knows, counted by state, and the resources
+    /// of the live ones per datacenter and zone; up to date after every
+    /// call (see [`Summary`]).
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
     /// The next effect, in the order produced. Drain after every call.
     #[must_use]
     pub fn poll(&mut self) -> Option<Output> {
@@ -168,6 +193,7 @@ impl NodeCore {
     pub fn start(&mut self, now: Instant, wall_ms: u64, join: &[SocketAddr], jobs: Vec<Job>) {
         self.changed.insert(self.me());
         self.membership.join(now, join);
+        self.count_member(self.me());
         if !jobs.is_empty() {
             self.placer.set_jobs(now, wall_ms, jobs);
         }
@@ -193,6 +219,7 @@ impl NodeCore {
     /// Leaves the cluster: the farewell datagrams are in the queue.
     pub fn leave(&mut self, now: Instant) {
         self.membership.leave(now);
+        self.count_member(self.me());
         self.after_gossip(now);
     }
 
@@ -310,6 +337,7 @@ impl NodeCore {
     pub fn set_meta(&mut self, now: Instant, meta: MemberMeta) -> Result<(), MetaTooLarge> {
         self.changed.insert(self.me());
         let set = self.membership.set_meta(now, meta);
+        self.count_member(self.me());
         self.after_gossip(now);
         self.mark_dirty(now);
         set
@@ -334,6 +362,21 @@ impl NodeCore {
     /// so that members notice when theirs differs.
     pub fn set_app_digest(&mut self, digest: u64) {
         self.membership.set_app_digest(digest);
+    }
+
+    /// Counts member `id` as the membership sees it now; a change of its
+    /// state is handed out.
+    fn count_member(&mut self, id: NodeId) {
+        if !self.summary_kept {
+            return;
+        }
+        let m = &self.membership;
+        let now = m
+            .member_state(id)
+            .map(|state| (state, m.member_meta(id).cloned()));
+        if let Some(change) = self.summary.update(id, now) {
+            self.out.push_back(Output::MemberState(change));
+        }
     }
 
     /// Arms the publish timer unless it is armed: at once when nothing was
@@ -418,6 +461,16 @@ impl NodeCore {
                     dirty = true;
                     self.changed.insert(*id);
                 }
+                _ => {}
+            }
+            match &e {
+                GossipEvent::MemberUp { identity }
+                | GossipEvent::MemberDown { identity, .. }
+                | GossipEvent::MemberRenewed { new: identity, .. }
+                | GossipEvent::IdentityRenewed { identity } => self.count_member(identity.id),
+                GossipEvent::MetaChanged { id }
+                | GossipEvent::SuspicionChanged { id, .. }
+                | GossipEvent::MemberForgotten { id } => self.count_member(*id),
                 _ => {}
             }
             self.out.push_back(Output::Gossip(e));

@@ -71,6 +71,10 @@ pub enum Output {
     /// version that deployed healthily as a new version). A step lost is
     /// decided again by the driver a few seconds later.
     Deployment(DeployStep),
+    /// A member's state changed as this node sees it (joined, suspect,
+    /// alive again, failed, left, forgotten): for the driver's event
+    /// stream. The core's [`Summary`](crate::Summary) has counted it.
+    MemberState(crate::summary::MemberStateChange),
 }
 
 impl Output {
@@ -86,6 +90,7 @@ impl Output {
             Output::Published(_) => "published",
             Output::Finished(_) => "finished",
             Output::Deployment(_) => "deployment",
+            Output::MemberState(_) => "member_state",
         }
     }
 }

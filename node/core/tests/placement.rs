@@ -17,10 +17,10 @@ use std::time::Duration;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use shoal_core::{NodeCore, Output, Timer, Wiring};
+use shoal_core::{NodeCore, Output, Summary, Timer, Wiring};
 use shoal_gossip::{
-    Capacity, Config, FreeClass, Instant, MemberMeta, Membership, NodeId, NodeIdentity,
-    PacketSecurity, RuntimeInfo,
+    Capacity, Config, FreeClass, Instant, MemberMeta, MemberState, Membership, NodeId,
+    NodeIdentity, PacketSecurity, RuntimeInfo,
 };
 use shoal_model::{Deployment, JobSpec};
 use shoal_placement::{
@@ -147,6 +147,36 @@ fn spec(name: &str, count: Option<u32>, cpus: f64, extra: serde_json::Value) -> 
         }
     }
     JobSpec::from_json(v).unwrap()
+}
+
+/// The core's summary, kept change by change, equals a recount of its
+/// member list; but for a suspicion heard by gossip, which the summary
+/// counts at the membership's next pass (so a live member counts as the
+/// summary sees it).
+fn always_summary_is_a_recount(c: &NodeCore, name: &str) {
+    let m = c.membership();
+    let members = m.members();
+    let live = |s: MemberState| matches!(s, MemberState::Alive | MemberState::Suspect);
+    let counted: Vec<_> = members
+        .iter()
+        .filter_map(|x| {
+            let seen = m.member_state(x.identity.id)?;
+            let state = if live(seen) && live(x.state) {
+                seen
+            } else {
+                x.state
+            };
+            Some((x.identity.id, state, x.meta.as_ref()))
+        })
+        .collect();
+    let recount = Summary::recount(counted.iter().map(|(id, st, meta)| (*id, *st, *meta)));
+    assert!(
+        c.summary().same_counts(&recount),
+        "{name}: summary {:?}\nrecount {:?}",
+        c.summary().groups(),
+        recount.groups()
+    );
+    assert_eq!(c.summary().len(), counted.len(), "{name}");
 }
 
 impl Sim {
@@ -468,7 +498,8 @@ impl Sim {
                 Output::Gossip(_)
                 | Output::Placement(_)
                 | Output::Published(_)
-                | Output::Finished(_) => {}
+                | Output::Finished(_)
+                | Output::MemberState(_) => {}
             }
         }
     }
@@ -492,6 +523,7 @@ impl Sim {
                 "{} overcommitted: {used:?} of {cap:?}",
                 n.meta.name
             );
+            always_summary_is_a_recount(c, &n.meta.name);
         }
     }
 

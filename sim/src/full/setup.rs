@@ -203,6 +203,9 @@ impl World {
         p.share_rings(self.ring_pool.clone());
         let mut core = NodeCore::new(m, p, Wiring::default());
         core.share_infos(self.info_pool.clone());
+        // An entry per member per node: what full mode cannot afford at
+        // thousands of nodes; nothing in the simulation reads it.
+        core.keep_summary(false);
         n.core = Some(core);
         n.view = 0;
         self.view_joined(0);
