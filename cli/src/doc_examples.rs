@@ -189,6 +189,7 @@ fn check_json(kind: &str, text: &str) -> Result<(), String> {
         "TaskView[]" => round_trip::<Vec<TaskView>>(&doc)?,
         "DeploymentView[]" => round_trip::<Vec<DeploymentView>>(&doc)?,
         "ServiceView" => round_trip::<ServiceView>(&doc)?,
+        "SummaryView" => round_trip::<shoal_node::api::summary::SummaryView>(&doc)?,
         "JobSpec" => JobSpec::from_json(doc.clone())
             .map_err(|e| e.to_string())?
             .to_json(),

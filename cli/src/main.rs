@@ -2,6 +2,8 @@
 
 #![allow(clippy::print_stdout)]
 
+#[cfg(test)]
+mod api_paths;
 mod artifacts;
 mod deployments;
 #[cfg(test)]

@@ -82,6 +82,9 @@ pub struct Response {
     pub status: u16,
     /// The body, as text.
     pub body: String,
+    /// `X-Total-Count`: how many items match a paged list's filters
+    /// (`GET /v1/nodes`, `GET /v1/jobs`).
+    pub total_count: Option<u64>,
 }
 
 impl Response {
@@ -280,7 +283,11 @@ impl Client {
                 .limit(MAX_BODY)
                 .read_to_string()
                 .map_err(read)?;
-            let r = Response { status, body };
+            let r = Response {
+                status,
+                body,
+                total_count: None,
+            };
             if let Some(e) = r.api_error() {
                 return Err(Error::Api(e));
             }
@@ -331,7 +338,11 @@ impl Client {
                 url: url.clone(),
                 why: format!("cannot read it: {e}"),
             })?;
-        let resp = Response { status, body };
+        let resp = Response {
+            status,
+            body,
+            total_count: None,
+        };
         if !(200..300).contains(&resp.status) {
             if let Some(e) = resp.api_error() {
                 return Err(Error::Api(e));
@@ -380,6 +391,11 @@ impl Client {
             error: Box::new(e),
         })?;
         let status = resp.status().as_u16();
+        let total_count = resp
+            .headers()
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = resp
             .body_mut()
             .with_config()
@@ -390,7 +406,11 @@ impl Client {
                 url: url.clone(),
                 why: format!("cannot read it: {e}"),
             })?;
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            body,
+            total_count,
+        })
     }
 
     fn call<T: DeserializeOwned>(

@@ -15,6 +15,7 @@ pub const SHOAL_SOURCE_PREFIX: &str = "shoal:sha256:";
 /// One artifact, every default written out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Artifact {
     /// Where it comes from: `http://…`, `https://…`, `file:///…` (a path on
     /// the node that runs the task) or `shoal:sha256:<hex>` (stored in the

@@ -23,6 +23,7 @@ pub const DEFAULT_FAILURES: u32 = 3;
 /// What a check probes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CheckType {
     /// An HTTP `GET` of `path` on a named port: a 2xx or 3xx answer passes.
     Http,
@@ -46,6 +47,7 @@ impl CheckType {
 /// What happens to a task a check finds unhealthy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OnUnhealthy {
     /// Restart it (counted in its restarts, with the check's output as the
     /// reason).
@@ -57,6 +59,7 @@ pub enum OnUnhealthy {
 /// One health check, every default written out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Check {
     /// What it probes.
     #[serde(rename = "type")]

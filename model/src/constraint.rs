@@ -6,6 +6,7 @@ use crate::spec::Problems;
 
 /// A constraint operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConstraintOp {
     /// Equal.
     #[serde(rename = "=")]
@@ -56,6 +57,7 @@ impl ConstraintOp {
 /// The value a constraint compares with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConstraintValue {
     /// One value (`=`, `!=`, `regex`).
     One(String),
@@ -69,6 +71,7 @@ pub enum ConstraintValue {
 /// (optionally written `label.<key>`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Constraint {
     /// What to look at.
     pub attribute: String,

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 /// One changed field. Objects are compared key by key; lists as a whole.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change {
     /// Dotted path (`task.resources.cpus`).
     pub field: String,

@@ -16,6 +16,7 @@ use crate::spec::Runtime;
 /// `tcp` or `udp`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Protocol {
     /// TCP.
     Tcp,
@@ -36,6 +37,7 @@ impl Protocol {
 /// A named port of a task. The node that runs it gives it a host port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Port {
     /// Name (the task sees `SHOAL_PORT_<NAME>`; DNS SRV names it
     /// `_<name>._<protocol>`).

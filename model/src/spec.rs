@@ -28,6 +28,7 @@ const DEFAULT_MEMORY_MB: u64 = 128;
 /// What kind of job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobType {
     /// Long-running tasks, restarted and kept at `count`.
     Service,
@@ -60,6 +61,7 @@ impl JobType {
 /// How a task runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Runtime {
     /// A plain process in a sandbox dir.
     Process,
@@ -80,6 +82,7 @@ impl Runtime {
 /// Resources one task reserves on its node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resources {
     /// Cores, fractional (`0.5`).
     pub cpus: f64,
@@ -101,6 +104,7 @@ impl Resources {
 /// What runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskSpec {
     /// `process` or `docker`. May be omitted in a job file or the API's
     /// JSON: `docker` when `image` is set, `process` otherwise; the
@@ -137,6 +141,7 @@ pub struct TaskSpec {
 /// When a task that stopped is started again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RestartMode {
     /// Never.
     Never,
@@ -150,6 +155,7 @@ pub enum RestartMode {
 /// `delay`, doubling up to `max_delay`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestartPolicy {
     /// When.
     pub mode: RestartMode,
@@ -177,6 +183,7 @@ impl RestartPolicy {
 /// A validated job spec, with every default filled in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSpec {
     /// Name: DNS-label words, `/`-separated (`web/frontend`).
     pub name: String,

@@ -27,6 +27,7 @@ pub const MAX_CANARY: u32 = 1000;
 /// How a service's tasks are replaced when what they run changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdatePolicy {
     /// Tasks replaced at a time (at least 1).
     pub max_parallel: u32,
@@ -156,6 +157,7 @@ impl RawUpdate {
 /// Where a deployment stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeploymentStatus {
     /// Replacing tasks (or waiting for its canaries to be promoted).
     Running,
@@ -211,6 +213,7 @@ impl fmt::Display for DeploymentStatus {
 
 /// One deployment of a job, as its document records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deployment {
     /// The job version it deploys (the version of the change that made it).
     pub version: u64,
@@ -224,10 +227,12 @@ pub struct Deployment {
     pub promoted: bool,
     /// Indexes being replaced now (in JSON, compactly: `"0-3,7"`).
     #[serde(with = "compact")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0-3,7"))]
     pub active: BTreeSet<u32>,
     /// Indexes replaced: the new task healthy long enough, the old one
     /// stopped (in JSON, compactly: a 10,000-task job's is `"0-9999"`).
     #[serde(with = "compact")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0-3,7"))]
     pub done: BTreeSet<u32>,
     /// New tasks healthy (done, and active ones healthy long enough).
     pub healthy: u32,

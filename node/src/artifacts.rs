@@ -155,7 +155,9 @@ impl std::fmt::Debug for Artifacts {
 }
 
 /// This node's copy of a blob, as `GET /v1/artifacts` shows it.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct LocalCopy {
     /// Complete here.
     pub present: bool,

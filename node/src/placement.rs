@@ -45,6 +45,8 @@ pub enum TaskRequest {
     Drain(bool),
     /// Container and host ports of tasks running here.
     Local(Vec<TaskKey>),
+    /// Every task this node runs (answered with `Status`).
+    Held,
 }
 
 /// Answers of the `Tasks` service.
@@ -68,7 +70,7 @@ pub enum TaskResponse {
 }
 
 /// A task as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     /// `job/index` or `job@node`.
     pub task: String,
@@ -111,7 +113,7 @@ pub struct TaskView {
 }
 
 /// Where a named port of a task is reached.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PortView {
     /// The address its node advertises.
     pub host: String,
@@ -126,6 +128,56 @@ pub fn advertised_host(peer: &Peer) -> String {
 
 fn unknown_health() -> String {
     "unknown".to_owned()
+}
+
+/// The tasks node `id` runs, asked of that node (its own account).
+pub async fn node_tasks(
+    core: &CoreHandle,
+    transport: &Transport,
+    live: &[Peer],
+    id: NodeId,
+) -> Result<Vec<TaskView>, NodeTasksError> {
+    let statuses = if id == transport.local() {
+        core.held().await?
+    } else {
+        let peer = live
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or(NodeTasksError::NotLive)?;
+        let body = postcard::to_allocvec(&TaskRequest::Held).expect("encodes");
+        let answer = transport
+            .request(id, peer.rpc, Service::Tasks, &body)
+            .await
+            .map_err(|e| NodeTasksError::Unreachable(e.to_string()))?;
+        match postcard::from_bytes::<TaskResponse>(&answer) {
+            Ok(TaskResponse::Status(s)) => s,
+            _ => {
+                return Err(NodeTasksError::Unreachable(
+                    "it answered nonsense (an older agent?)".to_owned(),
+                ));
+            }
+        }
+    };
+    let names: BTreeMap<NodeId, String> =
+        live.iter().map(|p| (p.id, p.meta.name.clone())).collect();
+    let hosts: BTreeMap<NodeId, String> = live.iter().map(|p| (p.id, advertised_host(p))).collect();
+    let mut views = to_views(statuses, false, &names, &hosts);
+    views.sort_by(|a, b| (&a.job, a.index, &a.task).cmp(&(&b.job, b.index, &b.task)));
+    Ok(views)
+}
+
+/// Why a node's tasks could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeTasksError {
+    /// This node's core stopped.
+    #[error(transparent)]
+    Core(#[from] CoreStopped),
+    /// The node is not a live member.
+    #[error("the node is not a live member: its tasks cannot be asked for")]
+    NotLive,
+    /// It did not answer.
+    #[error("the node did not answer: {0}")]
+    Unreachable(String),
 }
 
 /// Status of every task of `job`, asking the node that answers for each

@@ -87,6 +87,9 @@ impl Handler for NodeRpc {
                             core.drain(on).await.map_err(|e| e.to_string())?;
                             TaskResponse::Drained
                         }
+                        TaskRequest::Held => {
+                            TaskResponse::Status(core.held().await.map_err(|e| e.to_string())?)
+                        }
                         TaskRequest::Local(keys) => TaskResponse::Local(
                             keys.into_iter()
                                 .filter_map(|k| runtime.local_info(&k).map(|i| (k, i)))

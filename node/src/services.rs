@@ -62,7 +62,7 @@ pub fn endpoint_health(state: TaskState, health: Health) -> &'static str {
 }
 
 /// One task of a service and where it is reached.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoint {
     /// `job/index` or `job@node`.
     pub task: String,
@@ -85,7 +85,7 @@ pub struct Endpoint {
 }
 
 /// The answer of `GET /v1/services/{job}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceView {
     /// The job.
     pub job: String,

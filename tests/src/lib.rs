@@ -17,6 +17,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod browser;
 pub mod dns;
 pub mod packages;
 

@@ -28,6 +28,7 @@ pub fn doc_name(sha256: &str) -> String {
 
 /// A stored artifact as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ArtifactRecord {
     /// Its sha256 (hex).
     pub sha256: String,

@@ -51,6 +51,7 @@ pub(crate) fn valid_doc_name(name: &str) -> bool {
 
 /// One revision of an installation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Revision {
     /// 1, 2, … in the order this replica holds them.
     pub revision: u32,
@@ -74,6 +75,7 @@ pub struct Revision {
 
 /// An installation as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Installation {
     /// Instance name.
     pub instance: String,

@@ -54,6 +54,7 @@ pub struct TaskOutcome {
 /// Where a batch job stands in its current run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BatchStatus {
     /// Some tasks have not finished yet.
     Running,

@@ -37,6 +37,7 @@ pub fn doc_name(name: &str) -> String {
 
 /// One repository as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Repository {
     /// Its name (`team`).
     pub name: String,

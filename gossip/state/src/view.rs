@@ -14,6 +14,7 @@ use crate::store::{rfc3339, u64_at};
 
 /// One entry of a job's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEntry {
     /// The version this change made (its position in the history).
     pub version: u64,
@@ -31,11 +32,13 @@ pub struct HistoryEntry {
     pub changes: Vec<Change>,
     /// The spec as written (create, update).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<shoal_model::JobSpec>))]
     pub spec: Option<Value>,
 }
 
 /// A job as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     /// Name.
     pub name: String,
@@ -55,6 +58,7 @@ pub struct JobView {
     #[serde(default)]
     pub deleted: bool,
     /// The spec (with `count`), as merged from every node's writes.
+    #[cfg_attr(feature = "openapi", schema(value_type = shoal_model::JobSpec))]
     pub spec: Value,
     /// Set when concurrent writes merged into a spec that does not validate;
     /// such a job is not run until it is fixed.

@@ -18,7 +18,7 @@ use crate::blobs::{BlobError, Digest, Hasher};
 use crate::state::{ArtifactReply, ArtifactRequest, SubmitError};
 
 /// A stored artifact with this node's copy, as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArtifactView {
     /// The record, as the replicated state holds it.
     #[serde(flatten)]
@@ -30,7 +30,8 @@ pub struct ArtifactView {
 }
 
 /// `POST /v1/artifacts` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PutQuery {
     /// A name for people (default: `artifact`).
     #[serde(default)]
@@ -44,7 +45,8 @@ pub struct PutQuery {
 }
 
 /// `POST /v1/artifacts/{sha256}/pull` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PullQuery {
     /// An agent's API URL that has it.
     #[serde(default)]
@@ -52,7 +54,8 @@ pub struct PullQuery {
 }
 
 /// `GET /v1/artifacts` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Removed ones too.
     #[serde(default)]
@@ -89,6 +92,16 @@ fn view(s: &ApiState, record: ArtifactRecord) -> ArtifactView {
 }
 
 /// `GET /v1/artifacts`: every stored artifact, with this node's copy.
+#[utoipa::path(
+    get,
+    path = "/v1/artifacts",
+    tag = "artifacts",
+    summary = "Every stored artifact with this node's copy",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "the artifacts", body = Vec<ArtifactView>)
+    )
+)]
 pub async fn list(
     State(s): State<ApiState>,
     Query(q): Query<ListQuery>,
@@ -105,6 +118,19 @@ pub async fn list(
 /// size, streamed) on this node, records it, and has `copies` other
 /// nodes fetch a copy. A body whose digest is not `sha256` is refused and
 /// nothing is kept.
+#[utoipa::path(
+    post,
+    path = "/v1/artifacts",
+    tag = "artifacts",
+    summary = "Store the body on this node and have copies made",
+    params(PutQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "stored", body = ArtifactView),
+        (status = 400, description = "a bad name or digest", body = crate::api::types::ErrorBody),
+        (status = 422, description = "`digest_mismatch`", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn put(
     State(s): State<ApiState>,
     Query(q): Query<PutQuery>,
@@ -201,6 +227,22 @@ pub async fn put(
 /// `GET /v1/artifacts/{sha256}`: the bytes (what peers fetch), from the
 /// `Range: bytes=N-` start when given; `307` to another reader when this
 /// node serves as many as it may.
+#[utoipa::path(
+    get,
+    path = "/v1/artifacts/{sha256}",
+    tag = "artifacts",
+    summary = "The bytes",
+    params(("sha256" = String, Path, description = "64 hex digits, optionally `sha256:HEX` or `shoal:sha256:HEX`"), ("Range" = Option<String>, Header, description = "`bytes=N-` only")),
+    responses(
+        (status = 200, description = "the bytes", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 206, description = "the bytes from the start of the range", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 307, description = "ask another node (`Location`)"),
+        (status = 400, description = "`bad_digest`", body = crate::api::types::ErrorBody),
+        (status = 404, description = "no copy on this node", body = crate::api::types::ErrorBody),
+        (status = 416, description = "a range other than `bytes=N-`", body = crate::api::types::ErrorBody),
+        (status = 503, description = "busy: retry after `Retry-After`", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn get(
     State(s): State<ApiState>,
     Path(sha256): Path<String>,
@@ -231,6 +273,18 @@ pub async fn get(
 
 /// `DELETE /v1/artifacts/{sha256}`: removes the record; every node
 /// collects its copy once no job needs it.
+#[utoipa::path(
+    delete,
+    path = "/v1/artifacts/{sha256}",
+    tag = "artifacts",
+    summary = "Remove the record (nodes collect their copies)",
+    params(("sha256" = String, Path, description = "64 hex digits, optionally `sha256:HEX` or `shoal:sha256:HEX`")),
+    responses(
+        (status = 200, description = "removed", body = ArtifactView),
+        (status = 400, description = "`bad_digest`", body = crate::api::types::ErrorBody),
+        (status = 404, description = "no such artifact", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn delete(
     State(s): State<ApiState>,
     Path(sha256): Path<String>,
@@ -250,6 +304,17 @@ pub async fn delete(
 /// `POST /v1/artifacts/{sha256}/pull?from=URL`: this node fetches a copy
 /// from the node at `from` (an agent's API) or the nodes holding it, in
 /// the background (`202`).
+#[utoipa::path(
+    post,
+    path = "/v1/artifacts/{sha256}/pull",
+    tag = "artifacts",
+    summary = "This node fetches a copy in the background",
+    params(("sha256" = String, Path, description = "64 hex digits, optionally `sha256:HEX` or `shoal:sha256:HEX`"), PullQuery),
+    responses(
+        (status = 202, description = "fetching"),
+        (status = 400, description = "`bad_digest`", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn pull(
     State(s): State<ApiState>,
     Path(sha256): Path<String>,

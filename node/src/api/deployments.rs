@@ -15,7 +15,8 @@ use super::{ApiError, ApiResult, ApiState};
 use crate::state::{DeployReply, DeployRequest};
 
 /// `?job=NAME`: only that job's deployments (all of them, newest first).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeploymentsQuery {
     job: Option<String>,
 }
@@ -76,6 +77,17 @@ async fn list_of(s: &ApiState, name: &str) -> Result<Vec<DeploymentView>, ApiErr
 
 /// `GET /v1/deployments[?job=NAME]`: the latest deployment of every job
 /// that has one, or every deployment of one job, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/deployments",
+    tag = "deployments",
+    summary = "The latest deployment of every job, or every deployment of one",
+    params(DeploymentsQuery),
+    responses(
+        (status = 200, description = "the deployments", body = Vec<DeploymentView>),
+        (status = 404, description = "no such job", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn list(
     State(s): State<ApiState>,
     Query(q): Query<DeploymentsQuery>,
@@ -93,6 +105,17 @@ pub async fn list(
 
 /// `GET /v1/jobs/{name}/deployments`: every deployment of a job, newest
 /// first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{name}/deployments",
+    tag = "deployments",
+    summary = "Every deployment of a job, newest first",
+    params(("name" = String, Path, description = "the job name, one percent-encoded segment (`web%2Ffrontend`)")),
+    responses(
+        (status = 200, description = "the deployments", body = Vec<DeploymentView>),
+        (status = 404, description = "no such job", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn of_job(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -102,6 +125,18 @@ pub async fn of_job(
 
 /// `POST /v1/jobs/{name}/deployment/{action}`: `promote`, `fail`, `pause`
 /// or `resume` the job's latest deployment.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{name}/deployment/{action}",
+    tag = "deployments",
+    summary = "Promote, fail, pause or resume the latest deployment",
+    params(("name" = String, Path, description = "the job name, one percent-encoded segment (`web%2Ffrontend`)"), ("action" = String, Path, description = "`promote`, `fail`, `pause` or `resume`")),
+    responses(
+        (status = 200, description = "the deployment", body = DeploymentView),
+        (status = 404, description = "no such job, deployment or action", body = crate::api::types::ErrorBody),
+        (status = 422, description = "its state does not allow it", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn act(
     State(s): State<ApiState>,
     Path((name, action)): Path<(String, String)>,
@@ -132,6 +167,19 @@ pub async fn act(
 
 /// `POST /v1/jobs/{name}/revert` with `{"version": N}`: a new version of
 /// the job equal to version N (its spec and count then).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{name}/revert",
+    tag = "deployments",
+    summary = "Write the spec a job had at a version as a new version",
+    params(("name" = String, Path, description = "the job name, one percent-encoded segment (`web%2Ffrontend`)")),
+    request_body(content = crate::api::openapi::RevertBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "reverted", body = crate::api::types::SubmitResponse),
+        (status = 404, description = "no such job", body = crate::api::types::ErrorBody),
+        (status = 422, description = "not JSON, or no such version", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn revert(
     State(s): State<ApiState>,
     Path(name): Path<String>,

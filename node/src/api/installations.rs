@@ -21,14 +21,15 @@ use crate::state::{InstallReply, InstallRequest, SubmitError};
 pub const INSTANCE_LABEL: &str = "shoal.package.instance";
 
 /// `?all=true`: uninstalled ones too.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AllQuery {
     #[serde(default)]
     all: bool,
 }
 
 /// How one job of an installation is doing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstalledJob {
     /// The job.
     pub name: String,
@@ -42,7 +43,7 @@ pub struct InstalledJob {
 }
 
 /// An installation with its status, as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstallationView {
     /// The installation, as the replicated state holds it.
     #[serde(flatten)]
@@ -222,6 +223,16 @@ pub async fn view_of(s: &ApiState, i: Installation) -> Result<InstallationView, 
 }
 
 /// `GET /v1/installations[?all=true]`.
+#[utoipa::path(
+    get,
+    path = "/v1/installations",
+    tag = "installations",
+    summary = "Every installation",
+    params(AllQuery),
+    responses(
+        (status = 200, description = "the installations", body = Vec<InstallationView>)
+    )
+)]
 pub async fn list(
     State(s): State<ApiState>,
     Query(q): Query<AllQuery>,
@@ -238,6 +249,17 @@ pub async fn list(
 }
 
 /// `GET /v1/installations/{instance}`.
+#[utoipa::path(
+    get,
+    path = "/v1/installations/{instance}",
+    tag = "installations",
+    summary = "One installation",
+    params(("instance" = String, Path, description = "the instance name")),
+    responses(
+        (status = 200, description = "the installation", body = InstallationView),
+        (status = 404, description = "no such installation", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn get(
     State(s): State<ApiState>,
     Path(instance): Path<String>,
@@ -251,6 +273,17 @@ pub async fn get(
 /// `DELETE /v1/installations/{instance}`: stops exactly the jobs of the
 /// installation (those its latest revision rendered, and any other job
 /// labelled with its instance), then records it uninstalled.
+#[utoipa::path(
+    delete,
+    path = "/v1/installations/{instance}",
+    tag = "installations",
+    summary = "Stop its jobs; keep it as uninstalled",
+    params(("instance" = String, Path, description = "the instance name")),
+    responses(
+        (status = 200, description = "uninstalled", body = InstallationView),
+        (status = 404, description = "no such installation", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn uninstall(
     State(s): State<ApiState>,
     Path(instance): Path<String>,
@@ -276,6 +309,19 @@ pub async fn uninstall(
 /// new revision equal to revision N (its version, the user's options then,
 /// and the jobs it rendered, submitted again; jobs it did not have are
 /// stopped).
+#[utoipa::path(
+    post,
+    path = "/v1/installations/{instance}/rollback",
+    tag = "installations",
+    summary = "A new revision equal to an older one",
+    params(("instance" = String, Path, description = "the instance name")),
+    request_body(content = crate::api::openapi::RollbackBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "rolled back", body = InstallationView),
+        (status = 404, description = "no such installation", body = crate::api::types::ErrorBody),
+        (status = 422, description = "no such revision", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn rollback(
     State(s): State<ApiState>,
     Path(instance): Path<String>,
@@ -312,7 +358,7 @@ pub async fn rollback(
 
 /// `POST /v1/installations` body: an installation and the jobs its package
 /// rendered (the CLI renders: `shoal package install`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstallBody {
     /// Instance name (job-name rules); the rendered jobs are named
     /// `<instance>` or `<instance>/…`.
@@ -338,7 +384,7 @@ pub struct InstallBody {
 }
 
 /// `POST /v1/installations/{instance}/upgrade` body.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpgradeBody {
     /// Package version; empty: the highest the installation's repository
     /// has (when the node renders it).
@@ -373,10 +419,10 @@ async fn render_here(
             (!repository.is_empty()).then_some(repository),
         )
         .await?;
-    let jobs = found.package.render(instance, options).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
-            .with_field("options")
-    })?;
+    let jobs = found
+        .package
+        .render(instance, options)
+        .map_err(super::packages::render_error)?;
     Ok((
         found.package.manifest().version.to_string(),
         found.repository,
@@ -447,6 +493,19 @@ async fn check_not_taken(s: &ApiState, instance: &str, jobs: &[Value]) -> Result
 /// `POST /v1/installations`: records the installation, then submits its
 /// jobs. Nothing is written when a job does not validate or is not named
 /// under the instance.
+#[utoipa::path(
+    post,
+    path = "/v1/installations",
+    tag = "installations",
+    summary = "Install a package",
+    request_body(content = InstallBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "installed", body = InstallationView),
+        (status = 404, description = "no such package", body = crate::api::types::ErrorBody),
+        (status = 409, description = "a job another installation owns", body = crate::api::types::ErrorBody),
+        (status = 422, description = "a bad instance, job or option", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn install(
     State(s): State<ApiState>,
     Json(mut b): Json<InstallBody>,
@@ -495,6 +554,19 @@ pub async fn install(
 
 /// `POST /v1/installations/{instance}/upgrade`: a new revision with the
 /// jobs rendered for it; jobs the new revision no longer has are stopped.
+#[utoipa::path(
+    post,
+    path = "/v1/installations/{instance}/upgrade",
+    tag = "installations",
+    summary = "A new revision of an installation",
+    params(("instance" = String, Path, description = "the instance name")),
+    request_body(content = UpgradeBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "upgraded", body = InstallationView),
+        (status = 404, description = "no such installation or package", body = crate::api::types::ErrorBody),
+        (status = 422, description = "a bad job or option", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn upgrade(
     State(s): State<ApiState>,
     Path(instance): Path<String>,

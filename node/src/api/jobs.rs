@@ -19,13 +19,15 @@ use crate::clock::unix_ms;
 use crate::state::SubmitError;
 
 /// `?if_version=N`: only if the job is at version N (0: must not exist).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct IfVersion {
     if_version: Option<u64>,
 }
 
 /// `?deleted=true`: include deleted jobs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     deleted: bool,
@@ -120,6 +122,21 @@ pub(super) fn respond(written: shoal_state::Written) -> (StatusCode, Json<Submit
 }
 
 /// `POST /v1/jobs`: create or update.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "Create or update a job",
+    params(IfVersion),
+    request_body(content = shoal_model::JobSpec, content_type = "application/json", description = "the spec (defaults may be left out)"),
+    responses(
+        (status = 201, description = "created", body = crate::api::types::SubmitResponse),
+        (status = 200, description = "updated (or unchanged)", body = crate::api::types::SubmitResponse),
+        (status = 400, description = "the body is not JSON", body = crate::api::types::ErrorBody),
+        (status = 409, description = "`version_mismatch`: not at `if_version`", body = crate::api::types::ErrorBody),
+        (status = 422, description = "`invalid_spec`: the spec does not validate", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn submit(
     State(s): State<ApiState>,
     Query(q): Query<IfVersion>,
@@ -138,15 +155,18 @@ pub async fn submit(
     Ok(respond(written))
 }
 
-/// `GET /v1/jobs`.
-pub async fn list(
-    State(s): State<ApiState>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Vec<JobView>> {
-    Ok(Json(s.state.jobs(q.deleted).await?))
-}
-
 /// `GET /v1/jobs/{name}`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{name}",
+    tag = "jobs",
+    summary = "One job",
+    params(("name" = String, Path, description = "the job name, one percent-encoded segment (`web%2Ffrontend`)"), ListQuery),
+    responses(
+        (status = 200, description = "the job", body = JobView),
+        (status = 404, description = "no such job", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn get(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -164,6 +184,17 @@ pub async fn get(
 }
 
 /// `GET /v1/jobs/{name}/versions`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{name}/versions",
+    tag = "jobs",
+    summary = "Every change of a job, oldest first",
+    params(("name" = String, Path, description = "the job name, one percent-encoded segment (`web%2Ffrontend`)")),
+    responses(
+        (status = 200, description = "the history", body = Vec<HistoryEntry>),
+        (status = 404, description = "no such job", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn versions(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -177,6 +208,21 @@ pub async fn versions(
 }
 
 /// `POST /v1/jobs/{name}/scale` with `{"count": N, "if_version"?: M}`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{name}/scale",
+    tag = "jobs",
+    summary = "Set the count of a job",
+    params(("name" = String, Path, description = "the job name, one percent-encoded segment (`web%2Ffrontend`)"), IfVersion),
+    request_body(content = crate::api::openapi::ScaleBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "scaled", body = crate::api::types::SubmitResponse),
+        (status = 404, description = "no such job", body = crate::api::types::ErrorBody),
+        (status = 400, description = "the body is not JSON", body = crate::api::types::ErrorBody),
+        (status = 409, description = "`version_mismatch`", body = crate::api::types::ErrorBody),
+        (status = 422, description = "a bad count, or a system job", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn scale(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -229,6 +275,18 @@ pub async fn scale(
 }
 
 /// `DELETE /v1/jobs/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{name}",
+    tag = "jobs",
+    summary = "Delete a job (kept as a tombstone)",
+    params(("name" = String, Path, description = "the job name, one percent-encoded segment (`web%2Ffrontend`)"), IfVersion),
+    responses(
+        (status = 200, description = "deleted", body = crate::api::types::SubmitResponse),
+        (status = 404, description = "no such job", body = crate::api::types::ErrorBody),
+        (status = 409, description = "`version_mismatch`", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn delete(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -248,31 +306,46 @@ pub async fn delete(
 
 /// `GET /v1/events`: server-sent events `job.created`, `job.updated`,
 /// `job.scaled`, `job.deleted`, `job.task_finished`, `job.deployment`,
-/// as this node learns of them, and
-/// `task.health` for the tasks this node runs.
+/// as this node learns of them,
+/// `task.health` for the tasks this node runs, and `member.state` when a
+/// member's state changes as this node sees it.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    summary = "Server-sent events of jobs, of this node's tasks and of members (never ends)",
+    responses(
+        (status = 200, description = "an endless event stream", body = String, content_type = "text/event-stream")
+    )
+)]
 pub async fn events(
     State(s): State<ApiState>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let jobs = s.state.subscribe();
     let tasks = s.task_events.subscribe();
-    let stream = futures_util::stream::unfold((jobs, tasks), |(mut jobs, mut tasks)| async move {
-        let (kind, got) = tokio::select! {
-            got = jobs.recv() => ("job", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
-            got = tasks.recv() => ("task", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
-        };
-        let sse = match got {
-            Ok(value) => {
-                let name = value["event"].as_str().unwrap_or("changed").to_owned();
-                Event::default()
-                    .event(format!("{kind}.{name}"))
-                    .data(value.to_string())
-            }
-            Err(RecvError::Lagged(n)) => Event::default()
-                .event("lagged")
-                .data(json!({"missed": n}).to_string()),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(sse), (jobs, tasks)))
-    });
+    let members = s.core.member_events();
+    let stream = futures_util::stream::unfold(
+        (jobs, tasks, members),
+        |(mut jobs, mut tasks, mut members)| async move {
+            let (kind, got) = tokio::select! {
+                got = jobs.recv() => ("job", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
+                got = tasks.recv() => ("task", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
+                got = members.recv() => ("member", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
+            };
+            let sse = match got {
+                Ok(value) => {
+                    let name = value["event"].as_str().unwrap_or("changed").to_owned();
+                    Event::default()
+                        .event(format!("{kind}.{name}"))
+                        .data(value.to_string())
+                }
+                Err(RecvError::Lagged(n)) => Event::default()
+                    .event("lagged")
+                    .data(json!({"missed": n}).to_string()),
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok(sse), (jobs, tasks, members)))
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -3,11 +3,14 @@
 //! | route | auth | what |
 //! |---|---|---|
 //! | `GET /v1/health` | no | liveness of this agent |
+//! | `GET /v1/openapi.json` | no | the OpenAPI document of the whole API ([`openapi`]) |
 //! | `GET /v1/self` | yes | this node as a member |
-//! | `GET /v1/nodes` | yes | every member this node knows |
+//! | `GET /v1/nodes` | yes | every member this node knows (filters, paging: `summary.rs`) |
 //! | `GET /v1/nodes/{id-or-name}` | yes | one member (id, unique id prefix, or name) |
 //! | `GET /v1/status` | yes | the pooled resources, in total and per datacenter |
+//! | `GET /v1/summary` | yes | members by state and resources per datacenter and zone, kept incrementally |
 //! | `GET /metrics` | yes | Prometheus/OpenMetrics text |
+//! | `GET /ui/…` | no | the web UI (it calls the API with the user's token) |
 //!
 //! Authentication is `Authorization: Bearer <cluster token>`, except in
 //! `--dev`. Every error is `{"error": {"code", "message"}}` with the matching
@@ -17,10 +20,13 @@ pub mod artifacts;
 pub mod deployments;
 pub mod installations;
 pub mod jobs;
+pub mod openapi;
 pub mod packages;
 pub mod services;
+pub mod summary;
 pub mod tasks;
 pub mod types;
+pub mod ui;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -143,11 +149,12 @@ type ApiResult<T> = Result<axum::Json<T>, ApiError>;
 pub fn router(state: ApiState) -> Router {
     let protected = Router::new()
         .route("/v1/self", get(get_self))
-        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes", get(summary::list_nodes))
         .route("/v1/nodes/{key}", get(get_node))
         .route("/v1/status", get(get_status))
+        .route("/v1/summary", get(summary::summary))
         .route("/metrics", get(get_metrics))
-        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs", post(jobs::submit).get(summary::list_jobs))
         .route("/v1/jobs/{name}", get(jobs::get).delete(jobs::delete))
         .route("/v1/jobs/{name}/versions", get(jobs::versions))
         .route("/v1/jobs/{name}/scale", post(jobs::scale))
@@ -194,15 +201,46 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tasks/{task}/logs", get(tasks::logs))
         .route("/v1/services/{job}", get(services::get))
         .route("/v1/nodes/{key}/drain", post(tasks::drain))
+        .route("/v1/nodes/{key}/tasks", get(tasks::of_node))
         .route("/v1/events", get(jobs::events))
         .route("/v1/debug/faults", post(set_faults))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
+        // The web UI's files: not the API, so not in its document.
+        .merge(ui::router())
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Makes the plain-text rejections of axum's extractors (a query string,
+/// a path or a JSON body that does not parse) `ErrorBody`s like every
+/// other error: `bad_request` (400), `unsupported_media_type` (415),
+/// `too_large` (413) or `invalid` (422), with axum's text as the message.
+async fn json_errors(res: Response) -> Response {
+    let plain = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    let status = res.status();
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let text = axum::body::to_bytes(res.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+        _ => "bad_request",
+    };
+    ApiError::new(status, code, String::from_utf8_lossy(&text).into_owned()).into_response()
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -254,6 +292,15 @@ async fn require_token(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "nodes",
+    summary = "Liveness of this agent (no token needed)",
+    responses(
+        (status = 200, description = "this agent", body = HealthView)
+    )
+)]
 async fn health(State(state): State<ApiState>) -> ApiResult<HealthView> {
     let me = state
         .core
@@ -316,6 +363,15 @@ pub fn node_view(m: &MemberInfo, clock: &Clock) -> NodeView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/self",
+    tag = "nodes",
+    summary = "This node as a member",
+    responses(
+        (status = 200, description = "this node", body = NodeView)
+    )
+)]
 async fn get_self(State(state): State<ApiState>) -> ApiResult<NodeView> {
     let me = state
         .core
@@ -323,13 +379,6 @@ async fn get_self(State(state): State<ApiState>) -> ApiResult<NodeView> {
         .await?
         .ok_or_else(|| ApiError::not_found("this node is missing from its own member list"))?;
     Ok(axum::Json(node_view(&me, &state.clock)))
-}
-
-async fn list_nodes(State(state): State<ApiState>) -> ApiResult<Vec<NodeView>> {
-    let members = state.core.members().await?;
-    Ok(axum::Json(
-        members.iter().map(|m| node_view(m, &state.clock)).collect(),
-    ))
 }
 
 /// Finds a member by full id, by name, or by a unique id prefix (4+ hex
@@ -379,6 +428,18 @@ pub fn find_member<'a>(members: &'a [MemberInfo], key: &str) -> Result<&'a Membe
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{key}",
+    tag = "nodes",
+    summary = "One member",
+    params(("key" = String, Path, description = "a full id, a unique id prefix of 4+ hex digits, or a name")),
+    responses(
+        (status = 200, description = "the member", body = NodeView),
+        (status = 404, description = "no such node", body = crate::api::types::ErrorBody),
+        (status = 409, description = "`ambiguous`: a name several nodes share", body = crate::api::types::ErrorBody)
+    )
+)]
 async fn get_node(State(state): State<ApiState>, Path(key): Path<String>) -> ApiResult<NodeView> {
     let members = state.core.members().await?;
     let m = find_member(&members, &key)?;
@@ -399,6 +460,15 @@ pub fn count_states(members: &[MemberInfo]) -> StateCounts {
     c
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "nodes",
+    summary = "The pool: members by state and resources",
+    responses(
+        (status = 200, description = "the pool", body = StatusView)
+    )
+)]
 async fn get_status(State(state): State<ApiState>) -> ApiResult<StatusView> {
     let members = state.core.members().await?;
     let local = members
@@ -437,6 +507,17 @@ async fn get_status(State(state): State<ApiState>) -> ApiResult<StatusView> {
 /// `POST /v1/debug/faults` `{"block": [id or name, ...]}`: drops gossip and
 /// RPC to and from those nodes (an empty list heals). Only with
 /// `--fault-injection`: for partition tests.
+#[utoipa::path(
+    post,
+    path = "/v1/debug/faults",
+    tag = "debug",
+    summary = "Drop gossip and RPC to and from nodes (only with --fault-injection)",
+    request_body(content = openapi::FaultsBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the nodes now blocked", body = openapi::FaultsReply),
+        (status = 404, description = "fault injection is off, or no such node", body = crate::api::types::ErrorBody)
+    )
+)]
 async fn set_faults(
     State(state): State<ApiState>,
     axum::Json(body): axum::Json<serde_json::Value>,
@@ -472,6 +553,15 @@ async fn set_faults(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "nodes",
+    summary = "OpenMetrics text",
+    responses(
+        (status = 200, description = "the metrics", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")
+    )
+)]
 async fn get_metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let stats = state.core.stats().await?;
     let members = state.core.members().await?;

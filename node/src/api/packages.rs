@@ -34,13 +34,15 @@ impl From<RepoError> for ApiError {
 }
 
 /// `?q=TERM`: only packages whose name, tags or description contain it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     q: Option<String>,
 }
 
 /// `?version=V&repository=R`: which package.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WhichQuery {
     version: Option<String>,
     repository: Option<String>,
@@ -59,6 +61,38 @@ fn summary(p: &Package, repository: &str) -> Value {
     })
 }
 
+/// A package that did not render for the user's options: a 422 whose
+/// `field` is the first option at fault (`options/replicas`, what the web
+/// UI puts the message next to), with every problem in `problems`.
+pub(super) fn render_error(e: shoal_package::RenderError) -> ApiError {
+    let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string());
+    match &e {
+        shoal_package::RenderError::Options(o) => {
+            let first = o.problems.first().map(|p| p.path.as_str()).unwrap_or("");
+            err = err.with_field(format!("options{first}"));
+            err = err.with_extra(
+                "problems",
+                json!(
+                    o.problems
+                        .iter()
+                        .map(|p| json!({
+                            "path": p.path,
+                            "fault": match p.fault {
+                                shoal_package::Fault::Package => "package",
+                                shoal_package::Fault::User => "user",
+                            },
+                            "message": p.message,
+                        }))
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+        shoal_package::RenderError::Instance { .. } => err = err.with_field("instance"),
+        _ => err = err.with_field("options"),
+    }
+    err
+}
+
 /// The package a request names, from the repositories.
 pub(super) async fn find(s: &ApiState, name: &str, q: &WhichQuery) -> Result<Found, ApiError> {
     Ok(s.repos
@@ -69,6 +103,16 @@ pub(super) async fn find(s: &ApiState, name: &str, q: &WhichQuery) -> Result<Fou
 /// `GET /v1/packages[?q=TERM]`: the highest version of each package, in
 /// the first repository that has it. A repository that cannot be read is
 /// skipped (and logged): the others still answer.
+#[utoipa::path(
+    get,
+    path = "/v1/packages",
+    tag = "packages",
+    summary = "The highest version of each package",
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "the packages", body = Vec<crate::api::openapi::PackageSummary>)
+    )
+)]
 pub async fn list(
     State(s): State<ApiState>,
     Query(q): Query<SearchQuery>,
@@ -101,7 +145,7 @@ pub async fn list(
 }
 
 /// One version a repository offers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     /// The repository.
     pub repository: String,
@@ -113,6 +157,17 @@ pub struct VersionView {
 
 /// `GET /v1/packages/{name}/versions`: every version every repository
 /// offers, in lookup order.
+#[utoipa::path(
+    get,
+    path = "/v1/packages/{name}/versions",
+    tag = "packages",
+    summary = "Every version every repository offers",
+    params(("name" = String, Path, description = "the package name")),
+    responses(
+        (status = 200, description = "the versions", body = Vec<VersionView>),
+        (status = 404, description = "no such package", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn versions(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -137,6 +192,18 @@ pub async fn versions(
 
 /// `GET /v1/packages/{name}[?version=V&repository=R]`: what it is, its
 /// options schema and their defaults.
+#[utoipa::path(
+    get,
+    path = "/v1/packages/{name}",
+    tag = "packages",
+    summary = "One package, its options schema and defaults",
+    params(("name" = String, Path, description = "the package name"), WhichQuery),
+    responses(
+        (status = 200, description = "the package", body = crate::api::openapi::PackageDetail),
+        (status = 404, description = "no such package", body = crate::api::types::ErrorBody),
+        (status = 502, description = "a repository cannot be read", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn get(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -147,6 +214,8 @@ pub async fn get(
     let mut v = summary(p, &found.repository);
     v["maintainer"] = json!(p.manifest().maintainer);
     v["license"] = json!(p.manifest().license);
+    v["requires"] = json!(p.manifest().requires);
+    v["upgrades_from"] = json!(p.manifest().upgrades_from.as_ref().map(ToString::to_string));
     v["digest"] = json!(p.digest());
     v["options_schema"] = p.options_schema().raw().clone();
     v["defaults"] = p.options_schema().defaults().clone();
@@ -155,6 +224,18 @@ pub async fn get(
 
 /// `GET /v1/packages/{name}/archive[?version=V&repository=R]`: the
 /// package as a `.tar.gz` (what the CLI renders, lints and diffs).
+#[utoipa::path(
+    get,
+    path = "/v1/packages/{name}/archive",
+    tag = "packages",
+    summary = "The package as a .tar.gz",
+    params(("name" = String, Path, description = "the package name"), WhichQuery),
+    responses(
+        (status = 200, description = "the archive", body = Vec<u8>, content_type = "application/gzip"),
+        (status = 404, description = "no such package", body = crate::api::types::ErrorBody),
+        (status = 502, description = "a repository cannot be read", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn archive(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -177,30 +258,39 @@ pub async fn archive(
 /// `POST /v1/packages/{name}/render` with `{"instance"?: …, "options"?:
 /// {…}, "version"?: …, "repository"?: …}`: the jobs an install would
 /// submit (nothing is written); a bad option is a 422 naming it.
+#[utoipa::path(
+    post,
+    path = "/v1/packages/{name}/render",
+    tag = "packages",
+    summary = "The jobs an install would submit (nothing written)",
+    params(("name" = String, Path, description = "the package name")),
+    request_body(content = crate::api::openapi::RenderBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the rendered jobs", body = crate::api::openapi::Rendered),
+        (status = 404, description = "no such package", body = crate::api::types::ErrorBody),
+        (status = 422, description = "a bad option, or a body that is not an object", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn render(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-    Json(body): Json<Value>,
+    Json(body): Json<super::openapi::RenderBody>,
 ) -> ApiResult<Value> {
     let q = WhichQuery {
-        version: body["version"].as_str().map(str::to_owned),
-        repository: body["repository"].as_str().map(str::to_owned),
+        version: body.version,
+        repository: body.repository,
     };
     let found = find(&s, &name, &q).await?;
     let p = &found.package;
-    let instance = body["instance"]
-        .as_str()
-        .unwrap_or(&p.manifest().name)
-        .to_owned();
-    let options = match &body["options"] {
-        Value::Null => json!({}),
-        v => v.clone(),
+    let instance = body.instance.unwrap_or_else(|| p.manifest().name.clone());
+    let options = match body.options {
+        None | Some(Value::Null) => json!({}),
+        Some(v) => v,
     };
-    let jobs = p.render(&instance, &options).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
-            .with_field("options")
-    })?;
+    let jobs = p.render(&instance, &options).map_err(render_error)?;
+    let notes = p.notes(&instance, &options, false).map_err(render_error)?;
     Ok(Json(json!({
+        "notes": notes,
         "package": p.id(),
         "repository": found.repository,
         "instance": instance,
@@ -210,12 +300,21 @@ pub async fn render(
 }
 
 /// `GET /v1/repositories`: in lookup order, the built-in library last.
+#[utoipa::path(
+    get,
+    path = "/v1/repositories",
+    tag = "packages",
+    summary = "The repositories in lookup order, `builtin` last",
+    responses(
+        (status = 200, description = "the repositories", body = Vec<Repository>)
+    )
+)]
 pub async fn repos_list(State(s): State<ApiState>) -> ApiResult<Vec<Repository>> {
     Ok(Json(s.repos.list().await?))
 }
 
 /// `POST /v1/repositories` body.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RepoBody {
     /// Its name.
     pub name: String,
@@ -229,6 +328,17 @@ pub struct RepoBody {
 
 /// `POST /v1/repositories`: adds one. A `dir:` path must be a directory
 /// on this node, which serves it to the others.
+#[utoipa::path(
+    post,
+    path = "/v1/repositories",
+    tag = "packages",
+    summary = "Add a repository",
+    request_body(content = RepoBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "added", body = Repository),
+        (status = 422, description = "a bad name or URL", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn repos_add(
     State(s): State<ApiState>,
     Json(body): Json<RepoBody>,
@@ -258,6 +368,18 @@ pub async fn repos_add(
 }
 
 /// `DELETE /v1/repositories/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/repositories/{name}",
+    tag = "packages",
+    summary = "Remove a repository",
+    params(("name" = String, Path, description = "the repository")),
+    responses(
+        (status = 200, description = "removed", body = Repository),
+        (status = 404, description = "no such repository", body = crate::api::types::ErrorBody),
+        (status = 422, description = "`builtin` cannot be removed", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn repos_remove(
     State(s): State<ApiState>,
     Path(name): Path<String>,

@@ -10,7 +10,8 @@ use super::{ApiError, ApiResult, ApiState};
 use crate::services::{LookupError, ServiceView};
 
 /// `?port=NAME&all=true`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ServiceQuery {
     /// The named port whose host port `port` is (default: the job's first).
     port: Option<String>,
@@ -38,6 +39,18 @@ impl From<LookupError> for ApiError {
 }
 
 /// `GET /v1/services/{job}?port=NAME&all=true`.
+#[utoipa::path(
+    get,
+    path = "/v1/services/{job}",
+    tag = "services",
+    summary = "Where a job's healthy tasks are reached",
+    params(("job" = String, Path, description = "the job name, one percent-encoded segment"), ServiceQuery),
+    responses(
+        (status = 200, description = "the endpoints", body = ServiceView),
+        (status = 404, description = "no such job", body = crate::api::types::ErrorBody),
+        (status = 422, description = "no such port", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn get(
     State(s): State<ApiState>,
     Path(job): Path<String>,

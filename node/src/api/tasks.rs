@@ -13,6 +13,17 @@ use crate::rpc::LOG_CHUNK;
 
 /// `GET /v1/jobs/{name}/tasks`: every task of the job, from the nodes that
 /// answer for them.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{name}/tasks",
+    tag = "tasks",
+    summary = "Every task of a job",
+    params(("name" = String, Path, description = "the job name, one percent-encoded segment (`web%2Ffrontend`)")),
+    responses(
+        (status = 200, description = "the tasks", body = Vec<crate::placement::TaskView>),
+        (status = 404, description = "no such job", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn list(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Vec<TaskView>> {
     let Some(job) = s.state.job(&name).await? else {
         return Err(ApiError::not_found(format!(
@@ -83,8 +94,39 @@ async fn add_containers(s: &ApiState, live: &[crate::state::Peer], tasks: &mut [
     }
 }
 
+/// `GET /v1/nodes/{node}/tasks`: the tasks a node runs, as that node
+/// reports them.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{key}/tasks",
+    tag = "nodes",
+    summary = "The tasks a node runs, asked of that node",
+    params(("key" = String, Path, description = "node id, unique id prefix (4+ hex digits) or name")),
+    responses(
+        (status = 200, description = "its tasks, by job and index", body = Vec<TaskView>),
+        (status = 404, description = "no such node", body = crate::api::types::ErrorBody),
+        (status = 502, description = "the node is not live or did not answer (`unreachable`)", body = crate::api::types::ErrorBody)
+    )
+)]
+pub async fn of_node(
+    State(s): State<ApiState>,
+    Path(node): Path<String>,
+) -> ApiResult<Vec<TaskView>> {
+    let members = s.core.members().await?;
+    let id = find_member(&members, &node)?.identity.id;
+    let live = s.live.borrow().clone();
+    crate::placement::node_tasks(&s.core, &s.transport, &live, id)
+        .await
+        .map(Json)
+        .map_err(|e| match e {
+            crate::placement::NodeTasksError::Core(c) => c.into(),
+            e => ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", e.to_string()),
+        })
+}
+
 /// Log query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     #[serde(default)]
     stderr: bool,
@@ -94,7 +136,7 @@ pub struct LogQuery {
 }
 
 /// A piece of a log.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPiece {
     /// The node that runs the task.
     pub node: String,
@@ -108,6 +150,19 @@ pub struct LogPiece {
 
 /// `GET /v1/tasks/{task}/logs?stderr&offset&max`: read from the node that
 /// runs the task, wherever it is.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{task}/logs",
+    tag = "tasks",
+    summary = "A piece of a task's log",
+    params(("task" = String, Path, description = "`job/index` or `job@node`, one percent-encoded segment"), LogQuery),
+    responses(
+        (status = 200, description = "the piece", body = LogPiece),
+        (status = 404, description = "the task runs nowhere", body = crate::api::types::ErrorBody),
+        (status = 422, description = "not a task name", body = crate::api::types::ErrorBody),
+        (status = 502, description = "its node did not answer", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn logs(
     State(s): State<ApiState>,
     Path(task): Path<String>,
@@ -182,7 +237,7 @@ pub async fn logs(
 }
 
 /// Drain request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DrainBody {
     #[serde(default = "yes")]
     drain: bool,
@@ -194,6 +249,20 @@ fn yes() -> bool {
 
 /// `POST /v1/nodes/{node}/drain` `{"drain": true|false}`: the node stops
 /// taking tasks and its tasks are placed elsewhere (kept across restarts).
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{key}/drain",
+    tag = "nodes",
+    summary = "Drain a node (or undo)",
+    params(("key" = String, Path, description = "id, unique id prefix or name")),
+    request_body(content = Option<DrainBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "done", body = crate::api::openapi::DrainReply),
+        (status = 404, description = "no such node", body = crate::api::types::ErrorBody),
+        (status = 409, description = "`ambiguous`", body = crate::api::types::ErrorBody),
+        (status = 502, description = "the node did not answer", body = crate::api::types::ErrorBody)
+    )
+)]
 pub async fn drain(
     State(s): State<ApiState>,
     Path(node): Path<String>,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 /// Resources of a node.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CapacityView {
     /// Cores (fractional).
     pub cpus: f64,
@@ -19,7 +19,7 @@ pub struct CapacityView {
 }
 
 /// A runtime and its version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuntimeView {
     /// `process` or `docker`.
     pub name: String,
@@ -29,7 +29,7 @@ pub struct RuntimeView {
 
 /// A member of the cluster. Fields from its metadata are `null` until this
 /// node has learned them (a member seen for the first time a moment ago).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeView {
     /// Node id, 16 hex digits.
     pub id: String,
@@ -38,10 +38,13 @@ pub struct NodeView {
     /// `alive`, `suspect`, `failed` or `left`.
     pub state: String,
     /// Gossip address (UDP).
+    #[schema(value_type = String, example = "10.0.0.1:5481")]
     pub gossip: SocketAddr,
     /// RPC address (QUIC).
+    #[schema(value_type = Option<String>)]
     pub rpc: Option<SocketAddr>,
     /// HTTP API address.
+    #[schema(value_type = Option<String>)]
     pub api: Option<SocketAddr>,
     /// Datacenter.
     pub dc: Option<String>,
@@ -77,7 +80,7 @@ pub struct NodeView {
 }
 
 /// Pooled resources of one datacenter (alive members).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolView {
     /// Datacenter (empty when none is set).
     pub dc: String,
@@ -89,7 +92,7 @@ pub struct PoolView {
 }
 
 /// Members by state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateCounts {
     /// Alive.
     pub alive: u64,
@@ -102,7 +105,7 @@ pub struct StateCounts {
 }
 
 /// `GET /v1/status`: the pool.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusView {
     /// The node that answered.
     pub node: NodeView,
@@ -115,7 +118,7 @@ pub struct StatusView {
 }
 
 /// `GET /v1/health`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthView {
     /// `ok`.
     pub status: String,
@@ -130,14 +133,14 @@ pub struct HealthView {
 }
 
 /// Every error: `{"error": {...}}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable code (`not_found`, `unauthorized`, …).
     pub code: String,
@@ -149,11 +152,12 @@ pub struct ErrorDetail {
     /// More, depending on the code (`expected_version` and `actual_version`
     /// for `version_mismatch`, `errors` for `invalid_spec`).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The answer to a write (`POST /v1/jobs`, scale, delete).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitResponse {
     /// The job after the write.
     pub job: shoal_state::JobView,
@@ -168,7 +172,7 @@ pub struct SubmitResponse {
 }
 
 /// A rolling deployment of a job.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeploymentView {
     /// The job.
     pub job: String,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shoal_gossip::{MemberInfo, MemberMeta, NodeId, Stats};
+use shoal_gossip::{Instant, MemberInfo, MemberMeta, NodeId, Stats};
 use shoal_placement::{Job, Msg, Resources, TaskKey, TaskStatus};
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,7 +16,47 @@ use tokio::sync::{mpsc, oneshot};
 #[error("the node core has stopped (agent shutting down)")]
 pub struct CoreStopped;
 
+/// The node's summary of its members (see [`shoal_core::Summary`]), as
+/// `GET /v1/summary` answers from it.
+#[derive(Clone, Debug)]
+pub struct SummaryReply {
+    /// The groups: O(groups) to copy.
+    pub snapshot: shoal_core::Snapshot,
+    /// Members counted.
+    pub members: usize,
+    /// When a member's state last changed as this node saw it.
+    pub changed_at: Option<Instant>,
+    /// This node: id, and name.
+    pub me: (NodeId, String),
+    /// This node's capacity offered and resources held (exact).
+    pub local: (Resources, Resources),
+}
+
+/// A member's state changed as this node sees it (`/v1/events`,
+/// `member.state`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemberEvent {
+    /// `state`.
+    pub event: &'static str,
+    /// The member's id.
+    pub id: String,
+    /// Its name, dc and zone, where its metadata is known.
+    pub name: Option<String>,
+    /// Datacenter.
+    pub dc: Option<String>,
+    /// Zone.
+    pub zone: Option<String>,
+    /// `alive`, `suspect`, `failed`, `left`, or `forgotten` (no longer
+    /// listed).
+    pub state: &'static str,
+    /// The state before (`null`: new to this node).
+    pub previous: Option<&'static str>,
+    /// This node, which saw the change.
+    pub node: String,
+}
+
 pub(super) enum Cmd {
+    Summary(oneshot::Sender<SummaryReply>),
     Meta(oneshot::Sender<MemberMeta>),
     Members(oneshot::Sender<Vec<MemberInfo>>),
     Member(NodeId, oneshot::Sender<Option<MemberInfo>>),
@@ -30,6 +70,7 @@ pub(super) enum Cmd {
     Waiting(oneshot::Sender<Vec<(String, Vec<String>)>>),
     Drain(bool, oneshot::Sender<()>),
     Used(oneshot::Sender<(Resources, Resources)>),
+    Held(oneshot::Sender<Vec<TaskStatus>>),
     /// Every job (at start-up, or after missed changes).
     AllJobs(Vec<Job>),
     /// Jobs that changed, and jobs gone or not placeable.
@@ -42,6 +83,7 @@ pub struct CoreHandle {
     pub(super) tx: mpsc::Sender<Cmd>,
     pub(super) local_id: NodeId,
     pub(super) slow_turns: Arc<AtomicU64>,
+    pub(super) member_events: tokio::sync::broadcast::Sender<MemberEvent>,
 }
 
 impl CoreHandle {
@@ -63,6 +105,16 @@ impl CoreHandle {
     /// This node's metadata.
     pub async fn meta(&self) -> Result<MemberMeta, CoreStopped> {
         self.ask(Cmd::Meta).await
+    }
+
+    /// The summary of the members: O(groups), not O(members).
+    pub async fn summary(&self) -> Result<SummaryReply, CoreStopped> {
+        self.ask(Cmd::Summary).await
+    }
+
+    /// Member state changes from now on.
+    pub fn member_events(&self) -> tokio::sync::broadcast::Receiver<MemberEvent> {
+        self.member_events.subscribe()
     }
 
     /// Every member known, this node included.
@@ -121,6 +173,12 @@ impl CoreHandle {
     /// is saved in the data dir.
     pub async fn drain(&self, on: bool) -> Result<(), CoreStopped> {
         self.ask(|tx| Cmd::Drain(on, tx)).await
+    }
+
+    /// The tasks this node runs, as it runs them (its own account, whoever
+    /// coordinates them).
+    pub async fn held(&self) -> Result<Vec<TaskStatus>, CoreStopped> {
+        self.ask(Cmd::Held).await
     }
 
     /// Capacity offered and resources held.

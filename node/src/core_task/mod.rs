@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use driver::Driver;
-pub use handle::{CoreHandle, CoreStopped};
+pub use handle::{CoreHandle, CoreStopped, MemberEvent, SummaryReply};
 pub use jobs::{feed_jobs, record_deployments, record_finished};
 
 use crate::clock::{Clock, unix_ms};
@@ -54,6 +54,8 @@ const RECV_BUFFER: usize = 65_536;
 const PEERS_SAVE_PERIOD: Duration = Duration::from_secs(10);
 /// Members remembered in `peers.json`.
 const PEERS_SAVED: usize = 32;
+/// Member state changes kept for slow `/v1/events` readers.
+const MEMBER_EVENTS: usize = 1024;
 /// Commands waiting for the loop, at most.
 const COMMANDS: usize = 1024;
 
@@ -141,6 +143,9 @@ pub struct CoreTask {
     slow_turns: Arc<AtomicU64>,
     health: HealthChecks,
     task_events: broadcast::Sender<TaskEvent>,
+    member_events: broadcast::Sender<MemberEvent>,
+    /// When a member's state last changed as this node saw it.
+    members_changed_at: Option<shoal_gossip::Instant>,
     shutdown: CancellationToken,
 }
 
@@ -171,10 +176,12 @@ impl CoreTask {
         } = parts;
         let (tx, rx) = mpsc::channel(COMMANDS);
         let slow_turns = Arc::new(AtomicU64::new(0));
+        let (member_events, _) = broadcast::channel(MEMBER_EVENTS);
         let handle = CoreHandle {
             tx,
             local_id: core.me(),
             slow_turns: slow_turns.clone(),
+            member_events: member_events.clone(),
         };
         let task = CoreTask {
             driver: Driver::new(core),
@@ -195,6 +202,8 @@ impl CoreTask {
             slow_turns,
             health,
             task_events,
+            member_events,
+            members_changed_at: None,
             shutdown,
         };
         (task, handle)
@@ -289,6 +298,17 @@ impl CoreTask {
         let (now, wall) = (self.clock.now(), unix_ms());
         let core = self.driver.core();
         match cmd {
+            Cmd::Summary(tx) => {
+                let placer = core.placer();
+                let me = core.membership().meta();
+                let _ = tx.send(SummaryReply {
+                    snapshot: core.summary().snapshot(),
+                    members: core.summary().len(),
+                    changed_at: self.members_changed_at,
+                    me: (core.me(), me.name.clone()),
+                    local: (placer.capacity(), placer.used_resources()),
+                });
+            }
             Cmd::Meta(tx) => {
                 let _ = tx.send((**core.membership().meta()).clone());
             }
@@ -348,6 +368,16 @@ impl CoreTask {
             Cmd::Used(tx) => {
                 let placer = core.placer();
                 let _ = tx.send((placer.capacity(), placer.used_resources()));
+            }
+            Cmd::Held(tx) => {
+                let placer = core.placer();
+                let _ = tx.send(
+                    placer
+                        .local_tasks()
+                        .into_iter()
+                        .filter_map(|(key, _, _)| placer.local_status(&key))
+                        .collect(),
+                );
             }
             Cmd::AllJobs(jobs) => core.set_jobs(now, wall, jobs),
             Cmd::Jobs(changed, removed) => core.update_jobs(now, wall, changed, &removed),
@@ -421,6 +451,7 @@ impl CoreTask {
                         warn!(error = %e, "deployment step not written: the queue is full");
                     }
                 }
+                Output::MemberState(change) => self.member_state(change),
                 Output::Published(change) => {
                     if !change.joined.is_empty() || !change.left.is_empty() {
                         debug!(joined = ?change.joined, left = ?change.left, "placement view changed");
@@ -479,6 +510,22 @@ impl CoreTask {
         });
     }
 
+    /// A member's state changed: told to `/v1/events` watchers.
+    fn member_state(&mut self, change: shoal_core::MemberStateChange) {
+        self.members_changed_at = Some(self.clock.now());
+        let meta = change.meta.as_deref();
+        let _ = self.member_events.send(MemberEvent {
+            event: "state",
+            id: change.id.to_string(),
+            name: meta.map(|m| m.name.clone()),
+            dc: meta.map(|m| m.dc.clone()),
+            zone: meta.map(|m| m.zone.clone()),
+            state: change.state.map_or("forgotten", MemberState::as_str),
+            previous: change.previous.map(MemberState::as_str),
+            node: self.driver.view().me().to_string(),
+        });
+    }
+
     fn gossip_event(&mut self, event: Event) {
         match event {
             Event::MemberUp { identity } => {
@@ -501,6 +548,14 @@ impl CoreTask {
                 info!(member = %new.id, addr = %new.gossip_addr(), old_addr = %old.gossip_addr(), generation = new.bump, "member restarted");
             }
             Event::MetaChanged { id } => debug!(member = %id, "member metadata updated"),
+            Event::SuspicionChanged { id, suspect } => {
+                if suspect {
+                    warn!(member = %id, "member suspect");
+                } else {
+                    info!(member = %id, "member no longer suspect");
+                }
+            }
+            Event::MemberForgotten { id } => debug!(member = %id, "member forgotten"),
             Event::Connected => info!("connected to the cluster"),
             Event::Isolated => warn!("no other live member known; trying to rejoin"),
             Event::JoinRetry {
