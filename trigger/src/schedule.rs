@@ -31,8 +31,8 @@ pub enum Schedule {
     Cron {
         /// As written (5 fields, or 6 with seconds first).
         expr: String,
-        /// Parsed.
-        cron: Cron,
+        /// Parsed (boxed: it is large).
+        cron: Box<Cron>,
         /// The zone (UTC by default).
         timezone: Tz,
     },
@@ -276,7 +276,7 @@ mod tests {
     fn cron(expr: &str, tz: &str) -> Schedule {
         Schedule::Cron {
             expr: expr.into(),
-            cron: parse_cron(expr).unwrap(),
+            cron: Box::new(parse_cron(expr).unwrap()),
             timezone: parse_timezone(tz).unwrap(),
         }
     }

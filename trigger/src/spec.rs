@@ -470,7 +470,7 @@ impl RawTrigger {
                 match (cron, timezone) {
                     (Some(cron), Some(timezone)) => Some(Schedule::Cron {
                         expr: expr.trim().to_owned(),
-                        cron,
+                        cron: Box::new(cron),
                         timezone,
                     }),
                     _ => None,
@@ -1038,4 +1038,286 @@ impl TryFrom<RawTrigger> for TriggerSpec {
 /// For messages: a number as written.
 pub(crate) fn show_value(v: f64) -> String {
     fmt_f64(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The issue's example, verbatim.
+    const CHEAP_REPORT: &str = r#"
+name = "cheap-report"
+every = "5s"                 # or: cron = "30 2 * * *" + timezone = "Europe/Berlin"
+starting_deadline = "1m"
+concurrency = "forbid"
+
+[[when]]                     # an external price feed
+signal = "http_json"
+url = "http://127.0.0.1:8080/price"
+pointer = "/price"
+op = "<"
+value = 0.05
+
+[[when]]                     # the cheapest node with room for the run
+signal = "min(label.price_per_hour)"
+op = "<"
+value = 0.05
+
+[run]                        # the action: a batch job, as in a job file
+type = "batch"
+count = 2
+[run.task]
+runtime = "process"
+command = "/bin/sh"
+args = ["-c", "echo run $SHOAL_RUN_ID"]
+"#;
+
+    fn fields(e: &SpecError) -> Vec<&str> {
+        e.errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn the_issue_example_parses_and_validates() {
+        let s = TriggerSpec::from_toml(CHEAP_REPORT).unwrap();
+        assert_eq!(s.name, "cheap-report");
+        assert_eq!(
+            s.schedule,
+            Some(Schedule::Every {
+                period: Duration::from_secs(5)
+            })
+        );
+        assert_eq!(s.starting_deadline, Some(Duration::from_secs(60)));
+        assert_eq!(s.concurrency, Concurrency::Forbid);
+        assert_eq!(s.when.len(), 2);
+        assert_eq!(
+            s.when[0].signal,
+            Signal::HttpJson {
+                url: "http://127.0.0.1:8080/price".into(),
+                pointer: "/price".into(),
+                every: Duration::from_secs(30),
+            }
+        );
+        assert_eq!(s.when[0].max_age, Duration::from_secs(60));
+        assert_eq!(s.when[1].op, Op::Lt);
+        assert_eq!(s.when[1].on_missing, OnMissing::Wait);
+        assert_eq!(s.match_mode, Match::All);
+        assert!(s.enabled);
+        assert_eq!(
+            s.history,
+            HistoryLimits {
+                success: 5,
+                failed: 5
+            }
+        );
+        let job = s.job_for_run("cheap-report@2026-12-01T03:00:00").unwrap();
+        assert_eq!(job.name, "cheap-report/run-2026-12-01t030000");
+        assert_eq!(job.kind, JobType::Batch);
+        assert_eq!(job.count, Some(2));
+        assert_eq!(job.task.args[1], "echo run $SHOAL_RUN_ID");
+    }
+
+    #[test]
+    fn the_canonical_form_parses_back_to_itself() {
+        let s = TriggerSpec::from_toml(CHEAP_REPORT).unwrap();
+        let j = s.to_json();
+        assert_eq!(TriggerSpec::from_json(j.clone()).unwrap(), s);
+        assert_eq!(j["run"]["type"], "batch");
+        assert!(j["run"].get("name").is_none());
+        // serde too (the state stores specs as JSON).
+        let back: TriggerSpec = serde_json::from_value(j).unwrap();
+        assert_eq!(back, s);
+        let cron = TriggerSpec::from_json(json!({
+            "name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin",
+            "run_job": "report",
+        }))
+        .unwrap();
+        assert_eq!(TriggerSpec::from_json(cron.to_json()).unwrap(), cron);
+        assert_eq!(cron.to_json()["timezone"], "Europe/Berlin");
+    }
+
+    #[test]
+    fn json_and_toml_are_the_same_structure() {
+        let from_toml = TriggerSpec::from_toml(CHEAP_REPORT).unwrap();
+        let json = shoal_model::toml_to_json(CHEAP_REPORT).unwrap();
+        assert_eq!(TriggerSpec::from_json(json).unwrap(), from_toml);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let e = TriggerSpec::from_json(json!({
+            "name": "Bad Name",
+            "cron": "61 * * * *",
+            "timezone": "Mars/Olympus",
+            "when": [
+                {"signal": "free.cpu", "op": ">", "value": 2},
+                {"signal": "price", "op": "<", "value": 1},
+                {"signal": "http_json", "op": "~", "value": 1},
+            ],
+            "concurrency": "sometimes",
+            "after": [{"job": "extract", "on": "maybe"}],
+            "run_job": "x", "scale": {"job": "web", "count": 2},
+        }))
+        .unwrap_err();
+        assert_eq!(
+            fields(&e),
+            [
+                "name",
+                "cron",
+                "timezone",
+                "when[1].signal",
+                "when[2].url",
+                "when[2].pointer",
+                "when[2].op",
+                "concurrency",
+                "after[0].on",
+                "after",
+                "scale",
+            ],
+            "{e}"
+        );
+        assert!(e.to_string().contains("unknown signal \"price\""), "{e}");
+        assert!(e.to_string().contains("unknown time zone"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_path() {
+        let e = TriggerSpec::from_json(
+            json!({"name": "a", "every": "1m", "run_job": "b", "colour": 1}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "colour");
+        let e = TriggerSpec::from_json(json!({
+            "name": "a", "every": "1m", "run_job": "b",
+            "when": [{"signal": "free.cpu", "op": ">", "value": 1, "treshold": 2}],
+        }))
+        .unwrap_err();
+        assert_eq!(e.field(), "when[0].treshold");
+    }
+
+    #[test]
+    fn the_inline_job_is_checked_as_a_job_under_run() {
+        let e = TriggerSpec::from_json(json!({
+            "name": "a", "every": "1m",
+            "run": {"task": {"runtime": "process"}, "count": -1},
+        }))
+        .unwrap_err();
+        assert_eq!(fields(&e), ["run.count", "run.task.command"], "{e}");
+        let e = TriggerSpec::from_json(json!({
+            "name": "a", "every": "1m",
+            "run": {"type": "service", "task": {"command": "x"}},
+        }))
+        .unwrap_err();
+        assert_eq!(e.field(), "run.type");
+        let e = TriggerSpec::from_json(json!({
+            "name": "a", "every": "1m",
+            "run": {"name": "b", "task": {"command": "x"}},
+        }))
+        .unwrap_err();
+        assert_eq!(e.field(), "run.name");
+        // type may be left out: batch.
+        let s = TriggerSpec::from_json(
+            json!({"name": "a", "every": "1m", "run": {"task": {"command": "x"}}}),
+        )
+        .unwrap();
+        assert!(matches!(&s.action, Action::Run(j) if j.kind == JobType::Batch));
+    }
+
+    #[test]
+    fn what_fires_it() {
+        let e = TriggerSpec::from_json(json!({"name": "a", "run_job": "b"})).unwrap_err();
+        assert_eq!(e.field(), "every");
+        let e = TriggerSpec::from_json(json!({
+            "name": "a", "run_job": "b",
+            "when": [{"signal": "tasks_pending", "op": "==", "value": 0}],
+        }))
+        .unwrap_err();
+        assert_eq!(e.field(), "cooldown");
+        let s = TriggerSpec::from_json(json!({
+            "name": "a", "run_job": "b", "cooldown": "10m",
+            "when": [{"signal": "tasks_pending", "op": "==", "value": 0, "hold_for": "5m"}],
+        }))
+        .unwrap();
+        assert_eq!(s.cooldown, Some(Duration::from_secs(600)));
+        assert_eq!(s.when[0].hold_for, Duration::from_secs(300));
+        let e = TriggerSpec::from_json(
+            json!({"name": "a", "every": "1m", "cooldown": "1m", "run_job": "b"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "cooldown");
+        let e = TriggerSpec::from_json(
+            json!({"name": "a", "every": "1m", "cron": "* * * * *", "run_job": "b"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "cron");
+        let e = TriggerSpec::from_json(
+            json!({"name": "a", "every": "1m", "timezone": "UTC", "run_job": "b"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "timezone");
+        let e = TriggerSpec::from_json(json!({"name": "a", "every": "500ms", "run_job": "b"}))
+            .unwrap_err();
+        assert_eq!(e.field(), "every");
+        let s = TriggerSpec::from_json(
+            json!({"name": "load", "after": [{"job": "extract"}], "run_job": "b"}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.after,
+            [After {
+                job: "extract".into(),
+                on: RunEnd::Success
+            }]
+        );
+        let e = TriggerSpec::from_json(
+            json!({"name": "load", "after": [{"job": "load"}], "run_job": "b"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "after[0].job: a cycle: load -> load");
+        let e = TriggerSpec::from_json(
+            json!({"name": "load", "every": "1m", "after": [{"job": "x"}], "run_job": "b"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "after");
+    }
+
+    #[test]
+    fn the_other_actions() {
+        let s = TriggerSpec::from_toml(
+            "name = \"grow\"\ncron = \"0 8 * * 1-5\"\n[scale]\njob = \"web\"\ncount = 10\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.action,
+            Action::Scale {
+                job: "web".into(),
+                count: 10
+            }
+        );
+        let s = TriggerSpec::from_toml(
+            "name = \"up\"\ncron = \"0 3 * * 0\"\n[install]\npackage = \"redis\"\ninstance = \"cache\"\nversion = \"7.0.1\"\n[install.options]\nmemory_mb = 256\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&s.action, Action::Install { options, .. } if options["memory_mb"] == 256)
+        );
+        assert_eq!(TriggerSpec::from_json(s.to_json()).unwrap(), s);
+        let e =
+            TriggerSpec::from_toml("name = \"x\"\ncron = \"0 3 * * 0\"\n[scale]\njob = \"web\"\n")
+                .unwrap_err();
+        assert_eq!(e.field(), "scale.count");
+        let e = TriggerSpec::from_toml("name = \"x\"\ncron = \"0 3 * * 0\"\n").unwrap_err();
+        assert_eq!(e.field(), "run");
+    }
+
+    #[test]
+    fn ops() {
+        assert!(Op::Lt.apply(0.02, 0.05));
+        assert!(!Op::Lt.apply(0.05, 0.05));
+        assert!(Op::Le.apply(0.05, 0.05));
+        assert!(Op::Gt.apply(2.0, 1.0));
+        assert!(Op::Ge.apply(1.0, 1.0));
+        assert!(Op::Eq.apply(0.0, 0.0));
+        assert!(Op::Ne.apply(0.0, 1.0));
+    }
 }

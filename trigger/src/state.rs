@@ -945,3 +945,614 @@ pub struct Explain {
     /// Outcomes, newest first.
     pub recent: Vec<Outcome>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn spec(toml: &str) -> TriggerSpec {
+        TriggerSpec::from_toml(toml).unwrap()
+    }
+
+    /// Signal values by signal name, changed by the test.
+    #[derive(Default)]
+    struct Feed(RefCell<BTreeMap<String, SignalValue>>);
+
+    impl Feed {
+        fn set(&self, signal: &str, value: f64, at: DateTime<Utc>) {
+            self.0.borrow_mut().insert(
+                signal.into(),
+                SignalValue::new(value, format!("test {signal}"), at),
+            );
+        }
+
+        fn get(&self) -> impl Fn(&Signal) -> SignalValue + '_ {
+            |s: &Signal| {
+                self.0
+                    .borrow()
+                    .get(&s.name())
+                    .cloned()
+                    .unwrap_or_else(|| SignalValue::unknown("nothing"))
+            }
+        }
+    }
+
+    fn fired(d: &[Decision]) -> Vec<&str> {
+        d.iter()
+            .filter_map(|d| match d {
+                Decision::Fire(f) => Some(f.run_id.as_str()),
+                Decision::Record(_) => None,
+            })
+            .collect()
+    }
+
+    fn recorded(d: &[Decision]) -> Vec<(&str, &OutcomeKind, u64)> {
+        d.iter()
+            .filter_map(|d| match d {
+                Decision::Record(o) => Some((o.slot.as_str(), &o.kind, o.count)),
+                Decision::Fire(_) => None,
+            })
+            .collect()
+    }
+
+    const CHEAP: &str = r#"
+name = "cheap"
+every = "1m"
+starting_deadline = "30s"
+
+[[when]]
+signal = "min(label.price_per_hour)"
+op = "<"
+value = 0.05
+
+[run]
+[run.task]
+command = "/bin/true"
+"#;
+
+    #[test]
+    fn fires_at_the_slot_when_the_conditions_hold_and_binds_placement() {
+        let s = spec(CHEAP);
+        let feed = Feed::default();
+        let t0 = utc("2026-12-01T03:00:30Z");
+        let mut st = TriggerState::new(&s, t0);
+        assert_eq!(st.next_wake(t0, &s), Some(utc("2026-12-01T03:01:00Z")));
+        // Not due yet: nothing.
+        assert!(st.evaluate(t0, &s, &feed.get(), &[]).is_empty());
+        let t1 = utc("2026-12-01T03:01:00Z");
+        feed.set("min(label.price_per_hour)", 0.02, t1);
+        let d = st.evaluate(t1, &s, &feed.get(), &[]);
+        assert_eq!(fired(&d), ["cheap@2026-12-01T03:01:00"]);
+        let Decision::Fire(f) = &d[0] else { panic!() };
+        assert_eq!(f.constraints.len(), 1);
+        assert_eq!(f.constraints[0].attribute, "label.price_per_hour");
+        assert_eq!(f.constraints[0].op, shoal_model::ConstraintOp::Lt);
+        assert!(f.constraints[0].check(|_| Some("0.02".into())).is_ok());
+        assert!(f.constraints[0].check(|_| Some("0.08".into())).is_err());
+        assert_eq!(f.values[0].value, Some(0.02));
+        // The same instant again: nothing more (handled once).
+        assert!(st.evaluate(t1, &s, &feed.get(), &[]).is_empty());
+        assert_eq!(st.last_handled(), Some("cheap@2026-12-01T03:01:00"));
+    }
+
+    #[test]
+    fn a_slot_whose_deadline_passes_is_skipped_with_the_values() {
+        let s = spec(CHEAP);
+        let feed = Feed::default();
+        let t1 = utc("2026-12-01T03:01:00Z");
+        let mut st = TriggerState::new(&s, utc("2026-12-01T03:00:30Z"));
+        feed.set("min(label.price_per_hour)", 0.08, t1);
+        assert!(st.evaluate(t1, &s, &feed.get(), &[]).is_empty());
+        let ex = st.explain(t1, &s);
+        assert_eq!(
+            ex.pending.as_ref().unwrap().waiting,
+            Some(Waiting::Conditions)
+        );
+        // Wake at the next sample (10 s) before the deadline.
+        assert_eq!(st.next_wake(t1, &s), Some(utc("2026-12-01T03:01:10Z")));
+        let t2 = utc("2026-12-01T03:01:30Z");
+        feed.set("min(label.price_per_hour)", 0.07, t2);
+        assert!(
+            st.evaluate(t2, &s, &feed.get(), &[]).is_empty(),
+            "at the deadline, still live"
+        );
+        let t3 = utc("2026-12-01T03:01:30.001Z");
+        let d = st.evaluate(t3, &s, &feed.get(), &[]);
+        assert_eq!(
+            recorded(&d),
+            [(
+                "cheap@2026-12-01T03:01:00",
+                &OutcomeKind::Skipped {
+                    reason: SkipReason::Deadline
+                },
+                1
+            )]
+        );
+        let Decision::Record(o) = &d[0] else { panic!() };
+        assert_eq!(o.values[0].value, Some(0.07));
+        assert_eq!(o.values[0].result, Some(false));
+        assert_eq!(o.values[0].source, "test min(label.price_per_hour)");
+    }
+
+    #[test]
+    fn hold_for_needs_the_condition_true_that_long() {
+        let s = spec(
+            r#"
+name = "calm"
+cooldown = "1h"
+[[when]]
+signal = "tasks_pending"
+op = "=="
+value = 0
+hold_for = "5m"
+[scale]
+job = "web"
+count = 1
+"#,
+        );
+        let feed = Feed::default();
+        let t0 = utc("2026-12-01T03:00:00Z");
+        let mut st = TriggerState::new(&s, t0);
+        let at = |m: i64| t0 + TimeDelta::minutes(m);
+        feed.set("tasks_pending", 0.0, at(0));
+        assert!(st.evaluate(at(0), &s, &feed.get(), &[]).is_empty());
+        // A hold_for expiry is a wake-up.
+        assert_eq!(
+            st.next_wake(at(0), &s),
+            Some(at(0) + TimeDelta::seconds(10))
+        );
+        feed.set("tasks_pending", 0.0, at(3));
+        assert!(st.evaluate(at(3), &s, &feed.get(), &[]).is_empty());
+        assert_eq!(st.explain(at(3), &s).conditions[0].held_ms, 180_000);
+        // It breaks: the hold starts again.
+        feed.set("tasks_pending", 2.0, at(4));
+        assert!(st.evaluate(at(4), &s, &feed.get(), &[]).is_empty());
+        feed.set("tasks_pending", 0.0, at(5));
+        assert!(st.evaluate(at(5), &s, &feed.get(), &[]).is_empty());
+        feed.set("tasks_pending", 0.0, at(9));
+        assert!(st.evaluate(at(9), &s, &feed.get(), &[]).is_empty());
+        feed.set("tasks_pending", 0.0, at(10));
+        let d = st.evaluate(at(10), &s, &feed.get(), &[]);
+        // Condition-fired runs are named after their cooldown window.
+        assert_eq!(fired(&d), ["calm@2026-12-01T03:00:00"]);
+        // Still true: not again (it must become true again, and the
+        // cooldown must pass).
+        feed.set("tasks_pending", 0.0, at(70));
+        assert!(st.evaluate(at(70), &s, &feed.get(), &[]).is_empty());
+        feed.set("tasks_pending", 1.0, at(71));
+        assert!(st.evaluate(at(71), &s, &feed.get(), &[]).is_empty());
+        for m in [72, 76, 77] {
+            feed.set("tasks_pending", 0.0, at(m));
+            let d = st.evaluate(at(m), &s, &feed.get(), &[]);
+            if m == 77 {
+                assert_eq!(fired(&d), ["calm@2026-12-01T04:00:00"]);
+            } else {
+                assert!(d.is_empty(), "{m}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stale_value_counts_as_missing() {
+        let base = r#"
+name = "feed"
+every = "1m"
+starting_deadline = "50s"
+run_job = "x"
+[[when]]
+signal = "http_json"
+url = "http://127.0.0.1:1/p"
+pointer = "/p"
+every = "10s"
+op = "<"
+value = 1
+ON_MISSING
+"#;
+        let t1 = utc("2026-12-01T03:01:00Z");
+        let old = t1 - TimeDelta::seconds(21); // max_age = 2 × every = 20 s
+        for (on_missing, fires) in [
+            ("", false),
+            ("on_missing = \"false\"", false),
+            ("on_missing = \"true\"", true),
+        ] {
+            let s = spec(&base.replace("ON_MISSING", on_missing));
+            let feed = Feed::default();
+            feed.set("http_json", 0.5, old);
+            let mut st = TriggerState::new(&s, utc("2026-12-01T03:00:30Z"));
+            let d = st.evaluate(t1, &s, &feed.get(), &[]);
+            assert_eq!(!fired(&d).is_empty(), fires, "{on_missing}");
+            let r = &st.explain(t1, &s).conditions[0];
+            assert!(r.stale);
+            assert_eq!(r.age_ms, 21_000);
+            assert_eq!(
+                r.result,
+                if on_missing.is_empty() {
+                    None
+                } else {
+                    Some(fires)
+                }
+            );
+        }
+        // Fresh: fires. A value going stale is a wake-up.
+        let s = spec(&base.replace("ON_MISSING", ""));
+        let feed = Feed::default();
+        feed.set("http_json", 0.5, t1 - TimeDelta::seconds(5));
+        let mut st = TriggerState::new(&s, utc("2026-12-01T03:00:30Z"));
+        assert_eq!(
+            fired(&st.evaluate(t1, &s, &feed.get(), &[])),
+            ["feed@2026-12-01T03:01:00"]
+        );
+        // The undecided slot waits; then its deadline passes: skipped.
+        let t2 = utc("2026-12-01T03:02:00Z");
+        assert!(st.evaluate(t2, &s, &feed.get(), &[]).is_empty());
+        let d = st.evaluate(t2 + TimeDelta::seconds(51), &s, &feed.get(), &[]);
+        assert_eq!(
+            recorded(&d)[0].1,
+            &OutcomeKind::Skipped {
+                reason: SkipReason::Deadline
+            }
+        );
+    }
+
+    const EVERY: &str = r#"
+name = "job"
+every = "10s"
+starting_deadline = "8s"
+concurrency = "CONC"
+run_job = "x"
+"#;
+
+    #[test]
+    fn forbid_waits_for_the_active_run_up_to_the_deadline() {
+        let s = spec(&EVERY.replace("CONC", "forbid"));
+        let feed = Feed::default();
+        let t = |x: i64| utc("2026-12-01T03:00:00Z") + TimeDelta::seconds(x);
+        let mut st = TriggerState::new(&s, t(-1));
+        let active = vec!["job@2026-12-01T02:59:50".to_owned()];
+        assert!(st.evaluate(t(0), &s, &feed.get(), &active).is_empty());
+        assert_eq!(
+            st.explain(t(0), &s).pending.unwrap().waiting,
+            Some(Waiting::Forbid)
+        );
+        // It ends within the deadline: the slot fires late.
+        let d = st.evaluate(t(3), &s, &feed.get(), &[]);
+        assert_eq!(fired(&d), ["job@2026-12-01T03:00:00"]);
+        assert!(matches!(
+            st.history().last().unwrap().kind,
+            OutcomeKind::Fired { late_ms: 3000, .. }
+        ));
+        // Next slot: the run does not end in time: skipped, forbid.
+        let active = vec!["job@2026-12-01T03:00:00".to_owned()];
+        assert!(st.evaluate(t(10), &s, &feed.get(), &active).is_empty());
+        let d = st.evaluate(t(19), &s, &feed.get(), &active);
+        assert_eq!(
+            recorded(&d),
+            [(
+                "job@2026-12-01T03:00:10",
+                &OutcomeKind::Skipped {
+                    reason: SkipReason::Forbid
+                },
+                1
+            )]
+        );
+    }
+
+    #[test]
+    fn replace_stops_the_active_run_and_allow_runs_beside_it() {
+        let feed = Feed::default();
+        let t0 = utc("2026-12-01T03:00:00Z");
+        let active = vec!["job@2026-12-01T02:59:50".to_owned()];
+        let s = spec(&EVERY.replace("CONC", "replace"));
+        let mut st = TriggerState::new(&s, t0 - TimeDelta::seconds(1));
+        let d = st.evaluate(t0, &s, &feed.get(), &active);
+        let Decision::Fire(f) = &d[0] else {
+            panic!("{d:?}")
+        };
+        assert_eq!(f.stop, active);
+        let s = spec(&EVERY.replace("CONC", "allow"));
+        let mut st = TriggerState::new(&s, t0 - TimeDelta::seconds(1));
+        let d = st.evaluate(t0, &s, &feed.get(), &active);
+        let Decision::Fire(f) = &d[0] else {
+            panic!("{d:?}")
+        };
+        assert!(f.stop.is_empty());
+    }
+
+    #[test]
+    fn a_new_owner_fires_a_missed_slot_late_or_records_it_missed() {
+        let s = spec(&EVERY.replace("CONC", "allow"));
+        let feed = Feed::default();
+        let t = |x: i64| utc("2026-12-01T03:00:00Z") + TimeDelta::seconds(x);
+        let mut old = TriggerState::new(&s, t(-1));
+        assert_eq!(
+            fired(&old.evaluate(t(0), &s, &feed.get(), &[])),
+            ["job@2026-12-01T03:00:00"]
+        );
+        // The owner dies; a new one learns only the last slot handled, 35 s
+        // later: 03:00:10 and :20 are past their deadline (8 s), :30 is not.
+        let mut new = TriggerState::resume(&s, t(-100), old.last_handled());
+        let d = new.evaluate(t(35), &s, &feed.get(), &[]);
+        assert_eq!(
+            recorded(&d),
+            [(
+                "job@2026-12-01T03:00:10",
+                &OutcomeKind::Missed {
+                    reason: MissReason::NoOwner
+                },
+                2
+            )]
+        );
+        let Decision::Record(o) = &d[0] else { panic!() };
+        assert_eq!(o.last_slot.as_deref(), Some("job@2026-12-01T03:00:20"));
+        assert_eq!(fired(&d), ["job@2026-12-01T03:00:30"]);
+        // The old owner comes back (a partition healed) with its own state:
+        // it would fire :30 too; its ledger says :30 was handled, so resuming
+        // from it gives nothing at :30.
+        let mut back = TriggerState::resume(&s, t(-100), new.last_handled());
+        assert!(fired(&back.evaluate(t(36), &s, &feed.get(), &[])).is_empty());
+    }
+
+    #[test]
+    fn a_long_outage_is_counted_not_walked() {
+        let s = spec(&EVERY.replace("CONC", "allow"));
+        let feed = Feed::default();
+        let t0 = utc("2026-12-01T03:00:00Z");
+        let mut st = TriggerState::resume(&s, t0, Some("job@2026-12-01T03:00:00"));
+        // A week later, 4 s after a slot.
+        let now = t0 + TimeDelta::days(7) + TimeDelta::seconds(4);
+        let d = st.evaluate(now, &s, &feed.get(), &[]);
+        let rec = recorded(&d);
+        assert_eq!(rec.len(), 1);
+        // Every slot of the week but the first handled and the last fired.
+        assert_eq!(rec[0].2, 7 * 24 * 360 - 1);
+        assert_eq!(fired(&d), ["job@2026-12-08T03:00:00"]);
+    }
+
+    #[test]
+    fn paused_slots_are_recorded() {
+        let mut s = spec(&EVERY.replace("CONC", "allow"));
+        s.enabled = false;
+        let feed = Feed::default();
+        let t0 = utc("2026-12-01T03:00:00Z");
+        let mut st = TriggerState::new(&s, t0 - TimeDelta::seconds(1));
+        let d = st.evaluate(t0 + TimeDelta::seconds(25), &s, &feed.get(), &[]);
+        assert_eq!(
+            recorded(&d),
+            [(
+                "job@2026-12-01T03:00:00",
+                &OutcomeKind::Skipped {
+                    reason: SkipReason::Paused
+                },
+                3
+            )]
+        );
+        assert!(fired(&d).is_empty());
+    }
+
+    #[test]
+    fn daily_0230_berlin_fires_once_a_day_across_both_dst_changes() {
+        let s = spec(
+            "name = \"nightly\"\ncron = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\nstarting_deadline = \"10m\"\nrun_job = \"x\"\n",
+        );
+        let feed = Feed::default();
+        for (from, days, expect) in [
+            (
+                "2026-03-28T00:00:00Z",
+                2,
+                vec![
+                    ("nightly@2026-03-28T02:30:00", "2026-03-28T01:30:00Z"),
+                    ("nightly@2026-03-29T02:30:00", "2026-03-29T01:00:00Z"),
+                ],
+            ),
+            (
+                "2026-10-24T00:00:00Z",
+                2,
+                vec![
+                    ("nightly@2026-10-24T02:30:00", "2026-10-24T00:30:00Z"),
+                    ("nightly@2026-10-25T02:30:00", "2026-10-25T00:30:00Z"),
+                ],
+            ),
+        ] {
+            let start = utc(from);
+            let mut st = TriggerState::new(&s, start);
+            let mut got = Vec::new();
+            // An evaluator called every minute for `days` days.
+            for m in 0..days * 24 * 60 {
+                let now = start + TimeDelta::minutes(m);
+                for d in st.evaluate(now, &s, &feed.get(), &[]) {
+                    match d {
+                        Decision::Fire(f) => got.push((f.run_id, now)),
+                        Decision::Record(o) => panic!("{o:?}"),
+                    }
+                }
+            }
+            let want: Vec<(String, DateTime<Utc>)> = expect
+                .iter()
+                .map(|(id, at)| ((*id).to_owned(), utc(at)))
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn explain_shows_the_next_slot_in_both_zones_and_serializes() {
+        let s = spec(
+            "name = \"nightly\"\ncron = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\nrun_job = \"x\"\n",
+        );
+        let st = TriggerState::new(&s, utc("2026-12-01T12:00:00Z"));
+        let ex = st.explain(utc("2026-12-01T12:00:00Z"), &s);
+        let next = ex.next_slot.as_ref().unwrap();
+        assert_eq!(next.id, "nightly@2026-12-02T02:30:00");
+        assert_eq!(next.local, "2026-12-02T02:30:00+01:00 Europe/Berlin");
+        assert_eq!(next.utc, utc("2026-12-02T01:30:00Z"));
+        let json = serde_json::to_value(&ex).unwrap();
+        assert_eq!(json["timezone"], "Europe/Berlin");
+        assert_eq!(json["next_slot"]["utc"], "2026-12-02T01:30:00Z");
+    }
+
+    #[test]
+    fn history_is_bounded_by_result() {
+        let mut s = spec(&EVERY.replace("CONC", "allow"));
+        s.history = crate::HistoryLimits {
+            success: 2,
+            failed: 1,
+        };
+        let feed = Feed::default();
+        let t0 = utc("2026-12-01T03:00:00Z");
+        let mut st = TriggerState::new(&s, t0 - TimeDelta::seconds(1));
+        for i in 0..6 {
+            let now = t0 + TimeDelta::seconds(10 * i);
+            let d = st.evaluate(now, &s, &feed.get(), &[]);
+            let id = fired(&d)[0].to_owned();
+            let result = if i % 2 == 0 {
+                RunResult::Success
+            } else {
+                RunResult::Failed
+            };
+            st.run_finished(&s, &id, result);
+        }
+        let kept: Vec<(&str, Option<RunResult>)> = st
+            .history()
+            .map(|o| match &o.kind {
+                OutcomeKind::Fired { run_id, result, .. } => (run_id.as_str(), *result),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("job@2026-12-01T03:00:20", Some(RunResult::Success)),
+                ("job@2026-12-01T03:00:40", Some(RunResult::Success)),
+                ("job@2026-12-01T03:00:50", Some(RunResult::Failed)),
+            ]
+        );
+    }
+
+    #[test]
+    fn after_fires_once_per_parent_run_that_ended_the_right_way() {
+        let s = spec(
+            "name = \"load\"\nafter = [{ job = \"extract\", on = \"success\" }]\nrun_job = \"x\"\n",
+        );
+        let feed = Feed::default();
+        let now = utc("2026-12-01T03:05:00Z");
+        let mut st = TriggerState::new(&s, now);
+        let parent = "extract@2026-12-01T03:00:00";
+        assert!(
+            st.parent_finished(now, &s, "extract", parent, false, &feed.get(), &[])
+                .is_none()
+        );
+        let d = st
+            .parent_finished(now, &s, "extract", parent, true, &feed.get(), &[])
+            .unwrap();
+        let Decision::Fire(f) = d else { panic!() };
+        assert_eq!(f.run_id, "load@extract@2026-12-01T03:00:00");
+        assert!(
+            st.parent_finished(now, &s, "extract", parent, true, &feed.get(), &[])
+                .is_none()
+        );
+        assert!(
+            st.parent_finished(now, &s, "other", "other@1", true, &feed.get(), &[])
+                .is_none()
+        );
+        assert_eq!(st.next_wake(now, &s), None);
+    }
+
+    #[test]
+    fn manual_runs() {
+        let s = spec(&EVERY.replace("CONC", "replace"));
+        let mut st = TriggerState::new(&s, utc("2026-12-01T03:00:00Z"));
+        let f = st.run_now(utc("2026-12-01T03:00:01Z"), &s, "42", &["job@a".into()]);
+        assert_eq!(f.run_id, "job@manual-42");
+        assert_eq!(f.stop, ["job@a"]);
+    }
+
+    #[test]
+    fn the_state_survives_serialization_mid_slot() {
+        let s = spec(CHEAP);
+        let feed = Feed::default();
+        let t1 = utc("2026-12-01T03:01:00Z");
+        let mut st = TriggerState::new(&s, utc("2026-12-01T03:00:30Z"));
+        feed.set("min(label.price_per_hour)", 0.09, t1);
+        assert!(st.evaluate(t1, &s, &feed.get(), &[]).is_empty());
+        let json = serde_json::to_string(&st).unwrap();
+        let mut handed: TriggerState = serde_json::from_str(&json).unwrap();
+        assert_eq!(handed, st);
+        let t2 = t1 + TimeDelta::seconds(10);
+        feed.set("min(label.price_per_hour)", 0.01, t2);
+        assert_eq!(
+            fired(&handed.evaluate(t2, &s, &feed.get(), &[])),
+            ["cheap@2026-12-01T03:01:00"]
+        );
+    }
+
+    proptest! {
+        /// Whatever the evaluation times, the conditions, the active runs
+        /// and the handovers between owners: every slot is handled at most
+        /// once, and every slot whose deadline has passed by the last
+        /// evaluation is handled (fired, skipped or missed).
+        #[test]
+        fn each_slot_once_none_dropped(
+            steps in proptest::collection::vec((1u32..40_000, any::<bool>(), any::<bool>(), 0u8..4), 1..80),
+            deadline_s in 1u64..30,
+        ) {
+            let s = spec(&format!(
+                "name = \"p\"\nevery = \"5s\"\nstarting_deadline = \"{deadline_s}s\"\n[[when]]\nsignal = \"free.cpu\"\nop = \">\"\nvalue = 1\n[run]\n[run.task]\ncommand = \"x\"\n"
+            ));
+            let feed = Feed::default();
+            let start = utc("2026-12-01T03:00:01Z");
+            let mut st = TriggerState::new(&s, start);
+            let mut now = start;
+            let mut handled: BTreeMap<String, u32> = BTreeMap::new();
+            let mut count = |id: &str, n: u64, last: Option<&str>| {
+                // A collapsed outcome stands for n consecutive slots.
+                let first = crate::parse_slot_id("p", id).unwrap();
+                for k in 0..n {
+                    let local = first + TimeDelta::seconds(5 * k as i64);
+                    *handled.entry(slot_id("p", local)).or_default() += 1;
+                }
+                if let Some(l) = last {
+                    let last = crate::parse_slot_id("p", l).unwrap();
+                    assert_eq!(first + TimeDelta::seconds(5 * (n as i64 - 1)), last);
+                }
+            };
+            for (gap_ms, cond, busy, handover) in steps {
+                now += TimeDelta::milliseconds(i64::from(gap_ms));
+                feed.set("free.cpu", if cond { 4.0 } else { 0.0 }, now);
+                let active = if busy { vec!["p@other".to_owned()] } else { vec![] };
+                match handover {
+                    0 => st = TriggerState::resume(&s, start, st.last_handled()),
+                    1 => st = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap(),
+                    _ => {}
+                }
+                for d in st.evaluate(now, &s, &feed.get(), &active) {
+                    match d {
+                        Decision::Fire(f) => count(&f.run_id, 1, None),
+                        Decision::Record(o) => count(&o.slot, o.count, o.last_slot.as_deref()),
+                    }
+                }
+            }
+            for (id, n) in &handled {
+                prop_assert_eq!(*n, 1, "{} handled {} times", id, n);
+            }
+            // Every slot past its deadline (and before the next slot) is handled.
+            let schedule = s.schedule.clone().unwrap();
+            let mut slot = schedule.next_slot("p", start).unwrap();
+            let mut expected = BTreeSet::new();
+            while slot.at + TimeDelta::seconds(deadline_s as i64) < now {
+                expected.insert(slot.id.clone());
+                slot = schedule.slot_after_local("p", slot.local).unwrap();
+            }
+            let got: BTreeSet<String> = handled.keys().cloned().collect();
+            prop_assert!(expected.is_subset(&got), "missing: {:?}", expected.difference(&got).collect::<Vec<_>>());
+        }
+    }
+}
