@@ -310,7 +310,11 @@ mod tests {
         let got = raw("<", "0.05").validate("constraints[0]", &mut p).unwrap();
         assert_eq!(got.op, ConstraintOp::Lt);
         assert_eq!(p.len(), 0);
-        assert!(raw(">=", "cheap").validate("constraints[0]", &mut p).is_none());
+        assert!(
+            raw(">=", "cheap")
+                .validate("constraints[0]", &mut p)
+                .is_none()
+        );
         assert_eq!(p.len(), 1);
         let json = serde_json::to_value(&got).unwrap();
         assert_eq!(json["op"], "<");
