@@ -449,6 +449,35 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the zone, the cron and the instant: the next slot is
+        /// later, walking slots in wall-clock order never goes back in
+        /// time, ids are distinct and read back to their slot.
+        #[test]
+        fn slots_move_forward_and_ids_read_back(
+            secs in 1_700_000_000i64..1_900_000_000,
+            zone in proptest::sample::select(vec!["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "Pacific/Apia"]),
+            expr in proptest::sample::select(vec!["30 2 * * *", "*/15 * * * *", "0 0 1 * *", "*/20 * * * * *", "0 30 1-3 * * 0"]),
+        ) {
+            let s = cron(expr, zone);
+            let after = DateTime::<Utc>::from_timestamp(secs, 0).unwrap();
+            let mut slot = s.next_slot("t", after).unwrap();
+            proptest::prop_assert!(slot.at > after);
+            let mut ids = std::collections::BTreeSet::new();
+            for _ in 0..50 {
+                let back = s.slot_from_id("t", &slot.id);
+                proptest::prop_assert_eq!(back.as_ref(), Some(&slot));
+                proptest::prop_assert!(ids.insert(slot.id.clone()));
+                let next = s.slot_after_local("t", slot.local).unwrap();
+                proptest::prop_assert!(next.at >= slot.at, "{:?} then {:?}", slot, next);
+                proptest::prop_assert!(next.local > slot.local);
+                let before = s.slot_before_local("t", next.local);
+                proptest::prop_assert_eq!(before.as_ref(), Some(&slot));
+                slot = next;
+            }
+        }
+    }
+
     #[test]
     fn bad_cron_and_zones() {
         assert!(parse_cron("* * *").is_err());

@@ -289,6 +289,11 @@ impl TriggerSpec {
         serde_json::to_value(self).expect("a trigger serializes")
     }
 
+    /// The first slot due strictly after `after` (`None` without a schedule).
+    pub fn next_slot(&self, after: chrono::DateTime<chrono::Utc>) -> Option<crate::Slot> {
+        self.schedule.as_ref()?.next_slot(&self.name, after)
+    }
+
     /// The job a run of an inline `[run]` action starts, named after the run
     /// ([`crate::run_job_name`]); `None` for other actions.
     pub fn job_for_run(&self, run_id: &str) -> Option<JobSpec> {

@@ -499,8 +499,14 @@ impl TriggerState {
         values: Vec<ConditionReport>,
         active_runs: &[String],
     ) -> Vec<Decision> {
+        if self.next.is_none() && self.last_handled.is_none() {
+            // The state was made for a spec without a schedule (it was
+            // changed since): the slots start now.
+            self.next = schedule.next_slot(&spec.name, now);
+        }
         let mut out = Vec::new();
         let mut walked = 0u64;
+        let mut fired_now: Vec<String> = Vec::new();
         while let Some(slot) = self.next.clone() {
             if slot.at > now {
                 break;
@@ -547,7 +553,13 @@ impl TriggerState {
                 self.advance(&slot, following);
                 continue;
             }
-            let superseded = following.as_ref().is_some_and(|f| f.at <= now);
+            // Superseded by a later slot that is due; slots tied at one
+            // instant (a DST gap) are each handled in turn.
+            let superseded = match &following {
+                Some(f) if f.at > slot.at => f.at <= now,
+                Some(f) => first_later(schedule, &spec.name, f).is_some_and(|l| l.at <= now),
+                None => false,
+            };
             let expired = spec
                 .starting_deadline
                 .is_some_and(|d| now > slot.at + delta(d));
@@ -581,6 +593,7 @@ impl TriggerState {
             }
             let active: Vec<String> = active_runs
                 .iter()
+                .chain(&fired_now)
                 .filter(|r| **r != slot.id)
                 .cloned()
                 .collect();
@@ -594,6 +607,7 @@ impl TriggerState {
             };
             let decision = self.fire(now, spec, slot.id.clone(), slot.at, stop, values.clone());
             out.push(decision);
+            fired_now.push(slot.id.clone());
             self.advance(&slot, following);
         }
         out
@@ -866,6 +880,20 @@ fn cooldown_window(now: DateTime<Utc>, cooldown: Duration) -> NaiveDateTime {
     DateTime::<Utc>::from_timestamp(t, 0)
         .unwrap_or(now)
         .naive_utc()
+}
+
+/// The first slot from `tied` on (in wall-clock order) due later than
+/// `tied` (past the other slots of a DST gap).
+fn first_later(schedule: &Schedule, trigger: &str, tied: &Slot) -> Option<Slot> {
+    let mut s = tied.clone();
+    for _ in 0..100_000 {
+        let next = schedule.slot_after_local(trigger, s.local)?;
+        if next.at > tied.at {
+            return Some(next);
+        }
+        s = next;
+    }
+    None
 }
 
 /// The latest slot due at `now` (at or before it).
@@ -1381,6 +1409,79 @@ run_job = "x"
                 .collect();
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn slots_of_one_dst_gap_fall_due_together_and_concurrency_decides() {
+        let feed = Feed::default();
+        let gap_end = utc("2026-03-29T01:00:00Z");
+        let text = "name = \"half\"\ncron = \"*/30 * * * *\"\ntimezone = \"Europe/Berlin\"\nconcurrency = \"CONC\"\nrun_job = \"x\"\n";
+        let s = spec(&text.replace("CONC", "allow"));
+        let mut st = TriggerState::new(&s, utc("2026-03-29T00:45:00Z"));
+        let d = st.evaluate(gap_end, &s, &feed.get(), &[]);
+        assert_eq!(
+            fired(&d),
+            [
+                "half@2026-03-29T02:00:00",
+                "half@2026-03-29T02:30:00",
+                "half@2026-03-29T03:00:00"
+            ]
+        );
+        let s = spec(&text.replace("CONC", "forbid"));
+        let mut st = TriggerState::new(&s, utc("2026-03-29T00:45:00Z"));
+        let d = st.evaluate(gap_end, &s, &feed.get(), &[]);
+        assert_eq!(fired(&d), ["half@2026-03-29T02:00:00"]);
+        assert!(recorded(&d).is_empty());
+        // The first run ends: the next slot of the gap fires late.
+        let later = gap_end + TimeDelta::minutes(5);
+        let d = st.evaluate(later, &s, &feed.get(), &[]);
+        assert_eq!(fired(&d), ["half@2026-03-29T02:30:00"]);
+        // The second never ends before 03:30 CEST is due: 03:00 is
+        // superseded (the tie does not hold the queue up), 03:30 waits.
+        let active = vec!["half@2026-03-29T02:30:00".to_owned()];
+        let d = st.evaluate(utc("2026-03-29T01:30:00Z"), &s, &feed.get(), &active);
+        assert_eq!(
+            recorded(&d),
+            [(
+                "half@2026-03-29T03:00:00",
+                &OutcomeKind::Skipped {
+                    reason: SkipReason::Superseded
+                },
+                1
+            )]
+        );
+        assert!(fired(&d).is_empty());
+    }
+
+    #[test]
+    fn next_wake_covers_the_deadline_and_the_next_slot() {
+        let s = spec(&EVERY.replace("CONC", "forbid"));
+        let feed = Feed::default();
+        let t0 = utc("2026-12-01T03:00:00Z");
+        let mut st = TriggerState::new(&s, t0 - TimeDelta::seconds(1));
+        assert_eq!(st.next_wake(t0 - TimeDelta::seconds(1), &s), Some(t0));
+        let active = vec!["job@x".to_owned()];
+        assert!(st.evaluate(t0, &s, &feed.get(), &active).is_empty());
+        // Waiting (forbid): the sooner of the next sample (10 s) and the
+        // deadline (8 s, then 1 ms, since the deadline itself is still live).
+        assert_eq!(
+            st.next_wake(t0, &s),
+            Some(t0 + TimeDelta::milliseconds(8001))
+        );
+        let json = serde_json::to_value(st.evaluate(
+            t0 + TimeDelta::milliseconds(8001),
+            &s,
+            &feed.get(),
+            &active,
+        ))
+        .unwrap();
+        assert_eq!(json[0]["decision"], "record");
+        assert_eq!(json[0]["outcome"], "skipped");
+        assert_eq!(json[0]["reason"], "forbid");
+        assert_eq!(
+            st.next_wake(t0 + TimeDelta::seconds(9), &s),
+            Some(t0 + TimeDelta::seconds(10))
+        );
     }
 
     #[test]
