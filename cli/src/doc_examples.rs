@@ -2,7 +2,8 @@
 //! who copies one succeeds:
 //!
 //! - each ` ```toml ` block is a job file: it parses and validates
-//!   ([`JobSpec::from_toml`]);
+//!   ([`JobSpec::from_toml`]); a ` ```toml trigger ` block is a trigger
+//!   file, checked by shoal-trigger's own test (`trigger/tests/docs.rs`);
 //! - each ` ```json ` block names its type after `json` (` ```json NodeView `)
 //!   and deserializes into that type; every field it shows exists in the
 //!   type's own serialization, so an invented or misspelt field fails; a
@@ -122,7 +123,7 @@ fn report(what: &str, checked: usize, least: usize, failures: &[String]) {
 fn toml_job_files_in_the_docs_validate() {
     let mut checked = 0;
     let mut failures = Vec::new();
-    for b in blocks().iter().filter(|b| b.lang() == "toml") {
+    for b in blocks().iter().filter(|b| b.info.trim() == "toml") {
         checked += 1;
         if let Err(e) = JobSpec::from_toml(&b.text) {
             failures.push(format!("{}: {e}", b.at));

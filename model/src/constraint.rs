@@ -26,6 +26,20 @@ pub enum ConstraintOp {
     /// The attribute is set.
     #[serde(rename = "exists")]
     Exists,
+    /// A number less than the value (a node whose attribute is missing or
+    /// not a number fails). Used by triggers: a run fired because
+    /// `min(label.price_per_hour) < 0.05` is placed only where that holds.
+    #[serde(rename = "<")]
+    Lt,
+    /// A number at most the value.
+    #[serde(rename = "<=")]
+    Le,
+    /// A number greater than the value.
+    #[serde(rename = ">")]
+    Gt,
+    /// A number at least the value.
+    #[serde(rename = ">=")]
+    Ge,
 }
 
 impl ConstraintOp {
@@ -37,6 +51,10 @@ impl ConstraintOp {
             "not_in" => ConstraintOp::NotIn,
             "regex" => ConstraintOp::Regex,
             "exists" => ConstraintOp::Exists,
+            "<" => ConstraintOp::Lt,
+            "<=" => ConstraintOp::Le,
+            ">" => ConstraintOp::Gt,
+            ">=" => ConstraintOp::Ge,
             _ => return None,
         })
     }
@@ -50,7 +68,37 @@ impl ConstraintOp {
             ConstraintOp::NotIn => "not_in",
             ConstraintOp::Regex => "regex",
             ConstraintOp::Exists => "exists",
+            ConstraintOp::Lt => "<",
+            ConstraintOp::Le => "<=",
+            ConstraintOp::Gt => ">",
+            ConstraintOp::Ge => ">=",
         }
+    }
+
+    /// Whether this operator compares numbers (`<`, `<=`, `>`, `>=`).
+    pub fn is_numeric(self) -> bool {
+        matches!(
+            self,
+            ConstraintOp::Lt | ConstraintOp::Le | ConstraintOp::Gt | ConstraintOp::Ge
+        )
+    }
+}
+
+/// Compares two numbers written as text; `false` when either is not a
+/// finite number.
+fn compare_numbers(op: ConstraintOp, actual: &str, bound: &str) -> bool {
+    let (Ok(a), Ok(b)) = (actual.trim().parse::<f64>(), bound.trim().parse::<f64>()) else {
+        return false;
+    };
+    if !a.is_finite() || !b.is_finite() {
+        return false;
+    }
+    match op {
+        ConstraintOp::Lt => a < b,
+        ConstraintOp::Le => a <= b,
+        ConstraintOp::Gt => a > b,
+        ConstraintOp::Ge => a >= b,
+        _ => false,
     }
 }
 
@@ -106,6 +154,9 @@ impl Constraint {
             (ConstraintOp::Regex, Some(ConstraintValue::One(v)), Some(a)) => {
                 regex::Regex::new(&format!("^(?:{v})$")).is_ok_and(|re| re.is_match(a))
             }
+            (op, Some(ConstraintValue::One(v)), Some(a)) if op.is_numeric() => {
+                compare_numbers(op, a, v)
+            }
             _ => false,
         };
         if ok {
@@ -148,14 +199,16 @@ impl RawConstraint {
         let Some(op_text) = self.op else {
             p.add(
                 format!("{field}.op"),
-                "is required: =, !=, in, not_in, regex or exists",
+                "is required: =, !=, in, not_in, regex, exists, <, <=, > or >=",
             );
             return None;
         };
         let Some(op) = ConstraintOp::parse(&op_text) else {
             p.add(
                 format!("{field}.op"),
-                format!("unknown operator {op_text:?}: use =, !=, in, not_in, regex or exists"),
+                format!(
+                    "unknown operator {op_text:?}: use =, !=, in, not_in, regex, exists, <, <=, > or >="
+                ),
             );
             return None;
         };
@@ -196,10 +249,79 @@ impl RawConstraint {
             );
             return None;
         }
+        if let (true, Some(ConstraintValue::One(v))) = (op.is_numeric(), &value)
+            && !v.trim().parse::<f64>().is_ok_and(f64::is_finite)
+        {
+            p.add(
+                format!("{field}.value"),
+                format!("{} compares numbers: {v:?} is not a number", op.as_str()),
+            );
+            return None;
+        }
         Some(Constraint {
             attribute,
             op,
             value,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(k: &str) -> Option<String> {
+        match k {
+            "price_per_hour" => Some("0.02".to_owned()),
+            "tier" => Some("gold".to_owned()),
+            _ => None,
+        }
+    }
+
+    fn c(attribute: &str, op: ConstraintOp, v: &str) -> Constraint {
+        Constraint {
+            attribute: attribute.into(),
+            op,
+            value: Some(ConstraintValue::One(v.into())),
+        }
+    }
+
+    #[test]
+    fn numeric_comparisons() {
+        let price = "label.price_per_hour";
+        assert!(c(price, ConstraintOp::Lt, "0.05").check(attrs).is_ok());
+        assert!(c(price, ConstraintOp::Le, "0.02").check(attrs).is_ok());
+        assert!(c(price, ConstraintOp::Gt, "0.01").check(attrs).is_ok());
+        assert!(c(price, ConstraintOp::Ge, "0.02").check(attrs).is_ok());
+        let e = c(price, ConstraintOp::Lt, "0.02").check(attrs).unwrap_err();
+        assert_eq!(e, "constraint label.price_per_hour < 0.02 failed (0.02)");
+        // Missing or not a number: fails.
+        assert!(c("cost", ConstraintOp::Lt, "1").check(attrs).is_err());
+        assert!(c("tier", ConstraintOp::Gt, "1").check(attrs).is_err());
+        // Text operators are unchanged: "0.02" is not "0.020".
+        assert!(c(price, ConstraintOp::Eq, "0.020").check(attrs).is_err());
+    }
+
+    #[test]
+    fn numeric_operators_parse_and_need_a_number() {
+        let raw = |op: &str, v: &str| RawConstraint {
+            attribute: Some("label.price_per_hour".into()),
+            op: Some(op.into()),
+            value: Some(ConstraintValue::One(v.into())),
+        };
+        let mut p = Problems::default();
+        let got = raw("<", "0.05").validate("constraints[0]", &mut p).unwrap();
+        assert_eq!(got.op, ConstraintOp::Lt);
+        assert_eq!(p.len(), 0);
+        assert!(
+            raw(">=", "cheap")
+                .validate("constraints[0]", &mut p)
+                .is_none()
+        );
+        assert_eq!(p.len(), 1);
+        let json = serde_json::to_value(&got).unwrap();
+        assert_eq!(json["op"], "<");
+        let back: Constraint = serde_json::from_value(json).unwrap();
+        assert_eq!(back, got);
     }
 }
