@@ -88,6 +88,7 @@ enum Command {
     Record(Record, oneshot::Sender<Result<bool, SubmitError>>),
     Ready(Ready, oneshot::Sender<Result<bool, SubmitError>>),
     Jobs(bool, oneshot::Sender<Vec<JobView>>),
+    JobsShared(bool, oneshot::Sender<Vec<Arc<JobView>>>),
     Job(String, oneshot::Sender<Option<JobView>>),
     JobsNamed(Vec<String>, oneshot::Sender<Vec<(String, Option<JobView>)>>),
     History(String, oneshot::Sender<Option<Vec<HistoryEntry>>>),
@@ -300,6 +301,11 @@ impl StateHandle {
     /// Every job (deleted ones too when asked).
     pub async fn jobs(&self, deleted: bool) -> Result<Vec<JobView>, StateStopped> {
         self.ask(|tx| Command::Jobs(deleted, tx)).await
+    }
+
+    /// Every job as shared views (nothing copied): for lists of many jobs.
+    pub async fn jobs_shared(&self, deleted: bool) -> Result<Vec<Arc<JobView>>, StateStopped> {
+        self.ask(|tx| Command::JobsShared(deleted, tx)).await
     }
 
     /// One job.
@@ -630,6 +636,9 @@ impl StateTask {
                 }
                 Command::Jobs(deleted, reply) => {
                     let _ = reply.send(self.store.jobs(deleted));
+                }
+                Command::JobsShared(deleted, reply) => {
+                    let _ = reply.send(self.store.jobs_shared(deleted));
                 }
                 Command::Job(name, reply) => {
                     let _ = reply.send(self.store.view(&name));

@@ -2,6 +2,7 @@
 //! job, writes, views, tombstones, and what must be persisted or pushed.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use automerge::transaction::{CommitOptions, Transactable};
@@ -274,6 +275,34 @@ pub(crate) struct JobDoc {
     pub(crate) doc: AutoCommit,
     pub(crate) heads: Vec<ChangeHash>,
     pub(crate) fingerprint: u64,
+    /// The job's view as of `heads` (reading one out of the document
+    /// costs far more than copying it; listing 10,000 jobs read each one
+    /// every time). Recomputed when the heads it was read at are not the
+    /// document's any more, so no writer has to remember to clear it.
+    pub(crate) view: ViewCache,
+}
+
+/// A document's [`JobView`] and the heads it was read at.
+#[derive(Default)]
+pub(crate) struct ViewCache(std::sync::Mutex<Option<(Vec<ChangeHash>, Option<Arc<JobView>>)>>);
+
+impl ViewCache {
+    /// The view of `name` at `heads`, read from `doc` only when the cached
+    /// one is of other heads.
+    fn get(&self, name: &str, doc: &AutoCommit, heads: &[ChangeHash]) -> Option<Arc<JobView>> {
+        let mut cached = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*cached {
+            Some((at, view)) if at.as_slice() == heads => view.clone(),
+            _ => {
+                let view = view_of(name, doc).map(Arc::new);
+                *cached = Some((heads.to_vec(), view.clone()));
+                view
+            }
+        }
+    }
 }
 
 /// A node's replica of the desired state.
@@ -435,6 +464,7 @@ impl Store {
                 doc,
                 heads,
                 fingerprint: fp,
+                view: ViewCache::default(),
             },
         );
     }
@@ -887,14 +917,30 @@ impl Store {
             .collect()
     }
 
+    /// Every job as shared views, deleted ones only when `deleted` is
+    /// set, ordered by name: what lists of many jobs read (no view is
+    /// copied; each is read out of its document once per change).
+    pub fn jobs_shared(&self, deleted: bool) -> Vec<Arc<JobView>> {
+        self.docs
+            .keys()
+            .filter_map(|n| self.view_shared(n))
+            .filter(|v| deleted || !v.deleted)
+            .collect()
+    }
+
     /// One job, deleted or not.
     pub fn view(&self, name: &str) -> Option<JobView> {
+        self.view_shared(name).map(|v| (*v).clone())
+    }
+
+    /// One job, deleted or not, as a shared view.
+    pub fn view_shared(&self, name: &str) -> Option<Arc<JobView>> {
         // `@install/…`, `@repo/…`, `@artifact/…`: documents that are not jobs.
         if name.starts_with('@') {
             return None;
         }
         let jd = self.docs.get(name)?;
-        view_of(name, &jd.doc)
+        jd.view.get(name, &jd.doc, &jd.heads)
     }
 
     /// A job's history, oldest first.
@@ -1136,6 +1182,10 @@ impl Store {
     pub fn absorb(&mut self, other: Store) {
         for (name, jd) in other.docs {
             self.insert_doc(&name, jd.doc);
+            // The view read by the part holds (it is keyed by heads).
+            if let Some(mine) = self.docs.get_mut(&name) {
+                mine.view = jd.view;
+            }
         }
         self.dropped.extend(other.dropped);
         for (reason, n) in other.rejected {

@@ -52,7 +52,8 @@ pub(super) fn load(
 }
 
 /// Loads the replica from its records, on as many threads as there are
-/// cores (automerge's decoding dominates start-up: ~0.1 ms per job).
+/// cores (automerge's decoding dominates start-up: ~0.1 ms per job), and
+/// reads each job's view once (lists of every job then copy none).
 fn restore_store(node_id: NodeId, bump: u32, records: Vec<PersistOp>) -> Store {
     let new = || Store::new(node_id, bump, StateConfig::default());
     let threads = std::thread::available_parallelism()
@@ -63,6 +64,7 @@ fn restore_store(node_id: NodeId, bump: u32, records: Vec<PersistOp>) -> Store {
         for record in records {
             store.restore(record);
         }
+        store.jobs_shared(true);
         return store;
     }
     let mut shards: Vec<Vec<PersistOp>> = (0..threads).map(|_| Vec::new()).collect();
@@ -78,6 +80,9 @@ fn restore_store(node_id: NodeId, bump: u32, records: Vec<PersistOp>) -> Store {
                     for record in shard {
                         part.restore(record);
                     }
+                    // Each job's view read here, in parallel, rather than
+                    // by the first request that lists every job.
+                    part.jobs_shared(true);
                     part
                 })
             })

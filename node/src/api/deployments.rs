@@ -95,7 +95,7 @@ pub async fn list(
     if let Some(name) = q.job {
         return Ok(Json(list_of(&s, &name).await?));
     }
-    let jobs = s.state.jobs(false).await?;
+    let jobs = s.state.jobs_shared(false).await?;
     let all = jobs
         .iter()
         .filter_map(|j| j.deployment.as_ref().map(|d| view_of(j, d)))

@@ -9,6 +9,7 @@
 //! `limit` over [`MAX_LIMIT`] is a 400 naming it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -237,7 +238,7 @@ pub async fn summary(
         }
     };
     let reply = s.core.summary().await?;
-    let jobs = s.state.jobs(false).await?;
+    let jobs = s.state.jobs_shared(false).await?;
     let snap = &reply.snapshot;
     let groups = if group_by.is_empty() {
         Vec::new()
@@ -316,7 +317,7 @@ fn job_type(j: &JobView) -> String {
     }
 }
 
-fn count_jobs(jobs: &[JobView]) -> JobCounts {
+fn count_jobs(jobs: &[Arc<JobView>]) -> JobCounts {
     let mut c = JobCounts::default();
     for j in jobs {
         c.total += 1;
@@ -510,9 +511,9 @@ pub async fn list_jobs(
         .map(|q| q.to_lowercase());
     // `status=deleted` lists deleted jobs without `deleted=true`.
     let with_deleted = deleted || status.is_some_and(|s| s == "deleted");
-    let jobs: Vec<JobView> = s
+    let jobs: Vec<Arc<JobView>> = s
         .state
-        .jobs(with_deleted)
+        .jobs_shared(with_deleted)
         .await?
         .into_iter()
         .filter(|j| status.is_none_or(|st| &job_status(j) == st))
