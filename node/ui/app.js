@@ -162,6 +162,20 @@ function boot() {
   tokenFromFragment();
   theme();
   panel.init(ctx);
+  // A page left for another keeps no stream open: the browser would hold
+  // the connection (the back/forward cache keeps such pages), and after a
+  // few reloads every connection it allows to this host would be taken,
+  // stalling the next page's requests. Back to the page, it follows again.
+  window.addEventListener("pagehide", () => {
+    if (stopEvents) stopEvents();
+    stopEvents = null;
+  });
+  window.addEventListener("pageshow", (ev) => {
+    if (ev.persisted && !stopEvents && self) {
+      stopEvents = api.follow(onEvent, live);
+      flush(true);
+    }
+  });
   api.onUnauthorized(() => {
     if (stopEvents) stopEvents();
     stopEvents = null;

@@ -124,6 +124,17 @@ fn the_overview_is_the_api_s_pool_on_every_node_and_follows_changes_without_a_re
         "every node serves the same pool: {seen:#?}"
     );
 
+    // A page left holds no connection: reloaded more times than the
+    // browser allows connections to one host (6), each load still draws
+    // (a stream kept open by a left page once stalled the fifth for a
+    // minute).
+    let url2 = c.agents[2].url();
+    for _ in 0..8 {
+        b.goto("about:blank").unwrap();
+        b.goto(&format!("{url2}/ui/#/")).unwrap();
+        b.wait_text("#pool h2", "3 live nodes", WAIT).unwrap();
+    }
+
     // A job scaled through another node's API: the open page follows,
     // without a reload (what was set in `window` is still there).
     let (status, _) = c.agents[0]
@@ -287,6 +298,19 @@ fn the_library_installs_by_drag_and_by_keyboard_and_errors_match_the_cli() {
         cli_error,
         "the form's error next to replicas"
     );
+    // The raw JSON editor and the form are one: options typed as JSON
+    // show in the form's fields.
+    b.eval(
+        "const r = document.querySelector('#raw-options'); r.value = '{\"replicas\": 3}'; r.dispatchEvent(new Event('input')); return true;",
+        vec![],
+    )
+    .unwrap();
+    b.wait_js(
+        "the form shows the replicas typed as JSON",
+        "return document.querySelector('#opt-replicas').value === '3';",
+        WAIT,
+    )
+    .unwrap();
     shots(&b, "package");
     for name in ["bad", "bad2"] {
         let (status, _) = a.get_any(&format!("/v1/installations/{name}")).unwrap();

@@ -186,6 +186,21 @@ function formOptions(list) {
   return opts;
 }
 
+/** Sets every field from `opts` (what differs from the defaults): the
+ * raw JSON editor's way back into the form. */
+function setForm(list, opts) {
+  for (const f of list) {
+    let v = opts;
+    for (const p of f.path.split(".")) v = v && typeof v === "object" ? v[p] : undefined;
+    if (v === undefined) v = JSON.parse(f.input.dataset.default);
+    const el = f.input;
+    if (el.dataset.kind === "boolean") el.checked = !!v;
+    else if (el.tagName === "SELECT") el.value = JSON.stringify(v);
+    else if (el.dataset.json) el.value = v === null ? "" : JSON.stringify(v);
+    else el.value = v ?? "";
+  }
+}
+
 async function pkgPage(root, name, ctx) {
   const [pkg, versions, installs] = await Promise.all([api.get(`/v1/packages/${api.seg(name)}`), api.get(`/v1/packages/${api.seg(name)}/versions`), api.get("/v1/installations")]);
   const list = fields(pkg.options_schema, pkg.defaults);
@@ -198,6 +213,18 @@ async function pkgPage(root, name, ctx) {
   const syncRaw = () => (raw.value = JSON.stringify(formOptions(list), null, 2));
   for (const f of list) f.input.addEventListener("change", syncRaw);
   syncRaw();
+  // And back: valid JSON typed in the editor shows in the form at once.
+  raw.addEventListener("input", () => {
+    try {
+      const v = JSON.parse(raw.value || "{}");
+      if (v && typeof v === "object" && !Array.isArray(v)) {
+        setForm(list, v);
+        rawErr.textContent = "";
+      }
+    } catch {
+      // Half-typed JSON: the form keeps what it had until it parses.
+    }
+  });
 
   const clearErrors = () => {
     for (const f of list) f.error.textContent = "";
