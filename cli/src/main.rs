@@ -471,7 +471,9 @@ fn main() -> ExitCode {
         Command::Package(ref p) => packages::run(p, || client(&cli), cli.json),
         Command::Artifact(ref a) => artifacts::run(a, &client(&cli), cli.json),
         Command::Trigger(ref t) => triggers::run(t, &client(&cli), cli.json),
-        Command::Runs { ref trigger } => triggers::runs(&client(&cli), cli.json, trigger.as_deref()),
+        Command::Runs { ref trigger } => {
+            triggers::runs(&client(&cli), cli.json, trigger.as_deref())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

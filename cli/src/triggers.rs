@@ -104,7 +104,10 @@ fn create(client: &Client, json_out: bool, file: &Path) -> anyhow::Result<()> {
     if let Some(s) = &t.next_slot {
         println!("next slot: {} ({})", s.id, s.at);
     }
-    println!("follow it with `shoal trigger explain {}` and `shoal runs {}`", t.name, t.name);
+    println!(
+        "follow it with `shoal trigger explain {}` and `shoal runs {}`",
+        t.name, t.name
+    );
     Ok(())
 }
 
@@ -156,10 +159,7 @@ fn list(client: &Client, json_out: bool) -> anyhow::Result<()> {
             vec![
                 t.name.clone(),
                 when(&t.spec),
-                t.spec["when"]
-                    .as_array()
-                    .map_or(0, Vec::len)
-                    .to_string(),
+                t.spec["when"].as_array().map_or(0, Vec::len).to_string(),
                 if t.paused { "yes" } else { "no" }.to_owned(),
                 t.next_slot.as_ref().map_or("-".into(), |s| s.at.clone()),
                 t.recent.last().map_or("-".into(), outcome),
@@ -291,8 +291,10 @@ fn explain(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
 }
 
 fn act(client: &Client, json_out: bool, name: &str, verb: &str, done: &str) -> anyhow::Result<()> {
-    let t: TriggerView =
-        client.post(&format!("/v1/triggers/{}/{verb}", segment(name)), &Value::Null)?;
+    let t: TriggerView = client.post(
+        &format!("/v1/triggers/{}/{verb}", segment(name)),
+        &Value::Null,
+    )?;
     if json_out {
         return crate::print_json(&t);
     }

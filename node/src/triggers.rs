@@ -125,7 +125,8 @@ impl Ledger {
                 None => self.outcomes.push(o),
             }
         }
-        self.outcomes.sort_by(|a, b| a.decided_at.cmp(&b.decided_at));
+        self.outcomes
+            .sort_by(|a, b| a.decided_at.cmp(&b.decided_at));
         let extra = self.outcomes.len().saturating_sub(LEDGER_OUTCOMES);
         self.outcomes.drain(..extra);
     }
@@ -203,7 +204,9 @@ pub async fn start_run(
             now_ms: unix_ms(),
         },
         Action::RunJob(_) | Action::Install { .. } => {
-            return Err("this action (run_job, install) is not carried out by the agent yet".into());
+            return Err(
+                "this action (run_job, install) is not carried out by the agent yet".into(),
+            );
         }
     };
     match state.write(write).await {
@@ -453,17 +456,21 @@ async fn evaluate_one(
         match owned.remove(&record.name) {
             Some(o) => o,
             None => {
-                let created =
-                    DateTime::from_timestamp_millis(i64::try_from(record.created_at_ms).unwrap_or(0))
-                        .unwrap_or_default();
-                let state =
-                    TriggerState::resume(&spec, created, ledger.last_handled.as_deref());
+                let created = DateTime::from_timestamp_millis(
+                    i64::try_from(record.created_at_ms).unwrap_or(0),
+                )
+                .unwrap_or_default();
+                let state = TriggerState::resume(&spec, created, ledger.last_handled.as_deref());
                 info!(trigger = %record.name, last_handled = ?ledger.last_handled, "evaluating here (resumed from the ledger)");
                 let unfinished = ledger
                     .outcomes
                     .iter()
                     .filter_map(|o| match &o.kind {
-                        OutcomeKind::Fired { run_id, result: None, .. } => Some(run_id.clone()),
+                        OutcomeKind::Fired {
+                            run_id,
+                            result: None,
+                            ..
+                        } => Some(run_id.clone()),
                         _ => None,
                     })
                     .collect();
@@ -487,9 +494,9 @@ async fn evaluate_one(
             Some(BatchStatus::Failed) => RunResult::Failed,
             _ => continue,
         };
-        let in_ledger = ledger.outcomes.iter().any(|e| {
-            matches!(&e.kind, OutcomeKind::Fired { run_id, result: None, .. } if *run_id == id)
-        });
+        let in_ledger = ledger.outcomes.iter().any(
+            |e| matches!(&e.kind, OutcomeKind::Fired { run_id, result: None, .. } if *run_id == id),
+        );
         if o.unfinished.remove(&id) || in_ledger {
             o.state.run_finished(&spec, &id, result);
             what.push("finished");
@@ -497,7 +504,10 @@ async fn evaluate_one(
                 .outcomes
                 .iter()
                 .chain(o.state.history())
-                .filter(|e| e.slot == id || matches!(&e.kind, OutcomeKind::Fired { run_id, .. } if *run_id == id))
+                .filter(|e| {
+                    e.slot == id
+                        || matches!(&e.kind, OutcomeKind::Fired { run_id, .. } if *run_id == id)
+                })
                 .last()
                 .cloned();
             if let Some(e) = &mut entry
@@ -512,7 +522,12 @@ async fn evaluate_one(
     if o.wake.is_none_or(|w| w <= t) {
         // Gather the signals: feeds due are fetched first.
         for c in &spec.when {
-            if let Signal::HttpJson { url, pointer, every } = &c.signal {
+            if let Signal::HttpJson {
+                url,
+                pointer,
+                every,
+            } = &c.signal
+            {
                 let key = (url.clone(), pointer.clone());
                 let due = feeds.values.get(&key).is_none_or(|(_, next)| *next <= t);
                 if due {
@@ -561,9 +576,9 @@ async fn evaluate_one(
             .state
             .history()
             .filter(|h| {
-                fires
-                    .iter()
-                    .any(|f| matches!(&h.kind, OutcomeKind::Fired { run_id, .. } if *run_id == f.run_id))
+                fires.iter().any(
+                    |f| matches!(&h.kind, OutcomeKind::Fired { run_id, .. } if *run_id == f.run_id),
+                )
             })
             .cloned()
             .collect();
@@ -594,8 +609,12 @@ async fn evaluate_one(
     for f in &fires {
         match start_run(state, &spec, f).await {
             Ok(true) => info!(trigger = %record.name, run = %f.run_id, "fired"),
-            Ok(false) => info!(trigger = %record.name, run = %f.run_id, "fired already (its job exists)"),
-            Err(e) => warn!(trigger = %record.name, run = %f.run_id, error = %e, "could not start the run"),
+            Ok(false) => {
+                info!(trigger = %record.name, run = %f.run_id, "fired already (its job exists)")
+            }
+            Err(e) => {
+                warn!(trigger = %record.name, run = %f.run_id, error = %e, "could not start the run")
+            }
         }
     }
     let wake = o.wake;

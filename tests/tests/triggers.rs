@@ -143,7 +143,10 @@ fn a_cost_trigger_fires_only_below_the_price_and_runs_only_on_cheap_nodes() {
     });
     let id = first["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("cheap@"), "{first}");
-    assert!(first["started"].is_string() && first["job"].is_string(), "{first}");
+    assert!(
+        first["started"].is_string() && first["job"].is_string(),
+        "{first}"
+    );
     wait_until("the first run complete", SETTLE, || {
         Ok(runs(&c, 0, "cheap")
             .iter()
@@ -163,10 +166,15 @@ fn a_cost_trigger_fires_only_below_the_price_and_runs_only_on_cheap_nodes() {
     }
     // The run's job carries the placement constraint the cost bound.
     let (_, job) = c.agents[0]
-        .get_any(&format!("/v1/jobs/{}", first["job"].as_str().unwrap().replace('/', "%2F")))
+        .get_any(&format!(
+            "/v1/jobs/{}",
+            first["job"].as_str().unwrap().replace('/', "%2F")
+        ))
         .unwrap();
     assert!(
-        job["spec"]["constraints"].to_string().contains("price_per_hour"),
+        job["spec"]["constraints"]
+            .to_string()
+            .contains("price_per_hour"),
         "{job}"
     );
 
@@ -274,19 +282,33 @@ args = ["-c", "echo run $SHOAL_RUN_ID"]
     };
     shoal(&["trigger", "create", file.to_str().unwrap()]);
     let listed = shoal(&["trigger", "list"]);
-    assert!(listed.contains("cheap-report") && listed.contains("every 5s"), "{listed}");
-    let shown: Value = serde_json::from_str(&shoal(&["trigger", "show", "cheap-report", "--json"])).unwrap();
+    assert!(
+        listed.contains("cheap-report") && listed.contains("every 5s"),
+        "{listed}"
+    );
+    let shown: Value =
+        serde_json::from_str(&shoal(&["trigger", "show", "cheap-report", "--json"])).unwrap();
     assert_eq!(shown["spec"]["every"], "5s", "{shown}");
-    assert!(shown["next_slot"]["id"].as_str().is_some_and(|s| s.starts_with("cheap-report@")), "{shown}");
+    assert!(
+        shown["next_slot"]["id"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("cheap-report@")),
+        "{shown}"
+    );
     // Nothing serves 127.0.0.1:8080 here: explain says why it waits.
     wait_until("the feed's error in explain", SETTLE, || {
-        let e: Value = serde_json::from_str(&shoal(&["trigger", "explain", "cheap-report", "--json"]))?;
+        let e: Value =
+            serde_json::from_str(&shoal(&["trigger", "explain", "cheap-report", "--json"]))?;
         Ok(e["conditions"][0]["error"].is_string())
     });
     let text = shoal(&["trigger", "explain", "cheap-report"]);
-    assert!(text.contains("http_json") && text.contains("min(label.price_per_hour)"), "{text}");
+    assert!(
+        text.contains("http_json") && text.contains("min(label.price_per_hour)"),
+        "{text}"
+    );
     shoal(&["trigger", "pause", "cheap-report"]);
-    let shown: Value = serde_json::from_str(&shoal(&["trigger", "show", "cheap-report", "--json"])).unwrap();
+    let shown: Value =
+        serde_json::from_str(&shoal(&["trigger", "show", "cheap-report", "--json"])).unwrap();
     assert_eq!(shown["paused"], true);
     shoal(&["trigger", "resume", "cheap-report"]);
     // A manual run runs whatever the conditions.
@@ -294,10 +316,15 @@ args = ["-c", "echo run $SHOAL_RUN_ID"]
     let runs: Value = serde_json::from_str(&shoal(&["runs", "cheap-report", "--json"])).unwrap();
     let run = &runs[0];
     assert!(
-        run["id"].as_str().is_some_and(|i| i.starts_with("cheap-report@manual-")),
+        run["id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("cheap-report@manual-")),
         "{runs}"
     );
-    assert!(run["status"].is_string() && run["started"].is_string(), "{runs}");
+    assert!(
+        run["status"].is_string() && run["started"].is_string(),
+        "{runs}"
+    );
     let job = run["job"].as_str().unwrap().to_owned();
     wait_until("the manual run complete", SETTLE, || {
         let r: Value = serde_json::from_str(&shoal(&["runs", "cheap-report", "--json"]))?;

@@ -204,7 +204,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(t.ledger, ledger);
-        s.trigger_write("nightly", TriggerOp::Delete, 4_000).unwrap();
+        s.trigger_write("nightly", TriggerOp::Delete, 4_000)
+            .unwrap();
         assert!(s.triggers(false).is_empty());
         assert_eq!(s.triggers(true).len(), 1);
         assert!(matches!(

@@ -97,9 +97,9 @@ fn a_trigger_and_its_ledger_replicate_with_events() {
     assert_eq!(t.ledger["last_handled"], "x");
     let events: Vec<JobEvent> = std::iter::from_fn(|| b.poll_event()).collect();
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, JobEvent::Trigger { name, op } if name == "nightly" && op == "changed")),
+        events.iter().any(
+            |e| matches!(e, JobEvent::Trigger { name, op } if name == "nightly" && op == "changed")
+        ),
         "{events:?}"
     );
     assert!(b.jobs(true).is_empty(), "a trigger is not a job");

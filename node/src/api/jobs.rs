@@ -343,9 +343,7 @@ pub async fn events(
                     } else {
                         format!("{kind}.{name}")
                     };
-                    Event::default()
-                        .event(event)
-                        .data(value.to_string())
+                    Event::default().event(event).data(value.to_string())
                 }
                 Err(RecvError::Lagged(n)) => Event::default()
                     .event("lagged")

@@ -84,17 +84,19 @@ pub struct RunsQuery {
 
 fn view(t: &TriggerRecord) -> TriggerView {
     let ledger = Ledger::of(t);
-    let next_slot = TriggerSpec::from_json(t.spec.clone()).ok().and_then(|spec| {
-        let created = chrono::DateTime::from_timestamp_millis(
-            i64::try_from(t.created_at_ms).unwrap_or(0),
-        )
-        .unwrap_or_default();
-        let st = TriggerState::resume(&spec, created, ledger.last_handled.as_deref());
-        // Slots already past are handled at the next evaluation; show the
-        // first one still ahead.
-        let ahead = spec.next_slot(now());
-        st.next_slot().cloned().filter(|s| s.at > now()).or(ahead)
-    });
+    let next_slot = TriggerSpec::from_json(t.spec.clone())
+        .ok()
+        .and_then(|spec| {
+            let created = chrono::DateTime::from_timestamp_millis(
+                i64::try_from(t.created_at_ms).unwrap_or(0),
+            )
+            .unwrap_or_default();
+            let st = TriggerState::resume(&spec, created, ledger.last_handled.as_deref());
+            // Slots already past are handled at the next evaluation; show the
+            // first one still ahead.
+            let ahead = spec.next_slot(now());
+            st.next_slot().cloned().filter(|s| s.at > now()).or(ahead)
+        });
     TriggerView {
         name: t.name.clone(),
         spec: t.spec.clone(),
@@ -271,7 +273,9 @@ pub async fn pause(State(s): State<ApiState>, Path(name): Path<String>) -> ApiRe
     )
 )]
 pub async fn resume(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<TriggerView> {
-    Ok(Json(view(&write(&s, &name, TriggerOp::Pause(false)).await?)))
+    Ok(Json(view(
+        &write(&s, &name, TriggerOp::Pause(false)).await?,
+    )))
 }
 
 /// `POST /v1/triggers/{name}/run`: a manual run, now, whatever the
@@ -393,7 +397,10 @@ pub async fn explain(
     params(RunsQuery),
     responses((status = 200, description = "the runs", body = Vec<RunView>))
 )]
-pub async fn runs(State(s): State<ApiState>, Query(q): Query<RunsQuery>) -> ApiResult<Vec<RunView>> {
+pub async fn runs(
+    State(s): State<ApiState>,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult<Vec<RunView>> {
     let jobs = s.state.jobs(false).await?;
     let mut out: Vec<RunView> = match &q.trigger {
         Some(name) => runs_of(&jobs, name),
