@@ -75,8 +75,8 @@ pub fn run(cmd: &TriggerCommand, client: &Client, json_out: bool) -> anyhow::Res
             println!("started run {} as job {}", run.id, run.job);
             Ok(())
         }
-        TriggerCommand::Pause { name } => act(client, json_out, name, "pause", "paused"),
-        TriggerCommand::Resume { name } => act(client, json_out, name, "resume", "resumed"),
+        TriggerCommand::Pause { name } => act(client, json_out, name, true),
+        TriggerCommand::Resume { name } => act(client, json_out, name, false),
         TriggerCommand::Delete { name } => {
             let t: TriggerView = client.delete(&format!("/v1/triggers/{}", segment(name)))?;
             if json_out {
@@ -290,11 +290,13 @@ fn explain(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn act(client: &Client, json_out: bool, name: &str, verb: &str, done: &str) -> anyhow::Result<()> {
-    let t: TriggerView = client.post(
-        &format!("/v1/triggers/{}/{verb}", segment(name)),
-        &Value::Null,
-    )?;
+fn act(client: &Client, json_out: bool, name: &str, pause: bool) -> anyhow::Result<()> {
+    let (path, done) = if pause {
+        (format!("/v1/triggers/{}/pause", segment(name)), "paused")
+    } else {
+        (format!("/v1/triggers/{}/resume", segment(name)), "resumed")
+    };
+    let t: TriggerView = client.post(&path, &Value::Null)?;
     if json_out {
         return crate::print_json(&t);
     }
