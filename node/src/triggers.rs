@@ -125,8 +125,7 @@ impl Ledger {
                 None => self.outcomes.push(o),
             }
         }
-        self.outcomes
-            .sort_by(|a, b| a.decided_at.cmp(&b.decided_at));
+        self.outcomes.sort_by_key(|a| a.decided_at);
         let extra = self.outcomes.len().saturating_sub(LEDGER_OUTCOMES);
         self.outcomes.drain(..extra);
     }
