@@ -67,6 +67,7 @@ fn two_owners_creating_one_run_merge_into_one_job() {
     assert_eq!(a.jobs(false).len(), 1, "one job");
     assert_eq!(ja.spec, run_job().to_json(), "with the spec both wrote");
     assert!(!ja.deleted);
+    assert_eq!(ja.version, 1, "one history: as if created once");
     // A later creation on either replica is refused: the run exists.
     assert!(matches!(
         create(&mut a, T0 + 10),
