@@ -335,3 +335,93 @@ args = ["-c", "echo run $SHOAL_RUN_ID"]
     let (_, list) = c.agents[0].get_any("/v1/triggers").unwrap();
     assert_eq!(list, json!([]));
 }
+
+/// Seconds since the epoch of a slot id `NAME@YYYY-MM-DDTHH:MM:SS` (UTC
+/// for `every` triggers).
+fn slot_secs(id: &str) -> u64 {
+    let (_, at) = id.split_once('@').expect("a slot id");
+    humantime::parse_rfc3339_weak(at)
+        .unwrap_or_else(|e| panic!("{id}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs()
+}
+
+#[test]
+fn killing_the_evaluator_moves_the_trigger_and_no_slot_is_dropped_or_fired_twice() {
+    let m = marker("trigkill");
+    let _cleanup = KillMarked(m.clone());
+    let mut c = Cluster::of("k", 3, &["--cpus", "2", "--memory-mb", "1024"]);
+    let trigger = json!({
+        "name": "tick",
+        "every": "2s",
+        "starting_deadline": "1m",
+        "run": {
+            "type": "batch",
+            "count": 1,
+            "task": {
+                "runtime": "process",
+                "command": "/bin/true",
+                "env": {"SHOAL_TEST_MARKER": m},
+                "resources": {"cpus": 0.1, "memory_mb": 16}
+            }
+        }
+    });
+    let (status, body) = c.agents[0].post("/v1/triggers", &trigger).unwrap();
+    assert_eq!(status, 201, "{body}");
+    let mut owner = String::new();
+    wait_until("three runs of tick", SETTLE, || {
+        let (_, t) = c.agents[0].get_any("/v1/triggers/tick")?;
+        owner = t["evaluated_by"].as_str().unwrap_or_default().to_owned();
+        Ok(runs(&c, 0, "tick").len() >= 3 && !owner.is_empty())
+    });
+    let victim = c
+        .agents
+        .iter()
+        .position(|a| a.info.node_id == owner)
+        .unwrap_or_else(|| panic!("no agent is {owner}"));
+    c.agents[victim].kill9();
+    let survivor = (victim + 1) % 3;
+    let before = runs(&c, survivor, "tick").len();
+    wait_until(
+        "another node evaluates tick, and runs go on",
+        SETTLE,
+        || {
+            let (_, t) = c.agents[survivor].get_any("/v1/triggers/tick")?;
+            let by = t["evaluated_by"].as_str().unwrap_or_default();
+            Ok(by != owner && !by.is_empty() && runs(&c, survivor, "tick").len() >= before + 3)
+        },
+    );
+    let (_, t) = c.agents[survivor].get_any("/v1/triggers/tick").unwrap();
+    // Every slot from the first recorded to the last is accounted for
+    // exactly once: fired, skipped or missed (several at once with a
+    // count), none twice, none dropped.
+    let mut outcomes: Vec<(u64, u64, String)> = t["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let first = slot_secs(o["slot"].as_str().unwrap());
+            let last = o["last_slot"].as_str().map_or(first, slot_secs);
+            (
+                first,
+                last,
+                o["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    outcomes.sort();
+    for pair in outcomes.windows(2) {
+        assert_eq!(pair[0].1 + 2, pair[1].0, "a gap or an overlap: {t}");
+    }
+    // Each run is one job, fired once in the ledger.
+    let all = runs(&c, survivor, "tick");
+    let mut ids: Vec<&str> = all.iter().filter_map(|r| r["id"].as_str()).collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a run twice: {all:?}");
+    let fired = outcomes.iter().filter(|o| o.2 == "fired").count();
+    assert!(fired >= 5, "{t}");
+    c.agents[survivor].delete("/v1/triggers/tick").unwrap();
+}
