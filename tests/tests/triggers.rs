@@ -334,6 +334,30 @@ args = ["-c", "echo run $SHOAL_RUN_ID"]
     shoal(&["trigger", "delete", "cheap-report"]);
     let (_, list) = c.agents[0].get_any("/v1/triggers").unwrap();
     assert_eq!(list, json!([]));
+
+    // A dependency cycle is refused, naming the edge that closes it.
+    let action = json!({"task": {"runtime": "process", "command": "/bin/true"}});
+    let extract = json!({"name": "extract", "after": [{"job": "load"}], "run": action});
+    let (status, body) = c.agents[0].post("/v1/triggers", &extract).unwrap();
+    assert_eq!(status, 201, "{body}");
+    let load = json!({"name": "load", "after": [{"job": "extract"}], "run": action});
+    let (status, err) = c.agents[0].post("/v1/triggers", &load).unwrap();
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"]["field"], "after[0].job", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("load -> extract -> load")),
+        "{err}"
+    );
+    let (_, list) = c.agents[0].get_any("/v1/triggers").unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["extract"], "nothing written for load");
 }
 
 /// Seconds since the epoch of a slot id `NAME@YYYY-MM-DDTHH:MM:SS` (UTC

@@ -151,6 +151,44 @@ async fn read(s: &ApiState, name: &str) -> Result<TriggerRecord, ApiError> {
     }
 }
 
+/// Refuses `after` edges that would close a cycle through the jobs' and
+/// the other triggers' `after` (422 naming `after[i].job`).
+async fn check_cycles(s: &ApiState, spec: &TriggerSpec) -> Result<(), ApiError> {
+    let mut graph: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for j in s.state.jobs(false).await? {
+        let after: Vec<String> = j.spec["after"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !after.is_empty() {
+            graph.insert(j.name.clone(), after);
+        }
+    }
+    if let TriggerReply::List(ts) = s.state.trigger(TriggerRequest::List(false)).await? {
+        for t in ts {
+            let after: Vec<String> = t.spec["after"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v["job"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !after.is_empty() {
+                graph.insert(t.name.clone(), after);
+            }
+        }
+    }
+    let parents: Vec<&str> = spec.after.iter().map(|a| a.job.as_str()).collect();
+    shoal_trigger::check_after(&graph, &spec.name, &parents)
+        .map_err(|e| invalid_spec(shoal_model::SpecError { errors: vec![e] }))
+}
+
 /// `POST /v1/triggers`: create or replace a trigger.
 #[utoipa::path(
     post,
@@ -187,6 +225,9 @@ pub async fn create(
         TriggerSpec::from_json(parse_json(&body)?)
     }
     .map_err(invalid_spec)?;
+    if !spec.after.is_empty() {
+        check_cycles(&s, &spec).await?;
+    }
     let existed = read(&s, &spec.name).await.is_ok();
     let t = write(&s, &spec.name.clone(), TriggerOp::Put(spec.to_json())).await?;
     let status = if existed {
