@@ -13,6 +13,7 @@ mod jobs;
 mod output;
 mod packages;
 mod tasks;
+mod triggers;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -156,6 +157,18 @@ enum Command {
     /// into their sandboxes (`[[task.artifacts]]`).
     #[command(subcommand)]
     Artifact(artifacts::ArtifactCommand),
+    /// Triggers: run a job on a schedule (`every`, `cron` in a time zone)
+    /// when conditions hold (a price feed, the cheapest node's
+    /// `price_per_hour` label, free capacity), evaluated by the node that
+    /// owns the trigger's key, with no scheduler node. See docs/triggers.md.
+    #[command(subcommand)]
+    Trigger(triggers::TriggerCommand),
+    /// List the runs of triggers (all, or TRIGGER's): id, status, when
+    /// started, the job they run as (its tasks show in `shoal ps JOB`).
+    Runs {
+        /// Only this trigger's runs.
+        trigger: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -457,6 +470,10 @@ fn main() -> ExitCode {
         } => jobs::stop(&client(&cli), cli.json, name, if_version),
         Command::Package(ref p) => packages::run(p, || client(&cli), cli.json),
         Command::Artifact(ref a) => artifacts::run(a, &client(&cli), cli.json),
+        Command::Trigger(ref t) => triggers::run(t, &client(&cli), cli.json),
+        Command::Runs { ref trigger } => {
+            triggers::runs(&client(&cli), cli.json, trigger.as_deref())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

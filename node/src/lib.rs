@@ -43,5 +43,6 @@ pub mod statelog;
 pub mod tasklog;
 mod tasktable;
 pub mod token;
+pub mod triggers;
 
 pub use agent::{Agent, AgentError, AgentInfo, AgentOptions};

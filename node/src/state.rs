@@ -17,7 +17,8 @@ use rand::seq::IndexedRandom;
 use shoal_gossip::NodeId;
 use shoal_state::{
     ArtifactOp, ArtifactRecord, DeployAction, HistoryEntry, InstallOp, Installation, JobEvent,
-    JobView, PersistOp, Store, SyncRequest, SyncResponse, TaskOutcome, Write, WriteError, Written,
+    JobView, PersistOp, Store, SyncRequest, SyncResponse, TaskOutcome, TriggerOp, TriggerRecord,
+    Write, WriteError, Written,
 };
 use shoal_transport::{Handler, Service, Transport};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -104,6 +105,10 @@ enum Command {
         InstallRequest,
         oneshot::Sender<Result<InstallReply, SubmitError>>,
     ),
+    Trigger(
+        TriggerRequest,
+        oneshot::Sender<Result<TriggerReply, SubmitError>>,
+    ),
     Repo(
         RepoRequest,
         oneshot::Sender<Result<Vec<shoal_state::Repository>, SubmitError>>,
@@ -143,6 +148,26 @@ pub enum InstallRequest {
     Get(String),
     /// A write.
     Write(String, InstallOp),
+}
+
+/// A trigger's read or write, for the state task.
+#[derive(Clone, Debug)]
+pub enum TriggerRequest {
+    /// Every trigger (deleted ones too when set).
+    List(bool),
+    /// One trigger.
+    Get(String),
+    /// A write.
+    Write(String, TriggerOp),
+}
+
+/// What a [`TriggerRequest`] gave.
+#[derive(Clone, Debug)]
+pub enum TriggerReply {
+    /// Triggers.
+    List(Vec<TriggerRecord>),
+    /// One trigger (`None`: unknown), or the one just written.
+    One(Option<Box<TriggerRecord>>),
 }
 
 /// A package repository read or write, for the state task.
@@ -337,6 +362,12 @@ impl StateHandle {
     /// before the reply).
     pub async fn install(&self, r: InstallRequest) -> Result<InstallReply, SubmitError> {
         self.ask(|tx| Command::Install(r, tx)).await?
+    }
+
+    /// Reads or writes triggers: the list, one, or the one written (once
+    /// persisted).
+    pub async fn trigger(&self, r: TriggerRequest) -> Result<TriggerReply, SubmitError> {
+        self.ask(|tx| Command::Trigger(r, tx)).await?
     }
 
     /// Reads or writes the package repositories: the list in lookup
@@ -562,6 +593,26 @@ impl StateTask {
                             .store
                             .install_write(&instance, op, unix_ms())
                             .map(|i| InstallReply::One(Some(Box::new(i)))),
+                    };
+                    match done {
+                        Ok(d) => pending.add(d, reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(SubmitError::Rejected(e)));
+                        }
+                    }
+                }
+                Command::Trigger(r, reply) => {
+                    let done = match r {
+                        TriggerRequest::List(deleted) => {
+                            Ok(TriggerReply::List(self.store.triggers(deleted)))
+                        }
+                        TriggerRequest::Get(name) => {
+                            Ok(TriggerReply::One(self.store.trigger(&name).map(Box::new)))
+                        }
+                        TriggerRequest::Write(name, op) => self
+                            .store
+                            .trigger_write(&name, op, unix_ms())
+                            .map(|t| TriggerReply::One(Some(Box::new(t)))),
                     };
                     match done {
                         Ok(d) => pending.add(d, reply),

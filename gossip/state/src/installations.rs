@@ -40,6 +40,9 @@ pub(crate) fn valid_doc_name(name: &str) -> bool {
     if let Some(repo) = name.strip_prefix(crate::repos::PREFIX) {
         return shoal_model::validate_name(repo).is_ok();
     }
+    if let Some(trigger) = name.strip_prefix(crate::triggers::PREFIX) {
+        return shoal_model::validate_name(trigger).is_ok();
+    }
     if let Some(sha256) = name.strip_prefix(crate::artifacts::PREFIX) {
         return shoal_model::is_sha256_hex(sha256);
     }

@@ -23,6 +23,7 @@ mod outcomes;
 mod repos;
 mod store;
 mod sync;
+mod triggers;
 mod view;
 
 pub use artifacts::{ArtifactOp, ArtifactRecord, doc_name as artifact_doc};
@@ -35,4 +36,5 @@ pub use store::{
     rfc3339,
 };
 pub use sync::{DocChanges, DocHeads, MAX_BATCH_BYTES, SyncRequest, SyncResponse};
+pub use triggers::{TriggerOp, TriggerRecord, doc_name as trigger_doc};
 pub use view::{HistoryEntry, JobView};

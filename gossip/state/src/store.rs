@@ -186,6 +186,17 @@ pub enum JobEvent {
         /// `add`, `remove`, or `changed` (learned from a peer).
         op: String,
     },
+    /// A trigger was created, changed, paused, resumed or deleted, or its
+    /// evaluator recorded what became of a slot (see
+    /// [`Store::trigger_write`]); `name` is the trigger's.
+    Trigger {
+        /// Trigger name.
+        name: String,
+        /// `created`, `updated`, `paused`, `resumed`, `deleted`, what the
+        /// evaluator recorded (`fired`, `skipped`, `missed`, `finished`),
+        /// or `changed` (learned from a peer).
+        op: String,
+    },
     /// A job that `name` waits for (`after`) was recorded ready (see
     /// [`Store::mark_ready`]).
     Ready {
@@ -222,6 +233,7 @@ impl JobEvent {
             | JobEvent::Installation { name, .. }
             | JobEvent::Ready { name, .. }
             | JobEvent::Repository { name, .. }
+            | JobEvent::Trigger { name, .. }
             | JobEvent::TaskFinished { name, .. } => name,
         }
     }
@@ -1096,6 +1108,12 @@ impl Store {
         if let Some(repo) = name.strip_prefix(crate::repos::PREFIX) {
             self.events.push_back(JobEvent::Repository {
                 name: repo.to_owned(),
+                op: "changed".into(),
+            });
+        }
+        if let Some(trigger) = name.strip_prefix(crate::triggers::PREFIX) {
+            self.events.push_back(JobEvent::Trigger {
+                name: trigger.to_owned(),
                 op: "changed".into(),
             });
         }

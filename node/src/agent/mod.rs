@@ -499,6 +499,19 @@ impl Agent {
                 shutdown.clone(),
             )),
         ));
+        // Triggers: this node evaluates those whose key it owns.
+        let triggers = crate::triggers::Triggers::default();
+        tasks.push((
+            "triggers",
+            tokio::spawn(crate::triggers::drive(
+                triggers.clone(),
+                state.clone(),
+                core.clone(),
+                live_rx.clone(),
+                node_id,
+                shutdown.clone(),
+            )),
+        ));
         if let Some((udp, tcp)) = dns_sockets {
             let handler = DnsHandler::new(services.clone(), live_rx.clone());
             tasks.push((
@@ -531,6 +544,7 @@ impl Agent {
             fault_injection: opts.fault_injection,
             task_events,
             artifacts: artifacts.clone(),
+            triggers,
         };
         tasks.push((
             "artifact-gc",

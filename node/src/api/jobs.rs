@@ -77,7 +77,7 @@ impl From<crate::state::StateStopped> for ApiError {
     }
 }
 
-fn invalid_spec(e: shoal_model::SpecError) -> ApiError {
+pub(super) fn invalid_spec(e: shoal_model::SpecError) -> ApiError {
     let errors: Vec<Value> = e
         .errors
         .iter()
@@ -92,7 +92,7 @@ fn invalid_spec(e: shoal_model::SpecError) -> ApiError {
     .with_extra("errors", Value::Array(errors))
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -306,6 +306,7 @@ pub async fn delete(
 
 /// `GET /v1/events`: server-sent events `job.created`, `job.updated`,
 /// `job.scaled`, `job.deleted`, `job.task_finished`, `job.deployment`,
+/// `trigger.created|updated|paused|resumed|deleted|fired|skipped|missed|finished|changed`,
 /// as this node learns of them,
 /// `task.health` for the tasks this node runs, and `member.state` when a
 /// member's state changes as this node sees it.
@@ -335,9 +336,14 @@ pub async fn events(
             let sse = match got {
                 Ok(value) => {
                     let name = value["event"].as_str().unwrap_or("changed").to_owned();
-                    Event::default()
-                        .event(format!("{kind}.{name}"))
-                        .data(value.to_string())
+                    // Triggers are their own kind: `trigger.created`,
+                    // `trigger.fired`, `trigger.skipped`, …
+                    let event = if name == "trigger" {
+                        format!("trigger.{}", value["op"].as_str().unwrap_or("changed"))
+                    } else {
+                        format!("{kind}.{name}")
+                    };
+                    Event::default().event(event).data(value.to_string())
                 }
                 Err(RecvError::Lagged(n)) => Event::default()
                     .event("lagged")

@@ -25,6 +25,7 @@ pub mod packages;
 pub mod services;
 pub mod summary;
 pub mod tasks;
+pub mod triggers;
 pub mod types;
 pub mod ui;
 
@@ -77,6 +78,8 @@ pub struct ApiState {
     pub task_events: tokio::sync::broadcast::Sender<crate::core_task::TaskEvent>,
     /// Artifacts: this node's blob store and its peers'.
     pub artifacts: crate::artifacts::Artifacts,
+    /// The triggers this node evaluates (for `explain`).
+    pub triggers: crate::triggers::Triggers,
 }
 
 /// An API error.
@@ -203,6 +206,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{key}/drain", post(tasks::drain))
         .route("/v1/nodes/{key}/tasks", get(tasks::of_node))
         .route("/v1/events", get(jobs::events))
+        .route("/v1/triggers", post(triggers::create).get(triggers::list))
+        .route(
+            "/v1/triggers/{name}",
+            get(triggers::get).delete(triggers::delete),
+        )
+        .route("/v1/triggers/{name}/pause", post(triggers::pause))
+        .route("/v1/triggers/{name}/resume", post(triggers::resume))
+        .route("/v1/triggers/{name}/run", post(triggers::run))
+        .route("/v1/triggers/{name}/explain", get(triggers::explain))
+        .route("/v1/runs", get(triggers::runs))
         .route("/v1/debug/faults", post(set_faults))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -68,6 +68,7 @@ pub(super) enum Cmd {
     Status(Vec<TaskKey>, oneshot::Sender<Vec<TaskStatus>>),
     KeysOf(String, oneshot::Sender<Vec<(TaskKey, Option<NodeId>)>>),
     Waiting(oneshot::Sender<Vec<(String, Vec<String>)>>),
+    Drivers(Vec<String>, oneshot::Sender<Vec<Option<NodeId>>>),
     Drain(bool, oneshot::Sender<()>),
     Used(oneshot::Sender<(Resources, Resources)>),
     Held(oneshot::Sender<Vec<TaskStatus>>),
@@ -167,6 +168,13 @@ impl CoreHandle {
     /// the jobs each still waits for.
     pub async fn waiting(&self) -> Result<Vec<(String, Vec<String>)>, CoreStopped> {
         self.ask(Cmd::Waiting).await
+    }
+
+    /// The node that drives each of `names` (owns its key `name/0` on the
+    /// ring), as this node sees the ring: the test behind `after` and
+    /// deployments, used for triggers too.
+    pub async fn drivers(&self, names: Vec<String>) -> Result<Vec<Option<NodeId>>, CoreStopped> {
+        self.ask(|tx| Cmd::Drivers(names, tx)).await
     }
 
     /// Drains this node (or stops draining it); answered once the choice

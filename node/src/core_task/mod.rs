@@ -348,6 +348,10 @@ impl CoreTask {
             Cmd::Waiting(tx) => {
                 let _ = tx.send(core.placer().waiting_here());
             }
+            Cmd::Drivers(names, tx) => {
+                let placer = core.placer();
+                let _ = tx.send(names.iter().map(|n| placer.driver(n)).collect());
+            }
             Cmd::Drain(on, tx) => {
                 info!(draining = on, "drain");
                 if let Err(e) = core.set_draining(now, wall, on) {

@@ -801,6 +801,13 @@ impl Placer {
         self.runner.stamp(key)
     }
 
+    /// The node that drives `name` (owns the key `name/0` on the ring):
+    /// the one node that does per-job work for it (deployments, `after`
+    /// checks, a trigger's evaluation).
+    pub fn driver(&self, name: &str) -> Option<NodeId> {
+        self.shared.driver_of(name)
+    }
+
     /// The jobs that wait for others (`after`) and that this node drives
     /// (it owns their job key), with the jobs each still waits for: this
     /// node checks those and records the ones found ready.

@@ -1,0 +1,626 @@
+//! The trigger driver: every node runs one, and it evaluates the triggers
+//! whose key (`@trigger/<name>`) this node owns on the ring — the same
+//! ownership test as `after` checks and deployments
+//! ([`CoreHandle::drivers`]). No node is the scheduler; when the ring
+//! changes, another node's driver finds that it owns the trigger and
+//! resumes it from the ledger in the replicated state.
+//!
+//! One pass, for each trigger owned here:
+//!
+//! 1. its state ([`TriggerState`]) is the one kept here since this node
+//!    took it over, or, the first time, [`TriggerState::resume`]d from the
+//!    last slot handled in the trigger's ledger (whoever wrote it);
+//! 2. when its wake-up time has come ([`TriggerState::next_wake`]), the
+//!    signals are gathered — `http_json` feeds fetched here (blocking
+//!    `ureq` on the blocking pool, at most every `every`), label
+//!    aggregates, free capacity and `nodes_alive` from the members'
+//!    gossiped metadata — and [`TriggerState::evaluate`] decides;
+//! 3. a decision is written to the ledger **before** it is acted on (the
+//!    fire record), then a fired run's batch job is submitted like any job,
+//!    named after the run id and created only if no job of that name
+//!    exists (`if_version = 0`);
+//! 4. runs whose batch job completed or failed are reported back
+//!    ([`TriggerState::run_finished`]) and recorded.
+//!
+//! The loop sleeps until the earliest wake-up of the triggers it owns, and
+//! at most [`POLL_EVERY`] (ownership and specs are looked at again then),
+//! or until the desired state changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use shoal_gossip::NodeId;
+use shoal_model::JobSpec;
+use shoal_placement::{NodeInfo, Resources};
+use shoal_state::{BatchStatus, JobView, TriggerOp, TriggerRecord, Write, WriteError, WriteOp};
+use shoal_trigger::{
+    Action, Decision, Explain, Fire, Metric, Outcome, OutcomeKind, Resource, RunResult, Signal,
+    SignalValue, TriggerSpec, TriggerState, json_pointer_f64,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::clock::unix_ms;
+use crate::core_task::CoreHandle;
+use crate::state::{Peer, StateHandle, SubmitError, TriggerReply, TriggerRequest};
+
+/// How often ownership and specs are looked at, at the latest.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Outcomes kept in a trigger's ledger.
+pub const LEDGER_OUTCOMES: usize = 50;
+/// How long one `http_json` fetch may take.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The label naming the trigger on a run's job.
+pub const TRIGGER_LABEL: &str = "shoal.trigger";
+/// The label naming the run on a run's job.
+pub const RUN_LABEL: &str = "shoal.run";
+
+/// Wall-clock now, from the node's clock.
+pub fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(i64::try_from(unix_ms()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// A trigger this node evaluates.
+struct Owned {
+    spec_json: Value,
+    spec: TriggerSpec,
+    state: TriggerState,
+    wake: Option<DateTime<Utc>>,
+    /// Runs fired and not yet seen finished.
+    unfinished: BTreeSet<String>,
+}
+
+/// What the API reads of the driver: the triggers this node evaluates.
+#[derive(Clone, Default)]
+pub struct Triggers {
+    owned: Arc<Mutex<BTreeMap<String, Owned>>>,
+}
+
+impl Triggers {
+    /// `explain` of trigger `name` if this node evaluates it now.
+    pub fn explain(&self, name: &str) -> Option<Explain> {
+        let owned = self.owned.lock().expect("not poisoned");
+        let o = owned.get(name)?;
+        Some(o.state.explain(now(), &o.spec))
+    }
+}
+
+/// The ledger a trigger's evaluator keeps in the replicated state.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Ledger {
+    /// The last slot handled by anyone: what a new owner resumes from.
+    #[serde(default)]
+    pub last_handled: Option<String>,
+    /// The node that wrote it.
+    #[serde(default)]
+    pub evaluated_by: Option<String>,
+    /// When it was last evaluated.
+    #[serde(default)]
+    pub evaluated_at: Option<DateTime<Utc>>,
+    /// Each condition as it stood then.
+    #[serde(default)]
+    pub conditions: Vec<shoal_trigger::ConditionReport>,
+    /// Recent outcomes, oldest first (at most [`LEDGER_OUTCOMES`]).
+    #[serde(default)]
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Ledger {
+    /// The ledger of a stored trigger (empty if none yet).
+    pub fn of(record: &TriggerRecord) -> Ledger {
+        serde_json::from_value(record.ledger.clone()).unwrap_or_default()
+    }
+
+    /// Merges `outcomes` in (the newer account of a slot wins), oldest
+    /// first, bounded.
+    pub fn merge(&mut self, outcomes: impl IntoIterator<Item = Outcome>) {
+        for o in outcomes {
+            match self.outcomes.iter_mut().find(|e| e.slot == o.slot) {
+                Some(e) => *e = o,
+                None => self.outcomes.push(o),
+            }
+        }
+        self.outcomes.sort_by_key(|a| a.decided_at);
+        let extra = self.outcomes.len().saturating_sub(LEDGER_OUTCOMES);
+        self.outcomes.drain(..extra);
+    }
+}
+
+/// The job a fired run starts: the trigger's `[run]` named after the run,
+/// with `SHOAL_RUN_ID`, labels naming the trigger and the run, and the
+/// placement constraints of the conditions that held.
+pub fn run_job(spec: &TriggerSpec, fire: &Fire) -> Option<JobSpec> {
+    let mut job = spec.job_for_run(&fire.run_id)?;
+    job.task
+        .env
+        .insert("SHOAL_RUN_ID".to_owned(), fire.run_id.clone());
+    job.labels
+        .insert(TRIGGER_LABEL.to_owned(), spec.name.clone());
+    job.labels.insert(RUN_LABEL.to_owned(), fire.run_id.clone());
+    for c in &fire.constraints {
+        if !job.constraints.contains(c) {
+            job.constraints.push(c.clone());
+        }
+    }
+    Some(job)
+}
+
+/// The runs of trigger `name`: the jobs labelled with it.
+pub fn runs_of<'a>(jobs: &'a [JobView], name: &str) -> Vec<&'a JobView> {
+    jobs.iter()
+        .filter(|j| j.spec["labels"][TRIGGER_LABEL].as_str() == Some(name))
+        .collect()
+}
+
+/// A run's id, from its job.
+pub fn run_id_of(job: &JobView) -> String {
+    job.spec["labels"][RUN_LABEL]
+        .as_str()
+        .unwrap_or(&job.name)
+        .to_owned()
+}
+
+/// Starts what a fired run does: submits its job (`Ok(false)`: a job of
+/// that name exists already, so another evaluator started it).
+pub async fn start_run(
+    state: &StateHandle,
+    spec: &TriggerSpec,
+    fire: &Fire,
+) -> Result<bool, String> {
+    for stop in &fire.stop {
+        let name = shoal_trigger::run_job_name(stop);
+        let w = Write {
+            name,
+            op: WriteOp::Delete,
+            if_version: None,
+            now_ms: unix_ms(),
+        };
+        if let Err(e) = state.write(w).await
+            && !matches!(e, SubmitError::Rejected(WriteError::NotFound(_)))
+        {
+            warn!(run = %stop, error = %e, "could not stop a run (concurrency = replace)");
+        }
+    }
+    let write = match &spec.action {
+        Action::Run(_) => {
+            let job = run_job(spec, fire).expect("a [run] action");
+            Write {
+                name: job.name.clone(),
+                op: WriteOp::Put(Box::new(job)),
+                if_version: Some(0),
+                now_ms: unix_ms(),
+            }
+        }
+        Action::Scale { job, count } => Write {
+            name: job.clone(),
+            op: WriteOp::Scale(*count),
+            if_version: None,
+            now_ms: unix_ms(),
+        },
+        Action::RunJob(_) | Action::Install { .. } => {
+            return Err(
+                "this action (run_job, install) is not carried out by the agent yet".into(),
+            );
+        }
+    };
+    match state.write(write).await {
+        Ok(_) => Ok(true),
+        Err(SubmitError::Rejected(WriteError::VersionMismatch { .. })) => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The signals' values, gathered once per evaluation.
+struct Signals {
+    at: DateTime<Utc>,
+    nodes: Vec<NodeInfo>,
+    feeds: BTreeMap<(String, String), SignalValue>,
+    job: Option<JobSpec>,
+}
+
+impl Signals {
+    fn eligible(&self) -> Vec<&NodeInfo> {
+        let demand = self
+            .job
+            .as_ref()
+            .map(|j| Resources::of_task(&j.task.resources))
+            .unwrap_or_default();
+        self.nodes
+            .iter()
+            .filter(|n| match &self.job {
+                Some(j) => n.eligible(j, &demand).is_ok(),
+                None => !n.draining && n.free_class > 0,
+            })
+            .collect()
+    }
+
+    fn value(&self, signal: &Signal) -> SignalValue {
+        let at = self.at;
+        match signal {
+            Signal::HttpJson { url, pointer, .. } => self
+                .feeds
+                .get(&(url.clone(), pointer.clone()))
+                .cloned()
+                .unwrap_or_else(|| SignalValue::unknown(signal.describe())),
+            Signal::Label { aggregate, label } => {
+                let nodes = self.eligible();
+                let values: Vec<f64> = nodes
+                    .iter()
+                    .filter_map(|n| n.labels.get(label)?.trim().parse::<f64>().ok())
+                    .collect();
+                let source = format!(
+                    "{} of {} nodes with room carry label {label}",
+                    values.len(),
+                    nodes.len()
+                );
+                match aggregate.apply(values) {
+                    Some(v) => SignalValue::new(v, source, at),
+                    None => SignalValue::error("no node with room carries the label", source, at),
+                }
+            }
+            Signal::Free(r) => {
+                let nodes = self.eligible();
+                let eighths = |total: u64, n: &NodeInfo| total * u64::from(n.free_class) / 8;
+                let sum: u64 = nodes
+                    .iter()
+                    .map(|n| match r {
+                        Resource::Cpu => eighths(n.capacity.cpus_milli, n) / 1000,
+                        Resource::Memory => eighths(n.capacity.memory_mb, n),
+                        Resource::Disk => n.capacity.disk_mb,
+                        Resource::Gpu => n.capacity.gpus,
+                    })
+                    .sum();
+                #[allow(clippy::cast_precision_loss)]
+                let v = sum as f64;
+                SignalValue::new(
+                    v,
+                    format!(
+                        "{} nodes with room, from their gossiped free class (eighths)",
+                        nodes.len()
+                    ),
+                    at,
+                )
+            }
+            Signal::Metric(Metric::NodesAlive) => {
+                #[allow(clippy::cast_precision_loss)]
+                let v = self.nodes.len() as f64;
+                SignalValue::new(v, "members alive, as this node sees them", at)
+            }
+            Signal::Metric(m) => SignalValue::error(
+                format!("{} is not measured by the agent yet", m.as_str()),
+                m.as_str(),
+                at,
+            ),
+        }
+    }
+}
+
+/// Fetches one feed (blocking: run it on the blocking pool).
+fn fetch(url: &str, pointer: &str, at: DateTime<Utc>) -> SignalValue {
+    let source = format!("{url}#{pointer}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(FETCH_TIMEOUT))
+        .build()
+        .into();
+    let body = agent
+        .get(url)
+        .call()
+        .map_err(|e| e.to_string())
+        .and_then(|mut r| r.body_mut().read_to_string().map_err(|e| e.to_string()));
+    match body.and_then(|b| serde_json::from_str::<Value>(&b).map_err(|e| e.to_string())) {
+        Ok(doc) => match json_pointer_f64(&doc, pointer) {
+            Ok(v) => SignalValue::new(v, source, at),
+            Err(e) => SignalValue::error(e.to_string(), source, at),
+        },
+        Err(e) => SignalValue::error(e, source, at),
+    }
+}
+
+/// The driver's own memory across passes.
+#[derive(Default)]
+struct Feeds {
+    /// Each feed's last value, and when it may be fetched again.
+    values: BTreeMap<(String, String), (SignalValue, DateTime<Utc>)>,
+}
+
+/// Runs until shutdown (or until the core or the replica stops).
+pub async fn drive(
+    triggers: Triggers,
+    state: StateHandle,
+    core: CoreHandle,
+    live: watch::Receiver<Arc<Vec<Peer>>>,
+    me: NodeId,
+    shutdown: CancellationToken,
+) {
+    let mut events = state.subscribe();
+    let mut feeds = Feeds::default();
+    let mut sleep_for = POLL_EVERY;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(sleep_for) => {}
+            ev = events.recv() => {
+                if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+            }
+        }
+        match pass(&triggers, &state, &core, &live, me, &mut feeds).await {
+            Ok(next) => {
+                let until = next.map_or(POLL_EVERY, |at| {
+                    (at - now()).to_std().unwrap_or(Duration::ZERO)
+                });
+                sleep_for = until.clamp(Duration::from_millis(50), POLL_EVERY);
+            }
+            Err(()) => return,
+        }
+    }
+}
+
+/// One pass over the triggers (see the module's doc); the earliest
+/// wake-up of those owned here. `Err`: the node is stopping.
+async fn pass(
+    triggers: &Triggers,
+    state: &StateHandle,
+    core: &CoreHandle,
+    live: &watch::Receiver<Arc<Vec<Peer>>>,
+    me: NodeId,
+    feeds: &mut Feeds,
+) -> Result<Option<DateTime<Utc>>, ()> {
+    let records = match state.trigger(TriggerRequest::List(false)).await {
+        Ok(TriggerReply::List(r)) => r,
+        Ok(_) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let keys: Vec<String> = records
+        .iter()
+        .map(|r| shoal_state::trigger_doc(&r.name))
+        .collect();
+    let drivers = core.drivers(keys).await.map_err(|_| ())?;
+    let mine: Vec<&TriggerRecord> = records
+        .iter()
+        .zip(&drivers)
+        .filter(|(_, d)| **d == Some(me))
+        .map(|(r, _)| r)
+        .collect();
+    // Triggers no longer owned here are forgotten: if this node owns one
+    // again later, it resumes from the ledger like any new owner.
+    {
+        let names: BTreeSet<&str> = mine.iter().map(|r| r.name.as_str()).collect();
+        let mut owned = triggers.owned.lock().expect("not poisoned");
+        owned.retain(|n, _| names.contains(n.as_str()));
+    }
+    if mine.is_empty() {
+        return Ok(None);
+    }
+    let jobs = state.jobs(false).await.map_err(|_| ())?;
+    let nodes: Vec<NodeInfo> = live
+        .borrow()
+        .iter()
+        .map(|p| NodeInfo::from_meta(p.id, &p.meta))
+        .collect();
+    let mut earliest: Option<DateTime<Utc>> = None;
+    for record in mine {
+        let wake = evaluate_one(triggers, state, record, &jobs, &nodes, me, feeds).await;
+        earliest = match (earliest, wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(earliest)
+}
+
+/// Evaluates one trigger owned here if it is due; its next wake-up.
+async fn evaluate_one(
+    triggers: &Triggers,
+    state: &StateHandle,
+    record: &TriggerRecord,
+    jobs: &[JobView],
+    nodes: &[NodeInfo],
+    me: NodeId,
+    feeds: &mut Feeds,
+) -> Option<DateTime<Utc>> {
+    let mut spec = match TriggerSpec::from_json(record.spec.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(trigger = %record.name, error = %e, "a stored trigger does not validate; not evaluated");
+            return None;
+        }
+    };
+    if record.paused {
+        spec.enabled = false;
+    }
+    let ledger = Ledger::of(record);
+    let runs = runs_of(jobs, &record.name);
+    let active: Vec<String> = runs
+        .iter()
+        .filter(|j| !matches!(j.status, Some(BatchStatus::Complete | BatchStatus::Failed)))
+        .map(|j| run_id_of(j))
+        .collect();
+    let t = now();
+    // Take (or resume) the state, without holding the lock across awaits.
+    let mut o = {
+        let mut owned = triggers.owned.lock().expect("not poisoned");
+        let stale = owned
+            .get(&record.name)
+            .is_some_and(|o| o.spec_json != record.spec || o.spec.enabled != spec.enabled);
+        if stale {
+            owned.remove(&record.name);
+        }
+        match owned.remove(&record.name) {
+            Some(o) => o,
+            None => {
+                let created = DateTime::from_timestamp_millis(
+                    i64::try_from(record.created_at_ms).unwrap_or(0),
+                )
+                .unwrap_or_default();
+                let state = TriggerState::resume(&spec, created, ledger.last_handled.as_deref());
+                info!(trigger = %record.name, last_handled = ?ledger.last_handled, "evaluating here (resumed from the ledger)");
+                let unfinished = ledger
+                    .outcomes
+                    .iter()
+                    .filter_map(|o| match &o.kind {
+                        OutcomeKind::Fired {
+                            run_id,
+                            result: None,
+                            ..
+                        } => Some(run_id.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                Owned {
+                    spec_json: record.spec.clone(),
+                    spec: spec.clone(),
+                    state,
+                    wake: None,
+                    unfinished,
+                }
+            }
+        }
+    };
+    let mut what: Vec<&'static str> = Vec::new();
+    let mut changed: Vec<Outcome> = Vec::new();
+    // Runs that ended.
+    for run in &runs {
+        let id = run_id_of(run);
+        let result = match run.status {
+            Some(BatchStatus::Complete) => RunResult::Success,
+            Some(BatchStatus::Failed) => RunResult::Failed,
+            _ => continue,
+        };
+        let in_ledger = ledger.outcomes.iter().any(
+            |e| matches!(&e.kind, OutcomeKind::Fired { run_id, result: None, .. } if *run_id == id),
+        );
+        if o.unfinished.remove(&id) || in_ledger {
+            o.state.run_finished(&spec, &id, result);
+            what.push("finished");
+            let mut entry = ledger
+                .outcomes
+                .iter()
+                .chain(o.state.history())
+                .filter(|e| {
+                    e.slot == id
+                        || matches!(&e.kind, OutcomeKind::Fired { run_id, .. } if *run_id == id)
+                })
+                .last()
+                .cloned();
+            if let Some(e) = &mut entry
+                && let OutcomeKind::Fired { result: r, .. } = &mut e.kind
+            {
+                *r = Some(result);
+            }
+            changed.extend(entry);
+        }
+    }
+    let mut fires: Vec<Fire> = Vec::new();
+    if o.wake.is_none_or(|w| w <= t) {
+        // Gather the signals: feeds due are fetched first.
+        for c in &spec.when {
+            if let Signal::HttpJson {
+                url,
+                pointer,
+                every,
+            } = &c.signal
+            {
+                let key = (url.clone(), pointer.clone());
+                let due = feeds.values.get(&key).is_none_or(|(_, next)| *next <= t);
+                if due {
+                    let (u, p) = key.clone();
+                    let v = tokio::task::spawn_blocking(move || fetch(&u, &p, now()))
+                        .await
+                        .unwrap_or_else(|e| SignalValue::error(e.to_string(), url.clone(), t));
+                    let next = now() + chrono::TimeDelta::from_std(*every).unwrap_or_default();
+                    feeds.values.insert(key, (v, next));
+                }
+            }
+        }
+        let signals = Signals {
+            at: now(),
+            nodes: nodes.to_vec(),
+            feeds: feeds
+                .values
+                .iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect(),
+            job: spec.job_for_run(&format!("{}@probe", spec.name)),
+        };
+        let t = now();
+        let decisions = o.state.evaluate(t, &spec, &|s| signals.value(s), &active);
+        for d in decisions {
+            match d {
+                Decision::Fire(f) => {
+                    what.push("fired");
+                    o.unfinished.insert(f.run_id.clone());
+                    fires.push(f);
+                }
+                Decision::Record(outcome) => {
+                    what.push(match outcome.kind {
+                        OutcomeKind::Missed { .. } => "missed",
+                        _ => "skipped",
+                    });
+                    changed.push(outcome);
+                }
+            }
+        }
+        o.wake = o.state.next_wake(now(), &spec);
+    }
+    // The fire record first: written (and persisted) before the run starts.
+    if !what.is_empty() {
+        let fired: Vec<Outcome> = o
+            .state
+            .history()
+            .filter(|h| {
+                fires.iter().any(
+                    |f| matches!(&h.kind, OutcomeKind::Fired { run_id, .. } if *run_id == f.run_id),
+                )
+            })
+            .cloned()
+            .collect();
+        let mut next = ledger.clone();
+        next.merge(changed.into_iter().chain(fired));
+        if let Some(l) = o.state.last_handled() {
+            next.last_handled = Some(l.to_owned());
+        }
+        let explain = o.state.explain(now(), &spec);
+        next.evaluated_by = Some(me.to_string());
+        next.evaluated_at = explain.evaluated_at;
+        next.conditions = explain.conditions;
+        let op = what.first().copied().unwrap_or("changed").to_owned();
+        let value = serde_json::to_value(&next).unwrap_or(json!(null));
+        let written = state
+            .trigger(TriggerRequest::Write(
+                record.name.clone(),
+                TriggerOp::Ledger(value, op),
+            ))
+            .await;
+        if let Err(e) = written {
+            // No fire record, no run: the slot is retried by whoever owns
+            // the trigger next (within its deadline).
+            warn!(trigger = %record.name, error = %e, "could not write the ledger; runs not started");
+            return o.wake;
+        }
+    }
+    for f in &fires {
+        match start_run(state, &spec, f).await {
+            Ok(true) => info!(trigger = %record.name, run = %f.run_id, "fired"),
+            Ok(false) => {
+                info!(trigger = %record.name, run = %f.run_id, "fired already (its job exists)")
+            }
+            Err(e) => {
+                warn!(trigger = %record.name, run = %f.run_id, error = %e, "could not start the run")
+            }
+        }
+    }
+    let wake = o.wake;
+    triggers
+        .owned
+        .lock()
+        .expect("not poisoned")
+        .insert(record.name.clone(), o);
+    wake
+}
