@@ -8,8 +8,9 @@ import * as overview from "./views/overview.js";
 import * as nodes from "./views/nodes.js";
 import * as jobs from "./views/jobs.js";
 import * as library from "./views/library.js";
+import * as triggers from "./views/triggers.js";
 
-const VIEWS = { overview, nodes, jobs, library };
+const VIEWS = { overview, nodes, jobs, library, triggers };
 
 /** Events gathered since the view was last told, and when it was. */
 let pending = [];

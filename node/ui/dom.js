@@ -36,11 +36,11 @@ export function fill(el, ...children) {
 /** The class of a state word: ok, warn, bad, info or none. */
 export function tone(state) {
   switch (state) {
-    case "alive": case "running": case "healthy": case "complete": case "ready": case "succeeded": case "deployed": case "successful": case "verified":
+    case "alive": case "running": case "healthy": case "complete": case "ready": case "succeeded": case "deployed": case "successful": case "verified": case "fired": case "enabled": case "true":
       return "s-ok";
-    case "suspect": case "unknown": case "degraded": case "draining": case "paused":
+    case "suspect": case "unknown": case "degraded": case "draining": case "paused": case "skipped": case "stale": case "blocked":
       return "s-warn";
-    case "failed": case "unhealthy": case "dead": case "lost": case "cancelled":
+    case "failed": case "unhealthy": case "dead": case "lost": case "cancelled": case "missed":
       return "s-bad";
     case "pending": case "starting": case "running-deployment": case "installing": case "waiting": case "progressing":
       return "s-info";

@@ -349,5 +349,37 @@ fn the_library_installs_by_drag_and_by_keyboard_and_errors_match_the_cli() {
     b.wait_text("pre.log", "line-2\n", WAIT).unwrap();
     b.wait_text("pre.log", "line-20\n", WAIT).unwrap();
     shots(&b, "logs");
+    // Stop the talker: its CPU is wanted by the trigger's runs below.
+    let (status, _) = a.delete("/v1/jobs/talker").unwrap();
+    assert!(status < 300);
+
+    // Triggers: the list, and one trigger's "why": its condition's value
+    // and source, the slots it fired and the runs they started.
+    let (status, body) = a
+        .post(
+            "/v1/triggers",
+            &json!({"name": "tick", "every": "2s", "starting_deadline": "1m",
+                    "when": [{"signal": "nodes_alive", "op": ">", "value": 0}],
+                    "run": {"type": "batch", "task": {"command": "/bin/true", "resources": {"cpus": 0.1, "memory_mb": 16}}}}),
+        )
+        .unwrap();
+    assert!(status < 300, "trigger create: {status} {body}");
+    b.eval("location.hash = '#/triggers'; return true;", vec![])
+        .unwrap();
+    b.wait_text("main", "every 2s", WAIT).unwrap();
+    b.wait_text("main", "fired", WAIT).unwrap();
+    shots(&b, "triggers");
+    b.eval("location.hash = '#/triggers/tick'; return true;", vec![])
+        .unwrap();
+    b.wait_text("main", "Why it fires, or not", WAIT).unwrap();
+    b.wait_text("main", "members alive", WAIT).unwrap();
+    b.wait_text("main", "tick@", WAIT).unwrap();
+    b.wait_text("main", "complete", WAIT).unwrap();
+    shots(&b, "trigger");
+    let (status, _) = a.post("/v1/triggers/tick/pause", &json!({})).unwrap();
+    assert!(status < 300);
+    b.wait_text("main", "paused", WAIT).unwrap();
+    let (status, _) = a.delete("/v1/triggers/tick").unwrap();
+    assert!(status < 300);
     no_console_errors(&mut b);
 }

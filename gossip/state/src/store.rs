@@ -296,7 +296,10 @@ pub(crate) struct JobDoc {
 
 /// A document's [`JobView`] and the heads it was read at.
 #[derive(Default)]
-pub(crate) struct ViewCache(std::sync::Mutex<Option<(Vec<ChangeHash>, Option<Arc<JobView>>)>>);
+pub(crate) struct ViewCache(std::sync::Mutex<Option<KeptView>>);
+
+/// The heads a view was read at, and the view (`None`: not a job).
+type KeptView = (Vec<ChangeHash>, Option<Arc<JobView>>);
 
 impl ViewCache {
     /// The view of `name` at `heads`, read from `doc` only when the cached
