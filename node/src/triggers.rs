@@ -151,8 +151,9 @@ pub fn run_job(spec: &TriggerSpec, fire: &Fire) -> Option<JobSpec> {
 }
 
 /// The runs of trigger `name`: the jobs labelled with it.
-pub fn runs_of<'a>(jobs: &'a [JobView], name: &str) -> Vec<&'a JobView> {
+pub fn runs_of<'a>(jobs: &'a [Arc<JobView>], name: &str) -> Vec<&'a JobView> {
     jobs.iter()
+        .map(|j| &**j)
         .filter(|j| j.spec["labels"][TRIGGER_LABEL].as_str() == Some(name))
         .collect()
 }
@@ -398,7 +399,7 @@ async fn pass(
     if mine.is_empty() {
         return Ok(None);
     }
-    let jobs = state.jobs(false).await.map_err(|_| ())?;
+    let jobs = state.jobs_shared(false).await.map_err(|_| ())?;
     let nodes: Vec<NodeInfo> = live
         .borrow()
         .iter()
@@ -420,7 +421,7 @@ async fn evaluate_one(
     triggers: &Triggers,
     state: &StateHandle,
     record: &TriggerRecord,
-    jobs: &[JobView],
+    jobs: &[Arc<JobView>],
     nodes: &[NodeInfo],
     me: NodeId,
     feeds: &mut Feeds,

@@ -442,11 +442,12 @@ pub async fn runs(
     State(s): State<ApiState>,
     Query(q): Query<RunsQuery>,
 ) -> ApiResult<Vec<RunView>> {
-    let jobs = s.state.jobs(false).await?;
+    let jobs = s.state.jobs_shared(false).await?;
     let mut out: Vec<RunView> = match &q.trigger {
         Some(name) => runs_of(&jobs, name),
         None => jobs
             .iter()
+            .map(|j| &**j)
             .filter(|j| j.spec["labels"][crate::triggers::TRIGGER_LABEL].is_string())
             .collect(),
     }
