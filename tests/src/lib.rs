@@ -641,7 +641,30 @@ impl Cluster {
             c.start(&spec);
         }
         c.wait_all_alive(n, Duration::from_secs(60));
+        c.wait_placement_members(n, Duration::from_secs(60));
         c
+    }
+
+    /// Waits until every running agent places tasks among `n` members
+    /// (`placement_members` of `/v1/summary`): a job submitted before then
+    /// can have two coordinators for a key, each placing it once.
+    pub fn wait_placement_members(&mut self, n: usize, timeout: Duration) {
+        let running = self.running();
+        let agents = &self.agents;
+        wait_until(
+            &format!("{n} members on every placement ring"),
+            timeout,
+            || {
+                for i in &running {
+                    let s: serde_json::Value = agents[*i].get("/v1/summary")?;
+                    let placing = s["placement_members"].as_u64().unwrap_or(0);
+                    if placing != n as u64 {
+                        bail!("{} places among {placing}", agents[*i].name);
+                    }
+                }
+                Ok(true)
+            },
+        );
     }
 
     /// Starts `n` agents named `<prefix>0`, `<prefix>1`… with `args`,

@@ -171,6 +171,10 @@ pub struct SummaryView {
     pub changes: u64,
     /// Members known.
     pub known: u64,
+    /// Members the node places tasks among (its placement ring): the
+    /// alive ones, as membership handed them to the placer, at most a
+    /// publish period (200 ms) after membership saw them.
+    pub placement_members: u64,
     /// How it is grouped: `[]`, `["dc"]` or `["dc", "zone"]`.
     pub group_by: Vec<String>,
     /// Every member.
@@ -276,6 +280,7 @@ pub async fn summary(
             .map(|at| humantime::format_rfc3339_millis(s.clock.wall(at)).to_string()),
         changes: snap.changes,
         known: reply.members as u64,
+        placement_members: reply.placing as u64,
         group_by,
         total: GroupView::of(&snap.total),
         unknown: GroupView::of(&snap.unknown),

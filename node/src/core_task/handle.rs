@@ -30,6 +30,9 @@ pub struct SummaryReply {
     pub me: (NodeId, String),
     /// This node's capacity offered and resources held (exact).
     pub local: (Resources, Resources),
+    /// Members on this node's placement ring: the placer's view, which
+    /// follows membership at most a publish period later.
+    pub placing: usize,
 }
 
 /// A member's state changed as this node sees it (`/v1/events`,

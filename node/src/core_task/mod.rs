@@ -307,6 +307,7 @@ impl CoreTask {
                     changed_at: self.members_changed_at,
                     me: (core.me(), me.name.clone()),
                     local: (placer.capacity(), placer.used_resources()),
+                    placing: placer.ring().len(),
                 });
             }
             Cmd::Meta(tx) => {
