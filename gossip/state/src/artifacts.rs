@@ -97,10 +97,8 @@ impl Store {
 
     /// Every stored artifact (removed ones only with `deleted`), by digest.
     pub fn artifacts(&self, deleted: bool) -> Vec<ArtifactRecord> {
-        self.docs
-            .range(PREFIX.to_owned()..)
-            .take_while(|(n, _)| n.starts_with(PREFIX))
-            .filter_map(|(_, jd)| view_of(&jd.doc))
+        self.docs_under(PREFIX)
+            .filter_map(view_of)
             .filter(|a| deleted || !a.deleted)
             .collect()
     }

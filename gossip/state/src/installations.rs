@@ -209,10 +209,8 @@ impl Store {
     /// Every installation (uninstalled ones only with `deleted`), by
     /// instance name.
     pub fn installations(&self, deleted: bool) -> Vec<Installation> {
-        self.docs
-            .range(PREFIX.to_owned()..)
-            .take_while(|(n, _)| n.starts_with(PREFIX))
-            .filter_map(|(_, jd)| view_of(&jd.doc))
+        self.docs_under(PREFIX)
+            .filter_map(view_of)
             .filter(|i| deleted || !i.deleted)
             .collect()
     }

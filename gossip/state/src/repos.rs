@@ -100,10 +100,8 @@ impl Store {
     /// The repositories in lookup order (removed ones left out).
     pub fn repositories(&self) -> Vec<Repository> {
         let mut all: Vec<Repository> = self
-            .docs
-            .range(PREFIX.to_owned()..)
-            .take_while(|(n, _)| n.starts_with(PREFIX))
-            .filter_map(|(_, jd)| view_of(&jd.doc))
+            .docs_under(PREFIX)
+            .filter_map(view_of)
             .filter(|r| !r.deleted)
             .collect();
         all.sort_by(|a, b| a.position.total_cmp(&b.position).then(a.name.cmp(&b.name)));

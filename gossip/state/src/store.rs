@@ -450,6 +450,18 @@ impl Store {
         AutoCommit::new().with_actor(self.actor.clone())
     }
 
+    /// The documents whose names start with `prefix` (`@install/`,
+    /// `@trigger/`, …), by name: one range of the ordered map.
+    pub(crate) fn docs_under<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = &'a AutoCommit> + 'a {
+        self.docs
+            .range(prefix.to_owned()..)
+            .take_while(move |(n, _)| n.starts_with(prefix))
+            .map(|(_, jd)| &jd.doc)
+    }
+
     pub(crate) fn refresh(&mut self, name: &str) {
         let Some(jd) = self.docs.get_mut(name) else {
             return;

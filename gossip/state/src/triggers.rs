@@ -98,10 +98,8 @@ impl Store {
 
     /// Every trigger (deleted ones only with `deleted`), by name.
     pub fn triggers(&self, deleted: bool) -> Vec<TriggerRecord> {
-        self.docs
-            .range(PREFIX.to_owned()..)
-            .take_while(|(n, _)| n.starts_with(PREFIX))
-            .filter_map(|(_, jd)| view_of(&jd.doc))
+        self.docs_under(PREFIX)
+            .filter_map(view_of)
             .filter(|t| deleted || !t.deleted)
             .collect()
     }
