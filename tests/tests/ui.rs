@@ -177,9 +177,25 @@ fn the_overview_is_the_api_s_pool_on_every_node_and_follows_changes_without_a_re
         json!("still here"),
         "the page was reloaded"
     );
-    // A node's page lists its tasks.
-    b.eval("location.hash = '#/nodes/n0'; return true;", vec![])
-        .unwrap();
+    // A node's page lists its tasks: the page of a live node that runs one
+    // of web's tasks (placement does not promise n0 one of them).
+    let mut host = String::new();
+    wait_until("a web task running on n0 or n1", WAIT, || {
+        host = c
+            .tasks(0, "web")
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .filter_map(|t| t["node_name"].as_str())
+            .find(|n| *n == "n0" || *n == "n1")
+            .unwrap_or_default()
+            .to_owned();
+        Ok(!host.is_empty())
+    });
+    b.eval(
+        "location.hash = '#/nodes/' + arguments[0]; return true;",
+        vec![json!(host)],
+    )
+    .unwrap();
     b.wait_text("#tasks-h", "Tasks on this node", WAIT).unwrap();
     b.wait_text("main", "web/", WAIT).unwrap();
     shots(&b, "node");
