@@ -33,8 +33,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use shoal_gossip::NodeId;
-use shoal_model::JobSpec;
-use shoal_placement::{NodeInfo, Resources};
+use shoal_model::{JobSpec, JobType};
+use shoal_placement::{NodeInfo, Resources, TaskState};
 use shoal_state::{BatchStatus, JobView, TriggerOp, TriggerRecord, Write, WriteError, WriteOp};
 use shoal_trigger::{
     Action, Decision, Explain, Fire, Metric, Outcome, OutcomeKind, Resource, RunResult, Signal,
@@ -44,8 +44,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::ApiState;
 use crate::clock::unix_ms;
 use crate::core_task::CoreHandle;
+use crate::services::Services;
 use crate::state::{Peer, StateHandle, SubmitError, TriggerReply, TriggerRequest};
 
 /// How often ownership and specs are looked at, at the latest.
@@ -58,6 +60,8 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const TRIGGER_LABEL: &str = "shoal.trigger";
 /// The label naming the run on a run's job.
 pub const RUN_LABEL: &str = "shoal.run";
+/// The label naming the parent run that started a run (`after`).
+pub const PARENT_LABEL: &str = "shoal.parent_run";
 
 /// Wall-clock now, from the node's clock.
 pub fn now() -> DateTime<Utc> {
@@ -135,19 +139,59 @@ impl Ledger {
 /// with `SHOAL_RUN_ID`, labels naming the trigger and the run, and the
 /// placement constraints of the conditions that held.
 pub fn run_job(spec: &TriggerSpec, fire: &Fire) -> Option<JobSpec> {
-    let mut job = spec.job_for_run(&fire.run_id)?;
+    let job = spec.job_for_run(&fire.run_id)?;
+    Some(dress_run(job, spec, fire, None))
+}
+
+/// A run's job from `job` (the inline `[run]` or the named job of
+/// `run_job`, renamed after the run): `SHOAL_RUN_ID`, the labels naming
+/// the trigger, the run and the parent run that started it (`after`), and
+/// the placement constraints of the conditions that held.
+fn dress_run(mut job: JobSpec, spec: &TriggerSpec, fire: &Fire, parent: Option<&str>) -> JobSpec {
     job.task
         .env
         .insert("SHOAL_RUN_ID".to_owned(), fire.run_id.clone());
     job.labels
         .insert(TRIGGER_LABEL.to_owned(), spec.name.clone());
     job.labels.insert(RUN_LABEL.to_owned(), fire.run_id.clone());
+    if let Some(p) = parent {
+        job.labels.insert(PARENT_LABEL.to_owned(), p.to_owned());
+    }
     for c in &fire.constraints {
         if !job.constraints.contains(c) {
             job.constraints.push(c.clone());
         }
     }
-    Some(job)
+    job
+}
+
+/// The job `run_job = NAME` runs once more, as run `fire`: a copy of the
+/// named batch job under the run's name (so that a run id is one job
+/// whoever fires it, as for `[run]`); the named job itself is left as it
+/// is.
+fn template_run(
+    view: Option<Arc<JobView>>,
+    name: &str,
+    spec: &TriggerSpec,
+    fire: &Fire,
+    parent: Option<&str>,
+) -> Result<JobSpec, String> {
+    let view = view.filter(|v| !v.deleted).ok_or_else(|| {
+        format!("run_job = {name:?}: no such job; submit it (a batch job) or change the trigger")
+    })?;
+    let mut job = JobSpec::from_json(view.spec.clone())
+        .map_err(|e| format!("run_job = {name:?}: its spec does not validate: {e}"))?;
+    if job.kind != shoal_model::JobType::Batch {
+        return Err(format!(
+            "run_job = {name:?} is a {} job; only a batch job can be run once more (use [scale] for a service)",
+            job.kind.as_str()
+        ));
+    }
+    job.name = shoal_trigger::run_job_name(&fire.run_id);
+    job.labels.remove(TRIGGER_LABEL);
+    job.labels.remove(RUN_LABEL);
+    job.labels.remove(PARENT_LABEL);
+    Ok(dress_run(job, spec, fire, parent))
 }
 
 /// The runs of trigger `name`: the jobs labelled with it.
@@ -166,13 +210,54 @@ pub fn run_id_of(job: &JobView) -> String {
         .to_owned()
 }
 
+/// How far back a parent's run may have ended for an `after` trigger to
+/// still start on it: bounds what a new evaluator (which does not know
+/// what the previous one handled beyond the ledger and the runs' jobs)
+/// looks at.
+pub const AFTER_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The runs of `parent` that ended at or after `since_ms` (ms since the
+/// epoch), oldest first, as `(run id, succeeded)`: a trigger's runs (the
+/// jobs labelled with it), and a batch job's current run
+/// (`<job>@v<version>`, the version its run began at). A run that has not
+/// ended, or whose end is unknown, is not listed.
+pub fn parent_ends(jobs: &[Arc<JobView>], parent: &str, since_ms: u64) -> Vec<(String, bool)> {
+    let mut out: Vec<(u64, String, bool)> = Vec::new();
+    for j in jobs {
+        if j.deleted {
+            continue;
+        }
+        let label = j.spec["labels"][TRIGGER_LABEL].as_str();
+        let run = if label == Some(parent) {
+            run_id_of(j)
+        } else if j.name == parent && label.is_none() && j.kind == Some(JobType::Batch) {
+            format!("{}@v{}", j.name, j.run_version)
+        } else {
+            continue;
+        };
+        let ok = match j.status {
+            Some(BatchStatus::Complete) => true,
+            Some(BatchStatus::Failed) => false,
+            _ => continue,
+        };
+        let at = j.finished.values().map(|f| f.at_ms).max().unwrap_or(0);
+        if at >= since_ms && at > 0 {
+            out.push((at, run, ok));
+        }
+    }
+    out.sort();
+    out.into_iter().map(|(_, run, ok)| (run, ok)).collect()
+}
+
 /// Starts what a fired run does: submits its job (`Ok(false)`: a job of
 /// that name exists already, so another evaluator started it).
 pub async fn start_run(
-    state: &StateHandle,
+    api: &ApiState,
     spec: &TriggerSpec,
     fire: &Fire,
+    parent: Option<&str>,
 ) -> Result<bool, String> {
+    let state = &api.state;
     for stop in &fire.stop {
         let name = shoal_trigger::run_job_name(stop);
         let w = Write {
@@ -189,7 +274,18 @@ pub async fn start_run(
     }
     let write = match &spec.action {
         Action::Run(_) => {
-            let job = run_job(spec, fire).expect("a [run] action");
+            let job = spec.job_for_run(&fire.run_id).expect("a [run] action");
+            let job = dress_run(job, spec, fire, parent);
+            Write {
+                name: job.name.clone(),
+                op: WriteOp::Put(Box::new(job)),
+                if_version: Some(0),
+                now_ms: unix_ms(),
+            }
+        }
+        Action::RunJob(name) => {
+            let view = state.job(name).await.map_err(|e| e.to_string())?;
+            let job = template_run(view.map(Arc::new), name, spec, fire, parent)?;
             Write {
                 name: job.name.clone(),
                 op: WriteOp::Put(Box::new(job)),
@@ -203,10 +299,21 @@ pub async fn start_run(
             if_version: None,
             now_ms: unix_ms(),
         },
-        Action::RunJob(_) | Action::Install { .. } => {
-            return Err(
-                "this action (run_job, install) is not carried out by the agent yet".into(),
-            );
+        Action::Install {
+            package,
+            instance,
+            version,
+            options,
+        } => {
+            return crate::api::installations::install_or_upgrade(
+                api,
+                package,
+                instance,
+                version.as_deref(),
+                options,
+            )
+            .await
+            .map_err(|e| format!("[install] {package} as {instance}: {e}"));
         }
     };
     match state.write(write).await {
@@ -221,7 +328,60 @@ struct Signals {
     at: DateTime<Utc>,
     nodes: Vec<NodeInfo>,
     feeds: BTreeMap<(String, String), SignalValue>,
+    tasks: Option<TaskCount>,
     job: Option<JobSpec>,
+}
+
+/// The cluster's task counts, as the coordinators of the active jobs
+/// reported them: `(pending, running, jobs asked)` or why they are not
+/// known, and when they were taken.
+#[derive(Clone)]
+struct TaskCount {
+    at: DateTime<Utc>,
+    counts: Result<(u64, u64, usize), String>,
+}
+
+/// Active jobs above which `tasks_pending` and `tasks_running` are not
+/// counted (each sample asks every active job's coordinators).
+pub const MAX_COUNTED_JOBS: usize = 1000;
+
+/// Counts the tasks pending (waiting for a node, or lost with their node)
+/// and running of every active job, through the service lookups (each
+/// job's coordinators answer for its tasks).
+async fn count_tasks(
+    services: &Services,
+    jobs: &[Arc<JobView>],
+) -> Result<(u64, u64, usize), String> {
+    let active: Vec<&str> = jobs
+        .iter()
+        .filter(|j| {
+            !j.deleted
+                && j.invalid.is_none()
+                && !matches!(j.status, Some(BatchStatus::Complete | BatchStatus::Failed))
+        })
+        .map(|j| j.name.as_str())
+        .collect();
+    if active.len() > MAX_COUNTED_JOBS {
+        return Err(format!(
+            "{} active jobs, more than the {MAX_COUNTED_JOBS} whose coordinators are asked for their tasks",
+            active.len()
+        ));
+    }
+    let (mut pending, mut running) = (0, 0);
+    for job in &active {
+        let entry = services
+            .lookup(job)
+            .await
+            .map_err(|e| format!("the tasks of {job}: {e}"))?;
+        for t in entry.statuses() {
+            match t.state {
+                TaskState::Pending | TaskState::Lost => pending += 1,
+                TaskState::Running => running += 1,
+                _ => {}
+            }
+        }
+    }
+    Ok((pending, running, active.len()))
 }
 
 impl Signals {
@@ -292,11 +452,31 @@ impl Signals {
                 let v = self.nodes.len() as f64;
                 SignalValue::new(v, "members alive, as this node sees them", at)
             }
-            Signal::Metric(m) => SignalValue::error(
-                format!("{} is not measured by the agent yet", m.as_str()),
-                m.as_str(),
-                at,
-            ),
+            Signal::Metric(m) => match &self.tasks {
+                Some(TaskCount {
+                    at,
+                    counts: Ok((pending, running, jobs)),
+                }) => {
+                    let v = if *m == Metric::TasksPending {
+                        *pending
+                    } else {
+                        *running
+                    };
+                    #[allow(clippy::cast_precision_loss)]
+                    let v = v as f64;
+                    SignalValue::new(
+                        v,
+                        format!(
+                            "the tasks of {jobs} active jobs, as their coordinators report them"
+                        ),
+                        *at,
+                    )
+                }
+                Some(TaskCount { at, counts: Err(e) }) => {
+                    SignalValue::error(e.clone(), m.as_str(), *at)
+                }
+                None => SignalValue::unknown(m.as_str()),
+            },
         }
     }
 }
@@ -327,17 +507,19 @@ fn fetch(url: &str, pointer: &str, at: DateTime<Utc>) -> SignalValue {
 struct Feeds {
     /// Each feed's last value, and when it may be fetched again.
     values: BTreeMap<(String, String), (SignalValue, DateTime<Utc>)>,
+    /// The last task counts.
+    tasks: Option<TaskCount>,
 }
 
 /// Runs until shutdown (or until the core or the replica stops).
-pub async fn drive(
-    triggers: Triggers,
-    state: StateHandle,
-    core: CoreHandle,
-    live: watch::Receiver<Arc<Vec<Peer>>>,
-    me: NodeId,
-    shutdown: CancellationToken,
-) {
+pub async fn drive(api: ApiState, me: NodeId, shutdown: CancellationToken) {
+    let (triggers, state, core, services, live) = (
+        api.triggers.clone(),
+        api.state.clone(),
+        api.core.clone(),
+        api.services.clone(),
+        api.live.clone(),
+    );
     let mut events = state.subscribe();
     let mut feeds = Feeds::default();
     let mut sleep_for = POLL_EVERY;
@@ -351,7 +533,11 @@ pub async fn drive(
                 }
             }
         }
-        match pass(&triggers, &state, &core, &live, me, &mut feeds).await {
+        match pass(
+            &api, &triggers, &state, &core, &services, &live, me, &mut feeds,
+        )
+        .await
+        {
             Ok(next) => {
                 let until = next.map_or(POLL_EVERY, |at| {
                     (at - now()).to_std().unwrap_or(Duration::ZERO)
@@ -365,10 +551,13 @@ pub async fn drive(
 
 /// One pass over the triggers (see the module's doc); the earliest
 /// wake-up of those owned here. `Err`: the node is stopping.
+#[allow(clippy::too_many_arguments)]
 async fn pass(
+    api: &ApiState,
     triggers: &Triggers,
     state: &StateHandle,
     core: &CoreHandle,
+    services: &Services,
     live: &watch::Receiver<Arc<Vec<Peer>>>,
     me: NodeId,
     feeds: &mut Feeds,
@@ -407,7 +596,10 @@ async fn pass(
         .collect();
     let mut earliest: Option<DateTime<Utc>> = None;
     for record in mine {
-        let wake = evaluate_one(triggers, state, record, &jobs, &nodes, me, feeds).await;
+        let wake = evaluate_one(
+            api, triggers, state, services, record, &jobs, &nodes, me, feeds,
+        )
+        .await;
         earliest = match (earliest, wake) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -417,9 +609,12 @@ async fn pass(
 }
 
 /// Evaluates one trigger owned here if it is due; its next wake-up.
+#[allow(clippy::too_many_arguments)]
 async fn evaluate_one(
+    api: &ApiState,
     triggers: &Triggers,
     state: &StateHandle,
+    services: &Services,
     record: &TriggerRecord,
     jobs: &[Arc<JobView>],
     nodes: &[NodeInfo],
@@ -519,7 +714,29 @@ async fn evaluate_one(
         }
     }
     let mut fires: Vec<Fire> = Vec::new();
-    if o.wake.is_none_or(|w| w <= t) {
+    // The child runs of `after` fires, with the parent run that started each.
+    let mut parents: BTreeMap<String, String> = BTreeMap::new();
+    let handled: BTreeSet<String> = runs
+        .iter()
+        .map(|j| run_id_of(j))
+        .chain(ledger.outcomes.iter().map(|o| o.slot.clone()))
+        .collect();
+    let since = record
+        .created_at_ms
+        .max(unix_ms().saturating_sub(AFTER_WINDOW.as_millis() as u64));
+    let ends: Vec<(String, String, bool)> = spec
+        .after
+        .iter()
+        .flat_map(|a| {
+            parent_ends(jobs, &a.job, since)
+                .into_iter()
+                .filter(|(_, ok)| a.on.matches(*ok))
+                .map(|(run, ok)| (a.job.clone(), run, ok))
+        })
+        .filter(|(_, run, _)| !handled.contains(&shoal_trigger::after_run_id(&spec.name, run)))
+        .collect();
+    let due = o.wake.is_none_or(|w| w <= t);
+    if due || !ends.is_empty() {
         // Gather the signals: feeds due are fetched first.
         for c in &spec.when {
             if let Signal::HttpJson {
@@ -540,7 +757,23 @@ async fn evaluate_one(
                 }
             }
         }
+        let counted = spec.when.iter().any(|c| {
+            matches!(
+                c.signal,
+                Signal::Metric(Metric::TasksPending | Metric::TasksRunning)
+            )
+        });
+        let stale = feeds.tasks.as_ref().is_none_or(|c| {
+            (t - c.at).to_std().unwrap_or_default() >= shoal_trigger::signal::DEFAULT_SAMPLE_EVERY
+        });
+        if counted && stale {
+            feeds.tasks = Some(TaskCount {
+                at: now(),
+                counts: count_tasks(services, jobs).await,
+            });
+        }
         let signals = Signals {
+            tasks: feeds.tasks.clone(),
             at: now(),
             nodes: nodes.to_vec(),
             feeds: feeds
@@ -551,7 +784,19 @@ async fn evaluate_one(
             job: spec.job_for_run(&format!("{}@probe", spec.name)),
         };
         let t = now();
-        let decisions = o.state.evaluate(t, &spec, &|s| signals.value(s), &active);
+        let mut decisions = Vec::new();
+        for (parent, run, ok) in &ends {
+            let d =
+                o.state
+                    .parent_finished(t, &spec, parent, run, *ok, &|s| signals.value(s), &active);
+            if let Some(Decision::Fire(f)) = &d {
+                parents.insert(f.run_id.clone(), run.clone());
+            }
+            decisions.extend(d);
+        }
+        if due {
+            decisions.extend(o.state.evaluate(t, &spec, &|s| signals.value(s), &active));
+        }
         for d in decisions {
             match d {
                 Decision::Fire(f) => {
@@ -607,7 +852,8 @@ async fn evaluate_one(
         }
     }
     for f in &fires {
-        match start_run(state, &spec, f).await {
+        let parent = parents.get(&f.run_id).map(String::as_str);
+        match start_run(api, &spec, f, parent).await {
             Ok(true) => info!(trigger = %record.name, run = %f.run_id, "fired"),
             Ok(false) => {
                 info!(trigger = %record.name, run = %f.run_id, "fired already (its job exists)")

@@ -4,7 +4,9 @@
 //! other, an upgrade `--plan` that keeps the user's options, a rollback);
 //! an HTTP repository whose archive does not match its index's sha256 is
 //! refused with nothing written; a package's one-shot setup job waits
-//! (`after`) for its server to be ready, then runs once.
+//! (`after`) for its server to be ready, then runs once; a trigger's
+//! `[install]` action installs an instance, then upgrades it when the
+//! trigger's options change, and does nothing when they do not.
 //!
 //! Every task carries a marker unique to the test (`SHOAL_TEST_MARKER`),
 //! so that the test kills what is left of them.
@@ -16,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use shoal_tests::{Cluster, KillMarked, marker, run_shoal, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -360,4 +362,63 @@ fn an_http_repository_installs_and_a_wrong_sha256_is_refused_with_nothing_writte
     wait_until("good healthy", SETTLE, || {
         Ok(installation(&c, 0, "good")?["status"] == "healthy")
     });
+}
+
+#[test]
+fn a_trigger_installs_a_package_then_upgrades_it_when_its_options_change() {
+    let m = marker("triginst");
+    let _cleanup = KillMarked(m.clone());
+    let c = Cluster::of("ti", 1, &["--cpus", "2", "--memory-mb", "1024"]);
+    let dir = tempfile::tempdir().unwrap();
+    hello(&dir.path().join("hello-1.0"), "1.0.0", &m);
+    let url = format!("dir:{}", dir.path().display());
+    let (ok, _, err) = shoal(&c, 0, &["package", "repo", "add", "team", &url]);
+    assert!(ok, "{err}");
+    let trigger = |workers: u32| {
+        format!(
+            r#"name = "grow"
+every = "24h"
+enabled = false      # runs only when asked (shoal trigger run)
+
+[install]
+package = "hello"
+instance = "hi"
+[install.options]
+workers = {workers}
+"#
+        )
+    };
+    let file = dir.path().join("grow.toml");
+    let run = |workers: u32| {
+        std::fs::write(&file, trigger(workers)).unwrap();
+        let (ok, _, err) = shoal(&c, 0, &["trigger", "create", file.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = shoal(&c, 0, &["trigger", "run", "grow"]);
+        assert!(ok, "{err}");
+    };
+    run(1);
+    wait_until("hi installed by the trigger", SETTLE, || {
+        Ok(installation(&c, 0, "hi").is_ok_and(|i| i["revision"] == 1))
+    });
+    let i = installation(&c, 0, "hi").unwrap();
+    assert_eq!(i["package"], "hello", "{i}");
+    assert_eq!(i["options"], json!({"workers": 1}), "{i}");
+    // Other options: an upgrade to a new revision with them.
+    run(2);
+    wait_until("hi upgraded to 2 workers", SETTLE, || {
+        Ok(installation(&c, 0, "hi")
+            .is_ok_and(|i| i["revision"] == 2 && i["options"]["workers"] == 2))
+    });
+    wait_until("2 servers", SETTLE, || {
+        let (_, j) = c.agents[0].get_any("/v1/jobs/hi%2Fserver")?;
+        Ok(j["count"] == 2)
+    });
+    // The same again: nothing to do, no new revision.
+    let (ok, _, err) = shoal(&c, 0, &["trigger", "run", "grow"]);
+    assert!(ok, "{err}");
+    let (_, t) = c.agents[0].get_any("/v1/triggers/grow").unwrap();
+    assert!(t["recent"].as_array().is_some_and(|r| r.len() == 3), "{t}");
+    assert_eq!(installation(&c, 0, "hi").unwrap()["revision"], 2);
+    let (ok, _, err) = shoal(&c, 0, &["package", "uninstall", "hi"]);
+    assert!(ok, "{err}");
 }

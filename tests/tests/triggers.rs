@@ -371,21 +371,31 @@ fn slot_secs(id: &str) -> u64 {
         .as_secs()
 }
 
+/// The node that last evaluated trigger `name`, as agent `via` reads it.
+fn evaluator(c: &Cluster, via: usize, name: &str) -> String {
+    match c.agents[via].get_any(&format!("/v1/triggers/{name}")) {
+        Ok((200, t)) => t["evaluated_by"].as_str().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    }
+}
+
 #[test]
-fn killing_the_evaluator_moves_the_trigger_and_no_slot_is_dropped_or_fired_twice() {
+fn killing_the_evaluator_during_and_between_slots_drops_no_slot_and_fires_none_twice() {
     let m = marker("trigkill");
     let _cleanup = KillMarked(m.clone());
-    let mut c = Cluster::of("k", 3, &["--cpus", "2", "--memory-mb", "1024"]);
+    let mut c = Cluster::of("k", 5, &["--cpus", "2", "--memory-mb", "1024"]);
+    // Each run sleeps 2 s of its 3 s slot: a kill can land in a run.
     let trigger = json!({
         "name": "tick",
-        "every": "2s",
+        "every": "3s",
         "starting_deadline": "1m",
         "run": {
             "type": "batch",
             "count": 1,
             "task": {
                 "runtime": "process",
-                "command": "/bin/true",
+                "command": "/bin/sleep",
+                "args": ["2"],
                 "env": {"SHOAL_TEST_MARKER": m},
                 "resources": {"cpus": 0.1, "memory_mb": 16}
             }
@@ -393,30 +403,76 @@ fn killing_the_evaluator_moves_the_trigger_and_no_slot_is_dropped_or_fired_twice
     });
     let (status, body) = c.agents[0].post("/v1/triggers", &trigger).unwrap();
     assert_eq!(status, 201, "{body}");
-    let mut owner = String::new();
-    wait_until("three runs of tick", SETTLE, || {
-        let (_, t) = c.agents[0].get_any("/v1/triggers/tick")?;
-        owner = t["evaluated_by"].as_str().unwrap_or_default().to_owned();
-        Ok(runs(&c, 0, "tick").len() >= 3 && !owner.is_empty())
+    let mut alive: Vec<usize> = (0..5).collect();
+    let mut owners = Vec::new();
+    // First kill: while a run is running (during a slot); second: when
+    // the last run is complete and the next slot not fired yet (between
+    // slots).
+    for during in [true, false] {
+        let via = alive[0];
+        let seen = runs(&c, via, "tick").len();
+        let mut owner = String::new();
+        wait_until(
+            if during {
+                "two more runs, the last one running"
+            } else {
+                "two more runs, the last one complete"
+            },
+            SETTLE,
+            || {
+                let all = runs(&c, via, "tick");
+                owner = evaluator(&c, via, "tick");
+                let want = if during { "running" } else { "complete" };
+                let last_ok = all.last().is_some_and(|r| r["status"] == want)
+                    && all.iter().filter(|r| r["status"] == "running").count()
+                        == usize::from(during);
+                Ok(all.len() >= seen + 2
+                    && last_ok
+                    && !owner.is_empty()
+                    && !owners.contains(&owner))
+            },
+        );
+        let victim = c
+            .agents
+            .iter()
+            .position(|a| a.info.node_id == owner)
+            .unwrap_or_else(|| panic!("no agent is {owner}"));
+        c.agents[victim].kill9();
+        alive.retain(|i| *i != victim);
+        owners.push(owner);
+        let via = alive[0];
+        let before = runs(&c, via, "tick").len();
+        wait_until(
+            "another node evaluates tick, and runs go on",
+            SETTLE,
+            || {
+                let by = evaluator(&c, via, "tick");
+                Ok(!by.is_empty()
+                    && !owners.contains(&by)
+                    && runs(&c, via, "tick").len() >= before + 2)
+            },
+        );
+    }
+    let via = alive[0];
+    let span = |t: &Value| -> u64 {
+        let slots: Vec<u64> = t["recent"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|o| o["slot"].as_str().map(slot_secs))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match (slots.iter().min(), slots.iter().max()) {
+            (Some(a), Some(b)) => (b - a) / 3 + 1,
+            _ => 0,
+        }
+    };
+    wait_until("10 slots accounted for", SETTLE, || {
+        let (_, t) = c.agents[via].get_any("/v1/triggers/tick")?;
+        Ok(span(&t) >= 10)
     });
-    let victim = c
-        .agents
-        .iter()
-        .position(|a| a.info.node_id == owner)
-        .unwrap_or_else(|| panic!("no agent is {owner}"));
-    c.agents[victim].kill9();
-    let survivor = (victim + 1) % 3;
-    let before = runs(&c, survivor, "tick").len();
-    wait_until(
-        "another node evaluates tick, and runs go on",
-        SETTLE,
-        || {
-            let (_, t) = c.agents[survivor].get_any("/v1/triggers/tick")?;
-            let by = t["evaluated_by"].as_str().unwrap_or_default();
-            Ok(by != owner && !by.is_empty() && runs(&c, survivor, "tick").len() >= before + 3)
-        },
-    );
-    let (_, t) = c.agents[survivor].get_any("/v1/triggers/tick").unwrap();
+    let (_, t) = c.agents[via].get_any("/v1/triggers/tick").unwrap();
     // Every slot from the first recorded to the last is accounted for
     // exactly once: fired, skipped or missed (several at once with a
     // count), none twice, none dropped.
@@ -436,16 +492,184 @@ fn killing_the_evaluator_moves_the_trigger_and_no_slot_is_dropped_or_fired_twice
         .collect();
     outcomes.sort();
     for pair in outcomes.windows(2) {
-        assert_eq!(pair[0].1 + 2, pair[1].0, "a gap or an overlap: {t}");
+        assert_eq!(pair[0].1 + 3, pair[1].0, "a gap or an overlap: {t}");
+    }
+    assert!(span(&t) >= 10, "fewer than 10 slots: {t}");
+    for o in &outcomes {
+        assert!(
+            ["fired", "skipped", "missed"].contains(&o.2.as_str()),
+            "an outcome without a kind: {t}"
+        );
     }
     // Each run is one job, fired once in the ledger.
-    let all = runs(&c, survivor, "tick");
+    let all = runs(&c, via, "tick");
     let mut ids: Vec<&str> = all.iter().filter_map(|r| r["id"].as_str()).collect();
     let n = ids.len();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), n, "a run twice: {all:?}");
     let fired = outcomes.iter().filter(|o| o.2 == "fired").count();
-    assert!(fired >= 5, "{t}");
-    c.agents[survivor].delete("/v1/triggers/tick").unwrap();
+    assert!(fired >= 6, "{t}");
+    c.agents[via].delete("/v1/triggers/tick").unwrap();
+}
+
+/// The runs of `trigger` whose status is `status`.
+fn runs_with(c: &Cluster, trigger: &str, status: &str) -> Vec<Value> {
+    runs(c, 0, trigger)
+        .into_iter()
+        .filter(|r| r["status"] == status)
+        .collect()
+}
+
+#[test]
+fn load_runs_after_extract_succeeds_and_not_after_it_fails() {
+    let m = marker("trigdag");
+    let _cleanup = KillMarked(m.clone());
+    let c = Cluster::of("d", 1, &["--cpus", "2", "--memory-mb", "1024"]);
+    let a = &c.agents[0];
+    // extract succeeds while the flag file exists, and fails (no restart)
+    // once it is gone.
+    let flag = c.root.path().join("extract-ok");
+    std::fs::write(&flag, "").unwrap();
+    let task = |script: String| {
+        json!({
+            "runtime": "process",
+            "command": "/bin/sh",
+            "args": ["-c", script],
+            "env": {"SHOAL_TEST_MARKER": m},
+            "resources": {"cpus": 0.1, "memory_mb": 16}
+        })
+    };
+    let extract = json!({
+        "name": "extract",
+        // Paused, with a schedule far off: it runs only when asked.
+        "every": "24h",
+        "enabled": false,
+        "run": {"count": 1, "restart": {"attempts": 0}, "task": task(format!("test -e {}", flag.display()))}
+    });
+    let load = json!({
+        "name": "load",
+        "after": [{"job": "extract", "on": "success"}],
+        "run": {"count": 1, "task": task("echo loading after $SHOAL_RUN_ID".into())}
+    });
+    let cleanup = json!({
+        "name": "cleanup",
+        "after": [{"job": "extract", "on": "failure"}],
+        "run": {"count": 1, "task": task("true".into())}
+    });
+    for t in [&extract, &load, &cleanup] {
+        let (status, body) = a.post("/v1/triggers", t).unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+
+    // A run of extract that succeeds starts load, once, naming its parent.
+    let (status, run) = a.post("/v1/triggers/extract/run", &json!(null)).unwrap();
+    assert_eq!(status, 201, "{run}");
+    let first = run["id"].as_str().unwrap().to_owned();
+    wait_until("load complete after extract", SETTLE, || {
+        Ok(runs_with(&c, "load", "complete").len() == 1)
+    });
+    let l = &runs(&c, 0, "load")[0];
+    assert_eq!(l["id"], format!("load@{first}"), "{l}");
+    assert_eq!(l["parent"], first.as_str(), "{l}");
+    assert_eq!(runs_with(&c, "extract", "complete").len(), 1);
+
+    // One that fails starts cleanup, and not load.
+    std::fs::remove_file(&flag).unwrap();
+    let (status, run) = a.post("/v1/triggers/extract/run", &json!(null)).unwrap();
+    assert_eq!(status, 201, "{run}");
+    let second = run["id"].as_str().unwrap().to_owned();
+    wait_until("cleanup complete after extract failed", SETTLE, || {
+        Ok(runs_with(&c, "cleanup", "complete").len() == 1)
+    });
+    assert_eq!(runs(&c, 0, "cleanup")[0]["parent"], second.as_str());
+    assert_eq!(runs_with(&c, "extract", "failed").len(), 1);
+    // load's evaluator has seen the failure (cleanup's has), and still
+    // has one run only.
+    let (_, t) = a.get_any("/v1/triggers/load").unwrap();
+    assert_eq!(
+        runs(&c, 0, "load").len(),
+        1,
+        "load ran after a failure: {t}"
+    );
+
+    // A plain batch job is a parent too: its run is `<job>@v<version>`;
+    // and `run_job` runs a named batch job once more, as a run of its own.
+    let (status, body) = a
+        .post(
+            "/v1/triggers",
+            &json!({"name": "report", "after": [{"job": "prep"}], "run_job": "prep"}),
+        )
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let prep = json!({"name": "prep", "type": "batch", "count": 1, "task": task("true".into())});
+    let (status, body) = a.post("/v1/jobs", &prep).unwrap();
+    assert!(status < 300, "{body}");
+    wait_until("report's run of prep complete", SETTLE, || {
+        Ok(runs_with(&c, "report", "complete").len() == 1)
+    });
+    let r = &runs(&c, 0, "report")[0];
+    assert_eq!(r["id"], "report@prep@v1", "{r}");
+    let (_, job) = a
+        .get_any(&format!(
+            "/v1/jobs/{}",
+            r["job"].as_str().unwrap().replace('/', "%2F")
+        ))
+        .unwrap();
+    assert_eq!(job["spec"]["task"]["args"], prep["task"]["args"], "{job}");
+
+    // A job whose `after` would close a cycle through the triggers is
+    // refused, naming the entry; nothing is written.
+    let (status, body) = a
+        .post(
+            "/v1/triggers",
+            &json!({"name": "stage", "after": [{"job": "finish"}], "run_job": "prep"}),
+        )
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let finish =
+        json!({"name": "finish", "type": "batch", "after": ["stage"], "task": task("true".into())});
+    let (status, err) = a.post("/v1/jobs", &finish).unwrap();
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"]["field"], "after[0]", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("finish -> stage -> finish")),
+        "{err}"
+    );
+    let (status, _) = a.get_any("/v1/jobs/finish").unwrap();
+    assert_eq!(status, 404, "nothing written");
+    // The cluster's own metrics: a task that fits no node is pending, and
+    // a condition on `tasks_pending` sees it, from its coordinator.
+    let big = json!({"name": "too-big", "count": 1, "task": {"command": "/bin/sleep", "args": ["600"], "env": {"SHOAL_TEST_MARKER": m}, "resources": {"cpus": 64}}});
+    let (status, body) = a.post("/v1/jobs", &big).unwrap();
+    assert!(status < 300, "{body}");
+    let watch = json!({
+        "name": "watch",
+        "cooldown": "1h",
+        "when": [
+            {"signal": "tasks_pending", "op": ">=", "value": 1},
+            {"signal": "tasks_running", "op": ">=", "value": 0}
+        ],
+        "run_job": "prep"
+    });
+    let (status, body) = a.post("/v1/triggers", &watch).unwrap();
+    assert_eq!(status, 201, "{body}");
+    wait_until("watch fired on a pending task", SETTLE, || {
+        Ok(!runs(&c, 0, "watch").is_empty())
+    });
+    let (_, e) = a.get_any("/v1/triggers/watch/explain").unwrap();
+    let pending = &e["conditions"][0];
+    assert!(pending["value"].as_f64().is_some_and(|v| v >= 1.0), "{e}");
+    assert!(
+        pending["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("coordinators")),
+        "{e}"
+    );
+    a.delete("/v1/jobs/too-big").unwrap();
+    for t in ["extract", "load", "cleanup", "report", "stage", "watch"] {
+        a.delete(&format!("/v1/triggers/{t}")).unwrap();
+    }
 }

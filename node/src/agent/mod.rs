@@ -501,17 +501,6 @@ impl Agent {
         ));
         // Triggers: this node evaluates those whose key it owns.
         let triggers = crate::triggers::Triggers::default();
-        tasks.push((
-            "triggers",
-            tokio::spawn(crate::triggers::drive(
-                triggers.clone(),
-                state.clone(),
-                core.clone(),
-                live_rx.clone(),
-                node_id,
-                shutdown.clone(),
-            )),
-        ));
         if let Some((udp, tcp)) = dns_sockets {
             let handler = DnsHandler::new(services.clone(), live_rx.clone());
             tasks.push((
@@ -546,6 +535,14 @@ impl Agent {
             artifacts: artifacts.clone(),
             triggers,
         };
+        tasks.push((
+            "triggers",
+            tokio::spawn(crate::triggers::drive(
+                api_state.clone(),
+                node_id,
+                shutdown.clone(),
+            )),
+        ));
         tasks.push((
             "artifact-gc",
             tokio::spawn(artifacts.collect_loop(shutdown.clone())),

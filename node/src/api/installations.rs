@@ -552,6 +552,63 @@ pub async fn install(
     Ok((StatusCode::CREATED, Json(view_of(&s, i).await?)))
 }
 
+/// What a trigger's `[install]` action does: installs `instance` of
+/// `package` when no such installation exists, upgrades it when `version`
+/// (when given) or `options` differ from what it has, and leaves it alone
+/// otherwise. `Ok(false)`: nothing to do. The error says what is wrong.
+pub async fn install_or_upgrade(
+    s: &ApiState,
+    package: &str,
+    instance: &str,
+    version: Option<&str>,
+    options: &Value,
+) -> Result<bool, String> {
+    let existing = installation_of(s, instance)
+        .await
+        .map_err(|e| e.message)?
+        .filter(|i| !i.deleted);
+    match existing {
+        None => {
+            let body = InstallBody {
+                instance: instance.to_owned(),
+                package: package.to_owned(),
+                version: version.unwrap_or_default().to_owned(),
+                repository: String::new(),
+                options: options.clone(),
+                jobs: Vec::new(),
+            };
+            let _installed = install(State(s.clone()), Json(body))
+                .await
+                .map_err(|e| e.message)?;
+            Ok(true)
+        }
+        Some(i) if i.package != package => Err(format!(
+            "instance {instance} is an installation of {}, not {package}: name another instance",
+            i.package
+        )),
+        Some(i) => {
+            let want_options = if options.is_null() {
+                Value::Object(Default::default())
+            } else {
+                options.clone()
+            };
+            let same_version = version.is_none_or(|v| v == i.version);
+            if same_version && i.options == want_options {
+                return Ok(false);
+            }
+            let body = UpgradeBody {
+                version: version.unwrap_or(&i.version).to_owned(),
+                options: want_options,
+                jobs: Vec::new(),
+            };
+            let _upgraded = upgrade(State(s.clone()), Path(instance.to_owned()), Json(body))
+                .await
+                .map_err(|e| e.message)?;
+            Ok(true)
+        }
+    }
+}
+
 /// `POST /v1/installations/{instance}/upgrade`: a new revision with the
 /// jobs rendered for it; jobs the new revision no longer has are stopped.
 #[utoipa::path(

@@ -143,6 +143,15 @@ pub async fn submit(
     body: Bytes,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
     let spec = JobSpec::from_json(parse_json(&body)?).map_err(invalid_spec)?;
+    if !spec.after.is_empty() {
+        // A job's `after` is a list of names: the error names the entry.
+        let graph = super::triggers::after_graph(&s).await?;
+        let after: Vec<&str> = spec.after.iter().map(String::as_str).collect();
+        shoal_trigger::check_after(&graph, &spec.name, &after).map_err(|mut e| {
+            e.field = e.field.trim_end_matches(".job").to_owned();
+            invalid_spec(shoal_model::SpecError { errors: vec![e] })
+        })?;
+    }
     let written = s
         .state
         .write(Write {

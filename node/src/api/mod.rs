@@ -87,7 +87,7 @@ pub struct ApiState {
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
-    message: String,
+    pub(crate) message: String,
     field: Option<String>,
     extra: serde_json::Map<String, serde_json::Value>,
 }

@@ -72,6 +72,9 @@ pub struct RunView {
     pub tasks_complete: u32,
     /// Tasks failed for good.
     pub tasks_failed: u32,
+    /// The parent run that started it (`after`), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// `?trigger=NAME`.
@@ -154,9 +157,20 @@ async fn read(s: &ApiState, name: &str) -> Result<TriggerRecord, ApiError> {
 /// Refuses `after` edges that would close a cycle through the jobs' and
 /// the other triggers' `after` (422 naming `after[i].job`).
 async fn check_cycles(s: &ApiState, spec: &TriggerSpec) -> Result<(), ApiError> {
+    let graph = after_graph(s).await?;
+    let parents: Vec<&str> = spec.after.iter().map(|a| a.job.as_str()).collect();
+    shoal_trigger::check_after(&graph, &spec.name, &parents)
+        .map_err(|e| invalid_spec(shoal_model::SpecError { errors: vec![e] }))
+}
+
+/// The `after` edges of every job and trigger, as this node's replica
+/// holds them: each name to the parents it runs after.
+pub(super) async fn after_graph(
+    s: &ApiState,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, ApiError> {
     let mut graph: std::collections::BTreeMap<String, Vec<String>> =
         std::collections::BTreeMap::new();
-    for j in s.state.jobs(false).await? {
+    for j in s.state.jobs_shared(false).await?.iter() {
         let after: Vec<String> = j.spec["after"]
             .as_array()
             .map(|a| {
@@ -184,9 +198,7 @@ async fn check_cycles(s: &ApiState, spec: &TriggerSpec) -> Result<(), ApiError> 
             }
         }
     }
-    let parents: Vec<&str> = spec.after.iter().map(|a| a.job.as_str()).collect();
-    shoal_trigger::check_after(&graph, &spec.name, &parents)
-        .map_err(|e| invalid_spec(shoal_model::SpecError { errors: vec![e] }))
+    Ok(graph)
 }
 
 /// `POST /v1/triggers`: create or replace a trigger.
@@ -367,7 +379,7 @@ pub async fn run(
     }]);
     let value = serde_json::to_value(&ledger).unwrap_or(Value::Null);
     write(&s, &name, TriggerOp::Ledger(value, "fired".into())).await?;
-    start_run(&s.state, &spec, &fire).await.map_err(|e| {
+    start_run(&s, &spec, &fire, None).await.map_err(|e| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e).with_field("action")
     })?;
     Ok((
@@ -380,6 +392,7 @@ pub async fn run(
             started: at.to_rfc3339(),
             tasks_complete: 0,
             tasks_failed: 0,
+            parent: None,
         }),
     ))
 }
@@ -468,6 +481,9 @@ pub async fn runs(
         started: j.created_at.clone(),
         tasks_complete: j.tasks_complete.unwrap_or(0),
         tasks_failed: j.tasks_failed.unwrap_or(0),
+        parent: j.spec["labels"][crate::triggers::PARENT_LABEL]
+            .as_str()
+            .map(str::to_owned),
     })
     .collect();
     out.sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
