@@ -32,6 +32,7 @@ pub mod queue;
 pub mod report;
 pub mod scale;
 pub mod scale_place;
+pub mod scale_trigger;
 pub mod share;
 pub mod svg;
 pub mod workload;
@@ -75,7 +76,13 @@ pub fn run(params: Params) -> Result<Report, SimError> {
 /// [`run`], telling `progress` how far it has got as it goes.
 pub fn run_with(params: Params, progress: &mut dyn FnMut(&Progress)) -> Result<Report, SimError> {
     match params.mode {
+        Mode::Full if params.scenario == Scenario::Triggers => Err(SimError::Params(
+            "the triggers scenario runs in scale mode (--mode scale)".into(),
+        )),
         Mode::Full => full::run(params, progress),
+        Mode::Scale if params.scenario == Scenario::Triggers => {
+            scale_trigger::run(params, progress)
+        }
         Mode::Scale if params.scenario == Scenario::Jobs => {
             scale_place::run(params, Vec::new(), progress)
         }
