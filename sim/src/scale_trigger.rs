@@ -40,7 +40,7 @@
 //! encoding and the order in which concurrent ledger writes win (the later
 //! write is taken to win everywhere).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -179,7 +179,7 @@ struct Trig {
     holders: Vec<Holder>,
     ledger: Vec<LedgerWrite>,
     runs: Vec<RunRec>,
-    outcomes: HashMap<String, SlotOut>,
+    outcomes: BTreeMap<String, SlotOut>,
     /// Closed intervals during which a node held its state.
     held: Vec<(u32, u64, u64)>,
     due: Vec<Due>,
@@ -276,6 +276,13 @@ pub struct TriggerReport {
     pub ledger_bytes_full: f64,
     /// Every spec and full ledger, as each node's replica holds them, MB.
     pub per_node_replica_mb: f64,
+    /// Mean JSON of a run's job, bytes.
+    pub job_bytes_mean: f64,
+    /// What each node receives per second: the ledger is one string
+    /// register written whole (`shoal_state`), so each ledger write carries
+    /// the whole ledger (at 50 outcomes here), each creation its job;
+    /// payload only, bytes per second.
+    pub received_bytes_per_node_s: f64,
     /// Mean serialized `TriggerState` of a holder, bytes.
     pub state_bytes_mean: f64,
     /// Mean over live nodes of their holders' serialized states, bytes.
@@ -443,7 +450,7 @@ pub fn run(params: Params, progress: &mut dyn FnMut(&crate::Progress)) -> Result
             holders: Vec::new(),
             ledger: Vec::new(),
             runs: Vec::new(),
-            outcomes: HashMap::new(),
+            outcomes: BTreeMap::new(),
             held: Vec::new(),
             due,
         });
@@ -923,7 +930,7 @@ impl World {
         // (`node/src/triggers.rs`'s `Ledger`), and the holders' states.
         let (mut spec_b, mut ledger_b, mut full_b, mut state_b) = (0f64, 0f64, 0f64, 0f64);
         let (mut ledgers, mut states) = (0usize, 0usize);
-        let mut per_node: HashMap<u32, (f64, u64)> = HashMap::new();
+        let mut per_node: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
         let end_dt = self.t0 + TimeDelta::milliseconds(end_ms as i64);
         for trig in &self.trigs {
             spec_b += serde_json::to_vec(&trig.spec.to_json()).map_or(0, |v| v.len()) as f64;
@@ -963,6 +970,19 @@ impl World {
         r.ledger_bytes_mean = ledger_b / ledgers.max(1) as f64;
         r.ledger_bytes_full = full_b / ledgers.max(1) as f64;
         r.per_node_replica_mb = (r.spec_bytes_mean + r.ledger_bytes_full) * t / 1e6;
+        let (mut job_b, mut jobs) = (0f64, 0usize);
+        for trig in self.trigs.iter().take(1000) {
+            for run in &trig.runs {
+                if let Some(job) = trig.spec.job_for_run(&run.run_id) {
+                    job_b += serde_json::to_vec(&job).map_or(0, |v| v.len()) as f64;
+                    jobs += 1;
+                }
+            }
+        }
+        r.job_bytes_mean = job_b / jobs.max(1) as f64;
+        r.received_bytes_per_node_s = (r.ledger_writes as f64 * r.ledger_bytes_full
+            + r.job_creations as f64 * r.job_bytes_mean)
+            / secs;
         r.state_bytes_mean = state_b / states.max(1) as f64;
         let live = self
             .nodes
@@ -1175,6 +1195,15 @@ impl fmt::Display for TriggerReport {
             f,
             "replica per node (specs+ledgers)",
             format!("{:.1} MB", self.per_node_replica_mb),
+        )?;
+        row(
+            f,
+            "received per node (ledgers, jobs)",
+            format!(
+                "{:.0} KB/s (a job {:.0} B, each ledger write whole)",
+                self.received_bytes_per_node_s / 1000.0,
+                self.job_bytes_mean
+            ),
         )?;
         row(
             f,
