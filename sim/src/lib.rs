@@ -17,7 +17,9 @@
 //!   same [`shoal_gossip::Config`]), for cluster sizes past what fits in
 //!   memory with one real membership per node; [`scale_place`] runs the
 //!   real placer on every node of such a cluster (`jobs`, and `default`
-//!   with the model's crashes during the wave).
+//!   with the model's crashes during the wave); [`scale_trigger`] runs the
+//!   real trigger state machine on the owners of each trigger's key on the
+//!   real ring under node churn (`triggers`).
 //!
 //! Checkers named by when they hold: `always_*` after every event (no node
 //! overcommitted; no task with two holders once views are stable),

@@ -40,6 +40,8 @@ enum OnOff {
 ///
 ///   shoal-sim --nodes 5000 --warm                # real code on 5,000 nodes, started formed
 ///
+///   shoal-sim --scenario triggers --nodes 500000 --triggers 100000  # real trigger crate and ring, 1% churn/h
+///
 ///   shoal-sim --nodes 10000 --warm --fill 0.1    # 10,000 nodes: about 19 GB
 ///
 ///   shoal-sim --validate 1000,5000,10000 --warm  # scale model vs real code
