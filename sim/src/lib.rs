@@ -17,7 +17,9 @@
 //!   same [`shoal_gossip::Config`]), for cluster sizes past what fits in
 //!   memory with one real membership per node; [`scale_place`] runs the
 //!   real placer on every node of such a cluster (`jobs`, and `default`
-//!   with the model's crashes during the wave).
+//!   with the model's crashes during the wave); [`scale_trigger`] runs the
+//!   real trigger state machine on the owners of each trigger's key on the
+//!   real ring under node churn (`triggers`).
 //!
 //! Checkers named by when they hold: `always_*` after every event (no node
 //! overcommitted; no task with two holders once views are stable),
@@ -32,6 +34,7 @@ pub mod queue;
 pub mod report;
 pub mod scale;
 pub mod scale_place;
+pub mod scale_trigger;
 pub mod share;
 pub mod svg;
 pub mod workload;
@@ -75,7 +78,13 @@ pub fn run(params: Params) -> Result<Report, SimError> {
 /// [`run`], telling `progress` how far it has got as it goes.
 pub fn run_with(params: Params, progress: &mut dyn FnMut(&Progress)) -> Result<Report, SimError> {
     match params.mode {
+        Mode::Full if params.scenario == Scenario::Triggers => Err(SimError::Params(
+            "the triggers scenario runs in scale mode (--mode scale)".into(),
+        )),
         Mode::Full => full::run(params, progress),
+        Mode::Scale if params.scenario == Scenario::Triggers => {
+            scale_trigger::run(params, progress)
+        }
         Mode::Scale if params.scenario == Scenario::Jobs => {
             scale_place::run(params, Vec::new(), progress)
         }

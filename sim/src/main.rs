@@ -40,6 +40,8 @@ enum OnOff {
 ///
 ///   shoal-sim --nodes 5000 --warm                # real code on 5,000 nodes, started formed
 ///
+///   shoal-sim --scenario triggers --nodes 500000 --triggers 100000  # real trigger crate and ring, 1% churn/h
+///
 ///   shoal-sim --nodes 10000 --warm --fill 0.1    # 10,000 nodes: about 19 GB
 ///
 ///   shoal-sim --validate 1000,5000,10000 --warm  # scale model vs real code
@@ -63,8 +65,9 @@ struct Cli {
     seed: u64,
     /// Full (the real code on every node) or scale (modeled membership; for
     /// `--scenario jobs`, the real placer on every node sharing one view).
-    #[arg(long, value_enum, default_value = "full")]
-    mode: Mode,
+    /// Default: full, but scale for `--scenario triggers` (scale only).
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     /// What to simulate.
     #[arg(long, value_enum, default_value = "default")]
     scenario: Scenario,
@@ -99,13 +102,15 @@ struct Cli {
     /// Extra delay of a slow node's traffic, milliseconds.
     #[arg(long, default_value_t = 50)]
     slow_ms: u64,
-    /// Seconds of scenario after the cluster formed.
-    #[arg(long, default_value_t = 60.0)]
-    duration: f64,
+    /// Seconds of scenario after the cluster formed (default 60; triggers:
+    /// 10800, three hours).
+    #[arg(long)]
+    duration: Option<f64>,
     /// Quiet seconds after the scenario (partitions healed) before the
-    /// eventually_* checks.
-    #[arg(long, default_value_t = 40.0)]
-    settle: f64,
+    /// eventually_* checks (default 40; triggers: 900, past the slots'
+    /// 10-minute deadline).
+    #[arg(long)]
+    settle: Option<f64>,
     /// Longest wait, seconds, for the cluster to form.
     #[arg(long, default_value_t = 60.0)]
     form_timeout: f64,
@@ -147,6 +152,13 @@ struct Cli {
     /// 0.9 for jobs).
     #[arg(long)]
     fill: Option<f64>,
+    /// triggers: how many (hourly, each with a price condition).
+    #[arg(long, default_value_t = 100_000)]
+    triggers: usize,
+    /// triggers: percent of the nodes crashing per hour, each replaced by
+    /// a new node joining 10-120 s later.
+    #[arg(long, default_value_t = 1.0)]
+    churn_per_hour: f64,
     /// Submit jobs (default: every scenario but join-storm and loss).
     #[arg(long, value_enum)]
     jobs: Option<OnOff>,
@@ -179,7 +191,9 @@ impl Cli {
     fn params(&self) -> Result<Params> {
         let scenario = self.scenario;
         let mut p = Params::new(scenario, self.nodes, self.seed);
-        p.mode = self.mode;
+        if let Some(m) = self.mode {
+            p.mode = m;
+        }
         let dur = |name: &str, s: f64| -> Result<Duration> {
             Duration::try_from_secs_f64(s).with_context(|| format!("--{name} {s}: not a duration"))
         };
@@ -197,8 +211,12 @@ impl Cli {
         }
         p.slow_fraction = self.slow_fraction.clamp(0.0, 1.0);
         p.slow = Duration::from_millis(self.slow_ms);
-        p.duration = dur("duration", self.duration)?;
-        p.settle = dur("settle", self.settle)?;
+        if let Some(d) = self.duration {
+            p.duration = dur("duration", d)?;
+        }
+        if let Some(s) = self.settle {
+            p.settle = dur("settle", s)?;
+        }
         p.form_timeout = dur("form-timeout", self.form_timeout)?;
         p.join_rate = self.join_rate;
         p.warm = self.warm;
@@ -213,6 +231,8 @@ impl Cli {
             p.fill = f;
         }
         p.jobs = self.jobs.map(|j| matches!(j, OnOff::On));
+        p.triggers = self.triggers;
+        p.churn_per_hour = self.churn_per_hour.max(0.0);
         Ok(p)
     }
 }
@@ -585,7 +605,7 @@ fn sweep(cli: &Cli) -> Result<ExitCode> {
     let f = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |x| format!("{x:.digits$}"));
     println!(
         "{} mode, scenario {}, seed {}: each size is one run",
-        cli.mode.as_str(),
+        cli.params()?.mode.as_str(),
         cli.scenario,
         cli.seed
     );

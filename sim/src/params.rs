@@ -83,11 +83,18 @@ pub enum Scenario {
         help = "A wave of jobs, then rolling deployments of service jobs with health checks; the largest one's driver crashes midway (full mode)."
     )]
     RollingDeploy,
+    /// Scale mode: `triggers` scheduled triggers with conditions, each
+    /// evaluated by the owner of its key on the real ring with the real
+    /// `shoal-trigger` state machine, under `churn_per_hour` node churn.
+    #[value(
+        help = "Scale mode: --triggers hourly triggers with conditions on the real trigger crate and ring, under --churn-per-hour node churn (default 3 hours)."
+    )]
+    Triggers,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Default,
         Scenario::JoinStorm,
         Scenario::Churn,
@@ -98,6 +105,7 @@ impl Scenario {
         Scenario::DcLoss,
         Scenario::HealthFlaps,
         Scenario::RollingDeploy,
+        Scenario::Triggers,
     ];
 
     /// Its name on the command line.
@@ -113,6 +121,7 @@ impl Scenario {
             Scenario::DcLoss => "dc-loss",
             Scenario::HealthFlaps => "health-flaps",
             Scenario::RollingDeploy => "rolling-deploy",
+            Scenario::Triggers => "triggers",
         }
     }
 }
@@ -126,7 +135,7 @@ impl fmt::Display for Scenario {
 /// An unknown scenario name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario {0:?}: expected one of default, join-storm, churn, mass-failure, partition, loss, jobs, dc-loss, health-flaps, rolling-deploy"
+    "unknown scenario {0:?}: expected one of default, join-storm, churn, mass-failure, partition, loss, jobs, dc-loss, health-flaps, rolling-deploy, triggers"
 )]
 pub struct UnknownScenario(pub String);
 
@@ -202,6 +211,11 @@ pub struct Params {
     pub fill: f64,
     /// Whether the scenario submits jobs (None: the scenario's default).
     pub jobs: Option<bool>,
+    /// Triggers (`triggers`).
+    pub triggers: usize,
+    /// Percent of the nodes that crash, each replaced by a new node, per
+    /// hour (`triggers`).
+    pub churn_per_hour: f64,
 }
 
 impl Params {
@@ -236,9 +250,16 @@ impl Params {
             tasks_per_sec: 0.0,
             fill: 0.5,
             jobs: None,
+            triggers: 100_000,
+            churn_per_hour: 1.0,
         };
         if scenario == Scenario::Jobs {
             p.fill = 0.9;
+        }
+        if scenario == Scenario::Triggers {
+            p.mode = Mode::Scale;
+            p.duration = Duration::from_secs(3 * 3600);
+            p.settle = Duration::from_secs(15 * 60);
         }
         p
     }
@@ -368,6 +389,12 @@ impl Params {
         }
         if self.fill != d.fill {
             c += &format!(" --fill {}", self.fill);
+        }
+        if self.triggers != d.triggers {
+            c += &format!(" --triggers {}", self.triggers);
+        }
+        if self.churn_per_hour != d.churn_per_hour {
+            c += &format!(" --churn-per-hour {}", self.churn_per_hour);
         }
         match self.jobs {
             Some(true) => c += " --jobs on",

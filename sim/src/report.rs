@@ -272,6 +272,10 @@ pub struct Report {
     /// Sorted (crash, observer) detection delays, seconds.
     #[serde(skip)]
     pub detect_delays: Vec<f64>,
+    /// The triggers scenario's figures (absent from other scenarios'
+    /// JSON, so their recorded reports are unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<crate::scale_trigger::TriggerReport>,
 }
 
 fn opt(v: Option<f64>, unit: &str) -> String {
@@ -299,6 +303,10 @@ impl fmt::Display for Report {
             "simulated",
             format!("{:.1} s, {} events", self.sim_s, self.events),
         )?;
+        if let Some(t) = &self.triggers {
+            write!(f, "{t}")?;
+            return self.fmt_checks(f);
+        }
         writeln!(f, "-- membership")?;
         row(f, "crashes", self.crashes.to_string())?;
         row(f, "detection: first (mean)", opt(self.detect_first_s, "s"))?;
@@ -420,6 +428,12 @@ impl fmt::Display for Report {
             "slowed / retransmitted",
             format!("{} / {}", self.net.slowed, self.net.retransmitted),
         )?;
+        self.fmt_checks(f)
+    }
+}
+
+impl Report {
+    fn fmt_checks(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "-- checks")?;
         for c in &self.checks {
             writeln!(

@@ -716,6 +716,7 @@ impl World {
             series: Vec::new(),
             detections: Vec::new(),
             detect_delays: Vec::new(),
+            triggers: None,
         }
     }
 }

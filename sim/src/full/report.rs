@@ -222,6 +222,7 @@ impl World {
             series: self.series,
             detections: per_crash,
             detect_delays: all_delays,
+            triggers: None,
         }
     }
 }

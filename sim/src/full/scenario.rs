@@ -81,7 +81,7 @@ impl World {
                     self.at(t, Action::Crash(vec![v]));
                 }
             }
-            Scenario::JoinStorm | Scenario::Jobs => {}
+            Scenario::JoinStorm | Scenario::Jobs | Scenario::Triggers => {}
             Scenario::HealthFlaps => self.plan_flaps(),
             Scenario::RollingDeploy => self.plan_rollout(),
             Scenario::Churn => {
