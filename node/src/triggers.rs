@@ -37,8 +37,8 @@ use shoal_model::{JobSpec, JobType};
 use shoal_placement::{NodeInfo, Resources, TaskState};
 use shoal_state::{BatchStatus, JobView, TriggerOp, TriggerRecord, Write, WriteError, WriteOp};
 use shoal_trigger::{
-    Action, Decision, Explain, Fire, Metric, Outcome, OutcomeKind, Resource, RunResult, Signal,
-    SignalValue, TriggerSpec, TriggerState, json_pointer_f64,
+    Action, Decision, Explain, Fire, HistoryLimits, Metric, Outcome, OutcomeKind, Resource,
+    RunResult, Signal, SignalValue, TriggerSpec, TriggerState, json_pointer_f64,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -199,6 +199,37 @@ pub fn runs_of<'a>(jobs: &'a [Arc<JobView>], name: &str) -> Vec<&'a JobView> {
     jobs.iter()
         .map(|j| &**j)
         .filter(|j| j.spec["labels"][TRIGGER_LABEL].as_str() == Some(name))
+        .collect()
+}
+
+/// The jobs of finished runs that `history` does not keep: all but the
+/// newest `history.success` complete ones and `history.failed` failed
+/// ones (by creation time). Runs still running are kept.
+pub fn runs_beyond_history(runs: &[&JobView], history: &HistoryLimits) -> Vec<String> {
+    let mut finished: Vec<&JobView> = runs
+        .iter()
+        .copied()
+        .filter(|j| matches!(j.status, Some(BatchStatus::Complete | BatchStatus::Failed)))
+        .collect();
+    finished.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.name.cmp(&a.name)));
+    let (mut ok, mut failed) = (0u32, 0u32);
+    finished
+        .into_iter()
+        .filter(|j| {
+            let n = if j.status == Some(BatchStatus::Complete) {
+                &mut ok
+            } else {
+                &mut failed
+            };
+            *n += 1;
+            let keep = if j.status == Some(BatchStatus::Complete) {
+                history.success
+            } else {
+                history.failed
+            };
+            *n > keep
+        })
+        .map(|j| j.name.clone())
         .collect()
 }
 
@@ -860,6 +891,23 @@ async fn evaluate_one(
             }
             Err(e) => {
                 warn!(trigger = %record.name, run = %f.run_id, error = %e, "could not start the run")
+            }
+        }
+    }
+    // Finished runs beyond `history` go, oldest first: a trigger that
+    // fires every few seconds would otherwise leave a job per run forever.
+    // After the ledger write, so that their results are recorded first.
+    for name in runs_beyond_history(&runs, &spec.history) {
+        let w = Write {
+            name: name.clone(),
+            op: WriteOp::Delete,
+            if_version: None,
+            now_ms: unix_ms(),
+        };
+        match state.write(w).await {
+            Ok(_) | Err(SubmitError::Rejected(WriteError::NotFound(_))) => {}
+            Err(e) => {
+                warn!(trigger = %record.name, job = %name, error = %e, "could not delete a run beyond the trigger's history")
             }
         }
     }

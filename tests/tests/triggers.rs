@@ -389,6 +389,7 @@ fn killing_the_evaluator_during_and_between_slots_drops_no_slot_and_fires_none_t
         "name": "tick",
         "every": "3s",
         "starting_deadline": "1m",
+        "history": {"success": 100, "failed": 100},
         "run": {
             "type": "batch",
             "count": 1,
@@ -669,6 +670,27 @@ fn load_runs_after_extract_succeeds_and_not_after_it_fails() {
         "{e}"
     );
     a.delete("/v1/jobs/too-big").unwrap();
+
+    // Finished runs beyond `history` are deleted, oldest first.
+    let often = json!({
+        "name": "often",
+        "every": "1s",
+        "history": {"success": 2, "failed": 0},
+        "run": {"count": 1, "task": task("true".into())}
+    });
+    let (status, body) = a.post("/v1/triggers", &often).unwrap();
+    assert_eq!(status, 201, "{body}");
+    wait_until("5 runs of often succeeded", SETTLE, || {
+        let (_, t) = a.get_any("/v1/triggers/often")?;
+        let ok = t["recent"]
+            .as_array()
+            .map_or(0, |r| r.iter().filter(|o| o["result"] == "success").count());
+        Ok(ok >= 5)
+    });
+    wait_until("2 complete runs of often kept", SETTLE, || {
+        Ok(runs_with(&c, "often", "complete").len() == 2)
+    });
+    a.delete("/v1/triggers/often").unwrap();
     for t in ["extract", "load", "cleanup", "report", "stage", "watch"] {
         a.delete(&format!("/v1/triggers/{t}")).unwrap();
     }

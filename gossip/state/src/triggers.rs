@@ -15,7 +15,7 @@
 //! concurrent writes of one field keep the same winner on every replica.
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{AutoCommit, ROOT};
+use automerge::{AutoCommit, ObjType, ROOT, ReadDoc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -77,6 +77,29 @@ pub(crate) fn view_of(doc: &AutoCommit) -> Option<TriggerRecord> {
             .unwrap_or(Value::Null)
     };
     let created_at_ms = u64_at(doc, "created_at").unwrap_or(0);
+    let mut ledger = json_text("ledger");
+    if let Value::Object(map) = jsondoc::get_root(doc, OUTCOMES) {
+        let mut outcomes: Vec<Value> = map
+            .values()
+            .filter_map(|v| serde_json::from_str(v.as_str()?).ok())
+            .collect();
+        outcomes.sort_by(|a: &Value, b: &Value| {
+            let key = |v: &Value| {
+                (
+                    v["decided_at"].as_str().unwrap_or_default().to_owned(),
+                    v["slot"].as_str().unwrap_or_default().to_owned(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        if outcomes.is_empty() {
+            // Nothing to add.
+        } else if let Value::Object(l) = &mut ledger {
+            l.insert("outcomes".into(), Value::Array(outcomes));
+        } else {
+            ledger = serde_json::json!({ "outcomes": outcomes });
+        }
+    }
     Some(TriggerRecord {
         name: jsondoc::root_text(doc, "name"),
         spec: json_text("spec"),
@@ -85,8 +108,43 @@ pub(crate) fn view_of(doc: &AutoCommit) -> Option<TriggerRecord> {
         created_at_ms,
         created_at: rfc3339(created_at_ms),
         updated_at: rfc3339(u64_at(doc, "updated_at").unwrap_or(0)),
-        ledger: json_text("ledger"),
+        ledger,
     })
+}
+
+/// The root map of a trigger's ledger outcomes, one key per slot.
+const OUTCOMES: &str = "outcomes";
+
+/// Writes a ledger: its `outcomes` (an array of objects with a `slot`) go
+/// to the `outcomes` map, one JSON text per slot, written only where it
+/// changed and deleted where it is gone; the rest goes to `ledger` as
+/// text. So a write carries the outcomes it adds or changes, not every
+/// outcome kept (a ledger keeps up to 50: written whole at every fire,
+/// they were what every node received and what the document's history
+/// grew by).
+fn write_ledger(doc: &mut AutoCommit, ledger: &Value) -> Result<(), automerge::AutomergeError> {
+    let mut rest = ledger.clone();
+    let outcomes = match &mut rest {
+        Value::Object(map) => map.remove("outcomes"),
+        _ => None,
+    };
+    doc.put(ROOT, "ledger", rest.to_string())?;
+    let Some(Value::Array(outcomes)) = outcomes else {
+        return Ok(());
+    };
+    let map = match doc.get(ROOT, OUTCOMES)? {
+        Some((automerge::Value::Object(ObjType::Map), id)) => id,
+        // A document written before the map existed.
+        _ => doc.put_object(ROOT, OUTCOMES, ObjType::Map)?,
+    };
+    let new: serde_json::Map<String, Value> = outcomes
+        .iter()
+        .map(|o| {
+            let slot = o["slot"].as_str().unwrap_or_default().to_owned();
+            (slot, Value::String(o.to_string()))
+        })
+        .collect();
+    jsondoc::update_map(doc, &map, &new)
 }
 
 impl Store {
@@ -144,6 +202,7 @@ impl Store {
                         doc.put(ROOT, "deleted", false)?;
                         doc.put(ROOT, "paused", false)?;
                         doc.put(ROOT, "ledger", "null")?;
+                        doc.put_object(ROOT, OUTCOMES, ObjType::Map)?;
                     }
                     doc.put(ROOT, "spec", spec.to_string())?;
                 }
@@ -152,7 +211,7 @@ impl Store {
                     doc.put(ROOT, "deleted", true)?;
                     doc.put(ROOT, "deleted_at", now_ms)?;
                 }
-                TriggerOp::Ledger(ledger, _) => doc.put(ROOT, "ledger", ledger.to_string())?,
+                TriggerOp::Ledger(ledger, _) => write_ledger(&mut doc, ledger)?,
             }
             doc.put(ROOT, "updated_at", now_ms)?;
             let secs = i64::try_from(now_ms / 1000).unwrap_or(0);
@@ -216,5 +275,71 @@ mod tests {
         assert!(!t.deleted && !t.paused && t.ledger.is_null());
         assert_eq!(t.created_at_ms, 6_000);
         assert!(s.trigger_write("Bad Name", TriggerOp::Delete, 0).is_err());
+    }
+
+    fn outcome(i: u32) -> Value {
+        // Text that does not compress, as signal sources and values are
+        // not all alike.
+        let mut x = u64::from(i) + 1;
+        let noise: String = (0..25)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                format!("{:016x}", x)
+            })
+            .collect();
+        json!({
+            "slot": format!("tick@2026-12-01T00:00:{i:02}"),
+            "decided_at": format!("2026-12-01T00:00:{i:02}Z"),
+            "outcome": "fired",
+            "values": [{"signal": "free.cpu", "value": 12.5, "source": noise}],
+        })
+    }
+
+    /// A ledger reads back as written, outcomes in order; each write
+    /// carries what it adds or changes, not every outcome kept.
+    #[test]
+    fn a_ledger_write_carries_only_the_outcomes_it_changes() {
+        let mut s = Store::new(NodeId(7), 0, StateConfig::default());
+        s.trigger_write("tick", TriggerOp::Put(json!({"name": "tick"})), 1_000)
+            .unwrap();
+        let mut outcomes: Vec<Value> = Vec::new();
+        let mut sizes = Vec::new();
+        for i in 0..50 {
+            outcomes.push(outcome(i));
+            // Bounded like the agent's ledger: the oldest goes.
+            if outcomes.len() > 20 {
+                outcomes.remove(0);
+            }
+            let ledger = json!({"last_handled": format!("tick@{i}"), "outcomes": outcomes});
+            let before = s.docs[&doc_name("tick")].doc.clone().get_heads();
+            let t = s
+                .trigger_write(
+                    "tick",
+                    TriggerOp::Ledger(ledger.clone(), "fired".into()),
+                    2_000 + u64::from(i),
+                )
+                .unwrap();
+            assert_eq!(t.ledger, ledger, "read back as written");
+            sizes.push(
+                s.docs[&doc_name("tick")]
+                    .doc
+                    .clone()
+                    .save_after(&before)
+                    .len(),
+            );
+        }
+        let last = *sizes.last().unwrap();
+        // One outcome's text (~550 bytes) and the rest, not 20 of them.
+        assert!(last < 2_000, "a write of {last} bytes: {sizes:?}");
+        let mut other = Store::new(NodeId(8), 0, StateConfig::default());
+        let doc = s.docs[&doc_name("tick")].doc.clone().save();
+        other.insert_doc(&doc_name("tick"), AutoCommit::load(&doc).unwrap());
+        assert_eq!(
+            other.trigger("tick"),
+            s.trigger("tick"),
+            "a replica reads the same"
+        );
     }
 }
