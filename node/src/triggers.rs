@@ -52,8 +52,7 @@ use crate::state::{Peer, StateHandle, SubmitError, TriggerReply, TriggerRequest}
 
 /// How often ownership and specs are looked at, at the latest.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
-/// Outcomes kept in a trigger's ledger.
-pub const LEDGER_OUTCOMES: usize = 50;
+pub use shoal_trigger::LEDGER_OUTCOMES;
 /// How long one `http_json` fetch may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The label naming the trigger on a run's job.

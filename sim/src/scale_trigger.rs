@@ -272,16 +272,18 @@ pub struct TriggerReport {
     pub spec_bytes_mean: f64,
     /// Mean ledger JSON at the end of the run, bytes.
     pub ledger_bytes_mean: f64,
-    /// Mean ledger JSON with its 50 outcomes filled, bytes (estimate).
+    /// Mean ledger JSON with its [`shoal_trigger::LEDGER_OUTCOMES`] outcomes filled, bytes (estimate).
     pub ledger_bytes_full: f64,
+    /// What one ledger write carries: the small part and one outcome, bytes.
+    pub ledger_write_bytes: f64,
     /// Every spec and full ledger, as each node's replica holds them, MB.
     pub per_node_replica_mb: f64,
     /// Mean JSON of a run's job, bytes.
     pub job_bytes_mean: f64,
-    /// What each node receives per second: the ledger is one string
-    /// register written whole (`shoal_state`), so each ledger write carries
-    /// the whole ledger (at 50 outcomes here), each creation its job;
-    /// payload only, bytes per second.
+    /// What each node receives per second: each ledger write carries its
+    /// small part and the outcome it adds or changes
+    /// ([`TriggerReport::ledger_write_bytes`]), each creation its job; payload
+    /// only, bytes per second.
     pub received_bytes_per_node_s: f64,
     /// Mean serialized `TriggerState` of a holder, bytes.
     pub state_bytes_mean: f64,
@@ -930,6 +932,7 @@ impl World {
         // (`node/src/triggers.rs`'s `Ledger`), and the holders' states.
         let (mut spec_b, mut ledger_b, mut full_b, mut state_b) = (0f64, 0f64, 0f64, 0f64);
         let (mut ledgers, mut states) = (0usize, 0usize);
+        let (mut base_b, mut outcome_b, mut outcomes_n) = (0f64, 0f64, 0usize);
         let mut per_node: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
         let end_dt = self.t0 + TimeDelta::milliseconds(end_ms as i64);
         for trig in &self.trigs {
@@ -950,9 +953,13 @@ impl World {
                     .map(|o| serde_json::to_vec(o).map_or(0, |v| v.len() + 1) as f64)
                     .collect();
                 let sum: f64 = each.iter().sum();
+                base_b += base_len;
+                outcome_b += sum;
+                outcomes_n += each.len();
                 ledger_b += base_len + sum;
                 if !each.is_empty() {
-                    full_b += base_len + sum / each.len() as f64 * 50.0;
+                    full_b +=
+                        base_len + sum / each.len() as f64 * shoal_trigger::LEDGER_OUTCOMES as f64;
                 }
                 ledgers += 1;
             }
@@ -980,7 +987,13 @@ impl World {
             }
         }
         r.job_bytes_mean = job_b / jobs.max(1) as f64;
-        r.received_bytes_per_node_s = (r.ledger_writes as f64 * r.ledger_bytes_full
+        // A ledger write carries the ledger's small part (last handled,
+        // evaluator, conditions) and the outcome it adds or changes: the
+        // outcomes are a map of the trigger's document, one text per slot
+        // (`shoal_state`'s triggers), written only where they change.
+        r.ledger_write_bytes =
+            base_b / ledgers.max(1) as f64 + outcome_b / outcomes_n.max(1) as f64;
+        r.received_bytes_per_node_s = (r.ledger_writes as f64 * r.ledger_write_bytes
             + r.job_creations as f64 * r.job_bytes_mean)
             / secs;
         r.state_bytes_mean = state_b / states.max(1) as f64;
@@ -1187,8 +1200,11 @@ impl fmt::Display for TriggerReport {
             f,
             "spec / ledger JSON (mean)",
             format!(
-                "{:.0} B / {:.0} B now, {:.0} B with 50 outcomes",
-                self.spec_bytes_mean, self.ledger_bytes_mean, self.ledger_bytes_full
+                "{:.0} B / {:.0} B now, {:.0} B with {} outcomes",
+                self.spec_bytes_mean,
+                self.ledger_bytes_mean,
+                self.ledger_bytes_full,
+                shoal_trigger::LEDGER_OUTCOMES
             ),
         )?;
         row(
@@ -1200,9 +1216,10 @@ impl fmt::Display for TriggerReport {
             f,
             "received per node (ledgers, jobs)",
             format!(
-                "{:.0} KB/s (a job {:.0} B, each ledger write whole)",
+                "{:.0} KB/s (a job {:.0} B, a ledger write {:.0} B: the outcome it adds or changes)",
                 self.received_bytes_per_node_s / 1000.0,
-                self.job_bytes_mean
+                self.job_bytes_mean,
+                self.ledger_write_bytes
             ),
         )?;
         row(

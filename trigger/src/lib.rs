@@ -62,6 +62,11 @@
 //! chosen over `jiff` because croner's chrono support is its default and
 //! `DateTime<Utc>` serializes as RFC 3339 with serde.
 
+/// Outcomes a trigger's ledger keeps in the replicated state (every node
+/// holds every trigger's ledger, so this bounds what 100,000 triggers cost
+/// each node; see docs/simulation.md, "Scale mode: triggers").
+pub const LEDGER_OUTCOMES: usize = 20;
+
 mod dag;
 pub mod schedule;
 pub mod signal;
