@@ -24,8 +24,8 @@ pub use constraint::{BUILTIN_ATTRIBUTES, Constraint, ConstraintOp, ConstraintVal
 pub use diff::{Change, diff};
 pub use ports::{Port, Protocol, port_env_name};
 pub use spec::{
-    JobSpec, JobType, MAX_COUNT, Resources, RestartMode, RestartPolicy, Runtime, TaskSpec,
-    parse_duration, toml_to_json, validate_name,
+    DcLoss, JobSpec, JobType, MAX_COUNT, MAX_DATACENTERS, Resources, RestartMode, RestartPolicy,
+    Runtime, TaskSpec, parse_duration, toml_to_json, validate_name,
 };
 pub use update::{
     Deployment, DeploymentPatch, DeploymentStatus, MAX_CANARY, UpdatePolicy, format_indexes,

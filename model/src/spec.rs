@@ -218,7 +218,39 @@ pub struct JobSpec {
     /// any other (a later failure of one of them stops nothing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// The datacenters its tasks may run in (empty: any). A node of
+    /// another datacenter takes none of them, unless every one of these has
+    /// no live node and [`JobSpec::on_dc_loss`] is `move`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datacenters: Vec<String>,
+    /// When none of [`JobSpec::datacenters`] has a live node: `wait` (the
+    /// default: tasks stay pending, saying why) or `move` (they may run in
+    /// any other datacenter, within capacity).
+    #[serde(default, skip_serializing_if = "DcLoss::is_wait")]
+    pub on_dc_loss: DcLoss,
 }
+
+/// What a job's tasks do when none of its datacenters has a live node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum DcLoss {
+    /// Stay pending until one of them has a live node again.
+    #[default]
+    Wait,
+    /// Run in the other datacenters meanwhile.
+    Move,
+}
+
+impl DcLoss {
+    /// The default.
+    pub fn is_wait(&self) -> bool {
+        *self == DcLoss::Wait
+    }
+}
+
+/// Datacenters one job may name.
+pub const MAX_DATACENTERS: usize = 64;
 
 /// Jobs one job may wait for (`after`).
 pub const MAX_AFTER: usize = 16;
@@ -280,6 +312,9 @@ struct RawJob {
     update: Option<RawUpdate>,
     #[serde(default)]
     after: Vec<String>,
+    #[serde(default)]
+    datacenters: Vec<String>,
+    on_dc_loss: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -500,6 +535,43 @@ impl RawJob {
             }
         }
 
+        if self.datacenters.len() > MAX_DATACENTERS {
+            p.add(
+                "datacenters",
+                format!("at most {MAX_DATACENTERS} datacenters"),
+            );
+        }
+        for (i, dc) in self.datacenters.iter().enumerate() {
+            if dc.trim().is_empty() || dc.trim() != dc {
+                p.add(
+                    format!("datacenters[{i}]"),
+                    format!("{dc:?} is not a datacenter name: write it as the agents' --dc"),
+                );
+            } else if self.datacenters[..i].contains(dc) {
+                p.add(
+                    format!("datacenters[{i}]"),
+                    format!("{dc:?} is listed twice"),
+                );
+            }
+        }
+        let on_dc_loss = match self.on_dc_loss.as_deref() {
+            None | Some("wait") => DcLoss::Wait,
+            Some("move") => DcLoss::Move,
+            Some(other) => {
+                p.add(
+                    "on_dc_loss",
+                    format!("unknown value {other:?}: use \"wait\" (stay pending) or \"move\" (run in other datacenters)"),
+                );
+                DcLoss::Wait
+            }
+        };
+        if on_dc_loss == DcLoss::Move && self.datacenters.is_empty() {
+            p.add(
+                "on_dc_loss",
+                "applies to a job with datacenters: name them, or remove on_dc_loss",
+            );
+        }
+
         match (p.0.is_empty(), task) {
             (true, Some(task)) => Ok(JobSpec {
                 name,
@@ -512,6 +584,8 @@ impl RawJob {
                 labels: self.labels,
                 update,
                 after: self.after,
+                datacenters: self.datacenters,
+                on_dc_loss,
             }),
             _ => Err(SpecError { errors: p.0 }),
         }

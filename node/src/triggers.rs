@@ -424,7 +424,10 @@ impl Signals {
         self.nodes
             .iter()
             .filter(|n| match &self.job {
-                Some(j) => n.eligible(j, &demand).is_ok(),
+                Some(j) => {
+                    (j.datacenters.is_empty() || j.datacenters.contains(&n.dc))
+                        && n.eligible(j, &demand).is_ok()
+                }
                 None => !n.draining && n.free_class > 0,
             })
             .collect()

@@ -82,7 +82,7 @@ impl Bidder {
             let mut me = NodeInfo::clone(me);
             // Judge by exact capacity here, not the coarse gossip class.
             me.free_class = 8;
-            if let Err(why) = me.eligible(spec, &demand) {
+            if let Err(why) = shared.view.eligible(&me, spec, &demand) {
                 return Answer::Decline(why);
             }
         }

@@ -670,7 +670,7 @@ impl Runner {
                 let demand = demand_of(&job.spec);
                 let mut exact = me.clone();
                 exact.free_class = 8;
-                if exact.eligible(&job.spec, &demand).is_err()
+                if shared.view.eligible(&exact, &job.spec, &demand).is_err()
                     || shared
                         .capacity
                         .minus(&held(self, bidder, None))

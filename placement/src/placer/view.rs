@@ -6,6 +6,7 @@
 //! with the same result as building it whole. A [`RingShare`] lets the
 //! placers of one process hold one ring per distinct member set.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use shoal_gossip::{NodeId, Packed};
@@ -30,6 +31,26 @@ pub struct View {
     vnodes: u32,
     /// [`View::fingerprint`], kept as members come and go.
     fingerprint: u128,
+    /// Members per datacenter, kept as members come and go (a job's
+    /// `on_dc_loss` asks whether any of its datacenters has one).
+    dcs: BTreeMap<String, u32>,
+}
+
+fn count_dcs(members: &Packed<NodeId, Arc<NodeInfo>>) -> BTreeMap<String, u32> {
+    let mut dcs: BTreeMap<String, u32> = BTreeMap::new();
+    for m in members.values() {
+        *dcs.entry(m.dc.clone()).or_default() += 1;
+    }
+    dcs
+}
+
+fn uncount(dcs: &mut BTreeMap<String, u32>, dc: &str) {
+    if let Some(n) = dcs.get_mut(dc) {
+        *n -= 1;
+        if *n == 0 {
+            dcs.remove(dc);
+        }
+    }
 }
 
 /// Seed of member-set fingerprints.
@@ -46,12 +67,47 @@ impl View {
         let members: Packed<NodeId, Arc<NodeInfo>> =
             members.into_iter().map(|m| (m.id, Arc::new(m))).collect();
         let fingerprint = members.keys().fold(0, |f, id| f ^ id_print(*id));
+        let dcs = count_dcs(&members);
         View {
             members,
             ring: OnceLock::new(),
             vnodes,
             fingerprint,
+            dcs,
         }
+    }
+
+    /// Whether some member is in one of `dcs`.
+    pub fn has_member_in(&self, dcs: &[String]) -> bool {
+        dcs.iter().any(|d| self.dcs.contains_key(d))
+    }
+
+    /// Whether member `info` may take a task of `spec` needing `demand`:
+    /// [`NodeInfo::eligible`], and the job's datacenters. A node outside
+    /// them takes none of its tasks, unless none of them has a member and
+    /// the job's `on_dc_loss` is `move`.
+    pub fn eligible(
+        &self,
+        info: &NodeInfo,
+        spec: &shoal_model::JobSpec,
+        demand: &crate::types::Resources,
+    ) -> Result<(), String> {
+        if !spec.datacenters.is_empty() && !spec.datacenters.contains(&info.dc) {
+            let list = spec.datacenters.join(", ");
+            if !self.has_member_in(&spec.datacenters) {
+                if spec.on_dc_loss == shoal_model::DcLoss::Wait {
+                    return Err(format!(
+                        "no live node is in the job's datacenters ({list}) and on_dc_loss is \"wait\""
+                    ));
+                }
+            } else {
+                return Err(format!(
+                    "in datacenter {}, not one of the job's ({list})",
+                    info.dc
+                ));
+            }
+        }
+        info.eligible(spec, demand)
     }
 
     /// The ring.
@@ -75,9 +131,11 @@ impl View {
     pub fn without(&self, gone: &[NodeId]) -> View {
         let mut members = self.members.clone();
         let mut fingerprint = self.fingerprint;
+        let mut dcs = self.dcs.clone();
         for id in gone {
-            if members.remove(id).is_some() {
+            if let Some(old) = members.remove(id) {
                 fingerprint ^= id_print(*id);
+                uncount(&mut dcs, &old.dc);
             }
         }
         View {
@@ -85,6 +143,7 @@ impl View {
             ring: OnceLock::new(),
             vnodes: self.vnodes,
             fingerprint,
+            dcs,
         }
     }
 
@@ -112,6 +171,7 @@ impl View {
     /// ([`same_ids`](Self::same_ids)): the ring stays as it is.
     pub(super) fn take_records(&mut self, other: View) {
         self.members = other.members;
+        self.dcs = other.dcs;
     }
 
     /// Applies a change of the member list: `changed` records (new members,
@@ -125,8 +185,9 @@ impl View {
     ) -> Applied {
         let mut removed = Vec::new();
         for id in gone {
-            if self.members.remove(id).is_some() {
+            if let Some(old) = self.members.remove(id) {
                 self.fingerprint ^= id_print(*id);
+                uncount(&mut self.dcs, &old.dc);
                 removed.push(*id);
             }
         }
@@ -134,12 +195,14 @@ impl View {
         let mut roomier = Vec::new();
         for info in changed {
             let id = info.id;
+            *self.dcs.entry(info.dc.clone()).or_default() += 1;
             match self.members.insert(id, info) {
                 None => {
                     self.fingerprint ^= id_print(id);
                     added.push(id);
                 }
                 Some(old) => {
+                    uncount(&mut self.dcs, &old.dc);
                     let new = &self.members[&id];
                     if new.free_class > old.free_class || (old.draining && !new.draining) {
                         roomier.push(id);

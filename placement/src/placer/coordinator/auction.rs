@@ -138,7 +138,7 @@ impl Coordinator {
             let Some(info) = shared.view.member(node) else {
                 continue;
             };
-            match info.eligible(&job.spec, &demand) {
+            match shared.view.eligible(info, &job.spec, &demand) {
                 Ok(()) => asked_now.push(node),
                 Err(why) => {
                     auction.reasons.add(node, why);

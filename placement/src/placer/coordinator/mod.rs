@@ -330,7 +330,7 @@ impl Coordinator {
                 shared
                     .view
                     .member(*id)
-                    .is_some_and(|m| m.eligible(&job.spec, &demand).is_ok())
+                    .is_some_and(|m| shared.view.eligible(m, &job.spec, &demand).is_ok())
             });
             if fits {
                 c.retry_at = Some(now);
@@ -837,7 +837,15 @@ impl Coordinator {
                 .is_none_or(|h| h.report.health != super::health::Health::Healthy)
         });
         if let Some(h) = old.or_else(|| entry.and_then(|c| c.holder.as_ref())) {
-            return TaskStatus::held(key, h.node, h.report.clone());
+            let mut s = TaskStatus::held(key, h.node, h.report.clone());
+            if h.report.state == TaskState::Lost
+                && let Some(c) = entry
+            {
+                // Lost with its node, and not running elsewhere: why no
+                // other node took it.
+                s.pending = c.pending.clone();
+            }
+            return s;
         }
         if let Some(f) = shared.finished(key) {
             return TaskStatus::finished(key, f);
