@@ -10,17 +10,22 @@
 //! 1. its state ([`TriggerState`]) is the one kept here since this node
 //!    took it over, or, the first time, [`TriggerState::resume`]d from the
 //!    last slot handled in the trigger's ledger (whoever wrote it);
-//! 2. when its wake-up time has come ([`TriggerState::next_wake`]), the
+//! 2. when its wake-up time has come ([`TriggerState::next_wake`]), or a
+//!    run of one of its `after` parents ended ([`parent_ends`]), the
 //!    signals are gathered — `http_json` feeds fetched here (blocking
 //!    `ureq` on the blocking pool, at most every `every`), label
 //!    aggregates, free capacity and `nodes_alive` from the members'
-//!    gossiped metadata — and [`TriggerState::evaluate`] decides;
+//!    gossiped metadata, `tasks_pending`/`tasks_running` from the active
+//!    jobs' coordinators — and [`TriggerState::evaluate`] and
+//!    [`TriggerState::parent_finished`] decide;
 //! 3. a decision is written to the ledger **before** it is acted on (the
-//!    fire record), then a fired run's batch job is submitted like any job,
-//!    named after the run id and created only if no job of that name
-//!    exists (`if_version = 0`);
+//!    fire record), then the run is started ([`start_run`]): a fired run's
+//!    batch job is submitted like any job, named after the run id and
+//!    created only if no job of that name exists (`if_version = 0`); a
+//!    scale or an install is carried out;
 //! 4. runs whose batch job completed or failed are reported back
-//!    ([`TriggerState::run_finished`]) and recorded.
+//!    ([`TriggerState::run_finished`]) and recorded, and finished runs
+//!    beyond the trigger's `history` are deleted.
 //!
 //! The loop sleeps until the earliest wake-up of the triggers it owns, and
 //! at most [`POLL_EVERY`] (ownership and specs are looked at again then),
@@ -132,14 +137,6 @@ impl Ledger {
         let extra = self.outcomes.len().saturating_sub(LEDGER_OUTCOMES);
         self.outcomes.drain(..extra);
     }
-}
-
-/// The job a fired run starts: the trigger's `[run]` named after the run,
-/// with `SHOAL_RUN_ID`, labels naming the trigger and the run, and the
-/// placement constraints of the conditions that held.
-pub fn run_job(spec: &TriggerSpec, fire: &Fire) -> Option<JobSpec> {
-    let job = spec.job_for_run(&fire.run_id)?;
-    Some(dress_run(job, spec, fire, None))
 }
 
 /// A run's job from `job` (the inline `[run]` or the named job of
