@@ -76,8 +76,10 @@ fn a_job_limited_to_east_runs_there_and_moves_to_west_when_east_is_lost() {
     wait_until("north pending, saying why", SETTLE, || {
         Ok(c.tasks(0, "north").iter().any(|t| {
             t["pending"].as_array().is_some_and(|p| {
-                p.iter()
-                    .any(|l| l.as_str().is_some_and(|l| l.contains("datacenters (north)")))
+                p.iter().any(|l| {
+                    l.as_str()
+                        .is_some_and(|l| l.contains("datacenters (north)"))
+                })
             })
         }))
     });
@@ -85,8 +87,12 @@ fn a_job_limited_to_east_runs_there_and_moves_to_west_when_east_is_lost() {
     // East is lost: web moves to west's agent.
     c.agents[0].kill9();
     c.agents[1].kill9();
-    wait_until("web's two tasks running in west", Duration::from_secs(120), || {
-        let on = running_on(&c, 2, "web");
-        Ok(on.len() == 2 && on.iter().all(|n| n == "n2"))
-    });
+    wait_until(
+        "web's two tasks running in west",
+        Duration::from_secs(120),
+        || {
+            let on = running_on(&c, 2, "web");
+            Ok(on.len() == 2 && on.iter().all(|n| n == "n2"))
+        },
+    );
 }
