@@ -166,7 +166,7 @@ fn dress_run(mut job: JobSpec, spec: &TriggerSpec, fire: &Fire, parent: Option<&
 /// whoever fires it, as for `[run]`); the named job itself is left as it
 /// is.
 fn template_run(
-    view: Option<Arc<JobView>>,
+    view: Option<JobView>,
     name: &str,
     spec: &TriggerSpec,
     fire: &Fire,
@@ -276,6 +276,51 @@ pub fn parent_ends(jobs: &[Arc<JobView>], parent: &str, since_ms: u64) -> Vec<(S
     out.into_iter().map(|(_, run, ok)| (run, ok)).collect()
 }
 
+/// The parents' run ends an `after` trigger has not handled yet, as
+/// `(parent, parent run, succeeded)`: those that match an edge's `on`,
+/// ended after the trigger was created and within [`AFTER_WINDOW`], and
+/// whose child run is neither a job nor in the ledger.
+fn unhandled_parent_ends(
+    spec: &TriggerSpec,
+    record: &TriggerRecord,
+    jobs: &[Arc<JobView>],
+    runs: &[&JobView],
+    ledger: &Ledger,
+) -> Vec<(String, String, bool)> {
+    let handled: BTreeSet<String> = runs
+        .iter()
+        .map(|j| run_id_of(j))
+        .chain(ledger.outcomes.iter().map(|o| o.slot.clone()))
+        .collect();
+    let since = record
+        .created_at_ms
+        .max(unix_ms().saturating_sub(AFTER_WINDOW.as_millis() as u64));
+    spec.after
+        .iter()
+        .flat_map(|a| {
+            parent_ends(jobs, &a.job, since)
+                .into_iter()
+                .filter(|(_, ok)| a.on.matches(*ok))
+                .map(|(run, ok)| (a.job.clone(), run, ok))
+        })
+        .filter(|(_, run, _)| !handled.contains(&shoal_trigger::after_run_id(&spec.name, run)))
+        .collect()
+}
+
+/// Deletes job `name` (a run's); one already gone is no error.
+async fn delete_run_job(state: &StateHandle, name: String) -> Result<(), SubmitError> {
+    let w = Write {
+        name,
+        op: WriteOp::Delete,
+        if_version: None,
+        now_ms: unix_ms(),
+    };
+    match state.write(w).await {
+        Ok(_) | Err(SubmitError::Rejected(WriteError::NotFound(_))) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Starts what a fired run does: submits its job (`Ok(false)`: a job of
 /// that name exists already, so another evaluator started it).
 pub async fn start_run(
@@ -286,39 +331,25 @@ pub async fn start_run(
 ) -> Result<bool, String> {
     let state = &api.state;
     for stop in &fire.stop {
-        let name = shoal_trigger::run_job_name(stop);
-        let w = Write {
-            name,
-            op: WriteOp::Delete,
-            if_version: None,
-            now_ms: unix_ms(),
-        };
-        if let Err(e) = state.write(w).await
-            && !matches!(e, SubmitError::Rejected(WriteError::NotFound(_)))
-        {
+        if let Err(e) = delete_run_job(state, shoal_trigger::run_job_name(stop)).await {
             warn!(run = %stop, error = %e, "could not stop a run (concurrency = replace)");
         }
     }
+    let run = |job: JobSpec| Write {
+        // Created only if absent: a run id is one job whoever fires it.
+        name: job.name.clone(),
+        op: WriteOp::Put(Box::new(job)),
+        if_version: Some(0),
+        now_ms: unix_ms(),
+    };
     let write = match &spec.action {
         Action::Run(_) => {
             let job = spec.job_for_run(&fire.run_id).expect("a [run] action");
-            let job = dress_run(job, spec, fire, parent);
-            Write {
-                name: job.name.clone(),
-                op: WriteOp::Put(Box::new(job)),
-                if_version: Some(0),
-                now_ms: unix_ms(),
-            }
+            run(dress_run(job, spec, fire, parent))
         }
         Action::RunJob(name) => {
             let view = state.job(name).await.map_err(|e| e.to_string())?;
-            let job = template_run(view.map(Arc::new), name, spec, fire, parent)?;
-            Write {
-                name: job.name.clone(),
-                op: WriteOp::Put(Box::new(job)),
-                if_version: Some(0),
-                now_ms: unix_ms(),
-            }
+            run(template_run(view, name, spec, fire, parent)?)
         }
         Action::Scale { job, count } => Write {
             name: job.clone(),
@@ -746,25 +777,11 @@ async fn evaluate_one(
     let mut fires: Vec<Fire> = Vec::new();
     // The child runs of `after` fires, with the parent run that started each.
     let mut parents: BTreeMap<String, String> = BTreeMap::new();
-    let handled: BTreeSet<String> = runs
-        .iter()
-        .map(|j| run_id_of(j))
-        .chain(ledger.outcomes.iter().map(|o| o.slot.clone()))
-        .collect();
-    let since = record
-        .created_at_ms
-        .max(unix_ms().saturating_sub(AFTER_WINDOW.as_millis() as u64));
-    let ends: Vec<(String, String, bool)> = spec
-        .after
-        .iter()
-        .flat_map(|a| {
-            parent_ends(jobs, &a.job, since)
-                .into_iter()
-                .filter(|(_, ok)| a.on.matches(*ok))
-                .map(|(run, ok)| (a.job.clone(), run, ok))
-        })
-        .filter(|(_, run, _)| !handled.contains(&shoal_trigger::after_run_id(&spec.name, run)))
-        .collect();
+    let ends = if spec.after.is_empty() {
+        Vec::new()
+    } else {
+        unhandled_parent_ends(&spec, record, jobs, &runs, &ledger)
+    };
     let due = o.wake.is_none_or(|w| w <= t);
     if due || !ends.is_empty() {
         // Gather the signals: feeds due are fetched first.
@@ -897,17 +914,8 @@ async fn evaluate_one(
     // fires every few seconds would otherwise leave a job per run forever.
     // After the ledger write, so that their results are recorded first.
     for name in runs_beyond_history(&runs, &spec.history) {
-        let w = Write {
-            name: name.clone(),
-            op: WriteOp::Delete,
-            if_version: None,
-            now_ms: unix_ms(),
-        };
-        match state.write(w).await {
-            Ok(_) | Err(SubmitError::Rejected(WriteError::NotFound(_))) => {}
-            Err(e) => {
-                warn!(trigger = %record.name, job = %name, error = %e, "could not delete a run beyond the trigger's history")
-            }
+        if let Err(e) = delete_run_job(state, name.clone()).await {
+            warn!(trigger = %record.name, job = %name, error = %e, "could not delete a run beyond the trigger's history");
         }
     }
     let wake = o.wake;
