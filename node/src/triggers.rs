@@ -1,31 +1,25 @@
-//! The trigger driver: every node runs one, and it evaluates the triggers
-//! whose key (`@trigger/<name>`) this node owns on the ring — the same
-//! ownership test as `after` checks and deployments
-//! ([`CoreHandle::drivers`]). No node is the scheduler; when the ring
-//! changes, another node's driver finds that it owns the trigger and
-//! resumes it from the ledger in the replicated state.
+//! The agent's edge of the trigger driver: every node runs one, and it
+//! drives the node core's [`TriggerDriver`] over the triggers whose key
+//! (`@trigger/<name>`) this node owns on the ring — the same ownership test
+//! as `after` checks and deployments ([`crate::core_task::CoreHandle::drivers`]). No node is
+//! the scheduler; when the ring changes, another node's driver finds that
+//! it owns the trigger and resumes it from the ledger in the replicated
+//! state. What a pass decides is the core's ([`shoal_core::triggers`]);
+//! what is here is the I/O around it:
 //!
-//! One pass, for each trigger owned here:
-//!
-//! 1. its state ([`TriggerState`]) is the one kept here since this node
-//!    took it over, or, the first time, [`TriggerState::resume`]d from the
-//!    last slot handled in the trigger's ledger (whoever wrote it);
-//! 2. when its wake-up time has come ([`TriggerState::next_wake`]), or a
-//!    run of one of its `after` parents ended ([`parent_ends`]), the
-//!    signals are gathered — `http_json` feeds fetched here (blocking
-//!    `ureq` on the blocking pool, at most every `every`), label
-//!    aggregates, free capacity and `nodes_alive` from the members'
-//!    gossiped metadata, `tasks_pending`/`tasks_running` from the active
-//!    jobs' coordinators — and [`TriggerState::evaluate`] and
-//!    [`TriggerState::parent_finished`] decide;
-//! 3. a decision is written to the ledger **before** it is acted on (the
-//!    fire record), then the run is started ([`start_run`]): a fired run's
-//!    batch job is submitted like any job, named after the run id and
-//!    created only if no job of that name exists (`if_version = 0`); a
-//!    scale or an install is carried out;
-//! 4. runs whose batch job completed or failed are reported back
-//!    ([`TriggerState::run_finished`]) and recorded, and finished runs
-//!    beyond the trigger's `history` are deleted.
+//! - the inputs: the trigger records and the jobs from the replica, and,
+//!   when the core wants the signals of a trigger
+//!   ([`TriggerDriver::wants_signals`]), their values — `http_json` feeds
+//!   fetched here (blocking `ureq` on the blocking pool, at most every
+//!   `every`), label aggregates, free capacity and `nodes_alive` from the
+//!   members' gossiped metadata, `tasks_pending`/`tasks_running` from the
+//!   active jobs' coordinators;
+//! - the outputs ([`Step`]), in order: the ledger written **before** it is
+//!   acted on (the fire record), then each run started ([`start_run`]): a
+//!   fired run's batch job is submitted like any job, named after the run
+//!   id and created only if no job of that name exists (`if_version = 0`);
+//!   a scale or an install is carried out; then finished runs beyond the
+//!   trigger's `history` deleted.
 //!
 //! The loop sleeps until the earliest wake-up of the triggers it owns, and
 //! at most [`POLL_EVERY`] (ownership and specs are looked at again then),
@@ -37,27 +31,26 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use shoal_core::{RunJob, TriggerDriver, TriggerInput};
 use shoal_gossip::NodeId;
 use shoal_model::{JobSpec, JobType};
 use shoal_placement::{NodeInfo, Resources, TaskState};
 use shoal_state::{BatchStatus, JobView, TriggerOp, TriggerRecord, Write, WriteError, WriteOp};
+pub use shoal_trigger::Ledger;
 use shoal_trigger::{
-    Action, Decision, Explain, Fire, HistoryLimits, Metric, Outcome, OutcomeKind, Resource,
-    RunResult, Signal, SignalValue, TriggerSpec, TriggerState, json_pointer_f64,
+    Action, Explain, Fire, Metric, Resource, RunResult, Signal, SignalValue, TriggerSpec,
+    json_pointer_f64,
 };
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::ApiState;
 use crate::clock::unix_ms;
-use crate::core_task::CoreHandle;
 use crate::services::Services;
-use crate::state::{Peer, StateHandle, SubmitError, TriggerReply, TriggerRequest};
+use crate::state::{StateHandle, SubmitError, TriggerReply, TriggerRequest};
 
 /// How often ownership and specs are looked at, at the latest.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
-pub use shoal_trigger::LEDGER_OUTCOMES;
 /// How long one `http_json` fetch may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The label naming the trigger on a run's job.
@@ -73,69 +66,40 @@ pub fn now() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-/// A trigger this node evaluates.
-struct Owned {
-    spec_json: Value,
-    spec: TriggerSpec,
-    state: TriggerState,
-    wake: Option<DateTime<Utc>>,
-    /// Runs fired and not yet seen finished.
-    unfinished: BTreeSet<String>,
-}
-
 /// What the API reads of the driver: the triggers this node evaluates.
 #[derive(Clone, Default)]
 pub struct Triggers {
-    owned: Arc<Mutex<BTreeMap<String, Owned>>>,
+    /// Locked only for the core's calls, never across an await.
+    driver: Arc<Mutex<TriggerDriver>>,
 }
 
 impl Triggers {
     /// `explain` of trigger `name` if this node evaluates it now.
     pub fn explain(&self, name: &str) -> Option<Explain> {
-        let owned = self.owned.lock().expect("not poisoned");
-        let o = owned.get(name)?;
-        Some(o.state.explain(now(), &o.spec))
+        self.lock().explain(name, now())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TriggerDriver> {
+        self.driver.lock().expect("not poisoned")
     }
 }
 
-/// The ledger a trigger's evaluator keeps in the replicated state.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Ledger {
-    /// The last slot handled by anyone: what a new owner resumes from.
-    #[serde(default)]
-    pub last_handled: Option<String>,
-    /// The node that wrote it.
-    #[serde(default)]
-    pub evaluated_by: Option<String>,
-    /// When it was last evaluated.
-    #[serde(default)]
-    pub evaluated_at: Option<DateTime<Utc>>,
-    /// Each condition as it stood then.
-    #[serde(default)]
-    pub conditions: Vec<shoal_trigger::ConditionReport>,
-    /// Recent outcomes, oldest first (at most [`LEDGER_OUTCOMES`]).
-    #[serde(default)]
-    pub outcomes: Vec<Outcome>,
-}
-
-impl Ledger {
-    /// The ledger of a stored trigger (empty if none yet).
-    pub fn of(record: &TriggerRecord) -> Ledger {
-        serde_json::from_value(record.ledger.clone()).unwrap_or_default()
-    }
-
-    /// Merges `outcomes` in (the newer account of a slot wins), oldest
-    /// first, bounded.
-    pub fn merge(&mut self, outcomes: impl IntoIterator<Item = Outcome>) {
-        for o in outcomes {
-            match self.outcomes.iter_mut().find(|e| e.slot == o.slot) {
-                Some(e) => *e = o,
-                None => self.outcomes.push(o),
-            }
-        }
-        self.outcomes.sort_by_key(|a| a.decided_at);
-        let extra = self.outcomes.len().saturating_sub(LEDGER_OUTCOMES);
-        self.outcomes.drain(..extra);
+/// Job `j` as the trigger driver sees it.
+fn run_job(j: &JobView) -> RunJob<'_> {
+    let label = |key: &str| j.spec["labels"][key].as_str();
+    RunJob {
+        name: &j.name,
+        trigger: label(TRIGGER_LABEL),
+        run_id: label(RUN_LABEL).unwrap_or(&j.name),
+        batch: j.kind == Some(JobType::Batch),
+        run_version: j.run_version,
+        result: match j.status {
+            Some(BatchStatus::Complete) => Some(RunResult::Success),
+            Some(BatchStatus::Failed) => Some(RunResult::Failed),
+            _ => None,
+        },
+        created_at: &j.created_at,
+        ended_ms: j.finished.values().map(|f| f.at_ms).max().unwrap_or(0),
     }
 }
 
@@ -198,113 +162,12 @@ pub fn runs_of<'a>(jobs: &'a [Arc<JobView>], name: &str) -> Vec<&'a JobView> {
         .collect()
 }
 
-/// The jobs of finished runs that `history` does not keep: all but the
-/// newest `history.success` complete ones and `history.failed` failed
-/// ones (by creation time). Runs still running are kept.
-pub fn runs_beyond_history(runs: &[&JobView], history: &HistoryLimits) -> Vec<String> {
-    let mut finished: Vec<&JobView> = runs
-        .iter()
-        .copied()
-        .filter(|j| matches!(j.status, Some(BatchStatus::Complete | BatchStatus::Failed)))
-        .collect();
-    finished.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.name.cmp(&a.name)));
-    let (mut ok, mut failed) = (0u32, 0u32);
-    finished
-        .into_iter()
-        .filter(|j| {
-            let n = if j.status == Some(BatchStatus::Complete) {
-                &mut ok
-            } else {
-                &mut failed
-            };
-            *n += 1;
-            let keep = if j.status == Some(BatchStatus::Complete) {
-                history.success
-            } else {
-                history.failed
-            };
-            *n > keep
-        })
-        .map(|j| j.name.clone())
-        .collect()
-}
-
 /// A run's id, from its job.
 pub fn run_id_of(job: &JobView) -> String {
     job.spec["labels"][RUN_LABEL]
         .as_str()
         .unwrap_or(&job.name)
         .to_owned()
-}
-
-/// How far back a parent's run may have ended for an `after` trigger to
-/// still start on it: bounds what a new evaluator (which does not know
-/// what the previous one handled beyond the ledger and the runs' jobs)
-/// looks at.
-pub const AFTER_WINDOW: Duration = Duration::from_secs(3600);
-
-/// The runs of `parent` that ended at or after `since_ms` (ms since the
-/// epoch), oldest first, as `(run id, succeeded)`: a trigger's runs (the
-/// jobs labelled with it), and a batch job's current run
-/// (`<job>@v<version>`, the version its run began at). A run that has not
-/// ended, or whose end is unknown, is not listed.
-pub fn parent_ends(jobs: &[Arc<JobView>], parent: &str, since_ms: u64) -> Vec<(String, bool)> {
-    let mut out: Vec<(u64, String, bool)> = Vec::new();
-    for j in jobs {
-        if j.deleted {
-            continue;
-        }
-        let label = j.spec["labels"][TRIGGER_LABEL].as_str();
-        let run = if label == Some(parent) {
-            run_id_of(j)
-        } else if j.name == parent && label.is_none() && j.kind == Some(JobType::Batch) {
-            format!("{}@v{}", j.name, j.run_version)
-        } else {
-            continue;
-        };
-        let ok = match j.status {
-            Some(BatchStatus::Complete) => true,
-            Some(BatchStatus::Failed) => false,
-            _ => continue,
-        };
-        let at = j.finished.values().map(|f| f.at_ms).max().unwrap_or(0);
-        if at >= since_ms && at > 0 {
-            out.push((at, run, ok));
-        }
-    }
-    out.sort();
-    out.into_iter().map(|(_, run, ok)| (run, ok)).collect()
-}
-
-/// The parents' run ends an `after` trigger has not handled yet, as
-/// `(parent, parent run, succeeded)`: those that match an edge's `on`,
-/// ended after the trigger was created and within [`AFTER_WINDOW`], and
-/// whose child run is neither a job nor in the ledger.
-fn unhandled_parent_ends(
-    spec: &TriggerSpec,
-    record: &TriggerRecord,
-    jobs: &[Arc<JobView>],
-    runs: &[&JobView],
-    ledger: &Ledger,
-) -> Vec<(String, String, bool)> {
-    let handled: BTreeSet<String> = runs
-        .iter()
-        .map(|j| run_id_of(j))
-        .chain(ledger.outcomes.iter().map(|o| o.slot.clone()))
-        .collect();
-    let since = record
-        .created_at_ms
-        .max(unix_ms().saturating_sub(AFTER_WINDOW.as_millis() as u64));
-    spec.after
-        .iter()
-        .flat_map(|a| {
-            parent_ends(jobs, &a.job, since)
-                .into_iter()
-                .filter(|(_, ok)| a.on.matches(*ok))
-                .map(|(run, ok)| (a.job.clone(), run, ok))
-        })
-        .filter(|(_, run, _)| !handled.contains(&shoal_trigger::after_run_id(&spec.name, run)))
-        .collect()
 }
 
 /// Deletes job `name` (a run's); one already gone is no error.
@@ -574,14 +437,7 @@ struct Feeds {
 
 /// Runs until shutdown (or until the core or the replica stops).
 pub async fn drive(api: ApiState, me: NodeId, shutdown: CancellationToken) {
-    let (triggers, state, core, services, live) = (
-        api.triggers.clone(),
-        api.state.clone(),
-        api.core.clone(),
-        api.services.clone(),
-        api.live.clone(),
-    );
-    let mut events = state.subscribe();
+    let mut events = api.state.subscribe();
     let mut feeds = Feeds::default();
     let mut sleep_for = POLL_EVERY;
     loop {
@@ -594,11 +450,7 @@ pub async fn drive(api: ApiState, me: NodeId, shutdown: CancellationToken) {
                 }
             }
         }
-        match pass(
-            &api, &triggers, &state, &core, &services, &live, me, &mut feeds,
-        )
-        .await
-        {
+        match pass(&api, me, &mut feeds).await {
             Ok(next) => {
                 let until = next.map_or(POLL_EVERY, |at| {
                     (at - now()).to_std().unwrap_or(Duration::ZERO)
@@ -610,20 +462,10 @@ pub async fn drive(api: ApiState, me: NodeId, shutdown: CancellationToken) {
     }
 }
 
-/// One pass over the triggers (see the module's doc); the earliest
-/// wake-up of those owned here. `Err`: the node is stopping.
-#[allow(clippy::too_many_arguments)]
-async fn pass(
-    api: &ApiState,
-    triggers: &Triggers,
-    state: &StateHandle,
-    core: &CoreHandle,
-    services: &Services,
-    live: &watch::Receiver<Arc<Vec<Peer>>>,
-    me: NodeId,
-    feeds: &mut Feeds,
-) -> Result<Option<DateTime<Utc>>, ()> {
-    let records = match state.trigger(TriggerRequest::List(false)).await {
+/// One pass over the triggers owned here; the earliest wake-up among
+/// them. `Err`: the node is stopping.
+async fn pass(api: &ApiState, me: NodeId, feeds: &mut Feeds) -> Result<Option<DateTime<Utc>>, ()> {
+    let records = match api.state.trigger(TriggerRequest::List(false)).await {
         Ok(TriggerReply::List(r)) => r,
         Ok(_) => return Ok(None),
         Err(_) => return Err(()),
@@ -632,35 +474,35 @@ async fn pass(
         .iter()
         .map(|r| shoal_state::trigger_doc(&r.name))
         .collect();
-    let drivers = core.drivers(keys).await.map_err(|_| ())?;
+    let drivers = api.core.drivers(keys).await.map_err(|_| ())?;
     let mine: Vec<&TriggerRecord> = records
         .iter()
         .zip(&drivers)
         .filter(|(_, d)| **d == Some(me))
         .map(|(r, _)| r)
         .collect();
-    // Triggers no longer owned here are forgotten: if this node owns one
-    // again later, it resumes from the ledger like any new owner.
     {
         let names: BTreeSet<&str> = mine.iter().map(|r| r.name.as_str()).collect();
-        let mut owned = triggers.owned.lock().expect("not poisoned");
-        owned.retain(|n, _| names.contains(n.as_str()));
+        api.triggers.lock().retain(|n| names.contains(n));
     }
     if mine.is_empty() {
         return Ok(None);
     }
-    let jobs = state.jobs_shared(false).await.map_err(|_| ())?;
-    let nodes: Vec<NodeInfo> = live
+    let jobs = api.state.jobs_shared(false).await.map_err(|_| ())?;
+    let runs: Vec<RunJob<'_>> = jobs
+        .iter()
+        .filter(|j| !j.deleted)
+        .map(|j| run_job(j))
+        .collect();
+    let nodes: Vec<NodeInfo> = api
+        .live
         .borrow()
         .iter()
         .map(|p| NodeInfo::from_meta(p.id, &p.meta))
         .collect();
     let mut earliest: Option<DateTime<Utc>> = None;
     for record in mine {
-        let wake = evaluate_one(
-            api, triggers, state, services, record, &jobs, &nodes, me, feeds,
-        )
-        .await;
+        let wake = evaluate_one(api, record, &jobs, &runs, &nodes, me, feeds).await;
         earliest = match (earliest, wake) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -669,15 +511,13 @@ async fn pass(
     Ok(earliest)
 }
 
-/// Evaluates one trigger owned here if it is due; its next wake-up.
-#[allow(clippy::too_many_arguments)]
+/// One pass of the core's driver over a trigger owned here, and what it
+/// asks for carried out; its next wake-up.
 async fn evaluate_one(
     api: &ApiState,
-    triggers: &Triggers,
-    state: &StateHandle,
-    services: &Services,
     record: &TriggerRecord,
     jobs: &[Arc<JobView>],
+    runs: &[RunJob<'_>],
     nodes: &[NodeInfo],
     me: NodeId,
     feeds: &mut Feeds,
@@ -692,214 +532,51 @@ async fn evaluate_one(
     if record.paused {
         spec.enabled = false;
     }
-    let ledger = Ledger::of(record);
-    let runs = runs_of(jobs, &record.name);
-    let active: Vec<String> = runs
-        .iter()
-        .filter(|j| !matches!(j.status, Some(BatchStatus::Complete | BatchStatus::Failed)))
-        .map(|j| run_id_of(j))
-        .collect();
-    let t = now();
-    // Take (or resume) the state, without holding the lock across awaits.
-    let mut o = {
-        let mut owned = triggers.owned.lock().expect("not poisoned");
-        let stale = owned
-            .get(&record.name)
-            .is_some_and(|o| o.spec_json != record.spec || o.spec.enabled != spec.enabled);
-        if stale {
-            owned.remove(&record.name);
-        }
-        match owned.remove(&record.name) {
-            Some(o) => o,
-            None => {
-                let created = DateTime::from_timestamp_millis(
-                    i64::try_from(record.created_at_ms).unwrap_or(0),
-                )
-                .unwrap_or_default();
-                let state = TriggerState::resume(&spec, created, ledger.last_handled.as_deref());
-                info!(trigger = %record.name, last_handled = ?ledger.last_handled, "evaluating here (resumed from the ledger)");
-                let unfinished = ledger
-                    .outcomes
-                    .iter()
-                    .filter_map(|o| match &o.kind {
-                        OutcomeKind::Fired {
-                            run_id,
-                            result: None,
-                            ..
-                        } => Some(run_id.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                Owned {
-                    spec_json: record.spec.clone(),
-                    spec: spec.clone(),
-                    state,
-                    wake: None,
-                    unfinished,
-                }
-            }
-        }
+    let ledger = Ledger::from_value(&record.ledger);
+    let input = TriggerInput {
+        name: &record.name,
+        spec: &spec,
+        created_at_ms: record.created_at_ms,
+        ledger: &ledger,
     };
-    let mut what: Vec<&'static str> = Vec::new();
-    let mut changed: Vec<Outcome> = Vec::new();
-    // Runs that ended.
-    for run in &runs {
-        let id = run_id_of(run);
-        let result = match run.status {
-            Some(BatchStatus::Complete) => RunResult::Success,
-            Some(BatchStatus::Failed) => RunResult::Failed,
-            _ => continue,
-        };
-        let in_ledger = ledger.outcomes.iter().any(
-            |e| matches!(&e.kind, OutcomeKind::Fired { run_id, result: None, .. } if *run_id == id),
-        );
-        if o.unfinished.remove(&id) || in_ledger {
-            o.state.run_finished(&spec, &id, result);
-            what.push("finished");
-            let mut entry = ledger
-                .outcomes
-                .iter()
-                .chain(o.state.history())
-                .filter(|e| {
-                    e.slot == id
-                        || matches!(&e.kind, OutcomeKind::Fired { run_id, .. } if *run_id == id)
-                })
-                .last()
-                .cloned();
-            if let Some(e) = &mut entry
-                && let OutcomeKind::Fired { result: r, .. } = &mut e.kind
-            {
-                *r = Some(result);
-            }
-            changed.extend(entry);
-        }
-    }
-    let mut fires: Vec<Fire> = Vec::new();
-    // The child runs of `after` fires, with the parent run that started each.
-    let mut parents: BTreeMap<String, String> = BTreeMap::new();
-    let ends = if spec.after.is_empty() {
-        Vec::new()
+    let wants = api.triggers.lock().wants_signals(now(), &input, runs);
+    let signals = if wants {
+        Some(gather(&api.services, &spec, jobs, nodes, feeds).await)
     } else {
-        unhandled_parent_ends(&spec, record, jobs, &runs, &ledger)
+        None
     };
-    let due = o.wake.is_none_or(|w| w <= t);
-    if due || !ends.is_empty() {
-        // Gather the signals: feeds due are fetched first.
-        for c in &spec.when {
-            if let Signal::HttpJson {
-                url,
-                pointer,
-                every,
-            } = &c.signal
-            {
-                let key = (url.clone(), pointer.clone());
-                let due = feeds.values.get(&key).is_none_or(|(_, next)| *next <= t);
-                if due {
-                    let (u, p) = key.clone();
-                    let v = tokio::task::spawn_blocking(move || fetch(&u, &p, now()))
-                        .await
-                        .unwrap_or_else(|e| SignalValue::error(e.to_string(), url.clone(), t));
-                    let next = now() + chrono::TimeDelta::from_std(*every).unwrap_or_default();
-                    feeds.values.insert(key, (v, next));
-                }
-            }
-        }
-        let counted = spec.when.iter().any(|c| {
-            matches!(
-                c.signal,
-                Signal::Metric(Metric::TasksPending | Metric::TasksRunning)
-            )
-        });
-        let stale = feeds.tasks.as_ref().is_none_or(|c| {
-            (t - c.at).to_std().unwrap_or_default() >= shoal_trigger::signal::DEFAULT_SAMPLE_EVERY
-        });
-        if counted && stale {
-            feeds.tasks = Some(TaskCount {
-                at: now(),
-                counts: count_tasks(services, jobs).await,
-            });
-        }
-        let signals = Signals {
-            tasks: feeds.tasks.clone(),
-            at: now(),
-            nodes: nodes.to_vec(),
-            feeds: feeds
-                .values
-                .iter()
-                .map(|(k, (v, _))| (k.clone(), v.clone()))
-                .collect(),
-            job: spec.job_for_run(&format!("{}@probe", spec.name)),
-        };
-        let t = now();
-        let mut decisions = Vec::new();
-        for (parent, run, ok) in &ends {
-            let d =
-                o.state
-                    .parent_finished(t, &spec, parent, run, *ok, &|s| signals.value(s), &active);
-            if let Some(Decision::Fire(f)) = &d {
-                parents.insert(f.run_id.clone(), run.clone());
-            }
-            decisions.extend(d);
-        }
-        if due {
-            decisions.extend(o.state.evaluate(t, &spec, &|s| signals.value(s), &active));
-        }
-        for d in decisions {
-            match d {
-                Decision::Fire(f) => {
-                    what.push("fired");
-                    o.unfinished.insert(f.run_id.clone());
-                    fires.push(f);
-                }
-                Decision::Record(outcome) => {
-                    what.push(match outcome.kind {
-                        OutcomeKind::Missed { .. } => "missed",
-                        _ => "skipped",
-                    });
-                    changed.push(outcome);
-                }
-            }
-        }
-        o.wake = o.state.next_wake(now(), &spec);
+    let value = signals.as_ref().map(|s| move |sig: &Signal| s.value(sig));
+    let step = api.triggers.lock().pass(
+        now(),
+        &me.to_string(),
+        &input,
+        runs,
+        value.as_ref().map(|f| f as &dyn Fn(&Signal) -> SignalValue),
+    );
+    if let Some(last) = &step.resumed {
+        info!(trigger = %record.name, last_handled = ?last, "evaluating here (resumed from the ledger)");
     }
     // The fire record first: written (and persisted) before the run starts.
-    if !what.is_empty() {
-        let fired: Vec<Outcome> = o
-            .state
-            .history()
-            .filter(|h| {
-                fires.iter().any(
-                    |f| matches!(&h.kind, OutcomeKind::Fired { run_id, .. } if *run_id == f.run_id),
-                )
-            })
-            .cloned()
-            .collect();
-        let mut next = ledger.clone();
-        next.merge(changed.into_iter().chain(fired));
-        if let Some(l) = o.state.last_handled() {
-            next.last_handled = Some(l.to_owned());
-        }
-        let explain = o.state.explain(now(), &spec);
-        next.evaluated_by = Some(me.to_string());
-        next.evaluated_at = explain.evaluated_at;
-        next.conditions = explain.conditions;
-        let op = what.first().copied().unwrap_or("changed").to_owned();
+    if let Some((next, op)) = step.ledger {
         let value = serde_json::to_value(&next).unwrap_or(json!(null));
-        let written = state
+        let written = api
+            .state
             .trigger(TriggerRequest::Write(
                 record.name.clone(),
                 TriggerOp::Ledger(value, op),
             ))
             .await;
         if let Err(e) = written {
-            // No fire record, no run: the slot is retried by whoever owns
-            // the trigger next (within its deadline).
+            // No fire record, no run: whoever owns the trigger next
+            // (this node, at its next pass) resumes from the ledger and
+            // decides the slot again (within its deadline).
             warn!(trigger = %record.name, error = %e, "could not write the ledger; runs not started");
-            return o.wake;
+            api.triggers.lock().forget(&record.name);
+            return step.wake;
         }
     }
-    for f in &fires {
-        let parent = parents.get(&f.run_id).map(String::as_str);
+    for start in &step.starts {
+        let (f, parent) = (&start.fire, start.parent.as_deref());
         match start_run(api, &spec, f, parent).await {
             Ok(true) => info!(trigger = %record.name, run = %f.run_id, "fired"),
             Ok(false) => {
@@ -910,19 +587,67 @@ async fn evaluate_one(
             }
         }
     }
-    // Finished runs beyond `history` go, oldest first: a trigger that
-    // fires every few seconds would otherwise leave a job per run forever.
-    // After the ledger write, so that their results are recorded first.
-    for name in runs_beyond_history(&runs, &spec.history) {
-        if let Err(e) = delete_run_job(state, name.clone()).await {
+    for name in step.delete {
+        if let Err(e) = delete_run_job(&api.state, name.clone()).await {
             warn!(trigger = %record.name, job = %name, error = %e, "could not delete a run beyond the trigger's history");
         }
     }
-    let wake = o.wake;
-    triggers
-        .owned
-        .lock()
-        .expect("not poisoned")
-        .insert(record.name.clone(), o);
-    wake
+    step.wake
+}
+
+/// The values of the signals of `spec`'s conditions, now: the feeds that
+/// are due fetched first, the task counts taken if stale.
+async fn gather(
+    services: &Services,
+    spec: &TriggerSpec,
+    jobs: &[Arc<JobView>],
+    nodes: &[NodeInfo],
+    feeds: &mut Feeds,
+) -> Signals {
+    let t = now();
+    for c in &spec.when {
+        if let Signal::HttpJson {
+            url,
+            pointer,
+            every,
+        } = &c.signal
+        {
+            let key = (url.clone(), pointer.clone());
+            let due = feeds.values.get(&key).is_none_or(|(_, next)| *next <= t);
+            if due {
+                let (u, p) = key.clone();
+                let v = tokio::task::spawn_blocking(move || fetch(&u, &p, now()))
+                    .await
+                    .unwrap_or_else(|e| SignalValue::error(e.to_string(), url.clone(), t));
+                let next = now() + chrono::TimeDelta::from_std(*every).unwrap_or_default();
+                feeds.values.insert(key, (v, next));
+            }
+        }
+    }
+    let counted = spec.when.iter().any(|c| {
+        matches!(
+            c.signal,
+            Signal::Metric(Metric::TasksPending | Metric::TasksRunning)
+        )
+    });
+    let stale = feeds.tasks.as_ref().is_none_or(|c| {
+        (t - c.at).to_std().unwrap_or_default() >= shoal_trigger::signal::DEFAULT_SAMPLE_EVERY
+    });
+    if counted && stale {
+        feeds.tasks = Some(TaskCount {
+            at: now(),
+            counts: count_tasks(services, jobs).await,
+        });
+    }
+    Signals {
+        tasks: feeds.tasks.clone(),
+        at: now(),
+        nodes: nodes.to_vec(),
+        feeds: feeds
+            .values
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect(),
+        job: spec.job_for_run(&format!("{}@probe", spec.name)),
+    }
 }

@@ -62,18 +62,15 @@
 //! chosen over `jiff` because croner's chrono support is its default and
 //! `DateTime<Utc>` serializes as RFC 3339 with serde.
 
-/// Outcomes a trigger's ledger keeps in the replicated state (every node
-/// holds every trigger's ledger, so this bounds what 100,000 triggers cost
-/// each node; see docs/simulation.md, "Scale mode: triggers").
-pub const LEDGER_OUTCOMES: usize = 20;
-
 mod dag;
+mod ledger;
 pub mod schedule;
 pub mod signal;
 mod spec;
 mod state;
 
 pub use dag::check_after;
+pub use ledger::{LEDGER_OUTCOMES, Ledger};
 pub use schedule::{
     SLOT_FORMAT, Schedule, Slot, after_run_id, local_to_instant, manual_run_id, parse_slot_id,
     run_job_name, slot_id,

@@ -36,6 +36,10 @@
 //! - every member change is counted at once in the node's [`Summary`]
 //!   (members by state, resources per datacenter and zone), and a change
 //!   of a member's state is handed out as [`Output::MemberState`].
+//!
+//! And beside the [`NodeCore`], the [`TriggerDriver`]: the triggers this
+//! node owns on the ring, evaluated from the replicated records, the runs'
+//! jobs and the signal values the caller gathers (see [`triggers`]).
 
 mod jobs;
 mod node;
@@ -43,6 +47,7 @@ mod output;
 mod placer;
 mod summary;
 mod timers;
+pub mod triggers;
 
 pub use jobs::placeable;
 pub use node::{InfoShare, NodeCore, Wiring};
@@ -52,5 +57,6 @@ pub use summary::{
     Dc, Figures, Group, MemberStateChange, Snapshot, StateCounts, Summary, allocated_sixteenths,
 };
 pub use timers::Timers;
+pub use triggers::{RunJob, Start, Step, TriggerDriver, TriggerEvaluator, TriggerInput};
 
 pub use shoal_gossip::Instant;

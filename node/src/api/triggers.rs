@@ -86,7 +86,7 @@ pub struct RunsQuery {
 }
 
 fn view(t: &TriggerRecord) -> TriggerView {
-    let ledger = Ledger::of(t);
+    let ledger = Ledger::from_value(&t.ledger);
     let next_slot = TriggerSpec::from_json(t.spec.clone())
         .ok()
         .and_then(|spec| {
@@ -362,7 +362,7 @@ pub async fn run(
         values: Vec::new(),
     };
     // The record first, then the run (as the evaluator does).
-    let mut ledger = Ledger::of(&t);
+    let mut ledger = Ledger::from_value(&t.ledger);
     ledger.merge([Outcome {
         slot: run_id.clone(),
         slot_at: at,
@@ -414,7 +414,7 @@ pub async fn explain(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let t = read(&s, &name).await?;
-    let ledger = Ledger::of(&t);
+    let ledger = Ledger::from_value(&t.ledger);
     let (source, mut explain) = match s.triggers.explain(&name) {
         Some(e) => ("live", e),
         None => {
