@@ -14,7 +14,7 @@
 //!   `every`), label aggregates, free capacity and `nodes_alive` from the
 //!   members' gossiped metadata, `tasks_pending`/`tasks_running` from the
 //!   active jobs' coordinators;
-//! - the outputs ([`Step`]), in order: the ledger written **before** it is
+//! - the outputs ([`shoal_core::Step`]), in order: the ledger written **before** it is
 //!   acted on (the fire record), then each run started ([`start_run`]): a
 //!   fired run's batch job is submitted like any job, named after the run
 //!   id and created only if no job of that name exists (`if_version = 0`);

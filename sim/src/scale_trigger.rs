@@ -1,5 +1,6 @@
-//! Scale mode's triggers (`--mode scale --scenario triggers`): the real
-//! [`shoal_trigger`] state machine evaluated by the owners of each
+//! Scale mode's triggers (`--mode scale --scenario triggers`): the node
+//! core's trigger evaluator ([`shoal_core::TriggerEvaluator`], around the
+//! real [`shoal_trigger`] state machine) run by the owners of each
 //! trigger's key on the real ring ([`shoal_placement::Ring`]), on a
 //! cluster of up to 500,000 nodes with node churn, to measure fire
 //! lateness, duplicates, missed slots, replicated-state size and the
@@ -20,13 +21,14 @@
 //!   the suspicion timeout of the gossip configuration plus the spread, a
 //!   join after the spread alone. A node looks at ownership at its driver's
 //!   passes (every second, at its own phase), as `node/src/triggers.rs`
-//!   does: it takes a trigger over with [`TriggerState::resume`] from the
-//!   ledger as replicated to it, and forgets one it no longer owns; a
+//!   does: it takes a trigger over with [`TriggerEvaluator::resume`] from
+//!   the ledger as replicated to it, and forgets one it no longer owns; a
 //!   crashed node's states are gone at once.
-//! - **Evaluation.** An owner calls [`TriggerState::evaluate`] at its
-//!   [`TriggerState::next_wake`] (plus up to 20 ms of timer and work),
-//!   with the signal value from a seeded price model. A decision is written
-//!   to the ledger (the fire record) before the run's job is created; the
+//! - **Evaluation.** An owner runs a [`TriggerEvaluator::pass`] at its
+//!   wake-up (plus up to 20 ms of timer and work), with the signal value
+//!   from a seeded price model and the runs whose jobs it sees, and when it
+//!   sees a run complete (a pass with no signals, which records the end).
+//!   The ledger write the pass asks for (the fire record) is made before the run's job is created; the
 //!   job is created only if no job of that name is visible to the writer
 //!   (`if_version = 0`). Two creations of one run's job that did not see
 //!   each other are one document (automerge merges them: see
@@ -46,10 +48,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
+use shoal_core::{RunJob, TriggerEvaluator, TriggerInput};
 use shoal_gossip::{Config, Instant, NodeId};
 use shoal_placement::{PlacementConfig, Ring, TaskKey};
 use shoal_trigger::{
-    Decision, OutcomeKind, RunResult, Signal, SignalValue, TriggerSpec, TriggerState, run_job_name,
+    Ledger, OutcomeKind, RunResult, Signal, SignalValue, TriggerSpec, run_job_name,
 };
 
 use crate::SimError;
@@ -137,7 +140,8 @@ struct Node {
 
 struct Holder {
     node: u32,
-    state: TriggerState,
+    /// The node core's evaluator of the trigger, as the agent runs it.
+    eval: TriggerEvaluator,
     epoch: u64,
     since: u64,
 }
@@ -153,7 +157,8 @@ struct RunRec {
     run_id: String,
     /// Creations of its job: (write id, time, writer).
     creations: Vec<(u64, u64, u32)>,
-    done_at: Option<u64>,
+    /// When it completed, and the write that recorded it.
+    done: Option<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -195,7 +200,7 @@ enum Ev {
     /// Run `run` of trigger `k` completes.
     RunDone { k: u32, run: u32 },
     /// A holder sees run `run` completed and records it.
-    Finish { k: u32, node: u32, run: u32 },
+    Finish { k: u32, node: u32 },
 }
 
 /// What the triggers scenario measured.
@@ -566,8 +571,12 @@ impl World {
 
     /// Replication delay of write `id` to node `x`, ms.
     fn repl_ms(&self, id: u64, x: u32) -> u64 {
+        Self::repl_ms_of(self.seed, id, x)
+    }
+
+    fn repl_ms_of(seed: u64, id: u64, x: u32) -> u64 {
         between(
-            self.seed,
+            seed,
             (id, 51, u64::from(x)),
             (JOB_DELAY_US.0 / 1000, JOB_DELAY_US.1 / 1000),
         )
@@ -582,22 +591,18 @@ impl World {
             .copied()
             .find(|x| self.nodes[*x as usize].join_ms.is_none());
         if let Some(x) = first {
-            let t = &mut self.trigs[k as usize];
-            let state = TriggerState::new(&t.spec, self.t0);
-            let wake = state.next_wake(self.t0, &t.spec);
+            // The owner from the start takes the new trigger over with an
+            // empty ledger, and passes over it at once.
+            let eval = TriggerEvaluator::resume(&self.input(k as usize, &Ledger::default()));
             self.next_id += 1;
             let epoch = self.next_id;
             self.trigs[k as usize].holders.push(Holder {
                 node: x,
-                state,
+                eval,
                 epoch,
                 since: 0,
             });
-            if let Some(wk) = wake {
-                let at = (wk - self.t0).num_milliseconds().max(0) as u64;
-                let jitter = between(self.seed, (epoch, 61, 0), (0, 20));
-                self.push(at + jitter, Ev::Eval { k, node: x, epoch });
-            }
+            self.push(0, Ev::Eval { k, node: x, epoch });
         }
         for (i, &x) in prefix.iter().enumerate() {
             let nx = &self.nodes[x as usize];
@@ -655,7 +660,7 @@ impl World {
             Ev::RunDone { k, run } => {
                 self.r.run_completions += 1;
                 let id = self.fresh_id();
-                self.trigs[k as usize].runs[run as usize].done_at = Some(t);
+                self.trigs[k as usize].runs[run as usize].done = Some((t, id));
                 let holders: Vec<u32> = self.trigs[k as usize]
                     .holders
                     .iter()
@@ -663,21 +668,12 @@ impl World {
                     .collect();
                 for x in holders {
                     let seen = self.next_pass(x, t + self.repl_ms(id, x));
-                    self.push(seen, Ev::Finish { k, node: x, run });
+                    self.push(seen, Ev::Finish { k, node: x });
                 }
             }
-            Ev::Finish { k, node, run } => {
-                let trig = &mut self.trigs[k as usize];
-                let run_id = trig.runs[run as usize].run_id.clone();
-                let last = trig.holders.iter_mut().find(|h| h.node == node).map(|h| {
-                    h.state
-                        .run_finished(&trig.spec, &run_id, RunResult::Success);
-                    h.state.last_handled().map(str::to_owned)
-                });
-                if let Some(last) = last {
-                    self.write_ledger(k, node, t, last);
-                }
-            }
+            // A pass with no signals gathered: the run's end is recorded,
+            // nothing else decided (the holder's wake-up does that).
+            Ev::Finish { k, node } => self.pass(k, node, t, false),
         }
     }
 
@@ -696,13 +692,16 @@ impl World {
                 .max_by_key(|w| (w.at, w.writer))
                 .and_then(|w| w.last_handled.clone())
         };
-        let trig = &self.trigs[k as usize];
-        let state = TriggerState::resume(&trig.spec, self.t0, last.as_deref());
+        let ledger = Ledger {
+            last_handled: last,
+            ..Ledger::default()
+        };
+        let eval = TriggerEvaluator::resume(&self.input(k as usize, &ledger));
         let epoch = self.fresh_id();
         self.r.takeovers += 1;
         self.trigs[k as usize].holders.push(Holder {
             node,
-            state,
+            eval,
             epoch,
             since: t,
         });
@@ -731,79 +730,122 @@ impl World {
         });
     }
 
+    /// Trigger `k` as its record stands, with `ledger`.
+    fn input<'a>(&'a self, k: usize, ledger: &'a Ledger) -> TriggerInput<'a> {
+        let spec = &self.trigs[k].spec;
+        TriggerInput {
+            name: &spec.name,
+            spec,
+            created_at_ms: u64::try_from(self.t0.timestamp_millis()).unwrap_or(0),
+            ledger,
+        }
+    }
+
     fn evaluate(&mut self, k: u32, node: u32, t: u64) {
-        self.r.evaluations += 1;
+        self.pass(k, node, t, true);
+    }
+
+    /// A pass of `node`'s driver over trigger `k` at `t`: the node core's
+    /// [`TriggerEvaluator::pass`] with the runs whose jobs `node` sees and,
+    /// when `signals`, the price model's value; its ledger write, run
+    /// creations and next wake-up carried out.
+    fn pass(&mut self, k: u32, node: u32, t: u64, signals: bool) {
+        if signals {
+            self.r.evaluations += 1;
+        }
         let now = self.dt(t);
         let price = self.price(k as usize, t);
-        let signals = |_: &Signal| SignalValue::new(price, "sim: seeded price model", now);
-        // This trigger's runs whose job `node` sees, not seen completed.
-        let active: Vec<String> = {
-            let trig = &self.trigs[k as usize];
-            trig.runs
-                .iter()
-                .filter(|r| {
-                    r.creations
-                        .iter()
-                        .any(|(id, at, wr)| *wr == node || at + self.repl_ms(*id, node) <= t)
-                })
-                .filter(|r| {
-                    r.done_at
-                        .is_none_or(|d| d + self.repl_ms(u64::from(k) << 20, node) > t)
-                })
-                .map(|r| r.run_id.clone())
-                .collect()
-        };
+        let value = |_: &Signal| SignalValue::new(price, "sim: seeded price model", now);
+        // This trigger's runs whose job `node` sees, completed if it sees
+        // that too. The ledger a holder passes is empty: the sim keeps of
+        // the replicated ledger only its last handled slot, which only a
+        // takeover reads (`take_over`). Runs are named by their id and
+        // not deleted (`Step::delete` is not modelled).
+        let seed = self.seed;
+        let repl_ms = |id: u64| Self::repl_ms_of(seed, id, node);
+        let created_at_ms = u64::try_from(self.t0.timestamp_millis()).unwrap_or(0);
         let trig = &mut self.trigs[k as usize];
-        let Some(h) = trig.holders.iter_mut().find(|h| h.node == node) else {
+        let Some(hi) = trig.holders.iter().position(|h| h.node == node) else {
             return;
         };
-        let decisions = h.state.evaluate(now, &trig.spec, &signals, &active);
-        let wake = h.state.next_wake(now, &trig.spec);
-        let last = h.state.last_handled().map(str::to_owned);
-        let epoch = h.epoch;
-        let mut fires = Vec::new();
-        for d in &decisions {
-            match d {
-                Decision::Fire(f) => {
-                    trig.outcomes
-                        .entry(f.run_id.clone())
-                        .or_default()
-                        .fires
-                        .push((node, t, f.run_id.clone()));
-                    fires.push(f.run_id.clone());
-                }
-                Decision::Record(o) => {
-                    let what = match &o.kind {
-                        OutcomeKind::Missed { .. } => "missed".to_string(),
-                        OutcomeKind::Skipped { reason } => format!(
-                            "skipped {}",
-                            serde_json::to_string(reason).unwrap_or_default()
-                        )
-                        .replace('"', ""),
-                        OutcomeKind::Fired { .. } => "fired".to_string(),
-                    };
-                    // A record may stand for several consecutive slots.
-                    let mut id = o.slot.clone();
-                    let schedule = trig.spec.schedule.clone();
-                    for _ in 0..o.count {
-                        trig.outcomes.entry(id.clone()).or_default().records.push((
-                            node,
-                            t,
-                            what.clone(),
-                        ));
-                        let next = schedule.as_ref().and_then(|s| {
-                            let slot = s.slot_from_id(&trig.spec.name, &id)?;
-                            s.slot_after_local(&trig.spec.name, slot.local)
-                        });
-                        match next {
-                            Some(s) => id = s.id,
-                            None => break,
-                        }
-                    }
+        let (spec, holder) = (&trig.spec, &mut trig.holders[hi]);
+        let runs: Vec<RunJob<'_>> = trig
+            .runs
+            .iter()
+            .filter(|r| {
+                r.creations
+                    .iter()
+                    .any(|(id, at, wr)| *wr == node || at + repl_ms(*id) <= t)
+            })
+            .map(|r| RunJob {
+                name: &r.run_id,
+                trigger: Some(&spec.name),
+                run_id: &r.run_id,
+                batch: true,
+                run_version: 1,
+                result: r
+                    .done
+                    .filter(|(d, id)| d + repl_ms(*id) <= t)
+                    .map(|_| RunResult::Success),
+                created_at: "",
+                ended_ms: 0,
+            })
+            .collect();
+        let ledger = Ledger::default();
+        let input = TriggerInput {
+            name: &spec.name,
+            spec,
+            created_at_ms,
+            ledger: &ledger,
+        };
+        let step = holder.eval.pass(
+            now,
+            &format!("{:016x}", u64::from(node)),
+            &input,
+            &runs,
+            signals.then_some(&value as &dyn Fn(&Signal) -> SignalValue),
+        );
+        let epoch = holder.epoch;
+        let last = holder.eval.state().last_handled().map(str::to_owned);
+        drop(runs);
+        for o in &step.recorded {
+            let what = match &o.kind {
+                OutcomeKind::Missed { .. } => "missed".to_string(),
+                OutcomeKind::Skipped { reason } => format!(
+                    "skipped {}",
+                    serde_json::to_string(reason).unwrap_or_default()
+                )
+                .replace('"', ""),
+                OutcomeKind::Fired { .. } => continue,
+            };
+            // A record may stand for several consecutive slots.
+            let mut id = o.slot.clone();
+            let schedule = trig.spec.schedule.clone();
+            for _ in 0..o.count {
+                trig.outcomes
+                    .entry(id.clone())
+                    .or_default()
+                    .records
+                    .push((node, t, what.clone()));
+                let next = schedule.as_ref().and_then(|s| {
+                    let slot = s.slot_from_id(&trig.spec.name, &id)?;
+                    s.slot_after_local(&trig.spec.name, slot.local)
+                });
+                match next {
+                    Some(s) => id = s.id,
+                    None => break,
                 }
             }
         }
-        if !decisions.is_empty() {
+        let fires: Vec<String> = step.starts.iter().map(|s| s.fire.run_id.clone()).collect();
+        for run_id in &fires {
+            trig.outcomes
+                .entry(run_id.clone())
+                .or_default()
+                .fires
+                .push((node, t, run_id.clone()));
+        }
+        if step.ledger.is_some() {
             self.write_ledger(k, node, t, last);
         }
         // The fire record is written; then each run's job, if absent.
@@ -832,7 +874,7 @@ impl World {
                     trig.runs.push(RunRec {
                         run_id,
                         creations: vec![(id, create_at, node)],
-                        done_at: None,
+                        done: None,
                     });
                     let run = (trig.runs.len() - 1) as u32;
                     let took = between(self.seed, (id, 71, 0), RUN_MS);
@@ -840,7 +882,7 @@ impl World {
                 }
             }
         }
-        if let Some(wk) = wake {
+        if signals && let Some(wk) = step.wake {
             let at = (wk - self.t0).num_milliseconds().max(0) as u64;
             let jitter = between(self.seed, (epoch, 61, t), (0, 20));
             self.push((at + jitter).max(t + 1), Ev::Eval { k, node, epoch });
@@ -938,10 +980,11 @@ impl World {
         for trig in &self.trigs {
             spec_b += serde_json::to_vec(&trig.spec.to_json()).map_or(0, |v| v.len()) as f64;
             if let Some(h) = trig.holders.first() {
-                let explain = h.state.explain(end_dt, &trig.spec);
-                let outcomes: Vec<_> = h.state.history().cloned().collect();
+                let state = h.eval.state();
+                let explain = state.explain(end_dt, &trig.spec);
+                let outcomes: Vec<_> = state.history().cloned().collect();
                 let base = serde_json::json!({
-                    "last_handled": h.state.last_handled(),
+                    "last_handled": state.last_handled(),
                     "evaluated_by": format!("{:016x}", u64::from(h.node)),
                     "evaluated_at": explain.evaluated_at,
                     "conditions": explain.conditions,
@@ -964,7 +1007,7 @@ impl World {
                 ledgers += 1;
             }
             for h in &trig.holders {
-                let b = serde_json::to_vec(&h.state).map_or(0, |v| v.len()) as f64;
+                let b = serde_json::to_vec(h.eval.state()).map_or(0, |v| v.len()) as f64;
                 state_b += b;
                 states += 1;
                 let e = per_node.entry(h.node).or_default();

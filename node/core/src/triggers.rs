@@ -95,6 +95,9 @@ pub struct Step {
     /// The ledger to write, and what happened (`fired`, `skipped`,
     /// `missed`, `finished`): before anything else.
     pub ledger: Option<(Ledger, String)>,
+    /// The outcomes this pass recorded (merged into that ledger): slots
+    /// fired, skipped or missed, runs that ended.
+    pub recorded: Vec<Outcome>,
     /// Runs to start, once the ledger is written.
     pub starts: Vec<Start>,
     /// Jobs of finished runs beyond the trigger's `history`, to delete
@@ -234,6 +237,11 @@ impl TriggerEvaluator {
         }
     }
 
+    /// The firing rules' state.
+    pub fn state(&self) -> &TriggerState {
+        &self.state
+    }
+
     /// When the next pass is due (`None`: now).
     pub fn wake(&self) -> Option<DateTime<Utc>> {
         self.wake
@@ -347,19 +355,19 @@ impl TriggerEvaluator {
             }
         }
         // The fire record first: written before the run starts.
-        let ledger_write = (!what.is_empty()).then(|| {
-            let fired: Vec<Outcome> = self
-                .state
+        changed.extend(
+            self.state
                 .history()
                 .filter(|h| {
                     starts.iter().any(|s| {
                         matches!(&h.kind, OutcomeKind::Fired { run_id, .. } if *run_id == s.fire.run_id)
                     })
                 })
-                .cloned()
-                .collect();
+                .cloned(),
+        );
+        let ledger_write = (!what.is_empty()).then(|| {
             let mut next = ledger.clone();
-            next.merge(changed.into_iter().chain(fired));
+            next.merge(changed.iter().cloned());
             if let Some(l) = self.state.last_handled() {
                 next.last_handled = Some(l.to_owned());
             }
@@ -372,6 +380,7 @@ impl TriggerEvaluator {
         Step {
             resumed: self.resumed.take(),
             ledger: ledger_write,
+            recorded: changed,
             starts,
             // Finished runs beyond `history` go: a trigger that fires every
             // few seconds would otherwise leave a job per run forever.
