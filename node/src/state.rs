@@ -30,8 +30,13 @@ use crate::statelog::StateLog;
 
 /// How often a node runs an anti-entropy round with a random peer whatever
 /// the gossiped digests say: a safety net, since a differing digest starts
-/// a round within a gossip period anyway.
-pub const SYNC_PERIOD: Duration = Duration::from_secs(30);
+/// a round within a gossip period anyway. Ten minutes because at idle
+/// this round is all the RPC traffic there is, and each one opens a QUIC
+/// connection to a random peer (connections idle out after 20 s), a TLS
+/// handshake with both certificates: about 16 KB on the wire. Every 30 s
+/// it was 550 B/s per agent, twice gossip's own traffic (measured with
+/// `bench-membership`, docs/benchmarks.md "Quiet at idle").
+pub const SYNC_PERIOD: Duration = Duration::from_secs(600);
 /// The round period after start-up and while recovering damaged state.
 pub const SYNC_PERIOD_EAGER: Duration = Duration::from_secs(1);
 /// Gossiped in place of an empty replica's digest (zero means "no state

@@ -117,8 +117,9 @@ pub struct TransportConfig {
     pub max_message_bytes: usize,
     /// Connections kept open. Default 32.
     pub max_connections: usize,
-    /// A connection idle this long is closed. Default 20 s (a little over
-    /// twice the longest wait between anti-entropy rounds).
+    /// A connection idle this long is closed. Default 20 s: calls come in
+    /// bursts (an anti-entropy round, a placement exchange), and an open
+    /// QUIC connection costs keep-alives and memory between them.
     pub idle_timeout: Duration,
 }
 

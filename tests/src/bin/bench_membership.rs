@@ -98,6 +98,15 @@ fn clock_ticks() -> f64 {
         .map_or(100.0, |t| t as f64)
 }
 
+/// An agent's own counters (from `/metrics`), summed over agents.
+#[derive(Debug, Default, Clone, Copy)]
+struct Own {
+    gossip_pkts: f64,
+    gossip_bytes: f64,
+    rpc_bytes: f64,
+    connects: f64,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Idle {
     cpu_pct: f64,
@@ -106,13 +115,14 @@ struct Idle {
     bytes_s: f64,
     own_pkts_s: Option<f64>,
     own_bytes_s: Option<f64>,
+    /// RPC (QUIC) payload bytes sent per agent per second, own count.
+    rpc_bytes_s: Option<f64>,
+    /// QUIC connections opened per agent per minute (each a TLS
+    /// handshake with certificates: a few KB on the wire).
+    connects_min: Option<f64>,
 }
 
-fn measure_idle(
-    pids: &[u32],
-    secs: u64,
-    own: Option<&dyn Fn() -> (f64, f64)>,
-) -> anyhow::Result<Idle> {
+fn measure_idle(pids: &[u32], secs: u64, own: Option<&dyn Fn() -> Own>) -> anyhow::Result<Idle> {
     let n = pids.len() as f64;
     // Scraping /metrics is loopback traffic too: keep it outside the window
     // of the interface counters.
@@ -141,8 +151,10 @@ fn measure_idle(
         ..Default::default()
     };
     if let (Some(a), Some(b)) = (own0, own1) {
-        idle.own_pkts_s = Some((b.0 - a.0) / dt / n);
-        idle.own_bytes_s = Some((b.1 - a.1) / dt / n);
+        idle.own_pkts_s = Some((b.gossip_pkts - a.gossip_pkts) / dt / n);
+        idle.own_bytes_s = Some((b.gossip_bytes - a.gossip_bytes) / dt / n);
+        idle.rpc_bytes_s = Some((b.rpc_bytes - a.rpc_bytes) / dt / n);
+        idle.connects_min = Some((b.connects - a.connects) / dt / n * 60.0);
     }
     Ok(idle)
 }
@@ -231,19 +243,17 @@ impl ShoalCluster {
         self.agents.iter().filter_map(AgentProc::pid).collect()
     }
 
-    /// Own counters, summed over agents: (datagrams out, bytes out).
-    fn own_counters(&self) -> (f64, f64) {
-        let mut p = 0.0;
-        let mut b = 0.0;
+    /// Own counters, summed over agents.
+    fn own_counters(&self) -> Own {
+        let mut own = Own::default();
         for a in &self.agents {
-            p += a
-                .metric("shoal_gossip_packets_total{direction=\"out\"}")
-                .unwrap_or(0.0);
-            b += a
-                .metric("shoal_gossip_bytes_total{direction=\"out\"}")
-                .unwrap_or(0.0);
+            let m = |name: &str| a.metric(name).unwrap_or(0.0);
+            own.gossip_pkts += m("shoal_gossip_packets_total{direction=\"out\"}");
+            own.gossip_bytes += m("shoal_gossip_bytes_total{direction=\"out\"}");
+            own.rpc_bytes += m("shoal_rpc_bytes_total{direction=\"out\"}");
+            own.connects += m("shoal_rpc_connects_total");
         }
-        (p, b)
+        own
     }
 
     /// When each survivor logged `member failed member=<id>` after `since`.
@@ -558,20 +568,24 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "| N | system | detection median (s) | min–max (s) | CPU % per agent | RSS MB per agent | datagrams/s per agent | bytes/s per agent (lo) | bytes/s per agent (own count) |"
+        "| N | system | detection median (s) | min–max (s) | CPU % per agent | RSS MB per agent | datagrams/s per agent | bytes/s per agent (lo) | gossip bytes/s per agent (own count) | RPC payload bytes/s, QUIC connects/min per agent (own count) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for ((n, system), (idle, det)) in &rows {
         let min = det.iter().copied().fold(f64::INFINITY, f64::min);
         let max = det.iter().copied().fold(0.0, f64::max);
         println!(
-            "| {n} | {system} | {:.2} | {min:.2}–{max:.2} | {:.2} | {:.1} | {:.1} | {:.0} | {} |",
+            "| {n} | {system} | {:.2} | {min:.2}–{max:.2} | {:.2} | {:.1} | {:.1} | {:.0} | {} | {} |",
             median(det.clone()),
             idle.cpu_pct,
             idle.rss_mb,
             idle.pkts_s,
             idle.bytes_s,
             idle.own_bytes_s.map_or("-".into(), |b| format!("{b:.0}")),
+            match (idle.rpc_bytes_s, idle.connects_min) {
+                (Some(b), Some(c)) => format!("{b:.0}, {c:.2}"),
+                _ => "-".into(),
+            },
         );
     }
     Ok(())

@@ -240,7 +240,7 @@ fn traffic() -> anyhow::Result<()> {
         agents[k % n].post("/v1/jobs", &job(&format!("t-{k}"), 0.25))?;
     }
     // Let the cluster settle in sync, then watch it idle: rounds run only
-    // as the 30 s safety net (gossip carries the digests).
+    // as the 10-minute safety net (gossip carries the digests).
     std::thread::sleep(Duration::from_secs(5));
     let idle = 60.0;
     let state_bytes = |a: &[AgentProc]| {
