@@ -654,7 +654,7 @@ impl World {
                     .iter()
                     .any(|h| h.node == node && h.epoch == epoch);
                 if is_current {
-                    self.evaluate(k, node, t);
+                    self.pass(k, node, t, true);
                 }
             }
             Ev::RunDone { k, run } => {
@@ -705,7 +705,7 @@ impl World {
             epoch,
             since: t,
         });
-        self.evaluate(k, node, t);
+        self.pass(k, node, t, true);
     }
 
     fn drop_holder(&mut self, k: u32, node: u32, t: u64) {
@@ -739,10 +739,6 @@ impl World {
             created_at_ms: u64::try_from(self.t0.timestamp_millis()).unwrap_or(0),
             ledger,
         }
-    }
-
-    fn evaluate(&mut self, k: u32, node: u32, t: u64) {
-        self.pass(k, node, t, true);
     }
 
     /// A pass of `node`'s driver over trigger `k` at `t`: the node core's

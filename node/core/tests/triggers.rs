@@ -76,6 +76,29 @@ impl Jobs {
     }
 }
 
+impl Jobs {
+    /// A pass of `d` at `at` over "report" as node `node` sees it, with the
+    /// signals gathered or not.
+    fn pass(
+        &self,
+        d: &mut TriggerDriver,
+        at: DateTime<Utc>,
+        node: &str,
+        spec: &TriggerSpec,
+        ledger: &Ledger,
+        signals: bool,
+    ) -> Step {
+        let none: &dyn Fn(&Signal) -> SignalValue = &none;
+        d.pass(
+            at,
+            node,
+            &input(spec, ledger),
+            &self.view(Some("report")),
+            signals.then_some(none),
+        )
+    }
+}
+
 fn none(_: &Signal) -> SignalValue {
     unreachable!("no conditions")
 }
@@ -87,25 +110,13 @@ fn a_due_slot_is_recorded_then_started_once_and_its_end_recorded() {
     let mut jobs = Jobs(Vec::new());
     let mut d = TriggerDriver::new();
     // Before the first slot: nothing to do; the wake-up is the slot.
-    let step = d.pass(
-        t(1),
-        "n1",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        Some(&none),
-    );
+    let step = jobs.pass(&mut d, t(1), "n1", &spec, &ledger, true);
     assert_eq!(step.resumed, Some(None), "taken over from the creation");
     assert!(step.ledger.is_none() && step.starts.is_empty());
     assert_eq!(step.wake, Some(t(10)));
     // Due: the fire record, then the run.
     assert!(d.wants_signals(t(10), &input(&spec, &ledger), &jobs.view(Some("report"))));
-    let step = d.pass(
-        t(10),
-        "n1",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        Some(&none),
-    );
+    let step = jobs.pass(&mut d, t(10), "n1", &spec, &ledger, true);
     let (written, op) = step.ledger.clone().expect("a fire record");
     assert_eq!(op, "fired");
     assert_eq!(step.resumed, None);
@@ -120,23 +131,11 @@ fn a_due_slot_is_recorded_then_started_once_and_its_end_recorded() {
     ledger = written;
     jobs.start(&step, t(10));
     // The same instant again: the slot is handled.
-    let step = d.pass(
-        t(10),
-        "n1",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        Some(&none),
-    );
+    let step = jobs.pass(&mut d, t(10), "n1", &spec, &ledger, true);
     assert!(step.ledger.is_none() && step.starts.is_empty());
     // The run ends: its result goes to the ledger, once.
     jobs.end(&run, RunResult::Success, t(12));
-    let step = d.pass(
-        t(12),
-        "n1",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        None,
-    );
+    let step = jobs.pass(&mut d, t(12), "n1", &spec, &ledger, false);
     let (written, op) = step.ledger.expect("the run's end recorded");
     assert_eq!(op, "finished");
     assert!(matches!(
@@ -147,13 +146,7 @@ fn a_due_slot_is_recorded_then_started_once_and_its_end_recorded() {
         }
     ));
     ledger = written;
-    let step = d.pass(
-        t(13),
-        "n1",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        None,
-    );
+    let step = jobs.pass(&mut d, t(13), "n1", &spec, &ledger, false);
     assert!(step.ledger.is_none());
 }
 
@@ -163,21 +156,9 @@ fn without_signals_a_due_slot_waits_for_the_next_pass() {
     let ledger = Ledger::default();
     let jobs = Jobs(Vec::new());
     let mut d = TriggerDriver::new();
-    let step = d.pass(
-        t(10),
-        "n1",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        None,
-    );
+    let step = jobs.pass(&mut d, t(10), "n1", &spec, &ledger, false);
     assert!(step.ledger.is_none() && step.starts.is_empty());
-    let step = d.pass(
-        t(11),
-        "n1",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        Some(&none),
-    );
+    let step = jobs.pass(&mut d, t(11), "n1", &spec, &ledger, true);
     assert_eq!(step.starts.len(), 1, "fired late, within its deadline");
 }
 
@@ -198,35 +179,17 @@ fn a_new_owner_resumes_from_the_ledger_and_fires_no_slot_twice() {
     let fired = step.starts[0].fire.run_id.clone();
     // Another node takes over at once: slot 10 s is handled.
     let mut second = TriggerDriver::new();
-    let step = second.pass(
-        t(10),
-        "n2",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        Some(&none),
-    );
+    let step = jobs.pass(&mut second, t(10), "n2", &spec, &ledger, true);
     assert_eq!(step.resumed, Some(Some(fired.clone())));
     assert!(step.starts.is_empty(), "{step:?}");
     // It fires the next slot, and watches the first run to its end.
-    let step = second.pass(
-        t(20),
-        "n2",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        Some(&none),
-    );
+    let step = jobs.pass(&mut second, t(20), "n2", &spec, &ledger, true);
     assert_eq!(step.starts.len(), 1);
     assert_ne!(step.starts[0].fire.run_id, fired);
     jobs.start(&step, t(20));
     let (ledger, _) = step.ledger.expect("fired");
     jobs.end(&fired, RunResult::Failed, t(21));
-    let step = second.pass(
-        t(21),
-        "n2",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        None,
-    );
+    let step = jobs.pass(&mut second, t(21), "n2", &spec, &ledger, false);
     let (ledger, op) = step.ledger.expect("recorded");
     assert_eq!(op, "finished");
     let first_outcome = ledger
@@ -250,29 +213,11 @@ fn a_changed_spec_is_taken_over_again_and_a_retained_name_is_kept() {
     let ledger = Ledger::default();
     let jobs = Jobs(Vec::new());
     let mut d = TriggerDriver::new();
-    let step = d.pass(
-        t(1),
-        "n1",
-        &input(&spec1, &ledger),
-        &jobs.view(Some("report")),
-        None,
-    );
+    let step = jobs.pass(&mut d, t(1), "n1", &spec1, &ledger, false);
     assert!(step.resumed.is_some());
-    let step = d.pass(
-        t(2),
-        "n1",
-        &input(&spec1, &ledger),
-        &jobs.view(Some("report")),
-        None,
-    );
+    let step = jobs.pass(&mut d, t(2), "n1", &spec1, &ledger, false);
     assert!(step.resumed.is_none());
-    let step = d.pass(
-        t(3),
-        "n1",
-        &input(&spec2, &ledger),
-        &jobs.view(Some("report")),
-        None,
-    );
+    let step = jobs.pass(&mut d, t(3), "n1", &spec2, &ledger, false);
     assert!(
         step.resumed.is_some(),
         "a new spec starts over from the ledger"
@@ -302,13 +247,7 @@ fn finished_runs_beyond_history_are_deleted_oldest_first_running_ones_kept() {
         ));
     }
     let mut d = TriggerDriver::new();
-    let step = d.pass(
-        t(1),
-        "n1",
-        &input(&spec, &ledger),
-        &jobs.view(Some("report")),
-        None,
-    );
+    let step = jobs.pass(&mut d, t(1), "n1", &spec, &ledger, false);
     // history = { success = 2, failed = 1 }: the oldest success and the
     // older failure go; the running one stays.
     assert_eq!(
