@@ -390,13 +390,6 @@ impl Artifacts {
                 .map_err(|e| FetchError::Unavailable(e.to_string()))??;
                 self.complete(d, pull, what)?;
             }
-            Source::Url(url) if url.starts_with("https://") => {
-                // The agent's HTTP client is built without TLS today.
-                return Err(FetchError::Unavailable(format!(
-                    "{what}: this agent cannot fetch https:// sources yet: store the file with `shoal artifact put` and name it shoal:sha256:{}, or serve it over http:// (its sha256 is checked all the same)",
-                    d.hex()
-                )));
-            }
             Source::Url(url) => {
                 let mut notes = Vec::new();
                 // A URL is asked a few times, each resuming where the last
@@ -413,7 +406,11 @@ impl Artifacts {
                     match outcome {
                         Outcome::Complete => return self.complete(d, pull, what),
                         Outcome::Busy(n) | Outcome::Missing(n) | Outcome::Broken(n) => {
-                            notes.push(n);
+                            // The same failure thrice (a certificate the
+                            // agent does not trust) is said once.
+                            if !notes.contains(&n) {
+                                notes.push(n);
+                            }
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
@@ -749,6 +746,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn agent(timeout: Option<Duration>) -> ureq::Agent {
     ureq::Agent::config_builder()
+        .tls_config(crate::http::tls())
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(5)))

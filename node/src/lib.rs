@@ -30,6 +30,7 @@ pub mod datadir;
 pub mod dns;
 pub mod docker;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod placement;
 pub mod ports;

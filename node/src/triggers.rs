@@ -409,6 +409,7 @@ impl Signals {
 fn fetch(url: &str, pointer: &str, at: DateTime<Utc>) -> SignalValue {
     let source = format!("{url}#{pointer}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(crate::http::tls())
         .timeout_global(Some(FETCH_TIMEOUT))
         .build()
         .into();

@@ -130,6 +130,8 @@ pub struct Spec {
     pub args: Vec<String>,
     /// Gossip preset (default `test`).
     pub gossip: Option<String>,
+    /// Environment variables set for the agent process (kept on restart).
+    pub env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -156,6 +158,7 @@ pub struct AgentProc {
     log: PathBuf,
     out: PathBuf,
     child: Option<Child>,
+    env: Vec<(String, String)>,
     starts: u32,
     /// Its tasks and containers were cleaned up.
     cleaned: bool,
@@ -204,6 +207,7 @@ impl AgentProc {
             },
             token: String::new(),
             child: None,
+            env: spec.env.clone(),
             starts: 0,
             cleaned: false,
         };
@@ -231,6 +235,7 @@ impl AgentProc {
             .env("SHOAL_LOG", "info,shoal_node=debug")
             .env_remove("SHOAL_TOKEN")
             .env_remove("SHOAL_ADDR")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(log);

@@ -215,3 +215,201 @@ fn artifacts_are_shared_checked_unpacked_and_collected() {
     assert_eq!(code, 200);
     assert_eq!(v, json!([]));
 }
+
+/// A static https server (Python's, with a certificate from a private CA),
+/// killed when dropped.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const HTTPS_SERVER: &str = r#"
+import http.server, os, ssl, sys
+os.chdir(sys.argv[1])
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+/// Makes a CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it in
+/// `dir`, and serves `dir/www` over https with it. None when openssl or
+/// python3 is missing.
+fn https_server(dir: &Path) -> Option<HttpsServer> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let has = |tool: &str, arg: &str| {
+        Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has("openssl", "version") || !has("python3", "--version") {
+        return None;
+    }
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    openssl(
+        &[
+            &["req", "-x509", "-nodes", "-days", "2"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=shoal test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-nodes"][..],
+            &ec,
+            &[
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(HTTPS_SERVER)
+        .arg(dir.join("www"))
+        .arg(dir.join("srv.pem"))
+        .arg(dir.join("srv.key"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().expect("the server prints its port");
+    Some(HttpsServer { child, port })
+}
+
+/// An https artifact is fetched by an agent that trusts the server's CA
+/// (`SSL_CERT_FILE`) and refused, naming the certificate problem, by one
+/// that does not (the built-in roots do not hold a private CA).
+#[test]
+fn an_https_source_is_fetched_when_its_ca_is_trusted_and_refused_when_not() {
+    let m = marker("https-artifact");
+    let _cleanup = KillMarked(m.clone());
+    let mut c = shoal_tests::Cluster::new();
+    let root = c.root.path().to_owned();
+    let tls = root.join("tls");
+    fs::create_dir_all(tls.join("www")).unwrap();
+    random_file(&tls.join("www/data.bin"), 200 * 1024 + 3, 7);
+    let hex = sha256_hex(&tls.join("www/data.bin"));
+    let Some(server) = https_server(&tls) else {
+        eprintln!("skipped: needs openssl and python3");
+        return;
+    };
+    let source = format!("https://127.0.0.1:{}/data.bin", server.port);
+    let args: Vec<String> = ["--cpus", "2", "--memory-mb", "1024"]
+        .map(str::to_owned)
+        .to_vec();
+    let mut trusting = shoal_tests::Spec::named("h0");
+    trusting.args = args.clone();
+    trusting.env = vec![(
+        "SSL_CERT_FILE".into(),
+        tls.join("ca.pem").display().to_string(),
+    )];
+    c.start(&trusting);
+    let mut plain = shoal_tests::Spec::named("h1");
+    plain.args = args;
+    plain.join = vec![c.agents[0].info.gossip];
+    plain.token = Some(c.token());
+    c.start(&plain);
+    c.wait_all_alive(2, SETTLE);
+
+    let job = |name: &str, node: &str, out: &Path| {
+        json!({
+            "name": name,
+            "type": "batch",
+            "task": {
+                "command": "/bin/sh",
+                "args": ["-c", format!("cat data.bin > {}", out.display())],
+                "env": {"SHOAL_TEST_MARKER": m},
+                "resources": {"cpus": 0.25, "memory_mb": 32},
+                "artifacts": [{"source": source, "sha256": hex, "dest": "data.bin"}]
+            },
+            "constraints": [{"attribute": "name", "op": "==", "value": node}],
+            "restart": {"mode": "never"}
+        })
+    };
+    let fetched = root.join("fetched.bin");
+    let (status, body) = c.agents[0]
+        .post("/v1/jobs", &job("trusted", "h0", &fetched))
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    wait_until("the trusting node fetched over https", SETTLE, || {
+        Ok(fetched.is_file() && sha256_hex(&fetched) == hex)
+    });
+
+    let refused = root.join("refused.bin");
+    let (status, body) = c.agents[0]
+        .post("/v1/jobs", &job("untrusted", "h1", &refused))
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    wait_until("the other node refuses the certificate", SETTLE, || {
+        let r = task_reason(&c, "untrusted").to_lowercase();
+        Ok(r.contains("task.artifacts[0]") && r.contains("certificate"))
+    });
+    assert!(!refused.exists(), "the task never ran");
+    assert!(!blob(&c, 1, &hex).exists(), "nothing kept on h1");
+    drop(server);
+}

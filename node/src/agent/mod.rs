@@ -164,6 +164,9 @@ pub enum AgentError {
     /// The state dir cannot be used.
     #[error("state: {0}")]
     State(#[from] crate::statelog::StateLogError),
+    /// The CA file for outgoing https requests cannot be used.
+    #[error(transparent)]
+    Ca(#[from] crate::http::CaError),
 }
 
 /// What a started agent is.
@@ -278,6 +281,7 @@ async fn join_peers(
 impl Agent {
     /// Starts an agent: everything is bound and serving when this returns.
     pub async fn start(opts: AgentOptions) -> Result<Agent, AgentError> {
+        crate::http::init()?;
         let (data_dir, temp_dir) = open_data_dir(&opts)?;
         let (settings, gossip_config) = settings::resolve(&opts, &data_dir)?;
         let (node, node_id) = identity::node(&data_dir)?;
