@@ -12,8 +12,12 @@
 //!   the index's. An archive whose sha256 differs from the index's is
 //!   refused, naming both.
 //!
-//! Archives fetched are kept per node by their sha256 in the data dir's
-//! `packages/` (an HTTP repository is read once per node and version).
+//! Archives fetched are kept per node by their digest in the data dir's
+//! `packages/`. A node without one asks first the nodes that installed
+//! that package version (the installations' revisions name them) for
+//! their copy ([`PackagesRequest::Cached`], checked against the offer's
+//! digest), and reads the repository only when none has it: a repository
+//! is read about once per package version, not once per node.
 //! Without a version, the highest version a repository has is taken.
 
 use std::collections::BTreeMap;
@@ -33,6 +37,10 @@ use crate::state::{Peer, RepoRequest, StateHandle};
 
 /// Longest wait for a repository's index or archive.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Nodes asked for a cached archive before the repository is.
+const PEER_TRIES: usize = 3;
+/// How long one of them may take.
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest package archive or index accepted (packages are templates and
 /// small files; big payloads are artifacts).
 pub const MAX_ARCHIVE_BYTES: u64 = 8 << 20;
@@ -88,6 +96,9 @@ pub enum PackagesRequest {
     /// A package of it: repository, name, version; answered as a
     /// `.tar.gz`.
     Fetch(String, String, String),
+    /// An archive from the asked node's cache, by the offer's digest
+    /// (`sha256:<hex>`); asked of any node that installed the package.
+    Cached(String),
 }
 
 /// Its answer.
@@ -309,7 +320,10 @@ impl Repos {
         let bytes = match std::fs::read(&cached) {
             Ok(b) => b,
             Err(_) => {
-                let bytes = self.download(repo, offer).await?;
+                let bytes = match self.peer_copy(repo, offer).await {
+                    Some(b) => b,
+                    None => self.download(repo, offer).await?,
+                };
                 let _ = std::fs::create_dir_all(&self.cache);
                 let tmp = cached.with_extension("partial");
                 if std::fs::write(&tmp, &bytes).is_ok() {
@@ -318,16 +332,8 @@ impl Repos {
                 bytes
             }
         };
-        let files =
-            archive::unpack_tar_gz(&bytes).map_err(|e| repo_err(&repo.name, e.to_string()))?;
-        let package =
-            Package::from_files(files).map_err(|e| repo_err(&repo.name, e.to_string()))?;
+        let (package, digest) = open(offer, &bytes).map_err(|e| repo_err(&repo.name, e))?;
         // What was offered is what arrived.
-        let digest = if offer.url.is_some() {
-            sha256_of(&bytes)
-        } else {
-            package.digest()
-        };
         if digest != offer.digest {
             let _ = std::fs::remove_file(&cached);
             return Err(repo_err(
@@ -339,6 +345,83 @@ impl Repos {
             ));
         }
         Ok(package)
+    }
+
+    /// The archive of `offer` from the cache of a node that installed
+    /// it (it kept the archive when it did), so that a repository is read
+    /// about once per package version rather than once per node. None
+    /// when no such node is live or none has it intact: the caller goes
+    /// to the repository.
+    async fn peer_copy(&self, repo: &Repository, offer: &Offer) -> Option<Vec<u8>> {
+        let Ok(crate::state::InstallReply::List(all)) = self
+            .state
+            .install(crate::state::InstallRequest::List(true))
+            .await
+        else {
+            return None;
+        };
+        let me = self.me.to_string();
+        let mut holders: Vec<String> = Vec::new();
+        for i in all
+            .iter()
+            .filter(|i| i.package == offer.name && i.repository == repo.name)
+        {
+            for r in i
+                .revisions
+                .iter()
+                .rev()
+                .filter(|r| r.version == offer.version)
+            {
+                if r.node != me && !holders.contains(&r.node) {
+                    holders.push(r.node.clone());
+                }
+            }
+        }
+        let live: Vec<(NodeId, std::net::SocketAddr, String)> = {
+            let live = self.live.borrow();
+            holders
+                .iter()
+                .filter_map(|h| {
+                    live.iter()
+                        .find(|p| p.id.to_string() == *h)
+                        .map(|p| (p.id, p.rpc, h.clone()))
+                })
+                .take(PEER_TRIES)
+                .collect()
+        };
+        let body =
+            postcard::to_allocvec(&PackagesRequest::Cached(offer.digest.clone())).expect("encodes");
+        for (id, addr, node) in live {
+            let answer = tokio::time::timeout(
+                PEER_TIMEOUT,
+                self.transport.request(id, addr, Service::Packages, &body),
+            )
+            .await;
+            let bytes = match answer {
+                Ok(Ok(a)) => match postcard::from_bytes(&a) {
+                    Ok(PackagesResponse::Archive(b)) => b,
+                    _ => continue,
+                },
+                Ok(Err(e)) => {
+                    tracing::debug!(%node, error = %e, "no cached package archive there");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            match open(offer, &bytes) {
+                Ok((_, d)) if d == offer.digest => {
+                    tracing::info!(
+                        package = %offer.name, version = %offer.version, from = %node,
+                        "package archive fetched from a peer's cache"
+                    );
+                    return Some(bytes);
+                }
+                _ => {
+                    tracing::warn!(%node, package = %offer.name, "a peer's cached archive does not match its digest; ignored")
+                }
+            }
+        }
+        None
     }
 
     /// The archive of `offer`, not from the cache.
@@ -422,8 +505,10 @@ impl Repos {
     pub async fn serve(&self, body: &[u8]) -> Result<Vec<u8>, String> {
         let request: PackagesRequest =
             postcard::from_bytes(body).map_err(|e| format!("malformed packages request: {e}"))?;
-        let repo_name = match &request {
-            PackagesRequest::Index(r) | PackagesRequest::Fetch(r, _, _) => r.clone(),
+        let (repo_name, wanted) = match request {
+            PackagesRequest::Index(r) => (r, None),
+            PackagesRequest::Fetch(r, name, version) => (r, Some((name, version))),
+            PackagesRequest::Cached(digest) => return self.serve_cached(&digest).await,
         };
         let repos = self.list().await.map_err(|e| e.to_string())?;
         let Some(repo) = repos.into_iter().find(|r| r.name == repo_name) else {
@@ -438,9 +523,9 @@ impl Repos {
                 repo.node
             ));
         }
-        let answer = tokio::task::spawn_blocking(move || match request {
-            PackagesRequest::Index(_) => dir_index(&repo_name, &path).map(PackagesResponse::Index),
-            PackagesRequest::Fetch(_, name, version) => {
+        let answer = tokio::task::spawn_blocking(move || match wanted {
+            None => dir_index(&repo_name, &path).map(PackagesResponse::Index),
+            Some((name, version)) => {
                 dir_archive(&repo_name, &path, &name, &version).map(PackagesResponse::Archive)
             }
         })
@@ -449,6 +534,34 @@ impl Repos {
         .map_err(|e| e.to_string())?;
         Ok(postcard::to_allocvec(&answer).expect("encodes"))
     }
+
+    /// Serves a [`PackagesRequest::Cached`]: the archive of this node's
+    /// cache with that digest, if it has it.
+    async fn serve_cached(&self, digest: &str) -> Result<Vec<u8>, String> {
+        let hex = digest.trim_start_matches("sha256:");
+        if !shoal_model::is_sha256_hex(hex) {
+            return Err(format!("not a package digest: {digest:?}"));
+        }
+        match tokio::fs::read(self.cache.join(format!("{hex}.tar.gz"))).await {
+            Ok(bytes) => {
+                Ok(postcard::to_allocvec(&PackagesResponse::Archive(bytes)).expect("encodes"))
+            }
+            Err(_) => Err(format!("package archive {digest} is not cached here")),
+        }
+    }
+}
+
+/// The package in archive `bytes` and its digest as `offer` counts it:
+/// of the archive for an HTTP repository, else of the package's files.
+fn open(offer: &Offer, bytes: &[u8]) -> Result<(Package, String), String> {
+    let files = archive::unpack_tar_gz(bytes).map_err(|e| e.to_string())?;
+    let package = Package::from_files(files).map_err(|e| e.to_string())?;
+    let digest = if offer.url.is_some() {
+        sha256_of(bytes)
+    } else {
+        package.digest()
+    };
+    Ok((package, digest))
 }
 
 /// The packages of directory `path`: each sub-directory with a
@@ -510,6 +623,7 @@ fn dir_archive(repo: &str, path: &Path, name: &str, version: &str) -> Result<Vec
 /// `GET url`, at most [`MAX_ARCHIVE_BYTES`].
 fn http_get(repo: &str, url: &str) -> Result<Vec<u8>, RepoError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(crate::http::tls())
         .timeout_global(Some(FETCH_TIMEOUT))
         .build()
         .into();

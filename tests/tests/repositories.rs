@@ -3,7 +3,8 @@
 //! versions, two instances side by side, uninstall of one leaving the
 //! other, an upgrade `--plan` that keeps the user's options, a rollback);
 //! an HTTP repository whose archive does not match its index's sha256 is
-//! refused with nothing written; a package's one-shot setup job waits
+//! refused with nothing written, and a second node installing from it
+//! takes the archive from the first one's cache; a package's one-shot setup job waits
 //! (`after`) for its server to be ready, then runs once; a trigger's
 //! `[install]` action installs an instance, then upgrades it when the
 //! trigger's options change, and does nothing when they do not.
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -240,21 +241,28 @@ fn a_dir_repository_on_one_node_installs_from_another() {
     assert_eq!(installation(&c, 1, "h1").unwrap()["revision"], 3);
 }
 
+/// Requests served, by path.
+type Hits = Arc<Mutex<BTreeMap<String, u32>>>;
+
 /// Serves `files` over HTTP on an ephemeral loopback port until the
-/// process ends; the base URL.
-fn serve(files: BTreeMap<String, Vec<u8>>) -> String {
+/// process ends; the base URL, and the requests it served.
+fn serve(files: BTreeMap<String, Vec<u8>>) -> (String, Hits) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let files = Arc::new(files);
+    let hits = Hits::default();
+    let counted = hits.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let files = files.clone();
+            let hits = counted.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut line = String::new();
                 let _ = reader.read_line(&mut line);
                 let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
                 loop {
                     let mut h = String::new();
                     if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
@@ -274,7 +282,7 @@ fn serve(files: BTreeMap<String, Vec<u8>>) -> String {
             });
         }
     });
-    base
+    (base, hits)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -286,10 +294,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn an_http_repository_installs_and_a_wrong_sha256_is_refused_with_nothing_written() {
+fn an_http_repository_installs_a_wrong_sha256_is_refused_and_peers_share_archives() {
     let m = marker("http-repo");
     let _cleanup = KillMarked(m.clone());
-    let c = Cluster::of("h", 1, &["--cpus", "2", "--memory-mb", "1024"]);
+    let c = Cluster::of("h", 2, &["--cpus", "2", "--memory-mb", "1024"]);
     let dir = tempfile::tempdir().unwrap();
     let mut archives = BTreeMap::new();
     for v in ["2.0.0", "3.0.0"] {
@@ -311,7 +319,7 @@ fn an_http_repository_installs_and_a_wrong_sha256_is_refused_with_nothing_writte
     for (v, a) in &archives {
         files.insert(format!("/repo/hello-{v}.tar.gz"), a.clone());
     }
-    let base = serve(files);
+    let (base, hits) = serve(files);
     let (ok, _, err) = shoal(
         &c,
         0,
@@ -361,6 +369,40 @@ fn an_http_repository_installs_and_a_wrong_sha256_is_refused_with_nothing_writte
     );
     wait_until("good healthy", SETTLE, || {
         Ok(installation(&c, 0, "good")?["status"] == "healthy")
+    });
+    let archive = "/repo/hello-3.0.0.tar.gz";
+    assert_eq!(hits.lock().unwrap().get(archive), Some(&1), "read once");
+
+    // Another node installs the same version: the archive comes from the
+    // cache of the node that installed it, not from the repository again.
+    let (ok, _, err) = shoal(
+        &c,
+        1,
+        &[
+            "package",
+            "install",
+            "hello",
+            "--instance",
+            "again",
+            "--set",
+            "workers=1",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        hits.lock().unwrap().get(archive),
+        Some(&1),
+        "the second node read the archive from its peer"
+    );
+    let cached = |i: usize| {
+        c.agents[i]
+            .dir
+            .join("packages")
+            .join(format!("{}.tar.gz", sha256_hex(&archives["3.0.0"])))
+    };
+    assert!(cached(0).is_file() && cached(1).is_file());
+    wait_until("again healthy", SETTLE, || {
+        Ok(installation(&c, 1, "again")?["status"] == "healthy")
     });
 }
 
