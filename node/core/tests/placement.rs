@@ -90,6 +90,8 @@ struct Sim {
     msg_side: Option<Vec<u8>>,
     jobs: BTreeMap<String, Job>,
     checks: u64,
+    /// Every placer's tuning.
+    placement: PlacementConfig,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -191,6 +193,16 @@ impl Sim {
         loss: f64,
         labels: impl Fn(usize) -> Vec<(&'static str, &'static str)>,
     ) -> Sim {
+        Sim::tuned(n, seed, loss, labels, PlacementConfig::default())
+    }
+
+    fn tuned(
+        n: usize,
+        seed: u64,
+        loss: f64,
+        labels: impl Fn(usize) -> Vec<(&'static str, &'static str)>,
+        placement: PlacementConfig,
+    ) -> Sim {
         let mut s = Sim {
             now: Instant::ZERO,
             wall: 1_700_000_000_000,
@@ -204,6 +216,7 @@ impl Sim {
             msg_side: None,
             jobs: BTreeMap::new(),
             checks: 0,
+            placement,
         };
         for i in 0..n {
             s.add_node(meta(i, &labels(i)));
@@ -263,7 +276,7 @@ impl Sim {
             self.rng.random(),
         )
         .unwrap();
-        let placer = Placer::new(id, PlacementConfig::default(), capacity, self.now);
+        let placer = Placer::new(id, self.placement.clone(), capacity, self.now);
         let mut core = NodeCore::new(membership, placer, Wiring::default());
         let join = if i == 0 { Vec::new() } else { vec![addr(0)] };
         core.start(
@@ -773,6 +786,53 @@ fn a_static_port_is_a_resource_no_two_tasks_of_a_node_share() {
         "{:?}",
         st.pending
     );
+}
+
+#[test]
+fn ports_from_the_range_are_a_resource_a_full_range_gives_a_reason() {
+    // Three host ports in each node's range; a task takes two of them.
+    let config = PlacementConfig {
+        host_ports: 3,
+        ..PlacementConfig::default()
+    };
+    let mut s = Sim::tuned(3, 4, 0.0, |_| Vec::new(), config);
+    let ports = json!({"task": {"runtime": "process", "command": "/bin/sleep",
+        "ports": [{"name": "http"}, {"name": "admin"}, {"name": "fixed", "static": 9000}],
+        "resources": {"cpus": 0.1, "memory_mb": 64}}});
+    let mut two = ports.clone();
+    two["task"]["ports"] = json!([{"name": "http"}, {"name": "admin"}]);
+    s.set_job(spec("web", Some(3), 0.1, two.clone()));
+    assert!(
+        s.run_until(SETTLE, |s| s.exactly_once("web", 3)),
+        "3 not placed: {:?}",
+        s.per_node("web")
+    );
+    // Room for many more by resources; one per node by the range.
+    assert_eq!(s.per_node("web"), vec![1; 3]);
+    s.set_job(spec("web", Some(4), 0.1, two));
+    s.run_for(Duration::from_secs(5));
+    assert!(s.exactly_once("web", 3), "{:?}", s.per_node("web"));
+    let st = s.status(&TaskKey::index("web", 3));
+    assert_eq!(st.state, TaskState::Pending);
+    assert_eq!(st.pending.len(), 3, "{:?}", st.pending);
+    assert!(
+        st.pending.iter().all(|r| r.contains(
+            "no free host port: 2 of the 3 of its --port-range are held, the task needs 2"
+        )),
+        "{:?}",
+        st.pending
+    );
+    // A static port is not drawn from the range: one range port left on
+    // each node is enough for a task with one ranged and one static port.
+    let mut one = ports;
+    one["task"]["ports"] = json!([{"name": "http"}, {"name": "fixed", "static": 9000}]);
+    s.set_job(spec("api", Some(3), 0.1, one));
+    assert!(
+        s.run_until(SETTLE, |s| s.exactly_once("api", 3)),
+        "api not placed: {:?}",
+        s.per_node("api")
+    );
+    assert_eq!(s.per_node("api"), vec![1; 3]);
 }
 
 #[test]

@@ -408,7 +408,12 @@ impl Agent {
             random_u64()?,
         )
         .map_err(|e| AgentError::Gossip(e.to_string()))?;
-        let mut placer = Placer::new(node_id, PlacementConfig::default(), offered, now);
+        let (first_port, last_port) = opts.port_range.unwrap_or(DEFAULT_PORT_RANGE);
+        let placement = PlacementConfig {
+            host_ports: u32::from(last_port.saturating_sub(first_port)) + 1,
+            ..PlacementConfig::default()
+        };
+        let mut placer = Placer::new(node_id, placement, offered, now);
         if draining {
             placer.set_draining(now, unix_ms(), true);
         }

@@ -14,6 +14,12 @@
 //! reserved, or that a start here found taken by a program shoal does not
 //! run (remembered for [`PORT_IN_USE_MEMORY`]). Whether a port is free on
 //! the machine is not known here (that is I/O): it is found at start.
+//! Ports from the node's range count like a resource: the bidder declines
+//! a task whose ports without `static` would not fit in what the range
+//! has left after the tasks held and bid for here
+//! ([`PlacementConfig::host_ports`]).
+//!
+//! [`PlacementConfig::host_ports`]: crate::PlacementConfig::host_ports
 //!
 //! [`PlacementConfig::reservation_ttl`]: crate::PlacementConfig::reservation_ttl
 
@@ -35,6 +41,8 @@ struct Reservation {
     until: Instant,
     /// Its static host ports.
     ports: Vec<u16>,
+    /// Host ports it takes from the node's range.
+    ranged: usize,
 }
 
 /// How long a static port found taken at start (by a program shoal does
@@ -57,6 +65,16 @@ fn static_ports(spec: &JobSpec) -> Vec<(u16, &str)> {
         .iter()
         .filter_map(|p| p.static_port.map(|n| (n, p.name.as_str())))
         .collect()
+}
+
+/// How many host ports `spec`'s task takes from the node's range (its
+/// named ports without `static`).
+pub(super) fn ranged_ports(spec: &JobSpec) -> usize {
+    spec.task
+        .ports
+        .iter()
+        .filter(|p| p.static_port.is_none())
+        .count()
 }
 
 impl Bidder {
@@ -89,6 +107,22 @@ impl Bidder {
         let wanted = static_ports(spec);
         if let Some(why) = self.port_conflict(runner, now, key, &wanted) {
             return Answer::Decline(why);
+        }
+        let ranged = ranged_ports(spec);
+        if ranged > 0 && !runner.has(key) {
+            let held = runner.ranged_ports_held(key)
+                + self
+                    .reservations
+                    .iter()
+                    .filter(|(k, r)| *k != key && r.until > now && !runner.has(k))
+                    .map(|(_, r)| r.ranged)
+                    .sum::<usize>();
+            let total = shared.config.host_ports as usize;
+            if held + ranged > total {
+                return Answer::Decline(format!(
+                    "no free host port: {held} of the {total} of its --port-range are held, the task needs {ranged}"
+                ));
+            }
         }
         if runner.has(key) && !runner.runs(key) {
             // Its previous copy is still stopping here (a rolling
@@ -133,6 +167,7 @@ impl Bidder {
                 demand,
                 until: now + shared.config.reservation_ttl,
                 ports: wanted.iter().map(|(p, _)| *p).collect(),
+                ranged,
             },
         );
         Answer::Bid {

@@ -1,11 +1,15 @@
-//! The placer's tuning: ring points, candidates per auction, and the
-//! timeouts of bids, reservations, leases and retries.
+//! The placer's tuning: ring points, candidates per auction, the
+//! timeouts of bids, reservations, leases and retries, and the node's
+//! host ports.
 //!
 //! Every duration is in the placer's own time (the `now` its inputs carry);
 //! the defaults suit a data-center network and are what the agent and the
 //! simulator use.
 
 use std::time::Duration;
+
+/// Ports in the agent's default `--port-range`, 20000-32000.
+pub const DEFAULT_HOST_PORTS: u32 = 32000 - 20000 + 1;
 
 /// Tuning.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +41,11 @@ pub struct PlacementConfig {
     pub retry_max: Duration,
     /// Period of the housekeeping tick.
     pub tick: Duration,
+    /// Host ports this node hands out from its range (the agent's
+    /// `--port-range`): each named port without `static` of a task held or
+    /// bid for here takes one, and a task that would need more than are
+    /// left is declined with the reason, rather than failing at start.
+    pub host_ports: u32,
 }
 
 impl Default for PlacementConfig {
@@ -52,6 +61,7 @@ impl Default for PlacementConfig {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             tick: Duration::from_millis(100),
+            host_ports: DEFAULT_HOST_PORTS,
         }
     }
 }

@@ -783,6 +783,16 @@ impl Runner {
             })
     }
 
+    /// Host ports from the node's range the tasks held here (but `key`)
+    /// take, those being stopped included (they hold theirs until they end).
+    pub(super) fn ranged_ports_held(&self, key: &TaskKey) -> usize {
+        self.local
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .map(|(_, l)| super::bidder::ranged_ports(&l.spec))
+            .sum()
+    }
+
     /// Whether a task of `key` is held here (even while being stopped).
     pub(super) fn has(&self, key: &TaskKey) -> bool {
         self.local.contains_key(key)
