@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ports::{Port, Protocol};
-use crate::spec::{Problems, Runtime, format_duration, parse_duration};
+use crate::spec::{Problems, format_duration, parse_duration};
 
 /// Checks per task, at most.
 const MAX_CHECKS: usize = 16;
@@ -119,30 +119,20 @@ pub(crate) struct RawCheck {
     on_unhealthy: Option<String>,
 }
 
-/// Validates the checks of a task running on `runtime` with `ports`.
-pub(crate) fn validate_checks(
-    raw: Vec<RawCheck>,
-    runtime: Runtime,
-    ports: &[Port],
-    p: &mut Problems,
-) -> Vec<Check> {
+/// Validates the checks of a task with `ports` (both runtimes run every
+/// kind: a docker task's command check runs inside its container).
+pub(crate) fn validate_checks(raw: Vec<RawCheck>, ports: &[Port], p: &mut Problems) -> Vec<Check> {
     if raw.len() > MAX_CHECKS {
         p.add("task.checks", format!("at most {MAX_CHECKS} checks"));
     }
     raw.into_iter()
         .enumerate()
-        .filter_map(|(i, c)| c.validate(&format!("task.checks[{i}]"), runtime, ports, p))
+        .filter_map(|(i, c)| c.validate(&format!("task.checks[{i}]"), ports, p))
         .collect()
 }
 
 impl RawCheck {
-    fn validate(
-        self,
-        field: &str,
-        runtime: Runtime,
-        ports: &[Port],
-        p: &mut Problems,
-    ) -> Option<Check> {
+    fn validate(self, field: &str, ports: &[Port], p: &mut Problems) -> Option<Check> {
         let before = p.len();
         let kind = match self.kind.as_deref() {
             Some("http") => CheckType::Http,
@@ -218,12 +208,6 @@ impl RawCheck {
                 "only command checks run a command",
             ),
             (_, None) => {}
-        }
-        if kind == CheckType::Command && runtime == Runtime::Docker {
-            p.add(
-                format!("{field}.type"),
-                "command checks run on process tasks only; probe a container with http or tcp",
-            );
         }
         let mut duration = |name: &str, text: Option<String>, default: Duration| {
             let f = format!("{field}.{name}");
@@ -385,12 +369,12 @@ mod tests {
     }
 
     #[test]
-    fn containers_have_no_command_checks() {
-        let e = JobSpec::from_json(json!({
+    fn containers_have_command_checks_too() {
+        let spec = JobSpec::from_json(json!({
             "name": "web",
             "task": {"image": "busybox", "checks": [{"type": "command", "command": "true"}]}
         }))
-        .unwrap_err();
-        assert_eq!(e.field(), "task.checks[0].type");
+        .unwrap();
+        assert_eq!(spec.task.checks[0].kind, CheckType::Command);
     }
 }

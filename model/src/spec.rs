@@ -658,7 +658,7 @@ impl RawTask {
         let ports = validate_ports(self.ports, runtime, &mut |field, message| {
             p.add(field, message);
         });
-        let checks = validate_checks(self.checks, runtime, &ports, p);
+        let checks = validate_checks(self.checks, &ports, p);
         let artifacts = validate_artifacts(self.artifacts, p);
         let r = self.resources.unwrap_or(RawResources {
             cpus: None,

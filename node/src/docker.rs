@@ -185,6 +185,58 @@ impl DockerRuntime {
         &self.inner.engine_version
     }
 
+    /// Runs `command` with `/bin/sh -c` inside running container
+    /// `container`, in the container's environment (a command health
+    /// check): its exit code and its output, stdout then stderr
+    /// interleaved as they came, at most `limit` bytes kept.
+    pub async fn exec(
+        &self,
+        container: &str,
+        command: &str,
+        limit: usize,
+    ) -> Result<(Option<i64>, String), String> {
+        let short = &container[..container.len().min(12)];
+        let docker = &self.inner.docker;
+        let config = bollard::models::ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(vec!["/bin/sh".into(), "-c".into(), command.into()]),
+            ..Default::default()
+        };
+        let created = docker
+            .create_exec(container, config)
+            .await
+            .map_err(|e| format!("docker exec in container {short}: {e}"))?;
+        let started = docker
+            .start_exec(
+                &created.id,
+                Some(bollard::exec::StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| format!("docker exec in container {short}: {e}"))?;
+        let mut text = Vec::new();
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                let Ok(chunk) = chunk else { break };
+                let bytes = chunk.into_bytes();
+                let room = limit.saturating_sub(text.len());
+                text.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+        }
+        let inspected = docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| format!("docker exec in container {short}: {e}"))?;
+        Ok((
+            inspected.exit_code,
+            String::from_utf8_lossy(&text).into_owned(),
+        ))
+    }
+
     /// Whether the engine answers now.
     pub async fn answers(&self) -> bool {
         matches!(

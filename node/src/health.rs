@@ -15,9 +15,12 @@
 //! - `http`: `GET http://127.0.0.1:<host port><path>`; 2xx and 3xx pass
 //!   (redirects are not followed).
 //! - `tcp`: a connection to `127.0.0.1:<host port>`.
-//! - `command`: `/bin/sh -c <command>` in the task's environment and
-//!   working dir (process tasks), in a process group of its own that a
-//!   timeout kills whole; exit code 0 passes.
+//! - `command`: `/bin/sh -c <command>`; exit code 0 passes. A process
+//!   task's runs on the node in the task's environment and working dir,
+//!   in a process group of its own that a timeout kills whole. A docker
+//!   task's runs inside its container (`docker exec`, the container's
+//!   environment; the image needs a `/bin/sh`); a timeout fails the probe
+//!   but cannot kill the exec'd process (the engine has no API for it).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,11 +35,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use crate::docker::DockerRuntime;
 use crate::runtime::{RuntimeEvent, TaskRecord, dir_name, read_record, task_env};
 
 /// The probers of the tasks running here. Owned by the core task.
 pub struct HealthChecks {
     tasks_dir: PathBuf,
+    docker: Option<DockerRuntime>,
     node: String,
     host: String,
     events: mpsc::Sender<RuntimeEvent>,
@@ -53,15 +58,18 @@ impl Drop for HealthChecks {
 
 impl HealthChecks {
     /// Probers for tasks kept under `tasks_dir` on node `node` (which
-    /// advertises `host`), reporting to `events`.
+    /// advertises `host`), reporting to `events`; `docker` runs the
+    /// command checks of docker tasks.
     pub fn new(
         tasks_dir: PathBuf,
+        docker: Option<DockerRuntime>,
         node: String,
         host: String,
         events: mpsc::Sender<RuntimeEvent>,
     ) -> Self {
         HealthChecks {
             tasks_dir,
+            docker,
             node,
             host,
             events,
@@ -74,6 +82,7 @@ impl HealthChecks {
         self.stop(key);
         let dir = self.tasks_dir.join(dir_name(key));
         let (node, host) = (self.node.clone(), self.host.clone());
+        let docker = self.docker.clone();
         let (events, task) = (self.events.clone(), key.clone());
         let prober = tokio::spawn(async move {
             let read = dir.clone();
@@ -94,6 +103,7 @@ impl HealthChecks {
                     dir: dir.clone(),
                     node: node.clone(),
                     host: host.clone(),
+                    docker: docker.clone(),
                 };
                 loops.spawn(probe.run(events.clone()));
             }
@@ -120,6 +130,7 @@ struct Probe {
     dir: PathBuf,
     node: String,
     host: String,
+    docker: Option<DockerRuntime>,
 }
 
 impl Probe {
@@ -180,7 +191,10 @@ impl Probe {
             }
             CheckType::Command => {
                 let command = self.check.command.clone().unwrap_or_default();
-                self.command(&command).await
+                match &self.record.container {
+                    Some(container) => self.exec(container, &command).await,
+                    None => self.command(&command).await,
+                }
             }
         }
     }
@@ -225,17 +239,36 @@ impl Probe {
             Ok(out) => {
                 let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
                 text.push_str(&String::from_utf8_lossy(&out.stderr));
-                let text = text.trim();
-                match out.status.code() {
-                    Some(0) if text.is_empty() => (true, "exit 0".into()),
-                    Some(0) => (true, text.to_owned()),
-                    Some(c) if text.is_empty() => (false, format!("exit {c}")),
-                    Some(c) => (false, format!("exit {c}: {text}")),
-                    None => (false, "killed by a signal".into()),
-                }
+                exited(out.status.code().map(i64::from), &text)
             }
             Err(e) => (false, format!("cannot wait for the command: {e}")),
         }
+    }
+
+    /// Runs `command` inside the task's container.
+    async fn exec(&self, container: &str, command: &str) -> (bool, String) {
+        let Some(docker) = &self.docker else {
+            return (
+                false,
+                "no Docker runtime on this node to run the check".into(),
+            );
+        };
+        match docker.exec(container, command, 4 * CHECK_OUTPUT_MAX).await {
+            Ok((code, text)) => exited(code, &text),
+            Err(e) => (false, e),
+        }
+    }
+}
+
+/// A command check's verdict from its exit code (none: killed) and output.
+fn exited(code: Option<i64>, text: &str) -> (bool, String) {
+    let text = text.trim();
+    match code {
+        Some(0) if text.is_empty() => (true, "exit 0".into()),
+        Some(0) => (true, text.to_owned()),
+        Some(c) if text.is_empty() => (false, format!("exit {c}")),
+        Some(c) => (false, format!("exit {c}: {text}")),
+        None => (false, "killed by a signal".into()),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The Docker runtime against the local engine: `shoal run --image` end to
-//! end, limits in `docker inspect`, logs, ports, a missing image, an image
+//! end, limits in `docker inspect`, logs, ports, a command health check
+//! run inside the container, a missing image, an image
 //! whose containers cannot start, an OOM kill, and adoption after an agent
 //! restart. Skipped, with the reason,
 //! where no engine answers. Images come from `scripts/build-test-images.sh`
@@ -168,6 +169,49 @@ fn shoal_run_image_runs_containers_with_limits_ports_and_logs() {
     assert!(s.success(), "{err}");
     wait_until("no container of the job left", SETTLE, || {
         Ok(containers(&job).is_empty())
+    });
+}
+
+/// A command check of a docker task runs inside its container: it sees
+/// the container's files and environment, and a failing one restarts it.
+#[test]
+fn a_command_check_runs_inside_the_container() {
+    need_docker!();
+    let job = job_name("dcheck");
+    let _cleanup = Cleanup(vec![job.clone()]);
+    let c = cluster(1);
+    let spec = json!({
+        "name": job,
+        "task": {"image": IMAGE, "command": "sh",
+                 "args": ["-c", "echo $GREETING > /ready; exec sleep 600"],
+                 "env": {"GREETING": "ready-in-the-container"},
+                 "checks": [{"type": "command", "command": "cat /ready || exit 3",
+                             "interval": "500ms", "failures": 2, "grace": "3s"}],
+                 "resources": {"cpus": 0.1, "memory_mb": 32}}
+    });
+    assert_eq!(c.agents[0].post("/v1/jobs", &spec).unwrap().0, 201);
+    let mut tasks = Vec::new();
+    wait_until("the container's check passes", SETTLE, || {
+        tasks = c.tasks(0, &job);
+        Ok(tasks.first().is_some_and(|t| t["health"] == "healthy"))
+    });
+    assert_eq!(tasks[0]["check"], "ready-in-the-container", "{}", tasks[0]);
+    // The file goes inside the container: the check fails, the task restarts.
+    let id = containers(&job).into_iter().next().expect("a container");
+    let (ok, _, err) = docker(&["exec", &id, "rm", "/ready"]);
+    assert!(ok, "{err}");
+    wait_until("restarted for its failing check", SETTLE, || {
+        tasks = c.tasks(0, &job);
+        Ok(tasks
+            .first()
+            .is_some_and(|t| t["restarts"].as_u64() >= Some(1)))
+    });
+    let reason = tasks[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("unhealthy: exit 3"), "{}", tasks[0]);
+    wait_until("healthy again", SETTLE, || {
+        Ok(c.tasks(0, &job)
+            .first()
+            .is_some_and(|t| t["health"] == "healthy"))
     });
 }
 

@@ -1,5 +1,6 @@
 //! Named ports and service discovery with real agents on loopback: HTTP
-//! servers (process tasks) on the ports their nodes gave them, found from
+//! servers (process tasks) on the ports their nodes gave them, healthy by
+//! the http checks their nodes run, found from
 //! a node that runs none of them through the API, the CLI and DNS; a
 //! crashed node's endpoint leaving every node's answers; bad ports
 //! refused.
@@ -32,7 +33,8 @@ const JOB: &str = "web/frontend";
 const JOB_PATH: &str = "web%2Ffrontend";
 const SRV_NAME: &str = "_http._tcp.frontend.web.service.shoal.";
 
-/// `count` HTTP servers on the port named `http`, kept off node `n0`.
+/// `count` HTTP servers on the port named `http`, each with an http
+/// health check run by its node, kept off node `n0`.
 fn web(marker: &str, count: u32) -> Value {
     json!({
         "name": JOB,
@@ -42,6 +44,7 @@ fn web(marker: &str, count: u32) -> Value {
             "args": ["-c", "exec python3 -m http.server --bind 127.0.0.1 $SHOAL_PORT_HTTP"],
             "env": {"SHOAL_TEST_MARKER": marker},
             "ports": [{"name": "http"}],
+            "checks": [{"type": "http", "port": "http", "interval": "1s", "grace": "10s"}],
             "resources": {"cpus": 0.1, "memory_mb": 64}
         },
         "constraints": [{"attribute": "name", "op": "!=", "value": "n0"}],

@@ -368,6 +368,7 @@ impl Agent {
         }
         let health = crate::health::HealthChecks::new(
             data_dir.path().join("tasks"),
+            docker.clone(),
             name.clone(),
             rpc_addr.ip().to_string(),
             runtime_tx.clone(),
