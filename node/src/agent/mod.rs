@@ -2,14 +2,16 @@
 //! phases of a start, each in its own module: the data dir and settings
 //! (`settings`), identity and cluster secret (`identity`), sockets
 //! (`sockets`), what this machine offers (`local`), the desired-state
-//! replica (`replica`), then the node core, the runtimes and the tasks
-//! that serve ([`Agent::start`] itself, with `background` for the small
-//! ones).
+//! replica (`replica`), the runtimes and what they still run
+//! (`runtimes`), the node core (`core`), then the tasks that serve
+//! ([`Agent::start`] itself, with `background` for the small ones).
 
 mod background;
+mod core;
 mod identity;
 mod local;
 mod replica;
+mod runtimes;
 mod settings;
 mod sockets;
 
@@ -19,9 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_core::{NodeCore, Wiring};
-use shoal_gossip::{Membership, NodeId, NodeIdentity, PacketSecurity};
-use shoal_placement::{PlacementConfig, Placer};
+use shoal_gossip::{NodeId, NodeIdentity};
 use shoal_transport::{NodeTls, Transport, TransportConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
-use crate::clock::{Clock, unix_ms};
+use crate::clock::Clock;
 use crate::core_task::{
     CoreHandle, CoreParts, CoreTask, StateLink, feed_jobs, record_deployments, record_finished,
 };
@@ -37,7 +37,6 @@ use crate::datadir::{AgentFile, DataDir, DataDirError};
 use crate::dns::{self, DnsHandler};
 use crate::repos::Repos;
 use crate::rpc::NodeRpc;
-use crate::runtime::{ProcessRuntime, ProcessSettings, Runtimes};
 use crate::services::Services;
 use crate::state::{GossipLink, StateHandle, StateTask, rpc_handler};
 use crate::token::TokenError;
@@ -347,82 +346,44 @@ impl Agent {
         );
 
         // The runtimes, adopting what still runs from before a restart.
-        let process = ProcessRuntime::new(
-            ProcessSettings {
-                data_dir: data_dir.path().to_owned(),
-                isolation,
-                node: name.clone(),
-                stop_grace,
-                ports,
-                host: rpc_addr.ip().to_string(),
-            },
-            runtime_tx.clone(),
-        )
-        .map_err(|source| DataDirError::Write {
-            path: data_dir.file("tasks"),
-            source,
-        })?;
-        let mut adopted = process.scan();
-        if let Some(d) = &docker {
-            adopted.extend(d.scan().await);
-        }
-        let health = crate::health::HealthChecks::new(
-            data_dir.path().join("tasks"),
-            docker.clone(),
-            name.clone(),
-            rpc_addr.ip().to_string(),
-            runtime_tx.clone(),
-        );
-        let artifacts = crate::artifacts::Artifacts::new(
-            crate::artifacts::ArtifactSettings {
-                data_dir: data_dir.path().to_owned(),
-                node: node_id,
-                api_url: format!("http://{api_addr}"),
-                token: Some(secret.to_token()),
-                gc_after: opts
-                    .artifact_gc_after
-                    .unwrap_or(crate::artifacts::DEFAULT_GC_AFTER),
-                uploads_per_blob: crate::artifacts::UPLOADS_PER_BLOB,
-            },
-            state.clone(),
-            live_rx.clone(),
-        )
-        .map_err(|e| AgentError::Artifacts(e.to_string()))?;
-        let runtime = Runtimes::new(process, docker, runtime_tx).with_artifacts(artifacts.clone());
-        let (task_events, _) = tokio::sync::broadcast::channel(1024);
-        if !adopted.is_empty() {
-            info!(
-                tasks = adopted.len(),
-                "adopted tasks still running from before the restart"
-            );
-        }
+        let runtimes::Runtimes {
+            runtime,
+            adopted,
+            health,
+            artifacts,
+            task_events,
+        } = runtimes::start(runtimes::Parts {
+            opts: &opts,
+            data_dir: &data_dir,
+            node_id,
+            name: &name,
+            host: rpc_addr.ip().to_string(),
+            api_addr,
+            token: secret.to_token(),
+            isolation,
+            stop_grace,
+            ports,
+            docker,
+            runtime_tx,
+            state: &state,
+            live: &live_rx,
+        })
+        .await?;
 
         // The node core: membership and placer, wired.
         let clock = Clock::new();
-        let now = clock.now();
-        let membership = Membership::new(
-            now,
-            NodeIdentity::new(node_id, gossip_addr, node.bump),
-            meta,
-            gossip_config,
-            PacketSecurity::sealed(secret.bytes()),
-            random_u64()?,
-        )
-        .map_err(|e| AgentError::Gossip(e.to_string()))?;
-        let (first_port, last_port) = opts.port_range.unwrap_or(DEFAULT_PORT_RANGE);
-        let placement = PlacementConfig {
-            host_ports: u32::from(last_port.saturating_sub(first_port)) + 1,
-            ..PlacementConfig::default()
-        };
-        let mut placer = Placer::new(node_id, placement, offered, now);
-        if draining {
-            placer.set_draining(now, unix_ms(), true);
-        }
-        if !adopted.is_empty() {
-            placer.adopt(now, unix_ms(), adopted);
-        }
         let (core_task, core) = CoreTask::new(CoreParts {
-            core: NodeCore::new(membership, placer, Wiring::default()),
+            core: core::build(core::Parts {
+                opts: &opts,
+                now: clock.now(),
+                identity: NodeIdentity::new(node_id, gossip_addr, node.bump),
+                meta,
+                gossip: gossip_config,
+                secret: secret.bytes(),
+                offered,
+                draining,
+                adopted,
+            })?,
             socket: gossip_socket,
             clock,
             data_dir: data_dir.clone(),
