@@ -18,6 +18,7 @@ mod after;
 mod artifacts;
 mod deployments;
 mod installations;
+mod io;
 mod jsondoc;
 mod outcomes;
 mod repos;
