@@ -1,6 +1,6 @@
 //! The Docker runtime against the local engine: `shoal run --image` end to
 //! end, limits in `docker inspect`, logs, ports, a command health check
-//! run inside the container, a missing image, an image
+//! run inside the container, artifacts seen in the container's sandbox, a missing image, an image
 //! whose containers cannot start, an OOM kill, and adoption after an agent
 //! restart. Skipped, with the reason,
 //! where no engine answers. Images come from `scripts/build-test-images.sh`
@@ -213,6 +213,38 @@ fn a_command_check_runs_inside_the_container() {
             .first()
             .is_some_and(|t| t["health"] == "healthy"))
     });
+}
+
+/// A docker task's artifacts are fetched into its sandbox, which the
+/// container sees at /shoal/task: a batch task that finds the file's
+/// content there completes, one that does not would fail.
+#[test]
+fn a_container_reads_its_artifacts_in_its_sandbox() {
+    need_docker!();
+    let job = job_name("dartifact");
+    let _cleanup = Cleanup(vec![job.clone()]);
+    let mut c = cluster(1);
+    let file = c.root.path().join("greeting.txt");
+    std::fs::write(&file, "hello from the host\n").unwrap();
+    let sha256: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(b"hello from the host\n")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let spec = json!({
+        "name": job,
+        "type": "batch",
+        "task": {"image": IMAGE, "command": "sh",
+                 "args": ["-c", "test \"$(cat /shoal/task/greeting.txt)\" = 'hello from the host'"],
+                 "artifacts": [{"source": format!("file://{}", file.display()), "sha256": sha256, "dest": "greeting.txt"}],
+                 "resources": {"cpus": 0.1, "memory_mb": 32}},
+        "restart": {"mode": "never"}
+    });
+    let (status, body) = c.agents[0].post("/v1/jobs", &spec).unwrap();
+    assert_eq!(status, 201, "{body}");
+    shoal_tests::wait_job_status(&mut c, &job, "complete", SETTLE);
 }
 
 #[test]

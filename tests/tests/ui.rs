@@ -155,6 +155,11 @@ fn the_overview_is_the_api_s_pool_on_every_node_and_follows_changes_without_a_re
     assert!(status < 300, "{body}");
     b.wait_text("#tasks-h", "Tasks (3)", WAIT).unwrap();
     shots(&b, "job");
+    b.eval("location.hash = '#/jobs'; return true;", vec![])
+        .unwrap();
+    b.wait_text(".pager", "1–1 of 1", WAIT).unwrap();
+    b.wait_text("main", "web", WAIT).unwrap();
+    shots(&b, "jobs");
 
     // Killing an agent turns it suspect, then failed, on the open page.
     b.eval("location.hash = '#/nodes'; return true;", vec![])
