@@ -139,6 +139,12 @@ pub fn upgrade(
             pkg.manifest().name
         );
     }
+    if let Err(why) = pkg
+        .manifest()
+        .check_upgrade_from(&current.installation.version)
+    {
+        bail!("{instance}: {why}");
+    }
     let mut options = current.installation.options.clone();
     let extra = user_options(pkg, file, sets)?;
     shoal_package::merge(&mut options, &extra);

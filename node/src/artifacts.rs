@@ -921,7 +921,15 @@ impl Pull {
                 let Some(to) = resp.headers().get("location").and_then(|v| v.to_str().ok()) else {
                     return Outcome::Broken(format!("GET {url}: {status} without a Location"));
                 };
-                url = to.to_owned();
+                // A Location may be relative to the URL that sent it.
+                match url::Url::parse(&url).and_then(|base| base.join(to)) {
+                    Ok(next) => url = next.into(),
+                    Err(e) => {
+                        return Outcome::Broken(format!(
+                            "GET {url}: {status} to an unusable Location {to:?}: {e}"
+                        ));
+                    }
+                }
                 continue;
             }
             match status.as_u16() {

@@ -103,4 +103,26 @@ impl Manifest {
             None => from <= &self.version,
         }
     }
+
+    /// [`can_upgrade_from`](Self::can_upgrade_from) for an installation
+    /// at version `from` (as the replicated state holds it), with the
+    /// message that says why not and what to do.
+    pub fn check_upgrade_from(&self, from: &str) -> Result<(), String> {
+        let Ok(v) = Version::parse(from) else {
+            // An installation whose version is not semver (a local
+            // package of old) is not held back.
+            return Ok(());
+        };
+        if self.can_upgrade_from(&v) {
+            return Ok(());
+        }
+        let why = match &self.upgrades_from {
+            Some(req) => format!("it upgrades only from versions {req} (its upgrades_from)"),
+            None => "it is older: going back is `shoal package rollback`".to_owned(),
+        };
+        Err(format!(
+            "{} {} cannot upgrade an installation of {from}: {why}; pick another version, or uninstall and install",
+            self.name, self.version
+        ))
+    }
 }

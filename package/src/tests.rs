@@ -337,3 +337,31 @@ fn spark_without_a_distribution_renders_but_says_what_to_do() {
         .unwrap();
     assert!(!notes.contains("WARNING"), "{notes}");
 }
+
+#[test]
+fn an_upgrade_is_refused_from_a_version_outside_upgrades_from_or_newer() {
+    let any = Manifest::from_toml(MANIFEST).unwrap();
+    assert!(any.check_upgrade_from("1.0.0").is_ok());
+    assert!(
+        any.check_upgrade_from("1.2.0").is_ok(),
+        "same version: options only"
+    );
+    let e = any.check_upgrade_from("2.0.0").unwrap_err();
+    assert!(
+        e.contains("web 1.2.0 cannot upgrade an installation of 2.0.0") && e.contains("rollback"),
+        "{e}"
+    );
+    let narrow = Manifest::from_toml(
+        &format!("{MANIFEST}\nupgrades_from = \">=1.1, <1.2\"\n").replace(
+            "[notes]\ninstall = \"{{ instance }} runs {{ options.count }} servers\"\n",
+            "",
+        ),
+    )
+    .unwrap();
+    assert!(narrow.check_upgrade_from("1.1.5").is_ok());
+    let e = narrow.check_upgrade_from("1.0.0").unwrap_err();
+    assert!(
+        e.contains(">=1.1, <1.2") && e.contains("upgrades_from"),
+        "{e}"
+    );
+}

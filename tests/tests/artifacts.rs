@@ -354,6 +354,15 @@ fn an_https_source_is_fetched_when_its_ca_is_trusted_and_refused_when_not() {
     fs::create_dir_all(tls.join("www")).unwrap();
     random_file(&tls.join("www/data.bin"), 200 * 1024 + 3, 7);
     let hex = sha256_hex(&tls.join("www/data.bin"));
+    // `/sub` answers 301 with the relative `Location: /sub/` (Python's
+    // server does for a directory), which serves its index.html.
+    fs::create_dir_all(tls.join("www/sub")).unwrap();
+    fs::write(
+        tls.join("www/sub/index.html"),
+        "behind a relative redirect\n",
+    )
+    .unwrap();
+    let page_hex = sha256_hex(&tls.join("www/sub/index.html"));
     let Some(server) = https_server(&tls) else {
         eprintln!("skipped: needs openssl and python3");
         return;
@@ -378,16 +387,20 @@ fn an_https_source_is_fetched_when_its_ca_is_trusted_and_refused_when_not() {
     c.start(&plain);
     c.wait_all_alive(2, SETTLE);
 
+    let page = format!("https://127.0.0.1:{}/sub", server.port);
     let job = |name: &str, node: &str, out: &Path| {
         json!({
             "name": name,
             "type": "batch",
             "task": {
                 "command": "/bin/sh",
-                "args": ["-c", format!("cat data.bin > {}", out.display())],
+                "args": ["-c", format!("cat page.html > {0}.page && cat data.bin > {0}", out.display())],
                 "env": {"SHOAL_TEST_MARKER": m},
                 "resources": {"cpus": 0.25, "memory_mb": 32},
-                "artifacts": [{"source": source, "sha256": hex, "dest": "data.bin"}]
+                "artifacts": [
+                    {"source": source, "sha256": hex, "dest": "data.bin"},
+                    {"source": page, "sha256": page_hex, "dest": "page.html"}
+                ]
             },
             "constraints": [{"attribute": "name", "op": "==", "value": node}],
             "restart": {"mode": "never"}
@@ -401,6 +414,10 @@ fn an_https_source_is_fetched_when_its_ca_is_trusted_and_refused_when_not() {
     wait_until("the trusting node fetched over https", SETTLE, || {
         Ok(fetched.is_file() && sha256_hex(&fetched) == hex)
     });
+    assert_eq!(
+        fs::read_to_string(root.join("fetched.bin.page")).unwrap(),
+        "behind a relative redirect\n"
+    );
 
     let refused = root.join("refused.bin");
     let (status, body) = c.agents[0]

@@ -410,6 +410,7 @@ async fn render_here(
     repository: &str,
     instance: &str,
     options: &Value,
+    upgrading_from: Option<&str>,
 ) -> Result<(String, String, Vec<Value>), ApiError> {
     let found = s
         .repos
@@ -419,6 +420,15 @@ async fn render_here(
             (!repository.is_empty()).then_some(repository),
         )
         .await?;
+    if let Some(from) = upgrading_from {
+        found
+            .package
+            .manifest()
+            .check_upgrade_from(from)
+            .map_err(|m| {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m).with_field("version")
+            })?;
+    }
     let jobs = found
         .package
         .render(instance, options)
@@ -526,6 +536,7 @@ pub async fn install(
             &b.repository,
             &b.instance,
             &options,
+            None,
         )
         .await?;
     }
@@ -655,6 +666,7 @@ pub async fn upgrade(
             &before.repository,
             &instance,
             &b.options,
+            Some(&before.version),
         )
         .await?;
         (b.version, b.jobs) = (version, jobs);
