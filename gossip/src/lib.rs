@@ -49,5 +49,5 @@ pub use meta::{
 };
 pub use packed::Packed;
 pub use ranges::MEMBERS_PER_DIGEST_ROUND;
-pub use seal::{DropReason, GossipKey, PacketSecurity};
+pub use seal::{DropReason, GossipKey, PacketSecurity, SealHeader, seal};
 pub use time::Instant;
