@@ -56,7 +56,7 @@ pub fn is_sha256_hex(s: &str) -> bool {
 
 /// Whether `dest` is a path inside the sandbox: relative, no `..`, no
 /// empty or NUL-bearing name.
-fn dest_problem(dest: &str) -> Option<String> {
+pub(crate) fn dest_problem(dest: &str) -> Option<String> {
     if dest.is_empty() {
         return Some("must not be empty (use \".\" for the sandbox itself)".into());
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::artifact::{Artifact, RawArtifact, validate_artifacts};
 use crate::check::{Check, RawCheck, validate_checks};
 use crate::constraint::{Constraint, RawConstraint};
+use crate::files::{RawTaskFile, TaskFile, validate_files};
 use crate::ports::{Port, RawPort, validate_ports};
 use crate::update::{RawUpdate, UpdatePolicy};
 use crate::{FieldError, SpecError};
@@ -136,6 +137,9 @@ pub struct TaskSpec {
     /// Files fetched into the sandbox before the task starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
+    /// Small text files written into the sandbox before the task starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<TaskFile>,
 }
 
 /// When a task that stopped is started again.
@@ -335,6 +339,8 @@ struct RawTask {
     checks: Vec<RawCheck>,
     #[serde(default)]
     artifacts: Vec<RawArtifact>,
+    #[serde(default)]
+    files: Vec<RawTaskFile>,
 }
 
 #[derive(Deserialize)]
@@ -660,6 +666,7 @@ impl RawTask {
         });
         let checks = validate_checks(self.checks, &ports, p);
         let artifacts = validate_artifacts(self.artifacts, p);
+        let files = validate_files(self.files, p);
         let r = self.resources.unwrap_or(RawResources {
             cpus: None,
             memory_mb: None,
@@ -721,6 +728,7 @@ impl RawTask {
             },
             checks,
             artifacts,
+            files,
         }
     }
 }

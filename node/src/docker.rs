@@ -50,7 +50,8 @@ use crate::tasktable::{Ended, TaskTable};
 use crate::ports::{HostPorts, PortError};
 pub use shoal_model::port_env_name;
 
-/// Where a task with artifacts finds its sandbox inside its container.
+/// Where a task with artifacts or files finds its sandbox inside its
+/// container.
 pub const SANDBOX_IN_CONTAINER: &str = "/shoal/task";
 /// Tries at starting a container when its host port was taken meanwhile.
 const PORT_ATTEMPTS: u32 = 3;
@@ -460,13 +461,16 @@ impl DockerRuntime {
                 memory_swap: (memory > 0).then_some(memory),
                 pids_limit: Some(PIDS_MAX),
                 port_bindings: (!bindings.is_empty()).then_some(bindings),
-                // The sandbox, where the task's artifacts were fetched.
-                binds: (!spec.task.artifacts.is_empty()).then(|| {
-                    vec![format!(
-                        "{}:{SANDBOX_IN_CONTAINER}",
-                        self.task_dir(key).display()
-                    )]
-                }),
+                // The sandbox, where the task's artifacts were fetched
+                // and its files written.
+                binds: (!spec.task.artifacts.is_empty() || !spec.task.files.is_empty()).then(
+                    || {
+                        vec![format!(
+                            "{}:{SANDBOX_IN_CONTAINER}",
+                            self.task_dir(key).display()
+                        )]
+                    },
+                ),
                 ..Default::default()
             }),
             ..Default::default()

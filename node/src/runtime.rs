@@ -143,6 +143,26 @@ impl std::fmt::Debug for ProcessRuntime {
     }
 }
 
+/// Writes a task's `[[task.files]]` into its sandbox `dir` (parents
+/// made, each file replaced whole); the error names the file.
+fn write_files(dir: &Path, files: &[shoal_model::TaskFile]) -> Result<(), String> {
+    for (i, f) in files.iter().enumerate() {
+        let path = dir.join(&f.path);
+        let written = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::write(&path, &f.content));
+        if let Err(e) = written {
+            return Err(format!(
+                "task.files[{i}] ({}): cannot write {}: {e}",
+                f.path,
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The sandbox dir name of a task: `/` becomes `_` (job names have no `_`).
 pub fn dir_name(key: &TaskKey) -> String {
     key.to_string().replace('/', "_")
@@ -761,16 +781,13 @@ impl Runtimes {
                 other.retire(&key);
             }
         }
-        let Some(artifacts) = self
-            .artifacts
-            .clone()
-            .filter(|_| !spec.task.artifacts.is_empty())
-        else {
+        if spec.task.artifacts.is_empty() && spec.task.files.is_empty() {
             target.start(key, spec, job_version, stamp, attempt);
             return;
-        };
-        // The artifacts first, then the runtime's start; a stop (or a
-        // newer start) meanwhile makes this one moot.
+        }
+        let artifacts = self.artifacts.clone();
+        // The artifacts and files first, then the runtime's start; a stop
+        // (or a newer start) meanwhile makes this one moot.
         let generation = {
             let mut p = self.preparing();
             p.0 += 1;
@@ -782,7 +799,12 @@ impl Runtimes {
         let dir = self.tasks_dir.join(dir_name(&key));
         tokio::spawn(async move {
             let prepared = match fs::create_dir_all(&dir) {
-                Ok(()) => artifacts.prepare(&dir, &spec.task.artifacts).await,
+                Ok(()) => match &artifacts {
+                    _ if spec.task.artifacts.is_empty() => Ok(()),
+                    Some(a) => a.prepare(&dir, &spec.task.artifacts).await,
+                    None => Err("this node has no artifact store to fetch task.artifacts".into()),
+                }
+                .and_then(|()| write_files(&dir, &spec.task.files)),
                 Err(e) => Err(format!("cannot create {}: {e}", dir.display())),
             };
             {
@@ -800,7 +822,7 @@ impl Runtimes {
                     }
                 }
                 Err(why) => {
-                    warn!(task = %key, reason = %why, "artifacts unavailable");
+                    warn!(task = %key, reason = %why, "the sandbox could not be prepared");
                     let _ = this
                         .events
                         .send(RuntimeEvent::Exited(key, ExitReason::StartFailed(why)))

@@ -56,6 +56,8 @@ pub const MANIFEST_FILE: &str = "package.toml";
 pub const SCHEMA_FILE: &str = "options.schema.json";
 const JOBS_DIR: &str = "jobs/";
 const TEMPLATE_SUFFIX: &str = ".toml.j2";
+/// Config files, rendered (`*.j2`) or as they are.
+const FILES_DIR: &str = "files/";
 
 /// A package that cannot be loaded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +87,10 @@ pub struct Package {
     manifest: Manifest,
     schema: OptionsSchema,
     templates: BTreeMap<String, String>,
+    /// Config files (`files/…`): the name job templates see them by
+    /// (`redis.conf`) to the file (`files/redis.conf.j2`, rendered, or
+    /// `files/redis.conf`, as is).
+    configs: BTreeMap<String, String>,
     files: Files,
     env: Environment<'static>,
 }
@@ -149,6 +155,30 @@ impl Package {
                 })?;
             templates.insert(path.clone(), source);
         }
+        let mut configs = BTreeMap::new();
+        for (path, _) in files.range(FILES_DIR.to_owned()..) {
+            if !path.starts_with(FILES_DIR) {
+                break;
+            }
+            let name = &path[FILES_DIR.len()..];
+            if let Some(name) = name.strip_suffix(".j2") {
+                let source = text(&files, path)?.to_owned();
+                env.add_template_owned(path.clone(), source)
+                    .map_err(|e| PackageError {
+                        file: path.clone(),
+                        line: e.line(),
+                        message: format!(
+                            "template syntax: {}",
+                            e.detail()
+                                .map_or_else(|| e.kind().to_string(), str::to_owned)
+                        ),
+                    })?;
+                configs.insert(name.to_owned(), path.clone());
+            } else if !configs.contains_key(name) && std::str::from_utf8(&files[path]).is_ok() {
+                // A binary file is carried, not offered to templates.
+                configs.insert(name.to_owned(), path.clone());
+            }
+        }
         if templates.is_empty() {
             return Err(PackageError::new(
                 "jobs/",
@@ -173,6 +203,7 @@ impl Package {
             manifest,
             schema,
             templates,
+            configs,
             files,
             env,
         })
@@ -242,7 +273,8 @@ impl Package {
             message,
         })?;
         let options = self.effective_options(user_options)?;
-        let ctx = render::context(instance, &options, &self.manifest);
+        let mut ctx = render::context(instance, &options, &self.manifest);
+        ctx["files"] = self.render_configs(&ctx)?;
         let label = self.id();
         let mut jobs = Vec::new();
         for path in self.templates.keys() {
@@ -258,6 +290,34 @@ impl Package {
         render::check_unique(&jobs)?;
         render::check_after(&jobs, instance)?;
         Ok(jobs)
+    }
+
+    /// The config files (`files/…`) with `ctx`: name to text, what job
+    /// templates see as `files` (`{{ files["redis.conf"] }}`, written
+    /// into the task's sandbox with `[[task.files]]`).
+    fn render_configs(&self, ctx: &Value) -> Result<Value, RenderError> {
+        let mut out = serde_json::Map::new();
+        for (name, path) in &self.configs {
+            let text = if path.ends_with(".j2") {
+                let tmpl = self
+                    .env
+                    .get_template(path)
+                    .map_err(|e| render::template_error(path, &e))?;
+                let mut text = tmpl
+                    .render(minijinja::value::Serde(ctx))
+                    .map_err(|e| render::template_error(path, &e))?;
+                // The engine drops a template's last newline; a config
+                // file keeps the one its source ends with.
+                if self.files[path].ends_with(b"\n") && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text
+            } else {
+                String::from_utf8_lossy(&self.files[path]).into_owned()
+            };
+            out.insert(name.clone(), Value::String(text));
+        }
+        Ok(Value::Object(out))
     }
 
     /// The install (`uninstall = false`) or uninstall notes, rendered with

@@ -365,3 +365,49 @@ fn an_upgrade_is_refused_from_a_version_outside_upgrades_from_or_newer() {
         "{e}"
     );
 }
+
+#[test]
+fn config_files_are_rendered_and_reach_the_job_through_task_files() {
+    let job = r#"name = {{ instance ~ "/server" }}
+[task]
+command = "/bin/cat"
+args = ["app.conf"]
+[[task.files]]
+path = "app.conf"
+content = {{ files["app.conf"] }}
+[[task.files]]
+path = "static/motd"
+content = {{ files["motd"] }}
+"#;
+    let mut f = files(job);
+    f.insert(
+        "files/app.conf.j2".into(),
+        b"# {{ instance }}\ncount = {{ options.count }}\ngreeting = \"{{ options.greeting }}\"\n"
+            .to_vec(),
+    );
+    f.insert("files/motd".into(), b"as is: {{ not rendered }}\n".to_vec());
+    f.insert("files/logo.png".into(), vec![0x89, 0x50, 0xff, 0xfe]);
+    let p = Package::from_files(f).unwrap();
+    let jobs = p.render("w1", &json!({"count": 3})).unwrap();
+    let task = &jobs[0].spec.task;
+    assert_eq!(task.files[0].path, "app.conf");
+    assert_eq!(
+        task.files[0].content,
+        "# w1\ncount = 3\ngreeting = \"hello\"\n"
+    );
+    assert_eq!(task.files[1].content, "as is: {{ not rendered }}\n");
+
+    // A config template's undefined variable is refused naming the file.
+    let mut f = files(job);
+    f.insert("files/app.conf.j2".into(), b"{{ options.nope }}".to_vec());
+    f.insert("files/motd".into(), b"x".to_vec());
+    let e = Package::from_files(f)
+        .unwrap()
+        .render("w1", &json!({}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("files/app.conf.j2") && e.contains("undefined"),
+        "{e}"
+    );
+}

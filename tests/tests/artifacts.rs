@@ -1,7 +1,7 @@
 //! Artifacts with real agents: a file stored with `shoal artifact put` on
 //! one node is copied to others and fetched by a task on another node
 //! (checked byte for byte by the task itself); a `.tar.gz` is unpacked into
-//! the sandbox; a digest that does not match is refused, for an upload and
+//! the sandbox, beside a `[[task.files]]` file written there; a digest that does not match is refused, for an upload and
 //! for a task's artifact (the task fails naming it); a removed artifact's
 //! copies are collected.
 
@@ -159,7 +159,7 @@ fn artifacts_are_shared_checked_unpacked_and_collected() {
         "task": {
             "command": "/bin/sh",
             "args": ["-c", format!(
-                "cmp data.bin {} && cat dist/bin/hello.txt > {}",
+                "cmp data.bin {} && cat dist/bin/hello.txt conf/app.conf > {}",
                 data.display(), result.display()
             )],
             "env": {"SHOAL_TEST_MARKER": m},
@@ -167,14 +167,15 @@ fn artifacts_are_shared_checked_unpacked_and_collected() {
             "artifacts": [
                 {"source": format!("shoal:sha256:{hex}"), "dest": "data.bin"},
                 {"source": format!("file://{}", tgz.display()), "sha256": tgz_hex, "extract": true, "dest": "dist"},
-            ]
+            ],
+            "files": [{"path": "conf/app.conf", "content": "port = 1\n"}]
         },
         "constraints": [{"attribute": "name", "op": "!=", "value": "a0"}]
     });
     let (status, body) = c.agents[1].post("/v1/jobs", &job).unwrap();
     assert_eq!(status, 201, "{body}");
     wait_until("the task read the artifacts", SETTLE, || {
-        Ok(fs::read_to_string(&result).unwrap_or_default() == "hello from the archive\n")
+        Ok(fs::read_to_string(&result).unwrap_or_default() == "hello from the archive\nport = 1\n")
     });
 
     // A task artifact whose digest does not match: the task fails, naming it.

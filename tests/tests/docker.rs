@@ -215,8 +215,8 @@ fn a_command_check_runs_inside_the_container() {
     });
 }
 
-/// A docker task's artifacts are fetched into its sandbox, which the
-/// container sees at /shoal/task: a batch task that finds the file's
+/// A docker task's artifacts are fetched into its sandbox, beside its
+/// `[[task.files]]`, which the container sees at /shoal/task: a batch task that finds the file's
 /// content there completes, one that does not would fail.
 #[test]
 fn a_container_reads_its_artifacts_in_its_sandbox() {
@@ -237,8 +237,9 @@ fn a_container_reads_its_artifacts_in_its_sandbox() {
         "name": job,
         "type": "batch",
         "task": {"image": IMAGE, "command": "sh",
-                 "args": ["-c", "test \"$(cat /shoal/task/greeting.txt)\" = 'hello from the host'"],
+                 "args": ["-c", "test \"$(cat /shoal/task/greeting.txt)\" = 'hello from the host' && test \"$(cat /shoal/task/etc/app.conf)\" = 'mode = container'"],
                  "artifacts": [{"source": format!("file://{}", file.display()), "sha256": sha256, "dest": "greeting.txt"}],
+                 "files": [{"path": "etc/app.conf", "content": "mode = container\n"}],
                  "resources": {"cpus": 0.1, "memory_mb": 32}},
         "restart": {"mode": "never"}
     });
