@@ -6,7 +6,7 @@
 //! traffic, so a node's cost does not grow with the cluster. Around SWIM this
 //! crate adds what a cluster OS needs:
 //!
-//! - **sealed datagrams** ([`seal`]): XChaCha20-Poly1305 under a key derived
+//! - **sealed datagrams** ([`seal()`]): XChaCha20-Poly1305 under a key derived
 //!   from the cluster secret, a key id for rotation, and a replay window per
 //!   sender; anything else is dropped and counted by [`DropReason`];
 //! - **member metadata** ([`MemberMeta`]): name, addresses, dc/zone/region,
