@@ -255,21 +255,22 @@ pub fn rollback(
 /// `shoal package uninstall`.
 pub fn uninstall(client: &Client, json_out: bool, instance: &str) -> anyhow::Result<()> {
     let before = installation(client, instance)?;
+    // The package's own words on what stays behind, from the installed
+    // version when it is at hand (else the newest).
+    let i = &before.installation;
+    let notes = load(&i.package, Some(&i.version), client)
+        .or_else(|_| load(&i.package, None, client))
+        .ok()
+        .and_then(|l| l.package.notes(instance, &i.options, true).ok().flatten());
     let view: InstallationView =
         client.delete(&format!("/v1/installations/{}", segment(instance)))?;
     if json_out {
-        return crate::print_json(&view);
+        let mut out = serde_json::to_value(&view)?;
+        out["notes"] = notes.map_or(Value::Null, Value::String);
+        return crate::print_json(&out);
     }
-    println!(
-        "uninstalled {instance}: stopped {}",
-        before.installation.jobs.join(", ")
-    );
-    // The package's own words on what stays behind, when it is at hand.
-    if let Ok(loaded) = load(&before.installation.package, None, client)
-        && let Ok(Some(notes)) = loaded
-            .package
-            .notes(instance, &before.installation.options, true)
-    {
+    println!("uninstalled {instance}: stopped {}", i.jobs.join(", "));
+    if let Some(notes) = notes {
         println!("\n{notes}");
     }
     Ok(())

@@ -31,7 +31,7 @@ fn hello(dir: &Path, version: &str, marker: &str) {
     std::fs::write(
         dir.join("package.toml"),
         format!(
-            "name = \"hello\"\nversion = \"{version}\"\ndescription = \"A test package: sleeping servers and a setup job.\"\ntags = [\"test\"]\n"
+            "name = \"hello\"\nversion = \"{version}\"\ndescription = \"A test package: sleeping servers and a setup job.\"\ntags = [\"test\"]\n[notes]\nuninstall = \"{{{{ instance }}}} {{{{ package.version }}}}: nothing is kept\"\n"
         ),
     )
     .unwrap();
@@ -200,8 +200,8 @@ fn a_dir_repository_on_one_node_installs_from_another() {
     assert!(setup.get("waiting_for").is_none(), "{setup}");
 
     // Uninstalling h2 leaves h1 untouched.
-    let (ok, _, err) = shoal(&c, 1, &["package", "uninstall", "h2"]);
-    assert!(ok, "{err}");
+    let gone = shoal_json(&c, 1, &["package", "uninstall", "h2"]);
+    assert_eq!(gone["notes"], "h2 1.1.0: nothing is kept", "{gone}");
     let names = job_names(&c, 0);
     assert!(names.contains(&"h1/server".to_owned()), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("h2/")), "{names:?}");
