@@ -104,6 +104,19 @@ impl std::fmt::Debug for Package {
     }
 }
 
+/// A template of `path` that does not parse: its line and what is wrong.
+fn syntax_error(path: &str, e: &minijinja::Error) -> PackageError {
+    PackageError {
+        file: path.to_owned(),
+        line: e.line(),
+        message: format!(
+            "template syntax: {}",
+            e.detail()
+                .map_or_else(|| e.kind().to_string(), str::to_owned)
+        ),
+    }
+}
+
 fn text<'a>(files: &'a Files, path: &str) -> Result<&'a str, PackageError> {
     let bytes = files.get(path).ok_or_else(|| {
         PackageError::new(
@@ -144,15 +157,7 @@ impl Package {
             }
             let source = text(&files, path)?.to_owned();
             env.add_template_owned(path.clone(), source.clone())
-                .map_err(|e| PackageError {
-                    file: path.clone(),
-                    line: e.line(),
-                    message: format!(
-                        "template syntax: {}",
-                        e.detail()
-                            .map_or_else(|| e.kind().to_string(), str::to_owned)
-                    ),
-                })?;
+                .map_err(|e| syntax_error(path, &e))?;
             templates.insert(path.clone(), source);
         }
         let mut configs = BTreeMap::new();
@@ -164,15 +169,7 @@ impl Package {
             if let Some(name) = name.strip_suffix(".j2") {
                 let source = text(&files, path)?.to_owned();
                 env.add_template_owned(path.clone(), source)
-                    .map_err(|e| PackageError {
-                        file: path.clone(),
-                        line: e.line(),
-                        message: format!(
-                            "template syntax: {}",
-                            e.detail()
-                                .map_or_else(|| e.kind().to_string(), str::to_owned)
-                        ),
-                    })?;
+                    .map_err(|e| syntax_error(path, &e))?;
                 configs.insert(name.to_owned(), path.clone());
             } else if !configs.contains_key(name) && std::str::from_utf8(&files[path]).is_ok() {
                 // A binary file is carried, not offered to templates.
