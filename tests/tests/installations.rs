@@ -186,3 +186,95 @@ fn the_built_in_library_is_browsed_and_rendered_through_the_api() {
     let list: Vec<Value> = c.agents[0].get("/v1/installations").unwrap();
     assert!(list.is_empty());
 }
+
+/// A local package directory: `schema` for its options, `job` its one
+/// job template.
+fn local_package(dir: &std::path::Path, schema: &str, job: &str) {
+    std::fs::create_dir_all(dir.join("jobs")).unwrap();
+    std::fs::write(
+        dir.join("package.toml"),
+        "name = \"bad\"\nversion = \"1.0.0\"\ndescription = \"A package for bad input.\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("options.schema.json"), schema).unwrap();
+    std::fs::write(dir.join("jobs/server.toml.j2"), job).unwrap();
+}
+
+/// Bad input to an install, through the API and the CLI: a wrong type, a
+/// missing required value and a template's undefined variable are each
+/// refused naming what and where, and nothing is written.
+#[test]
+fn bad_install_input_is_refused_naming_it_and_nothing_is_written() {
+    let c = Cluster::of("b", 1, &[]);
+    let agent = &c.agents[0];
+    // A wrong type, through the API (the built-in redis).
+    let (code, body) = agent
+        .post(
+            "/v1/installations",
+            &json!({"instance": "bad1", "package": "redis", "options": {"replicas": "two"}}),
+        )
+        .unwrap();
+    assert_eq!(code, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("/replicas") && message.contains("\"two\""),
+        "{body}"
+    );
+
+    // A missing required value and an undefined variable, through the
+    // CLI with local packages (rendered by the CLI).
+    let dir = tempfile::tempdir().unwrap();
+    let job = "name = {{ instance ~ \"/server\" }}\n[task]\ncommand = \"/bin/true\"\n";
+    local_package(
+        &dir.path().join("required"),
+        r#"{"type": "object", "properties": {"password": {"type": "string"}}, "required": ["password"]}"#,
+        job,
+    );
+    local_package(
+        &dir.path().join("undefined"),
+        r#"{"type": "object", "properties": {"count": {"type": "integer", "default": 1}}}"#,
+        "name = {{ instance ~ \"/server\" }}\ncount = {{ options.cuont }}\n[task]\ncommand = \"/bin/true\"\n",
+    );
+    let url = agent.url();
+    let env = [
+        ("SHOAL_ADDR", url.as_str()),
+        ("SHOAL_TOKEN", agent.token.as_str()),
+    ];
+    let path = |p: &str| dir.path().join(p).display().to_string();
+    let (status, out, err) = shoal_tests::run_shoal(
+        &[
+            "package",
+            "install",
+            &path("required"),
+            "--instance",
+            "bad2",
+        ],
+        &env,
+    );
+    assert!(!status.success(), "{out}");
+    assert!(
+        err.contains("password") && err.contains("required"),
+        "{err}"
+    );
+    let (status, out, err) = shoal_tests::run_shoal(
+        &[
+            "package",
+            "install",
+            &path("undefined"),
+            "--instance",
+            "bad3",
+        ],
+        &env,
+    );
+    assert!(!status.success(), "{out}");
+    assert!(
+        err.contains("jobs/server.toml.j2") && err.contains("undefined") && err.contains("cuont"),
+        "{err}"
+    );
+
+    // Nothing was written.
+    let list: Vec<Value> = agent.get("/v1/installations?all=true").unwrap();
+    assert!(list.is_empty(), "{list:?}");
+    let jobs: Vec<Value> = agent.get("/v1/jobs").unwrap();
+    assert!(jobs.is_empty(), "{jobs:?}");
+}
