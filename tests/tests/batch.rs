@@ -18,11 +18,16 @@ use shoal_tests::{
 const SETTLE: Duration = Duration::from_secs(60);
 
 fn cluster(n: usize) -> Cluster {
-    Cluster::of(
+    let mut c = Cluster::of(
         "n",
         n,
         &["--fault-injection", "--cpus", "2", "--memory-mb", "1024"],
-    )
+    );
+    // Every placement ring holds every member before the job is sent:
+    // two nodes whose rings still differ can both coordinate a key and
+    // place its task once each (seen once in CI: every index ran twice).
+    c.wait_placement_members(n, SETTLE);
+    c
 }
 
 #[test]
