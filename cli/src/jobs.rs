@@ -427,13 +427,14 @@ pub fn history(client: &Client, json_out: bool, name: &str) -> anyhow::Result<()
                 e.op.clone(),
                 e.at.clone(),
                 e.node.chars().take(8).collect(),
+                e.by.clone().unwrap_or_else(|| "-".into()),
                 what,
             ]
         })
         .collect();
     print!(
         "{}",
-        table(&["VERSION", "OP", "AT", "NODE", "CHANGES"], &rows)
+        table(&["VERSION", "OP", "AT", "NODE", "BY", "CHANGES"], &rows)
     );
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod acl;
 #[cfg(test)]
 mod api_paths;
 mod artifacts;
@@ -44,9 +45,10 @@ struct Cli {
     )]
     addr: String,
 
-    /// Cluster token: authenticates API calls, and lets `shoal agent --join`
-    /// into the cluster. Printed by the founding agent; also in
-    /// the file `token` of the data dir on every node.
+    /// API token: an ACL token (`shoal token create`), or before `shoal acl
+    /// bootstrap` the cluster token, which `shoal agent --join` also takes
+    /// to admit a machine (printed by the founding agent; also in the file
+    /// `token` of the data dir on every node).
     #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
@@ -169,6 +171,13 @@ enum Command {
         /// Only this trigger's runs.
         trigger: Option<String>,
     },
+    /// Access control: bootstrap the ACLs (once, with the cluster token),
+    /// and the policies tokens carry. See docs/security.md.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
+    /// API tokens: make one with policies (and a TTL), list, show, revoke.
+    #[command(subcommand)]
+    Token(acl::TokenCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -474,6 +483,8 @@ fn main() -> ExitCode {
         Command::Runs { ref trigger } => {
             triggers::runs(&client(&cli), cli.json, trigger.as_deref())
         }
+        Command::Acl(ref a) => acl::acl(a, &client(&cli), cli.json),
+        Command::Token(ref t) => acl::token(t, &client(&cli), cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

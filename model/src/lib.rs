@@ -10,6 +10,7 @@
 //!
 //! Pure: no I/O, no clock.
 
+pub mod acl;
 mod artifact;
 mod check;
 mod constraint;

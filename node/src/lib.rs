@@ -18,6 +18,7 @@
 //! the log shipper of process tasks), the RPC transport serving peers
 //! (`rpc`), and the HTTP API (`api`).
 
+pub mod acl;
 pub mod after;
 pub mod agent;
 pub mod api;

@@ -118,6 +118,7 @@ enum Command {
         RepoRequest,
         oneshot::Sender<Result<Vec<shoal_state::Repository>, SubmitError>>,
     ),
+    Acl(AclRequest, oneshot::Sender<Result<AclReply, SubmitError>>),
     Artifact(
         ArtifactRequest,
         oneshot::Sender<Result<ArtifactReply, SubmitError>>,
@@ -191,6 +192,29 @@ pub enum RepoRequest {
     },
     /// Remove one.
     Remove(String),
+}
+
+/// An ACL write, for the state task (reads come from the
+/// [`StateHandle::acl`] table).
+#[derive(Clone, Debug)]
+pub enum AclRequest {
+    /// Create or replace a policy.
+    PutPolicy(shoal_model::acl::Policy),
+    /// Delete a policy.
+    DeletePolicy(String),
+    /// Store a token.
+    CreateToken(shoal_state::NewToken),
+    /// Revoke a token by accessor.
+    Revoke(String),
+}
+
+/// What an [`AclRequest`] wrote.
+#[derive(Clone, Debug)]
+pub enum AclReply {
+    /// The policy written or deleted.
+    Policy(shoal_model::acl::Policy),
+    /// The token stored or revoked.
+    Token(Box<shoal_state::AclToken>),
 }
 
 /// What an [`InstallRequest`] gave.
@@ -298,6 +322,7 @@ struct Counters {
 pub struct StateHandle {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<JobEvent>,
+    acl: watch::Receiver<Arc<crate::acl::AclTable>>,
     recovering: Arc<AtomicBool>,
 }
 
@@ -379,6 +404,17 @@ impl StateHandle {
     /// order, or the one written (once persisted).
     pub async fn repos(&self, r: RepoRequest) -> Result<Vec<shoal_state::Repository>, SubmitError> {
         self.ask(|tx| Command::Repo(r, tx)).await?
+    }
+
+    /// An ACL write, made durable (and in this node's [`StateHandle::acl`]
+    /// table) before the reply.
+    pub async fn acl_write(&self, r: AclRequest) -> Result<AclReply, SubmitError> {
+        self.ask(|tx| Command::Acl(r, tx)).await?
+    }
+
+    /// The tokens and policies this node knows, kept current by the task.
+    pub fn acl(&self) -> Arc<crate::acl::AclTable> {
+        self.acl.borrow().clone()
     }
 
     /// A stored artifact's read or write (a write made durable before the
@@ -476,6 +512,7 @@ pub struct StateTask {
     rx: mpsc::Receiver<Command>,
     self_tx: mpsc::Sender<Command>,
     events: broadcast::Sender<JobEvent>,
+    acl: watch::Sender<Arc<crate::acl::AclTable>>,
     recovering: Arc<AtomicBool>,
     counters: Arc<Counters>,
     round_in_flight: Arc<AtomicBool>,
@@ -498,9 +535,11 @@ impl StateTask {
         let (tx, rx) = mpsc::channel(1024);
         let (events, _) = broadcast::channel(1024);
         let recovering = Arc::new(AtomicBool::new(recovering));
+        let (acl, acl_rx) = watch::channel(Arc::new(crate::acl::AclTable::from_store(&store)));
         let handle = StateHandle {
             tx: tx.clone(),
             events: events.clone(),
+            acl: acl_rx,
             recovering: recovering.clone(),
         };
         let state_dir = log.dir().to_owned();
@@ -512,6 +551,7 @@ impl StateTask {
             rx,
             self_tx: tx,
             events,
+            acl,
             recovering,
             counters: Arc::new(Counters::default()),
             round_in_flight: Arc::new(AtomicBool::new(false)),
@@ -644,6 +684,32 @@ impl StateTask {
                         }
                     }
                 }
+                Command::Acl(r, reply) => {
+                    let now = unix_ms();
+                    let done = match r {
+                        AclRequest::PutPolicy(p) => {
+                            self.store.acl_policy_put(&p, now).map(AclReply::Policy)
+                        }
+                        AclRequest::DeletePolicy(name) => self
+                            .store
+                            .acl_policy_delete(&name, now)
+                            .map(AclReply::Policy),
+                        AclRequest::CreateToken(t) => self
+                            .store
+                            .acl_token_create(&t, now)
+                            .map(|t| AclReply::Token(Box::new(t))),
+                        AclRequest::Revoke(accessor) => self
+                            .store
+                            .acl_token_revoke(&accessor, now)
+                            .map(|t| AclReply::Token(Box::new(t))),
+                    };
+                    match done {
+                        Ok(d) => pending.add(d, reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(SubmitError::Rejected(e)));
+                        }
+                    }
+                }
                 Command::Deploy(r, reply) => {
                     let now = unix_ms();
                     let done = match r {
@@ -767,6 +833,16 @@ impl StateTask {
         if let Err(e) = &persisted {
             error!(error = %e, "cannot persist state changes");
         }
+        let mut events = Vec::new();
+        while let Some(event) = self.store.poll_event() {
+            events.push(event);
+        }
+        // Before the writers hear back: a revocation answered is in force
+        // on this node.
+        if events.iter().any(|e| matches!(e, JobEvent::Acl { .. })) {
+            self.acl
+                .send_replace(Arc::new(crate::acl::AclTable::from_store(&self.store)));
+        }
         pending.answer(persisted.as_ref().err().map(ToString::to_string));
         if self.log.wants_compaction() {
             let records = self.store.snapshot();
@@ -780,7 +856,7 @@ impl StateTask {
         while let Some(push) = self.store.poll_push() {
             self.send_push(push);
         }
-        while let Some(event) = self.store.poll_event() {
+        for event in events {
             let _ = self.events.send(event);
         }
         self.publish_digest();

@@ -173,6 +173,7 @@ pub fn run_id_of(job: &JobView) -> String {
 /// Deletes job `name` (a run's); one already gone is no error.
 async fn delete_run_job(state: &StateHandle, name: String) -> Result<(), SubmitError> {
     let w = Write {
+        by: None,
         name,
         op: WriteOp::Delete,
         if_version: None,
@@ -199,6 +200,7 @@ pub async fn start_run(
         }
     }
     let run = |job: JobSpec| Write {
+        by: None,
         // Created only if absent: a run id is one job whoever fires it.
         name: job.name.clone(),
         op: WriteOp::Put(Box::new(job)),
@@ -215,6 +217,7 @@ pub async fn start_run(
             run(template_run(view, name, spec, fire, parent)?)
         }
         Action::Scale { job, count } => Write {
+            by: None,
             name: job.clone(),
             op: WriteOp::Scale(*count),
             if_version: None,

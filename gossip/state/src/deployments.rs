@@ -333,6 +333,7 @@ impl Store {
             )
         })?;
         let written = self.write(crate::Write {
+            by: None,
             name: name.to_owned(),
             op: crate::WriteOp::Put(Box::new(spec)),
             if_version: None,

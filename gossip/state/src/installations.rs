@@ -34,8 +34,8 @@ pub fn doc_name(instance: &str) -> String {
 }
 
 /// Whether `name` names a document this replica may hold: a job, or an
-/// installation whose instance name follows the job-name rules, or a
-/// stored artifact named by its digest.
+/// installation whose instance name follows the job-name rules, a
+/// stored artifact named by its digest, or an ACL policy or token.
 pub(crate) fn valid_doc_name(name: &str) -> bool {
     if let Some(repo) = name.strip_prefix(crate::repos::PREFIX) {
         return shoal_model::validate_name(repo).is_ok();
@@ -45,6 +45,9 @@ pub(crate) fn valid_doc_name(name: &str) -> bool {
     }
     if let Some(sha256) = name.strip_prefix(crate::artifacts::PREFIX) {
         return shoal_model::is_sha256_hex(sha256);
+    }
+    if name.starts_with(crate::acl::PREFIX) {
+        return crate::acl::valid_doc_name(name);
     }
     match name.strip_prefix(PREFIX) {
         Some(instance) => shoal_model::validate_name(instance).is_ok(),

@@ -56,6 +56,10 @@ pub struct Write {
     pub if_version: Option<u64>,
     /// Wall-clock time of the write, ms since the Unix epoch.
     pub now_ms: u64,
+    /// The name of the ACL token that asked for it, kept in the job's
+    /// history (`None`: no token: `--dev`, the cluster secret before the
+    /// ACL bootstrap, or the agent itself).
+    pub by: Option<String>,
 }
 
 /// Why a write was refused. Nothing was changed.
@@ -177,6 +181,16 @@ pub enum JobEvent {
         /// `add`, `remove`, or `changed` (learned from a peer).
         op: String,
     },
+    /// An ACL policy or token was written (see
+    /// [`Store::acl_token_create`](crate::Store::acl_token_create)); `name`
+    /// is the policy's name or the token's accessor.
+    Acl {
+        /// Policy name or token accessor.
+        name: String,
+        /// `policy-put`, `policy-delete`, `token-create`, `token-revoke`,
+        /// or `changed` (learned from a peer).
+        op: String,
+    },
     /// A trigger was created, changed, paused, resumed or deleted, or its
     /// evaluator recorded what became of a slot (see
     /// [`Store::trigger_write`](crate::Store::trigger_write)); `name` is the trigger's.
@@ -225,6 +239,7 @@ impl JobEvent {
             | JobEvent::Ready { name, .. }
             | JobEvent::Repository { name, .. }
             | JobEvent::Trigger { name, .. }
+            | JobEvent::Acl { name, .. }
             | JobEvent::TaskFinished { name, .. } => name,
         }
     }

@@ -14,6 +14,7 @@
 //! rounds ([`Store::begin_round`] / [`Store::handle_request`] /
 //! [`Store::handle_response`]) with random peers. See `docs/state.md`.
 
+mod acl;
 mod after;
 mod artifacts;
 mod deployments;
@@ -27,6 +28,7 @@ mod sync;
 mod triggers;
 mod view;
 
+pub use acl::{AclToken, BOOTSTRAP_NAME, NewToken, is_accessor};
 pub use artifacts::{ArtifactOp, ArtifactRecord, doc_name as artifact_doc};
 pub use deployments::DeployAction;
 pub use installations::{InstallOp, Installation, Revision, doc_name as installation_doc};

@@ -662,6 +662,9 @@ impl Store {
         if op == "scale" {
             entry["count"] = json!(count.unwrap_or(0));
         }
+        if let Some(by) = &w.by {
+            entry["by"] = json!(by);
+        }
         if let Some(spec) = new_spec.filter(|_| op != "scale") {
             entry["spec"] = json!(spec.to_string());
         }
@@ -861,6 +864,12 @@ impl Store {
         if let Some(repo) = name.strip_prefix(crate::repos::PREFIX) {
             self.events.push_back(JobEvent::Repository {
                 name: repo.to_owned(),
+                op: "changed".into(),
+            });
+        }
+        if let Some(acl) = name.strip_prefix(crate::acl::PREFIX) {
+            self.events.push_back(JobEvent::Acl {
+                name: acl.rsplit('/').next().unwrap_or(acl).to_owned(),
                 op: "changed".into(),
             });
         }

@@ -24,6 +24,9 @@ pub struct HistoryEntry {
     pub at: String,
     /// Which node accepted it.
     pub node: String,
+    /// The name of the ACL token that asked for it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     /// The count it set (scale), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
@@ -117,6 +120,7 @@ pub(crate) fn history_of(doc: &AutoCommit) -> Vec<HistoryEntry> {
             op: e["op"].as_str().unwrap_or("update").to_owned(),
             at: rfc3339(e["at_ms"].as_u64().unwrap_or(0)),
             node: e["node"].as_str().unwrap_or_default().to_owned(),
+            by: e["by"].as_str().map(str::to_owned),
             count: e["count"].as_u64().and_then(|c| u32::try_from(c).ok()),
             changes: e["changes"]
                 .as_str()

@@ -92,6 +92,7 @@ impl Cluster {
     fn write(&mut self, replica: usize, name: &str, op: WriteOp) {
         self.clock_ms += 1000;
         let _ = self.stores[replica].write(Write {
+            by: None,
             name: name.to_owned(),
             op,
             if_version: None,
@@ -224,7 +225,7 @@ proptest! {
                 _ => WriteOp::Delete,
             };
             c.clock_ms += 1000;
-            let _ = c.stores[replica].write(Write { name: JOBS[job].into(), op, if_version: None, now_ms: c.clock_ms });
+            let _ = c.stores[replica].write(Write { name: JOBS[job].into(), op, if_version: None, now_ms: c.clock_ms, by: None });
             while let Some(p) = c.stores[replica].poll_persist() {
                 records.push(p);
             }
@@ -307,6 +308,7 @@ fn tombstones_expire_and_block_resurrection() {
     let mut a = Store::new(NodeId(1), 1, config.clone());
     let mut b = Store::new(NodeId(2), 1, config);
     let w = |op, now_ms| Write {
+        by: None,
         name: "web".into(),
         op,
         if_version: None,
@@ -352,6 +354,7 @@ fn tombstones_expire_and_block_resurrection() {
 fn check_and_set_and_no_op_writes() {
     let mut s = Store::new(NodeId(1), 1, StateConfig::default());
     let w = |op, if_version| Write {
+        by: None,
         name: "web".into(),
         op,
         if_version,

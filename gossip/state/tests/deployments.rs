@@ -25,6 +25,7 @@ fn web(release: &str, count: u32, update: Value) -> JobSpec {
 
 fn put(s: &mut Store, spec: JobSpec) -> u64 {
     s.write(Write {
+        by: None,
         name: "web".into(),
         op: WriteOp::Put(Box::new(spec)),
         if_version: None,
@@ -162,6 +163,7 @@ fn auto_revert_writes_the_last_healthy_version_back_keeping_the_count() {
     let v3 = put(&mut s, web("3", 3, update.clone()));
     // Scaled while it deploys.
     s.write(Write {
+        by: None,
         name: "web".into(),
         op: WriteOp::Scale(5),
         if_version: None,

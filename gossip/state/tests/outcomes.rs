@@ -25,6 +25,7 @@ fn batch(count: u32, arg: &str) -> JobSpec {
 
 fn write(s: &mut Store, op: WriteOp) {
     s.write(Write {
+        by: None,
         name: "etl".into(),
         op,
         if_version: None,

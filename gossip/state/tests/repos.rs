@@ -86,6 +86,7 @@ fn a_jobs_waiting_for_shrinks_as_its_after_jobs_are_recorded_ready() {
     }))
     .unwrap();
     a.write(Write {
+        by: None,
         name: "app".into(),
         op: WriteOp::Put(Box::new(spec)),
         if_version: None,

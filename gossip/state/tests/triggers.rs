@@ -43,6 +43,7 @@ fn run_job() -> JobSpec {
 fn create(s: &mut Store, at: u64) -> Result<(), WriteError> {
     let spec = run_job();
     s.write(Write {
+        by: None,
         name: spec.name.clone(),
         op: WriteOp::Put(Box::new(spec)),
         if_version: Some(0),

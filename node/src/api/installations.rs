@@ -115,6 +115,7 @@ pub async fn submit_jobs(
         names.push(parsed.name.clone());
         s.state
             .write(Write {
+                by: None,
                 name: parsed.name.clone(),
                 op: WriteOp::Put(Box::new(parsed)),
                 if_version: None,
@@ -134,6 +135,7 @@ async fn stop_job(s: &ApiState, name: &str) -> Result<(), ApiError> {
     match s
         .state
         .write(Write {
+            by: None,
             name: name.to_owned(),
             op: WriteOp::Delete,
             if_version: None,

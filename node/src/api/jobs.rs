@@ -4,7 +4,10 @@ use std::convert::Infallible;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
+use shoal_model::acl::{Access, Resource};
+
+use crate::acl::Caller;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::Deserialize;
@@ -139,10 +142,14 @@ pub(super) fn respond(written: shoal_state::Written) -> (StatusCode, Json<Submit
 )]
 pub async fn submit(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<IfVersion>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
     let spec = JobSpec::from_json(parse_json(&body)?).map_err(invalid_spec)?;
+    caller
+        .check(Resource::Jobs, &spec.name, Access::Write)
+        .map_err(|why| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why))?;
     if !spec.after.is_empty() {
         // A job's `after` is a list of names: the error names the entry.
         let graph = super::triggers::after_graph(&s).await?;
@@ -155,6 +162,7 @@ pub async fn submit(
     let written = s
         .state
         .write(Write {
+            by: caller.history_name(),
             name: spec.name.clone(),
             op: WriteOp::Put(Box::new(spec)),
             if_version: q.if_version,
@@ -234,6 +242,7 @@ pub async fn versions(
 )]
 pub async fn scale(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<IfVersion>,
     body: Bytes,
@@ -274,6 +283,7 @@ pub async fn scale(
     let written = s
         .state
         .write(Write {
+            by: caller.history_name(),
             name,
             op: WriteOp::Scale(u32::try_from(count).unwrap_or(0)),
             if_version,
@@ -298,12 +308,14 @@ pub async fn scale(
 )]
 pub async fn delete(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<IfVersion>,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
     let written = s
         .state
         .write(Write {
+            by: caller.history_name(),
             name,
             op: WriteOp::Delete,
             if_version: q.if_version,

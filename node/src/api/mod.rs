@@ -16,6 +16,7 @@
 //! `--dev`. Every error is `{"error": {"code", "message"}}` with the matching
 //! status.
 
+pub mod acl;
 pub mod artifacts;
 pub mod deployments;
 pub mod installations;
@@ -33,13 +34,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use shoal_gossip::{MemberInfo, MemberState, NodeId};
 
+use crate::acl::Caller;
 use crate::clock::Clock;
 use crate::core_task::{CoreHandle, CoreStopped};
 use crate::metrics;
@@ -217,6 +219,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/triggers/{name}/explain", get(triggers::explain))
         .route("/v1/runs", get(triggers::runs))
         .route("/v1/debug/faults", post(set_faults))
+        .route("/v1/acl/bootstrap", post(acl::bootstrap))
+        .route("/v1/acl/policies", get(acl::policies).post(acl::put_policy))
+        .route(
+            "/v1/acl/policies/{name}",
+            get(acl::policy).delete(acl::delete_policy),
+        )
+        .route("/v1/acl/tokens", get(acl::tokens).post(acl::create_token))
+        .route(
+            "/v1/acl/tokens/{accessor}",
+            get(acl::token).delete(acl::revoke),
+        )
+        .route("/v1/acl/token/self", get(acl::whoami))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))
@@ -272,37 +286,66 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
+/// Authenticates the caller and checks that it may do what the route
+/// does ([`acl::need`]); the handler finds the [`Caller`] in the request's
+/// extensions.
 async fn require_token(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    req: Request,
+    route: Option<MatchedPath>,
+    params: Option<Path<std::collections::HashMap<String, String>>>,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let Some(secret) = &state.auth else {
+        req.extensions_mut().insert(Caller::dev());
         return next.run(req).await;
     };
-    let presented = headers
+    let route = route.as_ref().map_or("", MatchedPath::as_str);
+    let method = req.method().clone();
+    let unauthorized = |message: String| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+    };
+    let Some(presented) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!(
-                "missing `Authorization: Bearer <token>`; pass --token or set SHOAL_TOKEN (the token is in {})",
-                state.token_hint
-            ),
-        )
-        .into_response(),
-        Some(token) if secret.matches_token(token) => next.run(req).await,
-        Some(_) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!("the token is not this cluster's (see {})", state.token_hint),
-        )
-        .into_response(),
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return unauthorized(format!(
+            "missing `Authorization: Bearer <token>`; pass --token or set SHOAL_TOKEN (an ACL token from `shoal token create`; before `shoal acl bootstrap`, the cluster token in {})",
+            state.token_hint
+        ));
+    };
+    let table = state.state.acl();
+    let caller = if crate::acl::accessor_of(presented).is_some() {
+        match table.authenticate(presented, crate::clock::unix_ms()) {
+            Ok(c) => c,
+            Err(e) => return unauthorized(e.to_string()),
+        }
+    } else if secret.matches_token(presented) {
+        if table.bootstrapped && route != "/v1/acl/bootstrap" && !acl::node_route(&method, route) {
+            return unauthorized(
+                "the cluster secret admits machines; since `shoal acl bootstrap` it no longer authorizes API calls: use an ACL token (`shoal token create`, with the management token bootstrap printed)".into(),
+            );
+        }
+        Caller::cluster_secret()
+    } else {
+        return unauthorized(format!(
+            "the token is neither this cluster's nor an ACL token of it (see {} before `shoal acl bootstrap`, `shoal token create` after)",
+            state.token_hint
+        ));
+    };
+    let params = params.map(|Path(p)| p).unwrap_or_default();
+    let checked = match acl::need(&method, route, &params) {
+        acl::Need::Caller => Ok(()),
+        acl::Need::One(resource, name, access) => caller.check(resource, &name, access),
+        acl::Need::Some(resource, access) => caller.check_some(resource, access),
+    };
+    if let Err(why) = checked {
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response();
     }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
 #[utoipa::path(

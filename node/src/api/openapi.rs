@@ -6,7 +6,8 @@
 //!
 //! The document is served without a token: it describes the API, it holds
 //! no data. Every other operation but `GET /v1/health` names the
-//! `bearer` security scheme (the cluster token; none in `--dev`).
+//! `bearer` security scheme (an ACL token, or the cluster token before
+//! the ACL bootstrap; none in `--dev`).
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -149,7 +150,7 @@ impl Modify for Conventions {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "The cluster token (`shoal token`); not needed with `--dev`.",
+                        "An ACL token (`shoal token create`; 401 when unknown, revoked or expired, 403 naming the permission it lacks); before `shoal acl bootstrap`, the cluster token. Not needed with `--dev`.",
                     ))
                     .build(),
             ),
@@ -262,6 +263,16 @@ fn operations(
         super::triggers::run,
         super::triggers::explain,
         super::triggers::runs,
+        super::acl::bootstrap,
+        super::acl::policies,
+        super::acl::put_policy,
+        super::acl::policy,
+        super::acl::delete_policy,
+        super::acl::tokens,
+        super::acl::create_token,
+        super::acl::token,
+        super::acl::revoke,
+        super::acl::whoami,
     ),
     components(schemas(super::types::ErrorBody)),
     modifiers(&Conventions),
@@ -451,7 +462,7 @@ mod tests {
         .await
         .expect("the agent starts");
         let base = format!("http://{}", agent.info().api);
-        let token = agent.info().token.clone();
+        let mut token = agent.info().token.clone();
         let operations = operations_of(&document());
         let checked = tokio::task::spawn_blocking(move || {
             let http: ureq::Agent = ureq::Agent::config_builder()
@@ -486,6 +497,13 @@ mod tests {
                     };
                     assert_ne!(status, 405, "{method} {path}: {body}");
                     assert_ne!(status, 401, "{method} {path}: {body}");
+                    // From the bootstrap on, the cluster token no longer
+                    // authorizes calls: go on with the management token.
+                    if path == "/v1/acl/bootstrap" {
+                        let made: serde_json::Value =
+                            serde_json::from_str(&body).expect("bootstrap answers JSON");
+                        token = made["token"].as_str().expect("a token").to_owned();
+                    }
                     assert!(
                         !(status == 404 && body.contains("no such endpoint")),
                         "{method} {path} is documented but not routed: {body}"

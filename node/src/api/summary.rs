@@ -12,12 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shoal_gossip::{MemberInfo, MemberState};
+use shoal_model::acl::{Access, Resource};
 use shoal_placement::Resources;
 use shoal_state::JobView;
 
@@ -471,6 +472,7 @@ pub async fn list_nodes(
 )]
 pub async fn list_jobs(
     State(s): State<ApiState>,
+    Extension(caller): Extension<crate::acl::Caller>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
     only(
@@ -521,6 +523,8 @@ pub async fn list_jobs(
         .jobs_shared(with_deleted)
         .await?
         .into_iter()
+        // A token limited to some prefixes lists those jobs only.
+        .filter(|j| caller.grants.allows(Resource::Jobs, &j.name, Access::Read))
         .filter(|j| status.is_none_or(|st| &job_status(j) == st))
         .filter(|j| kind.is_none_or(|t| &job_type(j) == t))
         .filter(|j| {

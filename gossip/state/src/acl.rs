@@ -1,0 +1,321 @@
+//! ACL policies and tokens, one automerge document each, beside the jobs.
+//!
+//! Policy `web-deploy` is the document `@acl/policy/web-deploy` (`kind =
+//! "acl-policy"`, `name`, `description`, `rules` as JSON text, `deleted`),
+//! written whole by each put. Token `0123456789abcdef` (its accessor: a
+//! public id) is `@acl/token/0123456789abcdef` (`kind = "acl-token"`,
+//! `name`, `policies` as JSON text, `secret_sha256`, `created_at`,
+//! `created_by`, `expires_at` (0: never), `bootstrap`, and once revoked
+//! `revoked` and `revoked_at`). Only the SHA-256 of a token's secret is
+//! stored: the node that makes a token draws the secret and hands it out
+//! once. Nothing ever clears `revoked`, so a revocation merges to revoked
+//! everywhere, whatever it meets.
+//!
+//! The replica does no cryptography and reads no clock: the caller hashes,
+//! draws and passes the time.
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{AutoCommit, ROOT};
+use serde::{Deserialize, Serialize};
+use shoal_model::acl::{Policy, Rule};
+
+use crate::jsondoc;
+use crate::store::{JobEvent, Store, WriteError, rfc3339, u64_at};
+
+/// Prefix of every ACL document's name.
+pub const PREFIX: &str = "@acl/";
+const POLICY: &str = "@acl/policy/";
+const TOKEN: &str = "@acl/token/";
+
+/// A token as the replica holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AclToken {
+    /// Its public id (16 hex digits), what `token show|revoke` take.
+    pub accessor: String,
+    /// A name for people (and for jobs' histories).
+    pub name: String,
+    /// The policies it carries.
+    pub policies: Vec<String>,
+    /// Made (RFC 3339).
+    pub created_at: String,
+    /// The name of the token that made it (`bootstrap` for the first).
+    pub created_by: String,
+    /// When it stops working (RFC 3339), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Revoked: it no longer works anywhere.
+    #[serde(default)]
+    pub revoked: bool,
+    /// When it was revoked (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// Made by `acl bootstrap`.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// SHA-256 of its secret, hex (never shown).
+    #[serde(skip)]
+    pub secret_sha256: String,
+    /// `expires_at` in ms since the Unix epoch (never shown).
+    #[serde(skip)]
+    pub expires_ms: Option<u64>,
+}
+
+/// A token to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewToken {
+    /// Its public id: 16 lower-case hex digits.
+    pub accessor: String,
+    /// A name for people.
+    pub name: String,
+    /// The policies it carries (each built in or stored).
+    pub policies: Vec<String>,
+    /// SHA-256 of its secret, hex.
+    pub secret_sha256: String,
+    /// The name of the token that makes it.
+    pub created_by: String,
+    /// When it stops working (ms since the Unix epoch).
+    pub expires_ms: Option<u64>,
+    /// Made by `acl bootstrap` (refused once one exists).
+    pub bootstrap: bool,
+}
+
+/// The name of the first token.
+pub const BOOTSTRAP_NAME: &str = "bootstrap";
+
+fn policy_of(doc: &AutoCommit) -> Option<(Policy, bool)> {
+    if jsondoc::get_root(doc, "kind").as_str() != Some("acl-policy") {
+        return None;
+    }
+    let rules: Vec<Rule> =
+        serde_json::from_str(&jsondoc::root_text(doc, "rules")).unwrap_or_default();
+    Some((
+        Policy {
+            name: jsondoc::root_text(doc, "name"),
+            description: jsondoc::root_text(doc, "description"),
+            rules,
+        },
+        jsondoc::get_root(doc, "deleted").as_bool() == Some(true),
+    ))
+}
+
+fn token_of(doc: &AutoCommit) -> Option<AclToken> {
+    if jsondoc::get_root(doc, "kind").as_str() != Some("acl-token") {
+        return None;
+    }
+    let text = |k: &str| jsondoc::root_text(doc, k);
+    let expires_ms = u64_at(doc, "expires_at").filter(|&ms| ms > 0);
+    let revoked = jsondoc::get_root(doc, "revoked").as_bool() == Some(true);
+    Some(AclToken {
+        accessor: text("accessor"),
+        name: text("name"),
+        policies: serde_json::from_str(&text("policies")).unwrap_or_default(),
+        created_at: rfc3339(u64_at(doc, "created_at").unwrap_or(0)),
+        created_by: text("created_by"),
+        expires_at: expires_ms.map(rfc3339),
+        revoked,
+        revoked_at: revoked.then(|| rfc3339(u64_at(doc, "revoked_at").unwrap_or(0))),
+        bootstrap: jsondoc::get_root(doc, "bootstrap").as_bool() == Some(true),
+        secret_sha256: text("secret_sha256"),
+        expires_ms,
+    })
+}
+
+fn refused(field: &str, message: impl Into<String>) -> WriteError {
+    WriteError::Rejected {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Whether `s` is an accessor: 16 lower-case hex digits.
+pub fn is_accessor(s: &str) -> bool {
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `name` is an ACL document's: a policy by a job-like name, a
+/// token by its accessor.
+pub(crate) fn valid_doc_name(name: &str) -> bool {
+    if let Some(policy) = name.strip_prefix(POLICY) {
+        return shoal_model::validate_name(policy).is_ok();
+    }
+    name.strip_prefix(TOKEN).is_some_and(is_accessor)
+}
+
+impl Store {
+    /// The stored policies (deleted ones left out), by name. The built-in
+    /// ones are not stored.
+    pub fn acl_policies(&self) -> Vec<Policy> {
+        let mut all: Vec<Policy> = self
+            .docs_under(POLICY)
+            .filter_map(policy_of)
+            .filter(|(_, deleted)| !deleted)
+            .map(|(p, _)| p)
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Every token, revoked ones included, by accessor.
+    pub fn acl_tokens(&self) -> Vec<AclToken> {
+        let mut all: Vec<AclToken> = self.docs_under(TOKEN).filter_map(token_of).collect();
+        all.sort_by(|a, b| a.accessor.cmp(&b.accessor));
+        all
+    }
+
+    /// Whether `acl bootstrap` has happened (as far as this replica knows).
+    pub fn acl_bootstrapped(&self) -> bool {
+        self.docs_under(TOKEN)
+            .filter_map(token_of)
+            .any(|t| t.bootstrap)
+    }
+
+    /// Creates or replaces policy `p`.
+    pub fn acl_policy_put(&mut self, p: &Policy, now_ms: u64) -> Result<Policy, WriteError> {
+        p.validate().map_err(|(field, e)| refused(&field, e))?;
+        let rules = serde_json::to_string(&p.rules).map_err(|e| WriteError::Doc(e.to_string()))?;
+        let doc_name = format!("{POLICY}{}", p.name);
+        self.acl_write(&doc_name, &p.name, "policy-put", now_ms, |doc| {
+            doc.put(ROOT, "kind", "acl-policy")?;
+            doc.put(ROOT, "name", p.name.as_str())?;
+            doc.put(ROOT, "description", p.description.as_str())?;
+            doc.put(ROOT, "rules", rules.as_str())?;
+            doc.put(ROOT, "updated_at", now_ms)?;
+            doc.put(ROOT, "deleted", false)?;
+            Ok(())
+        })?;
+        Ok(p.clone())
+    }
+
+    /// Deletes policy `name` (tokens that carry it lose its rules).
+    pub fn acl_policy_delete(&mut self, name: &str, now_ms: u64) -> Result<Policy, WriteError> {
+        let Some(p) = self.acl_policies().into_iter().find(|p| p.name == name) else {
+            return Err(WriteError::NotFound(format!("{POLICY}{name}")));
+        };
+        self.acl_write(
+            &format!("{POLICY}{name}"),
+            name,
+            "policy-delete",
+            now_ms,
+            |doc| {
+                doc.put(ROOT, "deleted", true)?;
+                doc.put(ROOT, "deleted_at", now_ms)?;
+                Ok(())
+            },
+        )?;
+        Ok(p)
+    }
+
+    /// Stores a new token.
+    pub fn acl_token_create(&mut self, t: &NewToken, now_ms: u64) -> Result<AclToken, WriteError> {
+        if !is_accessor(&t.accessor) {
+            return Err(refused("accessor", "must be 16 lower-case hex digits"));
+        }
+        if self
+            .docs_under(TOKEN)
+            .filter_map(token_of)
+            .any(|x| x.accessor == t.accessor)
+        {
+            return Err(refused("accessor", format!("{} exists", t.accessor)));
+        }
+        if t.bootstrap && self.acl_bootstrapped() {
+            return Err(refused(
+                "bootstrap",
+                "the ACLs are bootstrapped already: make more tokens with a management token (`shoal token create --policy management`)",
+            ));
+        }
+        if t.name.trim().is_empty() || t.name.len() > 128 {
+            return Err(refused("name", "a token's name is 1 to 128 characters"));
+        }
+        if t.policies.is_empty() {
+            return Err(refused(
+                "policies",
+                "a token carries at least one policy (--policy NAME; built in: management, readonly)",
+            ));
+        }
+        let stored = self.acl_policies();
+        for p in &t.policies {
+            if Policy::builtin(p).is_none() && !stored.iter().any(|s| &s.name == p) {
+                return Err(refused(
+                    "policies",
+                    format!(
+                        "no policy named {p:?}: create it first (`shoal acl policy create`), or use a built-in one (management, readonly)"
+                    ),
+                ));
+            }
+        }
+        if t.secret_sha256.len() != 64 {
+            return Err(refused("secret_sha256", "must be 64 hex digits"));
+        }
+        let policies =
+            serde_json::to_string(&t.policies).map_err(|e| WriteError::Doc(e.to_string()))?;
+        let doc_name = format!("{TOKEN}{}", t.accessor);
+        let doc = self.acl_write(&doc_name, &t.accessor, "token-create", now_ms, |doc| {
+            doc.put(ROOT, "kind", "acl-token")?;
+            doc.put(ROOT, "accessor", t.accessor.as_str())?;
+            doc.put(ROOT, "name", t.name.as_str())?;
+            doc.put(ROOT, "policies", policies.as_str())?;
+            doc.put(ROOT, "secret_sha256", t.secret_sha256.as_str())?;
+            doc.put(ROOT, "created_at", now_ms)?;
+            doc.put(ROOT, "created_by", t.created_by.as_str())?;
+            doc.put(ROOT, "expires_at", t.expires_ms.unwrap_or(0))?;
+            doc.put(ROOT, "bootstrap", t.bootstrap)?;
+            doc.put(ROOT, "revoked", false)?;
+            Ok(())
+        })?;
+        Ok(token_of(&doc).expect("just written"))
+    }
+
+    /// Revokes token `accessor`, for good.
+    pub fn acl_token_revoke(
+        &mut self,
+        accessor: &str,
+        now_ms: u64,
+    ) -> Result<AclToken, WriteError> {
+        let doc_name = format!("{TOKEN}{accessor}");
+        if !self
+            .docs_under(TOKEN)
+            .filter_map(token_of)
+            .any(|t| t.accessor == accessor)
+        {
+            return Err(WriteError::NotFound(doc_name));
+        }
+        let doc = self.acl_write(&doc_name, accessor, "token-revoke", now_ms, |doc| {
+            doc.put(ROOT, "revoked", true)?;
+            doc.put(ROOT, "revoked_at", now_ms)?;
+            Ok(())
+        })?;
+        Ok(token_of(&doc).expect("listed"))
+    }
+
+    /// Applies `put` to document `doc_name` (a new one when absent),
+    /// commits, and persists, pushes and announces the change.
+    fn acl_write(
+        &mut self,
+        doc_name: &str,
+        name: &str,
+        op: &str,
+        now_ms: u64,
+        put: impl FnOnce(&mut AutoCommit) -> Result<(), automerge::AutomergeError>,
+    ) -> Result<AutoCommit, WriteError> {
+        let mut doc = match self.docs.get(doc_name) {
+            Some(jd) => jd.doc.clone(),
+            None => self.new_doc(),
+        };
+        let before = doc.get_heads();
+        put(&mut doc).map_err(|e| WriteError::Doc(e.to_string()))?;
+        let secs = i64::try_from(now_ms / 1000).unwrap_or(0);
+        doc.commit_with(CommitOptions::default().with_time(secs));
+        let delta = doc.save_after(&before);
+        self.dropped.remove(doc_name);
+        self.insert_doc(doc_name, doc.clone());
+        self.publish(doc_name, delta);
+        self.push_event(JobEvent::Acl {
+            name: name.to_owned(),
+            op: op.to_owned(),
+        });
+        Ok(doc)
+    }
+}
