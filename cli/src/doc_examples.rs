@@ -191,6 +191,15 @@ fn check_json(kind: &str, text: &str) -> Result<(), String> {
         "DeploymentView[]" => round_trip::<Vec<DeploymentView>>(&doc)?,
         "ServiceView" => round_trip::<ServiceView>(&doc)?,
         "SummaryView" => round_trip::<shoal_node::api::summary::SummaryView>(&doc)?,
+        "Policy" => {
+            let p: shoal_model::acl::Policy =
+                serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
+            p.validate().map_err(|(f, e)| format!("{f}: {e}"))?;
+            serde_json::to_value(p).map_err(|e| e.to_string())?
+        }
+        "TokenBody" => round_trip::<shoal_node::api::acl::TokenBody>(&doc)?,
+        "MadeTokenView" => round_trip::<shoal_node::api::acl::MadeTokenView>(&doc)?,
+        "SelfView" => round_trip::<shoal_node::api::acl::SelfView>(&doc)?,
         "JobSpec" => JobSpec::from_json(doc.clone())
             .map_err(|e| e.to_string())?
             .to_json(),
