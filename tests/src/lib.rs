@@ -117,6 +117,42 @@ pub fn http_send(
     Ok((r.status, r.body))
 }
 
+/// Starts `n` agents with the `lan` preset, each joining through the
+/// previous one and the first, and waits (2 minutes at most) until every
+/// one sees all `n` alive: the benchmarks' clusters.
+pub fn bench_cluster(root: &Path, n: usize) -> anyhow::Result<Vec<AgentProc>> {
+    let mut agents: Vec<AgentProc> = Vec::new();
+    for i in 0..n {
+        let mut spec = Spec::named(&format!("n{i}"));
+        spec.gossip = Some("lan".into());
+        if i > 0 {
+            spec.join = vec![agents[i - 1].info.gossip, agents[0].info.gossip];
+            spec.token = Some(agents[0].token.clone());
+        }
+        agents.push(AgentProc::start(root, &spec)?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ok = agents.iter().all(|a| {
+            a.nodes()
+                .map(|ns| {
+                    ns.iter()
+                        .filter(|x| x.state == "alive" && x.name.is_some())
+                        .count()
+                        == n
+                })
+                .unwrap_or(false)
+        });
+        if ok {
+            return Ok(agents);
+        }
+        if Instant::now() > deadline {
+            bail!("cluster of {n} did not form");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// How to start an agent.
 #[derive(Clone, Debug, Default)]
 pub struct Spec {
@@ -673,7 +709,9 @@ impl Cluster {
     }
 
     /// Starts `n` agents named `<prefix>0`, `<prefix>1`… with `args`,
-    /// each joining through the first, and waits until all see all.
+    /// each joining through the first, and waits until all see all and
+    /// every one places among all (a job submitted before could be placed
+    /// twice, by two nodes that each think they coordinate its key).
     pub fn of(prefix: &str, n: usize, args: &[&str]) -> Cluster {
         let mut c = Cluster::new();
         for i in 0..n {
@@ -686,6 +724,7 @@ impl Cluster {
             c.start(&spec);
         }
         c.wait_all_alive(n, Duration::from_secs(60));
+        c.wait_placement_members(n, Duration::from_secs(60));
         c
     }
 

@@ -18,16 +18,14 @@ use shoal_tests::{
 const SETTLE: Duration = Duration::from_secs(60);
 
 fn cluster(n: usize) -> Cluster {
-    let mut c = Cluster::of(
+    // `Cluster::of` waits until every placement ring holds every member:
+    // two nodes whose rings still differ can both coordinate a key and
+    // place its task once each (seen once in CI: every index ran twice).
+    Cluster::of(
         "n",
         n,
         &["--fault-injection", "--cpus", "2", "--memory-mb", "1024"],
-    );
-    // Every placement ring holds every member before the job is sent:
-    // two nodes whose rings still differ can both coordinate a key and
-    // place its task once each (seen once in CI: every index ran twice).
-    c.wait_placement_members(n, SETTLE);
-    c
+    )
 }
 
 #[test]

@@ -60,39 +60,6 @@ fn job(name: &str, cpus: f64) -> Value {
     })
 }
 
-fn start_cluster(root: &std::path::Path, n: usize) -> anyhow::Result<Vec<AgentProc>> {
-    let mut agents: Vec<AgentProc> = Vec::new();
-    for i in 0..n {
-        let mut spec = Spec::named(&format!("n{i}"));
-        spec.gossip = Some("lan".into());
-        if i > 0 {
-            spec.join = vec![agents[i - 1].info.gossip, agents[0].info.gossip];
-            spec.token = Some(agents[0].token.clone());
-        }
-        agents.push(AgentProc::start(root, &spec)?);
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ok = agents.iter().all(|a| {
-            a.nodes()
-                .map(|ns| {
-                    ns.iter()
-                        .filter(|x| x.state == "alive" && x.name.is_some())
-                        .count()
-                        == n
-                })
-                .unwrap_or(false)
-        });
-        if ok {
-            return Ok(agents);
-        }
-        if Instant::now() > deadline {
-            bail!("cluster of {n} did not form");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -146,7 +113,7 @@ fn propagation(args: &Args) -> anyhow::Result<()> {
     for &n in &args.nodes {
         let root = tempfile::tempdir()?;
         eprintln!("== propagation: {n} agents");
-        let agents = start_cluster(root.path(), n)?;
+        let agents = shoal_tests::bench_cluster(root.path(), n)?;
         let events = event_listeners(&agents);
         std::thread::sleep(Duration::from_millis(500));
         let mut times = Vec::new();
@@ -191,7 +158,7 @@ fn throughput(args: &Args) -> anyhow::Result<()> {
         "== throughput: {} clients, {} s, one node",
         args.clients, args.seconds
     );
-    let agents = start_cluster(root.path(), 1)?;
+    let agents = shoal_tests::bench_cluster(root.path(), 1)?;
     let a = Arc::new(agents);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -235,7 +202,7 @@ fn traffic() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let n = 10;
     eprintln!("== traffic: {n} agents");
-    let agents = start_cluster(root.path(), n)?;
+    let agents = shoal_tests::bench_cluster(root.path(), n)?;
     for k in 0..50 {
         agents[k % n].post("/v1/jobs", &job(&format!("t-{k}"), 0.25))?;
     }
@@ -289,7 +256,7 @@ fn traffic() -> anyhow::Result<()> {
 fn load(args: &Args) -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     eprintln!("== load: {} jobs", args.jobs);
-    let mut agents = start_cluster(root.path(), 1)?;
+    let mut agents = shoal_tests::bench_cluster(root.path(), 1)?;
     let chunks = args.clients.max(1);
     std::thread::scope(|s| {
         for c in 0..chunks {
