@@ -578,7 +578,7 @@ value = "dc1"
             .task
             .env
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.as_str(), v.plain().unwrap_or_default()))
             .collect();
         assert_eq!(env, [("A", "1"), ("B", "3"), ("C", "4")]);
         let ports: Vec<(&str, Option<u16>, &str)> = s

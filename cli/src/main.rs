@@ -13,6 +13,7 @@ mod installs;
 mod jobs;
 mod output;
 mod packages;
+mod secrets;
 mod tasks;
 mod triggers;
 
@@ -178,6 +179,11 @@ enum Command {
     /// API tokens: make one with policies (and a TTL), list, show, revoke.
     #[command(subcommand)]
     Token(acl::TokenCommand),
+    /// Secrets: values jobs refer to (`env = { DB_PASSWORD = { secret =
+    /// "db/password" } }`), sealed in the replicated state, given only to
+    /// the tasks that refer to them.
+    #[command(subcommand)]
+    Secret(secrets::SecretCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -485,6 +491,7 @@ fn main() -> ExitCode {
         }
         Command::Acl(ref a) => acl::acl(a, &client(&cli), cli.json),
         Command::Token(ref t) => acl::token(t, &client(&cli), cli.json),
+        Command::Secret(ref c) => secrets::run(c, &client(&cli), cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ mod artifact;
 mod check;
 mod constraint;
 mod diff;
+mod env;
 mod files;
 mod ports;
 mod spec;
@@ -24,6 +25,7 @@ pub use artifact::{Artifact, SHOAL_SOURCE_PREFIX, is_sha256_hex};
 pub use check::{Check, CheckType, OnUnhealthy};
 pub use constraint::{BUILTIN_ATTRIBUTES, Constraint, ConstraintOp, ConstraintValue};
 pub use diff::{Change, diff};
+pub use env::EnvValue;
 pub use files::{MAX_FILE_BYTES, MAX_FILES_BYTES, TaskFile};
 pub use ports::{Port, Protocol, port_env_name};
 pub use spec::{

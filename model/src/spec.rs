@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::artifact::{Artifact, RawArtifact, validate_artifacts};
 use crate::check::{Check, RawCheck, validate_checks};
 use crate::constraint::{Constraint, RawConstraint};
+use crate::env::EnvValue;
 use crate::files::{RawTaskFile, TaskFile, validate_files};
 use crate::ports::{Port, RawPort, validate_ports};
 use crate::update::{RawUpdate, UpdatePolicy};
@@ -117,9 +118,9 @@ pub struct TaskSpec {
     /// Arguments.
     #[serde(default)]
     pub args: Vec<String>,
-    /// Environment.
+    /// Environment: values, or secrets' names (`{ secret = "db/password" }`).
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
     /// Working dir (process; default: the task's sandbox dir).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
@@ -329,7 +330,7 @@ struct RawTask {
     #[serde(default)]
     args: Vec<String>,
     #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: BTreeMap<String, Value>,
     workdir: Option<String>,
     image: Option<String>,
     #[serde(default)]
@@ -654,12 +655,21 @@ impl RawTask {
         if self.env.len() > MAX_ITEMS {
             p.add("task.env", format!("at most {MAX_ITEMS} variables"));
         }
-        for (k, v) in &self.env {
+        let mut env = BTreeMap::new();
+        for (k, v) in self.env {
             let field = format!("task.env.{k}");
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 p.add(&field, "names are non-empty, without '=' or NUL");
             }
-            p.text(&field, v);
+            match EnvValue::from_value(v) {
+                Ok(v) => {
+                    if let Some(text) = v.plain() {
+                        p.text(&field, text);
+                    }
+                    env.insert(k, v);
+                }
+                Err(e) => p.add(&field, e),
+            }
         }
         let ports = validate_ports(self.ports, runtime, &mut |field, message| {
             p.add(field, message);
@@ -716,7 +726,7 @@ impl RawTask {
             runtime,
             command: self.command,
             args: self.args,
-            env: self.env,
+            env,
             workdir: self.workdir,
             image: self.image,
             ports,

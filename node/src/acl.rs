@@ -204,13 +204,15 @@ pub enum AuthError {
     },
 }
 
-/// The tokens and policies a node knows.
+/// The tokens, policies and (sealed) secrets a node knows.
 #[derive(Clone, Debug, Default)]
 pub struct AclTable {
     /// `acl bootstrap` has happened.
     pub bootstrapped: bool,
     tokens: HashMap<String, AclToken>,
     policies: HashMap<String, Policy>,
+    /// Secrets by name: their records, with the sealed values.
+    secrets: HashMap<String, shoal_state::SecretRecord>,
 }
 
 impl AclTable {
@@ -228,7 +230,24 @@ impl AclTable {
                 .into_iter()
                 .map(|p| (p.name.clone(), p))
                 .collect(),
+            secrets: store
+                .secrets()
+                .into_iter()
+                .map(|s| (s.name.clone(), s))
+                .collect(),
         }
+    }
+
+    /// The sealed value of secret `name`.
+    pub fn secret(&self, name: &str) -> Option<&str> {
+        self.secrets.get(name).map(|s| s.sealed.as_str())
+    }
+
+    /// The secrets (never their values), by name.
+    pub fn secrets(&self) -> Vec<shoal_state::SecretRecord> {
+        let mut all: Vec<_> = self.secrets.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// Every token, revoked ones included, by accessor.

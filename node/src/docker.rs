@@ -106,6 +106,9 @@ struct Inner {
     host: String,
     /// The log files of the containers followed now.
     logs: Mutex<BTreeMap<TaskKey, Arc<Mutex<TaskLogs>>>>,
+    /// Opens the secrets tasks' environments refer to (set once the
+    /// replica runs: [`DockerRuntime::set_secrets`]).
+    secrets: std::sync::OnceLock<crate::secrets::Secrets>,
 }
 
 /// A container's two log streams, written by its follower.
@@ -177,8 +180,15 @@ impl DockerRuntime {
                 ports: settings.ports,
                 host: settings.host,
                 logs: Mutex::new(BTreeMap::new()),
+                secrets: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Gives the runtime what opens secrets (once; later calls are
+    /// ignored).
+    pub fn set_secrets(&self, secrets: crate::secrets::Secrets) {
+        let _ = self.inner.secrets.set(secrets);
     }
 
     /// The engine's version, as it reported it.
@@ -397,12 +407,17 @@ impl DockerRuntime {
             Err(e) => return Err(Launch::Failed(e.to_string())),
         };
         let give_back = |ports: &BTreeMap<String, u16>| self.inner.ports.give_back(ports);
-        let mut env: Vec<String> = spec
-            .task
-            .env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        // Secrets are opened into the container's configuration only (the
+        // engine keeps it; `docker inspect` shows it to whoever may use
+        // the engine), never into the task record.
+        let mut env: Vec<String> =
+            match crate::secrets::resolve_env(self.inner.secrets.get(), &spec.task.env) {
+                Ok(env) => env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                Err(why) => {
+                    give_back(&ports);
+                    return Err(Launch::Failed(why));
+                }
+            };
         env.push(format!("SHOAL_TASK_ID={key}"));
         env.push(format!("SHOAL_JOB={}", key.job));
         env.push(format!(

@@ -44,6 +44,7 @@ pub struct HealthChecks {
     docker: Option<DockerRuntime>,
     node: String,
     host: String,
+    secrets: Option<crate::secrets::Secrets>,
     events: mpsc::Sender<RuntimeEvent>,
     probers: BTreeMap<TaskKey, JoinHandle<()>>,
 }
@@ -59,12 +60,13 @@ impl Drop for HealthChecks {
 impl HealthChecks {
     /// Probers for tasks kept under `tasks_dir` on node `node` (which
     /// advertises `host`), reporting to `events`; `docker` runs the
-    /// command checks of docker tasks.
+    /// command checks of docker tasks; `secrets` opens the secrets of the
+    /// environment command checks of process tasks get.
     pub fn new(
         tasks_dir: PathBuf,
         docker: Option<DockerRuntime>,
-        node: String,
-        host: String,
+        (node, host): (String, String),
+        secrets: Option<crate::secrets::Secrets>,
         events: mpsc::Sender<RuntimeEvent>,
     ) -> Self {
         HealthChecks {
@@ -72,6 +74,7 @@ impl HealthChecks {
             docker,
             node,
             host,
+            secrets,
             events,
             probers: BTreeMap::new(),
         }
@@ -83,6 +86,7 @@ impl HealthChecks {
         let dir = self.tasks_dir.join(dir_name(key));
         let (node, host) = (self.node.clone(), self.host.clone());
         let docker = self.docker.clone();
+        let secrets = self.secrets.clone();
         let (events, task) = (self.events.clone(), key.clone());
         let prober = tokio::spawn(async move {
             let read = dir.clone();
@@ -104,6 +108,7 @@ impl HealthChecks {
                     node: node.clone(),
                     host: host.clone(),
                     docker: docker.clone(),
+                    secrets: secrets.clone(),
                 };
                 loops.spawn(probe.run(events.clone()));
             }
@@ -131,6 +136,7 @@ struct Probe {
     node: String,
     host: String,
     docker: Option<DockerRuntime>,
+    secrets: Option<crate::secrets::Secrets>,
 }
 
 impl Probe {
@@ -209,6 +215,10 @@ impl Probe {
             .workdir
             .as_ref()
             .map_or_else(|| self.dir.clone(), PathBuf::from);
+        let job_env = match crate::secrets::resolve_env(self.secrets.as_ref(), &spec.task.env) {
+            Ok(env) => env,
+            Err(why) => return (false, why),
+        };
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c").arg(command).env_clear();
         if let Some(path) = std::env::var_os("PATH") {
@@ -216,7 +226,7 @@ impl Probe {
         }
         cmd.env("HOME", &self.dir)
             .envs(task_env(
-                spec,
+                job_env,
                 &self.key,
                 &self.node,
                 &self.host,

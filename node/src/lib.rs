@@ -39,6 +39,7 @@ pub mod repos;
 pub mod resources;
 pub mod rpc;
 pub mod runtime;
+pub mod secrets;
 pub mod services;
 pub mod state;
 pub mod statelog;

@@ -127,6 +127,7 @@ struct Inner {
     ports: HostPorts,
     /// The address the node advertises (`SHOAL_HOST`).
     host: String,
+    secrets: Option<crate::secrets::Secrets>,
 }
 
 /// Runs tasks as processes. Cheap to clone.
@@ -198,6 +199,8 @@ pub struct ProcessSettings {
     pub ports: HostPorts,
     /// The address the node advertises (`SHOAL_HOST`).
     pub host: String,
+    /// Opens the secrets tasks' environments refer to.
+    pub secrets: Option<crate::secrets::Secrets>,
 }
 
 /// What a task that could not get its ports reports: a static port taken
@@ -225,6 +228,7 @@ impl ProcessRuntime {
             stop_grace,
             ports,
             host,
+            secrets,
         } = settings;
         let tasks_dir = data_dir.join("tasks");
         fs::create_dir_all(&tasks_dir)?;
@@ -240,6 +244,7 @@ impl ProcessRuntime {
                 stop_grace,
                 ports,
                 host,
+                secrets,
             }),
         })
     }
@@ -298,6 +303,16 @@ impl ProcessRuntime {
         let fail = |why: String| {
             self.inner.ports.give_back(&ports);
             fail(why)
+        };
+        // Secrets are opened here, into the process's environment only:
+        // never into the task record or any other file.
+        let job_env = match crate::secrets::resolve_env(self.inner.secrets.as_ref(), &spec.task.env)
+        {
+            Ok(env) => env,
+            Err(why) => {
+                let _ = self.inner.events.send(fail(why)).await;
+                return;
+            }
         };
         let error_file = dir.join("start-error");
         let _ = fs::remove_file(&error_file);
@@ -369,7 +384,7 @@ impl ProcessRuntime {
         }
         cmd.env("HOME", &dir)
             .envs(task_env(
-                &spec,
+                job_env,
                 &key,
                 &self.inner.node,
                 &self.inner.host,
@@ -977,23 +992,18 @@ pub fn exec_shim(args: &[String]) -> std::process::ExitCode {
 }
 
 /// The variables shoal adds to a process task's own environment (and to
-/// its command checks'): the job's `env`, `SHOAL_TASK_ID`, `SHOAL_JOB`,
+/// its command checks'): the job's `env` (`job_env`, secrets opened), `SHOAL_TASK_ID`, `SHOAL_JOB`,
 /// `SHOAL_TASK_INDEX`, `SHOAL_NODE`, `SHOAL_TASK_DIR`, `SHOAL_HOST` and
 /// `SHOAL_PORT_<NAME>` for each host port in `ports`.
 pub(crate) fn task_env(
-    spec: &JobSpec,
+    job_env: Vec<(String, String)>,
     key: &TaskKey,
     node: &str,
     host: &str,
     dir: &Path,
     ports: &BTreeMap<String, u16>,
 ) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = spec
-        .task
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut env = job_env;
     let index = match &key.slot {
         Slot::Index(i) => i.to_string(),
         Slot::Node(_) => "0".into(),

@@ -206,6 +206,10 @@ pub enum AclRequest {
     CreateToken(shoal_state::NewToken),
     /// Revoke a token by accessor.
     Revoke(String),
+    /// Store a secret: name, sealed value, the token's name.
+    PutSecret(String, String, Option<String>),
+    /// Remove a secret.
+    RemoveSecret(String),
 }
 
 /// What an [`AclRequest`] wrote.
@@ -215,6 +219,8 @@ pub enum AclReply {
     Policy(shoal_model::acl::Policy),
     /// The token stored or revoked.
     Token(Box<shoal_state::AclToken>),
+    /// The secret stored or removed.
+    Secret(shoal_state::SecretRecord),
 }
 
 /// What an [`InstallRequest`] gave.
@@ -412,9 +418,15 @@ impl StateHandle {
         self.ask(|tx| Command::Acl(r, tx)).await?
     }
 
-    /// The tokens and policies this node knows, kept current by the task.
+    /// The tokens, policies and secrets this node knows, kept current by
+    /// the task.
     pub fn acl(&self) -> Arc<crate::acl::AclTable> {
         self.acl.borrow().clone()
+    }
+
+    /// The same table, to watch.
+    pub fn acl_watch(&self) -> watch::Receiver<Arc<crate::acl::AclTable>> {
+        self.acl.clone()
     }
 
     /// A stored artifact's read or write (a write made durable before the
@@ -702,6 +714,13 @@ impl StateTask {
                             .store
                             .acl_token_revoke(&accessor, now)
                             .map(|t| AclReply::Token(Box::new(t))),
+                        AclRequest::PutSecret(name, sealed, by) => self
+                            .store
+                            .secret_put(&name, &sealed, by.as_deref(), now)
+                            .map(AclReply::Secret),
+                        AclRequest::RemoveSecret(name) => {
+                            self.store.secret_remove(&name, now).map(AclReply::Secret)
+                        }
                     };
                     match done {
                         Ok(d) => pending.add(d, reply),
@@ -839,7 +858,10 @@ impl StateTask {
         }
         // Before the writers hear back: a revocation answered is in force
         // on this node.
-        if events.iter().any(|e| matches!(e, JobEvent::Acl { .. })) {
+        if events
+            .iter()
+            .any(|e| matches!(e, JobEvent::Acl { .. } | JobEvent::Secret { .. }))
+        {
             self.acl
                 .send_replace(Arc::new(crate::acl::AclTable::from_store(&self.store)));
         }

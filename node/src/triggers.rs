@@ -110,7 +110,7 @@ fn run_job(j: &JobView) -> RunJob<'_> {
 fn dress_run(mut job: JobSpec, spec: &TriggerSpec, fire: &Fire, parent: Option<&str>) -> JobSpec {
     job.task
         .env
-        .insert("SHOAL_RUN_ID".to_owned(), fire.run_id.clone());
+        .insert("SHOAL_RUN_ID".to_owned(), fire.run_id.clone().into());
     job.labels
         .insert(TRIGGER_LABEL.to_owned(), spec.name.clone());
     job.labels.insert(RUN_LABEL.to_owned(), fire.run_id.clone());

@@ -251,7 +251,9 @@ pub fn deploy_jobs(first_job: usize, first_task: u32, nodes: usize) -> Vec<JobPl
 /// `release`): a new version that a job with `[update]` deploys rolling.
 pub fn new_release(spec: &JobSpec, release: u64) -> JobSpec {
     let mut next = spec.clone();
-    next.task.env.insert("RELEASE".into(), release.to_string());
+    next.task
+        .env
+        .insert("RELEASE".into(), release.to_string().into());
     next
 }
 

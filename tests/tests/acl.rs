@@ -186,6 +186,19 @@ fn tokens_scope_by_policy_and_a_revocation_reaches_every_node() {
         Some(&json!({"count": 0})),
     );
     assert!(s == 200 || s == 201, "{body}");
+    // A job hands its secrets to its tasks: writing one that refers to a
+    // secret needs read on that secret.
+    let with_secret = json!({"name": "web/s", "count": 0,
+        "task": {"command": "/bin/true", "env": {"P": {"secret": "db/password"}}}});
+    let (s, body) = send(&c, 2, "POST", "/v1/jobs", &web_t, Some(&with_secret));
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("secrets:db/password=read"),
+        "{body}"
+    );
     // It lists only what it may read; it cannot make tokens.
     let (_, list) = send(&c, 2, "GET", "/v1/jobs", &web_t, None);
     let names: Vec<&str> = list

@@ -14,7 +14,7 @@
 //! The replica does no cryptography and reads no clock: the caller hashes,
 //! draws and passes the time.
 
-use automerge::transaction::{CommitOptions, Transactable};
+use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ROOT};
 use serde::{Deserialize, Serialize};
 use shoal_model::acl::{Policy, Rule};
@@ -290,8 +290,6 @@ impl Store {
         Ok(token_of(&doc).expect("listed"))
     }
 
-    /// Applies `put` to document `doc_name` (a new one when absent),
-    /// commits, and persists, pushes and announces the change.
     fn acl_write(
         &mut self,
         doc_name: &str,
@@ -300,18 +298,7 @@ impl Store {
         now_ms: u64,
         put: impl FnOnce(&mut AutoCommit) -> Result<(), automerge::AutomergeError>,
     ) -> Result<AutoCommit, WriteError> {
-        let mut doc = match self.docs.get(doc_name) {
-            Some(jd) => jd.doc.clone(),
-            None => self.new_doc(),
-        };
-        let before = doc.get_heads();
-        put(&mut doc).map_err(|e| WriteError::Doc(e.to_string()))?;
-        let secs = i64::try_from(now_ms / 1000).unwrap_or(0);
-        doc.commit_with(CommitOptions::default().with_time(secs));
-        let delta = doc.save_after(&before);
-        self.dropped.remove(doc_name);
-        self.insert_doc(doc_name, doc.clone());
-        self.publish(doc_name, delta);
+        let doc = self.whole_write(doc_name, now_ms, put)?;
         self.push_event(JobEvent::Acl {
             name: name.to_owned(),
             op: op.to_owned(),

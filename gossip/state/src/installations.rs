@@ -46,6 +46,9 @@ pub(crate) fn valid_doc_name(name: &str) -> bool {
     if let Some(sha256) = name.strip_prefix(crate::artifacts::PREFIX) {
         return shoal_model::is_sha256_hex(sha256);
     }
+    if let Some(secret) = name.strip_prefix(crate::secrets::PREFIX) {
+        return shoal_model::validate_name(secret).is_ok();
+    }
     if name.starts_with(crate::acl::PREFIX) {
         return crate::acl::valid_doc_name(name);
     }

@@ -191,6 +191,14 @@ pub enum JobEvent {
         /// or `changed` (learned from a peer).
         op: String,
     },
+    /// A secret was stored or removed (see
+    /// [`Store::secret_put`](crate::Store::secret_put)); never its value.
+    Secret {
+        /// Secret name.
+        name: String,
+        /// `put`, `remove`, or `changed` (learned from a peer).
+        op: String,
+    },
     /// A trigger was created, changed, paused, resumed or deleted, or its
     /// evaluator recorded what became of a slot (see
     /// [`Store::trigger_write`](crate::Store::trigger_write)); `name` is the trigger's.
@@ -240,6 +248,7 @@ impl JobEvent {
             | JobEvent::Repository { name, .. }
             | JobEvent::Trigger { name, .. }
             | JobEvent::Acl { name, .. }
+            | JobEvent::Secret { name, .. }
             | JobEvent::TaskFinished { name, .. } => name,
         }
     }

@@ -23,6 +23,7 @@ mod io;
 mod jsondoc;
 mod outcomes;
 mod repos;
+mod secrets;
 mod store;
 mod sync;
 mod triggers;
@@ -34,6 +35,7 @@ pub use deployments::DeployAction;
 pub use installations::{InstallOp, Installation, Revision, doc_name as installation_doc};
 pub use outcomes::{BatchStatus, TaskOutcome};
 pub use repos::{BUILTIN as BUILTIN_REPO, Repository, validate_url as validate_repo_url};
+pub use secrets::SecretRecord;
 pub use store::{
     BUCKETS, JobEvent, PersistOp, Push, StateConfig, Store, Write, WriteError, WriteOp, Written,
     rfc3339,

@@ -873,6 +873,12 @@ impl Store {
                 op: "changed".into(),
             });
         }
+        if let Some(secret) = name.strip_prefix(crate::secrets::PREFIX) {
+            self.events.push_back(JobEvent::Secret {
+                name: secret.to_owned(),
+                op: "changed".into(),
+            });
+        }
         if let Some(trigger) = name.strip_prefix(crate::triggers::PREFIX) {
             self.events.push_back(JobEvent::Trigger {
                 name: trigger.to_owned(),

@@ -499,6 +499,7 @@ impl Agent {
             } else {
                 Some(Arc::new(secret.clone()))
             },
+            secrets_key: Some(crate::secrets::SecretsKey::derive(&secret)),
             clock,
             token_hint: data_dir.file("token").display().to_string(),
             fault_injection: opts.fault_injection,

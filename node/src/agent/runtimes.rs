@@ -20,6 +20,7 @@ use crate::docker::DockerRuntime;
 use crate::health::HealthChecks;
 use crate::ports::HostPorts;
 use crate::runtime::{self, ProcessRuntime, ProcessSettings, RuntimeEvent};
+use crate::secrets::{Secrets, SecretsKey};
 use crate::state::{Peer, StateHandle};
 
 /// What the runtimes need.
@@ -54,6 +55,14 @@ pub(super) struct Runtimes {
 
 /// Starts the runtimes and finds what they still run.
 pub(super) async fn start(p: Parts<'_>) -> Result<Runtimes, AgentError> {
+    // The key that opens secrets comes from the cluster secret; the agent
+    // parsed the same token before.
+    let secrets = crate::token::ClusterSecret::from_token(&p.token)
+        .ok()
+        .map(|s| Secrets::new(SecretsKey::derive(&s), p.state.acl_watch()));
+    if let (Some(d), Some(s)) = (&p.docker, &secrets) {
+        d.set_secrets(s.clone());
+    }
     let process = ProcessRuntime::new(
         ProcessSettings {
             data_dir: p.data_dir.path().to_owned(),
@@ -62,6 +71,7 @@ pub(super) async fn start(p: Parts<'_>) -> Result<Runtimes, AgentError> {
             stop_grace: p.stop_grace,
             ports: p.ports,
             host: p.host.clone(),
+            secrets: secrets.clone(),
         },
         p.runtime_tx.clone(),
     )
@@ -76,8 +86,8 @@ pub(super) async fn start(p: Parts<'_>) -> Result<Runtimes, AgentError> {
     let health = HealthChecks::new(
         p.data_dir.path().join("tasks"),
         p.docker.clone(),
-        p.name.to_owned(),
-        p.host,
+        (p.name.to_owned(), p.host),
+        secrets,
         p.runtime_tx.clone(),
     );
     let artifacts = Artifacts::new(

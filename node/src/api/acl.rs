@@ -45,6 +45,8 @@ pub fn need(method: &Method, route: &str, params: &HashMap<String, String>) -> N
         "/v1/acl/token/self" | "/v1/acl/bootstrap" => Need::Caller,
         r if r.starts_with("/v1/acl/") => Need::One(Resource::Acl, String::new(), access),
         "/v1/jobs" | "/v1/deployments" | "/v1/events" => Need::Some(Resource::Jobs, access),
+        "/v1/secrets" => Need::Some(Resource::Secrets, access),
+        "/v1/secrets/{name}" => named(Resource::Secrets, "name"),
         "/v1/tasks/{task}/logs" => match params
             .get("task")
             .and_then(|t| shoal_placement::TaskKey::parse(t))
@@ -183,7 +185,7 @@ async fn create(
             token: made.token,
             record: *record,
         }),
-        AclReply::Policy(_) => unreachable!("a token write answers a token"),
+        _ => unreachable!("a token write answers a token"),
     }
 }
 
@@ -273,7 +275,7 @@ pub async fn policies(State(s): State<ApiState>) -> ApiResult<Vec<PolicyView>> {
 pub async fn put_policy(State(s): State<ApiState>, Json(p): Json<Policy>) -> ApiResult<PolicyView> {
     match s.state.acl_write(AclRequest::PutPolicy(p)).await? {
         AclReply::Policy(p) => Ok(Json(PolicyView::of(p, false))),
-        AclReply::Token(_) => unreachable!("a policy write answers a policy"),
+        _ => unreachable!("a policy write answers a policy"),
     }
 }
 
@@ -333,7 +335,7 @@ pub async fn delete_policy(
         .await
     {
         Ok(AclReply::Policy(p)) => Ok(Json(PolicyView::of(p, false))),
-        Ok(AclReply::Token(_)) => unreachable!("a policy write answers a policy"),
+        Ok(_) => unreachable!("a policy write answers a policy"),
         Err(crate::state::SubmitError::Rejected(shoal_state::WriteError::NotFound(_))) => {
             Err(ApiError::not_found(format!(
                 "no policy named {name:?} (see `shoal acl policy list`)"
@@ -442,7 +444,7 @@ pub async fn revoke(
         .await
     {
         Ok(AclReply::Token(t)) => Ok(Json(*t)),
-        Ok(AclReply::Policy(_)) => unreachable!("a token write answers a token"),
+        Ok(_) => unreachable!("a token write answers a token"),
         Err(crate::state::SubmitError::Rejected(shoal_state::WriteError::NotFound(_))) => {
             Err(no_token(&accessor))
         }

@@ -150,6 +150,18 @@ pub async fn submit(
     caller
         .check(Resource::Jobs, &spec.name, Access::Write)
         .map_err(|why| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why))?;
+    // A job hands its secrets to its task: whoever writes it must be
+    // allowed to read them.
+    for secret in spec
+        .task
+        .env
+        .values()
+        .filter_map(shoal_model::EnvValue::secret)
+    {
+        caller
+            .check(Resource::Secrets, secret, Access::Read)
+            .map_err(|why| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why))?;
+    }
     if !spec.after.is_empty() {
         // A job's `after` is a list of names: the error names the entry.
         let graph = super::triggers::after_graph(&s).await?;

@@ -23,6 +23,7 @@ pub mod installations;
 pub mod jobs;
 pub mod openapi;
 pub mod packages;
+pub mod secrets;
 pub mod services;
 pub mod summary;
 pub mod tasks;
@@ -72,6 +73,8 @@ pub struct ApiState {
     pub fault_injection: bool,
     /// `None` disables authentication (`--dev`).
     pub auth: Option<Arc<ClusterSecret>>,
+    /// Seals secrets (`None`: no cluster secret, no secrets).
+    pub secrets_key: Option<crate::secrets::SecretsKey>,
     /// Real time.
     pub clock: Clock,
     /// Where the token lives, for error messages.
@@ -231,6 +234,8 @@ pub fn router(state: ApiState) -> Router {
             get(acl::token).delete(acl::revoke),
         )
         .route("/v1/acl/token/self", get(acl::whoami))
+        .route("/v1/secrets", get(secrets::list).post(secrets::put))
+        .route("/v1/secrets/{name}", delete(secrets::remove))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))

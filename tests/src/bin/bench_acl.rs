@@ -42,7 +42,13 @@ struct Args {
     skip: Vec<String>,
 }
 
-fn call(a: &AgentProc, method: &str, path: &str, token: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+fn call(
+    a: &AgentProc,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<(u16, Value)> {
     let (s, text) = http_send(method, &format!("{}{path}", a.url()), Some(token), body)?;
     Ok((s, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
@@ -56,7 +62,13 @@ fn bootstrap(a: &AgentProc) -> anyhow::Result<String> {
 }
 
 fn make_token(a: &AgentProc, mgmt: &str, name: &str) -> anyhow::Result<(String, String)> {
-    let (s, made) = call(a, "POST", "/v1/acl/tokens", mgmt, Some(&json!({"name": name, "policies": ["readonly"]})))?;
+    let (s, made) = call(
+        a,
+        "POST",
+        "/v1/acl/tokens",
+        mgmt,
+        Some(&json!({"name": name, "policies": ["readonly"]})),
+    )?;
     if s != 201 {
         bail!("token create: {s} {made}");
     }
@@ -71,7 +83,9 @@ fn status(a: &AgentProc, token: &str) -> u16 {
 }
 
 fn revocation(args: &Args) -> anyhow::Result<()> {
-    let root = tempfile::Builder::new().prefix("shoal-bench-acl-").tempdir()?;
+    let root = tempfile::Builder::new()
+        .prefix("shoal-bench-acl-")
+        .tempdir()?;
     let started = Instant::now();
     let agents = shoal_tests::bench_cluster(root.path(), args.nodes)?;
     eprintln!("{} agents alive in {:.1?}", args.nodes, started.elapsed());
@@ -88,7 +102,13 @@ fn revocation(args: &Args) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(50));
         }
         let start = Instant::now();
-        let (s, body) = call(&agents[0], "DELETE", &format!("/v1/acl/tokens/{accessor}"), &mgmt, None)?;
+        let (s, body) = call(
+            &agents[0],
+            "DELETE",
+            &format!("/v1/acl/tokens/{accessor}"),
+            &mgmt,
+            None,
+        )?;
         if s != 200 {
             bail!("revoke: {s} {body}");
         }
@@ -141,7 +161,10 @@ fn wrk(args: &Args, url: &str, token: Option<&str>) -> anyhow::Result<(f64, Stri
     if let Some(t) = token {
         cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
-    let out = cmd.arg(url).output().context("running wrk (apt-get install wrk)")?;
+    let out = cmd
+        .arg(url)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() || text.contains("Non-2xx") {
         bail!("wrk {url}: {text}{}", String::from_utf8_lossy(&out.stderr));
@@ -160,22 +183,33 @@ fn wrk(args: &Args, url: &str, token: Option<&str>) -> anyhow::Result<(f64, Stri
 }
 
 fn hotpath(args: &Args) -> anyhow::Result<()> {
-    let root = tempfile::Builder::new().prefix("shoal-bench-acl-").tempdir()?;
+    let root = tempfile::Builder::new()
+        .prefix("shoal-bench-acl-")
+        .tempdir()?;
     let mut dev = Spec::named("dev");
     dev.args.push("--dev".into());
     let dev = AgentProc::start(root.path(), &dev)?;
     let url = format!("{}/v1/self", dev.url());
     let (rps, p99) = wrk(args, &url, None)?;
-    println!("| `GET /v1/self`, no authentication (`--dev`) | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |", args.connections, args.seconds);
+    println!(
+        "| `GET /v1/self`, no authentication (`--dev`) | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |",
+        args.connections, args.seconds
+    );
     drop(dev);
     let a = AgentProc::start(root.path(), &Spec::named("acl"))?;
     let url = format!("{}/v1/self", a.url());
     let (rps, p99) = wrk(args, &url, Some(&a.token))?;
-    println!("| `GET /v1/self`, cluster token (no ACLs) | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |", args.connections, args.seconds);
+    println!(
+        "| `GET /v1/self`, cluster token (no ACLs) | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |",
+        args.connections, args.seconds
+    );
     let mgmt = bootstrap(&a)?;
     let (token, _) = make_token(&a, &mgmt, "bench")?;
     let (rps, p99) = wrk(args, &url, Some(&token))?;
-    println!("| `GET /v1/self`, ACL token (readonly) | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |", args.connections, args.seconds);
+    println!(
+        "| `GET /v1/self`, ACL token (readonly) | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |",
+        args.connections, args.seconds
+    );
     Ok(())
 }
 

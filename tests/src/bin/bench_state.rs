@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Value, json};
-use shoal_tests::{AgentProc, Spec};
+use shoal_tests::AgentProc;
 
 #[derive(Parser, Debug)]
 struct Args {
