@@ -26,7 +26,7 @@ pub enum AclCommand {
 pub enum PolicyCommand {
     /// Create or replace a policy.
     ///
-    /// A rule is RESOURCE[:PREFIX]=read|write: `jobs:web/=write` (jobs
+    /// A rule is `RESOURCE[:PREFIX]=read|write`: `jobs:web/=write` (jobs
     /// whose name starts with web/), `jobs=read`, `packages=write`,
     /// `triggers=read`, `nodes=write` (drain), `secrets:db/=read`,
     /// `acl=write`. Write includes read.
