@@ -1,6 +1,6 @@
 //! The Docker runtime against the local engine: `shoal run --image` end to
 //! end, limits in `docker inspect`, logs, ports, a command health check
-//! run inside the container, artifacts seen in the container's sandbox, a missing image, an image
+//! run inside the container, artifacts, files and a secret seen in the container, a missing image, an image
 //! whose containers cannot start, an OOM kill, and adoption after an agent
 //! restart. Skipped, with the reason,
 //! where no engine answers. Images come from `scripts/build-test-images.sh`
@@ -233,11 +233,20 @@ fn a_container_reads_its_artifacts_in_its_sandbox() {
             .map(|b| format!("{b:02x}"))
             .collect()
     };
+    // A secret reaches the container's environment too.
+    let (status, body) = c.agents[0]
+        .post(
+            "/v1/secrets",
+            &json!({"name": "dtest/p", "value": "opened inside"}),
+        )
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
     let spec = json!({
         "name": job,
         "type": "batch",
         "task": {"image": IMAGE, "command": "sh",
-                 "args": ["-c", "test \"$(cat /shoal/task/greeting.txt)\" = 'hello from the host' && test \"$(cat /shoal/task/etc/app.conf)\" = 'mode = container'"],
+                 "args": ["-c", "test \"$(cat /shoal/task/greeting.txt)\" = 'hello from the host' && test \"$(cat /shoal/task/etc/app.conf)\" = 'mode = container' && test \"$P\" = 'opened inside'"],
+                 "env": {"P": {"secret": "dtest/p"}},
                  "artifacts": [{"source": format!("file://{}", file.display()), "sha256": sha256, "dest": "greeting.txt"}],
                  "files": [{"path": "etc/app.conf", "content": "mode = container\n"}],
                  "resources": {"cpus": 0.1, "memory_mb": 32}},
