@@ -142,7 +142,8 @@ fn tokens_scope_by_policy_and_a_revocation_reaches_every_node() {
 
     // Wait until node 2 knows the tokens (they were made through node 0).
     wait_until("the tokens reach node 2", Duration::from_secs(30), || {
-        Ok(send(&c, 2, "GET", "/v1/jobs", &web_t, None).0 == 200)
+        Ok(send(&c, 2, "GET", "/v1/jobs", &web_t, None).0 == 200
+            && send(&c, 2, "GET", "/v1/jobs", &ro_t, None).0 == 200)
     });
 
     // Read-only: lists jobs, 403 on run, naming what it lacks.
@@ -249,10 +250,11 @@ fn tokens_scope_by_policy_and_a_revocation_reaches_every_node() {
     );
 
     // A TTL ends a token.
-    let short = make("readonly", "short", &["--ttl", "2s"]);
+    // (10 s: long enough to be used once even on a loaded machine.)
+    let short = make("readonly", "short", &["--ttl", "10s"]);
     let short_t = short["token"].as_str().unwrap().to_owned();
     assert_eq!(send(&c, 0, "GET", "/v1/jobs", &short_t, None).0, 200);
-    wait_until("the token expires", Duration::from_secs(20), || {
+    wait_until("the token expires", Duration::from_secs(40), || {
         let (s, body) = send(&c, 0, "GET", "/v1/jobs", &short_t, None);
         Ok(s == 401
             && body["error"]["message"]
