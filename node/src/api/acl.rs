@@ -539,4 +539,33 @@ mod tests {
         assert!(node_route(&Method::GET, "/v1/artifacts/{sha256}"));
         assert!(!node_route(&Method::GET, "/v1/jobs"));
     }
+
+    #[test]
+    fn the_event_stream_shows_a_token_what_it_may_read() {
+        use serde_json::json;
+        use shoal_model::acl::{Grants, Rule};
+        let caller = Caller {
+            name: "web".into(),
+            accessor: None,
+            policies: vec!["web".into()],
+            grants: Grants::of([Rule::parse("jobs:web/=read").unwrap()]),
+            kind: CallerKind::Token,
+        };
+        let see = |kind: &str, v: serde_json::Value| super::super::jobs::may_see(&caller, kind, &v);
+        assert!(see("job", json!({"event": "updated", "name": "web/a"})));
+        assert!(!see("job", json!({"event": "updated", "name": "db/a"})));
+        assert!(see("task", json!({"event": "health", "job": "web/a"})));
+        assert!(!see("task", json!({"event": "health", "job": "db/a"})));
+        assert!(!see("job", json!({"event": "secret", "name": "web/x"})));
+        assert!(!see(
+            "job",
+            json!({"event": "acl", "name": "0123456789abcdef"})
+        ));
+        assert!(!see("member", json!({"event": "alive"})));
+        assert!(super::super::jobs::may_see(
+            &Caller::dev(),
+            "member",
+            &json!({"event": "alive"})
+        ));
+    }
 }

@@ -184,6 +184,23 @@ pub async fn submit(
     Ok(respond(written))
 }
 
+/// Whether `caller` may see an event of `kind` (`job`, `task`,
+/// `member`): each names what it is about, and the caller needs read on
+/// that (a job's events need read on the job, a secret's on the secret…).
+pub(crate) fn may_see(caller: &Caller, kind: &str, v: &Value) -> bool {
+    let name = |k: &str| v[k].as_str().unwrap_or_default();
+    let (resource, of) = match (kind, name("event")) {
+        ("member", _) => (Resource::Nodes, ""),
+        ("task", _) => (Resource::Jobs, name("job")),
+        (_, "acl") => (Resource::Acl, ""),
+        (_, "secret") => (Resource::Secrets, name("name")),
+        (_, "repository" | "installation") => (Resource::Packages, ""),
+        (_, "trigger") => (Resource::Triggers, ""),
+        _ => (Resource::Jobs, name("name")),
+    };
+    caller.grants.allows(resource, of, Access::Read)
+}
+
 /// `GET /v1/jobs/{name}`.
 #[utoipa::path(
     get,
@@ -354,36 +371,42 @@ pub async fn delete(
 )]
 pub async fn events(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let jobs = s.state.subscribe();
     let tasks = s.task_events.subscribe();
     let members = s.core.member_events();
     let stream = futures_util::stream::unfold(
-        (jobs, tasks, members),
-        |(mut jobs, mut tasks, mut members)| async move {
-            let (kind, got) = tokio::select! {
-                got = jobs.recv() => ("job", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
-                got = tasks.recv() => ("task", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
-                got = members.recv() => ("member", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
-            };
-            let sse = match got {
-                Ok(value) => {
-                    let name = value["event"].as_str().unwrap_or("changed").to_owned();
-                    // Triggers are their own kind: `trigger.created`,
-                    // `trigger.fired`, `trigger.skipped`, …
-                    let event = if name == "trigger" {
-                        format!("trigger.{}", value["op"].as_str().unwrap_or("changed"))
-                    } else {
-                        format!("{kind}.{name}")
-                    };
-                    Event::default().event(event).data(value.to_string())
+        (jobs, tasks, members, caller),
+        |(mut jobs, mut tasks, mut members, caller)| async move {
+            let sse = loop {
+                let (kind, got) = tokio::select! {
+                    got = jobs.recv() => ("job", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
+                    got = tasks.recv() => ("task", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
+                    got = members.recv() => ("member", got.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))),
+                };
+                match got {
+                    Ok(value) if !may_see(&caller, kind, &value) => continue,
+                    Ok(value) => {
+                        let name = value["event"].as_str().unwrap_or("changed").to_owned();
+                        // Triggers are their own kind: `trigger.created`,
+                        // `trigger.fired`, `trigger.skipped`, …
+                        let event = if name == "trigger" {
+                            format!("trigger.{}", value["op"].as_str().unwrap_or("changed"))
+                        } else {
+                            format!("{kind}.{name}")
+                        };
+                        break Event::default().event(event).data(value.to_string());
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        break Event::default()
+                            .event("lagged")
+                            .data(json!({"missed": n}).to_string());
+                    }
+                    Err(RecvError::Closed) => return None,
                 }
-                Err(RecvError::Lagged(n)) => Event::default()
-                    .event("lagged")
-                    .data(json!({"missed": n}).to_string()),
-                Err(RecvError::Closed) => return None,
             };
-            Some((Ok(sse), (jobs, tasks, members)))
+            Some((Ok(sse), (jobs, tasks, members, caller)))
         },
     );
     Sse::new(stream).keep_alive(KeepAlive::default())
