@@ -10,7 +10,14 @@ use shoal_placement::{Msg, PlacementConfig, Placer, Resources};
 use shoal_state::{StateConfig, Store, SyncRequest, SyncResponse};
 use shoal_transport::{Service, decode_request};
 
+static DEFAULT_HOOK: std::sync::Once = std::sync::Once::new();
+
 fuzz_target!(|data: &[u8]| {
+    // The replica catches automerge's own panics on malformed changes
+    // (node/tests/fuzz_regressions.rs); libfuzzer-sys's panic hook would
+    // abort on those caught ones too. The default hook lets them be caught;
+    // a panic that escapes this closure still aborts the run as a crash.
+    DEFAULT_HOOK.call_once(|| drop(std::panic::take_hook()));
     let Ok(request) = decode_request(data) else {
         return;
     };

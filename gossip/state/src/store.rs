@@ -118,6 +118,11 @@ pub(crate) fn fingerprint(name: &str, heads: &[ChangeHash]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
+/// Whether automerge reads `bytes` as changes without error or panic.
+fn parses_as_changes(bytes: &[u8]) -> bool {
+    std::panic::catch_unwind(|| AutoCommit::new().load_incremental(bytes).is_ok()).unwrap_or(false)
+}
+
 pub(crate) fn u64_at(doc: &AutoCommit, key: &str) -> Option<u64> {
     jsondoc::get_root(doc, key).as_u64()
 }
@@ -762,7 +767,11 @@ impl Store {
         if let Some(deleted_at) = self.dropped.get(name).copied() {
             // Only a job created again after it was deleted gets in.
             let mut probe = self.new_doc();
-            if probe.load_incremental(bytes).is_err() {
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                probe.load_incremental(bytes).is_ok()
+            }))
+            .unwrap_or(false);
+            if !read {
                 self.reject("undecodable");
                 return false;
             }
@@ -793,7 +802,19 @@ impl Store {
         } else {
             (BTreeSet::new(), BTreeSet::new(), None, BTreeSet::new())
         };
-        if jd.doc.load_incremental(bytes).is_err() {
+        // automerge 0.12 panics on some malformed changes instead of
+        // returning an error (an unwrap in hexane's RLE decoder, found by
+        // fuzzing `rpc_frame`): a peer's bytes are parsed first into a
+        // throwaway document, which takes such a panic, so that a bad frame
+        // is rejected and cannot kill the state task. The real load is
+        // guarded too.
+        let parses = !persist || parses_as_changes(bytes);
+        let loaded = parses
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                jd.doc.load_incremental(bytes).is_ok()
+            }))
+            .unwrap_or(false);
+        if !loaded {
             self.reject("undecodable");
             if !existed {
                 self.remove_doc(name);
