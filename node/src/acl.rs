@@ -16,14 +16,14 @@
 //! (artifact blobs). See docs/security.md.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 use shoal_model::acl::{Access, Grants, Policy, Resource};
 use shoal_state::{AclToken, Store, is_accessor};
 use subtle::ConstantTimeEq;
+
+use crate::blobs::Digest;
 
 const PREFIX: &str = "shoalt1_";
 
@@ -44,22 +44,14 @@ pub fn make_token() -> Result<MadeToken, getrandom::Error> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut id)?;
     getrandom::fill(&mut secret)?;
-    let accessor = hex(&id);
+    let accessor = format!("{:016x}", u64::from_be_bytes(id));
     let token = format!("{PREFIX}{accessor}_{}", URL_SAFE_NO_PAD.encode(secret));
-    let sha256 = hex(&Sha256::digest(token.as_bytes()));
+    let sha256 = Digest::of(token.as_bytes()).hex();
     Ok(MadeToken {
         accessor,
         token,
         sha256,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// The accessor of an ACL token, if `token` has that form.
@@ -218,13 +210,14 @@ pub struct AclTable {
 impl AclTable {
     /// The table of a replica.
     pub fn from_store(store: &Store) -> AclTable {
+        let tokens: HashMap<String, AclToken> = store
+            .acl_tokens()
+            .into_iter()
+            .map(|t| (t.accessor.clone(), t))
+            .collect();
         AclTable {
-            bootstrapped: store.acl_bootstrapped(),
-            tokens: store
-                .acl_tokens()
-                .into_iter()
-                .map(|t| (t.accessor.clone(), t))
-                .collect(),
+            bootstrapped: tokens.values().any(|t| t.bootstrap),
+            tokens,
             policies: store
                 .acl_policies()
                 .into_iter()
@@ -285,7 +278,7 @@ impl AclTable {
         let unknown = || AuthError::Unknown(shown.to_owned());
         let accessor = accessor_of(token).ok_or_else(unknown)?;
         let t = self.tokens.get(accessor).ok_or_else(unknown)?;
-        let presented = hex(&Sha256::digest(token.as_bytes()));
+        let presented = Digest::of(token.as_bytes()).hex();
         if !bool::from(presented.as_bytes().ct_eq(t.secret_sha256.as_bytes())) {
             return Err(unknown());
         }

@@ -100,11 +100,6 @@ impl Secrets {
         Secrets { key, table }
     }
 
-    /// The key.
-    pub fn key(&self) -> &SecretsKey {
-        &self.key
-    }
-
     /// The value of secret `name`, as text for an environment variable.
     pub fn value(&self, name: &str) -> Result<String, String> {
         let table = self.table.borrow().clone();
@@ -115,14 +110,6 @@ impl Secrets {
         String::from_utf8(bytes).map_err(|_| {
             format!("secret {name:?} is not UTF-8 text and cannot be an environment variable")
         })
-    }
-
-    /// `env` with every secret reference replaced by its value.
-    pub fn resolve_env(
-        &self,
-        env: &std::collections::BTreeMap<String, shoal_model::EnvValue>,
-    ) -> Result<Vec<(String, String)>, String> {
-        resolve_env(Some(self), env)
     }
 }
 

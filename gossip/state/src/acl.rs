@@ -213,11 +213,7 @@ impl Store {
         if !is_accessor(&t.accessor) {
             return Err(refused("accessor", "must be 16 lower-case hex digits"));
         }
-        if self
-            .docs_under(TOKEN)
-            .filter_map(token_of)
-            .any(|x| x.accessor == t.accessor)
-        {
+        if self.docs.contains_key(&format!("{TOKEN}{}", t.accessor)) {
             return Err(refused("accessor", format!("{} exists", t.accessor)));
         }
         if t.bootstrap && self.acl_bootstrapped() {
@@ -275,10 +271,10 @@ impl Store {
         now_ms: u64,
     ) -> Result<AclToken, WriteError> {
         let doc_name = format!("{TOKEN}{accessor}");
-        if !self
-            .docs_under(TOKEN)
-            .filter_map(token_of)
-            .any(|t| t.accessor == accessor)
+        if self
+            .docs
+            .get(&doc_name)
+            .is_none_or(|jd| token_of(&jd.doc).is_none())
         {
             return Err(WriteError::NotFound(doc_name));
         }

@@ -6,7 +6,7 @@
 //! the caller seals and opens.
 
 use automerge::ROOT;
-use automerge::transaction::{CommitOptions, Transactable};
+use automerge::transaction::Transactable;
 use serde::{Deserialize, Serialize};
 
 use crate::jsondoc;
@@ -76,7 +76,11 @@ impl Store {
             message: e,
         })?;
         let doc_name = format!("{PREFIX}{name}");
-        let fresh = !self.secrets().iter().any(|s| s.name == name);
+        let fresh = self
+            .docs
+            .get(&doc_name)
+            .and_then(|jd| record_of(&jd.doc))
+            .is_none_or(|r| r.deleted);
         let doc = self.whole_write(&doc_name, now_ms, |doc| {
             doc.put(ROOT, "kind", "secret")?;
             doc.put(ROOT, "name", name)?;
@@ -113,28 +117,5 @@ impl Store {
             op: "remove".into(),
         });
         Ok(record_of(&doc).expect("listed"))
-    }
-
-    /// Applies `put` to document `doc_name` (a new one when absent),
-    /// commits, persists and pushes the change.
-    pub(crate) fn whole_write(
-        &mut self,
-        doc_name: &str,
-        now_ms: u64,
-        put: impl FnOnce(&mut automerge::AutoCommit) -> Result<(), automerge::AutomergeError>,
-    ) -> Result<automerge::AutoCommit, WriteError> {
-        let mut doc = match self.docs.get(doc_name) {
-            Some(jd) => jd.doc.clone(),
-            None => self.new_doc(),
-        };
-        let before = doc.get_heads();
-        put(&mut doc).map_err(|e| WriteError::Doc(e.to_string()))?;
-        let secs = i64::try_from(now_ms / 1000).unwrap_or(0);
-        doc.commit_with(CommitOptions::default().with_time(secs));
-        let delta = doc.save_after(&before);
-        self.dropped.remove(doc_name);
-        self.insert_doc(doc_name, doc.clone());
-        self.publish(doc_name, delta);
-        Ok(doc)
     }
 }

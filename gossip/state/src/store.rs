@@ -575,6 +575,29 @@ impl Store {
             .map(|e| e.version)
     }
 
+    /// Applies `put` to document `doc_name` (a new one when absent),
+    /// commits, persists and pushes the change.
+    pub(crate) fn whole_write(
+        &mut self,
+        doc_name: &str,
+        now_ms: u64,
+        put: impl FnOnce(&mut AutoCommit) -> Result<(), automerge::AutomergeError>,
+    ) -> Result<AutoCommit, WriteError> {
+        let mut doc = match self.docs.get(doc_name) {
+            Some(jd) => jd.doc.clone(),
+            None => self.new_doc(),
+        };
+        let before = doc.get_heads();
+        put(&mut doc).map_err(|e| WriteError::Doc(e.to_string()))?;
+        let secs = i64::try_from(now_ms / 1000).unwrap_or(0);
+        doc.commit_with(CommitOptions::default().with_time(secs));
+        let delta = doc.save_after(&before);
+        self.dropped.remove(doc_name);
+        self.insert_doc(doc_name, doc.clone());
+        self.publish(doc_name, delta);
+        Ok(doc)
+    }
+
     /// A local change of document `name` (`delta`, its new automerge
     /// changes): to the disk before it is acknowledged, and pushed to a
     /// few peers.

@@ -207,9 +207,7 @@ pub async fn bootstrap(
     Extension(caller): Extension<Caller>,
 ) -> Result<(StatusCode, Json<MadeTokenView>), ApiError> {
     if caller.kind == CallerKind::Token {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        return Err(ApiError::forbidden(
             "acl bootstrap takes the cluster secret (the `token` file of a data dir), not an ACL token",
         ));
     }

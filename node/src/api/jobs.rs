@@ -149,7 +149,7 @@ pub async fn submit(
     let spec = JobSpec::from_json(parse_json(&body)?).map_err(invalid_spec)?;
     caller
         .check(Resource::Jobs, &spec.name, Access::Write)
-        .map_err(|why| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why))?;
+        .map_err(ApiError::forbidden)?;
     // A job hands its secrets to its task: whoever writes it must be
     // allowed to read them.
     for secret in spec
@@ -160,7 +160,7 @@ pub async fn submit(
     {
         caller
             .check(Resource::Secrets, secret, Access::Read)
-            .map_err(|why| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why))?;
+            .map_err(ApiError::forbidden)?;
     }
     if !spec.after.is_empty() {
         // A job's `after` is a list of names: the error names the entry.

@@ -114,6 +114,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 403: the caller's token lacks a permission (`why` names it).
+    pub fn forbidden(why: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", why)
+    }
+
     /// Names the offending field.
     pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
         self.field = Some(field.into());
@@ -347,7 +352,7 @@ async fn require_token(
         acl::Need::Some(resource, access) => caller.check_some(resource, access),
     };
     if let Err(why) = checked {
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response();
+        return ApiError::forbidden(why).into_response();
     }
     req.extensions_mut().insert(caller);
     next.run(req).await

@@ -24,10 +24,6 @@ pub struct SecretBody {
     pub value: String,
 }
 
-fn forbidden(why: String) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", why)
-}
-
 fn key(s: &ApiState) -> Result<SecretsKey, ApiError> {
     s.secrets_key.clone().ok_or_else(|| {
         ApiError::new(
@@ -58,7 +54,7 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<SecretRecord>), ApiError> {
     caller
         .check(Resource::Secrets, &body.name, Access::Write)
-        .map_err(forbidden)?;
+        .map_err(ApiError::forbidden)?;
     if body.value.len() > MAX_SECRET_BYTES {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
