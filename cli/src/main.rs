@@ -57,6 +57,22 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// PEM file of the CA to trust for an `https://` address: the cluster's
+    /// API CA, `api-ca.pem` in any agent's data dir. Default: the file of
+    /// this machine's agent when there is one, else the public roots.
+    #[arg(long, global = true, env = "SHOAL_CACERT", value_name = "FILE")]
+    cacert: Option<PathBuf>,
+
+    /// Allow plain `http://` to another machine (an agent started with
+    /// --api-insecure on a trusted network); refused otherwise, since the
+    /// token would travel in clear.
+    #[arg(long, global = true, env = "SHOAL_INSECURE")]
+    insecure: bool,
+
+    /// What `--cacert` (or the local agent's CA) made of it.
+    #[arg(skip)]
+    trust: Option<shoal_client::Trust>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -290,6 +306,14 @@ struct AgentArgs {
     #[arg(long, value_name = "HOST:PORT|off")]
     dns: Option<String>,
 
+    /// Serve the API in plain HTTP to every client, without TLS (a trusted
+    /// network, or TLS ended by a proxy in front). By default the API
+    /// speaks HTTPS with a certificate of the cluster's API CA
+    /// (`api-ca.pem` in the data dir) and plain HTTP only to clients on
+    /// this machine. Kept for later starts; `--api-insecure=false` undoes it.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    api_insecure: Option<bool>,
+
     /// IP address other nodes reach this one at, when binding to 0.0.0.0.
     /// Default: the address of the interface of the default route.
     #[arg(long, value_name = "IP")]
@@ -433,7 +457,16 @@ fn main() -> ExitCode {
         Some("__log") => return shoal_node::tasklog::ship(&args[2..]),
         _ => {}
     }
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if !matches!(cli.command, Command::Agent(_)) {
+        match api_trust(&cli) {
+            Ok(t) => cli.trust = t,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let result = match cli.command {
         Command::Agent(ref args) => run_agent(args, cli.token.clone()),
         Command::Nodes => nodes(&cli),
@@ -497,8 +530,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if let Some(shoal_client::Error::Unreachable { .. }) = e.downcast_ref() {
-                eprintln!("  (give a node's API address with --addr or SHOAL_ADDR)");
+            if let Some(shoal_client::Error::Unreachable { error, .. }) = e.downcast_ref() {
+                if error.to_string().contains("certificate") {
+                    eprintln!(
+                        "  (trust the cluster's API CA: --cacert FILE or SHOAL_CACERT=FILE, a copy of api-ca.pem from any agent's data dir)"
+                    );
+                } else {
+                    eprintln!("  (give a node's API address with --addr or SHOAL_ADDR)");
+                }
             }
             ExitCode::FAILURE
         }
@@ -519,6 +558,7 @@ fn run_agent(args: &AgentArgs, token: Option<String>) -> anyhow::Result<()> {
         bind: args.bind,
         rpc: args.rpc,
         api: args.api,
+        api_insecure: args.api_insecure,
         dns: args.dns.clone(),
         advertise: args.advertise,
         join: args.join.clone(),
@@ -574,12 +614,34 @@ fn run_agent(args: &AgentArgs, token: Option<String>) -> anyhow::Result<()> {
                 "  join another agent to it:  shoal agent --join {} --token {}",
                 info.gossip, info.token
             );
-        } else if info.founded {
-            println!("shoal agent --join {} --token {}", info.gossip, info.token);
+        } else {
+            if info.founded {
+                println!("shoal agent --join {} --token {}", info.gossip, info.token);
+            }
+            // What a client elsewhere needs, on the first start (a founding
+            // or joining one); a restart prints nothing.
+            if info.founded || !args.join.is_empty() {
+                println!("{}", client_line(&info));
+            }
         }
         agent.run_until(stop_signal()).await;
         anyhow::Ok(())
     })
+}
+
+/// The line that tells a person how to reach this agent's API.
+fn client_line(info: &shoal_node::agent::AgentInfo) -> String {
+    match &info.api_ca {
+        Some(ca) => format!(
+            "API at {url}; from elsewhere: SHOAL_ADDR={url} SHOAL_CACERT=api-ca.pem shoal status (a copy of {})",
+            ca.display(),
+            url = info.api_url
+        ),
+        None => format!(
+            "API at {url} in plain HTTP (--api-insecure); from elsewhere: SHOAL_ADDR={url} SHOAL_INSECURE=1 shoal status",
+            url = info.api_url
+        ),
+    }
 }
 
 async fn stop_signal() {
@@ -598,7 +660,48 @@ async fn stop_signal() {
 }
 
 fn client(cli: &Cli) -> Client {
-    Client::new(&cli.addr, cli.token.clone())
+    let c = Client::new(&cli.addr, cli.token.clone());
+    match &cli.trust {
+        Some(t) => c.with_trust(t.clone()),
+        None => c,
+    }
+}
+
+/// Checks `--addr` against `--insecure` and reads the CA to trust: plain
+/// HTTP to another machine is refused (the token would travel in clear);
+/// for `https://`, `--cacert`, else this machine's agent's `api-ca.pem`,
+/// else the public roots (a proxy with a public certificate in front).
+fn api_trust(cli: &Cli) -> anyhow::Result<Option<shoal_client::Trust>> {
+    let addr = cli.addr.trim();
+    let plain =
+        addr.starts_with("http://") || (!addr.contains("://") && shoal_client::is_loopback(addr));
+    if plain && !shoal_client::is_loopback(addr) && !cli.insecure {
+        anyhow::bail!(
+            "--addr {addr}: refusing plain HTTP to another machine (the token would travel in clear); \
+             use https:// (agents serve HTTPS; trust the cluster's CA with --cacert or SHOAL_CACERT=api-ca.pem \
+             from any agent's data dir), or pass --insecure for an agent started with --api-insecure"
+        );
+    }
+    if plain {
+        return Ok(None);
+    }
+    let (path, given) = match &cli.cacert {
+        Some(p) => (p.clone(), true),
+        None => (
+            shoal_node::agent::default_data_dir().join("api-ca.pem"),
+            false,
+        ),
+    };
+    let pem = match std::fs::read(&path) {
+        Ok(p) => p,
+        Err(_) if !given => return Ok(None),
+        Err(e) => anyhow::bail!(
+            "--cacert {}: cannot read it: {e}; copy api-ca.pem from any agent's data dir",
+            path.display()
+        ),
+    };
+    let what = format!("--cacert {}", path.display());
+    Ok(Some(shoal_client::Trust::from_pem(&pem, &what)?))
 }
 
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

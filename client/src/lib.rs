@@ -188,12 +188,78 @@ impl Error {
     }
 }
 
+/// The CAs a client trusts for `https://` (the cluster's API CA, from an
+/// agent's `api-ca.pem`), instead of the public roots.
+#[derive(Clone)]
+pub struct Trust(ureq::tls::TlsConfig);
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trust(…)")
+    }
+}
+
+/// Why a CA file cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TrustError(String);
+
+impl Trust {
+    /// Trust exactly the certificates of the PEM text `pem` (`what` names
+    /// where it came from in errors).
+    pub fn from_pem(pem: &[u8], what: &str) -> Result<Trust, TrustError> {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(TrustError(format!("{what}: not PEM: {e}"))),
+            }
+        }
+        if certs.is_empty() {
+            return Err(TrustError(format!(
+                "{what}: no certificate in it; it must hold a `-----BEGIN CERTIFICATE-----` block (an agent's api-ca.pem)"
+            )));
+        }
+        Ok(Trust(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build(),
+        ))
+    }
+}
+
+/// The host of a URL or `host:port` (brackets of an IPv6 address removed).
+fn host_of(addr: &str) -> &str {
+    let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+/// Whether `addr` (a URL or `host:port`) names this machine: `localhost`
+/// or a loopback address, where plain HTTP never leaves the machine.
+pub fn is_loopback(addr: &str) -> bool {
+    let host = host_of(addr);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
 /// A node's API, with an optional bearer token.
 #[derive(Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    trust: Option<Trust>,
 }
 
 impl std::fmt::Debug for Client {
@@ -205,12 +271,16 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// `addr` as a base URL: a URL as given; `host:port` is `http://` on this
+/// machine and `https://` elsewhere (what an agent serves there).
 fn base_url(addr: &str) -> String {
     let addr = addr.trim_end_matches('/');
     if addr.contains("://") {
         addr.to_owned()
-    } else {
+    } else if is_loopback(addr) {
         format!("http://{addr}")
+    } else {
+        format!("https://{addr}")
     }
 }
 
@@ -221,7 +291,8 @@ impl Client {
         Client {
             base: base_url(addr),
             token,
-            agent: agent(DEFAULT_TIMEOUT),
+            agent: agent(DEFAULT_TIMEOUT, None),
+            trust: None,
         }
     }
 
@@ -229,7 +300,17 @@ impl Client {
     /// pool).
     pub fn with_timeout(self, timeout: Duration) -> Client {
         Client {
-            agent: agent(timeout),
+            agent: agent(timeout, self.trust.as_ref()),
+            ..self
+        }
+    }
+
+    /// The same client trusting `trust` for `https://` (a new connection
+    /// pool with the default timeout).
+    pub fn with_trust(self, trust: Trust) -> Client {
+        Client {
+            agent: agent(DEFAULT_TIMEOUT, Some(&trust)),
+            trust: Some(trust),
             ..self
         }
     }
@@ -241,6 +322,7 @@ impl Client {
             base: base_url(addr),
             token,
             agent: self.agent.clone(),
+            trust: self.trust.clone(),
         }
     }
 
@@ -447,8 +529,12 @@ fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::Reque
     }
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
+fn agent(timeout: Duration, trust: Option<&Trust>) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder();
+    if let Some(t) = trust {
+        config = config.tls_config(t.0.clone());
+    }
+    config
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .build()
@@ -464,6 +550,32 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+
+    #[test]
+    fn loopback_addresses_are_told_from_others() {
+        for a in [
+            "http://127.0.0.1:5480",
+            "127.0.0.1:5480",
+            "localhost:5480",
+            "http://LOCALHOST/",
+            "http://[::1]:5480/v1",
+            "https://user@127.0.0.2",
+        ] {
+            assert!(is_loopback(a), "{a}");
+        }
+        for a in [
+            "http://10.0.0.5:5480",
+            "10.0.0.5:5480",
+            "http://example.com",
+            "[2001:db8::1]:5480",
+            "http://127.0.0.1.example.com",
+        ] {
+            assert!(!is_loopback(a), "{a}");
+        }
+        assert_eq!(base_url("10.0.0.5:5480"), "https://10.0.0.5:5480");
+        assert_eq!(base_url("127.0.0.1:5480"), "http://127.0.0.1:5480");
+        assert_eq!(base_url("http://10.0.0.5:5480/"), "http://10.0.0.5:5480");
+    }
 
     #[test]
     fn segments_round_trip_and_stay_one_segment() {

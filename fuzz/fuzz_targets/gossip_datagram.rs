@@ -21,6 +21,7 @@ fn meta(addr: SocketAddr) -> MemberMeta {
         gossip_addr: addr,
         rpc_addr: addr,
         api_addr: addr,
+        api_tls: false,
         dc: "dc1".into(),
         zone: "z1".into(),
         region: "global".into(),

@@ -71,6 +71,9 @@ pub struct MemberMeta {
     pub rpc_addr: SocketAddr,
     /// HTTP API address (TCP).
     pub api_addr: SocketAddr,
+    /// Whether the API speaks HTTPS (certificate of the cluster's API CA);
+    /// `false` with `--api-insecure`, where it speaks plain HTTP.
+    pub api_tls: bool,
     /// Datacenter.
     pub dc: String,
     /// Zone within the datacenter.

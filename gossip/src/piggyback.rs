@@ -275,6 +275,7 @@ mod tests {
             gossip_addr: addr,
             rpc_addr: addr,
             api_addr: addr,
+            api_tls: false,
             dc: "dc1".into(),
             zone: String::new(),
             region: String::new(),

@@ -159,6 +159,7 @@ mod tests {
             gossip_addr: "127.0.0.1:1".parse().unwrap(),
             rpc_addr: "127.0.0.1:2".parse().unwrap(),
             api_addr: "127.0.0.1:3".parse().unwrap(),
+            api_tls: false,
             dc: "dc1".into(),
             zone: String::new(),
             region: String::new(),

@@ -72,8 +72,11 @@ pub struct ArtifactSettings {
     pub data_dir: PathBuf,
     /// This node.
     pub node: NodeId,
-    /// This node's API, as peers reach it (`http://host:port`).
+    /// This node's API, as peers reach it (`https://host:port`, or
+    /// `http://` with `--api-insecure`).
     pub api_url: String,
+    /// TLS settings for peers' APIs (trusting the cluster's API CA).
+    pub peer_tls: ureq::tls::TlsConfig,
     /// The cluster token peers' APIs want.
     pub token: Option<String>,
     /// A blob no one needs goes once unused this long (default 24 h; the
@@ -240,7 +243,7 @@ impl Artifacts {
                 let id = p.id.to_string();
                 id != me && record.holders.contains(&id)
             })
-            .map(|p| format!("http://{}", p.meta.api_addr))
+            .map(|p| peer_url(&p.meta))
             .collect();
         urls.shuffle(&mut rand::rng());
         urls
@@ -273,14 +276,15 @@ impl Artifacts {
         let token = self.inner.settings.token.clone();
         for p in targets {
             let url = format!(
-                "http://{}/v1/artifacts/{}/pull?from={}",
-                p.meta.api_addr,
+                "{}/v1/artifacts/{}/pull?from={}",
+                peer_url(&p.meta),
                 d.hex(),
                 self.inner.settings.api_url
             );
             let token = token.clone();
+            let tls = self.inner.settings.peer_tls.clone();
             tokio::task::spawn_blocking(move || {
-                let agent = agent(Some(Duration::from_secs(10)));
+                let agent = agent(Some(Duration::from_secs(10)), tls);
                 let mut req = agent.post(&url);
                 if let Some(t) = &token {
                     req = req.header("authorization", &format!("Bearer {t}"));
@@ -372,6 +376,7 @@ impl Artifacts {
             tx: tx.clone(),
             me: self.inner.settings.api_url.clone(),
             token: self.inner.settings.token.clone(),
+            peer_tls: self.inner.settings.peer_tls.clone(),
         };
         match source {
             Source::File(path) => {
@@ -744,9 +749,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn agent(timeout: Option<Duration>) -> ureq::Agent {
+/// A peer's API base URL, in the scheme it speaks.
+fn peer_url(meta: &shoal_gossip::MemberMeta) -> String {
+    let scheme = if meta.api_tls { "https" } else { "http" };
+    format!("{scheme}://{}", meta.api_addr)
+}
+
+fn agent(timeout: Option<Duration>, tls: ureq::tls::TlsConfig) -> ureq::Agent {
     ureq::Agent::config_builder()
-        .tls_config(crate::http::tls())
+        .tls_config(tls)
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(5)))
@@ -870,6 +881,7 @@ struct Pull {
     tx: watch::Sender<Progress>,
     me: String,
     token: Option<String>,
+    peer_tls: ureq::tls::TlsConfig,
 }
 
 impl Pull {
@@ -898,7 +910,14 @@ impl Pull {
     /// One GET of `url` (a peer's when `peer`), following redirects and
     /// resuming from what is already here.
     fn get_url(&mut self, url: &str, peer: bool) -> Outcome {
-        let agent = agent(None);
+        let agent = agent(
+            None,
+            if peer {
+                self.peer_tls.clone()
+            } else {
+                crate::http::tls()
+            },
+        );
         let mut url = url.to_owned();
         for _ in 0..MAX_HOPS {
             let offset = self.hasher.len();

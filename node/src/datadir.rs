@@ -137,6 +137,9 @@ pub struct StoredSettings {
     /// `--advertise`.
     #[serde(default)]
     pub advertise: Option<IpAddr>,
+    /// `--api-insecure`: plain HTTP to everyone, no TLS.
+    #[serde(default)]
+    pub api_insecure: Option<bool>,
     /// `--gossip` preset.
     #[serde(default)]
     pub gossip: Option<String>,

@@ -65,6 +65,17 @@ pub fn tls() -> TlsConfig {
     TLS.get().cloned().unwrap_or_default()
 }
 
+/// The TLS settings for requests to other agents' APIs: trust exactly the
+/// cluster's API CA (`ca`, DER), so a peer is checked against the cluster
+/// and not against public roots.
+pub fn peer_tls(ca: &[u8]) -> TlsConfig {
+    TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&[
+            ureq::tls::Certificate::from_der(ca).to_owned(),
+        ]))
+        .build()
+}
+
 /// TLS settings trusting exactly the CAs in a PEM file.
 pub fn tls_from(path: &Path) -> Result<TlsConfig, CaError> {
     let pem = std::fs::read(path).map_err(|source| CaError::Read {

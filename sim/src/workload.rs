@@ -79,6 +79,7 @@ pub fn node_meta(
         gossip_addr: gossip,
         rpc_addr: SocketAddr::new(gossip.ip(), 5482),
         api_addr: SocketAddr::new(gossip.ip(), 5480),
+        api_tls: false,
         dc: format!("dc{dc}"),
         zone: format!("dc{dc}-z{zone}"),
         region: "r1".into(),

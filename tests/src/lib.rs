@@ -206,18 +206,19 @@ impl AgentProc {
     /// `agent.json`.
     pub fn start(root: &Path, spec: &Spec) -> anyhow::Result<AgentProc> {
         let dir = root.join(&spec.name);
-        let mut args: Vec<String> = vec![
-            "--bind".into(),
-            "127.0.0.1:0".into(),
-            "--api".into(),
-            "127.0.0.1:0".into(),
+        let mut args: Vec<String> = vec!["--bind".into(), "127.0.0.1:0".into()];
+        // A test may put the API elsewhere (`--api 0.0.0.0:0`).
+        if !spec.args.iter().any(|a| a == "--api") {
+            args.extend(["--api".into(), "127.0.0.1:0".into()]);
+        }
+        args.extend([
             "--dns".into(),
             "127.0.0.1:0".into(),
             "--name".into(),
             spec.name.clone(),
             "--gossip".into(),
             spec.gossip.clone().unwrap_or_else(|| "test".into()),
-        ];
+        ]);
         for j in &spec.join {
             args.push("--join".into());
             args.push(j.to_string());
@@ -843,7 +844,9 @@ pub fn run_shoal(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, St
     let mut cmd = Command::new(shoal_bin());
     cmd.args(args)
         .env_remove("SHOAL_TOKEN")
-        .env_remove("SHOAL_ADDR");
+        .env_remove("SHOAL_ADDR")
+        .env_remove("SHOAL_CACERT")
+        .env_remove("SHOAL_INSECURE");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -18,14 +18,27 @@ fn founding_prints_the_join_command_and_writes_its_files() {
     let a = &mut c.agents[0];
     // agent.json is written when the agent serves; the join line is printed
     // just after, so it is waited for rather than read at once.
-    wait_until("the founder's join line", Duration::from_secs(10), || {
-        Ok(a.stdout().ends_with('\n'))
+    wait_until("the founder's two lines", Duration::from_secs(10), || {
+        Ok(a.stdout().matches('\n').count() >= 2)
     });
     let out = a.stdout();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one stdout line, got {out:?}");
+    assert_eq!(lines.len(), 2, "two stdout lines, got {out:?}");
     let expected = format!("shoal agent --join {} --token {}", a.info.gossip, a.token);
     assert_eq!(lines[0], expected);
+    // Then what a client elsewhere needs: the API's URL and its CA.
+    let ca = a.dir.join("api-ca.pem");
+    assert!(
+        lines[1].starts_with("API at https://")
+            && lines[1].contains(&format!(":{}", a.info.api.port()))
+            && lines[1].contains(&ca.display().to_string()),
+        "{out:?}"
+    );
+    assert!(
+        fs::read_to_string(&ca)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
 
     let token_mode = fs::metadata(a.dir.join("token"))
         .unwrap()

@@ -100,6 +100,7 @@ fn meta() -> MemberMeta {
         gossip_addr: "127.0.0.1:9".parse().unwrap(),
         rpc_addr: "127.0.0.1:9".parse().unwrap(),
         api_addr: "127.0.0.1:9".parse().unwrap(),
+        api_tls: false,
         dc: String::new(),
         zone: String::new(),
         region: String::new(),

@@ -34,7 +34,7 @@ use shoal_gossip::NodeId;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-pub use tls::NodeTls;
+pub use tls::{ApiTls, NodeTls};
 
 /// Version of the request header.
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -350,6 +350,7 @@ mod tests {
             gossip_addr: addr,
             rpc_addr: addr,
             api_addr: addr,
+            api_tls: false,
             dc: format!("dc{dc}"),
             zone: format!("z{zone}"),
             region: "global".into(),

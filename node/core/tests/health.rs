@@ -33,6 +33,7 @@ fn meta() -> MemberMeta {
         gossip_addr: addr,
         rpc_addr: addr,
         api_addr: addr,
+        api_tls: false,
         dc: "dc1".into(),
         zone: String::new(),
         region: "global".into(),

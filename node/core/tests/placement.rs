@@ -116,6 +116,7 @@ fn meta(i: usize, labels: &[(&str, &str)]) -> MemberMeta {
         gossip_addr: addr(i),
         rpc_addr: addr(i),
         api_addr: addr(i),
+        api_tls: false,
         dc: "dc1".into(),
         zone: format!("z{}", i % 2),
         region: "global".into(),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_gossip::{NodeId, NodeIdentity};
-use shoal_transport::{NodeTls, Transport, TransportConfig};
+use shoal_transport::{ApiTls, NodeTls, Transport, TransportConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,13 +33,13 @@ use crate::clock::Clock;
 use crate::core_task::{
     CoreHandle, CoreParts, CoreTask, StateLink, feed_jobs, record_deployments, record_finished,
 };
-use crate::datadir::{AgentFile, DataDir, DataDirError};
+use crate::datadir::{AgentFile, DataDir, DataDirError, StoredSettings};
 use crate::dns::{self, DnsHandler};
 use crate::repos::Repos;
 use crate::rpc::NodeRpc;
 use crate::services::Services;
 use crate::state::{GossipLink, StateHandle, StateTask, rpc_handler};
-use crate::token::TokenError;
+use crate::token::{ClusterSecret, TokenError};
 
 /// Default HTTP API port.
 pub const DEFAULT_API_PORT: u16 = 5480;
@@ -58,6 +58,10 @@ pub struct AgentOptions {
     pub rpc: Option<SocketAddr>,
     /// HTTP API address.
     pub api: Option<SocketAddr>,
+    /// `Some(true)`: the API speaks plain HTTP to everyone (a trusted
+    /// network, or TLS ended by a proxy in front); otherwise HTTPS, and
+    /// plain HTTP only to clients on this machine.
+    pub api_insecure: Option<bool>,
     /// DNS address (UDP and TCP), or `off`; default 127.0.0.1 on the
     /// gossip port + 2 (5483; port 0 when gossip has port 0), and
     /// 127.0.0.1:5483 with `dev`.
@@ -193,6 +197,58 @@ pub struct AgentInfo {
     pub dev: bool,
     /// Whether the data dir is temporary (removed when the agent stops).
     pub temporary_data_dir: bool,
+    /// The API as other machines reach it: `https://ADVERTISED:PORT`
+    /// (`http://` with `--api-insecure`).
+    pub api_url: String,
+    /// The API CA's certificate (`<data-dir>/api-ca.pem`), which clients
+    /// trust; none with `--api-insecure`.
+    pub api_ca: Option<PathBuf>,
+}
+
+/// The API's TLS.
+struct ApiTlsParts {
+    /// What the listener serves with; none with `--api-insecure`.
+    config: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// The CA certificate (DER), which this agent trusts in its peers'
+    /// APIs (with `--api-insecure` too: its peers may speak HTTPS).
+    ca: Vec<u8>,
+    ca_file: PathBuf,
+}
+
+/// The API's certificate (names: the host's, the node's; addresses: the
+/// bound and advertised ones) and `api-ca.pem` in the data dir.
+fn api_tls(
+    settings: &StoredSettings,
+    data_dir: &DataDir,
+    secret: &ClusterSecret,
+    node_id: NodeId,
+    name: &str,
+    bound: SocketAddr,
+    advertised: SocketAddr,
+) -> Result<ApiTlsParts, AgentError> {
+    let mut names = vec![name.to_owned()];
+    if let Ok(h) = nix::unistd::gethostname() {
+        names.push(h.to_string_lossy().into_owned());
+    }
+    let tls = ApiTls::new(
+        secret.bytes(),
+        node_id,
+        &names,
+        &[bound.ip(), advertised.ip()],
+    )?;
+    let config = if settings.api_insecure == Some(true) {
+        None
+    } else {
+        Some(Arc::new(tls.server_config()?))
+    };
+    let ca_file = data_dir.file("api-ca.pem");
+    // Public: what a client needs to check this cluster's API.
+    data_dir.write_atomic("api-ca.pem", tls.ca_pem.as_bytes(), 0o644, false)?;
+    Ok(ApiTlsParts {
+        config,
+        ca: tls.ca.to_vec(),
+        ca_file,
+    })
 }
 
 /// A running agent.
@@ -327,6 +383,18 @@ impl Agent {
         let tls = NodeTls::new(secret.bytes(), node_id)?;
         let transport = Transport::bind(rpc_socket, &tls, node_id, TransportConfig::default())?;
         let shutdown = CancellationToken::new();
+        let api_tls = api_tls(
+            &settings, &data_dir, &secret, node_id, &name, api_bound, api_addr,
+        )?;
+        let api_listener =
+            api::listener::spawn(api_listener, api_tls.config.clone(), shutdown.clone()).map_err(
+                |source| AgentError::Bind {
+                    what: "API",
+                    addr: api_bound,
+                    source,
+                    hint: "",
+                },
+            )?;
         let (live_tx, live_rx) = watch::channel(Arc::new(Vec::new()));
         let (digest_tx, digest_rx) = watch::channel(0u64);
         let (differs_tx, differs_rx) = mpsc::channel(64);
@@ -360,6 +428,8 @@ impl Agent {
             host: rpc_addr.ip().to_string(),
             api_addr,
             token: secret.to_token(),
+            api_ca: api_tls.ca.clone(),
+            api_https: api_tls.config.is_some(),
             isolation,
             stop_grace,
             ports,
@@ -578,6 +648,15 @@ impl Agent {
                 token: secret.to_token(),
                 dev: opts.dev,
                 temporary_data_dir: temp_dir.is_some(),
+                api_url: format!(
+                    "{}://{api_addr}",
+                    if api_tls.config.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    }
+                ),
+                api_ca: api_tls.config.is_some().then_some(api_tls.ca_file),
             },
             shutdown,
             core,

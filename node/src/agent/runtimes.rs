@@ -34,6 +34,10 @@ pub(super) struct Parts<'a> {
     pub api_addr: SocketAddr,
     /// The cluster token, for fetching artifacts from peers' APIs.
     pub token: String,
+    /// The API CA (DER), trusted in peers' APIs.
+    pub api_ca: Vec<u8>,
+    /// Whether this node's API speaks HTTPS.
+    pub api_https: bool,
     pub isolation: Isolation,
     pub stop_grace: Duration,
     pub ports: HostPorts,
@@ -94,7 +98,12 @@ pub(super) async fn start(p: Parts<'_>) -> Result<Runtimes, AgentError> {
         ArtifactSettings {
             data_dir: p.data_dir.path().to_owned(),
             node: p.node_id,
-            api_url: format!("http://{}", p.api_addr),
+            api_url: format!(
+                "{}://{}",
+                if p.api_https { "https" } else { "http" },
+                p.api_addr
+            ),
+            peer_tls: crate::http::peer_tls(&p.api_ca),
             token: Some(p.token),
             gc_after: p
                 .opts

@@ -31,6 +31,7 @@ pub(super) fn resolve(
         api: opts.api.or(stored.api),
         dns: opts.dns.clone().or(stored.dns),
         advertise: opts.advertise.or(stored.advertise),
+        api_insecure: opts.api_insecure.or(stored.api_insecure),
         gossip: opts.gossip.clone().or(stored.gossip),
         suspicion_mult: opts.suspicion_mult.or(stored.suspicion_mult),
         draining: stored.draining,

@@ -21,6 +21,7 @@ pub mod artifacts;
 pub mod deployments;
 pub mod installations;
 pub mod jobs;
+pub mod listener;
 pub mod openapi;
 pub mod packages;
 pub mod secrets;

@@ -117,6 +117,7 @@ mod tests {
             gossip_addr: addr(i),
             rpc_addr: addr(i),
             api_addr: addr(i),
+            api_tls: false,
             dc: "dc1".into(),
             zone: String::new(),
             region: "global".into(),

@@ -78,6 +78,7 @@ fn meta(rng: &mut ChaCha8Rng, dc: u32, zone: u32) -> Arc<MemberMeta> {
         gossip_addr: addr,
         rpc_addr: addr,
         api_addr: addr,
+        api_tls: false,
         dc: format!("dc{dc}"),
         zone: format!("z{zone}"),
         region: "global".into(),
