@@ -267,6 +267,18 @@ enum NodeCommand {
         #[arg(long)]
         undo: bool,
     },
+    /// Remove a machine for good: every member drops it and refuses its
+    /// certificate, its tasks are placed elsewhere, and it cannot rejoin
+    /// with its identity (it holds the cluster secret, so to keep it out
+    /// under a new identity too, change the secret). There is no undo: to
+    /// bring the machine back, delete `node.json` from its data dir so it
+    /// joins as a new node. Needs `acl=write`; ask another node than the
+    /// one forgotten.
+    Forget {
+        /// Node id, id prefix or name; the full id of a node no longer
+        /// listed.
+        node: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -473,6 +485,9 @@ fn main() -> ExitCode {
         Command::Node(NodeCommand::Show { ref node }) => node_show(&cli, node),
         Command::Node(NodeCommand::Drain { ref node, undo }) => {
             tasks::drain(&client(&cli), node, undo)
+        }
+        Command::Node(NodeCommand::Forget { ref node }) => {
+            tasks::forget(&client(&cli), cli.json, node)
         }
         Command::Ps { ref job } => tasks::ps(&client(&cli), cli.json, job.as_deref()),
         Command::Endpoints {

@@ -200,6 +200,20 @@ pub fn drain(client: &Client, node: &str, undo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `shoal node forget NODE`.
+pub fn forget(client: &Client, json: bool, node: &str) -> anyhow::Result<()> {
+    let r: serde_json::Value =
+        client.post(&format!("/v1/nodes/{}/forget", segment(node)), &json!({}))?;
+    if json {
+        return crate::print_json(&r);
+    }
+    println!(
+        "node {node} ({}) is forgotten: members drop it as the news reaches them, and it cannot rejoin with its identity",
+        r["id"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
 /// Waits until every task of `job` runs, or for a batch job until the job
 /// is complete, showing progress on stderr; fails with the reasons of what
 /// is stuck, or when a batch job fails.

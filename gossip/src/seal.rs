@@ -57,11 +57,13 @@ pub enum DropReason {
     FromSelf,
     /// Decoded, but the SWIM layer rejected its content.
     Swim,
+    /// From a node forgotten for good (`shoal node forget`).
+    Forgotten,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (metrics export all of them).
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Truncated,
         DropReason::Oversize,
         DropReason::Version,
@@ -71,6 +73,7 @@ impl DropReason {
         DropReason::Decode,
         DropReason::FromSelf,
         DropReason::Swim,
+        DropReason::Forgotten,
     ];
 
     /// A short label for metrics.
@@ -85,6 +88,7 @@ impl DropReason {
             DropReason::Decode => "decode",
             DropReason::FromSelf => "from_self",
             DropReason::Swim => "swim",
+            DropReason::Forgotten => "forgotten",
         }
     }
 

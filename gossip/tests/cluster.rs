@@ -771,3 +771,59 @@ fn restored_nodes_know_each_other_at_once_and_still_detect_a_crash() {
     });
     assert!(found, "a crash among restored nodes went unnoticed");
 }
+
+#[test]
+fn a_forgotten_node_is_dropped_and_cannot_rejoin() {
+    let mut net = form_cluster(21, 10, 0.01);
+    assert!(net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(10)));
+    let gone = NodeId(1000 + 4);
+    let not_alive = |n: &Net| {
+        n.running()
+            .filter(|(_, m)| m.identity().id != gone)
+            .all(|(_, m)| m.member(gone).is_none_or(|x| x.state != MemberState::Alive))
+    };
+    // The forget reaches half the members first (the replicated state
+    // spreads it), the rest a second later; node 4 itself keeps running.
+    let tell = |net: &mut Net, i: usize| {
+        let now = net.now;
+        net.node(i).set_forgotten(now, [gone].into_iter().collect());
+        net.after_input(i);
+    };
+    for i in [0, 1, 2, 3, 5] {
+        tell(&mut net, i);
+    }
+    net.run_for(Duration::from_secs(1));
+    for i in [6, 7, 8, 9, 4] {
+        tell(&mut net, i);
+    }
+    assert!(
+        net.run_until_cond(Duration::from_secs(30), not_alive),
+        "a forgotten node is still seen alive"
+    );
+    // It stays out while it runs, and when it comes back with a new life.
+    net.run_for(Duration::from_secs(20));
+    assert!(not_alive(&net), "a running forgotten node came back");
+    net.crash(4);
+    net.start_node(4, 2);
+    net.join(4, 0);
+    net.run_for(Duration::from_secs(30));
+    assert!(not_alive(&net), "a forgotten node rejoined with a new life");
+    let dropped: u64 = net
+        .running()
+        .filter(|(i, _)| *i != 4)
+        .map(|(_, m)| m.stats().dropped(shoal_gossip::DropReason::Forgotten))
+        .sum();
+    assert!(dropped > 0, "no datagram of the forgotten node was dropped");
+    // The others are all still up with each other.
+    let others_alive = net
+        .running()
+        .filter(|(i, _)| *i != 4)
+        .all(|(_, m)| {
+            m.members()
+                .iter()
+                .filter(|x| x.state == MemberState::Alive && x.identity.id != gone)
+                .count()
+                == 9
+        });
+    assert!(others_alive, "forgetting one member cost others their place");
+}

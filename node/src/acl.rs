@@ -15,10 +15,11 @@
 //! `acl bootstrap` (refused then) and the routes agents call on each other
 //! (artifact blobs). See docs/security.md.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use shoal_gossip::NodeId;
 use shoal_model::acl::{Access, Grants, Policy, Resource};
 use shoal_state::{AclToken, Store, is_accessor};
 use subtle::ConstantTimeEq;
@@ -205,6 +206,8 @@ pub struct AclTable {
     policies: HashMap<String, Policy>,
     /// Secrets by name: their records, with the sealed values.
     secrets: HashMap<String, shoal_state::SecretRecord>,
+    /// Nodes forgotten for good (`shoal node forget`), by id.
+    forgotten: BTreeMap<NodeId, shoal_state::ForgottenNode>,
 }
 
 impl AclTable {
@@ -228,7 +231,17 @@ impl AclTable {
                 .into_iter()
                 .map(|s| (s.name.clone(), s))
                 .collect(),
+            forgotten: store
+                .forgotten_nodes()
+                .into_iter()
+                .filter_map(|f| Some((f.id.parse().ok()?, f)))
+                .collect(),
         }
+    }
+
+    /// The nodes forgotten for good, by id.
+    pub fn forgotten(&self) -> &BTreeMap<NodeId, shoal_state::ForgottenNode> {
+        &self.forgotten
     }
 
     /// The sealed value of secret `name`.

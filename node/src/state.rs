@@ -210,6 +210,8 @@ pub enum AclRequest {
     PutSecret(String, String, Option<String>),
     /// Remove a secret.
     RemoveSecret(String),
+    /// Forget a node for good: its id, its name, the token's name.
+    ForgetNode(String, String, Option<String>),
 }
 
 /// What an [`AclRequest`] wrote.
@@ -221,6 +223,8 @@ pub enum AclReply {
     Token(Box<shoal_state::AclToken>),
     /// The secret stored or removed.
     Secret(shoal_state::SecretRecord),
+    /// The node forgotten.
+    Forgotten(shoal_state::ForgottenNode),
 }
 
 /// What an [`InstallRequest`] gave.
@@ -721,6 +725,10 @@ impl StateTask {
                         AclRequest::RemoveSecret(name) => {
                             self.store.secret_remove(&name, now).map(AclReply::Secret)
                         }
+                        AclRequest::ForgetNode(id, name, by) => self
+                            .store
+                            .forget_node(&id, &name, by.as_deref(), now)
+                            .map(AclReply::Forgotten),
                     };
                     match done {
                         Ok(d) => pending.add(d, reply),

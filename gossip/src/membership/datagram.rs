@@ -78,6 +78,10 @@ impl Membership {
             self.stats.count_drop(DropReason::FromSelf);
             return None;
         }
+        if self.forgotten.contains(&header.sender) {
+            self.stats.count_drop(DropReason::Forgotten);
+            return None;
+        }
         if self.config.replay_protection
             && !self
                 .datagrams

@@ -148,6 +148,9 @@ pub struct Membership {
     timers: Timers,
     stats: Stats,
     probes: Probes,
+    /// Nodes forgotten for good: their datagrams are dropped, and a life
+    /// of theirs that comes up is declared down at once.
+    forgotten: std::collections::BTreeSet<NodeId>,
     // Outputs, until drained.
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -206,6 +209,7 @@ impl Membership {
             timers: Timers::default(),
             stats: Stats::default(),
             probes: Probes::default(),
+            forgotten: std::collections::BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -375,6 +379,38 @@ impl Membership {
         self.current_from = Some(from);
         self.drain_swim(now);
         self.current_from = None;
+    }
+
+    /// Sets the nodes forgotten for good (`shoal node forget`, from the
+    /// replicated state): from now on their datagrams are dropped (counted
+    /// as [`DropReason::Forgotten`](crate::DropReason::Forgotten)), the
+    /// lives of theirs held up are declared down (and that news spread),
+    /// and any life of theirs that comes up later, told by a member that
+    /// has not heard yet, is declared down at once. This node's own id is
+    /// ignored: a node does not drop itself.
+    pub fn set_forgotten(&mut self, now: Instant, mut ids: std::collections::BTreeSet<NodeId>) {
+        ids.remove(&self.identity.id);
+        let held: Vec<NodeIdentity> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| ids.contains(&m.id().id) && m.state() != foca::State::Down)
+            .map(|m| m.id().clone())
+            .collect();
+        self.forgotten = ids;
+        self.declare_down(held);
+        self.drain_swim(now);
+    }
+
+    /// Declares these lives down, as news to spread.
+    pub(super) fn declare_down(&mut self, lives: Vec<NodeIdentity>) {
+        if lives.is_empty() {
+            return;
+        }
+        let _ = self.swim.apply_many(
+            lives.into_iter().map(foca::Member::down),
+            true,
+            &mut self.runtime,
+        );
     }
 
     /// Shares this membership's copies of other members' records with the

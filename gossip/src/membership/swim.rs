@@ -120,7 +120,16 @@ impl Membership {
                         want.hint = Some(from);
                     }
                 }
-                self.events.push_back(Event::MemberUp { identity });
+                let forgotten = self.forgotten.contains(&id);
+                self.events.push_back(Event::MemberUp {
+                    identity: identity.clone(),
+                });
+                if forgotten {
+                    // Told by a member that has not heard of the forget:
+                    // down again at once (the event pair keeps every
+                    // part's bookkeeping the same as for any member).
+                    self.declare_down(vec![identity]);
+                }
             }
             OwnedNotification::MemberDown(identity) => {
                 self.suspects.remove(&identity.id);
@@ -145,7 +154,14 @@ impl Membership {
                 if self.meta_is_stale(id) {
                     self.want_meta(now, id);
                 }
-                self.events.push_back(Event::MemberRenewed { old, new });
+                let forgotten = self.forgotten.contains(&id);
+                self.events.push_back(Event::MemberRenewed {
+                    old,
+                    new: new.clone(),
+                });
+                if forgotten {
+                    self.declare_down(vec![new]);
+                }
             }
             OwnedNotification::Active => {
                 // Newly connected: copy a member's whole list, since SWIM's

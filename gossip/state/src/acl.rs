@@ -26,6 +26,37 @@ use crate::store::{JobEvent, Store, WriteError, rfc3339, u64_at};
 pub const PREFIX: &str = "@acl/";
 const POLICY: &str = "@acl/policy/";
 const TOKEN: &str = "@acl/token/";
+const NODE: &str = "@acl/node/";
+
+/// A node forgotten for good (`shoal node forget`): `@acl/node/<id>`
+/// (`kind = "forgotten-node"`, `name`, `at`, `by`). Nothing undoes it, so
+/// it merges to forgotten whatever it meets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ForgottenNode {
+    /// The node's id (16 hex digits).
+    pub id: String,
+    /// Its name when it was forgotten.
+    pub name: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The token that forgot it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+fn forgotten_of(doc: &AutoCommit) -> Option<ForgottenNode> {
+    if jsondoc::get_root(doc, "kind").as_str() != Some("forgotten-node") {
+        return None;
+    }
+    let by = jsondoc::root_text(doc, "by");
+    Some(ForgottenNode {
+        id: jsondoc::root_text(doc, "id"),
+        name: jsondoc::root_text(doc, "name"),
+        at: rfc3339(u64_at(doc, "at").unwrap_or(0)),
+        by: (!by.is_empty()).then_some(by),
+    })
+}
 
 /// A token as the replica holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,7 +172,9 @@ pub(crate) fn valid_doc_name(name: &str) -> bool {
     if let Some(policy) = name.strip_prefix(POLICY) {
         return shoal_model::validate_name(policy).is_ok();
     }
-    name.strip_prefix(TOKEN).is_some_and(is_accessor)
+    name.strip_prefix(TOKEN)
+        .or_else(|| name.strip_prefix(NODE))
+        .is_some_and(is_accessor)
 }
 
 impl Store {
@@ -284,6 +317,40 @@ impl Store {
             Ok(())
         })?;
         Ok(token_of(&doc).expect("listed"))
+    }
+
+    /// The nodes forgotten for good, by id.
+    pub fn forgotten_nodes(&self) -> Vec<ForgottenNode> {
+        let mut all: Vec<ForgottenNode> = self.docs_under(NODE).filter_map(forgotten_of).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Forgets node `id` (16 hex digits) for good; forgetting it again
+    /// changes nothing and answers the first record.
+    pub fn forget_node(
+        &mut self,
+        id: &str,
+        name: &str,
+        by: Option<&str>,
+        now_ms: u64,
+    ) -> Result<ForgottenNode, WriteError> {
+        if !is_accessor(id) {
+            return Err(refused("node", "must be a node id: 16 lower-case hex digits"));
+        }
+        let doc_name = format!("{NODE}{id}");
+        if let Some(known) = self.docs.get(&doc_name).and_then(|jd| forgotten_of(&jd.doc)) {
+            return Ok(known);
+        }
+        let doc = self.acl_write(&doc_name, id, "node-forget", now_ms, |doc| {
+            doc.put(ROOT, "kind", "forgotten-node")?;
+            doc.put(ROOT, "id", id)?;
+            doc.put(ROOT, "name", name)?;
+            doc.put(ROOT, "at", now_ms)?;
+            doc.put(ROOT, "by", by.unwrap_or(""))?;
+            Ok(())
+        })?;
+        Ok(forgotten_of(&doc).expect("just written"))
     }
 
     fn acl_write(

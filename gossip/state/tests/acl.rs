@@ -94,3 +94,32 @@ fn tokens_and_policies_replicate_survive_a_restart_and_stay_revoked() {
         restarted.rejected()
     );
 }
+
+#[test]
+fn a_forgotten_node_replicates_survives_a_restart_and_stays_forgotten() {
+    let (mut a, mut b) = (store(1), store(2));
+    let bad = a.forget_node("not-an-id", "x", None, T0).unwrap_err();
+    assert!(bad.to_string().contains("16 lower-case hex"), "{bad}");
+    let f = a
+        .forget_node("00000000000000d0", "web-3", Some("ops"), T0)
+        .unwrap();
+    assert_eq!((f.name.as_str(), f.by.as_deref()), ("web-3", Some("ops")));
+    // Again: the first record stands.
+    let again = a.forget_node("00000000000000d0", "other", None, T0 + 5).unwrap();
+    assert_eq!(again, f);
+    sync(&mut a, 1, &mut b);
+    assert_eq!(b.forgotten_nodes(), vec![f.clone()]);
+    let events: Vec<JobEvent> = std::iter::from_fn(|| b.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, JobEvent::Acl { name, .. } if name == "00000000000000d0")),
+        "{events:?}"
+    );
+    let mut restarted = store(2);
+    for op in b.snapshot() {
+        restarted.restore(op);
+    }
+    assert_eq!(restarted.forgotten_nodes(), vec![f]);
+    assert!(restarted.rejected().is_empty(), "{:?}", restarted.rejected());
+}

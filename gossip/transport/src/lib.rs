@@ -201,6 +201,9 @@ struct Inner {
     conns: Mutex<BTreeMap<SocketAddr, (quinn::Connection, u64)>>,
     tick: AtomicU64,
     blocked: Mutex<BTreeSet<NodeId>>,
+    /// Forgotten nodes (`shoal node forget`): a connection that presents
+    /// one's certificate is closed, and none is called.
+    refused: Mutex<BTreeSet<NodeId>>,
     stats: TransportStats,
 }
 
@@ -283,6 +286,7 @@ impl Transport {
                 conns: Mutex::new(BTreeMap::new()),
                 tick: AtomicU64::new(0),
                 blocked: Mutex::new(BTreeSet::new()),
+                refused: Mutex::new(BTreeSet::new()),
                 stats: TransportStats::default(),
             }),
         })
@@ -314,6 +318,39 @@ impl Transport {
 
     fn is_blocked(&self, peer: NodeId) -> bool {
         self.inner.blocked.lock().expect("lock").contains(&peer)
+            || self.inner.refused.lock().expect("lock").contains(&peer)
+    }
+
+    /// Stops trusting the certificates of `peers` (nodes forgotten for
+    /// good): a connection presenting one is closed after the handshake,
+    /// and no call goes to them.
+    pub fn set_refused(&self, peers: BTreeSet<NodeId>) {
+        *self.inner.refused.lock().expect("lock") = peers;
+    }
+
+    /// Whether `conn`'s peer presents the certificate of a refused node
+    /// (one valid for its name `<id>.node.shoal`).
+    fn presents_refused(&self, conn: &quinn::Connection) -> bool {
+        let refused = self.inner.refused.lock().expect("lock").clone();
+        if refused.is_empty() {
+            return false;
+        }
+        let Some(certs) = conn
+            .peer_identity()
+            .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        else {
+            return false;
+        };
+        let Some(leaf) = certs.first() else {
+            return false;
+        };
+        let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+            return true;
+        };
+        refused.iter().any(|id| {
+            rustls::pki_types::ServerName::try_from(tls::server_name(*id))
+                .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+        })
     }
 
     async fn connection(
@@ -467,6 +504,15 @@ impl Transport {
                         return;
                     }
                 };
+                if this.presents_refused(&conn) {
+                    this.inner
+                        .stats
+                        .handshakes_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!("RPC connection from a forgotten node closed");
+                    conn.close(2u32.into(), b"forgotten");
+                    return;
+                }
                 this.serve_connection(conn, handler, shutdown).await;
             });
         }

@@ -105,6 +105,38 @@ async fn another_cluster_is_refused() {
 }
 
 #[tokio::test]
+async fn a_forgotten_nodes_certificate_is_no_longer_trusted() {
+    let a = node(1, 1, TransportConfig::default());
+    let b = node(1, 2, TransportConfig::default());
+    let _stop = serve(&a);
+    let addr = a.local_addr().unwrap();
+    b.request(NodeId(1), addr, Service::State, b"hi")
+        .await
+        .expect("trusted before the forget");
+    a.set_refused([NodeId(2)].into_iter().collect());
+    // A new connection (the old one is dropped with the node's state)
+    // presenting b's certificate is closed; whatever id b claims.
+    let b = node(1, 2, TransportConfig::default());
+    let result = b.request(NodeId(1), addr, Service::State, b"hi").await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        a.stats().handshakes_refused.load(Ordering::Relaxed) > 0,
+        "the refusal was not counted"
+    );
+    // And a calls b no more.
+    let _stop_b = serve(&b);
+    let result = a
+        .request(NodeId(2), b.local_addr().unwrap(), Service::State, b"hi")
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    // Another node of the cluster is still served.
+    let c = node(1, 3, TransportConfig::default());
+    c.request(NodeId(1), addr, Service::State, b"hi")
+        .await
+        .expect("others are still trusted");
+}
+
+#[tokio::test]
 async fn limits_and_faults() {
     let config = TransportConfig {
         request_timeout: Duration::from_millis(300),

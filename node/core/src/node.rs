@@ -223,6 +223,15 @@ impl NodeCore {
         self.after_gossip(now);
     }
 
+    /// Sets the nodes forgotten for good (`shoal node forget`, learned from
+    /// the replicated state): membership drops them and keeps them out
+    /// (see `Membership::set_forgotten`); their tasks are placed elsewhere
+    /// as for any member that went down.
+    pub fn set_forgotten(&mut self, now: Instant, ids: std::collections::BTreeSet<NodeId>) {
+        self.membership.set_forgotten(now, ids);
+        self.after_gossip(now);
+    }
+
     /// A gossip datagram arrived.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.membership.handle_datagram(now, from, datagram);

@@ -1,6 +1,6 @@
 //! The agent's small background tasks: following the Docker engine,
 //! resolving join peers whose names did not resolve at start, rotating
-//! task logs.
+//! task logs, keeping forgotten nodes out.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -107,6 +107,41 @@ pub(super) async fn rotate_logs(runtime: Runtimes, shutdown: CancellationToken) 
             .is_err()
         {
             warn!("log rotation failed");
+        }
+    }
+}
+
+/// Keeps the nodes forgotten for good (`shoal node forget`, in the
+/// replicated state) out: membership drops them, the RPC transport stops
+/// trusting their certificates. Applied at start and on every change of
+/// the ACL table (where the state task keeps them). A node that finds
+/// itself forgotten says so: it can no longer take part.
+pub(super) async fn keep_forgotten_out(
+    mut acl: tokio::sync::watch::Receiver<std::sync::Arc<crate::acl::AclTable>>,
+    core: CoreHandle,
+    transport: shoal_transport::Transport,
+    me: shoal_gossip::NodeId,
+    shutdown: CancellationToken,
+) {
+    let mut applied = std::collections::BTreeSet::new();
+    loop {
+        let ids: std::collections::BTreeSet<_> =
+            acl.borrow_and_update().forgotten().keys().copied().collect();
+        if ids != applied {
+            if ids.contains(&me) {
+                tracing::error!(
+                    "this node was forgotten by the cluster (shoal node forget): the others drop its datagrams and refuse its certificate; stop it, and to bring the machine back remove node.json from its data dir so that it joins as a new node"
+                );
+            }
+            transport.set_refused(ids.clone());
+            if core.set_forgotten(ids.clone()).await.is_err() {
+                return;
+            }
+            applied = ids;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = acl.changed() => if changed.is_err() { return },
         }
     }
 }

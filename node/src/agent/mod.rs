@@ -481,6 +481,16 @@ impl Agent {
             tokio::spawn(feed_jobs(state.clone(), core.clone(), shutdown.clone())),
         ));
         tasks.push((
+            "forgotten",
+            tokio::spawn(background::keep_forgotten_out(
+                state.acl_watch(),
+                core.clone(),
+                transport.clone(),
+                node_id,
+                shutdown.clone(),
+            )),
+        ));
+        tasks.push((
             "log-rotation",
             tokio::spawn(background::rotate_logs(runtime.clone(), shutdown.clone())),
         ));

@@ -66,8 +66,11 @@ pub fn need(method: &Method, route: &str, params: &HashMap<String, String>) -> N
         r if r.starts_with("/v1/triggers") || r == "/v1/runs" => {
             Need::One(Resource::Triggers, String::new(), access)
         }
-        // Cutting links between nodes is a cluster operator's act.
-        "/v1/debug/faults" => Need::One(Resource::Acl, String::new(), Access::Write),
+        // Cutting links between nodes is a cluster operator's act, and
+        // forgetting a machine a decision about whom the cluster trusts.
+        "/v1/debug/faults" | "/v1/nodes/{key}/forget" => {
+            Need::One(Resource::Acl, String::new(), Access::Write)
+        }
         // Members, status, summary, metrics, a node's tasks, drain.
         _ => Need::One(Resource::Nodes, String::new(), access),
     }
@@ -517,6 +520,14 @@ mod tests {
                 &params(&[("key", "n1")])
             ),
             Need::One(Resource::Nodes, String::new(), Access::Write)
+        );
+        assert_eq!(
+            need(
+                &Method::POST,
+                "/v1/nodes/{key}/forget",
+                &params(&[("key", "n1")])
+            ),
+            Need::One(Resource::Acl, String::new(), Access::Write)
         );
         assert_eq!(
             need(&Method::DELETE, "/v1/acl/tokens/{accessor}", &none),

@@ -215,6 +215,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tasks/{task}/logs", get(tasks::logs))
         .route("/v1/services/{job}", get(services::get))
         .route("/v1/nodes/{key}/drain", post(tasks::drain))
+        .route("/v1/nodes/{key}/forget", post(tasks::forget))
         .route("/v1/nodes/{key}/tasks", get(tasks::of_node))
         .route("/v1/events", get(jobs::events))
         .route("/v1/triggers", post(triggers::create).get(triggers::list))

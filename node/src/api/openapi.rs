@@ -252,6 +252,7 @@ fn operations(
         super::tasks::list,
         super::tasks::logs,
         super::tasks::drain,
+        super::tasks::forget,
         super::tasks::of_node,
         super::services::get,
         super::triggers::create,

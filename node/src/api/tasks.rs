@@ -1,15 +1,17 @@
 //! `/v1/jobs/{name}/tasks`, `/v1/tasks/{task}/logs`, `/v1/nodes/{node}/drain`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use shoal_gossip::NodeId;
 use shoal_placement::TaskKey;
 use shoal_transport::Service;
 
 use super::{ApiError, ApiResult, ApiState, find_member};
 use crate::placement::{TaskRequest, TaskResponse, TaskView, holder_of, job_tasks};
 use crate::rpc::LOG_CHUNK;
+use crate::state::{AclReply, AclRequest};
 
 /// `GET /v1/jobs/{name}/tasks`: every task of the job, from the nodes that
 /// answer for them.
@@ -245,6 +247,54 @@ pub struct DrainBody {
 
 fn yes() -> bool {
     true
+}
+
+/// `POST /v1/nodes/{node}/forget`: removes a machine for good. Every
+/// member drops its datagrams and refuses its certificate once the record
+/// reaches it (the replicated state), its tasks are placed elsewhere, and
+/// it cannot rejoin with its identity (docs/security.md). A node not
+/// known any more is named by its full id. Needs `acl=write`: it is a
+/// decision about whom the cluster trusts.
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{key}/forget",
+    tag = "nodes",
+    summary = "Forget a node for good",
+    params(("key" = String, Path, description = "id, unique id prefix or name; a full id for a node no longer listed")),
+    responses(
+        (status = 200, description = "forgotten (again: the first record)", body = shoal_state::ForgottenNode),
+        (status = 404, description = "no such node", body = crate::api::types::ErrorBody),
+        (status = 409, description = "`ambiguous`, or the node serving the call", body = crate::api::types::ErrorBody)
+    )
+)]
+pub async fn forget(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<crate::acl::Caller>,
+    Path(node): Path<String>,
+) -> ApiResult<shoal_state::ForgottenNode> {
+    let members = s.core.members().await?;
+    let (id, name) = match find_member(&members, &node) {
+        Ok(m) => (
+            m.identity.id,
+            m.meta.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
+        ),
+        Err(e) => match node.parse::<NodeId>() {
+            Ok(id) if node.len() == 16 => (id, String::new()),
+            _ => return Err(e),
+        },
+    };
+    if id == s.transport.local() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "self",
+            format!("{node} is the node serving this call: ask another node to forget it"),
+        ));
+    }
+    let write = AclRequest::ForgetNode(id.to_string(), name, caller.history_name());
+    match s.state.acl_write(write).await? {
+        AclReply::Forgotten(f) => Ok(Json(f)),
+        _ => unreachable!("a forget answers a forgotten node"),
+    }
 }
 
 /// `POST /v1/nodes/{node}/drain` `{"drain": true|false}`: the node stops

@@ -67,6 +67,7 @@ pub(super) enum Cmd {
     Join(Vec<SocketAddr>),
     SetMeta(Box<MemberMeta>),
     Block(BTreeSet<SocketAddr>),
+    Forget(BTreeSet<NodeId>),
     Msgs(NodeId, Vec<Msg>),
     Status(Vec<TaskKey>, oneshot::Sender<Vec<TaskStatus>>),
     KeysOf(String, oneshot::Sender<Vec<(TaskKey, Option<NodeId>)>>),
@@ -150,6 +151,11 @@ impl CoreHandle {
     /// partition tests), replacing any previous set.
     pub async fn block(&self, addrs: BTreeSet<SocketAddr>) -> Result<(), CoreStopped> {
         self.tell(Cmd::Block(addrs)).await
+    }
+
+    /// Sets the nodes forgotten for good (`shoal node forget`).
+    pub async fn set_forgotten(&self, ids: BTreeSet<NodeId>) -> Result<(), CoreStopped> {
+        self.tell(Cmd::Forget(ids)).await
     }
 
     /// Hands placement messages from `from` to the core.

@@ -330,6 +330,10 @@ impl CoreTask {
                 info!(blocked = ?addrs, "fault injection: gossip cut");
                 self.blocked = addrs;
             }
+            Cmd::Forget(ids) => {
+                info!(forgotten = ?ids, "nodes forgotten for good: dropped from membership");
+                core.set_forgotten(now, ids);
+            }
             Cmd::SetMeta(meta) => {
                 if let Err(e) = core.set_meta(now, *meta) {
                     warn!(error = %e, "metadata not published");

@@ -7,7 +7,9 @@
 //! - the token check on the hot path: `wrk` (`apt-get install wrk`) on
 //!   loopback against `GET /v1/self` of one agent, with no authentication
 //!   (`--dev`), with the cluster token (before the bootstrap) and with an
-//!   ACL token (after it): requests per second and latency.
+//!   ACL token (after it): requests per second and latency; the last
+//!   over HTTPS too, with connections kept alive and with a handshake per
+//!   request.
 //!
 //! ```sh
 //! cargo run --release -p shoal-tests --bin bench-acl -- --nodes 50 --runs 5
@@ -150,7 +152,12 @@ fn revocation(args: &Args) -> anyhow::Result<()> {
 }
 
 /// `wrk` against `url` with `token`: requests/s and the latency line.
-fn wrk(args: &Args, url: &str, token: Option<&str>) -> anyhow::Result<(f64, String)> {
+fn wrk(
+    args: &Args,
+    url: &str,
+    token: Option<&str>,
+    headers: &[&str],
+) -> anyhow::Result<(f64, String)> {
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t2",
@@ -160,6 +167,9 @@ fn wrk(args: &Args, url: &str, token: Option<&str>) -> anyhow::Result<(f64, Stri
     ]);
     if let Some(t) = token {
         cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    for h in headers {
+        cmd.args(["-H", h]);
     }
     let out = cmd
         .arg(url)
@@ -190,7 +200,7 @@ fn hotpath(args: &Args) -> anyhow::Result<()> {
     dev.args.push("--dev".into());
     let dev = AgentProc::start(root.path(), &dev)?;
     let url = format!("{}/v1/self", dev.url());
-    let (rps, p99) = wrk(args, &url, None)?;
+    let (rps, p99) = wrk(args, &url, None, &[])?;
     println!(
         "| `GET /v1/self`, no authentication (`--dev`) | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |",
         args.connections, args.seconds
@@ -198,16 +208,29 @@ fn hotpath(args: &Args) -> anyhow::Result<()> {
     drop(dev);
     let a = AgentProc::start(root.path(), &Spec::named("acl"))?;
     let url = format!("{}/v1/self", a.url());
-    let (rps, p99) = wrk(args, &url, Some(&a.token))?;
+    let (rps, p99) = wrk(args, &url, Some(&a.token), &[])?;
     println!(
         "| `GET /v1/self`, cluster token (no ACLs) | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |",
         args.connections, args.seconds
     );
     let mgmt = bootstrap(&a)?;
     let (token, _) = make_token(&a, &mgmt, "bench")?;
-    let (rps, p99) = wrk(args, &url, Some(&token))?;
+    let (rps, p99) = wrk(args, &url, Some(&token), &[])?;
     println!(
         "| `GET /v1/self`, ACL token (readonly) | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |",
+        args.connections, args.seconds
+    );
+    // The same over HTTPS (TLS 1.3, ECDSA P-256): connections kept alive,
+    // then a new connection (and handshake) for every request.
+    let tls_url = format!("https://{}/v1/self", a.info.api);
+    let (rps, p99) = wrk(args, &tls_url, Some(&token), &[])?;
+    println!(
+        "| `GET /v1/self`, ACL token, HTTPS kept alive | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |",
+        args.connections, args.seconds
+    );
+    let (rps, p99) = wrk(args, &tls_url, Some(&token), &["Connection: close"])?;
+    println!(
+        "| `GET /v1/self`, ACL token, HTTPS, a handshake per request | wrk, {} connections, {} s | {rps:.0} req/s, p99 {p99} |",
         args.connections, args.seconds
     );
     Ok(())
