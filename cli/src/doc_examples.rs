@@ -201,6 +201,7 @@ fn check_json(kind: &str, text: &str) -> Result<(), String> {
         "MadeTokenView" => round_trip::<shoal_node::api::acl::MadeTokenView>(&doc)?,
         "SelfView" => round_trip::<shoal_node::api::acl::SelfView>(&doc)?,
         "SecretBody" => round_trip::<shoal_node::api::secrets::SecretBody>(&doc)?,
+        "ForgottenNode" => round_trip::<shoal_state::ForgottenNode>(&doc)?,
         "JobSpec" => JobSpec::from_json(doc.clone())
             .map_err(|e| e.to_string())?
             .to_json(),

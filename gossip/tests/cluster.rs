@@ -815,15 +815,15 @@ fn a_forgotten_node_is_dropped_and_cannot_rejoin() {
         .sum();
     assert!(dropped > 0, "no datagram of the forgotten node was dropped");
     // The others are all still up with each other.
-    let others_alive = net
-        .running()
-        .filter(|(i, _)| *i != 4)
-        .all(|(_, m)| {
-            m.members()
-                .iter()
-                .filter(|x| x.state == MemberState::Alive && x.identity.id != gone)
-                .count()
-                == 9
-        });
-    assert!(others_alive, "forgetting one member cost others their place");
+    let others_alive = net.running().filter(|(i, _)| *i != 4).all(|(_, m)| {
+        m.members()
+            .iter()
+            .filter(|x| x.state == MemberState::Alive && x.identity.id != gone)
+            .count()
+            == 9
+    });
+    assert!(
+        others_alive,
+        "forgetting one member cost others their place"
+    );
 }

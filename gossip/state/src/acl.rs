@@ -336,10 +336,17 @@ impl Store {
         now_ms: u64,
     ) -> Result<ForgottenNode, WriteError> {
         if !is_accessor(id) {
-            return Err(refused("node", "must be a node id: 16 lower-case hex digits"));
+            return Err(refused(
+                "node",
+                "must be a node id: 16 lower-case hex digits",
+            ));
         }
         let doc_name = format!("{NODE}{id}");
-        if let Some(known) = self.docs.get(&doc_name).and_then(|jd| forgotten_of(&jd.doc)) {
+        if let Some(known) = self
+            .docs
+            .get(&doc_name)
+            .and_then(|jd| forgotten_of(&jd.doc))
+        {
             return Ok(known);
         }
         let doc = self.acl_write(&doc_name, id, "node-forget", now_ms, |doc| {

@@ -105,7 +105,9 @@ fn a_forgotten_node_replicates_survives_a_restart_and_stays_forgotten() {
         .unwrap();
     assert_eq!((f.name.as_str(), f.by.as_deref()), ("web-3", Some("ops")));
     // Again: the first record stands.
-    let again = a.forget_node("00000000000000d0", "other", None, T0 + 5).unwrap();
+    let again = a
+        .forget_node("00000000000000d0", "other", None, T0 + 5)
+        .unwrap();
     assert_eq!(again, f);
     sync(&mut a, 1, &mut b);
     assert_eq!(b.forgotten_nodes(), vec![f.clone()]);
@@ -121,5 +123,9 @@ fn a_forgotten_node_replicates_survives_a_restart_and_stays_forgotten() {
         restarted.restore(op);
     }
     assert_eq!(restarted.forgotten_nodes(), vec![f]);
-    assert!(restarted.rejected().is_empty(), "{:?}", restarted.rejected());
+    assert!(
+        restarted.rejected().is_empty(),
+        "{:?}",
+        restarted.rejected()
+    );
 }

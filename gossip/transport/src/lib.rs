@@ -335,10 +335,10 @@ impl Transport {
         if refused.is_empty() {
             return false;
         }
-        let Some(certs) = conn
-            .peer_identity()
-            .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
-        else {
+        let Some(certs) = conn.peer_identity().and_then(|i| {
+            i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        }) else {
             return false;
         };
         let Some(leaf) = certs.first() else {

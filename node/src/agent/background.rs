@@ -125,8 +125,12 @@ pub(super) async fn keep_forgotten_out(
 ) {
     let mut applied = std::collections::BTreeSet::new();
     loop {
-        let ids: std::collections::BTreeSet<_> =
-            acl.borrow_and_update().forgotten().keys().copied().collect();
+        let ids: std::collections::BTreeSet<_> = acl
+            .borrow_and_update()
+            .forgotten()
+            .keys()
+            .copied()
+            .collect();
         if ids != applied {
             if ids.contains(&me) {
                 tracing::error!(

@@ -474,26 +474,27 @@ impl Agent {
         let (join, unresolved) = join_peers(&opts, &data_dir, founded).await?;
 
         // Serve.
-        let mut tasks = Vec::new();
-        tasks.push(("core", tokio::spawn(core_task.run(join))));
-        tasks.push((
-            "jobs",
-            tokio::spawn(feed_jobs(state.clone(), core.clone(), shutdown.clone())),
-        ));
-        tasks.push((
-            "forgotten",
-            tokio::spawn(background::keep_forgotten_out(
-                state.acl_watch(),
-                core.clone(),
-                transport.clone(),
-                node_id,
-                shutdown.clone(),
-            )),
-        ));
-        tasks.push((
-            "log-rotation",
-            tokio::spawn(background::rotate_logs(runtime.clone(), shutdown.clone())),
-        ));
+        let mut tasks = vec![
+            ("core", tokio::spawn(core_task.run(join))),
+            (
+                "jobs",
+                tokio::spawn(feed_jobs(state.clone(), core.clone(), shutdown.clone())),
+            ),
+            (
+                "forgotten",
+                tokio::spawn(background::keep_forgotten_out(
+                    state.acl_watch(),
+                    core.clone(),
+                    transport.clone(),
+                    node_id,
+                    shutdown.clone(),
+                )),
+            ),
+            (
+                "log-rotation",
+                tokio::spawn(background::rotate_logs(runtime.clone(), shutdown.clone())),
+            ),
+        ];
         if let Some(d) = runtime.docker() {
             tasks.push((
                 "docker-watch",
