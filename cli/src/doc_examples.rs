@@ -202,6 +202,7 @@ fn check_json(kind: &str, text: &str) -> Result<(), String> {
         "SelfView" => round_trip::<shoal_node::api::acl::SelfView>(&doc)?,
         "SecretBody" => round_trip::<shoal_node::api::secrets::SecretBody>(&doc)?,
         "ForgottenNode" => round_trip::<shoal_state::ForgottenNode>(&doc)?,
+        "KeyringView" => round_trip::<shoal_node::api::keyring::KeyringView>(&doc)?,
         "JobSpec" => JobSpec::from_json(doc.clone())
             .map_err(|e| e.to_string())?
             .to_json(),

@@ -11,6 +11,7 @@ mod deployments;
 mod doc_examples;
 mod installs;
 mod jobs;
+mod keyring;
 mod output;
 mod packages;
 mod secrets;
@@ -200,6 +201,10 @@ enum Command {
     /// the tasks that refer to them.
     #[command(subcommand)]
     Secret(secrets::SecretCommand),
+    /// The gossip keyring: rotate the key gossip is sealed with, with no
+    /// downtime (install, use, remove).
+    #[command(subcommand)]
+    Keyring(keyring::KeyringCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -540,6 +545,7 @@ fn main() -> ExitCode {
         Command::Acl(ref a) => acl::acl(a, &client(&cli), cli.json),
         Command::Token(ref t) => acl::token(t, &client(&cli), cli.json),
         Command::Secret(ref c) => secrets::run(c, &client(&cli), cli.json),
+        Command::Keyring(ref c) => keyring::run(c, &client(&cli), cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -94,6 +94,9 @@ pub struct MemberMeta {
     pub isolation: String,
     /// Not taking new tasks (drained).
     pub draining: bool,
+    /// Ids of the gossip keys the member opens datagrams with, the one it
+    /// seals with first (`shoal keyring list` counts them).
+    pub gossip_keys: Vec<u32>,
 }
 
 impl MemberMeta {

@@ -134,6 +134,19 @@ impl GossipKey {
         }
     }
 
+    /// A key of the keyring (`shoal keyring install`): 32 random bytes.
+    /// Its id is derived from it, so every node names it alike.
+    pub fn from_key(key: &[u8; 32]) -> GossipKey {
+        let hk = Hkdf::<Sha256>::new(Some(b"shoal gossip keyring v1"), key);
+        let mut id = [0u8; 4];
+        hk.expand(b"gossip key id", &mut id)
+            .expect("4 bytes is a valid HKDF-SHA256 output length");
+        GossipKey {
+            id: u32::from_be_bytes(id),
+            cipher: XChaCha20Poly1305::new(&Key::from(*key)),
+        }
+    }
+
     /// The public key id carried by every datagram.
     pub fn id(&self) -> u32 {
         self.id
@@ -158,6 +171,25 @@ pub enum PacketSecurity {
 }
 
 impl PacketSecurity {
+    /// The id of the key that seals (0 for plaintext).
+    pub fn primary_id(&self) -> u32 {
+        match self {
+            PacketSecurity::Sealed { primary, .. } => primary.id,
+            PacketSecurity::InsecurePlaintext => 0,
+        }
+    }
+
+    /// The ids of every key that opens, the primary's first.
+    pub fn key_ids(&self) -> Vec<u32> {
+        match self {
+            PacketSecurity::Sealed { primary, accepted } => core::iter::once(primary)
+                .chain(accepted)
+                .map(|k| k.id)
+                .collect(),
+            PacketSecurity::InsecurePlaintext => vec![0],
+        }
+    }
+
     /// Sealing with the key of `secret`.
     pub fn sealed(secret: &[u8; 32]) -> PacketSecurity {
         PacketSecurity::Sealed {

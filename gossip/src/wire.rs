@@ -160,6 +160,7 @@ mod tests {
             rpc_addr: "127.0.0.1:2".parse().unwrap(),
             api_addr: "127.0.0.1:3".parse().unwrap(),
             api_tls: false,
+            gossip_keys: Vec::new(),
             dc: "dc1".into(),
             zone: String::new(),
             region: String::new(),

@@ -59,6 +59,7 @@ fn meta_of(i: usize) -> MemberMeta {
         rpc_addr: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 5482)),
         api_addr: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 5480)),
         api_tls: false,
+        gossip_keys: Vec::new(),
         dc: if i.is_multiple_of(2) {
             "east".into()
         } else {

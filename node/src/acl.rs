@@ -208,6 +208,10 @@ pub struct AclTable {
     secrets: HashMap<String, shoal_state::SecretRecord>,
     /// Nodes forgotten for good (`shoal node forget`), by id.
     forgotten: BTreeMap<NodeId, shoal_state::ForgottenNode>,
+    /// The gossip keyring: its keys (removed ones included) and the key
+    /// chosen to seal with.
+    gossip_keys: Vec<shoal_state::GossipKeyRecord>,
+    gossip_primary: Option<shoal_state::GossipPrimary>,
 }
 
 impl AclTable {
@@ -236,7 +240,19 @@ impl AclTable {
                 .into_iter()
                 .filter_map(|f| Some((f.id.parse().ok()?, f)))
                 .collect(),
+            gossip_keys: store.gossip_keys(),
+            gossip_primary: store.gossip_primary(),
         }
+    }
+
+    /// The gossip keyring's keys, removed ones included, by id.
+    pub fn gossip_keys(&self) -> &[shoal_state::GossipKeyRecord] {
+        &self.gossip_keys
+    }
+
+    /// The key chosen to seal gossip with, if one was.
+    pub fn gossip_primary(&self) -> Option<&shoal_state::GossipPrimary> {
+        self.gossip_primary.as_ref()
     }
 
     /// The nodes forgotten for good, by id.

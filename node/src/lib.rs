@@ -32,6 +32,7 @@ pub mod dns;
 pub mod docker;
 pub mod health;
 pub mod http;
+pub mod keyring;
 pub mod metrics;
 pub mod placement;
 pub mod ports;

@@ -212,6 +212,12 @@ pub enum AclRequest {
     RemoveSecret(String),
     /// Forget a node for good: its id, its name, the token's name.
     ForgetNode(String, String, Option<String>),
+    /// Install a gossip key: its id, sealed value, the token's name.
+    KeyInstall(String, String, Option<String>),
+    /// Seal gossip with a key: its id, the token's name.
+    KeyUse(String, Option<String>),
+    /// Remove a gossip key: its id, the token's name.
+    KeyRemove(String, Option<String>),
 }
 
 /// What an [`AclRequest`] wrote.
@@ -225,6 +231,10 @@ pub enum AclReply {
     Secret(shoal_state::SecretRecord),
     /// The node forgotten.
     Forgotten(shoal_state::ForgottenNode),
+    /// The gossip key installed or removed.
+    Key(shoal_state::GossipKeyRecord),
+    /// The gossip key chosen.
+    Primary(shoal_state::GossipPrimary),
 }
 
 /// What an [`InstallRequest`] gave.
@@ -729,6 +739,18 @@ impl StateTask {
                             .store
                             .forget_node(&id, &name, by.as_deref(), now)
                             .map(AclReply::Forgotten),
+                        AclRequest::KeyInstall(id, sealed, by) => self
+                            .store
+                            .gossip_key_install(&id, &sealed, by.as_deref(), now)
+                            .map(AclReply::Key),
+                        AclRequest::KeyUse(id, by) => self
+                            .store
+                            .gossip_key_use(&id, by.as_deref(), now)
+                            .map(AclReply::Primary),
+                        AclRequest::KeyRemove(id, by) => self
+                            .store
+                            .gossip_key_remove(&id, by.as_deref(), now)
+                            .map(AclReply::Key),
                     };
                     match done {
                         Ok(d) => pending.add(d, reply),

@@ -80,6 +80,7 @@ pub fn node_meta(
         rpc_addr: SocketAddr::new(gossip.ip(), 5482),
         api_addr: SocketAddr::new(gossip.ip(), 5480),
         api_tls: false,
+        gossip_keys: Vec::new(),
         dc: format!("dc{dc}"),
         zone: format!("dc{dc}-z{zone}"),
         region: "r1".into(),

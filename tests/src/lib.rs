@@ -216,9 +216,13 @@ impl AgentProc {
             "127.0.0.1:0".into(),
             "--name".into(),
             spec.name.clone(),
-            "--gossip".into(),
-            spec.gossip.clone().unwrap_or_else(|| "test".into()),
         ]);
+        if !spec.args.iter().any(|a| a == "--gossip") {
+            args.extend([
+                "--gossip".into(),
+                spec.gossip.clone().unwrap_or_else(|| "test".into()),
+            ]);
+        }
         for j in &spec.join {
             args.push("--join".into());
             args.push(j.to_string());

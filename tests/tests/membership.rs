@@ -101,6 +101,7 @@ fn meta() -> MemberMeta {
         rpc_addr: "127.0.0.1:9".parse().unwrap(),
         api_addr: "127.0.0.1:9".parse().unwrap(),
         api_tls: false,
+        gossip_keys: Vec::new(),
         dc: String::new(),
         zone: String::new(),
         region: String::new(),

@@ -30,7 +30,7 @@ use super::{Event, Membership, Transmit};
 /// and the replay window of every sender.
 pub(super) struct Datagrams {
     /// The keys datagrams are sealed and opened with.
-    security: PacketSecurity,
+    pub(super) security: PacketSecurity,
     /// Sequence number of the last datagram sent.
     seq: u64,
     /// Per sender, the sequence numbers seen lately.

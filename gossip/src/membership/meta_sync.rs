@@ -484,6 +484,7 @@ mod tests {
             rpc_addr: addr,
             api_addr: addr,
             api_tls: false,
+            gossip_keys: Vec::new(),
             dc: "dc1".into(),
             zone: String::new(),
             region: String::new(),

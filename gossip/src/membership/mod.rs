@@ -381,6 +381,18 @@ impl Membership {
         self.current_from = None;
     }
 
+    /// Replaces the keys datagrams are sealed and opened with (a keyring
+    /// change: `shoal keyring install|use|remove`). Takes effect with the
+    /// next datagram.
+    pub fn set_security(&mut self, security: PacketSecurity) {
+        self.datagrams.security = security;
+    }
+
+    /// The keys datagrams are sealed and opened with.
+    pub fn security(&self) -> &PacketSecurity {
+        &self.datagrams.security
+    }
+
     /// Sets the nodes forgotten for good (`shoal node forget`, from the
     /// replicated state): from now on their datagrams are dropped (counted
     /// as [`DropReason::Forgotten`](crate::DropReason::Forgotten)), the

@@ -27,6 +27,58 @@ pub const PREFIX: &str = "@acl/";
 const POLICY: &str = "@acl/policy/";
 const TOKEN: &str = "@acl/token/";
 const NODE: &str = "@acl/node/";
+const KEY: &str = "@acl/keyring/";
+const PRIMARY: &str = "@acl/keyring-primary";
+
+/// A gossip key of the keyring (`shoal keyring install`):
+/// `@acl/keyring/<id>` (`kind = "gossip-key"`, `id` as 8 hex digits,
+/// `sealed`: the key sealed by the node that installed it (empty for the
+/// cluster secret's own key, which every node derives), `installed_at`,
+/// `by`, and once removed `removed`, which nothing clears).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipKeyRecord {
+    /// The key's id (8 hex digits), as datagrams carry it.
+    pub id: String,
+    /// The key, sealed (never shown); empty for the cluster's own key.
+    pub sealed: String,
+    /// When it was installed (RFC 3339).
+    pub installed_at: String,
+    /// The token that installed it.
+    pub by: Option<String>,
+    /// Removed for good.
+    pub removed: bool,
+}
+
+/// The key chosen to seal with (`shoal keyring use`):
+/// `@acl/keyring-primary` (`kind = "gossip-primary"`, `id`, `at`, `by`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipPrimary {
+    /// The key's id.
+    pub id: String,
+    /// When it was chosen (RFC 3339).
+    pub at: String,
+}
+
+/// Whether `s` is a gossip key id: 8 lower-case hex digits.
+pub fn is_key_id(s: &str) -> bool {
+    s.len() == 8
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn key_of(doc: &AutoCommit) -> Option<GossipKeyRecord> {
+    if jsondoc::get_root(doc, "kind").as_str() != Some("gossip-key") {
+        return None;
+    }
+    let by = jsondoc::root_text(doc, "by");
+    Some(GossipKeyRecord {
+        id: jsondoc::root_text(doc, "id"),
+        sealed: jsondoc::root_text(doc, "sealed"),
+        installed_at: rfc3339(u64_at(doc, "installed_at").unwrap_or(0)),
+        by: (!by.is_empty()).then_some(by),
+        removed: jsondoc::get_root(doc, "removed").as_bool() == Some(true),
+    })
+}
 
 /// A node forgotten for good (`shoal node forget`): `@acl/node/<id>`
 /// (`kind = "forgotten-node"`, `name`, `at`, `by`). Nothing undoes it, so
@@ -172,9 +224,14 @@ pub(crate) fn valid_doc_name(name: &str) -> bool {
     if let Some(policy) = name.strip_prefix(POLICY) {
         return shoal_model::validate_name(policy).is_ok();
     }
-    name.strip_prefix(TOKEN)
-        .or_else(|| name.strip_prefix(NODE))
-        .is_some_and(is_accessor)
+    if let Some(key) = name.strip_prefix(KEY) {
+        return is_key_id(key);
+    }
+    name == PRIMARY
+        || name
+            .strip_prefix(TOKEN)
+            .or_else(|| name.strip_prefix(NODE))
+            .is_some_and(is_accessor)
 }
 
 impl Store {
@@ -358,6 +415,103 @@ impl Store {
             Ok(())
         })?;
         Ok(forgotten_of(&doc).expect("just written"))
+    }
+
+    /// The keys of the gossip keyring, removed ones included, by id.
+    pub fn gossip_keys(&self) -> Vec<GossipKeyRecord> {
+        let mut all: Vec<GossipKeyRecord> = self.docs_under(KEY).filter_map(key_of).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// The key chosen to seal with, if one was (else the cluster's own).
+    pub fn gossip_primary(&self) -> Option<GossipPrimary> {
+        let doc = &self.docs.get(PRIMARY)?.doc;
+        if jsondoc::get_root(doc, "kind").as_str() != Some("gossip-primary") {
+            return None;
+        }
+        Some(GossipPrimary {
+            id: jsondoc::root_text(doc, "id"),
+            at: rfc3339(u64_at(doc, "at").unwrap_or(0)),
+        })
+    }
+
+    /// Installs gossip key `id` (`sealed` by the caller; empty for the
+    /// cluster's own key, recorded only to be removed). A removed key
+    /// cannot come back.
+    pub fn gossip_key_install(
+        &mut self,
+        id: &str,
+        sealed: &str,
+        by: Option<&str>,
+        now_ms: u64,
+    ) -> Result<GossipKeyRecord, WriteError> {
+        if !is_key_id(id) {
+            return Err(refused("id", "must be 8 lower-case hex digits"));
+        }
+        let doc_name = format!("{KEY}{id}");
+        if let Some(known) = self.docs.get(&doc_name).and_then(|jd| key_of(&jd.doc)) {
+            if known.removed {
+                return Err(refused(
+                    "key",
+                    format!("key {id} was removed and cannot come back; install a new one"),
+                ));
+            }
+            return Ok(known);
+        }
+        let doc = self.acl_write(&doc_name, id, "key-install", now_ms, |doc| {
+            doc.put(ROOT, "kind", "gossip-key")?;
+            doc.put(ROOT, "id", id)?;
+            doc.put(ROOT, "sealed", sealed)?;
+            doc.put(ROOT, "installed_at", now_ms)?;
+            doc.put(ROOT, "by", by.unwrap_or(""))?;
+            doc.put(ROOT, "removed", false)?;
+            Ok(())
+        })?;
+        Ok(key_of(&doc).expect("just written"))
+    }
+
+    /// Chooses key `id` to seal with. The caller checks that it is held.
+    pub fn gossip_key_use(
+        &mut self,
+        id: &str,
+        by: Option<&str>,
+        now_ms: u64,
+    ) -> Result<GossipPrimary, WriteError> {
+        if !is_key_id(id) {
+            return Err(refused("id", "must be 8 lower-case hex digits"));
+        }
+        self.acl_write(PRIMARY, id, "key-use", now_ms, |doc| {
+            doc.put(ROOT, "kind", "gossip-primary")?;
+            doc.put(ROOT, "id", id)?;
+            doc.put(ROOT, "at", now_ms)?;
+            doc.put(ROOT, "by", by.unwrap_or(""))?;
+            Ok(())
+        })?;
+        Ok(self.gossip_primary().expect("just written"))
+    }
+
+    /// Removes key `id` for good (its sealed value is cleared). The caller
+    /// checks that no one seals with it.
+    pub fn gossip_key_remove(
+        &mut self,
+        id: &str,
+        by: Option<&str>,
+        now_ms: u64,
+    ) -> Result<GossipKeyRecord, WriteError> {
+        if !is_key_id(id) {
+            return Err(refused("id", "must be 8 lower-case hex digits"));
+        }
+        let doc_name = format!("{KEY}{id}");
+        let doc = self.acl_write(&doc_name, id, "key-remove", now_ms, |doc| {
+            doc.put(ROOT, "kind", "gossip-key")?;
+            doc.put(ROOT, "id", id)?;
+            doc.put(ROOT, "sealed", "")?;
+            doc.put(ROOT, "removed", true)?;
+            doc.put(ROOT, "by", by.unwrap_or(""))?;
+            Ok(())
+        })?;
+        Ok(key_of(&doc).expect("just written"))
     }
 
     fn acl_write(

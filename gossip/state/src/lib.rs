@@ -29,7 +29,10 @@ mod sync;
 mod triggers;
 mod view;
 
-pub use acl::{AclToken, BOOTSTRAP_NAME, ForgottenNode, NewToken, is_accessor};
+pub use acl::{
+    AclToken, BOOTSTRAP_NAME, ForgottenNode, GossipKeyRecord, GossipPrimary, NewToken, is_accessor,
+    is_key_id,
+};
 pub use artifacts::{ArtifactOp, ArtifactRecord, doc_name as artifact_doc};
 pub use deployments::DeployAction;
 pub use installations::{InstallOp, Installation, Revision, doc_name as installation_doc};

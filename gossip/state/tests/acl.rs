@@ -129,3 +129,38 @@ fn a_forgotten_node_replicates_survives_a_restart_and_stays_forgotten() {
         restarted.rejected()
     );
 }
+
+#[test]
+fn the_gossip_keyring_replicates_and_a_removed_key_stays_removed() {
+    let (mut a, mut b) = (store(1), store(2));
+    assert!(a.gossip_key_install("XYZ", "s", None, T0).is_err());
+    a.gossip_key_install("0000abcd", "sealed-1", Some("ops"), T0)
+        .unwrap();
+    a.gossip_key_use("0000abcd", None, T0 + 1).unwrap();
+    sync(&mut a, 1, &mut b);
+    assert_eq!(b.gossip_keys(), a.gossip_keys());
+    assert_eq!(b.gossip_primary().unwrap().id, "0000abcd");
+    // The cluster key (no sealed value) is recorded only to be removed.
+    b.gossip_key_remove("00001234", None, T0 + 2).unwrap();
+    b.gossip_key_remove("0000abcd", None, T0 + 3).unwrap();
+    sync(&mut b, 2, &mut a);
+    let keys = a.gossip_keys();
+    assert!(
+        keys.iter().all(|k| k.removed && k.sealed.is_empty()),
+        "{keys:?}"
+    );
+    let again = a
+        .gossip_key_install("0000abcd", "sealed-2", None, T0 + 4)
+        .unwrap_err();
+    assert!(again.to_string().contains("cannot come back"), "{again}");
+    let mut restarted = store(1);
+    for op in a.snapshot() {
+        restarted.restore(op);
+    }
+    assert_eq!(restarted.gossip_keys(), keys);
+    assert!(
+        restarted.rejected().is_empty(),
+        "{:?}",
+        restarted.rejected()
+    );
+}

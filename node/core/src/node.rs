@@ -223,6 +223,24 @@ impl NodeCore {
         self.after_gossip(now);
     }
 
+    /// Replaces the gossip keys (a keyring change) and tells the members
+    /// which this node holds, the one it seals with first (its metadata's
+    /// `gossip_keys`).
+    pub fn set_security(
+        &mut self,
+        now: Instant,
+        security: shoal_gossip::PacketSecurity,
+    ) -> Result<(), MetaTooLarge> {
+        let keys = security.key_ids();
+        self.membership.set_security(security);
+        if self.membership.meta().gossip_keys == keys {
+            return Ok(());
+        }
+        let mut meta = (**self.membership.meta()).clone();
+        meta.gossip_keys = keys;
+        self.set_meta(now, meta)
+    }
+
     /// Sets the nodes forgotten for good (`shoal node forget`, learned from
     /// the replicated state): membership drops them and keeps them out
     /// (see `Membership::set_forgotten`); their tasks are placed elsewhere

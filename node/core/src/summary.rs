@@ -351,6 +351,7 @@ mod tests {
             rpc_addr: addr,
             api_addr: addr,
             api_tls: false,
+            gossip_keys: Vec::new(),
             dc: format!("dc{dc}"),
             zone: format!("z{zone}"),
             region: "global".into(),

@@ -34,6 +34,7 @@ fn meta() -> MemberMeta {
         rpc_addr: addr,
         api_addr: addr,
         api_tls: false,
+        gossip_keys: Vec::new(),
         dc: "dc1".into(),
         zone: String::new(),
         region: "global".into(),

@@ -117,6 +117,7 @@ fn meta(i: usize, labels: &[(&str, &str)]) -> MemberMeta {
         rpc_addr: addr(i),
         api_addr: addr(i),
         api_tls: false,
+        gossip_keys: Vec::new(),
         dc: "dc1".into(),
         zone: format!("z{}", i % 2),
         region: "global".into(),

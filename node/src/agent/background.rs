@@ -111,41 +111,51 @@ pub(super) async fn rotate_logs(runtime: Runtimes, shutdown: CancellationToken) 
     }
 }
 
-/// Keeps the nodes forgotten for good (`shoal node forget`, in the
-/// replicated state) out: membership drops them, the RPC transport stops
-/// trusting their certificates. Applied at start and on every change of
-/// the ACL table (where the state task keeps them). A node that finds
-/// itself forgotten says so: it can no longer take part.
-pub(super) async fn keep_forgotten_out(
-    mut acl: tokio::sync::watch::Receiver<std::sync::Arc<crate::acl::AclTable>>,
-    core: CoreHandle,
-    transport: shoal_transport::Transport,
-    me: shoal_gossip::NodeId,
-    shutdown: CancellationToken,
-) {
-    let mut applied = std::collections::BTreeSet::new();
+/// What [`apply_trust`] works from.
+pub(super) struct Trust {
+    pub acl: tokio::sync::watch::Receiver<std::sync::Arc<crate::acl::AclTable>>,
+    pub core: CoreHandle,
+    pub transport: shoal_transport::Transport,
+    pub me: shoal_gossip::NodeId,
+    pub secret: crate::token::ClusterSecret,
+}
+
+/// Applies what the replicated state says about whom to trust, at start
+/// and on every change of the ACL table (where the state task keeps it):
+/// the nodes forgotten for good (`shoal node forget`), which membership
+/// drops and whose certificates the RPC transport refuses, and the gossip
+/// keyring (`shoal keyring`), which membership seals and opens with. A
+/// node that finds itself forgotten says so: it can no longer take part.
+pub(super) async fn apply_trust(mut t: Trust, shutdown: CancellationToken) {
+    let key = crate::secrets::SecretsKey::derive(&t.secret);
+    let mut forgotten = std::collections::BTreeSet::new();
+    let mut keys: Option<(Vec<u32>, u32)> = None;
     loop {
-        let ids: std::collections::BTreeSet<_> = acl
-            .borrow_and_update()
-            .forgotten()
-            .keys()
-            .copied()
-            .collect();
-        if ids != applied {
-            if ids.contains(&me) {
+        let table = t.acl.borrow_and_update().clone();
+        let ids: std::collections::BTreeSet<_> = table.forgotten().keys().copied().collect();
+        if ids != forgotten {
+            if ids.contains(&t.me) {
                 tracing::error!(
                     "this node was forgotten by the cluster (shoal node forget): the others drop its datagrams and refuse its certificate; stop it, and to bring the machine back remove node.json from its data dir so that it joins as a new node"
                 );
             }
-            transport.set_refused(ids.clone());
-            if core.set_forgotten(ids.clone()).await.is_err() {
+            t.transport.set_refused(ids.clone());
+            if t.core.set_forgotten(ids.clone()).await.is_err() {
                 return;
             }
-            applied = ids;
+            forgotten = ids;
+        }
+        let security = crate::keyring::security(t.secret.bytes(), &key, &table);
+        let now = Some((security.key_ids(), security.primary_id()));
+        if now != keys {
+            if t.core.set_security(security).await.is_err() {
+                return;
+            }
+            keys = now;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            changed = acl.changed() => if changed.is_err() { return },
+            changed = t.acl.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -15,7 +15,8 @@ pub(super) struct Parts<'a> {
     pub identity: NodeIdentity,
     pub meta: MemberMeta,
     pub gossip: Config,
-    pub secret: &'a [u8; 32],
+    /// The gossip keys (the keyring of the replicated state).
+    pub security: PacketSecurity,
     /// What the node offers tasks.
     pub offered: Resources,
     pub draining: bool,
@@ -27,15 +28,10 @@ pub(super) struct Parts<'a> {
 /// has, whether it drains, and what it already runs.
 pub(super) fn build(p: Parts<'_>) -> Result<NodeCore, AgentError> {
     let node_id = p.identity.id;
-    let membership = Membership::new(
-        p.now,
-        p.identity,
-        p.meta,
-        p.gossip,
-        PacketSecurity::sealed(p.secret),
-        random_u64()?,
-    )
-    .map_err(|e| AgentError::Gossip(e.to_string()))?;
+    let mut meta = p.meta;
+    meta.gossip_keys = p.security.key_ids();
+    let membership = Membership::new(p.now, p.identity, meta, p.gossip, p.security, random_u64()?)
+        .map_err(|e| AgentError::Gossip(e.to_string()))?;
     let (first_port, last_port) = p.opts.port_range.unwrap_or(DEFAULT_PORT_RANGE);
     let placement = PlacementConfig {
         host_ports: u32::from(last_port.saturating_sub(first_port)) + 1,

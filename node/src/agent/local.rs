@@ -124,6 +124,7 @@ pub(super) async fn describe(
         rpc_addr: sockets.rpc_addr,
         api_addr: sockets.api_addr,
         api_tls: !settings.api_insecure.unwrap_or(false),
+        gossip_keys: Vec::new(),
         dc: settings.dc.clone().unwrap_or_else(|| "dc1".into()),
         zone: settings.zone.clone().unwrap_or_default(),
         region: settings.region.clone().unwrap_or_else(|| "global".into()),

@@ -449,7 +449,11 @@ impl Agent {
                 identity: NodeIdentity::new(node_id, gossip_addr, node.bump),
                 meta,
                 gossip: gossip_config,
-                secret: secret.bytes(),
+                security: crate::keyring::security(
+                    secret.bytes(),
+                    &crate::secrets::SecretsKey::derive(&secret),
+                    &state.acl(),
+                ),
                 offered,
                 draining,
                 adopted,
@@ -481,12 +485,15 @@ impl Agent {
                 tokio::spawn(feed_jobs(state.clone(), core.clone(), shutdown.clone())),
             ),
             (
-                "forgotten",
-                tokio::spawn(background::keep_forgotten_out(
-                    state.acl_watch(),
-                    core.clone(),
-                    transport.clone(),
-                    node_id,
+                "trust",
+                tokio::spawn(background::apply_trust(
+                    background::Trust {
+                        acl: state.acl_watch(),
+                        core: core.clone(),
+                        transport: transport.clone(),
+                        me: node_id,
+                        secret: secret.clone(),
+                    },
                     shutdown.clone(),
                 )),
             ),
@@ -581,6 +588,7 @@ impl Agent {
                 Some(Arc::new(secret.clone()))
             },
             secrets_key: Some(crate::secrets::SecretsKey::derive(&secret)),
+            cluster_key_id: crate::keyring::cluster_key_id(secret.bytes()),
             clock,
             token_hint: data_dir.file("token").display().to_string(),
             fault_injection: opts.fault_injection,

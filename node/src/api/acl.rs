@@ -71,6 +71,8 @@ pub fn need(method: &Method, route: &str, params: &HashMap<String, String>) -> N
         "/v1/debug/faults" | "/v1/nodes/{key}/forget" => {
             Need::One(Resource::Acl, String::new(), Access::Write)
         }
+        // The gossip keyring: who can read the cluster's traffic.
+        r if r.starts_with("/v1/keyring") => Need::One(Resource::Acl, String::new(), access),
         // Members, status, summary, metrics, a node's tasks, drain.
         _ => Need::One(Resource::Nodes, String::new(), access),
     }
@@ -526,6 +528,18 @@ mod tests {
                 &Method::POST,
                 "/v1/nodes/{key}/forget",
                 &params(&[("key", "n1")])
+            ),
+            Need::One(Resource::Acl, String::new(), Access::Write)
+        );
+        assert_eq!(
+            need(&Method::GET, "/v1/keyring", &none),
+            Need::One(Resource::Acl, String::new(), Access::Read)
+        );
+        assert_eq!(
+            need(
+                &Method::POST,
+                "/v1/keyring/{id}/use",
+                &params(&[("id", "0b5e77a4")])
             ),
             Need::One(Resource::Acl, String::new(), Access::Write)
         );

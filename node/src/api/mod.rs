@@ -21,6 +21,7 @@ pub mod artifacts;
 pub mod deployments;
 pub mod installations;
 pub mod jobs;
+pub mod keyring;
 pub mod listener;
 pub mod openapi;
 pub mod packages;
@@ -76,6 +77,8 @@ pub struct ApiState {
     pub auth: Option<Arc<ClusterSecret>>,
     /// Seals secrets (`None`: no cluster secret, no secrets).
     pub secrets_key: Option<crate::secrets::SecretsKey>,
+    /// The id of the cluster's own gossip key (derived from the secret).
+    pub cluster_key_id: u32,
     /// Real time.
     pub clock: Clock,
     /// Where the token lives, for error messages.
@@ -243,6 +246,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/acl/token/self", get(acl::whoami))
         .route("/v1/secrets", get(secrets::list).post(secrets::put))
         .route("/v1/secrets/{name}", delete(secrets::remove))
+        .route("/v1/keyring", get(keyring::list).post(keyring::install))
+        .route("/v1/keyring/{id}/use", post(keyring::use_key))
+        .route("/v1/keyring/{id}", delete(keyring::remove))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))

@@ -118,6 +118,7 @@ mod tests {
             rpc_addr: addr(i),
             api_addr: addr(i),
             api_tls: false,
+            gossip_keys: Vec::new(),
             dc: "dc1".into(),
             zone: String::new(),
             region: "global".into(),

@@ -68,6 +68,7 @@ pub(super) enum Cmd {
     SetMeta(Box<MemberMeta>),
     Block(BTreeSet<SocketAddr>),
     Forget(BTreeSet<NodeId>),
+    Security(Box<shoal_gossip::PacketSecurity>),
     Msgs(NodeId, Vec<Msg>),
     Status(Vec<TaskKey>, oneshot::Sender<Vec<TaskStatus>>),
     KeysOf(String, oneshot::Sender<Vec<(TaskKey, Option<NodeId>)>>),
@@ -156,6 +157,14 @@ impl CoreHandle {
     /// Sets the nodes forgotten for good (`shoal node forget`).
     pub async fn set_forgotten(&self, ids: BTreeSet<NodeId>) -> Result<(), CoreStopped> {
         self.tell(Cmd::Forget(ids)).await
+    }
+
+    /// Replaces the gossip keys (a keyring change).
+    pub async fn set_security(
+        &self,
+        security: shoal_gossip::PacketSecurity,
+    ) -> Result<(), CoreStopped> {
+        self.tell(Cmd::Security(Box::new(security))).await
     }
 
     /// Hands placement messages from `from` to the core.

@@ -330,6 +330,12 @@ impl CoreTask {
                 info!(blocked = ?addrs, "fault injection: gossip cut");
                 self.blocked = addrs;
             }
+            Cmd::Security(security) => {
+                info!(keys = ?security.key_ids(), "gossip keys changed (the first seals)");
+                if let Err(e) = core.set_security(now, *security) {
+                    warn!(error = %e, "gossip keys not published");
+                }
+            }
             Cmd::Forget(ids) => {
                 info!(forgotten = ?ids, "nodes forgotten for good: dropped from membership");
                 core.set_forgotten(now, ids);

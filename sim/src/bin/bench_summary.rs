@@ -79,6 +79,7 @@ fn meta(rng: &mut ChaCha8Rng, dc: u32, zone: u32) -> Arc<MemberMeta> {
         rpc_addr: addr,
         api_addr: addr,
         api_tls: false,
+        gossip_keys: Vec::new(),
         dc: format!("dc{dc}"),
         zone: format!("z{zone}"),
         region: "global".into(),
