@@ -22,6 +22,7 @@ fn meta(addr: SocketAddr) -> MemberMeta {
         rpc_addr: addr,
         api_addr: addr,
         api_tls: false,
+        gossip_keys: Vec::new(),
         dc: "dc1".into(),
         zone: "z1".into(),
         region: "global".into(),
