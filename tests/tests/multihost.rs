@@ -101,6 +101,10 @@ impl Hosts {
                 "0.0.0.0:5482",
                 "--api",
                 "0.0.0.0:5480",
+                // The test talks to each host's API from outside its
+                // namespace in plain HTTP (TLS on the API has its own
+                // test, tests/tests/api_tls.rs).
+                "--api-insecure",
                 "--advertise",
                 &ip,
                 "--name",
