@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shoal_tests::packages::shoal;
-use shoal_tests::{Cluster, Spec, wait_until};
+use shoal_tests::{Cluster, Spec, http_get, wait_until};
 
 /// This machine's address on its default route (nothing is sent), if it
 /// has one that is not loopback: plain HTTP from it is "another machine".
@@ -21,22 +21,6 @@ fn outside_ip() -> Option<IpAddr> {
     s.connect("192.0.2.1:9").ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
-
-/// `GET url` without TLS: (status, body), or why no answer came.
-fn plain_get(url: &str) -> Result<(u16, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
-    Ok((status, body))
 }
 
 #[test]
@@ -147,7 +131,7 @@ fn the_api_speaks_https_beyond_loopback_and_agents_fetch_from_each_other_over_it
         "{err}"
     );
     // …and the agent answers it 400 with what to do, whoever sends it.
-    let (status, body) = plain_get(&format!("{plain}/v1/health")).expect("an answer");
+    let (status, body) = http_get(&format!("{plain}/v1/health"), None).expect("an answer");
     assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("https_required") && body.contains("--api-insecure"),
@@ -156,11 +140,12 @@ fn the_api_speaks_https_beyond_loopback_and_agents_fetch_from_each_other_over_it
     let (ok, _, err) = shoal(&env(plain), &["--insecure", "nodes"]);
     assert!(!ok && err.contains("speaks HTTPS"), "{err}");
     // Plain HTTP on loopback works as before.
-    let (status, body) = plain_get(&format!("http://127.0.0.1:{}/v1/health", port(1))).unwrap();
+    let (status, body) =
+        http_get(&format!("http://127.0.0.1:{}/v1/health", port(1)), None).unwrap();
     assert_eq!(status, 200, "{body}");
 
     // `--api-insecure`: plain HTTP from anywhere, and no TLS at all.
-    let (status, body) = plain_get(&format!("http://{ip}:{}/v1/health", port(2))).unwrap();
+    let (status, body) = http_get(&format!("http://{ip}:{}/v1/health", port(2)), None).unwrap();
     assert_eq!(status, 200, "{body}");
     let (ok, _, _) = shoal(&env(https(2)), &["--cacert", &ca_s, "nodes"]);
     assert!(!ok, "t2 speaks no TLS");
