@@ -222,6 +222,102 @@ fn tokens_scope_by_policy_and_a_revocation_reaches_every_node() {
     let (_, history) = send(&c, 2, "GET", "/v1/jobs/web%2Fa/versions", &mgmt, None);
     assert_eq!(history[0]["by"], "web-deployer", "{history}");
 
+    // Packages and triggers start jobs too: they may do only what their
+    // writer could do by hand, checked when they are written.
+    for (name, rules) in [
+        ("web-ops", &["jobs:web/=write", "triggers=write"][..]),
+        ("web-pkg", &["jobs:web/=write", "packages=write"][..]),
+    ] {
+        let mut args = vec!["acl", "policy", "create", name];
+        for r in rules {
+            args.extend(["--rule", r]);
+        }
+        cli(&c, 0, &mgmt, &args);
+    }
+    let ops_t = make("web-ops", "web-operator", &[])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pkg_t = make("web-pkg", "web-packager", &[])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = |token: &str, path: &str, body: &Value, missing: &str| {
+        let (s, resp) = send(&c, 0, "POST", path, token, Some(body));
+        let msg = resp["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            s == 403 && msg.contains(missing),
+            "{path} {body}: {s} {resp}"
+        );
+    };
+    let trigger = |name: &str, action: &str, what: Value| {
+        let mut t = json!({"name": name, "every": "24h", "enabled": false});
+        t[action] = what;
+        t
+    };
+    refused(
+        &ops_t,
+        "/v1/triggers",
+        &trigger(
+            "web/nightly",
+            "run",
+            json!({"task": {"command": "/bin/true",
+            "env": {"P": {"secret": "db/password"}}}}),
+        ),
+        "secrets:db/password=read",
+    );
+    refused(
+        &ops_t,
+        "/v1/triggers",
+        &trigger("web/grow", "scale", json!({"job": "db/a", "count": 3})),
+        "jobs:db/a=write",
+    );
+    refused(
+        &ops_t,
+        "/v1/triggers",
+        &trigger(
+            "web/cache",
+            "install",
+            json!({"package": "redis", "instance": "web/kv"}),
+        ),
+        "packages=write",
+    );
+    let (s, body) = send(&c, 0, "GET", "/v1/triggers", &ops_t, None);
+    assert!(s == 200 && body == json!([]), "nothing made: {body}");
+    let (s, body) = send(
+        &c,
+        0,
+        "POST",
+        "/v1/triggers",
+        &ops_t,
+        Some(&trigger(
+            "web/grow",
+            "scale",
+            json!({"job": "web/a", "count": 0}),
+        )),
+    );
+    assert_eq!(s, 201, "{body}");
+    let install = |env: Value| {
+        json!({"instance": "web/kv", "package": "kv", "jobs": [{"name": "web/kv",
+            "count": 0, "task": {"command": "/bin/true", "env": env}}]})
+    };
+    refused(
+        &pkg_t,
+        "/v1/installations",
+        &install(json!({"P": {"secret": "db/password"}})),
+        "secrets:db/password=read",
+    );
+    let (s, body) = send(&c, 0, "GET", "/v1/installations/web%2Fkv", &pkg_t, None);
+    assert_eq!(s, 404, "nothing installed: {body}");
+    let (s, body) = send(
+        &c,
+        0,
+        "POST",
+        "/v1/installations",
+        &pkg_t,
+        Some(&install(json!({"P": "plain"}))),
+    );
+    assert_eq!(s, 201, "{body}");
     // Revoked through node 0: every node refuses it within 5 s.
     let accessor = web["accessor"].as_str().unwrap().to_owned();
     let start = Instant::now();

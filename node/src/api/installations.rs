@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -13,6 +14,7 @@ use shoal_model::JobSpec;
 use shoal_state::{InstallOp, Installation, Write, WriteError, WriteOp};
 
 use super::{ApiError, ApiResult, ApiState};
+use crate::acl::Caller;
 use crate::clock::unix_ms;
 use crate::placement::job_tasks;
 use crate::state::{InstallReply, InstallRequest, SubmitError};
@@ -96,6 +98,7 @@ pub async fn write(s: &ApiState, instance: &str, op: InstallOp) -> Result<Instal
 /// Stops at the first job refused, naming it.
 pub async fn submit_jobs(
     s: &ApiState,
+    by: Option<&Caller>,
     instance: &str,
     specs: &[Value],
     previous: &[String],
@@ -115,7 +118,7 @@ pub async fn submit_jobs(
         names.push(parsed.name.clone());
         s.state
             .write(Write {
-                by: None,
+                by: by.and_then(Caller::history_name),
                 name: parsed.name.clone(),
                 op: WriteOp::Put(Box::new(parsed)),
                 if_version: None,
@@ -326,6 +329,7 @@ pub async fn uninstall(
 )]
 pub async fn rollback(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(instance): Path<String>,
     Json(body): Json<Value>,
 ) -> ApiResult<InstallationView> {
@@ -348,13 +352,16 @@ pub async fn rollback(
         .await?
         .filter(|i| !i.deleted)
         .ok_or_else(|| no_installation(&instance))?;
+    if let Some(r) = before.revisions.iter().find(|r| r.revision == to) {
+        check_secrets(Some(&caller), &r.specs)?;
+    }
     let after = write(&s, &instance, InstallOp::Rollback { to }).await?;
     let specs = after
         .revisions
         .last()
         .map(|r| r.specs.clone())
         .unwrap_or_default();
-    submit_jobs(&s, &instance, &specs, &before.jobs).await?;
+    submit_jobs(&s, Some(&caller), &instance, &specs, &before.jobs).await?;
     Ok(Json(view_of(&s, after).await?))
 }
 
@@ -442,6 +449,63 @@ async fn render_here(
     ))
 }
 
+/// The secrets the jobs of an installation refer to must be readable by
+/// `caller` (None: a trigger's action, checked when the trigger was
+/// written): installing a package hands them to its tasks. A spec that
+/// does not parse is left to [`submit_jobs`], which names it.
+fn check_secrets(caller: Option<&Caller>, jobs: &[Value]) -> Result<(), ApiError> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    for spec in jobs {
+        if let Ok(spec) = JobSpec::from_json(spec.clone()) {
+            super::jobs::check_secret_refs(caller, &spec)?;
+        }
+    }
+    Ok(())
+}
+
+/// What writing a trigger whose action installs `package` as `instance`
+/// needs from `caller`: `packages=write`, and read on the secrets the
+/// jobs it renders now refer to (for an ACL token: the package is rendered
+/// here with the trigger's options, so one that does not render is
+/// refused now rather than when the trigger fires).
+pub(super) async fn check_install_action(
+    s: &ApiState,
+    caller: &Caller,
+    package: &str,
+    instance: &str,
+    version: Option<&str>,
+    options: &Value,
+) -> Result<(), ApiError> {
+    caller
+        .check(
+            shoal_model::acl::Resource::Packages,
+            "",
+            shoal_model::acl::Access::Write,
+        )
+        .map_err(ApiError::forbidden)?;
+    if caller.kind != crate::acl::CallerKind::Token {
+        return Ok(());
+    }
+    let options = if options.is_null() {
+        Value::Object(Default::default())
+    } else {
+        options.clone()
+    };
+    let (_, _, jobs) = render_here(
+        s,
+        package,
+        version.unwrap_or_default(),
+        "",
+        instance,
+        &options,
+        None,
+    )
+    .await?;
+    check_secrets(Some(caller), &jobs)
+}
+
 /// Every rendered job is named under `instance`; the error names the
 /// first that is not.
 fn check_names(instance: &str, jobs: &[Value]) -> Result<(), ApiError> {
@@ -520,8 +584,19 @@ async fn check_not_taken(s: &ApiState, instance: &str, jobs: &[Value]) -> Result
 )]
 pub async fn install(
     State(s): State<ApiState>,
-    Json(mut b): Json<InstallBody>,
+    Extension(caller): Extension<Caller>,
+    Json(b): Json<InstallBody>,
 ) -> Result<(StatusCode, Json<InstallationView>), ApiError> {
+    let view = install_as(&s, Some(&caller), b).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Installs `b` on behalf of `caller` (None: a trigger's action).
+async fn install_as(
+    s: &ApiState,
+    caller: Option<&Caller>,
+    mut b: InstallBody,
+) -> Result<InstallationView, ApiError> {
     if b.jobs.is_empty() {
         shoal_model::validate_name(&b.instance).map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e).with_field("instance")
@@ -532,7 +607,7 @@ pub async fn install(
             b.options.clone()
         };
         (b.version, b.repository, b.jobs) = render_here(
-            &s,
+            s,
             &b.package,
             &b.version,
             &b.repository,
@@ -543,14 +618,15 @@ pub async fn install(
         .await?;
     }
     check_names(&b.instance, &b.jobs)?;
-    check_not_taken(&s, &b.instance, &b.jobs).await?;
+    check_secrets(caller, &b.jobs)?;
+    check_not_taken(s, &b.instance, &b.jobs).await?;
     let options = if b.options.is_null() {
         Value::Object(Default::default())
     } else {
         b.options.clone()
     };
     let i = write(
-        &s,
+        s,
         &b.instance,
         InstallOp::Install {
             package: b.package.clone(),
@@ -561,8 +637,8 @@ pub async fn install(
         },
     )
     .await?;
-    submit_jobs(&s, &b.instance, &b.jobs, &[]).await?;
-    Ok((StatusCode::CREATED, Json(view_of(&s, i).await?)))
+    submit_jobs(s, caller, &b.instance, &b.jobs, &[]).await?;
+    view_of(s, i).await
 }
 
 /// What a trigger's `[install]` action does: installs `instance` of
@@ -590,9 +666,7 @@ pub async fn install_or_upgrade(
                 options: options.clone(),
                 jobs: Vec::new(),
             };
-            let _installed = install(State(s.clone()), Json(body))
-                .await
-                .map_err(|e| e.message)?;
+            let _installed = install_as(s, None, body).await.map_err(|e| e.message)?;
             Ok(true)
         }
         Some(i) if i.package != package => Err(format!(
@@ -614,7 +688,7 @@ pub async fn install_or_upgrade(
                 options: want_options,
                 jobs: Vec::new(),
             };
-            let _upgraded = upgrade(State(s.clone()), Path(instance.to_owned()), Json(body))
+            let _upgraded = upgrade_as(s, None, instance, body)
                 .await
                 .map_err(|e| e.message)?;
             Ok(true)
@@ -639,13 +713,25 @@ pub async fn install_or_upgrade(
 )]
 pub async fn upgrade(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(instance): Path<String>,
-    Json(mut b): Json<UpgradeBody>,
+    Json(b): Json<UpgradeBody>,
 ) -> ApiResult<InstallationView> {
-    let before = installation_of(&s, &instance)
+    Ok(Json(upgrade_as(&s, Some(&caller), &instance, b).await?))
+}
+
+/// Upgrades `instance` to `b` on behalf of `caller` (None: a trigger's
+/// action).
+async fn upgrade_as(
+    s: &ApiState,
+    caller: Option<&Caller>,
+    instance: &str,
+    mut b: UpgradeBody,
+) -> Result<InstallationView, ApiError> {
+    let before = installation_of(s, instance)
         .await?
         .filter(|i| !i.deleted)
-        .ok_or_else(|| no_installation(&instance))?;
+        .ok_or_else(|| no_installation(instance))?;
     if b.jobs.is_empty() {
         if before.repository.starts_with("local:") {
             return Err(ApiError::new(
@@ -662,22 +748,23 @@ pub async fn upgrade(
             b.options = before.options.clone();
         }
         let (version, _, jobs) = render_here(
-            &s,
+            s,
             &before.package,
             &b.version,
             &before.repository,
-            &instance,
+            instance,
             &b.options,
             Some(&before.version),
         )
         .await?;
         (b.version, b.jobs) = (version, jobs);
     }
-    check_names(&instance, &b.jobs)?;
-    check_not_taken(&s, &instance, &b.jobs).await?;
+    check_names(instance, &b.jobs)?;
+    check_secrets(caller, &b.jobs)?;
+    check_not_taken(s, instance, &b.jobs).await?;
     let after = write(
-        &s,
-        &instance,
+        s,
+        instance,
         InstallOp::Upgrade {
             version: b.version.clone(),
             options: b.options.clone(),
@@ -685,6 +772,6 @@ pub async fn upgrade(
         },
     )
     .await?;
-    submit_jobs(&s, &instance, &b.jobs, &before.jobs).await?;
-    Ok(Json(view_of(&s, after).await?))
+    submit_jobs(s, caller, instance, &b.jobs, &before.jobs).await?;
+    view_of(s, after).await
 }

@@ -150,18 +150,7 @@ pub async fn submit(
     caller
         .check(Resource::Jobs, &spec.name, Access::Write)
         .map_err(ApiError::forbidden)?;
-    // A job hands its secrets to its task: whoever writes it must be
-    // allowed to read them.
-    for secret in spec
-        .task
-        .env
-        .values()
-        .filter_map(shoal_model::EnvValue::secret)
-    {
-        caller
-            .check(Resource::Secrets, secret, Access::Read)
-            .map_err(ApiError::forbidden)?;
-    }
+    check_secret_refs(&caller, &spec)?;
     if !spec.after.is_empty() {
         // A job's `after` is a list of names: the error names the entry.
         let graph = super::triggers::after_graph(&s).await?;
@@ -182,6 +171,23 @@ pub async fn submit(
         })
         .await?;
     Ok(respond(written))
+}
+
+/// A job hands its secrets to its task (and so to whoever reads the
+/// task's output): whoever writes it, directly or through a package or a
+/// trigger, must be allowed to read every secret it refers to.
+pub(crate) fn check_secret_refs(caller: &Caller, spec: &JobSpec) -> Result<(), ApiError> {
+    for secret in spec
+        .task
+        .env
+        .values()
+        .filter_map(shoal_model::EnvValue::secret)
+    {
+        caller
+            .check(Resource::Secrets, secret, Access::Read)
+            .map_err(|e| ApiError::forbidden(format!("job {}: {e}", spec.name)))?;
+    }
+    Ok(())
 }
 
 /// Whether `caller` may see an event of `kind` (`job`, `task`,

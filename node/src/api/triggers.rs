@@ -3,19 +3,21 @@
 //! one's key ([`crate::triggers`]); runs are the batch jobs they started,
 //! found by their `shoal.trigger` label.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shoal_state::{BatchStatus, TriggerOp, TriggerRecord};
-use shoal_trigger::{Fire, Outcome, OutcomeKind, TriggerSpec, TriggerState};
+use shoal_trigger::{Action, Fire, Outcome, OutcomeKind, TriggerSpec, TriggerState};
 
 use super::jobs::{invalid_spec, parse_json};
 use super::{ApiError, ApiResult, ApiState};
+use crate::acl::Caller;
 use crate::state::{SubmitError, TriggerReply, TriggerRequest};
 use crate::triggers::{Ledger, now, run_id_of, runs_of, start_run};
+use shoal_model::acl::{Access, Resource};
 
 /// A trigger as the API shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -216,6 +218,7 @@ pub(super) async fn after_graph(
 )]
 pub async fn create(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<TriggerView>), ApiError> {
@@ -237,6 +240,7 @@ pub async fn create(
         TriggerSpec::from_json(parse_json(&body)?)
     }
     .map_err(invalid_spec)?;
+    check_action(&s, &caller, &spec).await?;
     if !spec.after.is_empty() {
         check_cycles(&s, &spec).await?;
     }
@@ -248,6 +252,48 @@ pub async fn create(
         StatusCode::CREATED
     };
     Ok((status, Json(view(&t))))
+}
+
+/// A trigger does only what whoever writes it may do by hand: it fires
+/// later with no caller, so its action is checked against the writer's
+/// rights now. `[run]` needs `jobs=write` on its runs (`<trigger>/…`) and
+/// read on the secrets its job refers to; `run_job` write on that job and
+/// on the runs; `[scale]` write on the job; `[install]` what installing
+/// needs ([`super::installations::check_install_action`]).
+async fn check_action(s: &ApiState, caller: &Caller, spec: &TriggerSpec) -> Result<(), ApiError> {
+    let runs = format!("{}/", spec.name);
+    let write = |job: &str| {
+        caller
+            .check(Resource::Jobs, job, Access::Write)
+            .map_err(|e| ApiError::forbidden(format!("trigger {}: {e}", spec.name)))
+    };
+    match &spec.action {
+        Action::Run(job) => {
+            write(&runs)?;
+            super::jobs::check_secret_refs(caller, job)
+        }
+        Action::RunJob(job) => {
+            write(job)?;
+            write(&runs)
+        }
+        Action::Scale { job, .. } => write(job),
+        Action::Install {
+            package,
+            instance,
+            version,
+            options,
+        } => {
+            super::installations::check_install_action(
+                s,
+                caller,
+                package,
+                instance,
+                version.as_deref(),
+                options,
+            )
+            .await
+        }
+    }
 }
 
 /// `GET /v1/triggers`.
