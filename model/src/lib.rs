@@ -29,8 +29,8 @@ pub use env::EnvValue;
 pub use files::{MAX_FILE_BYTES, MAX_FILES_BYTES, TaskFile};
 pub use ports::{Port, Protocol, port_env_name};
 pub use spec::{
-    DcLoss, JobSpec, JobType, MAX_COUNT, MAX_DATACENTERS, Resources, RestartMode, RestartPolicy,
-    Runtime, TaskSpec, parse_duration, toml_to_json, validate_name,
+    DcLoss, Disconnect, JobSpec, JobType, MAX_COUNT, MAX_DATACENTERS, Resources, RestartMode,
+    RestartPolicy, Runtime, TaskSpec, parse_duration, toml_to_json, validate_name,
 };
 pub use update::{
     Deployment, DeploymentPatch, DeploymentStatus, MAX_CANARY, UpdatePolicy, format_indexes,

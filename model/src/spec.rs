@@ -233,6 +233,42 @@ pub struct JobSpec {
     /// any other datacenter, within capacity).
     #[serde(default, skip_serializing_if = "DcLoss::is_wait")]
     pub on_dc_loss: DcLoss,
+    /// What the nodes that still reach each other do with a task whose
+    /// node they lost (crashed, or cut off): see [`Disconnect`].
+    #[serde(default, skip_serializing_if = "Disconnect::is_default")]
+    pub disconnect: Disconnect,
+}
+
+/// `[disconnect]`: when a task whose node is lost is replaced elsewhere.
+/// A node that is itself cut off from most of the members it knew never
+/// replaces anyone's task, whatever this says (docs/placement.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Disconnect {
+    /// How long after its node was last heard from a task is replaced on
+    /// another node: a duration (`0s`, the default: at once; `5m`).
+    pub replace_after: String,
+}
+
+impl Default for Disconnect {
+    fn default() -> Disconnect {
+        Disconnect {
+            replace_after: "0s".into(),
+        }
+    }
+}
+
+impl Disconnect {
+    /// The default (replace at once).
+    pub fn is_default(&self) -> bool {
+        *self == Disconnect::default()
+    }
+
+    /// How long to wait before replacing.
+    pub fn replace_after(&self) -> Duration {
+        parse_duration(&self.replace_after).unwrap_or_default()
+    }
 }
 
 /// What a job's tasks do when none of its datacenters has a live node.
@@ -320,6 +356,13 @@ struct RawJob {
     #[serde(default)]
     datacenters: Vec<String>,
     on_dc_loss: Option<String>,
+    disconnect: Option<RawDisconnect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisconnect {
+    replace_after: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -579,6 +622,19 @@ impl RawJob {
             );
         }
 
+        let mut disconnect = Disconnect::default();
+        if let Some(after) = self.disconnect.and_then(|d| d.replace_after) {
+            match parse_duration(&after) {
+                Some(d) => disconnect.replace_after = format_duration(d),
+                None => p.add(
+                    "disconnect.replace_after",
+                    format!(
+                        "{after:?} is not a duration: write \"0s\" (at once, the default), \"90s\", \"10m\" or \"1h\""
+                    ),
+                ),
+            }
+        }
+
         match (p.0.is_empty(), task) {
             (true, Some(task)) => Ok(JobSpec {
                 name,
@@ -593,6 +649,7 @@ impl RawJob {
                 after: self.after,
                 datacenters: self.datacenters,
                 on_dc_loss,
+                disconnect,
             }),
             _ => Err(SpecError { errors: p.0 }),
         }

@@ -23,9 +23,9 @@ mod ring;
 mod types;
 
 pub use placer::{
-    Adopted, CHECK_OUTPUT_MAX, Command, DeployStep, Event, ExitReason, Finished, Health, Job, Msg,
-    Outcome, PROTOCOL_VERSION, PlacementConfig, Placer, Report, RingShare, TaskState, TaskStatus,
-    Verdict, View,
+    Adopted, CHECK_OUTPUT_MAX, Command, CutOff, DeployStep, Event, ExitReason, Finished, Health,
+    Job, Msg, Outcome, PROTOCOL_VERSION, PlacementConfig, Placer, Report, RingShare, TaskState,
+    TaskStatus, Verdict, View,
 };
 pub use ring::{RING_SEED, Ring};
 pub use types::{Hlc, KEY_SEED, NodeInfo, Resources, Slot, Stamp, TaskKey};

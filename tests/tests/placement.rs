@@ -314,6 +314,108 @@ fn after_a_partition_heals_exactly_one_process_per_index() {
 }
 
 #[test]
+fn a_node_cut_off_keeps_its_tasks_starts_no_other_and_the_rest_replace_as_each_job_says() {
+    let (mv, keep) = (marker("cutmove"), marker("cutkeep"));
+    let _cleanup = (KillMarked(mv.clone()), KillMarked(keep.clone()));
+    let c = cluster(4);
+    // "move" is replaced at once (the default); "keep" only after 10 minutes.
+    let jobs = [
+        sleeper("move", 8, 0.2, &mv, json!({"spread": "name"})),
+        sleeper(
+            "keep",
+            8,
+            0.2,
+            &keep,
+            json!({"spread": "name", "disconnect": {"replace_after": "10m"}}),
+        ),
+    ];
+    for j in &jobs {
+        let (status, body) = c.agents[0].post("/v1/jobs", j).unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    wait_until("8 + 8 processes", SETTLE, || {
+        Ok(exactly_once(&mv, 8) && exactly_once(&keep, 8))
+    });
+    wait_until("both jobs on every node", SETTLE, || {
+        Ok(c.agents.iter().all(|a| {
+            a.get_any("/v1/jobs/keep").is_ok_and(|(s, _)| s == 200)
+                && a.get_any("/v1/jobs/move").is_ok_and(|(s, _)| s == 200)
+        }))
+    });
+    // The node cut off: one of 1-3 (0 answers the test's reads) that runs
+    // tasks of both jobs (spread over the nodes, most do).
+    let on = |node: usize, job: &str| -> Vec<u32> {
+        c.tasks(0, job)
+            .iter()
+            .filter(|t| t["state"] == "running" && t["node_name"] == c.agents[node].name)
+            .filter_map(|t| t["index"].as_u64().map(|i| i as u32))
+            .collect()
+    };
+    let cut = (1..4)
+        .find(|n| !on(*n, "move").is_empty() && !on(*n, "keep").is_empty())
+        .expect("spread over the nodes, both jobs run on one of 1-3");
+    let on_cut = |job: &str| on(cut, job);
+    let (mv_cut, keep_cut) = (on_cut("move"), on_cut("keep"));
+    eprintln!("on n{cut}, cut off: move {mv_cut:?}, keep {keep_cut:?}");
+
+    let ids: Vec<String> = c.agents.iter().map(|a| a.info.node_id.clone()).collect();
+    let rest: Vec<usize> = (0..4).filter(|n| *n != cut).collect();
+    let others: Vec<String> = rest.iter().map(|n| ids[*n].clone()).collect();
+    c.agents[cut].block(&others).unwrap();
+    for n in &rest {
+        c.agents[*n].block(std::slice::from_ref(&ids[cut])).unwrap();
+    }
+    c.wait_report_by(&rest, std::slice::from_ref(&ids[cut]), "failed", SETTLE);
+    c.wait_report_by(&[cut], &others, "failed", SETTLE);
+    // The others replace move's tasks of the node cut off; keep's wait,
+    // saying why.
+    wait_until("move replaced by the others", SETTLE, || {
+        let p = processes(&mv);
+        Ok((0..8).all(|i| p.get(&i) == Some(&(1 + usize::from(mv_cut.contains(&i))))))
+    });
+    wait_until(
+        "keep's lost tasks waiting for replace_after",
+        SETTLE,
+        || {
+            Ok(c.tasks(0, "keep")
+                .iter()
+                .any(|t| t["pending"].to_string().contains("replace_after")))
+        },
+    );
+    // The node cut off says why the others' tasks wait there, and started
+    // none of them: keep still has one process per index.
+    wait_until("the node cut off says why", SETTLE, || {
+        Ok(c.tasks(cut, "keep")
+            .iter()
+            .any(|t| t["pending"].to_string().contains("fewer than half")))
+    });
+    assert!(exactly_once(&keep, 8), "{:?}", processes(&keep));
+    let p = processes(&mv);
+    assert!(
+        (0..8).all(|i| p.get(&i) == Some(&(1 + usize::from(mv_cut.contains(&i))))),
+        "{p:?}"
+    );
+
+    for a in &c.agents {
+        a.block(&[]).unwrap();
+    }
+    wait_until(
+        "one process per index of each job after the heal",
+        SETTLE,
+        || Ok(exactly_once(&mv, 8) && exactly_once(&keep, 8)),
+    );
+    // keep's tasks never moved: the node that was cut off runs them still
+    // (as the API says once the views agree again).
+    wait_until("keep's tasks where they were", SETTLE, || {
+        let now = on_cut("keep");
+        if now.len() >= keep_cut.len() && now != keep_cut {
+            panic!("keep's tasks moved: {keep_cut:?} then {now:?}");
+        }
+        Ok(now == keep_cut)
+    });
+}
+
+#[test]
 fn scale_down_up_and_stop_leave_no_stray_process() {
     let m = marker("scale");
     let _cleanup = KillMarked(m.clone());

@@ -45,6 +45,7 @@ mod jobs;
 mod node;
 mod output;
 mod placer;
+mod reach;
 mod summary;
 mod timers;
 pub mod triggers;

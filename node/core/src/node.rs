@@ -16,6 +16,7 @@ use shoal_placement::{
 
 use crate::output::{Output, Timer, ViewChange};
 use crate::placer::{Drained, drain_placer};
+use crate::reach::Reach;
 use crate::summary::Summary;
 
 /// The timing of the wiring between membership and placement.
@@ -88,6 +89,8 @@ pub struct NodeCore {
     summary: Summary,
     /// Whether the summary is kept (see [`NodeCore::keep_summary`]).
     summary_kept: bool,
+    /// The members known and no longer reached (the partition rule).
+    reach: Reach,
     out: VecDeque<Output>,
 }
 
@@ -133,6 +136,7 @@ impl NodeCore {
             tick: None,
             summary: Summary::new(),
             summary_kept: true,
+            reach: Reach::default(),
             out: VecDeque::new(),
         }
     }
@@ -246,8 +250,10 @@ impl NodeCore {
     /// (see `Membership::set_forgotten`); their tasks are placed elsewhere
     /// as for any member that went down.
     pub fn set_forgotten(&mut self, now: Instant, ids: std::collections::BTreeSet<NodeId>) {
+        self.reach.set_forgotten(&ids);
         self.membership.set_forgotten(now, ids);
         self.after_gossip(now);
+        self.mark_dirty(now);
     }
 
     /// A gossip datagram arrived.
@@ -444,6 +450,15 @@ impl NodeCore {
                 None => {}
             }
         }
+        // Cut off or not, before the members that went away reach the
+        // placer: a node on the small side of a partition auctions none of
+        // their keys, not even for an instant.
+        let up = self.membership.num_active() + 1;
+        let cut_off = self.reach.cut_off(up);
+        if cut_off.is_some() != self.placer.cut_off().is_some() {
+            self.out.push_back(Output::CutOff(cut_off));
+        }
+        self.placer.set_cut_off(cut_off);
         self.placer.update_members(now, wall_ms, infos, &view.left);
         self.out.push_back(Output::Published(view));
         self.after_place(now, wall_ms);
@@ -477,6 +492,7 @@ impl NodeCore {
         }
         let mut dirty = false;
         while let Some(e) = self.membership.poll_event() {
+            self.reach.on_event(&e);
             match &e {
                 GossipEvent::MemberUp { identity }
                 | GossipEvent::MemberDown { identity, .. }
@@ -488,6 +504,9 @@ impl NodeCore {
                     dirty = true;
                     self.changed.insert(*id);
                 }
+                // A suspicion moves no key, but it counts towards being
+                // cut off (see `publish`).
+                GossipEvent::SuspicionChanged { .. } => dirty = true,
                 _ => {}
             }
             match &e {

@@ -59,6 +59,10 @@ pub enum Output {
     /// The members that changed were handed to the placer; the driver's
     /// list of live peers (with their metadata) is out of date.
     Published(ViewChange),
+    /// This node became cut off from most of the members it knew
+    /// (`Some`: it keeps its own tasks and places no other), or reaches
+    /// most of them again (`None`). For logs and metrics.
+    CutOff(Option<shoal_placement::CutOff>),
     /// A batch task finished for good: write it into its job's replicated
     /// document (a desired-state write like any other, durable before it
     /// is acknowledged), then hand the core the job with the record (see
@@ -88,6 +92,7 @@ impl Output {
             Output::Gossip(_) => "gossip",
             Output::Placement(_) => "placement",
             Output::Published(_) => "published",
+            Output::CutOff(_) => "cut_off",
             Output::Finished(_) => "finished",
             Output::Deployment(_) => "deployment",
             Output::MemberState(_) => "member_state",

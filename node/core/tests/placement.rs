@@ -519,7 +519,8 @@ impl Sim {
                 | Output::Placement(_)
                 | Output::Published(_)
                 | Output::Finished(_)
-                | Output::MemberState(_) => {}
+                | Output::MemberState(_)
+                | Output::CutOff(_) => {}
             }
         }
     }

@@ -467,6 +467,14 @@ impl CoreTask {
                     }
                 }
                 Output::MemberState(change) => self.member_state(change),
+                Output::CutOff(Some(cut)) => warn!(
+                    reachable = cut.reachable,
+                    known = cut.known,
+                    "cut off: this node reaches fewer than half of the members it knew; it keeps its own tasks and places no other until it reaches most of them again"
+                ),
+                Output::CutOff(None) => {
+                    info!("no longer cut off: this node reaches most of the members it knew");
+                }
                 Output::Published(change) => {
                     if !change.joined.is_empty() || !change.left.is_empty() {
                         debug!(joined = ?change.joined, left = ?change.left, "placement view changed");

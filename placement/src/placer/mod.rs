@@ -137,6 +137,39 @@ struct Shared {
     jobs: JobTable,
     hlc: Hlc,
     out: Outbox,
+    /// Set while this node reaches fewer than half of the members it
+    /// knew: it keeps its own tasks and replaces nobody's (see [`CutOff`]).
+    cut_off: Option<CutOff>,
+}
+
+/// This node reaches only `reachable` of the `known` members it knew
+/// (itself included; those that left are not counted), fewer than half:
+/// it is on the small side of a partition, or alone. It keeps running its
+/// own tasks, but its coordinator replaces no task whose holder it lost
+/// and places nothing new: the larger side, if there is one, does that,
+/// as each job's `[disconnect]` says. No quorum is asked of anyone; the
+/// node decides from its own view (docs/placement.md, "Partitions").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CutOff {
+    /// Members up (alive or suspect), this node included.
+    pub reachable: usize,
+    /// Members it knew: up, suspect or failed (not left, not forgotten).
+    pub known: usize,
+}
+
+impl CutOff {
+    /// The rule: `Some` when more than half of the `known` members are
+    /// unreachable.
+    pub fn of(reachable: usize, known: usize) -> Option<CutOff> {
+        let unreachable = known.saturating_sub(reachable);
+        (unreachable * 2 > known).then_some(CutOff { reachable, known })
+    }
+
+    /// Why a key waits on a node that is cut off (the same words whatever
+    /// the counts, so that a key's reason changes only with the state).
+    pub fn reason() -> String {
+        "this node reaches fewer than half of the members it knew: it keeps its own tasks and replaces or places no other until it reaches most of them again (members gone for good: `shoal node forget`)".into()
+    }
 }
 
 /// What the placer has to say, in the order it was said.
@@ -312,6 +345,7 @@ impl Placer {
                 jobs: JobTable::default(),
                 hlc: Hlc::default(),
                 out: Outbox::default(),
+                cut_off: None,
                 config,
             },
         }
@@ -414,6 +448,22 @@ impl Placer {
     /// Whether `node` is in the member list.
     pub fn has_member(&self, node: NodeId) -> bool {
         self.shared.has_member(node)
+    }
+
+    /// Sets whether this node is cut off from most of the members it knew
+    /// (see [`CutOff`]). Takes effect at the next reconcile: call it before
+    /// [`update_members`](Self::update_members) hands over the members
+    /// that went away, so that no key is auctioned in between.
+    pub fn set_cut_off(&mut self, cut_off: Option<CutOff>) {
+        if self.shared.cut_off.is_some() != cut_off.is_some() {
+            self.wake.touch();
+        }
+        self.shared.cut_off = cut_off;
+    }
+
+    /// Whether this node is cut off from most of the members it knew.
+    pub fn cut_off(&self) -> Option<CutOff> {
+        self.shared.cut_off
     }
 
     /// The desired state: every job (deleted ones too, to stop their tasks).

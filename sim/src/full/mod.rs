@@ -525,7 +525,10 @@ impl World {
                 Output::Placement(PlaceEvent::Health { key, health, .. }) => {
                     self.on_health(&key, health);
                 }
-                Output::Gossip(_) | Output::Placement(_) | Output::MemberState(_) => {}
+                Output::Gossip(_)
+                | Output::Placement(_)
+                | Output::MemberState(_)
+                | Output::CutOff(_) => {}
                 Output::Finished(o) => self.record_finished(o),
                 Output::Deployment(step) => self.record_deployment(step),
                 Output::Published(change) => {

@@ -101,6 +101,11 @@ enum Due {
     Start,
     /// No holder, but its job waits for others (`after`): say so.
     Gate(String),
+    /// Its holder is lost (or unknown), but the key is not placed again
+    /// yet: this node is cut off ([`super::CutOff`]), or the job's
+    /// `[disconnect] replace_after` has not passed. Says why, and marks
+    /// the holder lost once.
+    Hold { lost: Option<NodeId>, why: String },
     /// A deployment replaces it and its holder runs the old version: place
     /// the new one beside it.
     Surge,
@@ -148,7 +153,9 @@ impl Coord {
                 };
             }
             if !shared.has_member(h.node) {
-                return Due::Lost(h.node);
+                return self
+                    .hold(shared, key, Some(h), now)
+                    .unwrap_or(Due::Lost(h.node));
             }
             let limit = if h.confirmed {
                 shared.config.lease_silence
@@ -156,7 +163,8 @@ impl Coord {
                 shared.config.bid_timeout * 4
             };
             return if now.saturating_duration_since(h.heard) > limit {
-                Due::Silent(h.node)
+                self.hold(shared, key, Some(h), now)
+                    .unwrap_or(Due::Silent(h.node))
             } else {
                 Due::Nothing(Some(h.heard + limit))
             };
@@ -168,6 +176,9 @@ impl Coord {
             && now.saturating_duration_since(at) < shared.config.learn_grace
         {
             return Due::Nothing(Some(at + shared.config.learn_grace));
+        }
+        if let Some(hold) = self.hold(shared, key, None, now) {
+            return hold;
         }
         if let Some(t) = self.retry_at
             && now < t
@@ -194,6 +205,54 @@ impl Coord {
 }
 
 impl Coord {
+    /// Whether `key`, whose holder `h` is lost or silent (or, with `None`,
+    /// which has no holder known here), waits instead of being placed:
+    /// while this node is cut off, always; else, for a holder that had
+    /// started it (or a key inherited by a ring change, whose holder may
+    /// be the member that went away), until the job's `[disconnect]
+    /// replace_after` has passed since it was last heard (or since the
+    /// ring changed). `None`: place it as usual.
+    fn hold(
+        &self,
+        shared: &Shared,
+        key: &TaskKey,
+        h: Option<&Holder>,
+        now: Instant,
+    ) -> Option<Due> {
+        let (why, until) = if shared.cut_off.is_some() {
+            (super::CutOff::reason(), None)
+        } else {
+            let job = shared.jobs.get(&key.job)?;
+            let after = job.spec.disconnect.replace_after();
+            let since = match h {
+                Some(h) if h.confirmed => h.heard,
+                Some(_) => return None,
+                None => self.inherited_at?,
+            };
+            let until = since + after;
+            if after.is_zero() || now >= until {
+                return None;
+            }
+            let whose = h.map_or_else(
+                || "its holder is not known since the members changed".to_owned(),
+                |h| format!("its node {} is unreachable", shared.name_of(h.node)),
+            );
+            (
+                format!(
+                    "{whose}: the job's [disconnect] replace_after = {:?} waits before it is placed again",
+                    job.spec.disconnect.replace_after
+                ),
+                Some(until),
+            )
+        };
+        let lost = h.filter(|h| !shared.has_member(h.node)).map(|h| h.node);
+        let marked = h.is_none_or(|h| lost.is_none() || h.report.state == TaskState::Lost);
+        if marked && self.pending.len() == 1 && self.pending[0] == why {
+            return Some(Due::Nothing(until));
+        }
+        Some(Due::Hold { lost, why })
+    }
+
     /// What a rolling deployment asks of `key` now, if anything.
     fn deploy_due(&self, shared: &Shared, key: &TaskKey) -> Option<Due> {
         let replacing = shared.replacing(key);
@@ -546,13 +605,15 @@ impl Coordinator {
             Due::Nothing(_) => {}
             Due::Decide => self.decide(shared, now, wall_ms, key),
             Due::Lost(node) => {
-                shared.out.events.push_back(Event::Lost {
-                    key: key.clone(),
-                    node,
-                });
                 if let Some(c) = self.entries.get_mut(key)
                     && let Some(h) = c.holder.as_mut()
+                    // Marked lost already while the key was held back.
+                    && h.report.state != TaskState::Lost
                 {
+                    shared.out.events.push_back(Event::Lost {
+                        key: key.clone(),
+                        node,
+                    });
                     h.report.state = TaskState::Lost;
                     h.report.since_ms = wall_ms;
                     h.report.health = super::health::Health::Unknown;
@@ -565,6 +626,25 @@ impl Coordinator {
                 let entry = self.entries.get_mut(key).expect("present");
                 entry.pending_since_ms = wall_ms;
                 entry.pending = vec![why];
+            }
+            Due::Hold { lost, why } => {
+                let entry = self.entries.get_mut(key).expect("present");
+                if let Some(node) = lost
+                    && let Some(h) = entry.holder.as_mut()
+                    && h.report.state != TaskState::Lost
+                {
+                    h.report.state = TaskState::Lost;
+                    h.report.since_ms = wall_ms;
+                    h.report.health = super::health::Health::Unknown;
+                    shared.out.events.push_back(Event::Lost {
+                        key: key.clone(),
+                        node,
+                    });
+                }
+                if entry.pending.len() != 1 || entry.pending[0] != why {
+                    entry.pending_since_ms = wall_ms;
+                    entry.pending = vec![why];
+                }
             }
             Due::Surge => {
                 let entry = self.entries.get_mut(key).expect("present");
