@@ -877,6 +877,7 @@ impl DockerRuntime {
                 restarts: record.restarts,
                 since_ms: record.started_ms,
                 ports: record.ports.clone(),
+                ended: false,
             });
             // Only what it writes from now on: what came before is in the
             // files already.

@@ -574,6 +574,23 @@ impl ProcessRuntime {
                 let mut r = record.clone();
                 r.pid = None;
                 write_record(&dir, &r);
+                // A service's or a system job's task (the machine rebooted,
+                // say) is held again and restarted by its policy, so that a
+                // node back with no network runs its own tasks; a batch
+                // task may have completed, and is left to its coordinator.
+                if record.spec.kind != shoal_model::JobType::Batch {
+                    info!(task = %key, "found a task that ended while the agent was away; restarting it");
+                    adopted.push(Adopted {
+                        key: key.clone(),
+                        stamp: record.stamp,
+                        job_version: record.job_version,
+                        spec: Arc::new(record.spec.clone()),
+                        restarts: record.restarts,
+                        since_ms: record.started_ms,
+                        ports: BTreeMap::new(),
+                        ended: true,
+                    });
+                }
                 continue;
             }
             info!(task = %key, pid, "found a task still running; adopting it");
@@ -587,6 +604,7 @@ impl ProcessRuntime {
                 restarts: record.restarts,
                 since_ms: record.started_ms,
                 ports: record.ports.clone(),
+                ended: false,
             });
             self.watch_adopted(key, generation, pid, record.pid_start, dir, record.ports);
         }

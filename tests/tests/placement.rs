@@ -416,6 +416,87 @@ fn a_node_cut_off_keeps_its_tasks_starts_no_other_and_the_rest_replace_as_each_j
 }
 
 #[test]
+fn an_agent_restarted_with_no_peer_reachable_runs_its_own_tasks_again_and_no_other() {
+    let m = marker("offline");
+    let _cleanup = KillMarked(m.clone());
+    let mut c = cluster(3);
+    let job = sleeper(
+        "edge",
+        6,
+        0.25,
+        &m,
+        json!({"spread": "name", "disconnect": {"replace_after": "10m"}}),
+    );
+    assert_eq!(c.agents[0].post("/v1/jobs", &job).unwrap().0, 201);
+    wait_until("6 processes", SETTLE, || Ok(exactly_once(&m, 6)));
+    let on = |c: &Cluster, via: usize, node: usize| -> Vec<u32> {
+        c.tasks(via, "edge")
+            .iter()
+            .filter(|t| t["state"] == "running" && t["node_name"] == c.agents[node].name)
+            .filter_map(|t| t["index"].as_u64().map(|i| i as u32))
+            .collect()
+    };
+    wait_until("6 running in the API", SETTLE, || {
+        Ok((0..3).map(|n| on(&c, 0, n).len()).sum::<usize>() == 6)
+    });
+    let edge = (0..3)
+        .find(|n| !on(&c, 0, *n).is_empty())
+        .expect("a node runs tasks");
+    let mine = on(&c, 0, edge);
+    eprintln!("n{edge} runs {mine:?}");
+    // What a restarted node knows of its cluster: the peers it saved.
+    wait_until("the edge node saved both peers", SETTLE, || {
+        let saved = std::fs::read_to_string(c.agents[edge].dir.join("peers.json"))?;
+        Ok(serde_json::from_str::<Vec<String>>(&saved)?.len() == 2)
+    });
+
+    // Every agent goes away; the edge node's machine loses power (its
+    // tasks die with it); the others' tasks outlive their agents.
+    for a in &mut c.agents {
+        a.kill9();
+    }
+    for pid in shoal_tests::processes_naming(&c.agents[edge].dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    wait_until("the edge node's tasks gone", SETTLE, || {
+        Ok(processes(&m).len() == 6 - mine.len())
+    });
+    // It comes back alone: none of the peers it knew answers.
+    c.agents[edge].restart().unwrap();
+    wait_until("its own tasks running again", SETTLE, || {
+        Ok(exactly_once(&m, 6) && on(&c, edge, edge) == mine)
+    });
+    wait_until(
+        "the others' tasks waiting there, saying why",
+        SETTLE,
+        || {
+            Ok(c.tasks(edge, "edge")
+                .iter()
+                .filter(|t| t["pending"].to_string().contains("fewer than half"))
+                .count()
+                == 6 - mine.len())
+        },
+    );
+    // It started none of them.
+    assert!(exactly_once(&m, 6), "{:?}", processes(&m));
+
+    // The others come back: one process per index, each where it was.
+    for n in (0..3).filter(|n| *n != edge) {
+        c.agents[n].restart().unwrap();
+    }
+    c.wait_all_alive(3, SETTLE);
+    wait_until("6 running, each where it was", SETTLE, || {
+        let (p, now) = (processes(&m), on(&c, 0, edge));
+        eprintln!("processes {p:?}; n{edge} runs {now:?}");
+        Ok(exactly_once(&m, 6) && now == mine)
+    });
+    assert!(exactly_once(&m, 6), "{:?}", processes(&m));
+}
+
+#[test]
 fn scale_down_up_and_stop_leave_no_stray_process() {
     let m = marker("scale");
     let _cleanup = KillMarked(m.clone());

@@ -193,8 +193,18 @@ impl NodeCore {
 
     /// Starts the node: joins through `join` (none: found a cluster, or
     /// wait to be joined), hands the placer the `jobs` known so far (from
-    /// the replica on disk), and has the placer learn this node.
+    /// the replica on disk), and has the placer learn this node. Until a
+    /// member answers, the join addresses count as members it knew and
+    /// cannot reach: with two or more, the node starts cut off (it runs
+    /// its own tasks and places no other; see `shoal_placement::CutOff`).
     pub fn start(&mut self, now: Instant, wall_ms: u64, join: &[SocketAddr], jobs: Vec<Job>) {
+        let mut peers: Vec<&SocketAddr> = join
+            .iter()
+            .filter(|a| **a != self.membership.identity().gossip_addr())
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        self.reach.expect(peers.len());
         self.changed.insert(self.me());
         self.membership.join(now, join);
         self.count_member(self.me());
@@ -458,7 +468,7 @@ impl NodeCore {
         if cut_off.is_some() != self.placer.cut_off().is_some() {
             self.out.push_back(Output::CutOff(cut_off));
         }
-        self.placer.set_cut_off(cut_off);
+        self.placer.set_cut_off(now, cut_off);
         self.placer.update_members(now, wall_ms, infos, &view.left);
         self.out.push_back(Output::Published(view));
         self.after_place(now, wall_ms);

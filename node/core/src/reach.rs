@@ -17,13 +17,25 @@ pub struct Reach {
     suspect: BTreeSet<NodeId>,
     failed: BTreeSet<NodeId>,
     forgotten: BTreeSet<NodeId>,
+    /// Peers a starting node was told of (its join addresses: `--join`
+    /// and those it saved) and has not heard from yet: counted as known
+    /// and unreachable until any member comes up, so that a node
+    /// restarted with no network is cut off from the start.
+    unseen: usize,
 }
 
 impl Reach {
+    /// A node starting with `peers` join addresses, none heard from yet.
+    pub fn expect(&mut self, peers: usize) {
+        self.unseen = peers;
+    }
+
     /// Follows one membership event.
     pub fn on_event(&mut self, e: &Event) {
         match e {
             Event::MemberUp { identity } | Event::MemberRenewed { new: identity, .. } => {
+                // In touch: the member list it copies names the others.
+                self.unseen = 0;
                 self.suspect.remove(&identity.id);
                 self.failed.remove(&identity.id);
             }
@@ -63,7 +75,7 @@ impl Reach {
     /// suspect, itself included).
     pub fn cut_off(&self, up: usize) -> Option<CutOff> {
         let reachable = up.saturating_sub(self.suspect.len());
-        CutOff::of(reachable, up + self.failed.len())
+        CutOff::of(reachable, up + self.failed.len() + self.unseen)
     }
 }
 
@@ -113,6 +125,21 @@ mod tests {
             suspect: false,
         });
         assert_eq!(r.cut_off(3), None);
+    }
+
+    #[test]
+    fn a_node_starting_with_peers_it_cannot_reach_is_cut_off_until_one_answers() {
+        let mut r = Reach::default();
+        r.expect(3);
+        assert!(r.cut_off(1).is_some());
+        r.on_event(&Event::MemberUp {
+            identity: identity(1),
+        });
+        assert_eq!(r.cut_off(2), None);
+        // One join address only: 1 of 2, half, not cut off.
+        let mut r = Reach::default();
+        r.expect(1);
+        assert_eq!(r.cut_off(1), None);
     }
 
     #[test]

@@ -139,6 +139,8 @@ pub struct CoreTask {
     state: StateLink,
     blocked: BTreeSet<SocketAddr>,
     peers_saved_at: Option<tokio::time::Instant>,
+    /// Members alive or suspect at that save.
+    peers_saved_active: usize,
     peers_dirty: bool,
     slow_turns: Arc<AtomicU64>,
     health: HealthChecks,
@@ -198,6 +200,7 @@ impl CoreTask {
             state,
             blocked: BTreeSet::new(),
             peers_saved_at: None,
+            peers_saved_active: 0,
             peers_dirty: false,
             slow_turns,
             health,
@@ -653,7 +656,12 @@ impl CoreTask {
             return;
         }
         let now = tokio::time::Instant::now();
+        // More members than at the last save: saved at once, since the
+        // count is what a node restarted with no network goes by (the
+        // peers it cannot reach; see `NodeCore::start`).
+        let active = self.driver.view().membership().num_active();
         if !force
+            && active <= self.peers_saved_active
             && self
                 .peers_saved_at
                 .is_some_and(|t| now - t < PEERS_SAVE_PERIOD)
@@ -679,6 +687,7 @@ impl CoreTask {
             Ok(()) => {
                 self.peers_dirty = false;
                 self.peers_saved_at = Some(now);
+                self.peers_saved_active = active;
             }
             Err(e) => warn!(error = %e, "could not save peers"),
         }

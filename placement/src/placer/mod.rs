@@ -453,10 +453,15 @@ impl Placer {
     /// Sets whether this node is cut off from most of the members it knew
     /// (see [`CutOff`]). Takes effect at the next reconcile: call it before
     /// [`update_members`](Self::update_members) hands over the members
-    /// that went away, so that no key is auctioned in between.
-    pub fn set_cut_off(&mut self, cut_off: Option<CutOff>) {
+    /// that went away, so that no key is auctioned in between. Back in
+    /// touch, the coordinator learns its keys' holders again before it
+    /// places any (see `Coordinator::reconnected`).
+    pub fn set_cut_off(&mut self, now: Instant, cut_off: Option<CutOff>) {
         if self.shared.cut_off.is_some() != cut_off.is_some() {
             self.wake.touch();
+            if cut_off.is_none() {
+                self.coordinator.reconnected(self.shared.me, now);
+            }
         }
         self.shared.cut_off = cut_off;
     }
@@ -535,12 +540,23 @@ impl Placer {
         self.shared.draining
     }
 
-    /// Tasks found still running after an agent restart: held again, and
-    /// their coordinators told at once (they stop any that were placed
-    /// elsewhere meanwhile).
+    /// Tasks found after an agent restart, still running or
+    /// ([`Adopted::ended`]) ended while it was away: held again (the ended
+    /// ones restarted by their policy), and their coordinators told at
+    /// once (they stop any copy that is not the later award).
     pub fn adopt(&mut self, now: Instant, wall_ms: u64, tasks: Vec<Adopted>) {
         self.wake.touch();
+        let ended: Vec<TaskKey> = tasks
+            .iter()
+            .filter(|t| t.ended)
+            .map(|t| t.key.clone())
+            .collect();
         self.runner.adopt(&mut self.shared.hlc, now, tasks);
+        for key in &ended {
+            let _ = self
+                .runner
+                .exited(&mut self.shared, now, wall_ms, key, ExitReason::Unknown);
+        }
         self.reconcile(now, wall_ms);
     }
 

@@ -47,6 +47,11 @@ pub struct Adopted {
     pub since_ms: u64,
     /// Its host ports, by port name.
     pub ports: BTreeMap<String, u16>,
+    /// It ended while the agent was away (the machine rebooted, say): it
+    /// is held again and restarted by its restart policy, as if it had
+    /// exited (exit code unknown) under this node's watch. So a node that
+    /// comes back with no network starts its own tasks again.
+    pub ended: bool,
 }
 
 /// A task this node holds.

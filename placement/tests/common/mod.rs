@@ -118,7 +118,7 @@ impl Cluster {
             let side = self.side_of(id);
             let members: Vec<NodeInfo> = side.iter().map(|id| info(*id)).collect();
             let p = self.placers.get_mut(&id).expect("listed");
-            p.set_cut_off(CutOff::of(side.len(), known));
+            p.set_cut_off(self.now, CutOff::of(side.len(), known));
             p.set_members(self.now, self.wall, members);
         }
         self.pump();

@@ -367,6 +367,22 @@ impl Coordinator {
         }
     }
 
+    /// This node is no longer cut off: what it knows of its keys' holders
+    /// is as old as the cut, so it learns them again before acting, as
+    /// after a ring change. A holder it knew has a lease period to renew
+    /// from now; a key whose holder it does not know waits as an
+    /// inherited one (`learn_grace`, or the job's `replace_after`).
+    pub(super) fn reconnected(&mut self, me: NodeId, now: Instant) {
+        for c in self.entries.values_mut() {
+            match c.holder.as_mut() {
+                Some(h) if h.node != me => h.heard = now,
+                Some(_) => {}
+                None if c.auction.is_none() => c.inherited_at = Some(now),
+                None => {}
+            }
+        }
+    }
+
     /// Waiting keys that one of `roomier` (members with more free room than
     /// before) may now take are retried at once, keeping their backoff: a
     /// key that fits nowhere is not re-auctioned over the whole ring on a
