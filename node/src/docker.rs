@@ -869,16 +869,7 @@ impl DockerRuntime {
                 }),
             );
             self.inner.ports.hold(&record.ports);
-            adopted.push(Adopted {
-                key: key.clone(),
-                stamp: record.stamp,
-                job_version: record.job_version,
-                spec: Arc::new(record.spec.clone()),
-                restarts: record.restarts,
-                since_ms: record.started_ms,
-                ports: record.ports.clone(),
-                ended: false,
-            });
+            adopted.push(record.adopted(key.clone(), false));
             // Only what it writes from now on: what came before is in the
             // files already.
             let since = i32::try_from(crate::clock::unix_ms() / 1000).unwrap_or(0);

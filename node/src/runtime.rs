@@ -93,6 +93,28 @@ pub struct TaskRecord {
     pub ports: BTreeMap<String, u16>,
 }
 
+impl TaskRecord {
+    /// The task as the placer adopts it after an agent restart: running
+    /// (with its ports), or `ended` while the agent was away (it holds no
+    /// port any more).
+    pub fn adopted(&self, key: TaskKey, ended: bool) -> Adopted {
+        Adopted {
+            key,
+            stamp: self.stamp,
+            job_version: self.job_version,
+            spec: Arc::new(self.spec.clone()),
+            restarts: self.restarts,
+            since_ms: self.started_ms,
+            ports: if ended {
+                BTreeMap::new()
+            } else {
+                self.ports.clone()
+            },
+            ended,
+        }
+    }
+}
+
 /// What every task runtime does. The placement task drives them through
 /// [`Runtimes`], which picks one by the task's `runtime`; each reports
 /// through the same [`RuntimeEvent`] channel and keeps its task's logs in
@@ -580,32 +602,14 @@ impl ProcessRuntime {
                 // task may have completed, and is left to its coordinator.
                 if record.spec.kind != shoal_model::JobType::Batch {
                     info!(task = %key, "found a task that ended while the agent was away; restarting it");
-                    adopted.push(Adopted {
-                        key: key.clone(),
-                        stamp: record.stamp,
-                        job_version: record.job_version,
-                        spec: Arc::new(record.spec.clone()),
-                        restarts: record.restarts,
-                        since_ms: record.started_ms,
-                        ports: BTreeMap::new(),
-                        ended: true,
-                    });
+                    adopted.push(record.adopted(key, true));
                 }
                 continue;
             }
             info!(task = %key, pid, "found a task still running; adopting it");
             let generation = self.inner.table.begin(&key, Some(pid));
             self.inner.ports.hold(&record.ports);
-            adopted.push(Adopted {
-                key: key.clone(),
-                stamp: record.stamp,
-                job_version: record.job_version,
-                spec: Arc::new(record.spec.clone()),
-                restarts: record.restarts,
-                since_ms: record.started_ms,
-                ports: record.ports.clone(),
-                ended: false,
-            });
+            adopted.push(record.adopted(key.clone(), false));
             self.watch_adopted(key, generation, pid, record.pid_start, dir, record.ports);
         }
         adopted
