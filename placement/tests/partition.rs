@@ -136,3 +136,15 @@ fn a_bad_replace_after_is_refused_naming_the_field() {
     assert_eq!(ok.disconnect.replace_after, "1m 30s");
     assert_eq!(ok.disconnect.replace_after(), Duration::from_secs(90));
 }
+
+#[test]
+fn replace_after_does_not_hold_tasks_pending_for_room_when_a_node_joins() {
+    // 5 nodes of 4 CPUs hold 40 tasks of half a CPU: 4 wait for room.
+    let spec = json!({"disconnect": {"replace_after": "10m"}});
+    let mut c = Cluster::new(5, common::job(44, spec));
+    let running = |c: &Cluster| (0..44).filter(|i| !c.running(*i).is_empty()).count();
+    assert_eq!(running(&c), 40);
+    c.add(6);
+    c.run(Duration::from_secs(10));
+    assert_eq!(running(&c), 44, "{:?}", c.procs);
+}

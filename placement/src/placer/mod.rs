@@ -398,8 +398,9 @@ impl Placer {
         if new.same_ids(&self.shared.view) {
             Arc::make_mut(&mut self.shared.view).take_records(new);
         } else {
+            let lost = self.shared.view.ids().any(|id| !new.contains(id));
             self.shared.view = Arc::new(new);
-            self.coordinator.ring_changed(now);
+            self.coordinator.ring_changed(now, lost);
         }
         self.reconcile(now, wall_ms);
     }
@@ -412,7 +413,9 @@ impl Placer {
         let same_ids = view.same_ids(&self.shared.view);
         self.shared.view = view;
         if !same_ids {
-            self.coordinator.ring_changed(now);
+            // Whether members went is not worked out here (the view is
+            // shared and large): taken as so.
+            self.coordinator.ring_changed(now, true);
         }
         self.reconcile(now, wall_ms);
     }
@@ -437,7 +440,7 @@ impl Placer {
             self.shared.ring_share.as_ref(),
         );
         if applied.ring_changed {
-            self.coordinator.ring_changed(now);
+            self.coordinator.ring_changed(now, !gone.is_empty());
         } else if !applied.roomier.is_empty() {
             self.coordinator
                 .retry_where_room_appeared(&self.shared, now, &applied.roomier);

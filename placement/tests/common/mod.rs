@@ -78,6 +78,7 @@ pub struct Cluster {
     sides: Vec<BTreeSet<NodeId>>,
     /// The members every node knew (crashed ones stay known).
     known: usize,
+    job: Job,
 }
 
 impl Cluster {
@@ -90,6 +91,7 @@ impl Cluster {
             procs: BTreeMap::new(),
             sides: Vec::new(),
             known: nodes as usize,
+            job: job.clone(),
         };
         for id in 1..=nodes {
             let mut p = Placer::new(NodeId(id), PlacementConfig::default(), capacity(), c.now);
@@ -122,6 +124,15 @@ impl Cluster {
             p.set_members(self.now, self.wall, members);
         }
         self.pump();
+    }
+
+    /// Node `id` joins, and every node sees it.
+    pub fn add(&mut self, id: u64) {
+        let mut p = Placer::new(NodeId(id), PlacementConfig::default(), capacity(), self.now);
+        p.set_jobs(self.now, self.wall, vec![self.job.clone()]);
+        self.placers.insert(NodeId(id), p);
+        self.known += 1;
+        self.set_members();
     }
 
     /// Cuts the nodes of `side` off from the others.

@@ -84,6 +84,10 @@ struct Coord {
     backoff: Duration,
     /// Set when this node inherited the key by a ring change.
     inherited_at: Option<Instant>,
+    /// That ring change took members away (or this node was cut off):
+    /// the key's holder may be one of them, so the job's `[disconnect]
+    /// replace_after` applies before it is placed.
+    inherited_by_loss: bool,
 }
 
 /// What a coordinated key needs (see [`Coord::due`]).
@@ -227,7 +231,8 @@ impl Coord {
             let since = match h {
                 Some(h) if h.confirmed => h.heard,
                 Some(_) => return None,
-                None => self.inherited_at?,
+                None if self.inherited_by_loss => self.inherited_at?,
+                None => return None,
             };
             let until = since + after;
             if after.is_zero() || now >= until {
@@ -322,6 +327,8 @@ pub(super) struct Coordinator {
     /// The last auction round started.
     round: u64,
     ring_changed_at: Instant,
+    /// Whether that change took members away.
+    ring_lost: bool,
 }
 
 /// The keys of job `name` this node coordinates.
@@ -345,6 +352,7 @@ impl Coordinator {
             entries: BTreeMap::new(),
             round: 0,
             ring_changed_at: now,
+            ring_lost: false,
         }
     }
 
@@ -353,10 +361,12 @@ impl Coordinator {
         self.entries.len()
     }
 
-    /// The ring changed: every key is computed anew, and what waits is
-    /// retried at once (new members may have room for it).
-    pub(super) fn ring_changed(&mut self, now: Instant) {
+    /// The ring changed (`lost`: members went away): every key is
+    /// computed anew, and what waits is retried at once (new members may
+    /// have room for it).
+    pub(super) fn ring_changed(&mut self, now: Instant, lost: bool) {
         self.ring_changed_at = now;
+        self.ring_lost = lost;
         self.keys_dirty = true;
         // New members may have room for what waits.
         for c in self.entries.values_mut() {
@@ -377,7 +387,10 @@ impl Coordinator {
             match c.holder.as_mut() {
                 Some(h) if h.node != me => h.heard = now,
                 Some(_) => {}
-                None if c.auction.is_none() => c.inherited_at = Some(now),
+                None if c.auction.is_none() => {
+                    c.inherited_at = Some(now);
+                    c.inherited_by_loss = true;
+                }
                 None => {}
             }
         }
@@ -487,6 +500,7 @@ impl Coordinator {
                 let entry = self.entries.entry(k.clone()).or_default();
                 if !job_changed {
                     entry.inherited_at = Some(self.ring_changed_at);
+                    entry.inherited_by_loss = self.ring_lost;
                 }
             }
         }
