@@ -167,9 +167,7 @@ impl CutOff {
 
     /// Why a key waits on a node that is cut off (the same words whatever
     /// the counts, so that a key's reason changes only with the state).
-    pub fn reason() -> String {
-        "this node reaches fewer than half of the members it knew: it keeps its own tasks and replaces or places no other until it reaches most of them again (members gone for good: `shoal node forget`)".into()
-    }
+    pub const REASON: &'static str = "this node reaches fewer than half of the members it knew: it keeps its own tasks and replaces or places no other until it reaches most of them again (members gone for good: `shoal node forget`)";
 }
 
 /// What the placer has to say, in the order it was said.

@@ -18,6 +18,7 @@
 
 mod auction;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -223,17 +224,19 @@ impl Coord {
         h: Option<&Holder>,
         now: Instant,
     ) -> Option<Due> {
+        // Called for every key without a live holder at each pass: the
+        // cheap tests first, no allocation unless the reason changes.
         let (why, until) = if shared.cut_off.is_some() {
-            (super::CutOff::reason(), None)
+            (Cow::Borrowed(super::CutOff::REASON), None)
         } else {
-            let job = shared.jobs.get(&key.job)?;
-            let after = job.spec.disconnect.replace_after();
             let since = match h {
                 Some(h) if h.confirmed => h.heard,
                 Some(_) => return None,
                 None if self.inherited_by_loss => self.inherited_at?,
                 None => return None,
             };
+            let job = shared.jobs.get(&key.job)?;
+            let after = job.spec.disconnect.replace_after();
             let until = since + after;
             if after.is_zero() || now >= until {
                 return None;
@@ -243,19 +246,22 @@ impl Coord {
                 |h| format!("its node {} is unreachable", shared.name_of(h.node)),
             );
             (
-                format!(
+                Cow::Owned(format!(
                     "{whose}: the job's [disconnect] replace_after = {:?} waits before it is placed again",
                     job.spec.disconnect.replace_after
-                ),
+                )),
                 Some(until),
             )
         };
         let lost = h.filter(|h| !shared.has_member(h.node)).map(|h| h.node);
         let marked = h.is_none_or(|h| lost.is_none() || h.report.state == TaskState::Lost);
-        if marked && self.pending.len() == 1 && self.pending[0] == why {
+        if marked && self.pending.len() == 1 && self.pending[0] == *why {
             return Some(Due::Nothing(until));
         }
-        Some(Due::Hold { lost, why })
+        Some(Due::Hold {
+            lost,
+            why: why.into_owned(),
+        })
     }
 
     /// What a rolling deployment asks of `key` now, if anything.
