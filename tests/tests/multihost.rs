@@ -1,7 +1,7 @@
 //! Agents on real separate hosts: five containers of `shoal-test/agent` (the
 //! shoal binary built for the tests, see `scripts/build-test-images.sh`),
 //! each with its own address on a user-defined Docker network. Jobs run
-//! across them; two are cut off (`docker network disconnect`) and one is
+//! across them; one is cut off (`docker network disconnect`) and one is
 //! killed (`docker kill`); jobs are submitted on both sides of the cut; then
 //! the network heals. Skipped, with the reason, where no Docker engine
 //! answers.
@@ -216,16 +216,17 @@ fn five_hosts_cut_killed_and_healed_keep_every_job_and_one_process_per_task() {
         || Ok(exactly_once(&ma, 10)),
     );
 
-    // Cut h3 and h4 off, kill h1.
-    for i in [3, 4] {
-        let (ok, _, err) = docker(&["network", "disconnect", &h.net, &h.names[i]]);
-        assert!(ok, "{err}");
-    }
+    // Cut h4 off, kill h1. (The side left, h0, h2 and h3, reaches 3 of
+    // the 5 members it knew: at least half, so it is not cut off and
+    // moves the dead host's tasks; h4 alone is cut off and places
+    // nothing. docs/placement.md, "Partitions".)
+    let (ok, _, err) = docker(&["network", "disconnect", &h.net, &h.names[4]]);
+    assert!(ok, "{err}");
     let (ok, _, err) = docker(&["kill", &h.names[1]]);
     assert!(ok, "{err}");
     // The faults fired: the majority sees only itself.
-    wait_until("h0 and h2 see the three others down", SETTLE, || {
-        Ok(h.alive_seen_by(0) == 2 && h.alive_seen_by(2) == 2)
+    wait_until("h0, h2 and h3 see the two others down", SETTLE, || {
+        Ok([0, 2, 3].iter().all(|i| h.alive_seen_by(*i) == 3))
     });
     // Writes on both sides of the cut.
     assert_eq!(
@@ -269,10 +270,8 @@ fn five_hosts_cut_killed_and_healed_keep_every_job_and_one_process_per_task() {
     });
 
     // Heal.
-    for i in [3, 4] {
-        let (ok, _, err) = docker(&["network", "connect", "--ip", &h.ip(i), &h.net, &h.names[i]]);
-        assert!(ok, "{err}");
-    }
+    let (ok, _, err) = docker(&["network", "connect", "--ip", &h.ip(4), &h.net, &h.names[4]]);
+    assert!(ok, "{err}");
     let live = [0, 2, 3, 4];
     wait_until("the four live hosts see each other", SETTLE, || {
         Ok(live.iter().all(|i| h.alive_seen_by(*i) == 4))
