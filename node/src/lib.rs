@@ -48,5 +48,6 @@ pub mod tasklog;
 mod tasktable;
 pub mod token;
 pub mod triggers;
+pub mod usage;
 
 pub use agent::{Agent, AgentError, AgentInfo, AgentOptions};

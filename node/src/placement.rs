@@ -47,6 +47,16 @@ pub enum TaskRequest {
     Local(Vec<TaskKey>),
     /// Every task this node runs (answered with `Status`).
     Held,
+    /// A member's measured usage, for its zone's aggregator (answered
+    /// with `Drained`).
+    Usage(crate::usage::Report),
+    /// The usage of a zone this node aggregates.
+    ZoneUsage {
+        /// Datacenter.
+        dc: String,
+        /// Zone.
+        zone: String,
+    },
 }
 
 /// Answers of the `Tasks` service.
@@ -67,6 +77,8 @@ pub enum TaskResponse {
     Drained,
     /// What the runtimes know of tasks running here.
     Local(Vec<(TaskKey, LocalTask)>),
+    /// A zone's usage.
+    ZoneUsage(crate::usage::ZoneUsage),
 }
 
 /// A task as the API shows it.

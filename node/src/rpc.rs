@@ -25,6 +25,8 @@ pub struct NodeRpc {
     pub runtime: Runtimes,
     /// Packages of the `dir:` repositories this node added.
     pub repos: crate::repos::Repos,
+    /// The usage reports this node aggregates.
+    pub usage: crate::usage::UsageBook,
 }
 
 impl Handler for NodeRpc {
@@ -61,6 +63,7 @@ impl Handler for NodeRpc {
             Service::Tasks => {
                 let core = self.core.clone();
                 let runtime = self.runtime.clone();
+                let usage = self.usage.clone();
                 Box::pin(async move {
                     let request: TaskRequest = postcard::from_bytes(&body)
                         .map_err(|e| format!("malformed task request: {e}"))?;
@@ -89,6 +92,13 @@ impl Handler for NodeRpc {
                         }
                         TaskRequest::Held => {
                             TaskResponse::Status(core.held().await.map_err(|e| e.to_string())?)
+                        }
+                        TaskRequest::Usage(report) => {
+                            usage.record(from, report);
+                            TaskResponse::Drained
+                        }
+                        TaskRequest::ZoneUsage { dc, zone } => {
+                            TaskResponse::ZoneUsage(usage.zone(&dc, &zone))
                         }
                         TaskRequest::Local(keys) => TaskResponse::Local(
                             keys.into_iter()

@@ -296,3 +296,88 @@ fn summary_totals_match_the_nodes_and_lists_page_and_filter() {
     });
     assert!(summary_matches_nodes(&c.agents[0]).unwrap());
 }
+
+/// The zone `dc`/`zone` of a summary grouped by dc and zone.
+fn zone_of(s: &Value, dc: &str, zone: &str) -> Value {
+    s["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["dc"] == dc)
+        .flat_map(|g| g["zones"].as_array().cloned().unwrap_or_default())
+        .find(|z| z["zone"] == zone)
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn measured_usage_is_summed_by_each_zone_s_aggregator_and_moves_when_it_dies() {
+    let mut c = Cluster::new();
+    let places = [
+        ("u0", "east", "e1"),
+        ("u1", "east", "e1"),
+        ("u2", "west", "w1"),
+    ];
+    for (i, (name, dc, zone)) in places.iter().enumerate() {
+        let mut spec = Spec::named(name);
+        spec.args = vec!["--dc".into(), (*dc).into(), "--zone".into(), (*zone).into()];
+        if i > 0 {
+            spec.join = vec![c.agents[0].info.gossip];
+            spec.token = Some(c.token());
+        }
+        c.start(&spec);
+    }
+    c.wait_all_alive(3, CONVERGE);
+
+    // Every node's summary counts every node's report, zone by zone, and
+    // what is used is within what is offered.
+    for a in &c.agents {
+        wait_until(
+            &format!("{}'s summary to hold 3 nodes' usage", a.name),
+            CONVERGE,
+            || {
+                let (status, _, s) = get(a, "/v1/summary?group_by=dc,zone");
+                anyhow::ensure!(status == 200, "{s}");
+                let (e1, w1) = (zone_of(&s, "east", "e1"), zone_of(&s, "west", "w1"));
+                Ok(s["total"]["used_nodes"] == 3
+                    && e1["used_nodes"] == 2
+                    && w1["used_nodes"] == 1
+                    && s["groups"][0]["used_nodes"] == 2)
+            },
+        );
+        let (_, _, s) = get(a, "/v1/summary");
+        let (used, cap) = (&s["total"]["used"], &s["total"]["capacity"]);
+        assert!(used["memory_mb"].as_u64().unwrap_or(0) > 0, "{s}");
+        for r in ["cpus", "memory_mb", "disk_mb", "gpus"] {
+            assert!(
+                used[r].as_f64().unwrap_or(-1.0) <= cap[r].as_f64().unwrap_or(0.0),
+                "{r}: used beyond capacity: {s}"
+            );
+            assert!(used[r].as_f64().unwrap_or(-1.0) >= 0.0, "{r}: {s}");
+        }
+    }
+
+    // The aggregator of east/e1 (its alive member with the lowest id)
+    // dies: the other member of e1 takes over, and every node counts it
+    // again without the dead one.
+    let (lo, hi) = if c.agents[0].info.node_id < c.agents[1].info.node_id {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    c.agents[lo].kill9();
+    for i in [hi, 2] {
+        let a = &c.agents[i];
+        wait_until(
+            &format!(
+                "{}'s summary to count e1's usage without its dead aggregator",
+                a.name
+            ),
+            CONVERGE,
+            || {
+                let (_, _, s) = get(a, "/v1/summary?group_by=dc,zone");
+                let e1 = zone_of(&s, "east", "e1");
+                Ok(e1["nodes"] == 1 && e1["used_nodes"] == 1 && s["total"]["used_nodes"] == 2)
+            },
+        );
+    }
+}

@@ -114,6 +114,9 @@ fn the_overview_is_the_api_s_pool_on_every_node_and_follows_changes_without_a_re
         assert_eq!(t["Disk"].as_f64().unwrap(), disk, "{name}: disk {t}");
         b.wait_text("main", "east", WAIT).unwrap();
         b.wait_text("main", "west", WAIT).unwrap();
+        // Measured usage, summed by each zone's aggregator, from all 3.
+        b.wait_text("#used-nodes", "measured on 3 of 3 nodes", WAIT)
+            .unwrap();
         if i == 0 {
             shots(&b, "overview");
         }

@@ -22,8 +22,16 @@
 //! member (k < 8) has between `(7 - k)/8` and `(8 - k)/8` of its scarcest
 //! resource allocated, counted as `(15 - 2k)/16` of each resource; class 8
 //! (idle) counts as nothing allocated.
+//!
+//! Measured usage is not gossiped either (it changes all the time; every
+//! node would receive every other node's changes). Each zone has an
+//! *aggregator* instead, [`Group::aggregator`]: its alive member with the
+//! lowest id, which every node computes alike from its own view. Members
+//! report their usage to it; a node asked for the summary asks each
+//! zone's aggregator for its zone's sum (the agent's `usage` module): a
+//! request costs one call per zone, never one per member.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use shoal_gossip::{MemberMeta, MemberState, NodeId, Packed};
@@ -131,6 +139,10 @@ pub struct Group {
     /// Resources counted as allocated from their free classes, in
     /// sixteenths ([`Group::allocated_estimate`] divides).
     pub allocated_16ths: Figures,
+    /// For a zone: the member that sums its members' measured usage (its
+    /// alive member with the lowest id; `None` when none is alive). Not
+    /// set on datacenters or the total.
+    pub aggregator: Option<NodeId>,
 }
 
 impl Group {
@@ -221,6 +233,9 @@ pub struct MemberStateChange {
 pub struct Summary {
     members: Packed<NodeId, Counted>,
     groups: Snapshot,
+    /// The alive members of each zone, by datacenter then zone: the
+    /// lowest is the zone's aggregator.
+    alive: BTreeMap<String, BTreeMap<String, BTreeSet<NodeId>>>,
 }
 
 impl Summary {
@@ -266,7 +281,7 @@ impl Summary {
         }
         let previous = before.map(|b| b.state);
         if let Some(old) = self.members.remove(&id) {
-            self.count(&old, false);
+            self.count(id, &old, false);
         }
         let change = (previous != now.as_ref().map(|n| n.0)).then(|| MemberStateChange {
             id,
@@ -276,7 +291,7 @@ impl Summary {
         });
         if let Some((state, meta)) = now {
             let counted = Counted { state, meta };
-            self.count(&counted, true);
+            self.count(id, &counted, true);
             self.members.insert(id, counted);
             self.members.pack();
         }
@@ -284,7 +299,7 @@ impl Summary {
         change
     }
 
-    fn count(&mut self, c: &Counted, add: bool) {
+    fn count(&mut self, id: NodeId, c: &Counted, add: bool) {
         let meta = c.meta.as_deref();
         self.groups.total.count(c.state, meta, add);
         let Some(m) = meta else {
@@ -301,6 +316,28 @@ impl Summary {
             None => dc.zones.entry(m.zone.clone()).or_default(),
         };
         zone.count(c.state, meta, add);
+        if c.state == MemberState::Alive {
+            let dc_alive = match self.alive.get_mut(&m.dc) {
+                Some(d) => d,
+                None => self.alive.entry(m.dc.clone()).or_default(),
+            };
+            let zone_alive = match dc_alive.get_mut(&m.zone) {
+                Some(z) => z,
+                None => dc_alive.entry(m.zone.clone()).or_default(),
+            };
+            if add {
+                zone_alive.insert(id);
+            } else {
+                zone_alive.remove(&id);
+            }
+            zone.aggregator = zone_alive.first().copied();
+            if zone_alive.is_empty() {
+                dc_alive.remove(&m.zone);
+                if dc_alive.is_empty() {
+                    self.alive.remove(&m.dc);
+                }
+            }
+        }
         if zone.is_empty() {
             dc.zones.remove(&m.zone);
         }
@@ -427,6 +464,17 @@ mod tests {
             for dc in g.dcs.values() {
                 let zones: u64 = dc.zones.values().map(|z| z.nodes).sum();
                 prop_assert_eq!(dc.all.nodes, zones);
+            }
+            // Each zone's aggregator is its alive member with the lowest id.
+            for (dc, d) in &g.dcs {
+                for (zone, z) in &d.zones {
+                    let lowest = truth.iter().find(|(_, (st, m))| {
+                        *st == MemberState::Alive
+                            && m.as_ref().is_some_and(|m| &m.dc == dc && &m.zone == zone)
+                    });
+                    prop_assert_eq!(z.aggregator, lowest.map(|(id, _)| *id));
+                }
+                prop_assert_eq!(d.all.aggregator, None);
             }
         }
     }

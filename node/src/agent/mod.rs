@@ -574,6 +574,18 @@ impl Agent {
             node_id,
             data_dir.file("packages"),
         );
+        let usage = crate::usage::UsageBook::default();
+        tasks.push((
+            "usage",
+            tokio::spawn(crate::usage::report_loop(
+                usage.clone(),
+                core.clone(),
+                transport.clone(),
+                live_rx.clone(),
+                data_dir.path().to_owned(),
+                shutdown.clone(),
+            )),
+        ));
         let api_state = ApiState {
             core: core.clone(),
             state: state.clone(),
@@ -595,6 +607,7 @@ impl Agent {
             task_events,
             artifacts: artifacts.clone(),
             triggers,
+            usage: usage.clone(),
         };
         tasks.push((
             "triggers",
@@ -627,6 +640,7 @@ impl Agent {
             core: core.clone(),
             runtime: runtime.clone(),
             repos: repos.clone(),
+            usage,
         });
         tasks.push((
             "rpc",

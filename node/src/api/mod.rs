@@ -89,6 +89,9 @@ pub struct ApiState {
     pub artifacts: crate::artifacts::Artifacts,
     /// The triggers this node evaluates (for `explain`).
     pub triggers: crate::triggers::Triggers,
+    /// Measured usage: the reports this node aggregates and the zones'
+    /// answers its summaries reuse.
+    pub usage: crate::usage::UsageBook,
 }
 
 /// An API error.

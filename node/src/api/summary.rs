@@ -23,6 +23,7 @@ use shoal_placement::Resources;
 use shoal_state::JobView;
 
 use super::{ApiError, ApiState, node_view};
+use crate::usage::ZoneUsage;
 
 /// The largest `limit` a list accepts: page with `offset` past it.
 pub const MAX_LIMIT: usize = 1000;
@@ -102,6 +103,13 @@ pub struct GroupView {
     /// Resources estimated allocated, from each member's gossiped free
     /// class (see docs/api.md).
     pub allocated_estimate: ResourcesView,
+    /// Resources in use as measured on the nodes (CPU busy, memory in
+    /// use, disk filled since the agent started, GPUs held), summed by
+    /// each zone's aggregator from its members' reports (see docs/api.md).
+    pub used: ResourcesView,
+    /// Nodes whose measured usage is in `used` (at most `nodes`; fewer
+    /// while a report or an aggregator's answer is missing).
+    pub used_nodes: u64,
     /// The datacenter's zones (with `group_by=dc,zone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(no_recursion)]
@@ -123,9 +131,36 @@ impl GroupView {
             draining: g.draining,
             capacity: ResourcesView::of(g.capacity),
             allocated_estimate: ResourcesView::of(g.allocated_estimate()),
+            used: ResourcesView::default(),
+            used_nodes: 0,
             zones: None,
         }
     }
+
+    /// Sets the measured usage.
+    fn with_used(mut self, z: &ZoneUsage) -> GroupView {
+        self.used = ResourcesView::of(shoal_core::Figures {
+            cpus_milli: z.used.cpus_milli,
+            memory_mb: z.used.memory_mb,
+            disk_mb: z.used.disk_mb,
+            gpus: z.used.gpus,
+        });
+        self.used_nodes = z.nodes;
+        self
+    }
+}
+
+/// Sums zones' usage.
+fn sum_usage<'a>(zones: impl IntoIterator<Item = &'a ZoneUsage>) -> ZoneUsage {
+    let mut sum = ZoneUsage::default();
+    for z in zones {
+        sum.used.cpus_milli += z.used.cpus_milli;
+        sum.used.memory_mb += z.used.memory_mb;
+        sum.used.disk_mb += z.used.disk_mb;
+        sum.used.gpus += z.used.gpus;
+        sum.nodes += z.nodes;
+    }
+    sum
 }
 
 /// Which node answered.
@@ -245,20 +280,39 @@ pub async fn summary(
     let reply = s.core.summary().await?;
     let jobs = s.state.jobs_shared(false).await?;
     let snap = &reply.snapshot;
+    // Measured usage: one question per zone, to its aggregator.
+    let asked: Vec<_> = snap
+        .dcs
+        .iter()
+        .flat_map(|(dc, d)| {
+            d.zones
+                .iter()
+                .filter_map(move |(zone, z)| z.aggregator.map(|a| ((dc.clone(), zone.clone()), a)))
+        })
+        .collect();
+    let live = s.live.borrow().clone();
+    let usage = s.usage.zones(reply.me.0, &s.transport, &live, asked).await;
+    let none = ZoneUsage::default();
+    let zone_usage = |dc: &str, zone: &str| {
+        usage
+            .get(&(dc.to_owned(), zone.to_owned()))
+            .unwrap_or(&none)
+    };
     let groups = if group_by.is_empty() {
         Vec::new()
     } else {
         snap.dcs
             .iter()
             .map(|(name, dc)| {
-                let mut g = GroupView::of(&dc.all);
+                let used = sum_usage(dc.zones.keys().map(|zone| zone_usage(name, zone)));
+                let mut g = GroupView::of(&dc.all).with_used(&used);
                 g.dc = Some(name.clone());
                 if group_by.len() == 2 {
                     g.zones = Some(
                         dc.zones
                             .iter()
                             .map(|(zone, z)| {
-                                let mut zv = GroupView::of(z);
+                                let mut zv = GroupView::of(z).with_used(zone_usage(name, zone));
                                 zv.zone = Some(zone.clone());
                                 zv
                             })
@@ -283,7 +337,7 @@ pub async fn summary(
         known: reply.members as u64,
         placement_members: reply.placing as u64,
         group_by,
-        total: GroupView::of(&snap.total),
+        total: GroupView::of(&snap.total).with_used(&sum_usage(usage.values())),
         unknown: GroupView::of(&snap.unknown),
         groups,
         local: LocalView {

@@ -7,9 +7,10 @@ import { h, fill, bar, fmtMb, fmtNum, badge, table, ago } from "../dom.js";
 function capacity(g) {
   const c = g.capacity || {};
   // Allocation is an estimate from each node's gossiped free class (what
-  // a node holds is not gossiped); usage is not known beyond a node.
+  // a node holds is not gossiped); usage is measured on the nodes and
+  // summed by each zone's aggregator.
   const a = g.allocated || g.allocated_estimate || {};
-  const u = g.used || {};
+  const u = g.used_nodes ? g.used || {} : {};
   const gpus = c.gpus ? bar("GPUs", c.gpus, a.gpus, u.gpus) : null;
   return [
     bar("CPUs", c.cpus || 0, a.cpus, u.cpus),
@@ -51,7 +52,7 @@ export async function mount(root, route, ctx) {
   fill(
     root,
     h("h1", {}, "The pool"),
-    h("p", { class: "legend muted" }, h("span", { class: "k-alloc" }, "allocated (estimated)")),
+    h("p", { class: "legend muted" }, h("span", { class: "k-alloc" }, "allocated (estimated)"), " ", h("span", { class: "k-used" }, "used (measured)")),
     h("div", { class: "grid" }, pool, states, jobs, deps),
     groups,
     h("div", { class: "two" }, failures, feed),
@@ -68,6 +69,7 @@ export async function mount(root, route, ctx) {
         "p",
         { class: "muted" },
         "allocated: estimated from each node's free capacity class (within 1/16 of its scarcest resource); ",
+        h("span", { id: "used-nodes" }, `used: measured on ${fmtNum(s.total.used_nodes || 0)} of ${plural(s.total.nodes, "node")} (reports every 10 s); `),
         local.capacity ? `this node: ${fmtNum(local.allocated.cpus)} of ${fmtNum(local.capacity.cpus)} CPUs, ${fmtMb(local.allocated.memory_mb)} of ${fmtMb(local.capacity.memory_mb)} held by its tasks` : "",
       ),
     );
