@@ -19,6 +19,7 @@
 
 pub mod browser;
 pub mod dns;
+pub mod hosts;
 pub mod packages;
 
 use std::fs;

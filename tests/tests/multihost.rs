@@ -8,174 +8,11 @@
 
 #![allow(clippy::print_stderr)]
 
-use std::time::Duration;
+use serde_json::Value;
+use shoal_tests::hosts::{Hosts, SETTLE, sleeper};
+use shoal_tests::{docker, docker_images, exactly_once, wait_until};
 
-use serde_json::{Value, json};
-use shoal_tests::{docker, docker_images, exactly_once, http_get, http_send, wait_until};
-
-const SETTLE: Duration = Duration::from_secs(90);
 const HOSTS: usize = 5;
-
-/// The network and its containers, removed on drop.
-struct Hosts {
-    net: String,
-    prefix: String,
-    names: Vec<String>,
-    token: String,
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for n in &self.names {
-                let (_, out, err) = docker(&["logs", "--tail", "30", n]);
-                eprintln!("----- {n} (last lines) -----\n{out}{err}");
-            }
-        }
-        for n in &self.names {
-            let _ = docker(&["rm", "-f", n]);
-        }
-        let _ = docker(&["network", "rm", &self.net]);
-    }
-}
-
-impl Hosts {
-    fn ip(&self, i: usize) -> String {
-        format!("{}.{}", self.prefix, 10 + i)
-    }
-
-    fn url(&self, i: usize) -> String {
-        format!("http://{}:5480", self.ip(i))
-    }
-
-    fn get(&self, i: usize, path: &str) -> anyhow::Result<(u16, Value)> {
-        let (status, body) = http_get(&format!("{}{path}", self.url(i)), Some(&self.token))?;
-        Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
-    }
-
-    fn post(&self, i: usize, path: &str, body: &Value) -> anyhow::Result<u16> {
-        let (status, _) = http_send(
-            "POST",
-            &format!("{}{path}", self.url(i)),
-            Some(&self.token),
-            Some(body),
-        )?;
-        Ok(status)
-    }
-
-    /// Members host `i` sees alive.
-    fn alive_seen_by(&self, i: usize) -> usize {
-        match self.get(i, "/v1/nodes") {
-            Ok((200, Value::Array(nodes))) => {
-                nodes.iter().filter(|n| n["state"] == "alive").count()
-            }
-            _ => 0,
-        }
-    }
-
-    fn start(&mut self, i: usize) {
-        let name = format!("shoal-mh{}-h{i}", std::process::id());
-        let ip = self.ip(i);
-        let mut args: Vec<String> = [
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            &self.net,
-            "--ip",
-            &ip,
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend(
-            [
-                "shoal-test/agent:latest",
-                "agent",
-                "--data-dir",
-                "/var/lib/shoal",
-                "--bind",
-                "0.0.0.0:5481",
-                "--rpc",
-                "0.0.0.0:5482",
-                "--api",
-                "0.0.0.0:5480",
-                // The test talks to each host's API from outside its
-                // namespace in plain HTTP (TLS on the API has its own
-                // test, tests/tests/api_tls.rs).
-                "--api-insecure",
-                "--advertise",
-                &ip,
-                "--name",
-                &format!("h{i}"),
-                "--gossip",
-                "test",
-                "--no-docker",
-                "--cpus",
-                "2",
-                "--memory-mb",
-                "1024",
-                "--stop-grace",
-                "2s",
-            ]
-            .iter()
-            .map(|s| (*s).to_owned()),
-        );
-        if i > 0 {
-            args.extend([
-                "--join".into(),
-                format!("{}:5481", self.ip(0)),
-                "--token".into(),
-                self.token.clone(),
-            ]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (ok, _, err) = docker(&args);
-        assert!(ok, "docker run {name}: {err}");
-        self.names.push(name);
-        wait_until(&format!("h{i} serving"), SETTLE, || {
-            Ok(http_get(&format!("{}/v1/health", self.url(i)), None)?.0 == 200)
-        });
-        if i == 0 {
-            let (ok, out, err) = docker(&["exec", &self.names[0], "cat", "/var/lib/shoal/token"]);
-            assert!(ok, "{err}");
-            self.token = out.trim().to_owned();
-        }
-    }
-}
-
-/// A user-defined network with a free /24 of 10.213.x.0.
-fn network() -> Option<(String, String)> {
-    let name = format!("shoal-mh{}", std::process::id());
-    let base = std::process::id() as usize % 150;
-    for k in 0..50 {
-        let prefix = format!("10.213.{}", 50 + (base + k) % 200);
-        let (ok, _, _) = docker(&[
-            "network",
-            "create",
-            "--subnet",
-            &format!("{prefix}.0/24"),
-            &name,
-        ]);
-        if ok {
-            return Some((name, prefix));
-        }
-    }
-    None
-}
-
-fn sleeper(name: &str, count: u32, marker: &str) -> Value {
-    json!({
-        "name": name,
-        "count": count,
-        "task": {"runtime": "process", "command": "/bin/sh",
-                 "args": ["-c", "exec sleep 3600"],
-                 "env": {"SHOAL_TEST_MARKER": marker},
-                 "resources": {"cpus": 0.25, "memory_mb": 32}},
-        "restart": {"mode": "always", "delay": "200ms"}
-    })
-}
 
 #[test]
 fn five_hosts_cut_killed_and_healed_keep_every_job_and_one_process_per_task() {
@@ -183,18 +20,12 @@ fn five_hosts_cut_killed_and_healed_keep_every_job_and_one_process_per_task() {
         eprintln!("skipped: {why}");
         return;
     }
-    let Some((net, prefix)) = network() else {
+    let Some(mut h) = Hosts::new("mh") else {
         eprintln!("skipped: no free 10.213.x.0/24 subnet for a test network");
         return;
     };
-    let mut h = Hosts {
-        net,
-        prefix,
-        names: Vec::new(),
-        token: String::new(),
-    };
     for i in 0..HOSTS {
-        h.start(i);
+        h.start(i, &[]);
     }
     wait_until("every host sees all five alive", SETTLE, || {
         Ok((0..HOSTS).all(|i| h.alive_seen_by(i) == HOSTS))
