@@ -49,6 +49,15 @@ pub struct KeyringView {
     pub keys: Vec<KeyView>,
 }
 
+/// `POST /v1/keyring/{id}/use`: the key now chosen.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChosenView {
+    /// Its id.
+    pub id: String,
+    /// Always true: it is the key gossip is sealed with from now on.
+    pub primary: bool,
+}
+
 /// `POST /v1/keyring` body.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct InstallBody {
@@ -168,15 +177,32 @@ fn some_names(names: &[String]) -> String {
     request_body(content = Option<InstallBody>, content_type = "application/json"),
     responses(
         (status = 201, description = "installed (or already)", body = InstalledView),
+        (status = 400, description = "a body that is not a JSON object", body = crate::api::types::ErrorBody),
         (status = 422, description = "not a 32-byte base64 key, or a removed one", body = crate::api::types::ErrorBody)
     )
 )]
 pub async fn install(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    body: Option<Json<InstallBody>>,
+    body: Option<Json<serde_json::Value>>,
 ) -> Result<(StatusCode, Json<InstalledView>), ApiError> {
-    let given = body.and_then(|b| b.0.key);
+    // An object or nothing: serde would also read `[]` or `[null]` as the
+    // struct's fields in order, which the schema does not allow.
+    let given = match body.map(|b| b.0) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v @ serde_json::Value::Object(_)) => serde_json::from_value::<InstallBody>(v)
+            .map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}"))
+            })?
+            .key,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "body: must be a JSON object ({\"key\": \"…\"}) or empty",
+            ));
+        }
+    };
     let invalid = |m: &str| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m.to_owned()).with_field("key")
     };
@@ -240,7 +266,7 @@ pub async fn install(
     summary = "Seal gossip with a key (once every live member holds it)",
     params(("id" = String, Path, description = "the key's id (8 hex digits)")),
     responses(
-        (status = 200, description = "chosen", body = KeyView),
+        (status = 200, description = "chosen", body = ChosenView),
         (status = 404, description = "no such key", body = crate::api::types::ErrorBody),
         (status = 409, description = "`not_everywhere`: some live members do not hold it yet", body = crate::api::types::ErrorBody)
     )
@@ -249,7 +275,7 @@ pub async fn use_key(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<ChosenView> {
     if !live_ids(&s).contains(&id) {
         return Err(ApiError::not_found(format!(
             "no gossip key {id} (see `shoal keyring list`)"
@@ -277,7 +303,10 @@ pub async fn use_key(
         .acl_write(AclRequest::KeyUse(id.clone(), caller.history_name()))
         .await?
     {
-        AclReply::Primary(p) => Ok(Json(serde_json::json!({"id": p.id, "primary": true}))),
+        AclReply::Primary(p) => Ok(Json(ChosenView {
+            id: p.id,
+            primary: true,
+        })),
         _ => unreachable!("a use answers the primary"),
     }
 }
