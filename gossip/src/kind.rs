@@ -108,7 +108,8 @@ impl SendKind {
             Body::LeaveQuery { .. } | Body::LeaveAnswer { .. } => SendKind::Leave,
             Body::MembersRequest { .. } | Body::MembersPage { .. } => SendKind::MembersPage,
             Body::MemberDigest { .. } => SendKind::MemberDigest,
-            Body::MemberRanges { .. } => SendKind::MemberRanges,
+            // Both repair what SWIM's epidemic missed.
+            Body::MemberRanges { .. } | Body::Suspected { .. } => SendKind::MemberRanges,
         }
     }
 }

@@ -76,6 +76,15 @@ pub(crate) enum Body<'a> {
         down: Vec<NodeIdentity>,
         reply: bool,
     },
+    /// "You have been suspect here for a long while": sent to a member
+    /// this node has held suspect for two suspicion timeouts, which only
+    /// happens when the suspicion's rumor never reached it (so it never
+    /// refuted) and the prober never declared it down. The member, when
+    /// it is this `identity` and `incarnation` is its own, refutes.
+    Suspected {
+        identity: NodeIdentity,
+        incarnation: u16,
+    },
 }
 
 /// A piggybacked record.

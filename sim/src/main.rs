@@ -30,6 +30,8 @@ enum OnOff {
 ///
 ///   shoal-sim --nodes 300 --scenario partition --json
 ///
+///   shoal-sim --nodes 3000 --warm --dcs 5 --scenario partition --partition-one --partition 300 --duration 330
+///
 ///   shoal-sim --nodes 1000 --scenario loss --loss 0.1 --seed 7
 ///
 ///   shoal-sim --mode scale --nodes 500000 --scenario loss --loss 0.01
@@ -144,6 +146,11 @@ struct Cli {
     /// partition: seconds the datacenters stay apart.
     #[arg(long, default_value_t = 30.0)]
     partition: f64,
+    /// partition: cut only the last datacenter off from the others (a
+    /// site losing its links), instead of every datacenter from every
+    /// other.
+    #[arg(long)]
+    partition_one: bool,
     /// Tasks submitted per second while a wave lasts (0: the whole fill
     /// within a fifth of the scenario).
     #[arg(long, default_value_t = 0.0)]
@@ -226,6 +233,7 @@ impl Cli {
         p.fail_fraction = self.fail_fraction.clamp(0.0, 1.0);
         p.crashes = self.crashes;
         p.partition = dur("partition", self.partition)?;
+        p.partition_one = self.partition_one;
         p.tasks_per_sec = self.tasks_per_sec;
         if let Some(f) = self.fill {
             p.fill = f;

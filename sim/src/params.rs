@@ -205,6 +205,9 @@ pub struct Params {
     pub crashes: usize,
     /// How long datacenters stay apart (`partition`).
     pub partition: Duration,
+    /// `partition`: cut only the last datacenter off from the others
+    /// (false: every datacenter from every other).
+    pub partition_one: bool,
     /// Tasks submitted per second cluster-wide while a wave lasts.
     pub tasks_per_sec: f64,
     /// Total task CPU submitted as a fraction of the cluster's CPU.
@@ -247,6 +250,7 @@ impl Params {
             fail_fraction: 0.10,
             crashes: 3,
             partition: Duration::from_secs(30),
+            partition_one: false,
             tasks_per_sec: 0.0,
             fill: 0.5,
             jobs: None,
@@ -383,6 +387,9 @@ impl Params {
         }
         if self.partition != d.partition {
             c += &format!(" --partition {}", secs(self.partition));
+        }
+        if self.partition_one {
+            c += " --partition-one";
         }
         if self.tasks_per_sec != d.tasks_per_sec {
             c += &format!(" --tasks-per-sec {}", self.tasks_per_sec);

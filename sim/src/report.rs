@@ -212,6 +212,10 @@ pub struct Report {
     /// partition, or shortly after it healed (expected, not false
     /// positives).
     pub partition_downs: u64,
+    /// Gossip within and across datacenters (full mode, the `partition`
+    /// scenario with `--partition-one`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
     /// Gossip datagrams sent per node per second (scenario phase).
     pub msgs_per_node_s: f64,
     /// Gossip bytes (UDP payload) sent per node per second (scenario phase).
@@ -286,6 +290,18 @@ fn opt(v: Option<f64>, unit: &str) -> String {
     }
 }
 
+/// Gossip bytes per node per second within a datacenter and across
+/// datacenters, over the scenario phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Locality {
+    /// To members of the sender's own datacenter.
+    pub within_dc_bytes_per_node_s: f64,
+    /// To members of other datacenters.
+    pub across_dc_bytes_per_node_s: f64,
+    /// Share of the datagrams that cross datacenters.
+    pub across_dc_datagram_share: f64,
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "{k:<34} {v}");
@@ -343,6 +359,18 @@ impl fmt::Display for Report {
             "downs across a partition",
             self.partition_downs.to_string(),
         )?;
+        if let Some(l) = &self.locality {
+            row(
+                f,
+                "gossip within / across dcs",
+                format!(
+                    "{:.0} / {:.0} B/s per node ({:.1}% of datagrams cross)",
+                    l.within_dc_bytes_per_node_s,
+                    l.across_dc_bytes_per_node_s,
+                    100.0 * l.across_dc_datagram_share
+                ),
+            )?;
+        }
         row(
             f,
             "gossip per node",

@@ -552,6 +552,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         false_positives,
         false_positives_per_node_hour: false_positives as f64 / (node_seconds / 3600.0),
         partition_downs: 0,
+        locality: None,
         msgs_per_node_s,
         bytes_per_node_s,
         traffic,

@@ -1106,6 +1106,7 @@ impl World {
             false_positives: 0,
             false_positives_per_node_hour: 0.0,
             partition_downs: 0,
+            locality: None,
             msgs_per_node_s: 0.0,
             bytes_per_node_s: 0.0,
             traffic: Vec::new(),

@@ -136,6 +136,31 @@ fn partitioned_datacenters_heal_to_one_copy_per_task() {
 }
 
 #[test]
+fn one_datacenter_of_five_cut_off_under_loss_heals_to_one_copy_and_one_view() {
+    // Before members told long suspects directly (`Body::Suspected`), 142
+    // of the 150 nodes of this run held a live member suspect for good
+    // after the heal: the suspicion's rumor never reached it.
+    let mut p = params(Scenario::Partition, 150, 1);
+    p.dcs = 5;
+    p.partition_one = true;
+    p.loss = Some(0.01);
+    let r = run(p);
+    assert_all_ok(&r);
+    assert!(r.command.contains("--partition-one"), "{}", r.command);
+    assert!(r.net.cut > 0);
+    assert!(r.partition_downs > 0, "no side declared the other down");
+    assert_eq!(
+        r.false_positives, 0,
+        "a member of one's own side declared down"
+    );
+    assert_eq!(r.duplicates_after_convergence, 0);
+    let l = r
+        .locality
+        .expect("locality is reported for --partition-one");
+    assert!(l.across_dc_bytes_per_node_s > 0.0 && l.within_dc_bytes_per_node_s > 0.0);
+}
+
+#[test]
 fn checkers_fail_when_the_cluster_has_no_time_to_converge() {
     // A tenth of the nodes fail half-way through an 8 s scenario and the
     // run ends 4 s later, before the suspicion timeout (over 5 s at 100

@@ -107,6 +107,68 @@ impl Membership {
             .retain(|id, _| known.contains_key(id));
         self.leaves.known.retain(|id, _| known.contains_key(id));
         self.check_suspects();
+        self.tell_long_suspects(now);
+    }
+
+    /// Tells each member held suspect here for two suspicion timeouts
+    /// that it is: its refutation is overdue. foca schedules the down of a
+    /// suspect only on the member whose probe failed; every other member
+    /// holds the suspicion until the refutation (a newer incarnation) or
+    /// the down reaches it. When the suspect never got the rumor (a burst
+    /// of news, such as a healed partition's, leaves rumors fewer
+    /// transmissions each) and its prober dropped the suspicion (its own
+    /// probe later succeeded, or it was on the other side of a cut), the
+    /// members that got the rumor would hold a live member suspect for
+    /// good. The suspect, told directly, refutes as if it had heard the
+    /// rumor; a dead one costs a datagram per housekeeping pass until its
+    /// down arrives.
+    fn tell_long_suspects(&mut self, now: Instant) {
+        let suspects = &self.suspects;
+        self.suspect_since.retain(|id, _| suspects.contains(id));
+        for id in suspects {
+            self.suspect_since.entry(*id).or_insert(now);
+        }
+        let overdue = self.config.suspicion_timeout(self.sized_for) * 2;
+        let late: std::collections::BTreeSet<NodeId> = self
+            .suspect_since
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= overdue)
+            .map(|(id, _)| *id)
+            .collect();
+        if late.is_empty() {
+            return;
+        }
+        let tell: Vec<(NodeIdentity, u16)> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Suspect && late.contains(&m.id().id))
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
+        for (identity, incarnation) in tell {
+            self.stats.suspects_told += 1;
+            let to = identity.gossip_addr();
+            self.send(
+                to,
+                crate::wire::Body::Suspected {
+                    identity,
+                    incarnation,
+                },
+                false,
+            );
+        }
+    }
+
+    /// Another member tells this node it has been suspect there for long:
+    /// refute, as foca does on hearing the rumor, when the suspicion is of
+    /// this life.
+    pub(super) fn on_suspected(&mut self, identity: &NodeIdentity, incarnation: u16) {
+        if *identity != self.identity {
+            return;
+        }
+        let me = foca::Member::new(self.identity.clone(), incarnation, State::Suspect);
+        let _ = self
+            .swim
+            .apply_many(std::iter::once(me), false, &mut self.runtime);
     }
 
     /// Brings the set of suspects in line with foca's list (one pass over

@@ -137,6 +137,9 @@ pub struct Membership {
     /// Members up that were last seen suspect (see
     /// [`Event::SuspicionChanged`]).
     suspects: std::collections::BTreeSet<NodeId>,
+    /// Since when each of them has been suspect here, as housekeeping
+    /// saw it (see `members.rs`, `tell_long_suspects`).
+    suspect_since: std::collections::BTreeMap<NodeId, Instant>,
     datagrams: Datagrams,
     app_digest: AppDigest,
     piggyback: Piggyback,
@@ -198,6 +201,7 @@ impl Membership {
             rng: root,
             records: Packed::default(),
             suspects: std::collections::BTreeSet::new(),
+            suspect_since: std::collections::BTreeMap::new(),
             datagrams: Datagrams::new(security),
             app_digest: AppDigest::default(),
             piggyback: Piggyback::default(),
@@ -363,6 +367,10 @@ impl Membership {
                 down,
                 reply,
             } => self.on_member_ranges(now, from, &ranges, members, down, reply),
+            Body::Suspected {
+                identity,
+                incarnation,
+            } => self.on_suspected(&identity, incarnation),
             Body::MetaResponse { updates } => {
                 for update in updates {
                     self.apply_item(now, Item::Meta(Box::new(update)), false);

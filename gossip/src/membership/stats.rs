@@ -81,6 +81,9 @@ pub struct Stats {
     /// "You are down" notices foca wanted to send to a member this node
     /// holds up (a suspicion it refuted), not sent.
     pub turn_undead_suppressed: u64,
+    /// Members told they had been suspect here for two suspicion timeouts
+    /// (a refutation overdue; see `Body::Suspected`).
+    pub suspects_told: u64,
     /// Datagrams sent, indexed like [`SendKind::ALL`].
     pub sent_by_kind: [u64; SendKind::ALL.len()],
     /// Bytes sent (sealed), indexed like [`SendKind::ALL`].

@@ -190,11 +190,13 @@ pub async fn install(
     // struct's fields in order, which the schema does not allow.
     let given = match body.map(|b| b.0) {
         None | Some(serde_json::Value::Null) => None,
-        Some(v @ serde_json::Value::Object(_)) => serde_json::from_value::<InstallBody>(v)
-            .map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}"))
-            })?
-            .key,
+        Some(v @ serde_json::Value::Object(_)) => {
+            serde_json::from_value::<InstallBody>(v)
+                .map_err(|e| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}"))
+                })?
+                .key
+        }
         Some(_) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,

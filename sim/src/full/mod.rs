@@ -170,6 +170,8 @@ struct Traffic {
     by_kind: [(u64, u64); SendKind::ALL.len()],
     place_msgs: u64,
     place_bytes: u64,
+    /// Gossip datagrams and bytes sent across datacenters.
+    across_dc: (u64, u64),
 }
 
 impl Task {
@@ -450,6 +452,10 @@ impl World {
                     };
                     self.traffic.count_gossip(t.kind, t.payload.len());
                     self.second.count_gossip(t.kind, t.payload.len());
+                    if self.net.topology().dc(i) != self.net.topology().dc(to) {
+                        self.traffic.across_dc.0 += 1;
+                        self.traffic.across_dc.1 += t.payload.len() as u64;
+                    }
                     if let Fate::Deliver(d) = self.net.datagram(i, to) {
                         self.q.push(
                             now + d,

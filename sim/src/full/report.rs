@@ -6,7 +6,7 @@ use shoal_gossip::{Instant, SendKind};
 use super::{STABLE_GRACE, World, secs};
 use crate::params::Scenario;
 use crate::report::{
-    Check, Report, TrafficGroup, TrafficShare, quantile, quantile_of_population, worst_of,
+    Check, Locality, Report, TrafficGroup, TrafficShare, quantile, quantile_of_population, worst_of,
 };
 
 impl World {
@@ -190,6 +190,16 @@ impl World {
             false_positives_per_node_hour: self.false_positives.len() as f64
                 / (node_seconds / 3600.0),
             partition_downs: self.partition_downs,
+            locality: (self.p.scenario == Scenario::Partition && self.p.partition_one).then(|| {
+                let all = self.traffic.gossip_bytes();
+                let datagrams: u64 = self.traffic.by_kind.iter().map(|k| k.0).sum();
+                let (across_n, across) = self.traffic.across_dc;
+                Locality {
+                    within_dc_bytes_per_node_s: (all - across) as f64 / node_seconds,
+                    across_dc_bytes_per_node_s: across as f64 / node_seconds,
+                    across_dc_datagram_share: across_n as f64 / datagrams.max(1) as f64,
+                }
+            }),
             msgs_per_node_s: traffic.iter().map(|t| t.msgs_per_node_s).sum(),
             bytes_per_node_s: traffic.iter().map(|t| t.bytes_per_node_s).sum(),
             traffic,

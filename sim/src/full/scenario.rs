@@ -152,8 +152,17 @@ impl World {
                 }
             }
             Action::Partition => {
+                let last = self.net.topology().dcs() - 1;
+                let one = self.p.partition_one;
                 let side = (0..self.nodes.len())
-                    .map(|i| self.net.topology().dc(i) as u16)
+                    .map(|i| {
+                        let dc = self.net.topology().dc(i);
+                        if one {
+                            u16::from(dc == last)
+                        } else {
+                            dc as u16
+                        }
+                    })
                     .collect();
                 self.net.partition(side);
                 self.partitions += 1;
