@@ -813,8 +813,10 @@ impl DockerRuntime {
     }
 
     /// After an agent restart: this node's containers that still run for a
-    /// task it recorded are adopted and watched; every other container
-    /// labelled with this node is removed.
+    /// task it recorded are adopted and watched; those of a service or
+    /// system task that ended meanwhile are removed and their task adopted
+    /// as ended (restarted by its policy); every other container labelled
+    /// with this node is removed.
     pub async fn scan(&self) -> Vec<Adopted> {
         let filters = HashMap::from([(
             "label".to_owned(),
@@ -853,6 +855,25 @@ impl DockerRuntime {
             let ours = record
                 .as_ref()
                 .is_some_and(|r| r.container.as_deref() == Some(id.as_str()));
+            // A service's or a system job's container that ended while
+            // the agent was away (the machine lost power, say): removed,
+            // and its task held again and restarted by its policy, as the
+            // process runtime does, so that a node back with no network
+            // runs its own tasks. Its log is in the task's files already.
+            // A batch task may have completed: left to its coordinator.
+            if let (Some(key), Some(record), false, true) = (&key, &record, running, ours)
+                && record.spec.kind != shoal_model::JobType::Batch
+            {
+                info!(task = %key, container = %id, "found a container that ended while the agent was away; restarting its task");
+                self.remove(&id).await;
+                let mut r = record.clone();
+                r.container = None;
+                if let Some(dir) = &dir {
+                    crate::runtime::write_record(dir, &r);
+                }
+                adopted.push(record.adopted(key.clone(), true));
+                continue;
+            }
             let (Some(key), Some(dir), Some(record), true, true) =
                 (key, dir, record, running, ours)
             else {

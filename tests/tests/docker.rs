@@ -378,6 +378,119 @@ fn an_agent_restart_adopts_its_containers_and_removes_orphans() {
     assert!(c.agents[0].log().contains("adopting"));
 }
 
+/// The `shoal.task` labels of `job`'s running containers, sorted (a task
+/// running twice shows twice).
+fn running_tasks(job: &str) -> Vec<String> {
+    let (_, out, _) = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=shoal.job={job}"),
+        "--filter",
+        "status=running",
+        "--format",
+        "{{.Label \"shoal.task\"}}",
+    ]);
+    let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_agent_restarted_offline_restarts_its_ended_containers_and_starts_no_other() {
+    need_docker!();
+    let job = job_name("doffline");
+    let _cleanup = Cleanup(vec![job.clone()]);
+    let mut c = cluster(3);
+    let spec = json!({
+        "name": job,
+        "count": 3,
+        "spread": "name",
+        "disconnect": {"replace_after": "10m"},
+        "task": {"runtime": "docker", "image": IMAGE, "command": "sleep", "args": ["3600"],
+                 "resources": {"cpus": 0.25, "memory_mb": 32}},
+    });
+    assert_eq!(c.agents[0].post("/v1/jobs", &spec).unwrap().0, 201);
+    let all: Vec<String> = (0..3).map(|i| format!("{job}/{i}")).collect();
+    wait_until("3 containers running, one per task", SETTLE, || {
+        Ok(running_tasks(&job) == all)
+    });
+    // The node running task 0, and what it runs.
+    let tasks = c.tasks(0, &job);
+    let node0 = tasks
+        .iter()
+        .find(|t| t["index"] == 0)
+        .and_then(|t| t["node_name"].as_str())
+        .expect("task 0 placed")
+        .to_owned();
+    let edge = c
+        .agents
+        .iter()
+        .position(|a| a.name == node0)
+        .expect("a known agent");
+    let edge_id = c.agents[edge].info.node_id.clone();
+    wait_until("the edge node saved both peers", SETTLE, || {
+        let saved = std::fs::read_to_string(c.agents[edge].dir.join("peers.json"))?;
+        Ok(serde_json::from_str::<Vec<String>>(&saved)?.len() == 2)
+    });
+
+    // Every agent goes away; the edge node's machine loses power: its
+    // containers end (the others' outlive their agents).
+    for a in &mut c.agents {
+        a.kill9();
+    }
+    let (_, out, _) = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=shoal.job={job}"),
+        "--filter",
+        &format!("label=shoal.node={edge_id}"),
+    ]);
+    let killed: Vec<&str> = out.lines().collect();
+    assert!(!killed.is_empty(), "the edge node runs a container");
+    for id in &killed {
+        let (ok, _, err) = docker(&["kill", id]);
+        assert!(ok, "{err}");
+    }
+    assert_eq!(running_tasks(&job).len(), 3 - killed.len());
+
+    // It comes back alone, none of its peers answering: its own tasks run
+    // again (in new containers), no other starts there.
+    c.agents[edge].restart().unwrap();
+    wait_until("its own tasks running again", SETTLE, || {
+        Ok(running_tasks(&job) == all)
+    });
+    assert!(
+        c.agents[edge]
+            .log()
+            .contains("ended while the agent was away"),
+        "the restart said why"
+    );
+    wait_until(
+        "the others' tasks waiting there, saying why",
+        SETTLE,
+        || {
+            Ok(c.tasks(edge, &job)
+                .iter()
+                .filter(|t| t["pending"].to_string().contains("fewer than half"))
+                .count()
+                == 3 - killed.len())
+        },
+    );
+    assert_eq!(running_tasks(&job), all, "nothing started twice");
+
+    // The others come back: still one container per task.
+    for n in (0..3).filter(|n| *n != edge) {
+        c.agents[n].restart().unwrap();
+    }
+    c.wait_all_alive(3, SETTLE);
+    wait_until("every task placed, none twice", SETTLE, || {
+        let t = c.tasks(0, &job);
+        Ok(t.len() == 3 && t.iter().all(|t| t["state"] == "running"))
+    });
+    assert_eq!(running_tasks(&job), all, "one container per task");
+}
+
 #[test]
 fn a_container_that_cannot_start_is_removed_and_leaves_nothing_once_stopped() {
     need_docker!();
