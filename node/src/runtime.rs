@@ -470,10 +470,20 @@ impl ProcessRuntime {
         // process that left the group may hold the pipes longer: the
         // shipper then goes on with it).
         let _ = tokio::time::timeout(LOG_DRAIN, &mut shipped).await;
+        let inner = self.inner.clone();
+        let this_key = key.clone();
         let oom = match group.clone() {
             Some(g) => tokio::task::spawn_blocking(move || {
                 let oom = g.oom_killed();
-                g.remove();
+                // A newer start of the task (a restart that replaced this
+                // one while it ended) uses the same group name and has
+                // begun, so it may have made the group already: removing
+                // it then would make that start fail to join it ("cannot
+                // join cgroup … No such file"). The newer start's end
+                // removes it.
+                if !inner.table.holds(&this_key) {
+                    g.remove();
+                }
                 oom
             })
             .await
