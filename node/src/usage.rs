@@ -75,6 +75,18 @@ pub struct ZoneUsage {
     pub nodes: u64,
 }
 
+impl ZoneUsage {
+    /// The sum of several zones' usage.
+    pub fn sum<'a>(zones: impl IntoIterator<Item = &'a ZoneUsage>) -> ZoneUsage {
+        let mut sum = ZoneUsage::default();
+        for z in zones {
+            sum.used.add(&z.used);
+            sum.nodes += z.nodes;
+        }
+        sum
+    }
+}
+
 /// A member's report, as its zone's aggregator received it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {

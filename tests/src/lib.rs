@@ -734,6 +734,23 @@ impl Cluster {
         c
     }
 
+    /// Agents named and placed as `places` (name, `--dc`, `--zone`),
+    /// each after the first joining it; waits until all are alive.
+    pub fn placed(places: &[(&str, &str, &str)]) -> Cluster {
+        let mut c = Cluster::new();
+        for (i, (name, dc, zone)) in places.iter().enumerate() {
+            let mut spec = Spec::named(name);
+            spec.args = vec!["--dc".into(), (*dc).into(), "--zone".into(), (*zone).into()];
+            if i > 0 {
+                spec.join = vec![c.agents[0].info.gossip];
+                spec.token = Some(c.token());
+            }
+            c.start(&spec);
+        }
+        c.wait_all_alive(places.len(), Duration::from_secs(60));
+        c
+    }
+
     /// The tasks of `job` as agent `via` reports them (none while the job
     /// has not reached that agent yet, or it does not answer).
     pub fn tasks(&self, via: usize, job: &str) -> Vec<serde_json::Value> {

@@ -311,22 +311,11 @@ fn zone_of(s: &Value, dc: &str, zone: &str) -> Value {
 
 #[test]
 fn measured_usage_is_summed_by_each_zone_s_aggregator_and_moves_when_it_dies() {
-    let mut c = Cluster::new();
-    let places = [
+    let mut c = Cluster::placed(&[
         ("u0", "east", "e1"),
         ("u1", "east", "e1"),
         ("u2", "west", "w1"),
-    ];
-    for (i, (name, dc, zone)) in places.iter().enumerate() {
-        let mut spec = Spec::named(name);
-        spec.args = vec!["--dc".into(), (*dc).into(), "--zone".into(), (*zone).into()];
-        if i > 0 {
-            spec.join = vec![c.agents[0].info.gossip];
-            spec.token = Some(c.token());
-        }
-        c.start(&spec);
-    }
-    c.wait_all_alive(3, CONVERGE);
+    ]);
 
     // Every node's summary counts every node's report, zone by zone, and
     // what is used is within what is offered.

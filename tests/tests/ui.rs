@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shoal_tests::browser::Browser;
-use shoal_tests::{Cluster, Spec, run_shoal, wait_until};
+use shoal_tests::{Cluster, run_shoal, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -70,22 +70,12 @@ fn node_row_state(b: &Browser, name: &str) -> String {
 #[test]
 fn the_overview_is_the_api_s_pool_on_every_node_and_follows_changes_without_a_reload() {
     let Some(mut b) = browser() else { return };
-    let mut c = Cluster::new();
     let places = [
         ("n0", "east", "z1"),
         ("n1", "east", "z2"),
         ("n2", "west", "w1"),
     ];
-    for (i, (name, dc, zone)) in places.iter().enumerate() {
-        let mut spec = Spec::named(name);
-        spec.args = vec!["--dc".into(), (*dc).into(), "--zone".into(), (*zone).into()];
-        if i > 0 {
-            spec.join = vec![c.agents[0].info.gossip];
-            spec.token = Some(c.token());
-        }
-        c.start(&spec);
-    }
-    c.wait_all_alive(3, Duration::from_secs(60));
+    let mut c = Cluster::placed(&places);
     let token = c.token();
 
     // The overview's totals are the sums of /v1/nodes, on every node.

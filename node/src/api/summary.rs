@@ -150,19 +150,6 @@ impl GroupView {
     }
 }
 
-/// Sums zones' usage.
-fn sum_usage<'a>(zones: impl IntoIterator<Item = &'a ZoneUsage>) -> ZoneUsage {
-    let mut sum = ZoneUsage::default();
-    for z in zones {
-        sum.used.cpus_milli += z.used.cpus_milli;
-        sum.used.memory_mb += z.used.memory_mb;
-        sum.used.disk_mb += z.used.disk_mb;
-        sum.used.gpus += z.used.gpus;
-        sum.nodes += z.nodes;
-    }
-    sum
-}
-
 /// Which node answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeRef {
@@ -304,7 +291,7 @@ pub async fn summary(
         snap.dcs
             .iter()
             .map(|(name, dc)| {
-                let used = sum_usage(dc.zones.keys().map(|zone| zone_usage(name, zone)));
+                let used = ZoneUsage::sum(dc.zones.keys().map(|zone| zone_usage(name, zone)));
                 let mut g = GroupView::of(&dc.all).with_used(&used);
                 g.dc = Some(name.clone());
                 if group_by.len() == 2 {
@@ -337,7 +324,7 @@ pub async fn summary(
         known: reply.members as u64,
         placement_members: reply.placing as u64,
         group_by,
-        total: GroupView::of(&snap.total).with_used(&sum_usage(usage.values())),
+        total: GroupView::of(&snap.total).with_used(&ZoneUsage::sum(usage.values())),
         unknown: GroupView::of(&snap.unknown),
         groups,
         local: LocalView {
