@@ -353,6 +353,7 @@ impl Coordinator {
             heard: now,
             confirmed: false,
             recorded: false,
+            seen: shared.has_member(winner),
         });
         shared.out.events.push_back(Event::Awarded {
             key: key.clone(),

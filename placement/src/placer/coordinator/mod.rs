@@ -44,6 +44,13 @@ struct Holder {
     confirmed: bool,
     /// This coordinator asked for the task's exit 0 to be recorded.
     recorded: bool,
+    /// The holder was in this coordinator's view when it was awarded the
+    /// task or at one of its renewals. Only such a holder is lost when it
+    /// leaves the view: one never seen there is a member this node's view
+    /// has not caught up with (its metadata came just after a publish, or
+    /// gossip has not brought it yet), alive since it renews, and it is
+    /// replaced only if its renewals stop.
+    seen: bool,
 }
 
 /// Why a new copy is stopped when its deployment ended without it (said
@@ -53,7 +60,13 @@ const ABANDONED: &str = "its deployment ended before replacing the old task";
 impl Holder {
     /// A holder as its lease renewal from `node` (award `stamp`) says, at
     /// `now`.
-    fn renewed(node: NodeId, stamp: Stamp, report: Report, now: Instant) -> Holder {
+    fn renewed(
+        shared: &Shared,
+        node: NodeId,
+        stamp: Stamp,
+        report: Report,
+        now: Instant,
+    ) -> Holder {
         Holder {
             node,
             stamp,
@@ -61,7 +74,14 @@ impl Holder {
             heard: now,
             confirmed: true,
             recorded: false,
+            seen: shared.has_member(node),
         }
+    }
+
+    /// Whether the holder left this coordinator's view (see
+    /// [`seen`](Self::seen)).
+    fn gone(&self, shared: &Shared) -> bool {
+        self.seen && !shared.has_member(self.node)
     }
 }
 
@@ -157,7 +177,7 @@ impl Coord {
                     Due::Nothing(None)
                 };
             }
-            if !shared.has_member(h.node) {
+            if h.gone(shared) {
                 return self
                     .hold(shared, key, Some(h), now)
                     .unwrap_or(Due::Lost(h.node));
@@ -253,7 +273,7 @@ impl Coord {
                 Some(until),
             )
         };
-        let lost = h.filter(|h| !shared.has_member(h.node)).map(|h| h.node);
+        let lost = h.filter(|h| h.gone(shared)).map(|h| h.node);
         let marked = h.is_none_or(|h| lost.is_none() || h.report.state == TaskState::Lost);
         if marked && self.pending.len() == 1 && self.pending[0] == *why {
             return Some(Due::Nothing(until));
@@ -830,7 +850,7 @@ impl Coordinator {
         {
             // Old and new task of a key being replaced (learned by a new
             // coordinator): both kept, until the index is done.
-            let heard = Holder::renewed(from, stamp, report, now);
+            let heard = Holder::renewed(shared, from, stamp, report, now);
             if heard.report.job_version >= v {
                 entry.old = entry.holder.replace(heard);
             } else {
@@ -846,6 +866,7 @@ impl Coordinator {
                 h.report = report;
                 h.heard = now;
                 h.confirmed = true;
+                h.seen |= shared.has_member(from);
                 let quiet = !record_exit(shared, &key, h);
                 self.progress(shared, &key);
                 return quiet;
@@ -854,7 +875,7 @@ impl Coordinator {
                 // Two holders: the later award wins, everywhere alike.
                 let (kept, stopped, stop_stamp) = if stamp > h.stamp {
                     let old = h.clone();
-                    *h = Holder::renewed(from, stamp, report, now);
+                    *h = Holder::renewed(shared, from, stamp, report, now);
                     record_exit(shared, &key, h);
                     (from, old.node, old.stamp)
                 } else {
@@ -878,7 +899,7 @@ impl Coordinator {
             _ => {
                 // Learned from the renewal (a new coordinator, or the first
                 // renewal after the award), or a lost holder came back.
-                let mut h = Holder::renewed(from, stamp, report, now);
+                let mut h = Holder::renewed(shared, from, stamp, report, now);
                 record_exit(shared, &key, &mut h);
                 entry.holder = Some(h);
                 entry.auction = None;
