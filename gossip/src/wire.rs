@@ -105,6 +105,15 @@ pub(crate) enum Item {
         base: u32,
         class: u8,
     },
+    /// The sender's member-list range digests (what `Body::MemberDigest`
+    /// carries), riding on a probe rather than in a datagram of their own:
+    /// meant for the receiver only, never queued or passed on. A node
+    /// that does not know this item skips it (items decode one by one).
+    Digest {
+        start: u64,
+        len: u64,
+        digests: Vec<[u8; 4]>,
+    },
 }
 
 impl Item {
@@ -114,6 +123,7 @@ impl Item {
             Item::Meta(m) => (0, m.id),
             Item::Leave { id, .. } => (1, *id),
             Item::Free { id, .. } => (2, *id),
+            Item::Digest { start, .. } => (3, NodeId(*start)),
         }
     }
 
@@ -159,6 +169,19 @@ mod tests {
         let sealed = encode(&env).len() + crate::seal::SEAL_OVERHEAD;
         // docs/gossip.md and the simulator's scale model count ~110 bytes.
         assert!((100..=120).contains(&sealed), "{sealed} bytes");
+    }
+
+    #[test]
+    fn a_digest_item_adds_about_fifty_bytes_to_a_probe() {
+        let item = Item::Digest {
+            start: u64::MAX,
+            len: u64::MAX / 8,
+            digests: vec![[0xff; 4]; crate::ranges::RANGES],
+        };
+        // Its bytes and their length prefix (docs/gossip.md and the
+        // simulator's scale model count 54).
+        let added = encode(&item).len() + 1;
+        assert!((50..=58).contains(&added), "{added} bytes");
     }
 
     #[test]

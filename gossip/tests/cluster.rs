@@ -773,6 +773,32 @@ fn restored_nodes_know_each_other_at_once_and_still_detect_a_crash() {
     assert!(found, "a crash among restored nodes went unnoticed");
 }
 
+/// The member-list range digest of each period rides on a probe: at idle
+/// it sends no datagram of its own (it used to be a third of the
+/// datagrams a node sends beyond its probes and their answers).
+#[test]
+fn range_digests_ride_on_probes_at_idle() {
+    let mut net = form_cluster(23, 10, 0.0);
+    assert!(net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(10)));
+    let before: Vec<(u64, u64)> = net
+        .running()
+        .map(|(_, m)| {
+            let s = m.stats();
+            (s.sent(SendKind::MemberDigest).0, s.sent(SendKind::Ping).0)
+        })
+        .collect();
+    net.run_for(Duration::from_secs(20));
+    for ((i, m), (digests, pings)) in net.running().zip(before) {
+        let s = m.stats();
+        assert_eq!(
+            s.sent(SendKind::MemberDigest).0,
+            digests,
+            "node-{i} sent range digests in datagrams of their own"
+        );
+        assert!(s.sent(SendKind::Ping).0 > pings, "node-{i} never probed");
+    }
+}
+
 #[test]
 fn a_forgotten_node_is_dropped_and_cannot_rejoin() {
     let mut net = form_cluster(21, 10, 0.01);

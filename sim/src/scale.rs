@@ -29,9 +29,10 @@
 //!   the size class (N rounded up to a power of two), as the core does.
 //! - **Traffic**: besides rumors, probes and acks, the indirect probes that
 //!   follow a failed direct probe, the periodic announce and its feed, the
-//!   knocks on down members once a node knows one, range digests and leave
-//!   queries, each at the size the real core's datagrams of that kind
-//!   have; reported in the same groups as full mode's count by kind.
+//!   knocks on down members once a node knows one, range digests (on
+//!   probes) and leave queries, each at the size the real core's
+//!   datagrams of that kind have; reported in the same groups as full
+//!   mode's count by kind.
 //!
 //! What it leaves out: concurrent rumors competing for room in a datagram
 //! (each rumor is disseminated as if alone, so mass failures are not
@@ -70,10 +71,10 @@ pub const UPDATE_BYTES: f64 = 20.0;
 /// The member-list answer to the periodic announce (one feed datagram,
 /// about full).
 pub const FEED_BYTES: f64 = 1_040.0;
-/// A member-list range digest (`MemberDigest`, 8 ranges): sent once per
-/// `member_digest_period`; the answers, sent only where views differ, are
-/// left out.
-pub const DIGEST_BYTES: f64 = 102.0;
+/// What a member-list range digest (8 ranges) adds to the probe that
+/// carries it, once per `member_digest_period` (it has no datagram of its
+/// own); the answers, sent only where views differ, are left out.
+pub const DIGEST_ITEM_BYTES: f64 = 54.0;
 /// A leave query about one member.
 pub const LEAVE_QUERY_BYTES: f64 = 54.0;
 
@@ -485,14 +486,19 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
     let on_gossip = per_node(rumors.sends_on_gossip) * UPDATE_BYTES;
     let on_probes = per_node(rumors.sends - rumors.sends_on_gossip) * UPDATE_BYTES;
     let traffic = TrafficGroup::shares(|group| match group {
-        TrafficGroup::Probe => (2.0 / pp, 2.0 / pp * BASE_DATAGRAM_BYTES + on_probes),
+        TrafficGroup::Probe => (
+            2.0 / pp,
+            2.0 / pp * BASE_DATAGRAM_BYTES + on_probes + DIGEST_ITEM_BYTES / digest_period,
+        ),
         TrafficGroup::Indirect => (indirect, indirect * INDIRECT_BYTES),
         TrafficGroup::Gossip => (gossip, gossip * BASE_DATAGRAM_BYTES + on_gossip),
         TrafficGroup::Announce => (
             2.0 / announce + to_down,
             (BASE_DATAGRAM_BYTES + FEED_BYTES) / announce + to_down * BASE_DATAGRAM_BYTES,
         ),
-        TrafficGroup::Digest => (1.0 / digest_period, DIGEST_BYTES / digest_period),
+        // The digests ride on probes (above); their answers are not
+        // modeled.
+        TrafficGroup::Digest => (0.0, 0.0),
         TrafficGroup::Leave => (queries, queries * LEAVE_QUERY_BYTES),
         // Join pages, metadata pulls: not modeled (no formation).
         TrafficGroup::Other => (0.0, 0.0),

@@ -100,23 +100,26 @@ impl Membership {
     /// topped up with piggybacked items.
     pub(super) fn send(&mut self, to: SocketAddr, body: Body<'_>, with_items: bool) {
         let kind = SendKind::of(&body);
-        self.send_as(to, body, kind, with_items);
+        self.send_as(to, body, kind, with_items, None);
     }
 
-    /// Sends `body` to `to`, counted as `kind`.
+    /// Sends `body` to `to`, counted as `kind`; `lead`, an encoded item
+    /// meant for this receiver only (a probe's range digest), goes first,
+    /// and with `with_items` piggybacked items fill the rest.
     pub(super) fn send_as(
         &mut self,
         to: SocketAddr,
         body: Body<'_>,
         kind: SendKind,
         with_items: bool,
+        lead: Option<&[u8]>,
     ) {
         let mut envelope = Envelope {
             meta_version: self.meta_version,
             meta_base: self.meta_base,
             free_class: self.meta.free_class.0,
             app_digest: self.app_digest.own,
-            items: Vec::new(),
+            items: lead.into_iter().collect(),
             body,
         };
         let mut plaintext = wire::encode(&envelope);
@@ -132,7 +135,7 @@ impl Membership {
             Vec::new()
         };
         if !items.is_empty() {
-            envelope.items = items.iter().map(Vec::as_slice).collect();
+            envelope.items.extend(items.iter().map(Vec::as_slice));
             plaintext = wire::encode(&envelope);
         }
         self.datagrams.seq += 1;

@@ -261,6 +261,9 @@ impl Membership {
                 }
             }
             Item::Leave { id, bump } => self.apply_leave(now, id, bump, spread),
+            // Answered where its sender is known (`handle_datagram`); it
+            // never travels on its own.
+            Item::Digest { .. } => {}
         }
     }
 

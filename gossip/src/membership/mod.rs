@@ -335,6 +335,11 @@ impl Membership {
         }
         for raw in &envelope.items {
             match postcard::from_bytes::<Item>(raw) {
+                Ok(Item::Digest {
+                    start,
+                    len,
+                    digests,
+                }) => self.answer_member_digest(now, from, start, len, &digests),
                 Ok(item) => self.apply_item(now, item, true),
                 Err(_) => self.stats.count_drop(DropReason::Decode),
             }
@@ -463,7 +468,7 @@ impl Membership {
                     .schedule(now + HOUSEKEEPING_PERIOD, TimerKind::Housekeeping);
             }
             TimerKind::MemberDigest => {
-                self.send_member_digest();
+                self.member_digest_due();
                 self.timers.schedule(
                     now + self.config.member_digest_period,
                     TimerKind::MemberDigest,

@@ -5,20 +5,22 @@
 //! missing from the newcomer's member-list copy, neither ever probes the
 //! other. A failure's down rumor can be missed the same way, leaving a
 //! member suspect for good at one observer. So every
-//! `member_digest_period` a node sends one random live member a
-//! `MemberDigest`: the digests of `ranges::RANGES` consecutive ranges of
-//! the position space (see `crate::ranges` for the arithmetic) of the
-//! members it holds up, itself included. The receiver answers, for each
+//! `member_digest_period` a node's next probe carries a digest item
+//! (`Item::Digest`; in a `MemberDigest` datagram of its own to a random
+//! live member when no probe went out for a whole period): the digests of
+//! `ranges::RANGES` consecutive ranges of the position space (see
+//! `crate::ranges` for the arithmetic) of the members it holds up, itself
+//! included. The receiver answers, for each
 //! range that differs, `MemberRanges` with its members there and those it
 //! saw go down within [`DOWN_REPAIR_WINDOW`]; the first node applies them
 //! (no re-broadcast: an entry foca knows better changes nothing) and sends
 //! back, once, what the answer lacked.
 //!
-//! The contract: while two views agree the exchange costs one small
-//! datagram per period. The index of members up ([`RangeSync`]) holds
-//! exactly the members foca holds up, with the life that is up (the foca
-//! driver, `swim.rs`, keeps it so), and it is all a range's digest reads.
-//! See docs/gossip.md, "Range digests".
+//! The contract: while two views agree the exchange costs about 54 bytes
+//! on one probe per period, and no datagram. The index of members up
+//! ([`RangeSync`]) holds exactly the members foca holds up, with the life
+//! that is up (the foca driver, `swim.rs`, keeps it so), and it is all a
+//! range's digest reads. See docs/gossip.md, "Range digests".
 
 use core::time::Duration;
 use std::collections::BTreeMap;
@@ -28,7 +30,7 @@ use crate::config::ENVELOPE_OVERHEAD;
 use crate::packed::Packed;
 use crate::ranges;
 use crate::seal::SEAL_OVERHEAD;
-use crate::wire::{self, Body};
+use crate::wire::{self, Body, Item};
 use crate::{Instant, NodeId, NodeIdentity};
 
 use super::Membership;
@@ -51,6 +53,8 @@ pub(super) struct RangeSync {
     /// Where the next member-list range digest starts: each round goes on
     /// from the last, so a pass over the id space takes `N / 128` rounds.
     cursor: u64,
+    /// A digest round is due: the next probe sent carries it.
+    digest_due: bool,
 }
 
 impl RangeSync {
@@ -141,16 +145,14 @@ impl Membership {
             .fold(0, |acc, h| acc ^ h)
     }
 
-    /// Sends one random live member the digests of the next few ranges of
-    /// the member list (see [`ranges`]).
-    pub(super) fn send_member_digest(&mut self) {
+    /// The digests of the next few ranges of the member list (see
+    /// [`ranges`]), as an item for a probe to carry; `None` while this
+    /// node knows no member (or left).
+    pub(super) fn next_member_digest(&mut self) -> Option<Item> {
         let n = self.swim.num_members();
         if n == 0 || self.left {
-            return;
+            return None;
         }
-        let Some(peer) = self.random_up(None) else {
-            return;
-        };
         let len = ranges::width(n + 1);
         let start = self.range_sync.cursor;
         self.range_sync.cursor = start.wrapping_add(len.wrapping_mul(ranges::RANGES as u64));
@@ -160,6 +162,32 @@ impl Membership {
                 ranges::wire_digest(digest)
             })
             .collect();
+        Some(Item::Digest {
+            start,
+            len,
+            digests,
+        })
+    }
+
+    /// A digest round is due: the next probe carries it. One still due
+    /// from the round before (no probe went out for a whole period) goes
+    /// to a random live member in a datagram of its own.
+    pub(super) fn member_digest_due(&mut self) {
+        if !self.range_sync.digest_due {
+            self.range_sync.digest_due = true;
+            return;
+        }
+        let Some(peer) = self.random_up(None) else {
+            return;
+        };
+        let Some(Item::Digest {
+            start,
+            len,
+            digests,
+        }) = self.next_member_digest()
+        else {
+            return;
+        };
         self.send(
             peer,
             Body::MemberDigest {
@@ -169,6 +197,17 @@ impl Membership {
             },
             false,
         );
+    }
+
+    /// The encoded digest item for a probe about to go out, when a round
+    /// is due.
+    pub(super) fn digest_for_probe(&mut self) -> Option<Vec<u8>> {
+        if !self.range_sync.digest_due {
+            return None;
+        }
+        let item = self.next_member_digest()?;
+        self.range_sync.digest_due = false;
+        Some(wire::encode(&item))
     }
 
     /// Sends the members of every range whose digest differs from ours.

@@ -77,7 +77,13 @@ impl Membership {
                 self.stats.turn_undead_suppressed += 1;
                 continue;
             }
-            self.send_as(to.gossip_addr(), body, kind, true);
+            // A due range-digest round rides on the next probe.
+            let lead = if kind == SendKind::Ping {
+                self.digest_for_probe()
+            } else {
+                None
+            };
+            self.send_as(to.gossip_addr(), body, kind, true, lead.as_deref());
         }
         // The runtime's queues keep the room of their largest burst (a
         // member list copied at join: one notification per member); an
