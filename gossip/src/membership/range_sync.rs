@@ -145,10 +145,10 @@ impl Membership {
             .fold(0, |acc, h| acc ^ h)
     }
 
-    /// The digests of the next few ranges of the member list (see
-    /// [`ranges`]), as an item for a probe to carry; `None` while this
-    /// node knows no member (or left).
-    pub(super) fn next_member_digest(&mut self) -> Option<Item> {
+    /// The next round: its first position, the width of its ranges and
+    /// the digest of each (see [`ranges`]); `None` while this node knows
+    /// no member (or left).
+    fn next_member_digest(&mut self) -> Option<(u64, u64, Vec<[u8; 4]>)> {
         let n = self.swim.num_members();
         if n == 0 || self.left {
             return None;
@@ -162,11 +162,7 @@ impl Membership {
                 ranges::wire_digest(digest)
             })
             .collect();
-        Some(Item::Digest {
-            start,
-            len,
-            digests,
-        })
+        Some((start, len, digests))
     }
 
     /// A digest round is due: the next probe carries it. One still due
@@ -180,12 +176,7 @@ impl Membership {
         let Some(peer) = self.random_up(None) else {
             return;
         };
-        let Some(Item::Digest {
-            start,
-            len,
-            digests,
-        }) = self.next_member_digest()
-        else {
+        let Some((start, len, digests)) = self.next_member_digest() else {
             return;
         };
         self.send(
@@ -205,9 +196,13 @@ impl Membership {
         if !self.range_sync.digest_due {
             return None;
         }
-        let item = self.next_member_digest()?;
+        let (start, len, digests) = self.next_member_digest()?;
         self.range_sync.digest_due = false;
-        Some(wire::encode(&item))
+        Some(wire::encode(&Item::Digest {
+            start,
+            len,
+            digests,
+        }))
     }
 
     /// Sends the members of every range whose digest differs from ours.
