@@ -44,11 +44,13 @@ pub enum SendKind {
     MemberDigest,
     /// Member-list ranges that differed.
     MemberRanges,
+    /// A caller's note to one member (see `Membership::send_note`).
+    Note,
 }
 
 impl SendKind {
     /// Every kind, in a fixed order (metrics export all of them).
-    pub const ALL: [SendKind; 17] = [
+    pub const ALL: [SendKind; 18] = [
         SendKind::Ping,
         SendKind::Ack,
         SendKind::PingReq,
@@ -66,6 +68,7 @@ impl SendKind {
         SendKind::MembersPage,
         SendKind::MemberDigest,
         SendKind::MemberRanges,
+        SendKind::Note,
     ];
 
     /// A short label for metrics.
@@ -88,6 +91,7 @@ impl SendKind {
             SendKind::MembersPage => "members_page",
             SendKind::MemberDigest => "member_digest",
             SendKind::MemberRanges => "member_ranges",
+            SendKind::Note => "note",
         }
     }
 
@@ -110,6 +114,7 @@ impl SendKind {
             Body::MemberDigest { .. } => SendKind::MemberDigest,
             // Both repair what SWIM's epidemic missed.
             Body::MemberRanges { .. } | Body::Suspected { .. } => SendKind::MemberRanges,
+            Body::Note(_) => SendKind::Note,
         }
     }
 }

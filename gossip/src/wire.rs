@@ -85,6 +85,11 @@ pub(crate) enum Body<'a> {
         identity: NodeIdentity,
         incarnation: u16,
     },
+    /// Opaque bytes from the caller of the sender's membership to the
+    /// caller of this member's (see `Membership::send_note`), handed up as
+    /// `Event::Note`. An agent of an earlier version drops the datagram
+    /// (a `decode` drop).
+    Note(&'a [u8]),
 }
 
 /// A piggybacked record.

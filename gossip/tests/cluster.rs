@@ -10,7 +10,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_gossip::{
     Capacity, Config, DropReason, FreeClass, Instant, MemberMeta, MemberState, Membership, NodeId,
-    NodeIdentity, PacketSecurity, SendKind, TimerToken,
+    NodeIdentity, NoteError, PacketSecurity, SendKind, TimerToken,
 };
 
 #[derive(Debug)]
@@ -853,4 +853,67 @@ fn a_forgotten_node_is_dropped_and_cannot_rejoin() {
         others_alive,
         "forgetting one member cost others their place"
     );
+}
+
+#[test]
+fn a_note_reaches_only_its_member_and_says_who_sent_it() {
+    let mut net = form_cluster(21, 5, 0.0);
+    assert!(net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(5)));
+    net.run_for(Duration::from_secs(2));
+    net.log.clear();
+    let sent_before = net.node(1).stats().sent_by_kind[SendKind::Note.index()];
+    net.node(1).send_note(NodeId(1003), b"usage 42").unwrap();
+    net.after_input(1);
+    let ok = net.run_until_cond(Duration::from_secs(2), |n| {
+        n.log.iter().any(|l| l.contains("Note"))
+    });
+    assert!(ok, "the note never arrived");
+    net.run_for(Duration::from_secs(1));
+    let notes: Vec<&String> = net.log.iter().filter(|l| l.contains("Note")).collect();
+    assert_eq!(notes.len(), 1, "one note, to one member: {notes:?}");
+    let expected = format!(
+        "node-3 Note {{ from: {}, note: {:?} }}",
+        NodeId(1001),
+        b"usage 42".to_vec()
+    );
+    assert!(notes[0].ends_with(&expected), "{} != …{expected}", notes[0]);
+    assert_eq!(
+        net.node(1).stats().sent_by_kind[SendKind::Note.index()],
+        sent_before + 1
+    );
+
+    // Nobody to send to: neither an unknown member nor this node itself.
+    assert_eq!(
+        net.node(1).send_note(NodeId(99), b"x"),
+        Err(NoteError::NotUp(NodeId(99)))
+    );
+    assert_eq!(
+        net.node(1).send_note(NodeId(1001), b"x"),
+        Err(NoteError::NotUp(NodeId(1001)))
+    );
+    // A crashed member, once down here.
+    net.crash(4);
+    assert!(net.run_until_cond(Duration::from_secs(30), |n| {
+        n.all_others_see(NodeId(1004), MemberState::Failed)
+    }));
+    assert_eq!(
+        net.node(1).send_note(NodeId(1004), b"x"),
+        Err(NoteError::NotUp(NodeId(1004)))
+    );
+    // Too large for one datagram.
+    let max = net.node(1).max_note_bytes();
+    assert!(max >= 1000, "a note of {max} bytes at most");
+    assert_eq!(
+        net.node(1).send_note(NodeId(1003), &vec![0u8; max + 1]),
+        Err(NoteError::TooLarge { size: max + 1, max })
+    );
+    // The largest that is taken fits a datagram and arrives.
+    net.log.clear();
+    net.node(1)
+        .send_note(NodeId(1003), &vec![1u8; max])
+        .unwrap();
+    net.after_input(1);
+    assert!(net.run_until_cond(Duration::from_secs(2), |n| {
+        n.log.iter().any(|l| l.contains("node-3 Note"))
+    }));
 }

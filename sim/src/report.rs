@@ -147,7 +147,8 @@ impl TrafficGroup {
             | SendKind::OtherSwim
             | SendKind::Hello
             | SendKind::Meta
-            | SendKind::MembersPage => TrafficGroup::Other,
+            | SendKind::MembersPage
+            | SendKind::Note => TrafficGroup::Other,
         }
     }
 

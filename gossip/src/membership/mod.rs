@@ -89,6 +89,24 @@ pub struct MetaTooLarge {
     pub max: usize,
 }
 
+/// A note [`Membership::send_note`] cannot send.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoteError {
+    /// The member is not up as this node sees it (unknown, failed or left).
+    #[error("member {0} is not up here; a note goes only to a live member")]
+    NotUp(NodeId),
+    /// The note does not fit in one datagram.
+    #[error(
+        "a note of {size} bytes does not fit in a gossip datagram (at most {max}); send it over RPC"
+    )]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The most a note can have.
+        max: usize,
+    },
+}
+
 /// Something [`Membership::new`] cannot start with.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum NewError {
@@ -376,6 +394,10 @@ impl Membership {
                 identity,
                 incarnation,
             } => self.on_suspected(&identity, incarnation),
+            Body::Note(note) => self.events.push_back(Event::Note {
+                from: header.sender,
+                note: note.to_vec(),
+            }),
             Body::MetaResponse { updates } => {
                 for update in updates {
                     self.apply_item(now, Item::Meta(Box::new(update)), false);
@@ -392,6 +414,36 @@ impl Membership {
         self.current_from = Some(from);
         self.drain_swim(now);
         self.current_from = None;
+    }
+
+    /// Sends `note` to member `to` in a datagram of its own, piggybacked
+    /// items filling the rest: for small messages between the callers of
+    /// two memberships that may be lost (a usage report), where a
+    /// connection would cost more than the message. The receiver's caller
+    /// gets it as [`Event::Note`]; nothing is acknowledged or sent again.
+    pub fn send_note(&mut self, to: NodeId, note: &[u8]) -> Result<(), NoteError> {
+        let max = self.max_note_bytes();
+        if note.len() > max {
+            return Err(NoteError::TooLarge {
+                size: note.len(),
+                max,
+            });
+        }
+        let addr = match self.records.get(&to) {
+            Some(r) if to != self.identity.id && !self.left && self.range_sync.holds_up(to) => {
+                r.identity.gossip_addr()
+            }
+            _ => return Err(NoteError::NotUp(to)),
+        };
+        self.send(addr, Body::Note(note), true);
+        Ok(())
+    }
+
+    /// The largest note [`send_note`](Self::send_note) takes.
+    pub fn max_note_bytes(&self) -> usize {
+        self.config
+            .max_datagram_bytes
+            .saturating_sub(crate::seal::SEAL_OVERHEAD + crate::config::ENVELOPE_OVERHEAD)
     }
 
     /// Replaces the keys datagrams are sealed and opened with (a keyring

@@ -132,6 +132,14 @@ pub enum Event {
         /// Its digest.
         digest: u64,
     },
+    /// A member's caller sent this node's caller a note (see
+    /// [`Membership::send_note`](crate::Membership::send_note)).
+    Note {
+        /// The sender.
+        from: NodeId,
+        /// What it sent, as it sent it.
+        note: Vec<u8>,
+    },
 }
 
 /// A member as returned by [`Membership::members`](crate::Membership::members).

@@ -357,6 +357,7 @@ impl Transport {
         &self,
         peer: NodeId,
         addr: SocketAddr,
+        service: Service,
     ) -> Result<quinn::Connection, TransportError> {
         let tick = self.inner.tick.fetch_add(1, Ordering::Relaxed);
         if let Some((conn, used)) = self.inner.conns.lock().expect("lock").get_mut(&addr)
@@ -378,6 +379,7 @@ impl Transport {
             why: e.to_string(),
         })?;
         self.inner.stats.connects.fetch_add(1, Ordering::Relaxed);
+        debug!(%peer, %addr, ?service, "RPC connection opened");
         let mut conns = self.inner.conns.lock().expect("lock");
         if conns.len() >= self.inner.config.max_connections
             && let Some(oldest) = conns
@@ -455,7 +457,7 @@ impl Transport {
                 max,
             });
         }
-        let conn = self.connection(peer, addr).await?;
+        let conn = self.connection(peer, addr, service).await?;
         let stream_err = |why: String| TransportError::Stream { addr, why };
         let (mut send, mut recv) = conn
             .open_bi()
