@@ -5,10 +5,17 @@
 //! Usage changes all the time, so it is not gossiped (every node would
 //! receive every other node's changes: at 500,000 nodes, one change a
 //! minute each is 8,000 updates a second reaching every node). Instead,
-//! every [`REPORT_PERIOD`] a node sends its sample to the aggregator of
-//! its zone ([`shoal_core::Group::aggregator`]: the zone's alive member
-//! with the lowest id, which every node computes alike). The aggregator
-//! keeps the last report of each member for [`REPORT_TTL`]. A summary
+//! a node samples every [`REPORT_PERIOD`] and sends its sample to the
+//! aggregator of its zone ([`shoal_core::Group::aggregator`]: the zone's
+//! alive member with the lowest id, which every node computes alike) when
+//! it moved by [`Usage::moved`] since the last report, when the aggregator
+//! changed, and every [`REFRESH`] otherwise. A report is one gossip
+//! datagram (a membership note, `Membership::send_note`), not an RPC: an
+//! idle node sends one every [`REFRESH`], where a QUIC call every 10 s
+//! cost about four datagrams (request, answer and their
+//! acknowledgements) and kept a connection open. A lost report is
+//! replaced by the next. The aggregator keeps the last report of each
+//! member for [`REPORT_TTL`]. A summary
 //! asks each zone's aggregator once per [`CACHE_FOR`] at most, all at
 //! once, waiting [`ASK_TIMEOUT`]: its cost is one call per zone, never
 //! one per member. A zone whose aggregator does not answer keeps its last
@@ -27,6 +34,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_gossip::NodeId;
+use shoal_placement::Resources;
 use shoal_transport::{Service, Transport};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -35,10 +43,13 @@ use crate::core_task::CoreHandle;
 use crate::placement::{TaskRequest, TaskResponse};
 use crate::state::Peer;
 
-/// How often a node samples and reports.
+/// How often a node samples (and reports, if the sample moved).
 pub const REPORT_PERIOD: Duration = Duration::from_secs(10);
-/// How long an aggregator counts a report, and a summary an answer.
-pub const REPORT_TTL: Duration = Duration::from_secs(35);
+/// The longest a node goes without reporting.
+pub const REFRESH: Duration = Duration::from_secs(30);
+/// How long an aggregator counts a report, and a summary an answer: two
+/// refreshes and a half, so one lost report changes nothing.
+pub const REPORT_TTL: Duration = Duration::from_secs(75);
 /// How long a summary reuses a zone's answer before asking again.
 pub const CACHE_FOR: Duration = Duration::from_secs(5);
 /// How long a summary waits for the aggregators.
@@ -58,6 +69,18 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Whether this sample differs from `last` enough to report it: by 5%
+    /// of the CPUs `offered`, 2% of the memory or disk offered (a quarter
+    /// of a percent step on a bar of the overview is not worth a
+    /// datagram), or any GPU.
+    pub fn moved(&self, last: &Usage, offered: &Resources) -> bool {
+        let beyond = |a: u64, b: u64, of: u64, per_cent: u64| a.abs_diff(b) * 100 > of * per_cent;
+        beyond(self.cpus_milli, last.cpus_milli, offered.cpus_milli, 5)
+            || beyond(self.memory_mb, last.memory_mb, offered.memory_mb, 2)
+            || beyond(self.disk_mb, last.disk_mb, offered.disk_mb, 2)
+            || self.gpus != last.gpus
+    }
+
     fn add(&mut self, o: &Usage) {
         self.cpus_milli += o.cpus_milli;
         self.memory_mb += o.memory_mb;
@@ -85,6 +108,13 @@ impl ZoneUsage {
         }
         sum
     }
+}
+
+/// What agents send each other in membership notes (one kind today).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Note {
+    /// A member's usage, to its zone's aggregator.
+    Usage(Report),
 }
 
 /// A member's report, as its zone's aggregator received it.
@@ -277,21 +307,36 @@ fn disk_free_mb(dir: &std::path::Path) -> Option<u64> {
 }
 
 /// Samples this node every [`REPORT_PERIOD`] and reports to its zone's
-/// aggregator (itself, when it is the one).
+/// aggregator (itself, when it is the one) as the module says; keeps the
+/// reports its zone's members send it.
 pub async fn report_loop(
     book: UsageBook,
     core: CoreHandle,
-    transport: Transport,
-    live: tokio::sync::watch::Receiver<Arc<Vec<Peer>>>,
     data_dir: PathBuf,
     shutdown: CancellationToken,
 ) {
+    let mut notes = core.notes();
     let mut sampler = Sampler::new(data_dir);
     let mut tick = tokio::time::interval(REPORT_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last report sent: to whom, what, when.
+    let mut last: Option<(NodeId, Report, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
+            note = notes.recv() => {
+                match note {
+                    Ok((from, bytes)) => match postcard::from_bytes::<Note>(&bytes) {
+                        Ok(Note::Usage(report)) => book.record(from, report),
+                        Err(e) => debug!(from = %from, error = %e, "note not understood"),
+                    },
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        debug!(lost = n, "usage reports arrived faster than kept");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
         let Ok(summary) = core.summary().await else {
@@ -318,16 +363,84 @@ pub async fn report_loop(
         };
         if aggregator == me {
             book.record(me, report);
+            last = None;
             continue;
         }
-        let peer = live.borrow().iter().find(|p| p.id == aggregator).cloned();
-        let Some(peer) = peer else { continue };
-        let body = postcard::to_allocvec(&TaskRequest::Usage(report)).expect("encodes");
-        if let Err(e) = transport
-            .request(aggregator, peer.rpc, Service::Tasks, &body)
-            .await
-        {
-            debug!(aggregator = %aggregator, error = %e, "usage report not delivered");
+        let now = tokio::time::Instant::now();
+        let due = match &last {
+            Some((to, sent, at)) => {
+                *to != aggregator
+                    || sent.dc != report.dc
+                    || sent.zone != report.zone
+                    || report.usage.moved(&sent.usage, &offered)
+                    || now.duration_since(*at) >= REFRESH
+            }
+            None => true,
+        };
+        if !due {
+            continue;
         }
+        let body = postcard::to_allocvec(&Note::Usage(report.clone())).expect("encodes");
+        match core.send_note(aggregator, body).await {
+            Ok(Ok(())) => last = Some((aggregator, report, now)),
+            Ok(Err(e)) => debug!(aggregator = %aggregator, error = %e, "usage report not sent"),
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_reported_when_it_moves_enough_to_show() {
+        let offered = Resources {
+            cpus_milli: 8000,
+            memory_mb: 16_000,
+            disk_mb: 100_000,
+            gpus: 1,
+        };
+        let last = Usage {
+            cpus_milli: 1000,
+            memory_mb: 4000,
+            disk_mb: 10_000,
+            gpus: 0,
+        };
+        let with = |f: &dyn Fn(&mut Usage)| {
+            let mut u = last;
+            f(&mut u);
+            u
+        };
+        assert!(!last.moved(&last, &offered));
+        // 5% of 8 CPUs is 400 thousandths; 2% of 16,000 MiB is 320; of
+        // 100,000 MiB, 2,000.
+        assert!(!with(&|u| u.cpus_milli = 1400).moved(&last, &offered));
+        assert!(with(&|u| u.cpus_milli = 1401).moved(&last, &offered));
+        assert!(with(&|u| u.cpus_milli = 599).moved(&last, &offered));
+        assert!(!with(&|u| u.memory_mb = 4320).moved(&last, &offered));
+        assert!(with(&|u| u.memory_mb = 4321).moved(&last, &offered));
+        assert!(!with(&|u| u.disk_mb = 8000).moved(&last, &offered));
+        assert!(with(&|u| u.disk_mb = 7999).moved(&last, &offered));
+        assert!(with(&|u| u.gpus = 1).moved(&last, &offered));
+        // Nothing offered: any change shows.
+        let none = Resources::default();
+        assert!(with(&|u| u.memory_mb = 4001).moved(&last, &none));
+    }
+
+    #[test]
+    fn a_usage_note_fits_a_datagram_with_long_names() {
+        let note = Note::Usage(Report {
+            dc: "d".repeat(64),
+            zone: "z".repeat(64),
+            usage: Usage {
+                cpus_milli: u64::MAX,
+                memory_mb: u64::MAX,
+                disk_mb: u64::MAX,
+                gpus: u64::MAX,
+            },
+        });
+        let bytes = postcard::to_allocvec(&note).unwrap();
+        assert!(bytes.len() < 200, "{} bytes", bytes.len());
     }
 }

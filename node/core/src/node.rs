@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shoal_gossip::{
     Event as GossipEvent, FreeClass, Instant, MemberMeta, Membership, MetaTooLarge, MetaUpdate,
-    NodeId, NodeIdentity,
+    NodeId, NodeIdentity, NoteError,
 };
 use shoal_placement::{
     Event as PlaceEvent, ExitReason, Job, Msg, NodeInfo, Placer, TaskKey, Verdict,
@@ -399,6 +399,15 @@ impl NodeCore {
         let mut meta = (**self.membership.meta()).clone();
         meta.draining = draining;
         self.set_meta(now, meta)
+    }
+
+    /// Sends `note` to member `to` in a gossip datagram (see
+    /// [`Membership::send_note`]); its caller gets it as
+    /// [`GossipEvent::Note`] in an [`Output::Gossip`].
+    pub fn send_note(&mut self, now: Instant, to: NodeId, note: &[u8]) -> Result<(), NoteError> {
+        self.membership.send_note(to, note)?;
+        self.after_gossip(now);
+        Ok(())
     }
 
     /// The digest of the local desired-state replica, carried in gossip

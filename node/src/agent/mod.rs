@@ -580,8 +580,6 @@ impl Agent {
             tokio::spawn(crate::usage::report_loop(
                 usage.clone(),
                 core.clone(),
-                transport.clone(),
-                live_rx.clone(),
                 data_dir.path().to_owned(),
                 shutdown.clone(),
             )),

@@ -77,6 +77,11 @@ pub(super) enum Cmd {
     Drain(bool, oneshot::Sender<()>),
     Used(oneshot::Sender<(Resources, Resources)>),
     Held(oneshot::Sender<Vec<TaskStatus>>),
+    Note(
+        NodeId,
+        Vec<u8>,
+        oneshot::Sender<Result<(), shoal_gossip::NoteError>>,
+    ),
     /// Every job (at start-up, or after missed changes).
     AllJobs(Vec<Job>),
     /// Jobs that changed, and jobs gone or not placeable.
@@ -90,6 +95,7 @@ pub struct CoreHandle {
     pub(super) local_id: NodeId,
     pub(super) slow_turns: Arc<AtomicU64>,
     pub(super) member_events: tokio::sync::broadcast::Sender<MemberEvent>,
+    pub(super) notes: tokio::sync::broadcast::Sender<(NodeId, Arc<[u8]>)>,
 }
 
 impl CoreHandle {
@@ -116,6 +122,22 @@ impl CoreHandle {
     /// The summary of the members: O(groups), not O(members).
     pub async fn summary(&self) -> Result<SummaryReply, CoreStopped> {
         self.ask(Cmd::Summary).await
+    }
+
+    /// Sends `note` to member `to` in one gossip datagram (see
+    /// `Membership::send_note`): for small reports that may be lost.
+    pub async fn send_note(
+        &self,
+        to: NodeId,
+        note: Vec<u8>,
+    ) -> Result<Result<(), shoal_gossip::NoteError>, CoreStopped> {
+        self.ask(|tx| Cmd::Note(to, note, tx)).await
+    }
+
+    /// Notes members send this node from now on, with their sender (a
+    /// receiver that falls behind loses the oldest).
+    pub fn notes(&self) -> tokio::sync::broadcast::Receiver<(NodeId, Arc<[u8]>)> {
+        self.notes.subscribe()
     }
 
     /// Member state changes from now on.

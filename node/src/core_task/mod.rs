@@ -56,6 +56,9 @@ const PEERS_SAVE_PERIOD: Duration = Duration::from_secs(10);
 const PEERS_SAVED: usize = 32;
 /// Member state changes kept for slow `/v1/events` readers.
 const MEMBER_EVENTS: usize = 1024;
+/// Notes from members kept for a slow listener (usage reports: a zone's
+/// aggregator hears from each member every 30 s at least).
+const NOTES: usize = 4096;
 /// Commands waiting for the loop, at most.
 const COMMANDS: usize = 1024;
 
@@ -146,6 +149,8 @@ pub struct CoreTask {
     health: HealthChecks,
     task_events: broadcast::Sender<TaskEvent>,
     member_events: broadcast::Sender<MemberEvent>,
+    /// Notes members sent this node, for whoever listens.
+    notes: broadcast::Sender<(NodeId, Arc<[u8]>)>,
     /// When a member's state last changed as this node saw it.
     members_changed_at: Option<shoal_gossip::Instant>,
     shutdown: CancellationToken,
@@ -179,11 +184,13 @@ impl CoreTask {
         let (tx, rx) = mpsc::channel(COMMANDS);
         let slow_turns = Arc::new(AtomicU64::new(0));
         let (member_events, _) = broadcast::channel(MEMBER_EVENTS);
+        let (notes, _) = broadcast::channel(NOTES);
         let handle = CoreHandle {
             tx,
             local_id: core.me(),
             slow_turns: slow_turns.clone(),
             member_events: member_events.clone(),
+            notes: notes.clone(),
         };
         let task = CoreTask {
             driver: Driver::new(core),
@@ -206,6 +213,7 @@ impl CoreTask {
             health,
             task_events,
             member_events,
+            notes,
             members_changed_at: None,
             shutdown,
         };
@@ -396,6 +404,9 @@ impl CoreTask {
                         .filter_map(|(key, _, _)| placer.local_status(&key))
                         .collect(),
                 );
+            }
+            Cmd::Note(to, note, tx) => {
+                let _ = tx.send(core.send_note(now, to, &note));
             }
             Cmd::AllJobs(jobs) => core.set_jobs(now, wall, jobs),
             Cmd::Jobs(changed, removed) => core.update_jobs(now, wall, changed, &removed),
@@ -611,6 +622,10 @@ impl CoreTask {
             Event::DigestDiffers { id, .. } => {
                 // Full: a round is already queued; the next datagram retries.
                 let _ = self.state.differs.try_send(id);
+            }
+            Event::Note { from, note } => {
+                // No one listening (yet) is not an error.
+                let _ = self.notes.send((from, note.into()));
             }
         }
     }
