@@ -70,9 +70,9 @@ pub struct Usage {
 
 impl Usage {
     /// Whether this sample differs from `last` enough to report it: by 5%
-    /// of the CPUs `offered`, 2% of the memory or disk offered (a quarter
-    /// of a percent step on a bar of the overview is not worth a
-    /// datagram), or any GPU.
+    /// of the CPUs `offered` (an idle machine's CPU wanders by a few per
+    /// cent), 2% of the memory or disk offered (a smaller step hardly
+    /// shows on the overview's bars), or by any GPU.
     pub fn moved(&self, last: &Usage, offered: &Resources) -> bool {
         let beyond = |a: u64, b: u64, of: u64, per_cent: u64| a.abs_diff(b) * 100 > of * per_cent;
         beyond(self.cpus_milli, last.cpus_milli, offered.cpus_milli, 5)
