@@ -28,19 +28,45 @@ pub fn cluster_key_id(secret: &[u8; 32]) -> u32 {
     GossipKey::derive(secret, 0).id()
 }
 
-/// The keys of the keyring this node can use: the cluster key unless
-/// removed, then every installed key not removed whose sealed value opens.
-pub fn keys(secret: &[u8; 32], key: &SecretsKey, table: &AclTable) -> Vec<GossipKey> {
+/// The ids of the keyring's keys not removed, in the order nodes hold
+/// them: the cluster key (whose id is `cluster_key`) unless removed, then
+/// the installed ones.
+pub fn live_ids(table: &AclTable, cluster_key: u32) -> Vec<String> {
     let removed = |id: &str| table.gossip_keys().iter().any(|k| k.id == id && k.removed);
+    let own = hex_id(cluster_key);
+    let mut ids: Vec<String> = Vec::new();
+    if !removed(&own) {
+        ids.push(own);
+    }
+    for k in table.gossip_keys() {
+        if !k.removed && !k.sealed.is_empty() && !ids.contains(&k.id) {
+            ids.push(k.id.clone());
+        }
+    }
+    ids
+}
+
+/// The id of the key chosen to seal with (`shoal keyring use`), or the
+/// cluster key's while none was chosen.
+pub fn chosen_id(table: &AclTable, cluster_key: u32) -> String {
+    table
+        .gossip_primary()
+        .map_or_else(|| hex_id(cluster_key), |p| p.id.clone())
+}
+
+/// The keys of the keyring this node can use: those of [`live_ids`] whose
+/// sealed value opens here.
+pub fn keys(secret: &[u8; 32], key: &SecretsKey, table: &AclTable) -> Vec<GossipKey> {
     let own = GossipKey::derive(secret, 0);
     let mut keys = Vec::new();
-    if !removed(&hex_id(own.id())) {
-        keys.push(own);
-    }
-    for r in table.gossip_keys() {
-        if r.removed || r.sealed.is_empty() {
+    for id in live_ids(table, own.id()) {
+        if id == hex_id(own.id()) {
+            keys.push(own.clone());
             continue;
         }
+        let Some(r) = table.gossip_keys().iter().find(|k| k.id == id) else {
+            continue;
+        };
         let opened = key.open(&sealing_name(&r.id), &r.sealed).ok();
         let Some(bytes) = opened.and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
             tracing::warn!(key = %r.id, "a keyring key does not open with this node's cluster secret; ignored");
@@ -63,9 +89,10 @@ pub fn security(secret: &[u8; 32], key: &SecretsKey, table: &AclTable) -> Packet
     if keys.is_empty() {
         keys.push(GossipKey::derive(secret, 0));
     }
-    let chosen = table
-        .gossip_primary()
-        .and_then(|p| keys.iter().position(|k| hex_id(k.id()) == p.id))
+    let chosen = chosen_id(table, cluster_key_id(secret));
+    let chosen = keys
+        .iter()
+        .position(|k| hex_id(k.id()) == chosen)
         .unwrap_or(0);
     let primary = keys.remove(chosen);
     PacketSecurity::Sealed {

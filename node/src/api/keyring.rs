@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, ApiState};
 use crate::acl::Caller;
-use crate::keyring::{hex_id, sealing_name};
+use crate::keyring::{self, hex_id, sealing_name};
 use crate::state::{AclReply, AclRequest};
 
 /// One key of the keyring.
@@ -96,22 +96,9 @@ async fn members_keys(s: &ApiState) -> Result<Vec<(String, Vec<u32>)>, ApiError>
         .collect())
 }
 
-/// The ids of the keys not removed: the cluster key unless removed, then
-/// the installed ones.
+/// The ids of the keys not removed (see [`keyring::live_ids`]).
 fn live_ids(s: &ApiState) -> Vec<String> {
-    let table = s.state.acl();
-    let removed = |id: &str| table.gossip_keys().iter().any(|k| k.id == id && k.removed);
-    let own = hex_id(s.cluster_key_id);
-    let mut ids: Vec<String> = Vec::new();
-    if !removed(&own) {
-        ids.push(own);
-    }
-    for k in table.gossip_keys() {
-        if !k.removed && !k.sealed.is_empty() && !ids.contains(&k.id) {
-            ids.push(k.id.clone());
-        }
-    }
-    ids
+    keyring::live_ids(&s.state.acl(), s.cluster_key_id)
 }
 
 /// `GET /v1/keyring`: the keys, and how far each has spread.
@@ -126,9 +113,7 @@ pub async fn list(State(s): State<ApiState>) -> ApiResult<KeyringView> {
     let members = members_keys(&s).await?;
     let table = s.state.acl();
     let own = hex_id(s.cluster_key_id);
-    let primary = table
-        .gossip_primary()
-        .map_or_else(|| own.clone(), |p| p.id.clone());
+    let primary = keyring::chosen_id(&table, s.cluster_key_id);
     let keys = live_ids(&s)
         .into_iter()
         .map(|id| {
@@ -344,12 +329,7 @@ pub async fn remove(
             format!("key {id} is the last one: install another first"),
         ));
     }
-    let primary = s
-        .state
-        .acl()
-        .gossip_primary()
-        .map_or_else(|| hex_id(s.cluster_key_id), |p| p.id.clone());
-    if primary == id {
+    if keyring::chosen_id(&s.state.acl(), s.cluster_key_id) == id {
         return Err(conflict(
             "in_use",
             format!("key {id} is the one gossip is sealed with: `shoal keyring use` another first"),
