@@ -69,7 +69,7 @@ export async function mount(root, route, ctx) {
         "p",
         { class: "muted" },
         "allocated: estimated from each node's free capacity class (within 1/16 of its scarcest resource); ",
-        h("span", { id: "used-nodes" }, `used: measured on ${fmtNum(s.total.used_nodes || 0)} of ${plural(s.total.nodes, "node")} (reports every 10 s); `),
+        h("span", { id: "used-nodes" }, `used: measured on ${fmtNum(s.total.used_nodes || 0)} of ${plural(s.total.nodes, "node")} (sampled every 10 s, reported when it moves and every 30 s); `),
         local.capacity ? `this node: ${fmtNum(local.allocated.cpus)} of ${fmtNum(local.capacity.cpus)} CPUs, ${fmtMb(local.allocated.memory_mb)} of ${fmtMb(local.capacity.memory_mb)} held by its tasks` : "",
       ),
     );
