@@ -861,7 +861,7 @@ fn a_note_reaches_only_its_member_and_says_who_sent_it() {
     assert!(net.run_until_cond(Duration::from_secs(30), |n| n.all_see_alive(5)));
     net.run_for(Duration::from_secs(2));
     net.log.clear();
-    let sent_before = net.node(1).stats().sent_by_kind[SendKind::Note.index()];
+    let sent_before = net.node(1).stats().sent(SendKind::Note).0;
     net.node(1).send_note(NodeId(1003), b"usage 42").unwrap();
     net.after_input(1);
     let ok = net.run_until_cond(Duration::from_secs(2), |n| {
@@ -877,10 +877,7 @@ fn a_note_reaches_only_its_member_and_says_who_sent_it() {
         b"usage 42".to_vec()
     );
     assert!(notes[0].ends_with(&expected), "{} != …{expected}", notes[0]);
-    assert_eq!(
-        net.node(1).stats().sent_by_kind[SendKind::Note.index()],
-        sent_before + 1
-    );
+    assert_eq!(net.node(1).stats().sent(SendKind::Note).0, sent_before + 1);
 
     // Nobody to send to: neither an unknown member nor this node itself.
     assert_eq!(

@@ -48,7 +48,9 @@ pub enum TaskRequest {
     /// Every task this node runs (answered with `Status`).
     Held,
     /// A member's measured usage, for its zone's aggregator (answered
-    /// with `Drained`).
+    /// with `Drained`). Agents send it as a gossip note now
+    /// (`crate::usage`); served still for agents of the version before,
+    /// during a rolling upgrade.
     Usage(crate::usage::Report),
     /// The usage of a zone this node aggregates.
     ZoneUsage {

@@ -367,16 +367,12 @@ pub async fn report_loop(
             continue;
         }
         let now = tokio::time::Instant::now();
-        let due = match &last {
-            Some((to, sent, at)) => {
-                *to != aggregator
-                    || sent.dc != report.dc
-                    || sent.zone != report.zone
-                    || report.usage.moved(&sent.usage, &offered)
-                    || now.duration_since(*at) >= REFRESH
-            }
-            None => true,
-        };
+        let due = last.as_ref().is_none_or(|(to, sent, at)| {
+            *to != aggregator
+                || (&sent.dc, &sent.zone) != (&report.dc, &report.zone)
+                || report.usage.moved(&sent.usage, &offered)
+                || now.duration_since(*at) >= REFRESH
+        });
         if !due {
             continue;
         }
