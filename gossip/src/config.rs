@@ -48,6 +48,21 @@ pub struct Config {
     pub suspicion_mult: f64,
     /// Lower bound of the suspicion timeout.
     pub suspicion_min: Duration,
+    /// Lifeguard's dynamic suspicion (Dadgar et al. 2018): once
+    /// `suspicion_confirmations` other members confirmed a suspicion (their
+    /// own probes of the member failed too), it times out after
+    /// `suspicion_confirmed_mult × max(1, log10 N) × probe_period`; the
+    /// timeout of a suspicion with fewer confirmations lies between that
+    /// and the full one ([`suspicion_after`](Self::suspicion_after)). A
+    /// lone accuser (a lost probe, an overloaded prober) still waits the
+    /// full timeout, so the shortening costs no false positive that way; a
+    /// member stalled through several independent probes is declared
+    /// failed sooner. Equal to `suspicion_mult` (or more): no shortening.
+    pub suspicion_confirmed_mult: f64,
+    /// Independent confirmations (k) at which a suspicion's timeout is at
+    /// its shortest; each of the first k shortens it by
+    /// `log(c + 1) / log(k + 1)` of the way. 0 turns the shortening off.
+    pub suspicion_confirmations: u8,
     /// Each update is re-sent `transmissions_mult × log10(N + 1)` times
     /// (at least 3). Higher survives more loss at a cost in bandwidth.
     pub transmissions_mult: f64,
@@ -99,6 +114,8 @@ impl Config {
             gossip_fanout: 3,
             suspicion_mult: 3.0,
             suspicion_min: Duration::from_secs(2),
+            suspicion_confirmed_mult: 1.0,
+            suspicion_confirmations: 2,
             transmissions_mult: 4.0,
             remove_down_after: Duration::from_secs(24 * 3600),
             announce_period: Duration::from_secs(60),
@@ -125,6 +142,8 @@ impl Config {
             gossip_fanout: 4,
             suspicion_mult: 6.0,
             suspicion_min: Duration::from_secs(10),
+            suspicion_confirmed_mult: 1.0,
+            suspicion_confirmations: 3,
             join_backoff_initial: Duration::from_secs(1),
             join_backoff_max: Duration::from_secs(60),
             meta_grace: Duration::from_secs(5),
@@ -141,6 +160,10 @@ impl Config {
             gossip_period: Duration::from_millis(100),
             suspicion_mult: 3.0,
             suspicion_min: Duration::from_millis(1500),
+            // Agents of a test share one busy machine and stall together:
+            // a stalled agent would be confirmed by its neighbours at once.
+            suspicion_confirmed_mult: 3.0,
+            suspicion_confirmations: 0,
             remove_down_after: Duration::from_secs(3600),
             announce_period: Duration::from_secs(5),
             announce_down_period: Duration::from_secs(3),
@@ -177,6 +200,27 @@ impl Config {
         let log = (cluster_size.max(1) as f64).log10().max(1.0);
         let secs = self.suspicion_mult * log * self.probe_period.as_secs_f64();
         Duration::from_secs_f64(secs).max(self.suspicion_min)
+    }
+
+    /// Timeout of a suspicion that `confirmations` other members have
+    /// confirmed, in a cluster of `cluster_size`: from the full
+    /// [`suspicion_timeout`](Self::suspicion_timeout) with none down to the
+    /// confirmed one at `suspicion_confirmations`, by `log(c + 1) / log(k + 1)`
+    /// of the way (the first confirmation counts most).
+    pub fn suspicion_after(&self, cluster_size: usize, confirmations: usize) -> Duration {
+        let full = self.suspicion_timeout(cluster_size);
+        let k = usize::from(self.suspicion_confirmations);
+        if k == 0 || confirmations == 0 {
+            return full;
+        }
+        let log = (cluster_size.max(1) as f64).log10().max(1.0);
+        let shortest = Duration::from_secs_f64(
+            self.suspicion_confirmed_mult * log * self.probe_period.as_secs_f64(),
+        )
+        .min(full);
+        let c = confirmations.min(k);
+        let way = ((c + 1) as f64).ln() / ((k + 1) as f64).ln();
+        full - (full - shortest).mul_f64(way)
     }
 
     /// Times each update is re-sent in a cluster of `cluster_size`.
@@ -223,6 +267,12 @@ impl Config {
             return bad(
                 "suspicion_mult",
                 format!("{} must be > 0", self.suspicion_mult),
+            );
+        }
+        if self.suspicion_confirmed_mult.is_nan() || self.suspicion_confirmed_mult <= 0.0 {
+            return bad(
+                "suspicion_confirmed_mult",
+                format!("{} must be > 0", self.suspicion_confirmed_mult),
             );
         }
         Ok(())
@@ -281,6 +331,31 @@ mod tests {
             Config::preset(name).unwrap().validate().unwrap();
         }
         assert!(Config::preset("moon").is_none());
+    }
+
+    #[test]
+    fn confirmations_shorten_a_suspicion_down_to_the_confirmed_timeout() {
+        let lan = Config::lan();
+        let after = |c| lan.suspicion_after(32, c).as_secs_f64();
+        let full = lan.suspicion_timeout(32).as_secs_f64();
+        assert_eq!(after(0), full);
+        // k = 2: one confirmation goes log 2 / log 3 of the way.
+        let shortest = 32f64.log10();
+        let one = full - (full - shortest) * 2f64.ln() / 3f64.ln();
+        assert!((after(1) - one).abs() < 1e-6, "{}", after(1));
+        assert!((after(2) - shortest).abs() < 1e-6, "{}", after(2));
+        assert_eq!(after(2), after(9), "past k nothing shortens it more");
+        // Off in the test preset and when k is 0.
+        let test = Config::test();
+        assert_eq!(test.suspicion_after(32, 5), test.suspicion_timeout(32));
+        let bad = Config {
+            suspicion_confirmed_mult: f64::NAN,
+            ..Config::lan()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "suspicion_confirmed_mult"
+        );
     }
 
     #[test]

@@ -119,6 +119,17 @@ pub(crate) enum Item {
         len: u64,
         digests: Vec<[u8; 4]>,
     },
+    /// Members whose own probes of member `id` (life `bump`) at
+    /// `incarnation` failed: Lifeguard's independent confirmations of a
+    /// suspicion, which shorten its timeout at the members that accused it
+    /// (see `membership/suspicion.rs`). At most `suspicion_confirmations + 1`
+    /// accusers. A node that does not know this item skips it.
+    Suspect {
+        id: NodeId,
+        bump: u32,
+        incarnation: u16,
+        accusers: Vec<NodeId>,
+    },
 }
 
 impl Item {
@@ -129,6 +140,7 @@ impl Item {
             Item::Leave { id, .. } => (1, *id),
             Item::Free { id, .. } => (2, *id),
             Item::Digest { start, .. } => (3, NodeId(*start)),
+            Item::Suspect { id, .. } => (4, *id),
         }
     }
 

@@ -914,3 +914,90 @@ fn a_note_reaches_only_its_member_and_says_who_sent_it() {
         n.log.iter().any(|l| l.contains("node-3 Note"))
     }));
 }
+
+/// Seconds from crashing one node of 20 until every other node holds it
+/// failed, with `config`; and the down timers confirmations shortened.
+fn detection_with(config: Config, seed: u64) -> (f64, u64) {
+    let mut net = Net::new(seed, 0.0);
+    net.config = config;
+    net.add_node(1);
+    for i in 1..20 {
+        net.add_node(1);
+        let via = net.rng.random_range(0..i);
+        net.join(i, via);
+        net.run_for(Duration::from_millis(50));
+    }
+    assert!(net.run_until_cond(Duration::from_secs(60), |n| n.all_see_alive(20)));
+    net.run_for(Duration::from_secs(5));
+    let start = net.now;
+    net.crash(7);
+    let ok = net.run_until_cond(Duration::from_secs(60), |n| {
+        n.all_others_see(NodeId(1007), MemberState::Failed)
+    });
+    assert!(ok, "the crash was never detected");
+    let took = net.now.saturating_duration_since(start).as_secs_f64();
+    let shortened = net
+        .running()
+        .map(|(_, m)| m.stats().suspicions_shortened)
+        .sum();
+    (took, shortened)
+}
+
+#[test]
+fn confirmations_from_other_probers_declare_a_crash_sooner() {
+    // The same crashes, with Lifeguard's confirmations and without: every
+    // member that probes the dead one afterwards confirms the suspicion,
+    // and the accusers' down timers move from the full timeout (4.5 s at
+    // this size) toward the confirmed one (1.5 s).
+    let off = Config {
+        suspicion_confirmations: 0,
+        ..Config::lan()
+    };
+    let (mut with, mut without, mut shortened) = (0.0, 0.0, 0);
+    for seed in 1..=3 {
+        let (t, s) = detection_with(Config::lan(), seed);
+        with += t;
+        shortened += s;
+        let (t, s) = detection_with(off.clone(), seed);
+        without += t;
+        assert_eq!(s, 0, "nothing is shortened with confirmations off");
+    }
+    eprintln!("detection of 3 crashes: {with:.2} s with confirmations, {without:.2} s without");
+    assert!(shortened > 0, "no down timer was ever shortened");
+    assert!(
+        with + 3.0 < without,
+        "three crashes took {with:.1} s to detect with confirmations, {without:.1} s without"
+    );
+}
+
+#[test]
+fn a_member_deaf_for_a_moment_is_not_declared_failed_by_confirmations() {
+    // Node 3 hears nothing for 1.5 s: probes of it by several members fail
+    // and confirm one another, yet it hears the suspicion and refutes
+    // before the shortened timeout.
+    let mut net = Net::new(9, 0.0);
+    net.config = Config::lan();
+    net.add_node(1);
+    for i in 1..20 {
+        net.add_node(1);
+        let via = net.rng.random_range(0..i);
+        net.join(i, via);
+        net.run_for(Duration::from_millis(50));
+    }
+    assert!(net.run_until_cond(Duration::from_secs(60), |n| n.all_see_alive(20)));
+    let before = net.log.len();
+    let until = net.now + Duration::from_millis(1500);
+    net.deaf_until.insert(3, until);
+    net.run_for(Duration::from_secs(20));
+    let failures: u64 = net.running().map(|(_, m)| m.stats().probe_failures).sum();
+    assert!(
+        failures > 0,
+        "nobody suspected node 3: nothing was exercised"
+    );
+    for line in &net.log[before..] {
+        assert!(
+            !line.contains("MemberDown") && !line.contains("IdentityRenewed"),
+            "a member deaf for 1.5 s was declared failed: {line}"
+        );
+    }
+}

@@ -9,6 +9,7 @@
 //! | `shoal_gossip_sent_packets_total`, `shoal_gossip_sent_bytes_total` | counter | `kind` (see `SendKind`: ping, ack, gossip, announce, member_digest…) |
 //! | `shoal_gossip_turn_undead_suppressed_total` | counter | "you are down" notices not sent to a member that refuted its suspicion |
 //! | `shoal_gossip_probe_failures_total` | counter | |
+//! | `shoal_gossip_suspicions_shortened_total` | counter | |
 //! | `shoal_gossip_members_repaired_total` | counter | members learned by comparing member-list ranges |
 //! | `shoal_gossip_probe_rtt_seconds` | histogram | |
 //! | `shoal_gossip_slow_turns_total` | counter | |
@@ -174,6 +175,12 @@ pub fn render(
         "probe_failures",
         "Probes that got no answer, direct or indirect",
         stats.probe_failures,
+    );
+    single(
+        registry,
+        "suspicions_shortened",
+        "Suspicions whose down timer other members' confirmations moved earlier (Lifeguard)",
+        stats.suspicions_shortened,
     );
     single(
         registry,

@@ -21,10 +21,21 @@
 //!   the scenario's loss and delayed by its link class. Learn times are
 //!   computed exactly for this process with a shortest-path sweep (each
 //!   node sends once it knows, in order of knowing).
+//! - **Confirmations** (Lifeguard, `gossip/src/membership/suspicion.rs`):
+//!   the prober's `indirect_probes` helpers pinged the crashed member in
+//!   vain; each confirms when the prober's accusation reaches it, and its
+//!   confirmation travels back (a second, independent draw of the same
+//!   rumor delay). The prober's down timer moves from the full timeout
+//!   toward the confirmed one as they arrive (`Config::suspicion_after`).
+//!   Later probers' own accusations are left out (they could only make it
+//!   sooner), as is the confirmation items' bytes (a few dozen, riding on
+//!   datagrams the rumors send anyway).
 //! - **False positives**: an alive member's probe fails when the direct
 //!   exchange and every indirect path lose a datagram; it is suspected, and
 //!   refutes when the suspicion reaches it. The prober declares it down if
-//!   the refutation does not reach the prober within the suspicion timeout.
+//!   the refutation does not reach the prober within the suspicion timeout,
+//!   taken at its shortest (as if every helper had confirmed: under loss
+//!   about half of them do).
 //! - **Sizing**: transmissions and the suspicion timeout are computed for
 //!   the size class (N rounded up to a power of two), as the core does.
 //! - **Traffic**: besides rumors, probes and acks, the indirect probes that
@@ -331,9 +342,9 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
     let mut model = Model::new(n, config.clone(), topo, params.latency, params.seed);
     model.net().set_loss(loss);
     let pp = config.probe_period.as_secs_f64();
-    let timeout = config
-        .suspicion_timeout(Config::size_class(n))
-        .as_secs_f64();
+    let class = Config::size_class(n);
+    let timeout_after = |c: usize| config.suspicion_after(class, c).as_secs_f64();
+    let shortest = timeout_after(usize::from(config.suspicion_confirmations));
     let duration = params.duration.as_secs_f64();
 
     // Crashes: the same count and spacing as full mode.
@@ -394,7 +405,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
             if refuted_at.is_finite() {
                 let alive = model.spread(&[(target, refuted_at)]);
                 alive.add_to(&mut rumors);
-                if alive.learned[prober] > t + timeout {
+                if alive.learned[prober] > t + shortest {
                     false_positives += 1;
                 }
             } else {
@@ -409,7 +420,29 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         // The suspicion spreads (it costs datagrams; nobody acts on it).
         let s = model.spread(&[(prober, suspected)]);
         s.add_to(&mut rumors);
-        let mut down = model.spread(&[(prober, suspected + timeout)]);
+        // The helpers' confirmations come back to the prober.
+        // (A helper confirms if the accusation reaches it within a full
+        // timeout of its ping, sent a probe period before the suspicion.)
+        let pinged = suspected - pp + config.probe_rtt.as_secs_f64();
+        let mut arrivals: Vec<f64> = (0..config.indirect_probes)
+            .filter_map(|_| {
+                let helper = model.random_other(victim);
+                let back = model.random_other(victim);
+                let heard = s.learned[helper];
+                (heard - pinged <= timeout_after(0)).then(|| heard + (s.learned[back] - suspected))
+            })
+            .filter(|t| t.is_finite())
+            .collect();
+        arrivals.sort_by(f64::total_cmp);
+        let mut declared = suspected + timeout_after(0);
+        for (c, at) in arrivals.iter().enumerate() {
+            if *at >= declared {
+                break;
+            }
+            declared = declared.min(at.max(suspected + timeout_after(c + 1)));
+        }
+        let timeout = declared - suspected;
+        let mut down = model.spread(&[(prober, declared)]);
         down.add_to(&mut rumors);
         // A node the rumor missed learns it from a range exchange: its
         // digest rounds walk the member space, 128 members a round, and

@@ -108,6 +108,7 @@ impl Membership {
         self.leaves.known.retain(|id, _| known.contains_key(id));
         self.check_suspects();
         self.tell_long_suspects(now);
+        self.prune_accusations(now);
     }
 
     /// Tells each member held suspect here for two suspicion timeouts
@@ -220,6 +221,7 @@ impl Membership {
         }
         let known = self.records.remove(&id).is_some();
         self.suspects.remove(&id);
+        self.forget_accusation(id);
         self.range_sync.forget(id);
         self.metas.held.remove(&id);
         self.metas.behind.remove(&id);

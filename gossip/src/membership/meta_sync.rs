@@ -264,6 +264,12 @@ impl Membership {
             // Answered where its sender is known (`handle_datagram`); it
             // never travels on its own.
             Item::Digest { .. } => {}
+            Item::Suspect {
+                id,
+                bump,
+                incarnation,
+                accusers,
+            } => self.on_accusation(now, id, (bump, incarnation), &accusers, spread),
         }
     }
 

@@ -58,6 +58,7 @@ mod outputs;
 mod paging;
 mod range_sync;
 mod stats;
+mod suspicion;
 mod swim;
 mod timers;
 
@@ -158,6 +159,8 @@ pub struct Membership {
     /// Since when each of them has been suspect here, as housekeeping
     /// saw it (see `members.rs`, `tell_long_suspects`).
     suspect_since: std::collections::BTreeMap<NodeId, Instant>,
+    /// Who accused each suspect (Lifeguard's confirmations, `suspicion.rs`).
+    suspicions: suspicion::Suspicions,
     datagrams: Datagrams,
     app_digest: AppDigest,
     piggyback: Piggyback,
@@ -220,6 +223,7 @@ impl Membership {
             records: Packed::default(),
             suspects: std::collections::BTreeSet::new(),
             suspect_since: std::collections::BTreeMap::new(),
+            suspicions: suspicion::Suspicions::default(),
             datagrams: Datagrams::new(security),
             app_digest: AppDigest::default(),
             piggyback: Piggyback::default(),

@@ -84,6 +84,9 @@ pub struct Stats {
     /// Members told they had been suspect here for two suspicion timeouts
     /// (a refutation overdue; see `Body::Suspected`).
     pub suspects_told: u64,
+    /// Down timers of suspicions moved earlier by confirmations from
+    /// other accusers (Lifeguard; `membership/suspicion.rs`).
+    pub suspicions_shortened: u64,
     /// Datagrams sent, indexed like [`SendKind::ALL`].
     pub sent_by_kind: [u64; SendKind::ALL.len()],
     /// Bytes sent (sealed), indexed like [`SendKind::ALL`].

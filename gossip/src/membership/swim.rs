@@ -30,7 +30,6 @@ use crate::kind::SendKind;
 use crate::wire::Body;
 use crate::{Instant, NodeIdentity};
 
-use super::timers::TimerKind;
 use super::{DownReason, Event, Membership};
 
 /// foca as this crate runs it: postcard-encoded, seeded ChaCha8, no custom
@@ -59,7 +58,7 @@ impl Membership {
         }
         self.resize();
         while let Some((after, timer)) = self.runtime.to_schedule() {
-            self.timers.schedule(now + after, TimerKind::Swim(timer));
+            self.schedule_swim_timer(now, after, timer);
             drained += 1;
         }
         while let Some((to, data)) = self.runtime.to_send() {
@@ -139,6 +138,7 @@ impl Membership {
             }
             OwnedNotification::MemberDown(identity) => {
                 self.suspects.remove(&identity.id);
+                self.forget_accusation(identity.id);
                 if let Some(r) = self.records.get_mut(&identity.id) {
                     r.state_since = now;
                 }
@@ -209,12 +209,15 @@ impl Membership {
                 self.publish_own_meta();
                 self.events.push_back(Event::IdentityRenewed { identity });
             }
-            OwnedNotification::DataSent(header) => {
-                if let Message::Ping(n) = header.message {
-                    self.probes.sent(now, header.dst.id, n);
+            OwnedNotification::DataSent(header) => match header.message {
+                Message::Ping(n) => self.probes.sent(now, header.dst.id, n),
+                Message::IndirectPing { .. } => {
+                    self.suspicions.indirect_ping_sent(now, header.dst.id);
                 }
-            }
+                _ => {}
+            },
             OwnedNotification::DataReceived(header) => {
+                self.suspicions.heard_from(header.src.id);
                 if let Message::Ack(n) = header.message {
                     self.probes.answered(now, header.src.id, n, &mut self.stats);
                 }

@@ -10,7 +10,9 @@
 //! passed is checked by its handler when it fires (a member-list page
 //! retry carries the page's generation; a join retry finds joining over),
 //! so a late one is a no-op. Timers fire in instant order, ties in the
-//! order they were scheduled.
+//! order they were scheduled. One kind is moved earlier: a suspicion's
+//! down timer, taken and scheduled again when confirmations shorten it
+//! (`suspicion.rs`).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -54,10 +56,11 @@ pub(super) struct Timers {
 
 impl Timers {
     /// Schedules `kind` to fire at `at`.
-    pub(super) fn schedule(&mut self, at: Instant, kind: TimerKind) {
+    pub(super) fn schedule(&mut self, at: Instant, kind: TimerKind) -> TimerToken {
         self.next += 1;
         self.heap.push(Reverse((at, self.next)));
         self.pending.insert(self.next, kind);
+        TimerToken(self.next)
     }
 
     /// The earliest timer still pending.
@@ -69,6 +72,11 @@ impl Timers {
             self.heap.pop();
         }
         None
+    }
+
+    /// Whether `token` is still to fire.
+    pub(super) fn is_pending(&self, token: TimerToken) -> bool {
+        self.pending.contains_key(&token.0)
     }
 
     /// What `token` was for, once; `None` if it already fired.
