@@ -59,6 +59,15 @@ pub struct Config {
     /// member stalled through several independent probes is declared
     /// failed sooner. Equal to `suspicion_mult` (or more): no shortening.
     pub suspicion_confirmed_mult: f64,
+    /// Lifeguard's local health: the most this node's probe period and
+    /// probe rtt are stretched, as `(1 + score)` times, with the score
+    /// raised each time this node learns it was wrong or slow (an
+    /// accusation of its was refuted; it was itself accused) and lowered by
+    /// each probe answered in time. A node that is slow or overloaded
+    /// probes less often and waits longer for answers instead of accusing
+    /// healthy members. 0 turns it off. (memberlist, Serf's library, caps
+    /// it at 8 as well.)
+    pub max_local_health: u8,
     /// Independent confirmations (k) at which a suspicion's timeout is at
     /// its shortest; each of the first k shortens it by
     /// `log(c + 1) / log(k + 1)` of the way. 0 turns the shortening off.
@@ -116,6 +125,7 @@ impl Config {
             suspicion_min: Duration::from_secs(2),
             suspicion_confirmed_mult: 1.0,
             suspicion_confirmations: 2,
+            max_local_health: 8,
             transmissions_mult: 4.0,
             remove_down_after: Duration::from_secs(24 * 3600),
             announce_period: Duration::from_secs(60),
@@ -161,9 +171,11 @@ impl Config {
             suspicion_mult: 3.0,
             suspicion_min: Duration::from_millis(1500),
             // Agents of a test share one busy machine and stall together:
-            // a stalled agent would be confirmed by its neighbours at once.
+            // a stalled agent would be confirmed by its neighbours at once;
+            // and tests time detection with the preset's own timing.
             suspicion_confirmed_mult: 3.0,
             suspicion_confirmations: 0,
+            max_local_health: 0,
             remove_down_after: Duration::from_secs(3600),
             announce_period: Duration::from_secs(5),
             announce_down_period: Duration::from_secs(3),

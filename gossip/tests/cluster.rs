@@ -44,6 +44,8 @@ struct Net {
     /// Nodes that receive nothing until the given instant.
     deaf_until: BTreeMap<usize, Instant>,
     dropped_by_deafness: u64,
+    /// Extra delay of everything a node sends or receives (a slow node).
+    slow: BTreeMap<usize, Duration>,
     /// The configuration of nodes started from now on.
     config: Config,
 }
@@ -102,6 +104,7 @@ impl Net {
             capture: false,
             deaf_until: BTreeMap::new(),
             dropped_by_deafness: 0,
+            slow: BTreeMap::new(),
             config: Config::test(),
         }
     }
@@ -171,8 +174,11 @@ impl Net {
                 self.dropped_by_loss += 1;
                 continue;
             }
-            let latency = Duration::from_micros(self.rng.random_range(200..2_000));
+            let mut latency = Duration::from_micros(self.rng.random_range(200..2_000));
             if let Some(&to) = self.addrs.get(&t.to) {
+                for end in [i, to] {
+                    latency += self.slow.get(&end).copied().unwrap_or_default();
+                }
                 self.push(
                     self.now + latency,
                     Ev::Deliver {
@@ -1000,4 +1006,58 @@ fn a_member_deaf_for_a_moment_is_not_declared_failed_by_confirmations() {
             "a member deaf for 1.5 s was declared failed: {line}"
         );
     }
+}
+
+/// False suspicions raised by a node whose traffic is 300 ms late, in
+/// 60 s among 20 members, with `max_local_health`; and the health it
+/// reached.
+fn accusations_of_a_slow_node(max_local_health: u8) -> (u64, u8) {
+    let mut net = Net::new(4, 0.0);
+    net.config = Config {
+        max_local_health,
+        ..Config::lan()
+    };
+    net.add_node(1);
+    for i in 1..20 {
+        net.add_node(1);
+        let via = net.rng.random_range(0..i);
+        net.join(i, via);
+        net.run_for(Duration::from_millis(50));
+    }
+    assert!(net.run_until_cond(Duration::from_secs(60), |n| n.all_see_alive(20)));
+    let slow = 4;
+    let before = net.nodes[slow].as_ref().unwrap().stats().probe_failures;
+    let log_from = net.log.len();
+    net.slow.insert(slow, Duration::from_millis(550));
+    net.run_for(Duration::from_secs(60));
+    for line in &net.log[log_from..] {
+        assert!(
+            !line.contains("MemberDown"),
+            "a slow node's accusations took a live member down: {line}"
+        );
+    }
+    let stats = net.nodes[slow].as_ref().unwrap().stats();
+    (stats.probe_failures - before, stats.local_health_max)
+}
+
+#[test]
+fn a_slow_node_stretches_its_probes_instead_of_accusing_everyone() {
+    // Every probe of a node whose datagrams arrive 300 ms late times out
+    // (probe rtt 400 ms): it accuses a healthy member each period. Its
+    // accusations are refuted, and it is accused itself; with Lifeguard's
+    // local health it stretches its probe period and rtt until answers
+    // come in time, and accuses far less.
+    let (without, _) = accusations_of_a_slow_node(0);
+    let (with, health) = accusations_of_a_slow_node(8);
+    eprintln!(
+        "false accusations in 60 s: {without} without local health, {with} with (score up to {health})"
+    );
+    assert!(
+        health >= 2,
+        "the slow node's health score stayed at {health}"
+    );
+    assert!(
+        with * 3 <= without,
+        "a slow node raised {with} false accusations with local health, {without} without"
+    );
 }

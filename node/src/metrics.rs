@@ -9,7 +9,8 @@
 //! | `shoal_gossip_sent_packets_total`, `shoal_gossip_sent_bytes_total` | counter | `kind` (see `SendKind`: ping, ack, gossip, announce, member_digest…) |
 //! | `shoal_gossip_turn_undead_suppressed_total` | counter | "you are down" notices not sent to a member that refuted its suspicion |
 //! | `shoal_gossip_probe_failures_total` | counter | |
-//! | `shoal_gossip_suspicions_shortened_total` | counter | |
+//! | `shoal_gossip_suspicions_shortened_total` | counter | down timers moved earlier by other members' confirmations |
+//! | `shoal_gossip_local_health` | gauge | Lifeguard's score: probe timing stretched `1 + score` times |
 //! | `shoal_gossip_members_repaired_total` | counter | members learned by comparing member-list ranges |
 //! | `shoal_gossip_probe_rtt_seconds` | histogram | |
 //! | `shoal_gossip_slow_turns_total` | counter | |
@@ -181,6 +182,12 @@ pub fn render(
         "suspicions_shortened",
         "Suspicions whose down timer other members' confirmations moved earlier (Lifeguard)",
         stats.suspicions_shortened,
+    );
+    gauge(
+        registry,
+        "local_health",
+        "Lifeguard's local health score (0 healthy; probe period and rtt stretched 1 + score times)",
+        u64::from(stats.local_health),
     );
     single(
         registry,

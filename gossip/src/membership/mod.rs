@@ -161,6 +161,8 @@ pub struct Membership {
     suspect_since: std::collections::BTreeMap<NodeId, Instant>,
     /// Who accused each suspect (Lifeguard's confirmations, `suspicion.rs`).
     suspicions: suspicion::Suspicions,
+    /// Lifeguard's local health score (`swim.rs`, `health_worse`).
+    health: u8,
     datagrams: Datagrams,
     app_digest: AppDigest,
     piggyback: Piggyback,
@@ -224,6 +226,7 @@ impl Membership {
             suspects: std::collections::BTreeSet::new(),
             suspect_since: std::collections::BTreeMap::new(),
             suspicions: suspicion::Suspicions::default(),
+            health: 0,
             datagrams: Datagrams::new(security),
             app_digest: AppDigest::default(),
             piggyback: Piggyback::default(),

@@ -87,6 +87,11 @@ pub struct Stats {
     /// Down timers of suspicions moved earlier by confirmations from
     /// other accusers (Lifeguard; `membership/suspicion.rs`).
     pub suspicions_shortened: u64,
+    /// Lifeguard's local health score now (0: healthy; probe timing is
+    /// stretched `1 + score` times) and the highest it reached.
+    pub local_health: u8,
+    /// See `local_health`.
+    pub local_health_max: u8,
     /// Datagrams sent, indexed like [`SendKind::ALL`].
     pub sent_by_kind: [u64; SendKind::ALL.len()],
     /// Bytes sent (sealed), indexed like [`SendKind::ALL`].
@@ -142,10 +147,20 @@ impl Probes {
     }
 
     /// Ack `n` came from member `from` at `now`: its round trip goes into
-    /// `stats`, if the ping is still remembered.
-    pub(super) fn answered(&mut self, now: Instant, from: NodeId, n: u8, stats: &mut Stats) {
-        if let Some(sent) = self.sent.remove(&(from, n)) {
-            stats.probe_rtt.observe(now.saturating_duration_since(sent));
+    /// `stats`, if the ping is still remembered (then true).
+    pub(super) fn answered(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        n: u8,
+        stats: &mut Stats,
+    ) -> bool {
+        match self.sent.remove(&(from, n)) {
+            Some(sent) => {
+                stats.probe_rtt.observe(now.saturating_duration_since(sent));
+                true
+            }
+            None => false,
         }
     }
 

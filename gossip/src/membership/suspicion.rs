@@ -71,6 +71,8 @@ pub(super) struct Suspicions {
     /// Members this node pinged on another's behalf (a SWIM indirect
     /// probe) that have not answered since, and when.
     unanswered: BTreeMap<NodeId, Instant>,
+    /// The latest life and incarnation of this node seen accused.
+    accused: Option<(u32, u16)>,
 }
 
 impl Suspicions {
@@ -86,14 +88,25 @@ impl Suspicions {
 }
 
 impl Membership {
-    /// Schedules one of foca's timers; a down timer of a suspect is this
-    /// node's accusation, counted and shortened by the confirmations known.
+    /// Schedules one of foca's timers: probe timers stretched by local
+    /// health; a down timer of a suspect is this node's accusation, counted
+    /// and shortened by the confirmations known.
     pub(super) fn schedule_swim_timer(
         &mut self,
         now: Instant,
         after: core::time::Duration,
         timer: Timer<NodeIdentity>,
     ) {
+        if matches!(
+            timer,
+            Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. }
+        ) {
+            // Local health stretches the probe period and the probe rtt.
+            let stretch = 1 + u32::from(self.health);
+            self.timers
+                .schedule(now + after * stretch, TimerKind::Swim(timer));
+            return;
+        }
         let Timer::ChangeSuspectToDown {
             member_id,
             incarnation,
@@ -148,7 +161,12 @@ impl Membership {
         spread: bool,
     ) {
         if id == self.identity.id {
-            // foca refutes when the suspicion itself arrives.
+            // foca refutes when the suspicion itself arrives; being accused
+            // (once per incarnation) tells this node it answers late.
+            if self.suspicions.accused.is_none_or(|seen| life > seen) {
+                self.suspicions.accused = Some(life);
+                self.health_worse();
+            }
             return;
         }
         let mut grew = self.add_accusers(now, id, life, accusers);

@@ -74,6 +74,8 @@ impl Membership {
                 // a new life of a node that never failed. A member this
                 // node holds up was not declared down: nothing to say.
                 self.stats.turn_undead_suppressed += 1;
+                // This node's accusation was wrong.
+                self.health_worse();
                 continue;
             }
             // A due range-digest round rides on the next probe.
@@ -218,8 +220,10 @@ impl Membership {
             },
             OwnedNotification::DataReceived(header) => {
                 self.suspicions.heard_from(header.src.id);
-                if let Message::Ack(n) = header.message {
-                    self.probes.answered(now, header.src.id, n, &mut self.stats);
+                if let Message::Ack(n) = header.message
+                    && self.probes.answered(now, header.src.id, n, &mut self.stats)
+                {
+                    self.health_better();
                 }
             }
             OwnedNotification::ProbeFailed(_, identity) => {
@@ -238,6 +242,31 @@ impl Membership {
         if class != self.sized_for && self.swim.set_config(self.config.foca(class)).is_ok() {
             self.sized_for = class;
         }
+    }
+
+    /// Lifeguard's local health: this node was wrong or slow (an accusation
+    /// of its was refuted, or it was accused itself). Its probing stretches:
+    /// foca's probe timers are scheduled `1 + score` times later
+    /// (`schedule_swim_timer`; foca takes no new probe period or rtt once
+    /// started).
+    pub(super) fn health_worse(&mut self) {
+        if self.health < self.config.max_local_health {
+            self.health += 1;
+            self.note_health();
+        }
+    }
+
+    /// One of this node's probes was answered in time.
+    fn health_better(&mut self) {
+        if self.health > 0 {
+            self.health -= 1;
+            self.note_health();
+        }
+    }
+
+    fn note_health(&mut self) {
+        self.stats.local_health = self.health;
+        self.stats.local_health_max = self.stats.local_health_max.max(self.health);
     }
 
     /// How many datagrams a piggybacked item rides on, for the size class
