@@ -1,16 +1,17 @@
 //! Membership tuning, with presets.
 //!
-//! | preset | probe period | probe rtt | gossip | suspicion at 20 / 1k / 500k nodes | for |
-//! |---|---|---|---|---|---|
-//! | `lan`  | 1 s    | 400 ms | 3 members / 200 ms | 3.9 s / 9 s / 17 s | one datacenter |
-//! | `wan`  | 5 s    | 3 s    | 4 members / 500 ms | 39 s / 90 s / 171 s | links across the internet |
-//! | `test` | 300 ms | 150 ms | 3 members / 100 ms | 1.5 s / 2.7 s / 5.1 s | tests on one machine |
+//! | preset | probe period | probe rtt | gossip | suspicion at 20 / 1k / 500k nodes | confirmed (k) | for |
+//! |---|---|---|---|---|---|---|
+//! | `lan`  | 1 s    | 400 ms | 3 members / 200 ms | 4.5 s / 9 s / 17.2 s | 1.5 s / 3 s / 5.7 s (2) | one datacenter |
+//! | `wan`  | 5 s    | 3 s    | 4 members / 500 ms | 45 s / 90 s / 172 s | 7.5 s / 15 s / 28.6 s (3) | links across the internet |
+//! | `test` | 300 ms | 150 ms | 3 members / 100 ms | 1.5 s / 2.7 s / 5.2 s | off | tests on one machine |
 //!
 //! Failure detection time is about one probe period (until some member
 //! probes the dead one) plus the probe round trip, plus the suspicion
 //! timeout, plus a few gossip rounds to tell everyone. The suspicion timeout
 //! grows with `log10(N)` so that a suspected member has time to hear about it
-//! and refute it in a large cluster.
+//! and refute it in a large cluster; it shrinks toward the confirmed one as
+//! other members confirm the suspicion (Lifeguard; docs/gossip.md).
 
 use core::num::{NonZeroU8, NonZeroUsize};
 use core::time::Duration;

@@ -46,11 +46,14 @@ pub enum SendKind {
     MemberRanges,
     /// A caller's note to one member (see `Membership::send_note`).
     Note,
+    /// A prober's accusation sent straight to the members it asked to
+    /// probe indirectly, and their confirmations back (`Body::Accusation`).
+    Accusation,
 }
 
 impl SendKind {
     /// Every kind, in a fixed order (metrics export all of them).
-    pub const ALL: [SendKind; 18] = [
+    pub const ALL: [SendKind; 19] = [
         SendKind::Ping,
         SendKind::Ack,
         SendKind::PingReq,
@@ -69,6 +72,7 @@ impl SendKind {
         SendKind::MemberDigest,
         SendKind::MemberRanges,
         SendKind::Note,
+        SendKind::Accusation,
     ];
 
     /// A short label for metrics.
@@ -92,6 +96,7 @@ impl SendKind {
             SendKind::MemberDigest => "member_digest",
             SendKind::MemberRanges => "member_ranges",
             SendKind::Note => "note",
+            SendKind::Accusation => "accusation",
         }
     }
 
@@ -115,6 +120,7 @@ impl SendKind {
             // Both repair what SWIM's epidemic missed.
             Body::MemberRanges { .. } | Body::Suspected { .. } => SendKind::MemberRanges,
             Body::Note(_) => SendKind::Note,
+            Body::Accusation { .. } => SendKind::Accusation,
         }
     }
 }

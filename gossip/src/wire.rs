@@ -90,6 +90,13 @@ pub(crate) enum Body<'a> {
     /// `Event::Note`. An agent of an earlier version drops the datagram
     /// (a `decode` drop).
     Note(&'a [u8]),
+    /// The accusation of member `id` (an `Item::Suspect`, first of the
+    /// items), sent by a prober straight to the members it asked to probe
+    /// indirectly; a helper that confirms it answers with its own
+    /// (`reply`: no answer to it). Without it the accusation and the
+    /// confirmations would each wait for gossip to carry them. An agent of
+    /// an earlier version drops it (a `decode` drop).
+    Accusation { id: NodeId, reply: bool },
 }
 
 /// A piggybacked record.

@@ -1013,8 +1013,13 @@ fn a_member_deaf_for_a_moment_is_not_declared_failed_by_confirmations() {
 /// reached.
 fn accusations_of_a_slow_node(max_local_health: u8) -> (u64, u8) {
     let mut net = Net::new(4, 0.0);
+    // Confirmations off: a member whose round trip exceeds the probe
+    // period is confirmed by its helpers and declared failed unless its
+    // refutation beats the confirmed timeout (docs/gossip.md); this is
+    // about the accusations it raises itself.
     net.config = Config {
         max_local_health,
+        suspicion_confirmations: 0,
         ..Config::lan()
     };
     net.add_node(1);

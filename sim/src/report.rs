@@ -138,7 +138,8 @@ impl TrafficGroup {
             SendKind::PingReq
             | SendKind::IndirectPing
             | SendKind::IndirectAck
-            | SendKind::ForwardedAck => TrafficGroup::Indirect,
+            | SendKind::ForwardedAck
+            | SendKind::Accusation => TrafficGroup::Indirect,
             SendKind::Gossip => TrafficGroup::Gossip,
             SendKind::Announce | SendKind::Feed => TrafficGroup::Announce,
             SendKind::MemberDigest | SendKind::MemberRanges => TrafficGroup::Digest,

@@ -23,9 +23,12 @@
 //!   node sends once it knows, in order of knowing).
 //! - **Confirmations** (Lifeguard, `gossip/src/membership/suspicion.rs`):
 //!   the prober's `indirect_probes` helpers pinged the crashed member in
-//!   vain; each confirms when the prober's accusation reaches it, and its
-//!   confirmation travels back (a second, independent draw of the same
-//!   rumor delay). The prober's down timer moves from the full timeout
+//!   vain; the prober sends each its accusation straight and each sends
+//!   its confirmation straight back (0.1 s allowed for both); where either
+//!   datagram is lost, the helper confirms when the accusation reaches it
+//!   by gossip and its confirmation travels back (a second, independent
+//!   draw of the same rumor delay). The two datagrams per helper are left
+//!   out of the traffic. The prober's down timer moves from the full timeout
 //!   toward the confirmed one as they arrive (`Config::suspicion_after`).
 //!   Later probers' own accusations are left out (they could only make it
 //!   sooner), as is the confirmation items' bytes (a few dozen, riding on
@@ -426,6 +429,12 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         let pinged = suspected - pp + config.probe_rtt.as_secs_f64();
         let mut arrivals: Vec<f64> = (0..config.indirect_probes)
             .filter_map(|_| {
+                // Sent straight to the helper and back (`Body::Accusation`,
+                // 0.1 s allowed for both legs) unless either leg is lost;
+                // then by gossip.
+                if model.rng.random::<f64>() < (1.0 - loss).powi(2) {
+                    return Some(suspected + 0.1);
+                }
                 let helper = model.random_other(victim);
                 let back = model.random_other(victim);
                 let heard = s.learned[helper];

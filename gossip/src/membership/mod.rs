@@ -405,6 +405,7 @@ impl Membership {
                 from: header.sender,
                 note: note.to_vec(),
             }),
+            Body::Accusation { id, reply } => self.answer_accusation(from, id, reply),
             Body::MetaResponse { updates } => {
                 for update in updates {
                     self.apply_item(now, Item::Meta(Box::new(update)), false);
@@ -526,6 +527,7 @@ impl Membership {
                 self.timers
                     .schedule(now + HOUSEKEEPING_PERIOD, TimerKind::Housekeeping);
             }
+            TimerKind::ConfirmCheck(id) => self.confirm_check(now, id),
             TimerKind::MemberDigest => {
                 self.member_digest_due();
                 self.timers.schedule(

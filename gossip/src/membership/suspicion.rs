@@ -18,11 +18,15 @@
 //! it failed sooner.
 //!
 //! The members a prober asks to ping the suspect indirectly are witnesses
-//! too: one whose own ping went unanswered (no message from the member
-//! since, after `probe_rtt` and within a full suspicion timeout) adds itself when the accusation reaches it,
-//! so a member that is truly gone is confirmed within a gossip round or
-//! two of the first accusation, by members on other paths to it. An
-//! overloaded prober whose requests never leave gets no such confirmation.
+//! too: one whose own ping has gone unanswered (no SWIM message from the
+//! member since) for a probe period, the patience the prober had, adds
+//! itself (within a full suspicion timeout of its ping). The prober sends
+//! its accusation straight to them (`Body::Accusation`) and they answer
+//! straight with their confirmation once their period is up, so a member
+//! that is truly gone is confirmed about half a probe period after the
+//! first accusation, by members on other paths to it; where those
+//! datagrams are lost, gossip carries both. An overloaded prober whose
+//! requests never leave gets no such confirmation.
 //!
 //! A refutation raises the member's incarnation, which starts a fresh count;
 //! accusations of an older incarnation or life are ignored. Lists are kept
@@ -31,10 +35,12 @@
 //! it has not grown for two full timeouts.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use foca::Timer;
 
-use crate::wire::Item;
+use crate::kind::SendKind;
+use crate::wire::{Body, Item};
 use crate::{Instant, NodeId, NodeIdentity};
 
 use super::Membership;
@@ -73,12 +79,30 @@ pub(super) struct Suspicions {
     unanswered: BTreeMap<NodeId, Instant>,
     /// The latest life and incarnation of this node seen accused.
     accused: Option<(u32, u16)>,
+    /// The members this node last asked to probe each member indirectly,
+    /// and when: its accusation goes to them straight.
+    asked: BTreeMap<NodeId, (Instant, Vec<SocketAddr>)>,
+    /// Members with a helper's confirmation check scheduled
+    /// (`TimerKind::ConfirmCheck`), and the accuser to answer then.
+    checks: std::collections::BTreeSet<NodeId>,
+    reply_to: BTreeMap<NodeId, SocketAddr>,
 }
 
 impl Suspicions {
     /// This node pinged `to` for a member whose direct probe failed.
     pub(super) fn indirect_ping_sent(&mut self, now: Instant, to: NodeId) {
         self.unanswered.entry(to).or_insert(now);
+    }
+
+    /// This node asked `helper` to ping `target` (its direct probe of
+    /// `target` went unanswered).
+    pub(super) fn asked_to_probe(&mut self, now: Instant, target: NodeId, helper: SocketAddr) {
+        let (at, helpers) = self.asked.entry(target).or_insert((now, Vec::new()));
+        if *at != now {
+            *at = now;
+            helpers.clear();
+        }
+        helpers.push(helper);
     }
 
     /// A SWIM message came from `from`: it answers.
@@ -121,6 +145,11 @@ impl Membership {
         let me = self.identity.id;
         if self.add_accusers(now, id, life, &[me]) {
             self.gossip_accusation(id);
+            // Straight to the helpers of the probe that failed: they are
+            // the ones that can confirm it at once.
+            if let Some((_, helpers)) = self.suspicions.asked.remove(&id) {
+                self.send_accusation(id, &helpers, true);
+            }
         }
         let Some(acc) = self.suspicions.by_member.get_mut(&id) else {
             // An older life or incarnation than one accused already: foca's
@@ -170,22 +199,54 @@ impl Membership {
             return;
         }
         let mut grew = self.add_accusers(now, id, life, accusers);
-        // A helper of the probe that raised it, whose own ping went
-        // unanswered, confirms it.
-        if let Some(sent) = self.suspicions.unanswered.get(&id) {
-            let waited = now.saturating_duration_since(*sent);
-            if waited >= self.config.probe_rtt
-                && waited <= self.config.suspicion_timeout(self.sized_for)
-            {
-                let me = self.identity.id;
-                grew |= self.add_accusers(now, id, life, &[me]);
-            }
-        }
+        grew |= self.confirm_as_helper(now, id, life);
         if grew {
             if spread {
                 self.gossip_accusation(id);
             }
             self.shorten_down_timer(now, id);
+        }
+    }
+
+    /// A helper of the probe that raised the accusation against `id`
+    /// confirms it if its own ping has gone unanswered for a probe period
+    /// (the patience the prober had); if the accusation came sooner (sent
+    /// straight), it looks again when that period is up. True if this node
+    /// was added.
+    fn confirm_as_helper(&mut self, now: Instant, id: NodeId, life: (u32, u16)) -> bool {
+        let Some(sent) = self.suspicions.unanswered.get(&id).copied() else {
+            return false;
+        };
+        let waited = now.saturating_duration_since(sent);
+        if waited < self.config.probe_period {
+            if self.suspicions.checks.insert(id) {
+                self.timers
+                    .schedule(sent + self.config.probe_period, TimerKind::ConfirmCheck(id));
+            }
+            return false;
+        }
+        if waited > self.config.suspicion_timeout(self.sized_for) {
+            return false;
+        }
+        let me = self.identity.id;
+        self.add_accusers(now, id, life, &[me])
+    }
+
+    /// A probe period has passed since this node, a helper, pinged `id`
+    /// for an accuser: it confirms now if `id` still has not answered, and
+    /// tells the accuser that sent it the accusation straight.
+    pub(super) fn confirm_check(&mut self, now: Instant, id: NodeId) {
+        self.suspicions.checks.remove(&id);
+        let reply_to = self.suspicions.reply_to.remove(&id);
+        let Some(life) = self.suspicions.by_member.get(&id).map(|a| a.life) else {
+            return;
+        };
+        if self.confirm_as_helper(now, id, life) {
+            self.gossip_accusation(id);
+            self.shorten_down_timer(now, id);
+            if let Some(addr) = reply_to {
+                self.send_accusation(id, &[addr], false);
+            }
         }
     }
 
@@ -247,6 +308,45 @@ impl Membership {
         self.piggyback.add(&item, tx);
     }
 
+    /// Sends what is known against `id` to `to`, in `Body::Accusation`
+    /// datagrams (asking for confirmations back with `reply`).
+    fn send_accusation(&mut self, id: NodeId, to: &[SocketAddr], reply: bool) {
+        let Some(acc) = self.suspicions.by_member.get(&id) else {
+            return;
+        };
+        let item = crate::wire::encode(&Item::Suspect {
+            id,
+            bump: acc.life.0,
+            incarnation: acc.life.1,
+            accusers: acc.accusers.clone(),
+        });
+        for addr in to {
+            self.send_as(
+                *addr,
+                Body::Accusation { id, reply },
+                SendKind::Accusation,
+                true,
+                Some(&item),
+            );
+        }
+    }
+
+    /// A prober sent its accusation of `id` straight here (its items were
+    /// applied first): if this node confirmed it, it says so back.
+    pub(super) fn answer_accusation(&mut self, from: SocketAddr, id: NodeId, reply: bool) {
+        let me = self.identity.id;
+        let confirmed = self
+            .suspicions
+            .by_member
+            .get(&id)
+            .is_some_and(|acc| acc.accusers.contains(&me));
+        if reply && confirmed {
+            self.send_accusation(id, &[from], false);
+        } else if reply && self.suspicions.checks.contains(&id) {
+            self.suspicions.reply_to.insert(id, from);
+        }
+    }
+
     /// Moves this node's down timer for `id` earlier if the confirmations
     /// now known allow.
     fn shorten_down_timer(&mut self, now: Instant, id: NodeId) {
@@ -280,6 +380,10 @@ impl Membership {
         self.suspicions
             .unanswered
             .retain(|_, sent| now.saturating_duration_since(*sent) <= full);
+        let period = self.config.probe_period * 2;
+        self.suspicions
+            .asked
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) <= period);
         let keep = full * 2;
         let suspects = &self.suspects;
         let known = &self.records;

@@ -216,6 +216,10 @@ impl Membership {
                 Message::IndirectPing { .. } => {
                     self.suspicions.indirect_ping_sent(now, header.dst.id);
                 }
+                Message::PingReq { target, .. } => {
+                    let helper = header.dst.gossip_addr();
+                    self.suspicions.asked_to_probe(now, target.id, helper);
+                }
                 _ => {}
             },
             OwnedNotification::DataReceived(header) => {

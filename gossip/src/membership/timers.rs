@@ -44,6 +44,9 @@ pub(super) enum TimerKind {
     Housekeeping,
     /// Send a range digest of the member list (periodic).
     MemberDigest,
+    /// See whether a member this node pinged for an accuser has answered
+    /// since (`suspicion.rs`, `confirm_check`).
+    ConfirmCheck(crate::NodeId),
 }
 
 /// Scheduled timers, earliest first.
