@@ -921,9 +921,9 @@ fn a_note_reaches_only_its_member_and_says_who_sent_it() {
     }));
 }
 
-/// Seconds from crashing one node of 20 until every other node holds it
-/// failed, with `config`; and the down timers confirmations shortened.
-fn detection_with(config: Config, seed: u64) -> (f64, u64) {
+/// 20 nodes running `config`, joined one after the other through a random
+/// earlier one, all seeing each other alive.
+fn twenty_formed(seed: u64, config: Config) -> Net {
     let mut net = Net::new(seed, 0.0);
     net.config = config;
     net.add_node(1);
@@ -934,6 +934,13 @@ fn detection_with(config: Config, seed: u64) -> (f64, u64) {
         net.run_for(Duration::from_millis(50));
     }
     assert!(net.run_until_cond(Duration::from_secs(60), |n| n.all_see_alive(20)));
+    net
+}
+
+/// Seconds from crashing one node of 20 until every other node holds it
+/// failed, with `config`; and the down timers confirmations shortened.
+fn detection_with(config: Config, seed: u64) -> (f64, u64) {
+    let mut net = twenty_formed(seed, config);
     net.run_for(Duration::from_secs(5));
     let start = net.now;
     net.crash(7);
@@ -981,16 +988,7 @@ fn a_member_deaf_for_a_moment_is_not_declared_failed_by_confirmations() {
     // Node 3 hears nothing for 1.5 s: probes of it by several members fail
     // and confirm one another, yet it hears the suspicion and refutes
     // before the shortened timeout.
-    let mut net = Net::new(9, 0.0);
-    net.config = Config::lan();
-    net.add_node(1);
-    for i in 1..20 {
-        net.add_node(1);
-        let via = net.rng.random_range(0..i);
-        net.join(i, via);
-        net.run_for(Duration::from_millis(50));
-    }
-    assert!(net.run_until_cond(Duration::from_secs(60), |n| n.all_see_alive(20)));
+    let mut net = twenty_formed(9, Config::lan());
     let before = net.log.len();
     let until = net.now + Duration::from_millis(1500);
     net.deaf_until.insert(3, until);
@@ -1012,24 +1010,16 @@ fn a_member_deaf_for_a_moment_is_not_declared_failed_by_confirmations() {
 /// 60 s among 20 members, with `max_local_health`; and the health it
 /// reached.
 fn accusations_of_a_slow_node(max_local_health: u8) -> (u64, u8) {
-    let mut net = Net::new(4, 0.0);
     // Confirmations off: a member whose round trip exceeds the probe
     // period is confirmed by its helpers and declared failed unless its
     // refutation beats the confirmed timeout (docs/gossip.md); this is
     // about the accusations it raises itself.
-    net.config = Config {
+    let config = Config {
         max_local_health,
         suspicion_confirmations: 0,
         ..Config::lan()
     };
-    net.add_node(1);
-    for i in 1..20 {
-        net.add_node(1);
-        let via = net.rng.random_range(0..i);
-        net.join(i, via);
-        net.run_for(Duration::from_millis(50));
-    }
-    assert!(net.run_until_cond(Duration::from_secs(60), |n| n.all_see_alive(20)));
+    let mut net = twenty_formed(4, config);
     let slow = 4;
     let before = net.nodes[slow].as_ref().unwrap().stats().probe_failures;
     let log_from = net.log.len();
