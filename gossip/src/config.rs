@@ -43,6 +43,14 @@ pub struct Config {
     pub gossip_period: Duration,
     /// Members each gossip round goes to.
     pub gossip_fanout: usize,
+    /// The chance that a gossip datagram addressed to a member of another
+    /// datacenter goes there; otherwise it goes to a random live member of
+    /// this node's datacenter. foca picks gossip targets among all members
+    /// (four in five cross between five datacenters); this bounds the
+    /// periodic gossip that crosses to that share of it, while probes and
+    /// acks, which go anywhere, still carry news across. 1 keeps foca's
+    /// choice. See docs/gossip.md, "Gossip stays in the datacenter".
+    pub cross_dc_gossip: f64,
     /// Suspicion timeout = `suspicion_mult × max(1, log10 N) × probe_period`,
     /// at least `suspicion_min`. Higher means fewer false positives under
     /// loss or load, and slower detection.
@@ -122,6 +130,7 @@ impl Config {
             indirect_probes: 5,
             gossip_period: Duration::from_millis(200),
             gossip_fanout: 3,
+            cross_dc_gossip: 0.1,
             suspicion_mult: 3.0,
             suspicion_min: Duration::from_secs(2),
             suspicion_confirmed_mult: 1.0,
@@ -280,6 +289,12 @@ impl Config {
             return bad(
                 "suspicion_mult",
                 format!("{} must be > 0", self.suspicion_mult),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.cross_dc_gossip) {
+            return bad(
+                "cross_dc_gossip",
+                format!("{} is outside 0..=1", self.cross_dc_gossip),
             );
         }
         if self.suspicion_confirmed_mult.is_nan() || self.suspicion_confirmed_mult <= 0.0 {

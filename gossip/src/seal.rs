@@ -55,7 +55,8 @@ pub enum DropReason {
     Decode,
     /// Authentic, from this very node (a loop, or a reflected packet).
     FromSelf,
-    /// Decoded, but the SWIM layer rejected its content.
+    /// Decoded, but the SWIM layer rejected its content (or it was
+    /// addressed to another identity, which foca ignores).
     Swim,
     /// From a node forgotten for good (`shoal node forget`).
     Forgotten,

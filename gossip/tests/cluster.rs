@@ -48,6 +48,10 @@ struct Net {
     slow: BTreeMap<usize, Duration>,
     /// The configuration of nodes started from now on.
     config: Config,
+    /// Gossip datagrams sent within a datacenter and across (`meta_of`:
+    /// even nodes are in east, odd ones in west).
+    gossip_within: u64,
+    gossip_across: u64,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -106,6 +110,8 @@ impl Net {
             dropped_by_deafness: 0,
             slow: BTreeMap::new(),
             config: Config::test(),
+            gossip_within: 0,
+            gossip_across: 0,
         }
     }
 
@@ -170,6 +176,15 @@ impl Net {
             self.log.push(format!("{:?} node-{i} {e:?}", self.now));
         }
         for t in out {
+            if t.kind == SendKind::Gossip
+                && let Some(&to) = self.addrs.get(&t.to)
+            {
+                if to % 2 == i % 2 {
+                    self.gossip_within += 1;
+                } else {
+                    self.gossip_across += 1;
+                }
+            }
             if self.rng.random::<f64>() < self.loss {
                 self.dropped_by_loss += 1;
                 continue;
@@ -241,6 +256,17 @@ impl Net {
     fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
         self.run_until(until);
+    }
+
+    /// Fails, naming `what`, if a member went down or renewed its identity
+    /// in the log from line `from` on (a live member paid for a suspicion).
+    fn assert_no_down_since(&self, from: usize, what: &str) {
+        for line in &self.log[from..] {
+            assert!(
+                !line.contains("MemberDown") && !line.contains("IdentityRenewed"),
+                "{what}: {line}"
+            );
+        }
     }
 
     fn join(&mut self, i: usize, via: usize) {
@@ -527,12 +553,7 @@ fn a_refuted_suspicion_costs_no_identity() {
         suppressed > 0,
         "no suspicion timer ran out after a refutation"
     );
-    for line in &net.log[before..] {
-        assert!(
-            !line.contains("IdentityRenewed") && !line.contains("MemberDown"),
-            "a refuted suspicion had consequences: {line}"
-        );
-    }
+    net.assert_no_down_since(before, "a refuted suspicion had consequences");
     let seen = net.nodes[0].as_ref().unwrap().member(NodeId(1003)).unwrap();
     assert_eq!(seen.identity.bump, 1);
     assert_eq!(seen.state, MemberState::Alive);
@@ -998,12 +1019,7 @@ fn a_member_deaf_for_a_moment_is_not_declared_failed_by_confirmations() {
         failures > 0,
         "nobody suspected node 3: nothing was exercised"
     );
-    for line in &net.log[before..] {
-        assert!(
-            !line.contains("MemberDown") && !line.contains("IdentityRenewed"),
-            "a member deaf for 1.5 s was declared failed: {line}"
-        );
-    }
+    net.assert_no_down_since(before, "a member deaf for 1.5 s was declared failed");
 }
 
 /// False suspicions raised by a node whose traffic is 300 ms late, in
@@ -1025,12 +1041,10 @@ fn accusations_of_a_slow_node(max_local_health: u8) -> (u64, u8) {
     let log_from = net.log.len();
     net.slow.insert(slow, Duration::from_millis(550));
     net.run_for(Duration::from_secs(60));
-    for line in &net.log[log_from..] {
-        assert!(
-            !line.contains("MemberDown"),
-            "a slow node's accusations took a live member down: {line}"
-        );
-    }
+    net.assert_no_down_since(
+        log_from,
+        "a slow node's accusations took a live member down",
+    );
     let stats = net.nodes[slow].as_ref().unwrap().stats();
     (stats.probe_failures - before, stats.local_health_max)
 }
@@ -1055,4 +1069,68 @@ fn a_slow_node_stretches_its_probes_instead_of_accusing_everyone() {
         with * 3 <= without,
         "a slow node raised {with} false accusations with local health, {without} without"
     );
+}
+
+/// Gossip datagrams within and across the two datacenters while one
+/// member of 20 crashes and another joins, with `cross_dc_gossip`; and
+/// whether every member learned both.
+fn gossip_locality(cross_dc_gossip: f64, seed: u64) -> (u64, u64) {
+    let config = Config {
+        cross_dc_gossip,
+        ..Config::lan()
+    };
+    let mut net = twenty_formed(seed, config);
+    // Past a housekeeping pass: the lists of each datacenter's members.
+    net.run_for(Duration::from_secs(6));
+    let (within, across) = (net.gossip_within, net.gossip_across);
+    net.crash(7);
+    let newcomer = net.add_node(1);
+    net.join(newcomer, 2);
+    let ok = net.run_until_cond(Duration::from_secs(60), |n| {
+        n.all_others_see(NodeId(1007), MemberState::Failed)
+            && n.running()
+                .all(|(_, m)| m.member(NodeId(1000 + newcomer as u64)).is_some())
+    });
+    assert!(
+        ok,
+        "with cross_dc_gossip {cross_dc_gossip}, news did not reach every member"
+    );
+    // Readdressed gossip is taken: foca would ignore, saying nothing, a
+    // payload addressed to anyone else (the core counts it).
+    for (i, m) in net.running() {
+        assert_eq!(
+            m.stats().dropped(DropReason::Swim),
+            0,
+            "node-{i} dropped SWIM payloads ({} readdressed)",
+            m.stats().gossip_kept_in_dc
+        );
+    }
+    (net.gossip_within - within, net.gossip_across - across)
+}
+
+#[test]
+fn gossip_rounds_stay_in_their_datacenter_and_news_still_crosses() {
+    // foca picks gossip targets among all members: about half cross
+    // between two datacenters of equal size. With cross_dc_gossip 0.1,
+    // nine in ten of those go to a member of the sender's datacenter
+    // instead (5% cross), and the news still reaches everyone (probes
+    // and acks go anywhere).
+    let (mut uniform, mut local) = ((0, 0), (0, 0));
+    for seed in 1..=3 {
+        let u = gossip_locality(1.0, seed);
+        let l = gossip_locality(0.1, seed);
+        uniform = (uniform.0 + u.0, uniform.1 + u.1);
+        local = (local.0 + l.0, local.1 + l.1);
+    }
+    let share = |(within, across): (u64, u64)| across as f64 / (within + across).max(1) as f64;
+    eprintln!(
+        "gossip datagrams across datacenters: {:.0}% of {} with foca's choice, {:.0}% of {} with cross_dc_gossip 0.1",
+        share(uniform) * 100.0,
+        uniform.0 + uniform.1,
+        share(local) * 100.0,
+        local.0 + local.1
+    );
+    assert!(uniform.0 + uniform.1 > 100, "too little gossip to tell");
+    assert!(share(uniform) > 0.35, "foca's choice: {uniform:?}");
+    assert!(share(local) < 0.12, "with the budget: {local:?}");
 }

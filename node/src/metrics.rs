@@ -10,6 +10,7 @@
 //! | `shoal_gossip_turn_undead_suppressed_total` | counter | "you are down" notices not sent to a member that refuted its suspicion |
 //! | `shoal_gossip_probe_failures_total` | counter | |
 //! | `shoal_gossip_suspicions_shortened_total` | counter | down timers moved earlier by other members' confirmations |
+//! | `shoal_gossip_gossip_kept_in_dc_total` | counter | gossip datagrams sent within the datacenter instead of across (`cross_dc_gossip`) |
 //! | `shoal_gossip_local_health` | gauge | Lifeguard's score: probe timing stretched `1 + score` times |
 //! | `shoal_gossip_members_repaired_total` | counter | members learned by comparing member-list ranges |
 //! | `shoal_gossip_probe_rtt_seconds` | histogram | |
@@ -182,6 +183,12 @@ pub fn render(
         "suspicions_shortened",
         "Suspicions whose down timer other members' confirmations moved earlier (Lifeguard)",
         stats.suspicions_shortened,
+    );
+    single(
+        registry,
+        "gossip_kept_in_dc",
+        "Gossip datagrams addressed to another datacenter sent within this one instead (cross_dc_gossip)",
+        stats.gossip_kept_in_dc,
     );
     gauge(
         registry,

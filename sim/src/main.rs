@@ -88,6 +88,12 @@ struct Cli {
     /// a direct probe gets no answer; lan: 5).
     #[arg(long)]
     indirect_probes: Option<usize>,
+    /// Override the preset's cross-datacenter gossip share (the chance a
+    /// gossip datagram foca addresses to another datacenter goes there
+    /// rather than to a member of the sender's; lan: 0.1, 1: foca's
+    /// choice).
+    #[arg(long)]
+    cross_dc_gossip: Option<f64>,
     /// Datacenters (nodes are spread round-robin).
     #[arg(long, default_value_t = 2)]
     dcs: usize,
@@ -208,6 +214,7 @@ impl Cli {
         p.suspicion_mult = self.suspicion_mult;
         p.transmissions_mult = self.transmissions_mult;
         p.indirect_probes = self.indirect_probes;
+        p.cross_dc_gossip = self.cross_dc_gossip;
         p.dcs = self.dcs;
         p.zones = self.zones;
         if let Some(l) = self.loss {

@@ -168,6 +168,8 @@ pub struct Params {
     pub transmissions_mult: Option<f64>,
     /// Override of the preset's `indirect_probes`.
     pub indirect_probes: Option<usize>,
+    /// Override of the preset's `cross_dc_gossip`.
+    pub cross_dc_gossip: Option<f64>,
     /// Datacenters.
     pub dcs: usize,
     /// Zones per datacenter.
@@ -233,6 +235,7 @@ impl Params {
             suspicion_mult: None,
             transmissions_mult: None,
             indirect_probes: None,
+            cross_dc_gossip: None,
             dcs: 2,
             zones: 3,
             latency: Latency::default(),
@@ -284,6 +287,9 @@ impl Params {
         }
         if let Some(k) = self.indirect_probes {
             c.indirect_probes = k;
+        }
+        if let Some(x) = self.cross_dc_gossip {
+            c.cross_dc_gossip = x;
         }
         c.validate()
             .map_err(|e| crate::SimError::Params(e.to_string()))?;
@@ -339,6 +345,9 @@ impl Params {
         }
         if let Some(k) = self.indirect_probes {
             c += &format!(" --indirect-probes {k}");
+        }
+        if let Some(x) = self.cross_dc_gossip {
+            c += &format!(" --cross-dc-gossip {x}");
         }
         if self.dcs != d.dcs {
             c += &format!(" --dcs {}", self.dcs);

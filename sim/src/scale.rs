@@ -685,6 +685,7 @@ pub fn validate(
         p.suspicion_mult = base.suspicion_mult;
         p.transmissions_mult = base.transmissions_mult;
         p.indirect_probes = base.indirect_probes;
+        p.cross_dc_gossip = base.cross_dc_gossip;
         // Formation too (`--warm`; the model starts formed either way).
         p.warm = base.warm;
         p.loss = Some(loss);

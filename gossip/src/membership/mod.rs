@@ -52,6 +52,7 @@ use crate::{Instant, NodeId, NodeIdentity};
 mod datagram;
 mod join;
 mod leaves;
+mod locality;
 mod members;
 mod meta_sync;
 mod outputs;
@@ -163,6 +164,9 @@ pub struct Membership {
     suspicions: suspicion::Suspicions,
     /// Lifeguard's local health score (`swim.rs`, `health_worse`).
     health: u8,
+    /// Members of this node's datacenter (`locality.rs`), rebuilt at each
+    /// housekeeping pass.
+    local_peers: Vec<NodeId>,
     datagrams: Datagrams,
     app_digest: AppDigest,
     piggyback: Piggyback,
@@ -227,6 +231,7 @@ impl Membership {
             suspect_since: std::collections::BTreeMap::new(),
             suspicions: suspicion::Suspicions::default(),
             health: 0,
+            local_peers: Vec::new(),
             datagrams: Datagrams::new(security),
             app_digest: AppDigest::default(),
             piggyback: Piggyback::default(),
@@ -371,7 +376,12 @@ impl Membership {
         }
         match envelope.body {
             Body::Swim(bytes) => {
-                if self.swim.handle_data(bytes, &mut self.runtime).is_err() {
+                // foca ignores, saying nothing, a payload addressed to
+                // another identity (an older life of this node; a gossip
+                // datagram readdressed wrong, `locality.rs`): counted.
+                if !self.addressed_here(bytes)
+                    || self.swim.handle_data(bytes, &mut self.runtime).is_err()
+                {
                     self.stats.count_drop(DropReason::Swim);
                 }
             }

@@ -87,6 +87,10 @@ pub struct Stats {
     /// Down timers of suspicions moved earlier by confirmations from
     /// other accusers (Lifeguard; `membership/suspicion.rs`).
     pub suspicions_shortened: u64,
+    /// Gossip datagrams foca addressed to another datacenter that went to
+    /// a member of this one instead (`cross_dc_gossip`;
+    /// `membership/locality.rs`).
+    pub gossip_kept_in_dc: u64,
     /// Lifeguard's local health score now (0: healthy; probe timing is
     /// stretched `1 + score` times) and the highest it reached.
     pub local_health: u8,

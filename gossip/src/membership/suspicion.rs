@@ -35,6 +35,7 @@
 //! it has not grown for two full timeouts.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::net::SocketAddr;
 
 use foca::Timer;
@@ -83,9 +84,9 @@ pub(super) struct Suspicions {
     /// and when: its accusation goes to them straight.
     asked: BTreeMap<NodeId, (Instant, Vec<SocketAddr>)>,
     /// Members with a helper's confirmation check scheduled
-    /// (`TimerKind::ConfirmCheck`), and the accuser to answer then.
-    checks: std::collections::BTreeSet<NodeId>,
-    reply_to: BTreeMap<NodeId, SocketAddr>,
+    /// (`TimerKind::ConfirmCheck`), and the accuser to answer then (one
+    /// that sent its accusation straight here).
+    checks: BTreeMap<NodeId, Option<SocketAddr>>,
 }
 
 impl Suspicions {
@@ -112,25 +113,15 @@ impl Suspicions {
 }
 
 impl Membership {
-    /// Schedules one of foca's timers: probe timers stretched by local
-    /// health; a down timer of a suspect is this node's accusation, counted
-    /// and shortened by the confirmations known.
-    pub(super) fn schedule_swim_timer(
+    /// Schedules foca's down timer of a suspect (any other timer as
+    /// asked): it is this node's accusation, counted and shortened by the
+    /// confirmations known.
+    pub(super) fn schedule_down_timer(
         &mut self,
         now: Instant,
         after: core::time::Duration,
         timer: Timer<NodeIdentity>,
     ) {
-        if matches!(
-            timer,
-            Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. }
-        ) {
-            // Local health stretches the probe period and the probe rtt.
-            let stretch = 1 + u32::from(self.health);
-            self.timers
-                .schedule(now + after * stretch, TimerKind::Swim(timer));
-            return;
-        }
         let Timer::ChangeSuspectToDown {
             member_id,
             incarnation,
@@ -219,7 +210,8 @@ impl Membership {
         };
         let waited = now.saturating_duration_since(sent);
         if waited < self.config.probe_period {
-            if self.suspicions.checks.insert(id) {
+            if let Entry::Vacant(check) = self.suspicions.checks.entry(id) {
+                check.insert(None);
                 self.timers
                     .schedule(sent + self.config.probe_period, TimerKind::ConfirmCheck(id));
             }
@@ -236,8 +228,7 @@ impl Membership {
     /// for an accuser: it confirms now if `id` still has not answered, and
     /// tells the accuser that sent it the accusation straight.
     pub(super) fn confirm_check(&mut self, now: Instant, id: NodeId) {
-        self.suspicions.checks.remove(&id);
-        let reply_to = self.suspicions.reply_to.remove(&id);
+        let reply_to = self.suspicions.checks.remove(&id).flatten();
         let Some(life) = self.suspicions.by_member.get(&id).map(|a| a.life) else {
             return;
         };
@@ -342,8 +333,8 @@ impl Membership {
             .is_some_and(|acc| acc.accusers.contains(&me));
         if reply && confirmed {
             self.send_accusation(id, &[from], false);
-        } else if reply && self.suspicions.checks.contains(&id) {
-            self.suspicions.reply_to.insert(id, from);
+        } else if reply && let Some(reply_to) = self.suspicions.checks.get_mut(&id) {
+            *reply_to = Some(from);
         }
     }
 

@@ -16,6 +16,7 @@
 //! (`TurnUndead`) to a member this node holds up is dropped (see
 //! docs/gossip.md, "A refuted suspicion stays harmless").
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
@@ -30,6 +31,7 @@ use crate::kind::SendKind;
 use crate::wire::Body;
 use crate::{Instant, NodeIdentity};
 
+use super::timers::TimerKind;
 use super::{DownReason, Event, Membership};
 
 /// foca as this crate runs it: postcard-encoded, seeded ChaCha8, no custom
@@ -61,10 +63,14 @@ impl Membership {
             self.schedule_swim_timer(now, after, timer);
             drained += 1;
         }
-        while let Some((to, data)) = self.runtime.to_send() {
+        while let Some((to, foca_data)) = self.runtime.to_send() {
             drained += 1;
+            let kind = SendKind::of(&Body::Swim(&foca_data));
+            let (to, data) = match self.localize(kind, &to, &foca_data) {
+                Some((peer, readdressed)) => (peer, Cow::Owned(readdressed)),
+                None => (to, Cow::Borrowed(&foca_data[..])),
+            };
             let body = Body::Swim(&data);
-            let kind = SendKind::of(&body);
             if kind == SendKind::TurnUndead && self.is_up(&to) {
                 // foca 2.0.0 sends "you are down" when a suspicion times
                 // out even if the member refuted it meanwhile (its
@@ -245,6 +251,27 @@ impl Membership {
         let class = Config::size_class(self.swim.num_members() + 1);
         if class != self.sized_for && self.swim.set_config(self.config.foca(class)).is_ok() {
             self.sized_for = class;
+        }
+    }
+
+    /// Schedules one of foca's timers: the probe timers stretched by local
+    /// health, a suspect's down timer as an accusation (suspicion.rs).
+    fn schedule_swim_timer(
+        &mut self,
+        now: Instant,
+        after: core::time::Duration,
+        timer: Timer<NodeIdentity>,
+    ) {
+        if matches!(
+            timer,
+            Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. }
+        ) {
+            // Local health stretches the probe period and the probe rtt.
+            let stretch = 1 + u32::from(self.health);
+            self.timers
+                .schedule(now + after * stretch, TimerKind::Swim(timer));
+        } else {
+            self.schedule_down_timer(now, after, timer);
         }
     }
 

@@ -190,7 +190,7 @@ impl World {
             false_positives_per_node_hour: self.false_positives.len() as f64
                 / (node_seconds / 3600.0),
             partition_downs: self.partition_downs,
-            locality: (self.p.scenario == Scenario::Partition && self.p.partition_one).then(|| {
+            locality: (self.p.dcs > 1).then(|| {
                 let all = self.traffic.gossip_bytes();
                 let datagrams: u64 = self.traffic.by_kind.iter().map(|k| k.0).sum();
                 let (across_n, across) = self.traffic.across_dc;
