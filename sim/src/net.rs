@@ -75,6 +75,17 @@ impl Topology {
         self.dcs
     }
 
+    /// Nodes in datacenter `d`.
+    pub fn dc_size(&self, d: usize) -> usize {
+        (self.dc.len() + self.dcs - 1 - d) / self.dcs
+    }
+
+    /// The `k`-th node of datacenter `d` (`k < dc_size(d)`; nodes are
+    /// spread round-robin).
+    pub fn nth_of_dc(&self, d: usize, k: usize) -> usize {
+        d + k * self.dcs
+    }
+
     /// The class of the link between `a` and `b`.
     pub fn class(&self, a: usize, b: usize) -> LinkClass {
         if self.dc[a] != self.dc[b] {

@@ -16,7 +16,9 @@
 //! - **Dissemination**: a node that learns a rumor piggybacks it on the next
 //!   `max_transmissions` datagrams it sends: gossip to `gossip_fanout`
 //!   random members every `gossip_period` (sent only while it has updates,
-//!   as foca does), its probe every `probe_period`, and acks to the pings
+//!   as foca does; one addressed to another datacenter is moved to a
+//!   random member of the sender's outside the `cross_dc_gossip` budget,
+//!   as the core does), its probe every `probe_period`, and acks to the pings
 //!   it receives (one per period on average). Each datagram is lost with
 //!   the scenario's loss and delayed by its link class. Learn times are
 //!   computed exactly for this process with a shortest-path sweep (each
@@ -46,7 +48,9 @@
 //!   knocks on down members once a node knows one, range digests (on
 //!   probes) and leave queries, each at the size the real core's
 //!   datagrams of that kind have; reported in the same groups as full
-//!   mode's count by kind.
+//!   mode's count by kind. With more than one datacenter, the bytes within
+//!   and across datacenters follow from how each group picks its members
+//!   (uniformly; gossip rounds within their budget).
 //!
 //! What it leaves out: concurrent rumors competing for room in a datagram
 //! (each rumor is disseminated as if alone, so mass failures are not
@@ -67,7 +71,7 @@ use shoal_gossip::{Config, LEAVE_QUERIES, MEMBERS_PER_DIGEST_ROUND};
 use crate::net::{Fate, Network, Topology};
 use crate::params::{Mode, Params, Scenario};
 use crate::report::{
-    Check, CrashTimes, Report, TrafficGroup, quantile, quantile_of_population, worst_of,
+    Check, CrashTimes, Locality, Report, TrafficGroup, quantile, quantile_of_population, worst_of,
 };
 use crate::{SimError, net::NetCounters};
 
@@ -183,6 +187,27 @@ impl Model {
         }
     }
 
+    /// Where a gossip datagram of `i` goes: a random other member, moved
+    /// to a random member of `i`'s datacenter if it is in another one and
+    /// outside the `cross_dc_gossip` budget (as the core does,
+    /// `gossip/src/membership/locality.rs`).
+    fn gossip_target(&mut self, i: usize) -> usize {
+        let j = self.random_other(i);
+        let topo = self.net.topology();
+        let d = topo.dc(i);
+        let size = topo.dc_size(d);
+        if topo.dc(j) == d || size < 2 || self.rng.random::<f64>() < self.config.cross_dc_gossip {
+            return j;
+        }
+        loop {
+            let k = self.rng.random_range(0..size);
+            let local = self.net.topology().nth_of_dc(d, k);
+            if local != i {
+                return local;
+            }
+        }
+    }
+
     /// Spreads a rumor that `sources` know from the given times.
     pub fn spread(&mut self, sources: &[(usize, f64)]) -> Spread {
         let n = self.n;
@@ -219,6 +244,7 @@ impl Model {
             let mut next_probe = next_tick(t0, f64::from(self.probe_phase[i]), pp);
             let mut next_ack = t0 + exp(&mut self.rng, pp);
             targets.clear();
+            // (when, on a gossip datagram)
             while targets.len() < tx {
                 if next_gossip <= next_probe && next_gossip <= next_ack {
                     let phase = f64::from(self.gossip_phase[i]);
@@ -230,21 +256,25 @@ impl Model {
                     }
                     for _ in 0..fanout {
                         if targets.len() < tx {
-                            targets.push(next_gossip);
+                            targets.push((next_gossip, true));
                             sends_on_gossip += 1;
                         }
                     }
                     next_gossip += gp;
                 } else if next_probe <= next_ack {
-                    targets.push(next_probe);
+                    targets.push((next_probe, false));
                     next_probe += pp;
                 } else {
-                    targets.push(next_ack);
+                    targets.push((next_ack, false));
                     next_ack += exp(&mut self.rng, pp);
                 }
             }
-            for &at in &targets {
-                let j = self.random_other(i);
+            for &(at, gossip) in &targets {
+                let j = if gossip {
+                    self.gossip_target(i)
+                } else {
+                    self.random_other(i)
+                };
                 sends += 1;
                 if let Fate::Deliver(d) = self.net.datagram(i, j) {
                     let t = at + d.as_secs_f64();
@@ -545,6 +575,30 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         // Join pages, metadata pulls: not modeled (no formation).
         TrafficGroup::Other => (0.0, 0.0),
     });
+    // Within and across datacenters: every group goes to members picked
+    // uniformly, but the gossip rounds, which cross only on their
+    // budget.
+    let locality = (params.dcs > 1).then(|| {
+        let topo = model.net.topology();
+        let uniform = 1.0 - (topo.dc_size(0) as f64 - 1.0) / (n as f64 - 1.0);
+        let (mut msgs, mut across_msgs, mut bytes, mut across) = (0.0, 0.0, 0.0, 0.0);
+        for (group, t) in TrafficGroup::ALL.iter().zip(&traffic) {
+            let share = if *group == TrafficGroup::Gossip {
+                uniform * config.cross_dc_gossip
+            } else {
+                uniform
+            };
+            msgs += t.msgs_per_node_s;
+            across_msgs += t.msgs_per_node_s * share;
+            bytes += t.bytes_per_node_s;
+            across += t.bytes_per_node_s * share;
+        }
+        Locality {
+            within_dc_bytes_per_node_s: bytes - across,
+            across_dc_bytes_per_node_s: across,
+            across_dc_datagram_share: across_msgs / f64::max(msgs, f64::MIN_POSITIVE),
+        }
+    });
     let msgs_per_node_s = traffic.iter().map(|t| t.msgs_per_node_s).sum();
     let bytes_per_node_s = traffic.iter().map(|t| t.bytes_per_node_s).sum();
 
@@ -600,7 +654,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         false_positives,
         false_positives_per_node_hour: false_positives as f64 / (node_seconds / 3600.0),
         partition_downs: 0,
-        locality: None,
+        locality,
         msgs_per_node_s,
         bytes_per_node_s,
         traffic,
