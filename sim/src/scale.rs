@@ -26,11 +26,12 @@
 //! - **Confirmations** (Lifeguard, `gossip/src/membership/suspicion.rs`):
 //!   the prober's `indirect_probes` helpers pinged the crashed member in
 //!   vain; the prober sends each its accusation straight and each sends
-//!   its confirmation straight back (0.1 s allowed for both); where either
-//!   datagram is lost, the helper confirms when the accusation reaches it
-//!   by gossip and its confirmation travels back (a second, independent
-//!   draw of the same rumor delay). The two datagrams per helper are left
-//!   out of the traffic. The prober's down timer moves from the full timeout
+//!   its confirmation straight back, both drawn on the network (loss and
+//!   the link's latency), once its own ping has gone unanswered for a
+//!   probe period; where either datagram is lost, the helper confirms when
+//!   the accusation reaches it by gossip and its confirmation travels back
+//!   (a second, independent draw of the same rumor delay). The two
+//!   datagrams per helper count as indirect traffic. The prober's down timer moves from the full timeout
 //!   toward the confirmed one as they arrive (`Config::suspicion_after`).
 //!   Later probers' own accusations are left out (they could only make it
 //!   sooner), as is the confirmation items' bytes (a few dozen, riding on
@@ -93,6 +94,9 @@ pub const FEED_BYTES: f64 = 1_040.0;
 /// carries it, once per `member_digest_period` (it has no datagram of its
 /// own); the answers, sent only where views differ, are left out.
 pub const DIGEST_ITEM_BYTES: f64 = 54.0;
+/// An accusation sent straight between a prober and a helper (a seal, an
+/// envelope, one member id; below a SWIM datagram's two identities).
+pub const ACCUSATION_BYTES: f64 = 60.0;
 /// A leave query about one member.
 pub const LEAVE_QUERY_BYTES: f64 = 54.0;
 
@@ -424,6 +428,8 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
     let mut first_down = vec![f64::INFINITY; n];
     let mut undetected = 0u64;
     let mut false_positives = 0u64;
+    // Accusations sent straight between probers and helpers, and back.
+    let mut accusations = 0u64;
     for &(tc, is_crash) in &starts {
         if !is_crash {
             let t = tc;
@@ -457,18 +463,24 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         // (A helper confirms if the accusation reaches it within a full
         // timeout of its ping, sent a probe period before the suspicion.)
         let pinged = suspected - pp + config.probe_rtt.as_secs_f64();
+        // It confirms once its own ping has gone unanswered for a probe
+        // period.
+        let patience = pinged + pp;
         let mut arrivals: Vec<f64> = (0..config.indirect_probes)
             .filter_map(|_| {
-                // Sent straight to the helper and back (`Body::Accusation`,
-                // 0.1 s allowed for both legs) unless either leg is lost;
-                // then by gossip.
-                if model.rng.random::<f64>() < (1.0 - loss).powi(2) {
-                    return Some(suspected + 0.1);
-                }
+                // Sent straight to the helper and back (`Body::Accusation`)
+                // unless either leg is lost; then by gossip.
                 let helper = model.random_other(victim);
-                let back = model.random_other(victim);
+                accusations += 2;
+                let there = model.net.datagram(prober, helper);
+                let back = model.net.datagram(helper, prober);
+                if let (Fate::Deliver(a), Fate::Deliver(b)) = (there, back) {
+                    return Some((suspected + a.as_secs_f64()).max(patience) + b.as_secs_f64());
+                }
+                let relay = model.random_other(victim);
                 let heard = s.learned[helper];
-                (heard - pinged <= timeout_after(0)).then(|| heard + (s.learned[back] - suspected))
+                (heard - pinged <= timeout_after(0))
+                    .then(|| heard.max(patience) + (s.learned[relay] - suspected))
             })
             .filter(|t| t.is_finite())
             .collect();
@@ -543,6 +555,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
     let span = duration + params.settle.as_secs_f64();
     let node_seconds = n as f64 * span;
     let indirect = direct_probe_lost(loss) * 4.0 * config.indirect_probes as f64 / pp;
+    let accusations = accusations as f64 / node_seconds;
     let observed: u64 = detections.iter().map(|d| d.delays.len() as u64).sum();
     let queries = (observed * u64::from(LEAVE_QUERIES)) as f64 / node_seconds;
     let announce = config.announce_period.as_secs_f64();
@@ -562,7 +575,10 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
             2.0 / pp,
             2.0 / pp * BASE_DATAGRAM_BYTES + on_probes + DIGEST_ITEM_BYTES / digest_period,
         ),
-        TrafficGroup::Indirect => (indirect, indirect * INDIRECT_BYTES),
+        TrafficGroup::Indirect => (
+            indirect + accusations,
+            indirect * INDIRECT_BYTES + accusations * ACCUSATION_BYTES,
+        ),
         TrafficGroup::Gossip => (gossip, gossip * BASE_DATAGRAM_BYTES + on_gossip),
         TrafficGroup::Announce => (
             2.0 / announce + to_down,
