@@ -125,11 +125,16 @@ impl SendKind {
     }
 }
 
-/// Reads the message kind from a foca packet's header (foca encodes it
-/// with postcard, as the codec the core gives it).
+/// A foca packet's header (foca encodes it with postcard, as the codec
+/// the core gives it) and the bytes after it (its updates).
+pub(crate) fn swim_header(bytes: &[u8]) -> Option<(Header<NodeIdentity>, &[u8])> {
+    postcard::take_from_bytes(bytes).ok()
+}
+
+/// Reads the message kind from a foca packet's header.
 fn swim_kind(bytes: &[u8]) -> SendKind {
-    match postcard::take_from_bytes::<Header<NodeIdentity>>(bytes) {
-        Ok((header, _)) => match header.message {
+    match swim_header(bytes) {
+        Some((header, _)) => match header.message {
             Message::Ping(_) => SendKind::Ping,
             Message::Ack(_) => SendKind::Ack,
             Message::PingReq { .. } => SendKind::PingReq,
@@ -142,7 +147,7 @@ fn swim_kind(bytes: &[u8]) -> SendKind {
             Message::TurnUndead => SendKind::TurnUndead,
             Message::Broadcast => SendKind::OtherSwim,
         },
-        Err(_) => SendKind::OtherSwim,
+        None => SendKind::OtherSwim,
     }
 }
 

@@ -1072,8 +1072,9 @@ fn a_slow_node_stretches_its_probes_instead_of_accusing_everyone() {
 }
 
 /// Gossip datagrams within and across the two datacenters while one
-/// member of 20 crashes and another joins, with `cross_dc_gossip`; and
-/// whether every member learned both.
+/// member of 20 crashes and another joins, with `cross_dc_gossip`
+/// (failing unless every member learns both and takes every SWIM payload
+/// it gets).
 fn gossip_locality(cross_dc_gossip: f64, seed: u64) -> (u64, u64) {
     let config = Config {
         cross_dc_gossip,

@@ -20,11 +20,11 @@
 //! pass (every 5 s) and a pick is checked against the member's current life
 //! before use.
 
-use foca::{Header, Message};
+use foca::Message;
 use rand::RngExt;
 
 use crate::NodeIdentity;
-use crate::kind::SendKind;
+use crate::kind::{SendKind, swim_header};
 
 use super::Membership;
 
@@ -53,7 +53,7 @@ impl Membership {
     /// Whether foca will take this SWIM payload: addressed to this node's
     /// identity (or, for an announce, to any life of it).
     pub(super) fn addressed_here(&self, data: &[u8]) -> bool {
-        let Ok((header, _)) = postcard::take_from_bytes::<Header<NodeIdentity>>(data) else {
+        let Some((header, _)) = swim_header(data) else {
             // foca says what is wrong with it.
             return true;
         };
@@ -86,8 +86,7 @@ impl Membership {
             if !self.is_up(&peer) {
                 continue;
             }
-            let (mut header, rest) =
-                postcard::take_from_bytes::<Header<NodeIdentity>>(data).ok()?;
+            let (mut header, rest) = swim_header(data)?;
             header.dst = peer.clone();
             let mut readdressed = postcard::to_allocvec(&header).ok()?;
             readdressed.extend_from_slice(rest);
