@@ -59,21 +59,52 @@ fn others(i: usize) -> [usize; 3] {
 struct Delay {
     children: Vec<Child>,
     counts: Vec<PathBuf>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Delay {
+    /// The delay on every host once it holds packets; `None`, saying why,
+    /// where netfilter's queue or iptables is missing (the test then goes
+    /// on undelayed).
+    fn start(h: &Hosts) -> Option<Delay> {
+        let mut d = match Delay::add(h) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!(
+                    "no added delay between the datacenters (no iptables or nfnetlink_queue here?): {e}"
+                );
+                return None;
+            }
+        };
+        let mut failed = None;
+        wait_until(
+            "the 20 ms delay holds packets on every host",
+            SETTLE,
+            || {
+                // A netdelay that exited will hold nothing: stop waiting.
+                d.in_effect().or_else(|e| {
+                    failed = Some(e);
+                    Ok(true)
+                })
+            },
+        );
+        if let Some(why) = failed {
+            eprintln!("no added delay between the datacenters: {why}");
+            return None;
+        }
+        Some(d)
+    }
+
     fn add(h: &Hosts) -> anyhow::Result<Delay> {
-        let dir = tempfile::Builder::new()
-            .prefix("shoal-test-delay")
-            .tempdir()?;
         let mut d = Delay {
             children: Vec::new(),
             counts: Vec::new(),
-            _dir: dir,
+            dir: tempfile::Builder::new()
+                .prefix("shoal-test-delay")
+                .tempdir()?,
         };
         for i in 0..6 {
-            let count = d._dir.path().join(format!("h{i}.count"));
+            let count = d.dir.path().join(format!("h{i}.count"));
             let child = Command::new("nsenter")
                 .args(["-t", &h.pid(i)?.to_string(), "-n"])
                 .arg(env!("CARGO_BIN_EXE_netdelay"))
@@ -192,33 +223,7 @@ fn two_datacenters_cut_apart_for_a_minute_keep_their_tasks_and_heal_to_one_copy(
     wait_until("every host sees all six alive", SETTLE, || {
         Ok((0..6).all(|i| h.alive_seen_by(i) == 6))
     });
-    // Without netfilter's queue the test goes on undelayed, saying so.
-    let _delay = match Delay::add(&h) {
-        Ok(mut d) => {
-            let mut failed = None;
-            wait_until(
-                "the 20 ms delay holds packets on every host",
-                SETTLE,
-                || match d.in_effect() {
-                    Ok(yes) => Ok(yes),
-                    Err(e) => {
-                        failed = Some(e.to_string());
-                        Ok(true)
-                    }
-                },
-            );
-            if let Some(why) = failed {
-                eprintln!("no added delay between the datacenters: {why}");
-            }
-            Some(d)
-        }
-        Err(e) => {
-            eprintln!(
-                "no added delay between the datacenters (no iptables or nfnetlink_queue here?): {e}"
-            );
-            None
-        }
-    };
+    let _delay = Delay::start(&h);
 
     let pid = std::process::id();
     let (m_any, m_held, m_east) = (
