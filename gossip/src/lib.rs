@@ -42,7 +42,7 @@ pub use identity::{NodeId, NodeIdentity, ParseNodeIdError};
 pub use kind::SendKind;
 pub use membership::{
     DownReason, Event, LEAVE_QUERIES, MemberInfo, MemberState, Membership, MetaTooLarge, NewError,
-    NoteError, RttHistogram, Stats, TimerToken, Transmit,
+    NoteError, PROBE_PICKS, RttHistogram, Stats, TimerToken, Transmit,
 };
 pub use meta::{
     Capacity, FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate, RuntimeInfo,

@@ -48,10 +48,15 @@ struct Net {
     slow: BTreeMap<usize, Duration>,
     /// The configuration of nodes started from now on.
     config: Config,
-    /// Gossip datagrams sent within a datacenter and across (`meta_of`:
-    /// even nodes are in east, odd ones in west).
+    /// Node `i` is in west when `i % west_every == 1`, else in east
+    /// (2, the default: as `meta_of` puts them).
+    west_every: usize,
+    /// Gossip datagrams sent within a datacenter and across.
     gossip_within: u64,
     gossip_across: u64,
+    /// Pings sent within a datacenter and across.
+    pings_within: u64,
+    pings_across: u64,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -110,8 +115,26 @@ impl Net {
             dropped_by_deafness: 0,
             slow: BTreeMap::new(),
             config: Config::test(),
+            west_every: 2,
             gossip_within: 0,
             gossip_across: 0,
+            pings_within: 0,
+            pings_across: 0,
+        }
+    }
+
+    fn crossing(&self) -> Crossing {
+        Crossing {
+            gossip: (self.gossip_within, self.gossip_across),
+            pings: (self.pings_within, self.pings_across),
+        }
+    }
+
+    fn dc_of(&self, i: usize) -> &'static str {
+        if i % self.west_every == 1 {
+            "west"
+        } else {
+            "east"
         }
     }
 
@@ -132,10 +155,12 @@ impl Net {
     fn start_node(&mut self, i: usize, bump: u32) {
         let identity = NodeIdentity::new(NodeId(1000 + i as u64), addr_of(i), bump);
         let seed = self.rng.random::<u64>();
+        let mut meta = meta_of(i);
+        meta.dc = self.dc_of(i).into();
         let m = Membership::new(
             self.now,
             identity,
-            meta_of(i),
+            meta,
             self.config.clone(),
             PacketSecurity::sealed(&SECRET),
             seed,
@@ -176,14 +201,16 @@ impl Net {
             self.log.push(format!("{:?} node-{i} {e:?}", self.now));
         }
         for t in out {
-            if t.kind == SendKind::Gossip
-                && let Some(&to) = self.addrs.get(&t.to)
-            {
-                if to % 2 == i % 2 {
-                    self.gossip_within += 1;
-                } else {
-                    self.gossip_across += 1;
-                }
+            if let Some(&to) = self.addrs.get(&t.to) {
+                let within = self.dc_of(to) == self.dc_of(i);
+                let count = match t.kind {
+                    SendKind::Gossip if within => &mut self.gossip_within,
+                    SendKind::Gossip => &mut self.gossip_across,
+                    SendKind::Ping if within => &mut self.pings_within,
+                    SendKind::Ping => &mut self.pings_across,
+                    _ => &mut 0,
+                };
+                *count += 1;
             }
             if self.rng.random::<f64>() < self.loss {
                 self.dropped_by_loss += 1;
@@ -945,8 +972,14 @@ fn a_note_reaches_only_its_member_and_says_who_sent_it() {
 /// 20 nodes running `config`, joined one after the other through a random
 /// earlier one, all seeing each other alive.
 fn twenty_formed(seed: u64, config: Config) -> Net {
+    twenty_formed_split(seed, config, 2)
+}
+
+/// Twenty members, one in `west_every` in west.
+fn twenty_formed_split(seed: u64, config: Config, west_every: usize) -> Net {
     let mut net = Net::new(seed, 0.0);
     net.config = config;
+    net.west_every = west_every;
     net.add_node(1);
     for i in 1..20 {
         net.add_node(1);
@@ -1071,33 +1104,50 @@ fn a_slow_node_stretches_its_probes_instead_of_accusing_everyone() {
     );
 }
 
-/// Gossip datagrams within and across the two datacenters while one
-/// member of 20 crashes and another joins, with `cross_dc_gossip`
-/// (failing unless every member learns both and takes every SWIM payload
-/// it gets).
-fn gossip_locality(cross_dc_gossip: f64, seed: u64) -> (u64, u64) {
-    let config = Config {
-        cross_dc_gossip,
-        ..Config::lan()
-    };
-    let mut net = twenty_formed(seed, config);
+/// Datagrams within and across the two datacenters while one member of 20
+/// crashes and another joins.
+#[derive(Clone, Copy, Default)]
+struct Crossing {
+    gossip: (u64, u64),
+    pings: (u64, u64),
+}
+
+impl Crossing {
+    fn add(&mut self, other: Crossing) {
+        self.gossip = (
+            self.gossip.0 + other.gossip.0,
+            self.gossip.1 + other.gossip.1,
+        );
+        self.pings = (self.pings.0 + other.pings.0, self.pings.1 + other.pings.1);
+    }
+}
+
+/// The share of `(within, across)` that crosses.
+fn share((within, across): (u64, u64)) -> f64 {
+    across as f64 / (within + across).max(1) as f64
+}
+
+/// Crashes node `crash` of 20 formed with `config` (one node in
+/// `west_every` in west) and joins a newcomer; fails unless every member
+/// learns both and takes every SWIM payload it gets. What crossed
+/// meanwhile, and the probes taken back.
+fn locality_run(config: Config, west_every: usize, crash: usize, seed: u64) -> (Crossing, u64) {
+    let mut net = twenty_formed_split(seed, config, west_every);
     // Past a housekeeping pass: the lists of each datacenter's members.
     net.run_for(Duration::from_secs(6));
-    let (within, across) = (net.gossip_within, net.gossip_across);
-    net.crash(7);
+    let before = net.crossing();
+    net.crash(crash);
     let newcomer = net.add_node(1);
     net.join(newcomer, 2);
     let ok = net.run_until_cond(Duration::from_secs(60), |n| {
-        n.all_others_see(NodeId(1007), MemberState::Failed)
+        n.all_others_see(NodeId(1000 + crash as u64), MemberState::Failed)
             && n.running()
                 .all(|(_, m)| m.member(NodeId(1000 + newcomer as u64)).is_some())
     });
-    assert!(
-        ok,
-        "with cross_dc_gossip {cross_dc_gossip}, news did not reach every member"
-    );
+    assert!(ok, "news did not reach every member");
     // Readdressed gossip is taken: foca would ignore, saying nothing, a
     // payload addressed to anyone else (the core counts it).
+    let mut probes_kept = 0;
     for (i, m) in net.running() {
         assert_eq!(
             m.stats().dropped(DropReason::Swim),
@@ -1105,33 +1155,94 @@ fn gossip_locality(cross_dc_gossip: f64, seed: u64) -> (u64, u64) {
             "node-{i} dropped SWIM payloads ({} readdressed)",
             m.stats().gossip_kept_in_dc
         );
+        probes_kept += m.stats().probes_kept_in_dc;
     }
-    (net.gossip_within - within, net.gossip_across - across)
+    let after = net.crossing();
+    let delta = |a: (u64, u64), b: (u64, u64)| (a.0 - b.0, a.1 - b.1);
+    let crossed = Crossing {
+        gossip: delta(after.gossip, before.gossip),
+        pings: delta(after.pings, before.pings),
+    };
+    (crossed, probes_kept)
+}
+
+fn budgets(gossip: f64, probes: f64) -> Config {
+    Config {
+        cross_dc_gossip: gossip,
+        cross_dc_probes: probes,
+        ..Config::lan()
+    }
 }
 
 #[test]
-fn gossip_rounds_stay_in_their_datacenter_and_news_still_crosses() {
-    // foca picks gossip targets among all members: about half cross
-    // between two datacenters of equal size. With cross_dc_gossip 0.1,
-    // nine in ten of those go to a member of the sender's datacenter
-    // instead (5% cross), and the news still reaches everyone (probes
-    // and acks go anywhere).
-    let (mut uniform, mut local) = ((0, 0), (0, 0));
+fn gossip_and_probes_stay_in_their_datacenter_and_news_still_crosses() {
+    // foca picks gossip targets and probes among all members: about half
+    // cross between two datacenters of equal size. With cross_dc_gossip
+    // 0.1, nine in ten of the gossip datagrams addressed across go to a
+    // member of the sender's datacenter instead (5% cross); with
+    // cross_dc_probes 0.1, nine in ten probes of the other datacenter's
+    // members are taken back and the next member probed instead (about
+    // 10% cross). A crash and a join still reach everyone.
+    let (mut uniform, mut local) = (Crossing::default(), Crossing::default());
     for seed in 1..=3 {
-        let u = gossip_locality(1.0, seed);
-        let l = gossip_locality(0.1, seed);
-        uniform = (uniform.0 + u.0, uniform.1 + u.1);
-        local = (local.0 + l.0, local.1 + l.1);
+        uniform.add(locality_run(budgets(1.0, 1.0), 2, 7, seed).0);
+        local.add(locality_run(budgets(0.1, 0.1), 2, 7, seed).0);
     }
-    let share = |(within, across): (u64, u64)| across as f64 / (within + across).max(1) as f64;
+    let total = |(within, across): (u64, u64)| within + across;
     eprintln!(
-        "gossip datagrams across datacenters: {:.0}% of {} with foca's choice, {:.0}% of {} with cross_dc_gossip 0.1",
-        share(uniform) * 100.0,
-        uniform.0 + uniform.1,
-        share(local) * 100.0,
-        local.0 + local.1
+        "across datacenters, foca's choice -> budgets of 0.1: gossip {:.0}% of {} -> {:.0}% of {}, pings {:.0}% of {} -> {:.0}% of {}",
+        share(uniform.gossip) * 100.0,
+        total(uniform.gossip),
+        share(local.gossip) * 100.0,
+        total(local.gossip),
+        share(uniform.pings) * 100.0,
+        total(uniform.pings),
+        share(local.pings) * 100.0,
+        total(local.pings),
     );
-    assert!(uniform.0 + uniform.1 > 100, "too little gossip to tell");
-    assert!(share(uniform) > 0.35, "foca's choice: {uniform:?}");
-    assert!(share(local) < 0.12, "with the budget: {local:?}");
+    assert!(total(uniform.gossip) > 100, "too little gossip to tell");
+    assert!(
+        share(uniform.gossip) > 0.35,
+        "foca's choice: {:?}",
+        uniform.gossip
+    );
+    assert!(
+        share(local.gossip) < 0.12,
+        "with the budget: {:?}",
+        local.gossip
+    );
+    // Each node probes once per second, for a few seconds in each run.
+    assert!(total(uniform.pings) > 150, "too few probes to tell");
+    assert!(
+        share(uniform.pings) > 0.35,
+        "foca's choice: {:?}",
+        uniform.pings
+    );
+    assert!(
+        share(local.pings) < 0.2,
+        "with the budget: {:?}",
+        local.pings
+    );
+    // The probes moved, not lost: about as many pings per second.
+    assert!(total(local.pings) * 10 > total(uniform.pings) * 7);
+}
+
+#[test]
+fn a_small_datacenter_is_still_probed_from_the_large_one() {
+    // Two members of 20 in west (nodes 1 and 11): too few to watch each
+    // other, so the 18 in east keep every probe of them; west's two leave
+    // east's members to east. The crash of a west member still reaches all.
+    let mut kept = 0;
+    for seed in 1..=3 {
+        let (crossed, probes_kept) = locality_run(budgets(0.1, 0.1), 10, 11, seed);
+        // 18 of east's probers keep theirs: about 2/19 of east's pings
+        // cross; west's few probes of east are mostly taken back.
+        assert!(
+            share(crossed.pings) > 0.05,
+            "east stopped probing west: {:?}",
+            crossed.pings
+        );
+        kept += probes_kept;
+    }
+    assert!(kept > 0, "west never left a probe of east to east");
 }

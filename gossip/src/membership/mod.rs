@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use foca::{AccumulatingRuntime, Foca, PostcardCodec};
+use foca::{Foca, PostcardCodec};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
@@ -64,6 +64,7 @@ mod swim;
 mod timers;
 
 pub use leaves::LEAVE_QUERIES;
+pub use locality::PROBE_PICKS;
 pub use outputs::{DownReason, Event, MemberInfo, MemberState, Transmit};
 pub use stats::{RttHistogram, Stats};
 pub use timers::TimerToken;
@@ -142,7 +143,7 @@ pub struct Membership {
     left: bool,
     // SWIM and the foca driver (swim.rs).
     swim: SwimNode,
-    runtime: AccumulatingRuntime<NodeIdentity>,
+    runtime: swim::SwimRuntime,
     /// The size class foca is tuned for.
     sized_for: usize,
     /// Sender of the datagram being handled.
@@ -167,6 +168,8 @@ pub struct Membership {
     /// Members of this node's datacenter (`locality.rs`), rebuilt at each
     /// housekeeping pass.
     local_peers: Vec<NodeId>,
+    /// Members up in each datacenter, as of the same pass (`locality.rs`).
+    dc_sizes: std::collections::BTreeMap<String, usize>,
     datagrams: Datagrams,
     app_digest: AppDigest,
     piggyback: Piggyback,
@@ -221,7 +224,7 @@ impl Membership {
             started: now,
             left: false,
             swim,
-            runtime: AccumulatingRuntime::new(),
+            runtime: swim::SwimRuntime::default(),
             sized_for: 1,
             current_from: None,
             restoring: false,
@@ -232,6 +235,7 @@ impl Membership {
             suspicions: suspicion::Suspicions::default(),
             health: 0,
             local_peers: Vec::new(),
+            dc_sizes: std::collections::BTreeMap::new(),
             datagrams: Datagrams::new(security),
             app_digest: AppDigest::default(),
             piggyback: Piggyback::default(),

@@ -91,6 +91,10 @@ pub struct Stats {
     /// a member of this one instead (`cross_dc_gossip`;
     /// `membership/locality.rs`).
     pub gossip_kept_in_dc: u64,
+    /// Probes foca started of a member of another datacenter that this
+    /// core took back, leaving that member to its own datacenter's probes
+    /// (`cross_dc_probes`; `membership/locality.rs`).
+    pub probes_kept_in_dc: u64,
     /// Lifeguard's local health score now (0: healthy; probe timing is
     /// stretched `1 + score` times) and the highest it reached.
     pub local_health: u8,

@@ -21,7 +21,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use foca::{
-    AccumulatingRuntime, Foca, Message, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer,
+    Foca, Message, NoCustomBroadcast, Notification, OwnedNotification, PostcardCodec, Runtime,
+    Timer,
 };
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -50,20 +51,44 @@ pub(super) fn release_spare<T>(queue: &mut VecDeque<T>) {
     }
 }
 
+/// What foca produced for one input, in the order it happened: foca's
+/// `AccumulatingRuntime`, with its queues open to this core, so that a
+/// probe round can take back a probe it moves (locality.rs).
+#[derive(Default)]
+pub(super) struct SwimRuntime {
+    pub(super) sends: VecDeque<(NodeIdentity, Vec<u8>)>,
+    pub(super) timers: VecDeque<(core::time::Duration, Timer<NodeIdentity>)>,
+    pub(super) notes: VecDeque<OwnedNotification<NodeIdentity>>,
+}
+
+impl Runtime<NodeIdentity> for SwimRuntime {
+    fn notify(&mut self, notification: Notification<'_, NodeIdentity>) {
+        self.notes.push_back(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: NodeIdentity, data: &[u8]) {
+        self.sends.push_back((to, data.to_vec()));
+    }
+
+    fn submit_after(&mut self, event: Timer<NodeIdentity>, after: core::time::Duration) {
+        self.timers.push_back((after, event));
+    }
+}
+
 impl Membership {
     /// Turns what foca produced into datagrams, timers and events.
     pub(super) fn drain_swim(&mut self, now: Instant) {
         let mut drained = 0;
-        while let Some(notification) = self.runtime.to_notify() {
+        while let Some(notification) = self.runtime.notes.pop_front() {
             self.on_notification(now, notification);
             drained += 1;
         }
         self.resize();
-        while let Some((after, timer)) = self.runtime.to_schedule() {
+        while let Some((after, timer)) = self.runtime.timers.pop_front() {
             self.schedule_swim_timer(now, after, timer);
             drained += 1;
         }
-        while let Some((to, foca_data)) = self.runtime.to_send() {
+        while let Some((to, foca_data)) = self.runtime.sends.pop_front() {
             drained += 1;
             let kind = SendKind::of(&Body::Swim(&foca_data));
             let (to, data) = match self.localize(kind, &to, &foca_data) {
@@ -96,7 +121,7 @@ impl Membership {
         // member list copied at join: one notification per member); an
         // empty runtime is swapped for a fresh one rather than keep it.
         if drained > SPARE_QUEUE {
-            self.runtime = AccumulatingRuntime::new();
+            self.runtime = SwimRuntime::default();
         }
         self.pack_tables();
     }
@@ -106,6 +131,7 @@ impl Membership {
     pub(super) fn fire_swim_timer(&mut self, timer: Timer<NodeIdentity>) {
         let removed = match &timer {
             Timer::RemoveDown(id) => Some(id.id),
+            Timer::ProbeRandomMember(_) => return self.probe_round(timer),
             _ => None,
         };
         let _ = self.swim.handle_timer(timer, &mut self.runtime);
