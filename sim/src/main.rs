@@ -94,6 +94,12 @@ struct Cli {
     /// choice).
     #[arg(long)]
     cross_dc_gossip: Option<f64>,
+    /// Override the preset's cross-datacenter probe share (the chance a
+    /// probe foca starts of a member of another datacenter is sent rather
+    /// than left to that datacenter's own probes; lan: 0.1, 1: foca's
+    /// choice).
+    #[arg(long)]
+    cross_dc_probes: Option<f64>,
     /// Datacenters (nodes are spread round-robin).
     #[arg(long, default_value_t = 2)]
     dcs: usize,
@@ -215,6 +221,7 @@ impl Cli {
         p.transmissions_mult = self.transmissions_mult;
         p.indirect_probes = self.indirect_probes;
         p.cross_dc_gossip = self.cross_dc_gossip;
+        p.cross_dc_probes = self.cross_dc_probes;
         p.dcs = self.dcs;
         p.zones = self.zones;
         if let Some(l) = self.loss {

@@ -170,6 +170,8 @@ pub struct Params {
     pub indirect_probes: Option<usize>,
     /// Override of the preset's `cross_dc_gossip`.
     pub cross_dc_gossip: Option<f64>,
+    /// Override of the preset's `cross_dc_probes`.
+    pub cross_dc_probes: Option<f64>,
     /// Datacenters.
     pub dcs: usize,
     /// Zones per datacenter.
@@ -236,6 +238,7 @@ impl Params {
             transmissions_mult: None,
             indirect_probes: None,
             cross_dc_gossip: None,
+            cross_dc_probes: None,
             dcs: 2,
             zones: 3,
             latency: Latency::default(),
@@ -290,6 +293,9 @@ impl Params {
         }
         if let Some(x) = self.cross_dc_gossip {
             c.cross_dc_gossip = x;
+        }
+        if let Some(x) = self.cross_dc_probes {
+            c.cross_dc_probes = x;
         }
         c.validate()
             .map_err(|e| crate::SimError::Params(e.to_string()))?;
@@ -348,6 +354,9 @@ impl Params {
         }
         if let Some(x) = self.cross_dc_gossip {
             c += &format!(" --cross-dc-gossip {x}");
+        }
+        if let Some(x) = self.cross_dc_probes {
+            c += &format!(" --cross-dc-probes {x}");
         }
         if self.dcs != d.dcs {
             c += &format!(" --dcs {}", self.dcs);

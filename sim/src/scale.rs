@@ -13,13 +13,20 @@
 //!   marks it *suspect* at its next probe tick (direct and indirect probes
 //!   had the period to answer) and only that prober declares it *down*
 //!   after the suspicion timeout, unless it hears a refutation first.
+//!   Whom a node probes follows the core's `cross_dc_probes`: a pick of
+//!   another datacenter is taken back outside the budget and the next
+//!   drawn (its updates go to a member of the prober's datacenter, one
+//!   transmission each); with datacenters of equal size the prober of a
+//!   member is drawn the same way, and each member is still probed about
+//!   once per period.
 //! - **Dissemination**: a node that learns a rumor piggybacks it on the next
 //!   `max_transmissions` datagrams it sends: gossip to `gossip_fanout`
 //!   random members every `gossip_period` (sent only while it has updates,
 //!   as foca does; one addressed to another datacenter is moved to a
 //!   random member of the sender's outside the `cross_dc_gossip` budget,
 //!   as the core does), its probe every `probe_period`, and acks to the pings
-//!   it receives (one per period on average). Each datagram is lost with
+//!   it receives (one per period on average, to members drawn as its
+//!   probers are). Each datagram is lost with
 //!   the scenario's loss and delayed by its link class. Learn times are
 //!   computed exactly for this process with a shortest-path sweep (each
 //!   node sends once it knows, in order of knowing).
@@ -51,7 +58,7 @@
 //!   datagrams of that kind have; reported in the same groups as full
 //!   mode's count by kind. With more than one datacenter, the bytes within
 //!   and across datacenters follow from how each group picks its members
-//!   (uniformly; gossip rounds within their budget).
+//!   (uniformly; gossip rounds, probes and acks within their budgets).
 //!
 //! What it leaves out: concurrent rumors competing for room in a datagram
 //! (each rumor is disseminated as if alone, so mass failures are not
@@ -67,7 +74,7 @@ use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shoal_gossip::{Config, LEAVE_QUERIES, MEMBERS_PER_DIGEST_ROUND};
+use shoal_gossip::{Config, LEAVE_QUERIES, MEMBERS_PER_DIGEST_ROUND, PROBE_PICKS};
 
 use crate::net::{Fate, Network, Topology};
 use crate::params::{Mode, Params, Scenario};
@@ -112,6 +119,10 @@ pub struct Spread {
     /// Of `sends`, those on gossip datagrams (the others ride on probes
     /// and acks).
     pub sends_on_gossip: u64,
+    /// Probes of another datacenter's members taken back that carried it
+    /// to a member of the sender's datacenter as gossip datagrams (also
+    /// counted in `sends` and `sends_on_gossip`).
+    pub moved_probes: u64,
 }
 
 impl Spread {
@@ -119,6 +130,7 @@ impl Spread {
         t.sends += self.sends;
         t.sends_on_gossip += self.sends_on_gossip;
         t.gossip_datagrams += self.gossip_datagrams;
+        t.moved_probes += self.moved_probes;
     }
 }
 
@@ -128,6 +140,15 @@ struct RumorTraffic {
     sends: u64,
     sends_on_gossip: u64,
     gossip_datagrams: u64,
+    moved_probes: u64,
+}
+
+/// What a datagram a rumor rides on is.
+#[derive(Clone, Copy)]
+enum Via {
+    Gossip,
+    Probe,
+    Ack,
 }
 
 /// The compact membership model of one cluster.
@@ -203,6 +224,14 @@ impl Model {
         if topo.dc(j) == d || size < 2 || self.rng.random::<f64>() < self.config.cross_dc_gossip {
             return j;
         }
+        self.local_other(i)
+    }
+
+    /// A random other member of `i`'s datacenter (which has one).
+    fn local_other(&mut self, i: usize) -> usize {
+        let topo = self.net.topology();
+        let d = topo.dc(i);
+        let size = topo.dc_size(d);
         loop {
             let k = self.rng.random_range(0..size);
             let local = self.net.topology().nth_of_dc(d, k);
@@ -210,6 +239,54 @@ impl Model {
                 return local;
             }
         }
+    }
+
+    /// Whom `i` probes: foca's pick, taken back while it is of another
+    /// datacenter outside the `cross_dc_probes` budget (as the core does,
+    /// `gossip/src/membership/locality.rs`); with the number of picks
+    /// taken back. By symmetry (datacenters of equal size), also who
+    /// probes `i`.
+    fn probe_pick(&mut self, i: usize) -> (usize, usize) {
+        let mut moved = 0;
+        loop {
+            let j = self.random_other(i);
+            if moved + 1 == PROBE_PICKS || !self.leaves_probe(i, j) {
+                return (j, moved);
+            }
+            moved += 1;
+        }
+    }
+
+    /// Whether `i` leaves its probe of `j` to `j`'s datacenter.
+    fn leaves_probe(&mut self, i: usize, j: usize) -> bool {
+        let topo = self.net.topology();
+        let (own, theirs) = (topo.dc(i), topo.dc(j));
+        if own == theirs || self.config.cross_dc_probes >= 1.0 {
+            return false;
+        }
+        let (own, theirs) = (topo.dc_size(own), topo.dc_size(theirs));
+        if own < 2 || 2 * theirs < own {
+            return false;
+        }
+        self.rng.random::<f64>() >= self.config.cross_dc_probes
+    }
+
+    /// The share of probes (and so of acks) that cross datacenters.
+    fn probe_across_share(&self) -> f64 {
+        let topo = self.net.topology();
+        let own = topo.dc_size(0);
+        let other = 1.0 - (own as f64 - 1.0) / (self.n as f64 - 1.0);
+        let q = self.config.cross_dc_probes;
+        if q >= 1.0 || own < 2 {
+            return other;
+        }
+        // Each pick crosses with `other`; it is taken back with
+        // `other (1 - q)`, except the last.
+        let taken_back = other * (1.0 - q);
+        let kept = (0..PROBE_PICKS - 1)
+            .map(|k| taken_back.powi(k as i32) * other * q)
+            .sum::<f64>();
+        kept + taken_back.powi((PROBE_PICKS - 1) as i32) * other
     }
 
     /// Spreads a rumor that `sources` know from the given times.
@@ -232,6 +309,7 @@ impl Model {
         let mut sends = 0u64;
         let mut sends_on_gossip = 0u64;
         let mut gossip_datagrams = 0u64;
+        let mut moved_probes = 0u64;
         let mut targets = Vec::with_capacity(tx);
         while let Some(Reverse((_, i))) = heap.pop() {
             if done[i] {
@@ -248,7 +326,6 @@ impl Model {
             let mut next_probe = next_tick(t0, f64::from(self.probe_phase[i]), pp);
             let mut next_ack = t0 + exp(&mut self.rng, pp);
             targets.clear();
-            // (when, on a gossip datagram)
             while targets.len() < tx {
                 if next_gossip <= next_probe && next_gossip <= next_ack {
                     let phase = f64::from(self.gossip_phase[i]);
@@ -260,25 +337,45 @@ impl Model {
                     }
                     for _ in 0..fanout {
                         if targets.len() < tx {
-                            targets.push((next_gossip, true));
-                            sends_on_gossip += 1;
+                            targets.push((next_gossip, Via::Gossip));
                         }
                     }
                     next_gossip += gp;
                 } else if next_probe <= next_ack {
-                    targets.push((next_probe, false));
+                    targets.push((next_probe, Via::Probe));
                     next_probe += pp;
                 } else {
-                    targets.push((next_ack, false));
+                    targets.push((next_ack, Via::Ack));
                     next_ack += exp(&mut self.rng, pp);
                 }
             }
-            for &(at, gossip) in &targets {
-                let j = if gossip {
-                    self.gossip_target(i)
-                } else {
-                    self.random_other(i)
+            // Whom each goes to; a probe taken back sends its updates to a
+            // member of this datacenter first, one transmission each.
+            let mut sent = Vec::with_capacity(tx);
+            for &(at, via) in &targets {
+                let j = match via {
+                    Via::Gossip => {
+                        sends_on_gossip += 1;
+                        self.gossip_target(i)
+                    }
+                    Via::Ack => self.probe_pick(i).0,
+                    Via::Probe => {
+                        let (j, moved) = self.probe_pick(i);
+                        for _ in 0..moved.min(tx - sent.len()) {
+                            let local = self.local_other(i);
+                            sent.push((at, local));
+                            sends_on_gossip += 1;
+                            moved_probes += 1;
+                        }
+                        j
+                    }
                 };
+                if sent.len() == tx {
+                    break;
+                }
+                sent.push((at, j));
+            }
+            for &(at, j) in &sent {
                 sends += 1;
                 if let Fate::Deliver(d) = self.net.datagram(i, j) {
                     let t = at + d.as_secs_f64();
@@ -294,6 +391,7 @@ impl Model {
             sends,
             gossip_datagrams,
             sends_on_gossip,
+            moved_probes,
         }
     }
 
@@ -437,7 +535,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
             if !model.up[target] {
                 continue;
             }
-            let prober = model.random_other(target);
+            let prober = model.probe_pick(target).0;
             let s = model.spread(&[(prober, t)]);
             s.add_to(&mut rumors);
             let refuted_at = s.learned[target];
@@ -454,7 +552,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         }
         let victim = model.rng.random_range(0..n);
         model.up[victim] = false;
-        let prober = model.random_other(victim);
+        let prober = model.probe_pick(victim).0;
         let suspected = tc + model.first_probe_delay() + pp;
         // The suspicion spreads (it costs datagrams; nobody acts on it).
         let s = model.spread(&[(prober, suspected)]);
@@ -566,7 +664,11 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         .sum::<f64>()
         / node_seconds;
     let per_node = |x: u64| x as f64 / node_seconds;
-    let gossip = per_node(rumors.gossip_datagrams);
+    let rounds = per_node(rumors.gossip_datagrams);
+    // Probes taken back whose updates went to a member of the sender's
+    // datacenter.
+    let moved = per_node(rumors.moved_probes);
+    let gossip = rounds + moved;
     // Updates add their bytes to the datagrams that carry them.
     let on_gossip = per_node(rumors.sends_on_gossip) * UPDATE_BYTES;
     let on_probes = per_node(rumors.sends - rumors.sends_on_gossip) * UPDATE_BYTES;
@@ -592,17 +694,21 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         TrafficGroup::Other => (0.0, 0.0),
     });
     // Within and across datacenters: every group goes to members picked
-    // uniformly, but the gossip rounds, which cross only on their
-    // budget.
+    // uniformly, but the gossip rounds, which cross only on their budget,
+    // the probes taken back (moved within), and the probes and acks, which
+    // cross on theirs.
     let locality = (params.dcs > 1).then(|| {
         let topo = model.net.topology();
         let uniform = 1.0 - (topo.dc_size(0) as f64 - 1.0) / (n as f64 - 1.0);
+        let probes = model.probe_across_share();
         let (mut msgs, mut across_msgs, mut bytes, mut across) = (0.0, 0.0, 0.0, 0.0);
         for (group, t) in TrafficGroup::ALL.iter().zip(&traffic) {
-            let share = if *group == TrafficGroup::Gossip {
-                uniform * config.cross_dc_gossip
-            } else {
-                uniform
+            let share = match group {
+                TrafficGroup::Gossip => {
+                    uniform * config.cross_dc_gossip * rounds / f64::max(gossip, f64::MIN_POSITIVE)
+                }
+                TrafficGroup::Probe => probes,
+                _ => uniform,
             };
             msgs += t.msgs_per_node_s;
             across_msgs += t.msgs_per_node_s * share;
@@ -756,6 +862,7 @@ pub fn validate(
         p.transmissions_mult = base.transmissions_mult;
         p.indirect_probes = base.indirect_probes;
         p.cross_dc_gossip = base.cross_dc_gossip;
+        p.cross_dc_probes = base.cross_dc_probes;
         // Formation too (`--warm`; the model starts formed either way).
         p.warm = base.warm;
         p.loss = Some(loss);
