@@ -48,15 +48,17 @@ struct Net {
     slow: BTreeMap<usize, Duration>,
     /// The configuration of nodes started from now on.
     config: Config,
-    /// Node `i` is in west when `i % west_every == 1`, else in east
-    /// (2, the default: as `meta_of` puts them).
-    west_every: usize,
+    /// Node `i`'s datacenter (default: as `meta_of` puts them).
+    dc_of: Box<dyn Fn(usize) -> &'static str>,
     /// Gossip datagrams sent within a datacenter and across.
     gossip_within: u64,
     gossip_across: u64,
     /// Pings sent within a datacenter and across.
     pings_within: u64,
     pings_across: u64,
+    /// Nodes cut off from every node of the other datacenter.
+    cut_from_other_dc: BTreeSet<usize>,
+    dropped_by_cut: u64,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -115,11 +117,13 @@ impl Net {
             dropped_by_deafness: 0,
             slow: BTreeMap::new(),
             config: Config::test(),
-            west_every: 2,
+            dc_of: Box::new(|i| if i % 2 == 1 { "west" } else { "east" }),
             gossip_within: 0,
             gossip_across: 0,
             pings_within: 0,
             pings_across: 0,
+            cut_from_other_dc: BTreeSet::new(),
+            dropped_by_cut: 0,
         }
     }
 
@@ -131,11 +135,7 @@ impl Net {
     }
 
     fn dc_of(&self, i: usize) -> &'static str {
-        if i % self.west_every == 1 {
-            "west"
-        } else {
-            "east"
-        }
+        (self.dc_of)(i)
     }
 
     fn push(&mut self, at: Instant, ev: Ev) {
@@ -218,6 +218,12 @@ impl Net {
             }
             let mut latency = Duration::from_micros(self.rng.random_range(200..2_000));
             if let Some(&to) = self.addrs.get(&t.to) {
+                if self.dc_of(i) != self.dc_of(to)
+                    && (self.cut_from_other_dc.contains(&i) || self.cut_from_other_dc.contains(&to))
+                {
+                    self.dropped_by_cut += 1;
+                    continue;
+                }
                 for end in [i, to] {
                     latency += self.slow.get(&end).copied().unwrap_or_default();
                 }
@@ -977,9 +983,20 @@ fn twenty_formed(seed: u64, config: Config) -> Net {
 
 /// Twenty members, one in `west_every` in west.
 fn twenty_formed_split(seed: u64, config: Config, west_every: usize) -> Net {
+    twenty_formed_with(seed, config, move |i| {
+        if i % west_every == 1 { "west" } else { "east" }
+    })
+}
+
+/// Twenty members, node `i` in datacenter `dc_of(i)`.
+fn twenty_formed_with(
+    seed: u64,
+    config: Config,
+    dc_of: impl Fn(usize) -> &'static str + 'static,
+) -> Net {
     let mut net = Net::new(seed, 0.0);
     net.config = config;
-    net.west_every = west_every;
+    net.dc_of = Box::new(dc_of);
     net.add_node(1);
     for i in 1..20 {
         net.add_node(1);
@@ -1245,4 +1262,63 @@ fn a_small_datacenter_is_still_probed_from_the_large_one() {
         kept += probes_kept;
     }
     assert!(kept > 0, "west never left a probe of east to east");
+}
+
+#[test]
+fn indirect_probes_go_through_members_near_the_target() {
+    // Nodes 1, 3 and 5 are a third datacenter, "edge", and node 1 is cut
+    // off from every member outside it. The others' probes of node 1 fail
+    // directly and go indirect: foca asks 5 helpers drawn anywhere, most
+    // of them outside edge (they cannot reach node 1). The core sends
+    // every ask but the first to a member of edge instead, which reaches
+    // node 1, and hands foca the answer as from the helper foca chose: so
+    // the probes of node 1 seldom fail. Without the move, or with the
+    // answers not handed back as from foca's helpers (foca would take
+    // none), most of them would. Probes are left where foca sends them
+    // (0.99) so that everyone probes node 1 often.
+    let (mut failed, mut rounds, mut moved) = (0, 0, 0);
+    for seed in 1..=2 {
+        let mut net = twenty_formed_with(seed, budgets(0.1, 0.99), |i| {
+            if [1, 3, 5].contains(&i) {
+                "edge"
+            } else if i % 2 == 1 {
+                "west"
+            } else {
+                "east"
+            }
+        });
+        net.run_for(Duration::from_secs(6));
+        let outside: Vec<usize> = (0..20).filter(|i| ![1, 3, 5].contains(i)).collect();
+        let stats_of = |net: &mut Net| {
+            outside
+                .iter()
+                .map(|&i| net.node(i).stats().clone())
+                .collect::<Vec<_>>()
+        };
+        let before = stats_of(&mut net);
+        net.cut_from_other_dc.insert(1);
+        net.run_for(Duration::from_secs(60));
+        assert!(net.dropped_by_cut > 0);
+        for (b, a) in before.iter().zip(stats_of(&mut net)) {
+            assert_eq!(a.dropped(DropReason::Swim), 0);
+            // Only node 1 is out of reach: every failure is of node 1.
+            failed += a.probe_failures - b.probe_failures;
+            let asks = SendKind::ALL
+                .iter()
+                .position(|k| *k == SendKind::PingReq)
+                .unwrap();
+            rounds += (a.sent_by_kind[asks] - b.sent_by_kind[asks]) / 5;
+            moved += a.indirect_probes_moved - b.indirect_probes_moved;
+        }
+        assert!(
+            net.all_others_see(NodeId(1001), MemberState::Alive),
+            "node-1 is not held alive by everyone"
+        );
+    }
+    eprintln!("{failed} of {rounds} indirect probes of node-1 failed; {moved} asks moved to edge");
+    assert!(rounds > 30, "too few indirect probes to tell");
+    assert!(
+        failed * 10 < rounds,
+        "{failed} of {rounds} indirect probes failed"
+    );
 }

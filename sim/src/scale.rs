@@ -31,8 +31,9 @@
 //!   computed exactly for this process with a shortest-path sweep (each
 //!   node sends once it knows, in order of knowing).
 //! - **Confirmations** (Lifeguard, `gossip/src/membership/suspicion.rs`):
-//!   the prober's `indirect_probes` helpers pinged the crashed member in
-//!   vain; the prober sends each its accusation straight and each sends
+//!   the prober's `indirect_probes` helpers (the first anywhere, the others
+//!   in the crashed member's datacenter, as the core moves them) pinged
+//!   the crashed member in vain; the prober sends each its accusation straight and each sends
 //!   its confirmation straight back, both drawn on the network (loss and
 //!   the link's latency), once its own ping has gone unanswered for a
 //!   probe period; where either datagram is lost, the helper confirms when
@@ -269,6 +270,19 @@ impl Model {
             return false;
         }
         self.rng.random::<f64>() >= self.config.cross_dc_probes
+    }
+
+    /// A helper of an indirect probe of `target` past the first: foca's
+    /// pick, replaced by a member of the target's datacenter when it is
+    /// elsewhere (as the core does, `locality.rs`).
+    fn helper_near(&mut self, target: usize) -> usize {
+        let j = self.random_other(target);
+        let topo = self.net.topology();
+        let d = topo.dc(target);
+        if self.config.cross_dc_probes >= 1.0 || topo.dc(j) == d || topo.dc_size(d) < 2 {
+            return j;
+        }
+        self.local_other(target)
     }
 
     /// The share of probes (and so of acks) that cross datacenters.
@@ -565,10 +579,14 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         // period.
         let patience = pinged + pp;
         let mut arrivals: Vec<f64> = (0..config.indirect_probes)
-            .filter_map(|_| {
+            .filter_map(|h| {
                 // Sent straight to the helper and back (`Body::Accusation`)
                 // unless either leg is lost; then by gossip.
-                let helper = model.random_other(victim);
+                let helper = if h == 0 {
+                    model.random_other(victim)
+                } else {
+                    model.helper_near(victim)
+                };
                 accusations += 2;
                 let there = model.net.datagram(prober, helper);
                 let back = model.net.datagram(helper, prober);
@@ -701,6 +719,21 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         let topo = model.net.topology();
         let uniform = 1.0 - (topo.dc_size(0) as f64 - 1.0) / (n as f64 - 1.0);
         let probes = model.probe_across_share();
+        // An indirect probe's first helper is foca's (anywhere); the
+        // others are in the target's datacenter, so of their ask, ping,
+        // ack and forwarded ack only the ask and the forwarded ack cross,
+        // when the prober and the target are apart; the accusation and
+        // its confirmation too.
+        let k = config.indirect_probes.max(1) as f64;
+        let (moved_indirect, moved_accusations) = if config.cross_dc_probes >= 1.0 {
+            (uniform, uniform)
+        } else {
+            (probes / 2.0, probes)
+        };
+        let indirect_share = |moved: f64| (uniform + (k - 1.0) * moved) / k;
+        let indirect_group = (indirect * indirect_share(moved_indirect)
+            + accusations * indirect_share(moved_accusations))
+            / f64::max(indirect + accusations, f64::MIN_POSITIVE);
         let (mut msgs, mut across_msgs, mut bytes, mut across) = (0.0, 0.0, 0.0, 0.0);
         for (group, t) in TrafficGroup::ALL.iter().zip(&traffic) {
             let share = match group {
@@ -708,6 +741,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
                     uniform * config.cross_dc_gossip * rounds / f64::max(gossip, f64::MIN_POSITIVE)
                 }
                 TrafficGroup::Probe => probes,
+                TrafficGroup::Indirect => indirect_group,
                 _ => uniform,
             };
             msgs += t.msgs_per_node_s;

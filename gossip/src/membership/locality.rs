@@ -34,21 +34,37 @@
 //! Only a datacenter at least half as large as this node's is left to its
 //! own probes: a small one (an edge site of two nodes next to a
 //! datacenter of a thousand) gets few probes from inside, so every probe
-//! from here is kept. Indirect probes go through the helpers foca chose:
-//! foca accepts an indirect ack only from them.
+//! from here is kept.
+//!
+//! ## Indirect probes
+//!
+//! When a probe goes unanswered, foca asks `indirect_probes` helpers,
+//! drawn among all members, to ping the target. The core sends each ask
+//! but the first to a live member of the target's datacenter instead of
+//! foca's helper when that helper is elsewhere (the first stays foca's, so
+//! that a cut between this datacenter and the target's can still be
+//! bridged by a third). foca takes an indirect ack only from a helper it
+//! chose, so the core keeps, for the probe in flight, which member stands
+//! for which helper, and gives foca the member's forwarded ack as from the
+//! helper (at incarnation 0, which tells foca nothing new about the
+//! helper; not if the helper is no longer up here). foca's notice of the
+//! ask is readdressed too, so that the accusation of Lifeguard's
+//! confirmations goes to the member that pinged.
 //!
 //! A member's datacenter is its metadata's `dc`; members whose metadata is
 //! not held yet count as another datacenter's and are left as foca chose.
-//! The list of this datacenter's members is rebuilt at each housekeeping
-//! pass (every 5 s) and a pick is checked against the member's current life
-//! before use.
+//! The lists of each datacenter's members up are rebuilt at each
+//! housekeeping pass (every 5 s) and a pick is checked against the member's
+//! current life before use.
 
-use foca::{Message, OwnedNotification, Timer};
+use std::sync::Arc;
+
+use foca::{Message, OwnedNotification, ProbeNumber, Timer};
 use rand::RngExt;
 
-use crate::NodeIdentity;
 use crate::kind::{SendKind, swim_header};
 use crate::wire::Body;
+use crate::{NodeId, NodeIdentity};
 
 use super::Membership;
 
@@ -60,34 +76,38 @@ const PICKS: usize = 3;
 pub const PROBE_PICKS: usize = 8;
 
 impl Membership {
-    /// Rebuilds the list of the members of this node's datacenter.
+    /// Rebuilds the lists of the members up in each datacenter.
     pub(super) fn refresh_local_peers(&mut self) {
         let me = self.identity.id;
-        let dc = &self.meta.dc;
-        self.local_peers.clear();
-        self.dc_sizes.clear();
+        self.peers.clear();
         if self.config.cross_dc_gossip >= 1.0 && self.config.cross_dc_probes >= 1.0 {
             return;
         }
         for (id, r) in self.metas.held.iter() {
-            if *id != me && self.range_sync.up_life(*id).is_none() {
+            if *id == me || self.range_sync.up_life(*id).is_none() {
                 continue;
             }
-            match self.dc_sizes.get_mut(r.meta.dc.as_str()) {
-                Some(n) => *n += 1,
+            match self.peers.get_mut(r.meta.dc.as_str()) {
+                Some(ids) => ids.push(*id),
                 None => {
-                    self.dc_sizes.insert(r.meta.dc.clone(), 1);
+                    self.peers.insert(r.meta.dc.clone(), vec![*id]);
                 }
             }
         }
-        self.local_peers.extend(
-            self.metas
-                .held
-                .iter()
-                .filter(|(id, r)| **id != me && r.meta.dc == *dc)
-                .map(|(id, _)| *id),
-        );
-        self.local_peers.shrink_to_fit();
+        for ids in self.peers.values_mut() {
+            ids.shrink_to_fit();
+        }
+    }
+
+    /// Members up in datacenter `dc`, this node included.
+    fn dc_size(&self, dc: &str) -> usize {
+        let others = self.peers.get(dc).map_or(0, Vec::len);
+        others + usize::from(dc == self.meta.dc)
+    }
+
+    /// Whether this node's datacenter has another member up.
+    fn has_local_peers(&self) -> bool {
+        self.peers.contains_key(self.meta.dc.as_str())
     }
 
     /// Fires foca's probe timer: the probe it starts of a member of another
@@ -139,7 +159,7 @@ impl Membership {
 
     /// Whether a probe of `to` is left to its datacenter's own members.
     fn leaves_probe_to_its_dc(&mut self, to: &NodeIdentity) -> bool {
-        if self.config.cross_dc_probes >= 1.0 || self.local_peers.is_empty() {
+        if self.config.cross_dc_probes >= 1.0 || !self.has_local_peers() {
             return false;
         }
         let Some(theirs) = self.metas.held.get(&to.id) else {
@@ -148,8 +168,7 @@ impl Membership {
         if theirs.meta.dc == self.meta.dc {
             return false;
         }
-        let size = |dc: &str| self.dc_sizes.get(dc).copied().unwrap_or(0);
-        if 2 * size(&theirs.meta.dc) < size(&self.meta.dc) {
+        if 2 * self.dc_size(&theirs.meta.dc) < self.dc_size(&self.meta.dc) {
             return false;
         }
         self.rng.random::<f64>() >= self.config.cross_dc_probes
@@ -163,7 +182,8 @@ impl Membership {
         if rest.get(..2)? == [0, 0] {
             return None;
         }
-        let peer = self.random_local_peer()?;
+        let meta = Arc::clone(&self.meta);
+        let peer = self.random_peer_in(&meta.dc, &[])?;
         header.message = Message::Gossip;
         header.dst = peer.clone();
         let mut gossip = postcard::to_allocvec(&header).ok()?;
@@ -171,14 +191,114 @@ impl Membership {
         Some((peer, gossip))
     }
 
-    /// A random live member of this datacenter, if one is found in a few
-    /// picks.
-    fn random_local_peer(&mut self) -> Option<NodeIdentity> {
-        if self.local_peers.is_empty() {
+    /// Fires foca's indirect-probe timer: its asks to helpers outside the
+    /// target's datacenter, but the first, go to members of that datacenter
+    /// (see the module's notes).
+    pub(super) fn indirect_round(&mut self, timer: Timer<NodeIdentity>) {
+        let (sends, notes) = (self.runtime.sends.len(), self.runtime.notes.len());
+        let _ = self.swim.handle_timer(timer, &mut self.runtime);
+        self.relays.clear();
+        if self.config.cross_dc_probes >= 1.0 {
+            return;
+        }
+        let mut asked: Vec<NodeId> = Vec::new();
+        let mut first = true;
+        for at in sends..self.runtime.sends.len() {
+            let data = self.runtime.sends[at].1.clone();
+            let Some((mut header, rest)) = swim_header(&data) else {
+                continue;
+            };
+            let Message::PingReq {
+                target,
+                probe_number,
+            } = &header.message
+            else {
+                continue;
+            };
+            let (target, probe_number) = (target.clone(), *probe_number);
+            let helper = header.dst.clone();
+            asked.push(helper.id);
+            if std::mem::take(&mut first) {
+                continue;
+            }
+            let Some(dc) = self.metas.held.get(&target.id).map(|r| r.meta.dc.clone()) else {
+                continue;
+            };
+            if self
+                .metas
+                .held
+                .get(&helper.id)
+                .is_some_and(|r| r.meta.dc == dc)
+            {
+                continue;
+            }
+            let mut except = asked.clone();
+            except.push(target.id);
+            let Some(near) = self.random_peer_in(&dc, &except) else {
+                continue;
+            };
+            header.dst = near.clone();
+            let Ok(mut ask) = postcard::to_allocvec(&header) else {
+                continue;
+            };
+            ask.extend_from_slice(rest);
+            self.runtime.sends[at] = (near.clone(), ask);
+            for note in self.runtime.notes.iter_mut().skip(notes) {
+                if let OwnedNotification::DataSent(h) = note
+                    && matches!(h.message, Message::PingReq { .. })
+                    && h.dst == helper
+                {
+                    h.dst = near.clone();
+                }
+            }
+            asked.push(near.id);
+            self.relays.push(Relay {
+                probe_number,
+                near: near.id,
+                helper,
+            });
+            self.stats.indirect_probes_moved += 1;
+        }
+    }
+
+    /// A forwarded ack from a member that stands for one of foca's helpers
+    /// (`indirect_round`), given to foca as from that helper.
+    pub(super) fn as_from_helper(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        if self.relays.is_empty() {
+            return None;
+        }
+        let (mut header, rest) = swim_header(data)?;
+        let Message::ForwardedAck { probe_number, .. } = header.message else {
+            return None;
+        };
+        let at = self
+            .relays
+            .iter()
+            .position(|r| r.probe_number == probe_number && r.near == header.src.id)?;
+        let relay = self.relays.swap_remove(at);
+        if !self.is_up(&relay.helper) {
+            return None;
+        }
+        header.src = relay.helper;
+        header.src_incarnation = 0;
+        let mut ack = postcard::to_allocvec(&header).ok()?;
+        ack.extend_from_slice(rest);
+        Some(ack)
+    }
+
+    /// A random member up in datacenter `dc`, other than those in `except`,
+    /// if one is found in a few picks.
+    fn random_peer_in(&mut self, dc: &str, except: &[NodeId]) -> Option<NodeIdentity> {
+        let n = self.peers.get(dc).map_or(0, Vec::len);
+        if n == 0 {
             return None;
         }
         for _ in 0..PICKS {
-            let id = self.local_peers[self.rng.random_range(0..self.local_peers.len())];
+            let k = self.rng.random_range(0..n);
+            let id = self.peers.get(dc)?[k];
+            if except.contains(&id) {
+                continue;
+            }
             let Some(peer) = self.records.get(&id).map(|r| r.identity.clone()) else {
                 continue;
             };
@@ -209,9 +329,7 @@ impl Membership {
         to: &NodeIdentity,
         data: &[u8],
     ) -> Option<(NodeIdentity, Vec<u8>)> {
-        if kind != SendKind::Gossip
-            || self.local_peers.is_empty()
-            || self.config.cross_dc_gossip >= 1.0
+        if kind != SendKind::Gossip || !self.has_local_peers() || self.config.cross_dc_gossip >= 1.0
         {
             return None;
         }
@@ -220,7 +338,8 @@ impl Membership {
         {
             return None;
         }
-        let peer = self.random_local_peer()?;
+        let meta = Arc::clone(&self.meta);
+        let peer = self.random_peer_in(&meta.dc, &[])?;
         let (mut header, rest) = swim_header(data)?;
         header.dst = peer.clone();
         let mut readdressed = postcard::to_allocvec(&header).ok()?;
@@ -228,4 +347,12 @@ impl Membership {
         self.stats.gossip_kept_in_dc += 1;
         Some((peer, readdressed))
     }
+}
+
+/// A member of the target's datacenter asked to probe in place of one of
+/// foca's helpers, for the probe in flight.
+pub(super) struct Relay {
+    probe_number: ProbeNumber,
+    near: NodeId,
+    helper: NodeIdentity,
 }

@@ -165,11 +165,11 @@ pub struct Membership {
     suspicions: suspicion::Suspicions,
     /// Lifeguard's local health score (`swim.rs`, `health_worse`).
     health: u8,
-    /// Members of this node's datacenter (`locality.rs`), rebuilt at each
-    /// housekeeping pass.
-    local_peers: Vec<NodeId>,
-    /// Members up in each datacenter, as of the same pass (`locality.rs`).
-    dc_sizes: std::collections::BTreeMap<String, usize>,
+    /// The other members up in each datacenter (`locality.rs`), rebuilt
+    /// at each housekeeping pass.
+    peers: std::collections::BTreeMap<String, Vec<NodeId>>,
+    /// Members asked to probe in place of foca's helpers (`locality.rs`).
+    relays: Vec<locality::Relay>,
     datagrams: Datagrams,
     app_digest: AppDigest,
     piggyback: Piggyback,
@@ -234,8 +234,8 @@ impl Membership {
             suspect_since: std::collections::BTreeMap::new(),
             suspicions: suspicion::Suspicions::default(),
             health: 0,
-            local_peers: Vec::new(),
-            dc_sizes: std::collections::BTreeMap::new(),
+            peers: std::collections::BTreeMap::new(),
+            relays: Vec::new(),
             datagrams: Datagrams::new(security),
             app_digest: AppDigest::default(),
             piggyback: Piggyback::default(),
@@ -380,6 +380,8 @@ impl Membership {
         }
         match envelope.body {
             Body::Swim(bytes) => {
+                let relayed = self.as_from_helper(bytes);
+                let bytes = relayed.as_deref().unwrap_or(bytes);
                 // foca ignores, saying nothing, a payload addressed to
                 // another identity (an older life of this node; a gossip
                 // datagram readdressed wrong, `locality.rs`): counted.

@@ -95,6 +95,9 @@ pub struct Stats {
     /// core took back, leaving that member to its own datacenter's probes
     /// (`cross_dc_probes`; `membership/locality.rs`).
     pub probes_kept_in_dc: u64,
+    /// Asks to probe a silent member indirectly sent to a member of its
+    /// datacenter instead of foca's helper (`membership/locality.rs`).
+    pub indirect_probes_moved: u64,
     /// Lifeguard's local health score now (0: healthy; probe timing is
     /// stretched `1 + score` times) and the highest it reached.
     pub local_health: u8,

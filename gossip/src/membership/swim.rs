@@ -132,6 +132,7 @@ impl Membership {
         let removed = match &timer {
             Timer::RemoveDown(id) => Some(id.id),
             Timer::ProbeRandomMember(_) => return self.probe_round(timer),
+            Timer::SendIndirectProbe { .. } => return self.indirect_round(timer),
             _ => None,
         };
         let _ = self.swim.handle_timer(timer, &mut self.runtime);
