@@ -77,7 +77,7 @@ pub const PROBE_PICKS: usize = 8;
 
 impl Membership {
     /// Rebuilds the lists of the members up in each datacenter.
-    pub(super) fn refresh_local_peers(&mut self) {
+    pub(super) fn refresh_dc_peers(&mut self) {
         let me = self.identity.id;
         self.peers.clear();
         if self.config.cross_dc_gossip >= 1.0 && self.config.cross_dc_probes >= 1.0 {

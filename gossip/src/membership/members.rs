@@ -109,7 +109,7 @@ impl Membership {
         self.check_suspects();
         self.tell_long_suspects(now);
         self.prune_accusations(now);
-        self.refresh_local_peers();
+        self.refresh_dc_peers();
     }
 
     /// Tells each member held suspect here for two suspicion timeouts
