@@ -1,9 +1,12 @@
 //! Placers wired directly, for the tests of this directory: every message
 //! between nodes that see each other is delivered at once, and the
-//! "runtime" starts and stops a task at once. Nodes 1-3 are in `east`, the
-//! others in `west`. A partition ([`Cluster::split`]) gives each side its
-//! own member list and drops what crosses it; the tasks of a side keep
-//! running.
+//! "runtime" starts and stops a task at once (each test says when a task
+//! ends, [`Cluster::exit`]). Nodes 1-3 are in `east`, the others in `west`.
+//! A partition ([`Cluster::split`]) gives each side its own member list and
+//! drops what crosses it; the tasks of a side keep running. The records of
+//! ended tasks reach every node when a test says so
+//! ([`Cluster::replicate_records`]), as the job's replicated document
+//! carries them in the agent.
 
 #![allow(dead_code)] // each test file uses part of it
 
@@ -15,8 +18,8 @@ use serde_json::{Value, json};
 use shoal_gossip::{Instant, NodeId};
 use shoal_model::JobSpec;
 use shoal_placement::{
-    Command, CutOff, ExitReason, Job, NodeInfo, PlacementConfig, Placer, Resources, TaskKey,
-    TaskStatus,
+    Command, CutOff, Event, ExitReason, Finished, Job, NodeInfo, Outcome, PlacementConfig, Placer,
+    Resources, TaskKey, TaskStatus,
 };
 
 pub const TICK: Duration = Duration::from_millis(100);
@@ -44,6 +47,11 @@ pub fn info(id: NodeId) -> NodeInfo {
         runtimes: vec!["process".into()],
         draining: false,
     }
+}
+
+/// Task `i` of job `web`.
+pub fn key(i: u32) -> TaskKey {
+    TaskKey::index("web", i)
 }
 
 /// Job `web` with `count` tasks of half a CPU, and `extra` fields.
@@ -74,11 +82,17 @@ pub struct Cluster {
     pub placers: BTreeMap<NodeId, Placer>,
     /// The nodes running each task's processes now.
     pub procs: BTreeMap<TaskKey, BTreeSet<NodeId>>,
+    /// How many times each task was started.
+    pub starts: BTreeMap<TaskKey, u32>,
+    /// Every outcome a node asked to be recorded: by whom, what.
+    pub outcomes: Vec<(NodeId, Outcome)>,
     /// Each node's side while a partition lasts (none: one side).
     sides: Vec<BTreeSet<NodeId>>,
     /// The members every node knew (crashed ones stay known).
     known: usize,
-    job: Job,
+    /// The job as the nodes know it (a test may change it, then
+    /// [`Cluster::replicate_records`]).
+    pub job: Job,
 }
 
 impl Cluster {
@@ -89,18 +103,79 @@ impl Cluster {
             wall: 1_700_000_000_000,
             placers: BTreeMap::new(),
             procs: BTreeMap::new(),
+            starts: BTreeMap::new(),
+            outcomes: Vec::new(),
             sides: Vec::new(),
             known: nodes as usize,
-            job: job.clone(),
+            job,
         };
         for id in 1..=nodes {
-            let mut p = Placer::new(NodeId(id), PlacementConfig::default(), capacity(), c.now);
-            p.set_jobs(c.now, c.wall, vec![job.clone()]);
-            c.placers.insert(NodeId(id), p);
+            c.start(NodeId(id));
         }
         c.set_members();
         c.run(Duration::from_secs(10));
         c
+    }
+
+    /// Starts (or restarts, with nothing adopted) node `id`, knowing the
+    /// job as it is now; the others see it at the next
+    /// [`Cluster::set_members`].
+    pub fn start(&mut self, id: NodeId) {
+        let mut p = Placer::new(id, PlacementConfig::default(), capacity(), self.now);
+        p.set_jobs(self.now, self.wall, vec![self.job.clone()]);
+        self.placers.insert(id, p);
+        self.forget_procs_of(id);
+    }
+
+    fn forget_procs_of(&mut self, id: NodeId) {
+        for nodes in self.procs.values_mut() {
+            nodes.remove(&id);
+        }
+        self.procs.retain(|_, nodes| !nodes.is_empty());
+    }
+
+    /// Node `id` crashes: gone with its tasks, and every other node sees it
+    /// gone.
+    pub fn crash(&mut self, id: NodeId) {
+        self.placers.remove(&id);
+        self.forget_procs_of(id);
+        self.set_members();
+    }
+
+    /// The records asked for so far reach every node (as replication
+    /// does): each placer gets the job with them.
+    pub fn replicate_records(&mut self) {
+        let mut finished = BTreeMap::new();
+        for (_, o) in &self.outcomes {
+            let i = o.key.index_number().expect("an index");
+            finished.entry(i).or_insert(Finished {
+                ok: o.ok,
+                node: Some(o.node),
+                exit_code: o.exit_code,
+                at_ms: o.at_ms,
+            });
+        }
+        self.job.finished = Arc::new(finished);
+        for p in self.placers.values_mut() {
+            p.update_jobs(self.now, self.wall, vec![self.job.clone()], &[]);
+        }
+        self.pump();
+    }
+
+    /// The one node running task `key`.
+    pub fn holder(&self, key: &TaskKey) -> NodeId {
+        let nodes = &self.procs[key];
+        assert_eq!(nodes.len(), 1, "{key} runs on {nodes:?}");
+        *nodes.first().expect("one")
+    }
+
+    /// Task `key` ends with `code` on the node that runs it.
+    pub fn exit(&mut self, key: &TaskKey, code: i32) {
+        let node = self.holder(key);
+        self.procs.remove(key);
+        let p = self.placers.get_mut(&node).expect("its node is up");
+        p.task_exited(self.now, self.wall, key, ExitReason::Exited(code));
+        self.pump();
     }
 
     /// The side `id` is on.
@@ -128,9 +203,7 @@ impl Cluster {
 
     /// Node `id` joins, and every node sees it.
     pub fn add(&mut self, id: u64) {
-        let mut p = Placer::new(NodeId(id), PlacementConfig::default(), capacity(), self.now);
-        p.set_jobs(self.now, self.wall, vec![self.job.clone()]);
-        self.placers.insert(NodeId(id), p);
+        self.start(NodeId(id));
         self.known += 1;
         self.set_members();
     }
@@ -185,9 +258,14 @@ impl Cluster {
                         Command::Stop { key, .. } => stopped.push(key),
                     }
                 }
-                while p.poll_event().is_some() {}
+                while let Some(e) = p.poll_event() {
+                    if let Event::Finished(o) = e {
+                        self.outcomes.push((id, o));
+                    }
+                }
                 quiet &= msgs.is_empty() && started.is_empty() && stopped.is_empty();
                 for key in started {
+                    *self.starts.entry(key.clone()).or_default() += 1;
                     self.procs.entry(key.clone()).or_default().insert(id);
                     let p = self.placers.get_mut(&id).expect("listed");
                     p.task_running(self.now, self.wall, &key, Default::default());
@@ -233,15 +311,12 @@ impl Cluster {
 
     /// The nodes running web's task `i`.
     pub fn running(&self, i: u32) -> BTreeSet<NodeId> {
-        self.procs
-            .get(&TaskKey::index("web", i))
-            .cloned()
-            .unwrap_or_default()
+        self.procs.get(&key(i)).cloned().unwrap_or_default()
     }
 
     /// Task `i` of web as the coordinator that `via`'s ring names says.
     pub fn status_via(&self, via: NodeId, i: u32) -> TaskStatus {
-        let key = TaskKey::index("web", i);
+        let key = key(i);
         let c = self.placers[&via]
             .ring()
             .owner(key.hash())
@@ -249,5 +324,18 @@ impl Cluster {
         self.placers[&c]
             .status(std::slice::from_ref(&key))
             .remove(0)
+    }
+
+    /// The node that coordinates `key` now (as any node's ring says; no
+    /// partition).
+    pub fn coordinator(&self, key: &TaskKey) -> NodeId {
+        let any = self.placers.values().next().expect("a node is up");
+        any.ring().owner(key.hash()).expect("a member")
+    }
+
+    /// Task `key` as its coordinator says.
+    pub fn status(&self, key: &TaskKey) -> TaskStatus {
+        let c = self.coordinator(key);
+        self.placers[&c].status(std::slice::from_ref(key)).remove(0)
     }
 }
