@@ -131,6 +131,14 @@ pub(crate) fn swim_header(bytes: &[u8]) -> Option<(Header<NodeIdentity>, &[u8])>
     postcard::take_from_bytes(bytes).ok()
 }
 
+/// A foca packet again from a `header` (changed) and the bytes that came
+/// after it.
+pub(crate) fn swim_packet(header: &Header<NodeIdentity>, rest: &[u8]) -> Option<Vec<u8>> {
+    let mut packet = postcard::to_allocvec(header).ok()?;
+    packet.extend_from_slice(rest);
+    Some(packet)
+}
+
 /// Reads the message kind from a foca packet's header.
 fn swim_kind(bytes: &[u8]) -> SendKind {
     match swim_header(bytes) {

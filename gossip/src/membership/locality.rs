@@ -57,12 +57,13 @@
 //! housekeeping pass (every 5 s) and a pick is checked against the member's
 //! current life before use.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use foca::{Message, OwnedNotification, ProbeNumber, Timer};
 use rand::RngExt;
 
-use crate::kind::{SendKind, swim_header};
+use crate::kind::{SendKind, swim_header, swim_packet};
 use crate::wire::Body;
 use crate::{NodeId, NodeIdentity};
 
@@ -135,21 +136,17 @@ impl Membership {
             let Some((_, ping)) = self.runtime.sends.remove(at) else {
                 return;
             };
-            let mut i = 0;
-            self.runtime.timers.retain(|(_, t)| {
-                i += 1;
-                i <= timers
-                    || !matches!(
-                        t,
-                        Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. }
-                    )
+            retain_from(&mut self.runtime.timers, timers, |(_, t)| {
+                !matches!(
+                    t,
+                    Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. }
+                )
             });
-            let mut i = 0;
-            self.runtime.notes.retain(|n| {
-                i += 1;
-                i <= notes
-                    || !matches!(n, OwnedNotification::DataSent(h) if matches!(h.message, Message::Ping(_)))
-            });
+            retain_from(
+                &mut self.runtime.notes,
+                notes,
+                |n| !matches!(n, OwnedNotification::DataSent(h) if matches!(h.message, Message::Ping(_))),
+            );
             if let Some(moved) = self.ping_as_gossip(&ping) {
                 self.runtime.sends.push_back(moved);
             }
@@ -186,9 +183,7 @@ impl Membership {
         let peer = self.random_peer_in(&meta.dc, &[])?;
         header.message = Message::Gossip;
         header.dst = peer.clone();
-        let mut gossip = postcard::to_allocvec(&header).ok()?;
-        gossip.extend_from_slice(rest);
-        Some((peer, gossip))
+        Some((peer, swim_packet(&header, rest)?))
     }
 
     /// Fires foca's indirect-probe timer: its asks to helpers outside the
@@ -201,7 +196,8 @@ impl Membership {
         if self.config.cross_dc_probes >= 1.0 {
             return;
         }
-        let mut asked: Vec<NodeId> = Vec::new();
+        // foca's helpers, the members put in their place, and the target.
+        let mut taken: Vec<NodeId> = Vec::new();
         let mut first = true;
         for at in sends..self.runtime.sends.len() {
             let data = self.runtime.sends[at].1.clone();
@@ -217,8 +213,9 @@ impl Membership {
             };
             let (target, probe_number) = (target.clone(), *probe_number);
             let helper = header.dst.clone();
-            asked.push(helper.id);
+            taken.push(helper.id);
             if std::mem::take(&mut first) {
+                taken.push(target.id);
                 continue;
             }
             let Some(dc) = self.metas.held.get(&target.id).map(|r| r.meta.dc.clone()) else {
@@ -232,16 +229,13 @@ impl Membership {
             {
                 continue;
             }
-            let mut except = asked.clone();
-            except.push(target.id);
-            let Some(near) = self.random_peer_in(&dc, &except) else {
+            let Some(near) = self.random_peer_in(&dc, &taken) else {
                 continue;
             };
             header.dst = near.clone();
-            let Ok(mut ask) = postcard::to_allocvec(&header) else {
+            let Some(ask) = swim_packet(&header, rest) else {
                 continue;
             };
-            ask.extend_from_slice(rest);
             self.runtime.sends[at] = (near.clone(), ask);
             for note in self.runtime.notes.iter_mut().skip(notes) {
                 if let OwnedNotification::DataSent(h) = note
@@ -251,7 +245,7 @@ impl Membership {
                     h.dst = near.clone();
                 }
             }
-            asked.push(near.id);
+            taken.push(near.id);
             self.relays.push(Relay {
                 probe_number,
                 near: near.id,
@@ -281,9 +275,7 @@ impl Membership {
         }
         header.src = relay.helper;
         header.src_incarnation = 0;
-        let mut ack = postcard::to_allocvec(&header).ok()?;
-        ack.extend_from_slice(rest);
-        Some(ack)
+        swim_packet(&header, rest)
     }
 
     /// A random member up in datacenter `dc`, other than those in `except`,
@@ -342,11 +334,18 @@ impl Membership {
         let peer = self.random_peer_in(&meta.dc, &[])?;
         let (mut header, rest) = swim_header(data)?;
         header.dst = peer.clone();
-        let mut readdressed = postcard::to_allocvec(&header).ok()?;
-        readdressed.extend_from_slice(rest);
+        let readdressed = swim_packet(&header, rest)?;
         self.stats.gossip_kept_in_dc += 1;
         Some((peer, readdressed))
     }
+}
+
+/// Keeps, of the items of `queue` from index `from` on (those one call
+/// into foca added), only those `keep` says.
+fn retain_from<T>(queue: &mut VecDeque<T>, from: usize, keep: impl FnMut(&T) -> bool) {
+    let mut added = queue.split_off(from);
+    added.retain(keep);
+    queue.append(&mut added);
 }
 
 /// A member of the target's datacenter asked to probe in place of one of
