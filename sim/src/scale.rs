@@ -24,23 +24,24 @@
 //!   random members every `gossip_period` (sent only while it has updates,
 //!   as foca does; one addressed to another datacenter is moved to a
 //!   random member of the sender's outside the `cross_dc_gossip` budget,
-//!   as the core does), its probe every `probe_period`, and acks to the pings
-//!   it receives (one per period on average, to members drawn as its
-//!   probers are). Each datagram is lost with
-//!   the scenario's loss and delayed by its link class. Learn times are
+//!   as the core does), its probe every `probe_period`, and acks to the
+//!   pings it receives (one per period on average, to members drawn as its
+//!   probers are). Each datagram is lost with the scenario's loss and
+//!   delayed by its link class. Learn times are
 //!   computed exactly for this process with a shortest-path sweep (each
 //!   node sends once it knows, in order of knowing).
 //! - **Confirmations** (Lifeguard, `gossip/src/membership/suspicion.rs`):
 //!   the prober's `indirect_probes` helpers (the first anywhere, the others
 //!   in the crashed member's datacenter, as the core moves them) pinged
-//!   the crashed member in vain; the prober sends each its accusation straight and each sends
-//!   its confirmation straight back, both drawn on the network (loss and
-//!   the link's latency), once its own ping has gone unanswered for a
-//!   probe period; where either datagram is lost, the helper confirms when
-//!   the accusation reaches it by gossip and its confirmation travels back
-//!   (a second, independent draw of the same rumor delay). The two
-//!   datagrams per helper count as indirect traffic. The prober's down timer moves from the full timeout
-//!   toward the confirmed one as they arrive (`Config::suspicion_after`).
+//!   the crashed member in vain; the prober sends each its accusation
+//!   straight and each sends its confirmation straight back, both drawn on
+//!   the network (loss and the link's latency), once its own ping has gone
+//!   unanswered for a probe period; where either datagram is lost, the
+//!   helper confirms when the accusation reaches it by gossip and its
+//!   confirmation travels back (a second, independent draw of the same
+//!   rumor delay). The two datagrams per helper count as indirect traffic.
+//!   The prober's down timer moves from the full timeout toward the
+//!   confirmed one as they arrive (`Config::suspicion_after`).
 //!   Later probers' own accusations are left out (they could only make it
 //!   sooner), as is the confirmation items' bytes (a few dozen, riding on
 //!   datagrams the rumors send anyway).
@@ -285,11 +286,18 @@ impl Model {
         self.local_other(target)
     }
 
+    /// The share of a node's other members in other datacenters: what
+    /// crosses of what goes to members picked uniformly (datacenter 0's
+    /// size taken for all; they differ by one at most).
+    fn uniform_across_share(&self) -> f64 {
+        let own = self.net.topology().dc_size(0);
+        1.0 - (own as f64 - 1.0) / (self.n as f64 - 1.0)
+    }
+
     /// The share of probes (and so of acks) that cross datacenters.
     fn probe_across_share(&self) -> f64 {
-        let topo = self.net.topology();
-        let own = topo.dc_size(0);
-        let other = 1.0 - (own as f64 - 1.0) / (self.n as f64 - 1.0);
+        let own = self.net.topology().dc_size(0);
+        let other = self.uniform_across_share();
         let q = self.config.cross_dc_probes;
         if q >= 1.0 || own < 2 {
             return other;
@@ -716,8 +724,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
     // the probes taken back (moved within), and the probes and acks, which
     // cross on theirs.
     let locality = (params.dcs > 1).then(|| {
-        let topo = model.net.topology();
-        let uniform = 1.0 - (topo.dc_size(0) as f64 - 1.0) / (n as f64 - 1.0);
+        let uniform = model.uniform_across_share();
         let probes = model.probe_across_share();
         // An indirect probe's first helper is foca's (anywhere); the
         // others are in the target's datacenter, so of their ask, ping,
