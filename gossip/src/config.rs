@@ -59,8 +59,10 @@ pub struct Config {
     /// left so; a smaller one (an edge site) is probed from here as foca
     /// chose. Each member is still probed about once per probe period;
     /// between five datacenters of equal size, 0.1 keeps 29% of the probes
-    /// across instead of 80%. 1 keeps foca's choice. See docs/gossip.md,
-    /// "Probes stay in the datacenter".
+    /// across instead of 80% (arithmetic: the simulator's
+    /// `probe_across_share`; measured in docs/benchmarks.md, "Locality").
+    /// 1 keeps foca's choice. See docs/gossip.md, "Probes stay in the
+    /// datacenter".
     pub cross_dc_probes: f64,
     /// Suspicion timeout = `suspicion_mult × max(1, log10 N) × probe_period`,
     /// at least `suspicion_min`. Higher means fewer false positives under
