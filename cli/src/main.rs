@@ -850,23 +850,52 @@ fn status(cli: &Cli) -> anyhow::Result<()> {
         s.total.capacity.gpus
     );
     println!();
-    let rows: Vec<Vec<String>> = s
-        .by_dc
-        .iter()
-        .map(|p| {
+    // Datacenters with no alive node are still listed when this node has
+    // heard from them: "0 nodes, unreachable" answers "where did east go".
+    let mut dcs: Vec<&str> = s.by_dc.iter().map(|p| p.dc.as_str()).collect();
+    dcs.extend(s.reach.iter().map(|r| r.dc.as_str()));
+    dcs.sort_unstable();
+    dcs.dedup();
+    let rows: Vec<Vec<String>> = dcs
+        .into_iter()
+        .map(|dc| {
+            let pool = s
+                .by_dc
+                .iter()
+                .find(|p| p.dc == dc)
+                .cloned()
+                .unwrap_or_default();
             vec![
-                or_dash(Some(&p.dc)),
-                p.nodes.to_string(),
-                cpus(p.capacity.cpus),
-                mib(p.capacity.memory_mb),
-                mib(p.capacity.disk_mb),
-                p.capacity.gpus.to_string(),
+                or_dash(Some(dc)),
+                pool.nodes.to_string(),
+                cpus(pool.capacity.cpus),
+                mib(pool.capacity.memory_mb),
+                mib(pool.capacity.disk_mb),
+                pool.capacity.gpus.to_string(),
+                reach_cell(s.reach.iter().find(|r| r.dc == dc)),
             ]
         })
         .collect();
     print!(
         "{}",
-        table(&["DC", "NODES", "CPUS", "MEMORY", "DISK", "GPUS"], &rows)
+        table(
+            &["DC", "NODES", "CPUS", "MEMORY", "DISK", "GPUS", "FROM HERE"],
+            &rows
+        )
     );
     Ok(())
+}
+
+/// Whether the answering node reaches a datacenter, in a few words.
+fn reach_cell(r: Option<&shoal_node::api::types::ReachView>) -> String {
+    match r {
+        None => "-".into(),
+        Some(r) => match r.unreachable_secs {
+            Some(secs) => format!(
+                "unreachable for {secs:.0}s ({} failures, nothing heard for {:.0}s)",
+                r.failures, r.heard_secs_ago
+            ),
+            None => format!("reached {:.0}s ago", r.heard_secs_ago),
+        },
+    }
 }

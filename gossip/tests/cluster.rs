@@ -1294,3 +1294,56 @@ fn indirect_probes_go_through_members_near_the_target() {
         "{failed} of {rounds} indirect probes failed"
     );
 }
+
+/// Whether every running node reaches its own datacenter and, as
+/// `other_reached` says, the other one (datacenters named as
+/// `twenty_formed_split(_, _, 2)` names them).
+fn all_see_reach(net: &Net, other_reached: bool) -> bool {
+    net.running().all(|(i, m)| {
+        let own = if i % 2 == 1 { "west" } else { "east" };
+        let v = m.datacenters(net.now);
+        v.len() == 2
+            && v.iter()
+                .all(|r| r.unreachable_for.is_none() == (r.dc == own || other_reached))
+    })
+}
+
+#[test]
+fn a_datacenter_cut_off_is_one_fact_on_each_side() {
+    // East and west, ten members each, cut apart for 60 s: every member
+    // sees the other datacenter unreachable from here, and its own
+    // reached, once; after the heal, both reached again. (Member states
+    // go their SWIM way meanwhile: the other side is declared failed.)
+    for seed in 1..=2 {
+        let mut net = twenty_formed_split(seed, Config::lan(), 2);
+        net.run_for(Duration::from_secs(6));
+        assert!(all_see_reach(&net, true), "before the cut");
+        let from = net.log.len();
+        net.cut_from_other_dc.extend((0..20).filter(|i| i % 2 == 1));
+        let cut_at = net.now;
+        assert!(
+            net.run_until_cond(Duration::from_secs(60), |n| all_see_reach(n, false)),
+            "seed {seed}: not every member saw the other datacenter unreachable"
+        );
+        let took = net.now.saturating_duration_since(cut_at);
+        net.run_until(cut_at + Duration::from_secs(60));
+        assert!(all_see_reach(&net, false), "seed {seed}: during the cut");
+        let told =
+            |net: &Net, what: &str| net.log[from..].iter().filter(|l| l.contains(what)).count();
+        assert_eq!(told(&net, "DatacenterUnreachable"), 20, "once per member");
+        assert_eq!(told(&net, "DatacenterReachable"), 0);
+        net.cut_from_other_dc.clear();
+        let healed_at = net.now;
+        assert!(
+            net.run_until_cond(Duration::from_secs(90), |n| all_see_reach(n, true)),
+            "seed {seed}: not reached again after the heal"
+        );
+        let back = net.now.saturating_duration_since(healed_at);
+        assert_eq!(
+            told(&net, "DatacenterReachable"),
+            20,
+            "seed {seed}: once per member"
+        );
+        eprintln!("seed {seed}: all 20 saw the cut within {took:?}, the heal within {back:?}");
+    }
+}

@@ -13,6 +13,7 @@
 //! | `shoal_gossip_gossip_kept_in_dc_total` | counter | gossip datagrams sent within the datacenter instead of across (`cross_dc_gossip`) |
 //! | `shoal_gossip_probes_kept_in_dc_total` | counter | probes of another datacenter's members left to that datacenter (`cross_dc_probes`) |
 //! | `shoal_gossip_indirect_probes_moved_total` | counter | asks to probe a silent member sent to a member of its datacenter instead of foca's helper |
+//! | `shoal_gossip_dcs_unreachable` | gauge | datacenters unreachable from this node: their members fail as it sees them and nothing arrives from them (docs/gossip.md) |
 //! | `shoal_gossip_local_health` | gauge | Lifeguard's score: probe timing stretched `1 + score` times |
 //! | `shoal_gossip_members_repaired_total` | counter | members learned by comparing member-list ranges |
 //! | `shoal_gossip_probe_rtt_seconds` | histogram | |
@@ -203,6 +204,12 @@ pub fn render(
         "indirect_probes_moved",
         "Asks to probe a silent member indirectly sent to a member of its datacenter instead of foca's helper",
         stats.indirect_probes_moved,
+    );
+    gauge(
+        registry,
+        "dcs_unreachable",
+        "Datacenters unreachable from this node: two or more of their members failed as it sees them and nothing arrived from them since",
+        stats.dcs_unreachable,
     );
     gauge(
         registry,

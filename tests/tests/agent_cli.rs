@@ -196,15 +196,33 @@ fn cli_lists_nodes_and_the_pool() {
     assert_eq!(n1["capacity"]["memory_mb"], 2048);
     assert_eq!(n1["labels"]["rack"], "r7");
 
+    // The other datacenter is reached from here once a datagram of its
+    // member arrives after its record (a probe a second); the answering
+    // node's own has no other member to hear from.
+    wait_until("west reached from n0", Duration::from_secs(10), || {
+        let (status, out, _) = run_shoal(&["status", "--json"], &env);
+        anyhow::ensure!(status.success(), "shoal status --json failed");
+        let s: Value = serde_json::from_str(&out)?;
+        Ok(s["reach"].as_array().is_some_and(|r| !r.is_empty()))
+    });
     let (status, out, err) = run_shoal(&["status"], &env);
     assert!(status.success(), "{err}");
     assert!(out.contains("2 alive"), "{out}");
     assert!(out.contains("west") && out.contains("dc1"), "{out}");
+    assert!(
+        out.contains("FROM HERE") && out.contains("reached"),
+        "{out}"
+    );
     let (status, out, _) = run_shoal(&["status", "--json"], &env);
     assert!(status.success());
     let s: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s["members"]["alive"], 2);
     assert_eq!(s["by_dc"].as_array().unwrap().len(), 2);
+    let reach = s["reach"].as_array().unwrap();
+    assert_eq!(reach.len(), 1, "{s}");
+    assert_eq!(reach[0]["dc"], "west", "{s}");
+    assert_eq!(reach[0]["reach"], "reachable", "{s}");
+    assert!(reach[0]["unreachable_secs"].is_null(), "{s}");
 
     let (status, out, _) = run_shoal(&["node", "show", "n1"], &env);
     assert!(status.success());

@@ -194,6 +194,26 @@ fn seen(h: &Hosts, i: usize) -> (BTreeSet<String>, Vec<(String, String)>) {
     (alive, own)
 }
 
+/// Whether host `i` reaches its own datacenter and, as `other` says, the
+/// other one (`/v1/status`, `reach`: one fact per datacenter).
+fn reaches(h: &Hosts, i: usize, other: bool) -> anyhow::Result<bool> {
+    let (own, far) = if EAST.contains(&i) {
+        ("east", "west")
+    } else {
+        ("west", "east")
+    };
+    let (_, status) = h.get(i, "/v1/status")?;
+    let of = |dc: &str| {
+        status["reach"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["dc"] == dc)
+            .map(|r| r["reach"] == "reachable")
+    };
+    Ok(of(own) == Some(true) && of(far) == Some(other))
+}
+
 fn pids(marker: &str) -> BTreeSet<i32> {
     marked(marker).into_iter().map(|(pid, _)| pid).collect()
 }
@@ -250,6 +270,18 @@ fn two_datacenters_cut_apart_for_a_minute_keep_their_tasks_and_heal_to_one_copy(
     wait_until("each side sees the other down", SETTLE, || {
         Ok((0..6).all(|i| h.alive_seen_by(i) == 3))
     });
+    wait_until(
+        "each side sees the other datacenter unreachable",
+        SETTLE,
+        || {
+            for i in 0..6 {
+                if !reaches(&h, i, false)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    );
     let until = Instant::now() + CUT;
     while Instant::now() < until {
         for i in 0..6 {
@@ -295,4 +327,16 @@ fn two_datacenters_cut_apart_for_a_minute_keep_their_tasks_and_heal_to_one_copy(
     wait_until("exactly one process per task of every job", SETTLE, || {
         Ok(exactly_once(&m_any, 6) && exactly_once(&m_held, 4) && exactly_once(&m_east, 3))
     });
+    wait_until(
+        "each side reaches the other datacenter again",
+        SETTLE,
+        || {
+            for i in 0..6 {
+                if !reaches(&h, i, true)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    );
 }

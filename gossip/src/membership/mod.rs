@@ -58,6 +58,7 @@ mod meta_sync;
 mod outputs;
 mod paging;
 mod range_sync;
+mod reach;
 mod stats;
 mod suspicion;
 mod swim;
@@ -66,6 +67,7 @@ mod timers;
 pub use leaves::LEAVE_QUERIES;
 pub use locality::PROBE_PICKS;
 pub use outputs::{DownReason, Event, MemberInfo, MemberState, Transmit};
+pub use reach::{DcReach, UNREACHABLE_AFTER};
 pub use stats::{RttHistogram, Stats};
 pub use timers::TimerToken;
 
@@ -170,6 +172,8 @@ pub struct Membership {
     peers: std::collections::BTreeMap<String, Vec<NodeId>>,
     /// Members asked to probe in place of foca's helpers (`locality.rs`).
     relays: Vec<locality::Relay>,
+    /// Which datacenters this node reaches (`reach.rs`).
+    reach: reach::Reach,
     datagrams: Datagrams,
     app_digest: AppDigest,
     piggyback: Piggyback,
@@ -236,6 +240,7 @@ impl Membership {
             health: 0,
             peers: std::collections::BTreeMap::new(),
             relays: Vec::new(),
+            reach: reach::Reach::default(),
             datagrams: Datagrams::new(security),
             app_digest: AppDigest::default(),
             piggyback: Piggyback::default(),
@@ -378,6 +383,8 @@ impl Membership {
                 Err(_) => self.stats.count_drop(DropReason::Decode),
             }
         }
+        // After the items: a newcomer's first datagram may carry its record.
+        self.reach_heard(now, header.sender);
         match envelope.body {
             Body::Swim(bytes) => {
                 let relayed = self.as_from_helper(bytes);

@@ -132,6 +132,24 @@ pub enum Event {
         /// Its digest.
         digest: u64,
     },
+    /// [`UNREACHABLE_AFTER`](crate::UNREACHABLE_AFTER) members of a
+    /// datacenter failed as this node sees them (its probes of them failed;
+    /// of another datacenter, also those it declared failed) with nothing
+    /// heard from any of its members since the first (see
+    /// [`Membership::datacenters`](crate::Membership::datacenters)).
+    /// Reported once per spell; it changes no member's state.
+    DatacenterUnreachable {
+        /// The datacenter.
+        dc: String,
+    },
+    /// A datagram arrived from a member of a datacenter that was
+    /// unreachable from here.
+    DatacenterReachable {
+        /// The datacenter.
+        dc: String,
+        /// How long it was unreachable, from the first failure counted.
+        after: Duration,
+    },
     /// A member's caller sent this node's caller a note (see
     /// [`Membership::send_note`](crate::Membership::send_note)).
     Note {

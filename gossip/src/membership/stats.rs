@@ -103,6 +103,8 @@ pub struct Stats {
     pub local_health: u8,
     /// See `local_health`.
     pub local_health_max: u8,
+    /// Datacenters unreachable from here now (`membership/reach.rs`).
+    pub dcs_unreachable: u64,
     /// Datagrams sent, indexed like [`SendKind::ALL`].
     pub sent_by_kind: [u64; SendKind::ALL.len()],
     /// Bytes sent (sealed), indexed like [`SendKind::ALL`].

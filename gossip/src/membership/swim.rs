@@ -185,6 +185,7 @@ impl Membership {
                 };
                 if reason == DownReason::Failed {
                     self.explain_down(now, identity.id);
+                    self.reach_member_failed(now, identity.id);
                 }
                 self.events
                     .push_back(Event::MemberDown { identity, reason });
@@ -265,6 +266,7 @@ impl Membership {
             }
             OwnedNotification::ProbeFailed(_, identity) => {
                 self.stats.probe_failures += 1;
+                self.reach_probe_failed(now, identity.id);
                 self.check_suspect(identity.id);
             }
         }

@@ -50,8 +50,8 @@ use crate::core_task::{CoreHandle, CoreStopped};
 use crate::metrics;
 use crate::token::ClusterSecret;
 use types::{
-    CapacityView, ErrorBody, ErrorDetail, HealthView, NodeView, PoolView, RuntimeView, StateCounts,
-    StatusView,
+    CapacityView, ErrorBody, ErrorDetail, HealthView, NodeView, PoolView, ReachView, RuntimeView,
+    StateCounts, StatusView,
 };
 
 /// What the handlers share.
@@ -573,12 +573,36 @@ async fn get_status(State(state): State<ApiState>) -> ApiResult<StatusView> {
             p.capacity.gpus += meta.capacity.gpus;
         }
     }
+    let reach = state
+        .core
+        .datacenters()
+        .await?
+        .into_iter()
+        .map(|r| ReachView {
+            reach: if r.unreachable_for.is_some() {
+                "unreachable"
+            } else {
+                "reachable"
+            }
+            .into(),
+            heard_secs_ago: tenths(r.heard_ago),
+            failures: r.failures,
+            unreachable_secs: r.unreachable_for.map(tenths),
+            dc: r.dc,
+        })
+        .collect();
     Ok(axum::Json(StatusView {
         node: node_view(local, &state.clock),
         members: count_states(&members),
         total,
         by_dc: by_dc.into_values().collect(),
+        reach,
     }))
+}
+
+/// Seconds, to a tenth.
+fn tenths(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
 }
 
 /// `POST /v1/debug/faults` `{"block": [id or name, ...]}`: drops gossip and

@@ -115,6 +115,31 @@ pub struct StatusView {
     pub total: PoolView,
     /// The same, per datacenter, sorted by name.
     pub by_dc: Vec<PoolView>,
+    /// Per datacenter the answering node has heard from since it started,
+    /// whether it still reaches it, sorted by name (docs/gossip.md, "Datacenters
+    /// unreachable from here").
+    #[serde(default)]
+    pub reach: Vec<ReachView>,
+}
+
+/// Whether the answering node reaches one datacenter, from its own probes
+/// and the datagrams it received: one fact per datacenter, which changes
+/// no member's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReachView {
+    /// Datacenter.
+    pub dc: String,
+    /// `reachable`, or `unreachable`: two or more of its members failed as
+    /// this node sees them (its probes of them failed; of another
+    /// datacenter, also those it declared failed) and nothing arrived from
+    /// any of its members since the first.
+    pub reach: String,
+    /// Seconds since a datagram from one of its members last arrived.
+    pub heard_secs_ago: f64,
+    /// Failures of its members counted since then.
+    pub failures: u32,
+    /// Seconds since the first of those, while unreachable.
+    pub unreachable_secs: Option<f64>,
 }
 
 /// `GET /v1/health`.

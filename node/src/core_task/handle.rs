@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shoal_gossip::{Instant, MemberInfo, MemberMeta, NodeId, Stats};
+use shoal_gossip::{DcReach, Instant, MemberInfo, MemberMeta, NodeId, Stats};
 use shoal_placement::{Job, Msg, Resources, TaskKey, TaskStatus};
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,6 +64,7 @@ pub(super) enum Cmd {
     Members(oneshot::Sender<Vec<MemberInfo>>),
     Member(NodeId, oneshot::Sender<Option<MemberInfo>>),
     Stats(oneshot::Sender<Stats>),
+    Datacenters(oneshot::Sender<Vec<DcReach>>),
     Join(Vec<SocketAddr>),
     SetMeta(Box<MemberMeta>),
     Block(BTreeSet<SocketAddr>),
@@ -158,6 +159,12 @@ impl CoreHandle {
     /// Membership counters.
     pub async fn stats(&self) -> Result<Stats, CoreStopped> {
         self.ask(Cmd::Stats).await
+    }
+
+    /// Per datacenter, whether this node reaches it (its own probes and
+    /// the datagrams it received).
+    pub async fn datacenters(&self) -> Result<Vec<DcReach>, CoreStopped> {
+        self.ask(Cmd::Datacenters).await
     }
 
     /// Joins through more addresses.

@@ -333,6 +333,9 @@ impl CoreTask {
             Cmd::Stats(tx) => {
                 let _ = tx.send(core.membership().stats().clone());
             }
+            Cmd::Datacenters(tx) => {
+                let _ = tx.send(core.membership().datacenters(now));
+            }
             Cmd::Join(peers) => {
                 info!(peers = ?peers, "joining the cluster");
                 core.join(now, &peers);
@@ -619,6 +622,15 @@ impl CoreTask {
                 }
             }
             Event::Defunct => warn!("declared down by the cluster and unable to rejoin"),
+            Event::DatacenterUnreachable { dc } => warn!(
+                dc = %dc,
+                "datacenter unreachable from here: its members fail as this node sees them and nothing arrives from any of them"
+            ),
+            Event::DatacenterReachable { dc, after } => info!(
+                dc = %dc,
+                after_secs = after.as_secs(),
+                "datacenter reachable from here again"
+            ),
             Event::DigestDiffers { id, .. } => {
                 // Full: a round is already queued; the next datagram retries.
                 let _ = self.state.differs.try_send(id);
