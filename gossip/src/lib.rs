@@ -41,8 +41,9 @@ pub use config::{Config, ConfigError};
 pub use identity::{NodeId, NodeIdentity, ParseNodeIdError};
 pub use kind::SendKind;
 pub use membership::{
-    DcReach, DownReason, Event, LEAVE_QUERIES, MemberInfo, MemberState, Membership, MetaTooLarge,
-    NewError, NoteError, PROBE_PICKS, RttHistogram, Stats, TimerToken, Transmit, UNREACHABLE_AFTER,
+    DOWN_LASTS, DcReach, DownReason, Event, LEAVE_QUERIES, MemberInfo, MemberState, Membership,
+    MetaTooLarge, NewError, NoteError, PROBE_PICKS, RttHistogram, Stats, TimerToken, Transmit,
+    UNREACHABLE_AFTER,
 };
 pub use meta::{
     Capacity, FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate, RuntimeInfo,

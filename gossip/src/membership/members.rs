@@ -107,6 +107,7 @@ impl Membership {
             .retain(|id, _| known.contains_key(id));
         self.leaves.known.retain(|id, _| known.contains_key(id));
         self.check_suspects();
+        self.reach_downs_lasted(now);
         self.tell_long_suspects(now);
         self.prune_accusations(now);
         self.refresh_dc_peers();

@@ -133,9 +133,10 @@ pub enum Event {
         digest: u64,
     },
     /// [`UNREACHABLE_AFTER`](crate::UNREACHABLE_AFTER) members of a
-    /// datacenter failed as this node sees them (its probes of them failed;
-    /// of another datacenter, also those it declared failed) with nothing
-    /// heard from any of its members since the first (see
+    /// datacenter failed as this node sees them (its probes of them failed,
+    /// or members it held failed for
+    /// [`DOWN_LASTS`](crate::DOWN_LASTS)) with nothing heard
+    /// from any of its members since the first (see
     /// [`Membership::datacenters`](crate::Membership::datacenters)).
     /// Reported once per spell; it changes no member's state.
     DatacenterUnreachable {

@@ -11,11 +11,8 @@
 //!   clears what was counted against it;
 //! - a failure of one of its members counts against it: this node's own
 //!   probe of it failed (the direct ping and every indirect ask went
-//!   unanswered), or, for another datacenter than this node's, this node
-//!   declared it failed (its own suspicion timed out, or the news came by
-//!   gossip: after a partition heals, the far side's downs of this
-//!   datacenter's members arrive in a burst, and say that the far side
-//!   did not reach them, not this node);
+//!   unanswered), or a member this node holds failed has stayed failed for
+//!   [`DOWN_LASTS`] (whoever decided it);
 //! - a datacenter is **unreachable from here** once failures of
 //!   [`UNREACHABLE_AFTER`] different members were counted with nothing
 //!   heard from any of its members since the first. Hearing from any
@@ -25,15 +22,21 @@
 //! from here (`cross_dc_probes`; `locality.rs`), and in a small cluster the
 //! members of a datacenter cut off are all declared failed, by others'
 //! probes, within seconds, after which no one probes them; in a large one
-//! this node's own probes say it first.
+//! this node's own probes say it first. A down counts only once it has
+//! lasted, because after a partition heals the far side's downs of members
+//! on this side (decided while it could not reach them) arrive in a
+//! burst, and those members come back up, with a new life, within seconds.
 //!
 //! A member's datacenter is its metadata's `dc`; a datagram from or a
-//! failure of a member whose metadata is not held counts for nothing. Two
-//! members of one datacenter crashing, with nothing from its other members
-//! between, look the same as a cut: the fact is what this node sees,
-//! reported as such (`shoal status`, a log line, a gauge), and it changes
-//! no member's state. Datacenters are few (their names come from members'
-//! metadata), so their entries are kept for the node's life.
+//! failure of a member whose metadata is not held counts for nothing, and
+//! so does a datacenter not heard from since this node started (a
+//! newcomer's copied list, with members failed long ago, says nothing of
+//! reaching their datacenter now). Two members of one datacenter crashing,
+//! with nothing from its other members between, look the same as a cut:
+//! the fact is what this node sees, reported as such (`shoal status`, a log
+//! line, a gauge), and it changes no member's state. Datacenters are few
+//! (their names come from members' metadata), so their entries are kept
+//! for the node's life.
 
 use core::time::Duration;
 use std::collections::BTreeMap;
@@ -46,6 +49,14 @@ use super::{Event, Membership};
 /// it since the first, that make it unreachable from here.
 pub const UNREACHABLE_AFTER: u32 = 2;
 
+/// How long a member must have stayed failed before its down counts
+/// (checked at each housekeeping pass, so 5 to 10 s after it went down).
+pub const DOWN_LASTS: Duration = Duration::from_secs(5);
+
+/// Downs waiting to have lasted, at most: a few per datacenter are enough
+/// to decide, and a datacenter cut off makes one per member.
+const PENDING_DOWNS: usize = 64;
+
 /// What this node saw of one datacenter.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Seen {
@@ -56,7 +67,7 @@ pub(super) struct Seen {
     /// The member of the first, so that its probe failing and its down
     /// count once toward [`UNREACHABLE_AFTER`].
     first: Option<NodeId>,
-    /// When the first was counted.
+    /// When the first happened.
     failing_since: Option<Instant>,
 }
 
@@ -75,11 +86,11 @@ pub struct DcReach {
     /// How long ago a datagram from one of its members last arrived.
     pub heard_ago: Duration,
     /// Failures of its members counted since then (this node's probes of
-    /// them that failed, members it declared failed).
+    /// them that failed, members held failed for [`DOWN_LASTS`]).
     pub failures: u32,
     /// `Some(how long)` when it is unreachable from here: failures of at
     /// least [`UNREACHABLE_AFTER`] members and nothing heard since the
-    /// first, counted that long ago.
+    /// first, which happened that long ago.
     pub unreachable_for: Option<Duration>,
 }
 
@@ -87,6 +98,8 @@ pub struct DcReach {
 #[derive(Debug, Default)]
 pub(super) struct Reach {
     by_dc: BTreeMap<String, Seen>,
+    /// Members that went down here, and when, until they have lasted.
+    pending: Vec<(NodeId, Instant)>,
 }
 
 impl Reach {
@@ -107,24 +120,41 @@ impl Reach {
         ended
     }
 
-    /// A member of `dc` failed as seen here: `true` when that makes `dc`
-    /// unreachable from here.
-    /// Only a datacenter heard from since this node started is counted:
-    /// a newcomer's copied list, with members failed long ago, says nothing
-    /// of reaching their datacenter now.
-    fn failed(&mut self, dc: &str, member: NodeId, now: Instant) -> bool {
+    /// A member of `dc` failed at `at` as seen here: `true` when that makes
+    /// `dc` unreachable from here. A failure from before the datacenter was
+    /// last heard from, or of one never heard from, counts for nothing.
+    fn failed(&mut self, dc: &str, member: NodeId, at: Instant) -> bool {
         let Some(seen) = self.by_dc.get_mut(dc) else {
             return false;
         };
-        if seen.failures == 1 && seen.first == Some(member) {
+        if seen.heard.is_some_and(|heard| heard > at)
+            || (seen.failures == 1 && seen.first == Some(member))
+        {
             return false;
         }
         if seen.failures == 0 {
             seen.first = Some(member);
-            seen.failing_since = Some(now);
+            seen.failing_since = Some(at);
         }
         seen.failures = seen.failures.saturating_add(1);
         seen.failures == UNREACHABLE_AFTER
+    }
+
+    /// `member` went down here at `now`: it counts once it has lasted.
+    fn went_down(&mut self, member: NodeId, now: Instant) {
+        if self.pending.len() < PENDING_DOWNS {
+            self.pending.push((member, now));
+        }
+    }
+
+    /// The pending downs that have lasted by `now`, taken out.
+    fn lasted(&mut self, now: Instant) -> Vec<(NodeId, Instant)> {
+        let (lasted, waiting) = self
+            .pending
+            .iter()
+            .partition(|(_, at)| now.saturating_duration_since(*at) >= DOWN_LASTS);
+        self.pending = waiting;
+        lasted
     }
 
     fn view(&self, now: Instant) -> Vec<DcReach> {
@@ -175,27 +205,30 @@ impl Membership {
 
     /// This node's probe of `member` failed, directly and indirectly.
     pub(super) fn reach_probe_failed(&mut self, now: Instant, member: NodeId) {
-        self.reach_failed(now, member, true);
+        self.reach_failed(member, now);
     }
 
-    /// This node declared `member` failed (its own suspicion timed out, or
-    /// the news came by gossip). Counted for another datacenter only: this
-    /// node probes its own most, so its own probes say first when that is
-    /// out of reach; while downs of its own datacenter's members come in a
-    /// burst after a partition heals (the far side declared them failed
-    /// for not reaching them, not this node).
+    /// This node holds `member` failed from now on (its own suspicion
+    /// timed out, or the news came by gossip): counted at the first
+    /// housekeeping pass after it has lasted [`DOWN_LASTS`].
     pub(super) fn reach_member_failed(&mut self, now: Instant, member: NodeId) {
-        self.reach_failed(now, member, false);
+        self.reach.went_down(member, now);
     }
 
-    fn reach_failed(&mut self, now: Instant, member: NodeId, own_probe: bool) {
+    /// Counts the downs that lasted (at housekeeping).
+    pub(super) fn reach_downs_lasted(&mut self, now: Instant) {
+        for (member, at) in self.reach.lasted(now) {
+            if self.range_sync.up_life(member).is_none() {
+                self.reach_failed(member, at);
+            }
+        }
+    }
+
+    fn reach_failed(&mut self, member: NodeId, at: Instant) {
         let Some(record) = self.metas.held.get(&member) else {
             return;
         };
-        if !own_probe && record.meta.dc == self.meta.dc {
-            return;
-        }
-        if self.reach.failed(&record.meta.dc, member, now) {
+        if self.reach.failed(&record.meta.dc, member, at) {
             let dc = record.meta.dc.clone();
             self.stats.dcs_unreachable = self.reach.unreachable() as u64;
             self.events.push_back(Event::DatacenterUnreachable { dc });
@@ -239,6 +272,11 @@ mod tests {
         assert_eq!(r.heard("east", at(50)), Some(Duration::from_secs(40)));
         assert_eq!(r.unreachable(), 0);
         assert_eq!(r.view(at(50))[0].failures, 0);
+        // A failure from before the last datagram counts for nothing (a
+        // down that lasted is counted from when it went down).
+        assert!(!r.failed("east", A, at(45)));
+        assert!(!r.failed("east", B, at(49)));
+        assert_eq!(r.view(at(50))[0].failures, 0);
     }
 
     #[test]
@@ -261,5 +299,20 @@ mod tests {
             r.view(at(5))[1].unreachable_for,
             Some(Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn downs_wait_until_they_have_lasted() {
+        let mut r = Reach::default();
+        r.went_down(A, at(10));
+        r.went_down(B, at(12));
+        assert!(r.lasted(at(14)).is_empty());
+        assert_eq!(r.lasted(at(15)), vec![(A, at(10))]);
+        assert_eq!(r.lasted(at(20)), vec![(B, at(12))]);
+        assert!(r.pending.is_empty());
+        for i in 0..2 * PENDING_DOWNS as u64 {
+            r.went_down(NodeId(i), at(30));
+        }
+        assert_eq!(r.lasted(at(40)).len(), PENDING_DOWNS, "bounded");
     }
 }

@@ -130,9 +130,9 @@ pub struct ReachView {
     /// Datacenter.
     pub dc: String,
     /// `reachable`, or `unreachable`: two or more of its members failed as
-    /// this node sees them (its probes of them failed; of another
-    /// datacenter, also those it declared failed) and nothing arrived from
-    /// any of its members since the first.
+    /// this node sees them (its probes of them failed, or members it held
+    /// failed for 5 s) and nothing arrived from any of its members since
+    /// the first.
     pub reach: String,
     /// Seconds since a datagram from one of its members last arrived.
     pub heard_secs_ago: f64,
