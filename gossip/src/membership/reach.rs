@@ -53,9 +53,13 @@ pub const UNREACHABLE_AFTER: u32 = 2;
 /// (checked at each housekeeping pass, so 5 to 10 s after it went down).
 pub const DOWN_LASTS: Duration = Duration::from_secs(5);
 
-/// Downs waiting to have lasted, at most: a few per datacenter are enough
-/// to decide, and a datacenter cut off makes one per member.
-const PENDING_DOWNS: usize = 64;
+/// Downs of one datacenter's members waiting to have lasted, at most: a
+/// few are enough to decide, and a datacenter cut off makes one per
+/// member (a node cut off from four makes hundreds of thousands at once).
+const PENDING_PER_DC: usize = 4;
+
+/// Downs waiting to have lasted, at most, in all.
+const PENDING_DOWNS: usize = 256;
 
 /// What this node saw of one datacenter.
 #[derive(Clone, Debug, Default)]
@@ -98,8 +102,9 @@ pub struct DcReach {
 #[derive(Debug, Default)]
 pub(super) struct Reach {
     by_dc: BTreeMap<String, Seen>,
-    /// Members that went down here, and when, until they have lasted.
-    pending: Vec<(NodeId, Instant)>,
+    /// Members that went down here, their datacenter and when, until
+    /// they have lasted.
+    pending: Vec<(NodeId, String, Instant)>,
 }
 
 impl Reach {
@@ -140,19 +145,24 @@ impl Reach {
         seen.failures == UNREACHABLE_AFTER
     }
 
-    /// `member` went down here at `now`: it counts once it has lasted.
-    fn went_down(&mut self, member: NodeId, now: Instant) {
-        if self.pending.len() < PENDING_DOWNS {
-            self.pending.push((member, now));
+    /// `member` of `dc` went down here at `now`: it counts once it has
+    /// lasted. Not kept past a few per datacenter, nor for a datacenter
+    /// unreachable already.
+    fn went_down(&mut self, member: NodeId, dc: &str, now: Instant) {
+        if self.pending.len() >= PENDING_DOWNS
+            || self.by_dc.get(dc).is_none_or(Seen::unreachable)
+            || self.pending.iter().filter(|(_, d, _)| d == dc).count() >= PENDING_PER_DC
+        {
+            return;
         }
+        self.pending.push((member, dc.to_owned(), now));
     }
 
     /// The pending downs that have lasted by `now`, taken out.
-    fn lasted(&mut self, now: Instant) -> Vec<(NodeId, Instant)> {
-        let (lasted, waiting) = self
-            .pending
-            .iter()
-            .partition(|(_, at)| now.saturating_duration_since(*at) >= DOWN_LASTS);
+    fn lasted(&mut self, now: Instant) -> Vec<(NodeId, String, Instant)> {
+        let (lasted, waiting) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(_, _, at)| now.saturating_duration_since(*at) >= DOWN_LASTS);
         self.pending = waiting;
         lasted
     }
@@ -205,31 +215,33 @@ impl Membership {
 
     /// This node's probe of `member` failed, directly and indirectly.
     pub(super) fn reach_probe_failed(&mut self, now: Instant, member: NodeId) {
-        self.reach_failed(member, now);
+        if let Some(record) = self.metas.held.get(&member) {
+            let dc = record.meta.dc.clone();
+            self.reach_failed(member, dc, now);
+        }
     }
 
     /// This node holds `member` failed from now on (its own suspicion
     /// timed out, or the news came by gossip): counted at the first
     /// housekeeping pass after it has lasted [`DOWN_LASTS`].
     pub(super) fn reach_member_failed(&mut self, now: Instant, member: NodeId) {
-        self.reach.went_down(member, now);
+        if let Some(record) = self.metas.held.get(&member) {
+            self.reach.went_down(member, &record.meta.dc, now);
+        }
     }
 
     /// Counts the downs that lasted (at housekeeping).
     pub(super) fn reach_downs_lasted(&mut self, now: Instant) {
-        for (member, at) in self.reach.lasted(now) {
+        for (member, dc, at) in self.reach.lasted(now) {
             if self.range_sync.up_life(member).is_none() {
-                self.reach_failed(member, at);
+                self.reach_failed(member, dc, at);
             }
         }
     }
 
-    fn reach_failed(&mut self, member: NodeId, at: Instant) {
-        let Some(record) = self.metas.held.get(&member) else {
-            return;
-        };
-        if self.reach.failed(&record.meta.dc, member, at) {
-            let dc = record.meta.dc.clone();
+    /// Counts a failure of `member` of `dc` at `at`.
+    fn reach_failed(&mut self, member: NodeId, dc: String, at: Instant) {
+        if self.reach.failed(&dc, member, at) {
             self.stats.dcs_unreachable = self.reach.unreachable() as u64;
             self.events.push_back(Event::DatacenterUnreachable { dc });
         }
@@ -304,15 +316,27 @@ mod tests {
     #[test]
     fn downs_wait_until_they_have_lasted() {
         let mut r = Reach::default();
-        r.went_down(A, at(10));
-        r.went_down(B, at(12));
+        r.went_down(A, "east", at(10));
+        assert!(r.pending.is_empty(), "east was never heard from");
+        r.heard("east", at(0));
+        r.heard("west", at(0));
+        r.went_down(A, "east", at(10));
+        r.went_down(B, "west", at(12));
         assert!(r.lasted(at(14)).is_empty());
-        assert_eq!(r.lasted(at(15)), vec![(A, at(10))]);
-        assert_eq!(r.lasted(at(20)), vec![(B, at(12))]);
+        assert_eq!(r.lasted(at(15)), vec![(A, "east".into(), at(10))]);
+        assert_eq!(r.lasted(at(20)), vec![(B, "west".into(), at(12))]);
         assert!(r.pending.is_empty());
-        for i in 0..2 * PENDING_DOWNS as u64 {
-            r.went_down(NodeId(i), at(30));
+        // A few per datacenter: a cut of one does not crowd out another.
+        for i in 0..100 {
+            r.went_down(NodeId(i), "east", at(30));
         }
-        assert_eq!(r.lasted(at(40)).len(), PENDING_DOWNS, "bounded");
+        r.went_down(C, "west", at(31));
+        let lasted = r.lasted(at(40));
+        assert_eq!(lasted.len(), PENDING_PER_DC + 1, "{lasted:?}");
+        assert!(lasted.contains(&(C, "west".into(), at(31))));
+        // None for a datacenter unreachable already.
+        assert!(r.failed("east", A, at(41)) || r.failed("east", B, at(41)));
+        r.went_down(C, "east", at(42));
+        assert!(r.pending.is_empty());
     }
 }
