@@ -218,6 +218,11 @@ pub struct Report {
     /// scenario with `--partition-one`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<Locality>,
+    /// What the nodes' one fact per datacenter said around partitions
+    /// (full mode, runs with a partition; absent otherwise, so other
+    /// recorded reports are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<ReachReport>,
     /// Gossip datagrams sent per node per second (scenario phase).
     pub msgs_per_node_s: f64,
     /// Gossip bytes (UDP payload) sent per node per second (scenario phase).
@@ -304,6 +309,39 @@ pub struct Locality {
     pub across_dc_datagram_share: f64,
 }
 
+/// "Unreachable from here", per (node, datacenter) pair, around
+/// partitions: how soon each node saw each datacenter cut off from it, and
+/// reached it again after the heal.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ReachReport {
+    /// (node, datacenter) pairs cut apart: each live node and each
+    /// datacenter with a live node on the other side, per partition.
+    pub pairs_cut: u64,
+    /// Of those, seen unreachable by the node during the cut.
+    pub seen_unreachable: u64,
+    /// Seconds from the cut until the node saw it: median, 99th
+    /// percentile, longest.
+    pub unreachable_p50_s: Option<f64>,
+    /// See `unreachable_p50_s`.
+    pub unreachable_p99_s: Option<f64>,
+    /// See `unreachable_p50_s`.
+    pub unreachable_max_s: Option<f64>,
+    /// Datacenters reached again after the heal (one per pair seen
+    /// unreachable, at most).
+    pub reached_again: u64,
+    /// Seconds from the heal until then: median and longest.
+    pub reached_again_p50_s: Option<f64>,
+    /// See `reached_again_p50_s`.
+    pub reached_again_max_s: Option<f64>,
+    /// Datacenters with no live node left (crashed whole: `dc-loss`) seen
+    /// unreachable, by node.
+    pub lost_seen: u64,
+    /// Datacenters seen unreachable that were neither cut off from the
+    /// node (outside a partition, or on the node's own side of it) nor
+    /// lost.
+    pub wrong_unreachable: u64,
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "{k:<34} {v}");
@@ -361,6 +399,35 @@ impl fmt::Display for Report {
             "downs across a partition",
             self.partition_downs.to_string(),
         )?;
+        if let Some(r) = &self.reach {
+            row(
+                f,
+                "dcs seen unreachable in cuts",
+                format!(
+                    "{} of {} (node, dc) pairs; p50 {}, p99 {}, max {} after the cut",
+                    r.seen_unreachable,
+                    r.pairs_cut,
+                    opt(r.unreachable_p50_s, "s"),
+                    opt(r.unreachable_p99_s, "s"),
+                    opt(r.unreachable_max_s, "s")
+                ),
+            )?;
+            row(
+                f,
+                "dcs reached again after heals",
+                format!(
+                    "{}; p50 {}, max {} after the heal",
+                    r.reached_again,
+                    opt(r.reached_again_p50_s, "s"),
+                    opt(r.reached_again_max_s, "s"),
+                ),
+            )?;
+            row(
+                f,
+                "dcs lost / wrongly unreachable",
+                format!("{} / {}", r.lost_seen, r.wrong_unreachable),
+            )?;
+        }
         if let Some(l) = &self.locality {
             row(
                 f,

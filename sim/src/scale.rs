@@ -846,6 +846,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         series: Vec::new(),
         detections: per,
         detect_delays: all,
+        reach: None,
         triggers: None,
     };
     Ok((report, plans))

@@ -1107,6 +1107,7 @@ impl World {
             false_positives_per_node_hour: 0.0,
             partition_downs: 0,
             locality: None,
+            reach: None,
             msgs_per_node_s: 0.0,
             bytes_per_node_s: 0.0,
             traffic: Vec::new(),

@@ -158,6 +158,26 @@ fn one_datacenter_of_five_cut_off_under_loss_heals_to_one_copy_and_one_view() {
         .locality
         .expect("locality is reported for --partition-one");
     assert!(l.across_dc_bytes_per_node_s > 0.0 && l.within_dc_bytes_per_node_s > 0.0);
+    // Every node saw each datacenter on the other side unreachable from
+    // it (one fact per datacenter), none on its own side, and reached them
+    // again after the heal.
+    let reach = r.reach.expect("reach is reported for runs with a cut");
+    assert_eq!(reach.seen_unreachable, reach.pairs_cut, "{reach:?}");
+    assert_eq!(reach.pairs_cut, 120 + 30 * 4, "{reach:?}");
+    assert_eq!(reach.wrong_unreachable, 0, "{reach:?}");
+    assert_eq!(reach.reached_again, reach.pairs_cut, "{reach:?}");
+}
+
+#[test]
+fn a_datacenter_lost_whole_is_seen_unreachable_by_every_survivor() {
+    // The last of two datacenters crashes at once: every survivor's one
+    // fact per datacenter says so, and says nothing of its own.
+    let r = run(params(Scenario::DcLoss, 100, 1));
+    assert_all_ok(&r);
+    let reach = r.reach.expect("reach is reported when a node saw one");
+    assert_eq!(reach.lost_seen, 50, "{reach:?}");
+    assert_eq!(reach.wrong_unreachable, 0, "{reach:?}");
+    assert_eq!(reach.pairs_cut, 0, "{reach:?}");
 }
 
 #[test]

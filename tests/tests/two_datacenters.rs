@@ -214,6 +214,17 @@ fn reaches(h: &Hosts, i: usize, other: bool) -> anyhow::Result<bool> {
     Ok(of(own) == Some(true) && of(far) == Some(other))
 }
 
+/// Whether every host reaches its own datacenter and, as `other` says,
+/// the other one.
+fn all_reach(h: &Hosts, other: bool) -> anyhow::Result<bool> {
+    for i in 0..6 {
+        if !reaches(h, i, other)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn pids(marker: &str) -> BTreeSet<i32> {
     marked(marker).into_iter().map(|(pid, _)| pid).collect()
 }
@@ -273,14 +284,7 @@ fn two_datacenters_cut_apart_for_a_minute_keep_their_tasks_and_heal_to_one_copy(
     wait_until(
         "each side sees the other datacenter unreachable",
         SETTLE,
-        || {
-            for i in 0..6 {
-                if !reaches(&h, i, false)? {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        },
+        || all_reach(&h, false),
     );
     let until = Instant::now() + CUT;
     while Instant::now() < until {
@@ -330,13 +334,6 @@ fn two_datacenters_cut_apart_for_a_minute_keep_their_tasks_and_heal_to_one_copy(
     wait_until(
         "each side reaches the other datacenter again",
         SETTLE,
-        || {
-            for i in 0..6 {
-                if !reaches(&h, i, true)? {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        },
+        || all_reach(&h, true),
     );
 }

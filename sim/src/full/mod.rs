@@ -24,6 +24,7 @@
 mod checks;
 mod deploy;
 mod health;
+mod reach;
 mod report;
 mod scenario;
 mod setup;
@@ -218,6 +219,8 @@ pub struct World {
     /// (node, life) of live, reachable nodes that someone declared failed.
     false_positives: BTreeSet<(u32, u32)>,
     partition_downs: u64,
+    /// What the nodes' one fact per datacenter said (`reach.rs`).
+    reach: reach::ReachLog,
     dup_watch: BTreeSet<(Instant, u32)>,
     duplicate_max: Duration,
     /// Live nodes per view fingerprint (the member list their placer has).
@@ -527,6 +530,16 @@ impl World {
                 }
                 Output::Gossip(GossipEvent::IdentityRenewed { identity }) => {
                     self.nodes[i].bump = identity.bump;
+                }
+                Output::Gossip(GossipEvent::DatacenterUnreachable { dc }) => {
+                    let topology = self.net.topology();
+                    let live =
+                        |d| (0..self.nodes.len()).any(|j| self.nodes[j].up && topology.dc(j) == d);
+                    self.reach
+                        .unreachable(now, i as u32, topology.dc(i), &dc, live);
+                }
+                Output::Gossip(GossipEvent::DatacenterReachable { .. }) => {
+                    self.reach.reachable(now);
                 }
                 Output::Placement(PlaceEvent::Health { key, health, .. }) => {
                     self.on_health(&key, health);

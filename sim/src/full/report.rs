@@ -232,6 +232,7 @@ impl World {
             series: self.series,
             detections: per_crash,
             detect_delays: all_delays,
+            reach: std::mem::take(&mut self.reach).report(),
             triggers: None,
         }
     }

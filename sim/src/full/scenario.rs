@@ -152,37 +152,28 @@ impl World {
                 }
             }
             Action::Partition => {
+                // Each datacenter's side: the last alone, or each its own.
                 let last = self.net.topology().dcs() - 1;
                 let one = self.p.partition_one;
-                let side = (0..self.nodes.len())
-                    .map(|i| {
-                        let dc = self.net.topology().dc(i);
-                        if one {
-                            u16::from(dc == last)
-                        } else {
-                            dc as u16
-                        }
-                    })
+                let sides: Vec<u16> = (0..=last)
+                    .map(|d| if one { u16::from(d == last) } else { d as u16 })
                     .collect();
+                let dc = |i: usize| self.net.topology().dc(i);
+                let side = (0..self.nodes.len()).map(|i| sides[dc(i)]).collect();
+                let live: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| self.nodes[i].up)
+                    .map(dc)
+                    .collect();
+                self.reach.cut(now, sides, &live);
                 self.net.partition(side);
                 self.partitions += 1;
             }
-            Action::Heal => {
-                if self.net.is_partitioned() {
-                    self.net.heal();
-                    self.heals += 1;
-                    self.last_heal = now;
-                }
-            }
+            Action::Heal => self.heal(now),
             Action::Submit => self.submit(),
             Action::Deploy => self.begin_deployments(),
             Action::End => {
                 self.ended = true;
-                if self.net.is_partitioned() {
-                    self.net.heal();
-                    self.heals += 1;
-                    self.last_heal = now;
-                }
+                self.heal(now);
             }
             Action::Finish => {
                 self.finish();
@@ -194,6 +185,16 @@ impl World {
     }
 
     /// Submits one second's worth of the wave, and schedules the next.
+    /// Heals the partition, if there is one.
+    fn heal(&mut self, now: Instant) {
+        if self.net.is_partitioned() {
+            self.net.heal();
+            self.reach.heal(now);
+            self.heals += 1;
+            self.last_heal = now;
+        }
+    }
+
     pub(super) fn submit(&mut self) {
         let now = self.now();
         let total: usize = self.tasks.len();

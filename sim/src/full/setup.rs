@@ -76,6 +76,7 @@ impl World {
             open_crash: BTreeMap::new(),
             false_positives: BTreeSet::new(),
             partition_downs: 0,
+            reach: Default::default(),
             dup_watch: BTreeSet::new(),
             duplicate_max: Duration::ZERO,
             views: BTreeMap::new(),
