@@ -235,10 +235,24 @@ function usage(name, c) {
   return `Usage: ${name} ${[...args, ...flags].join(" ")}\n  ${c.about}`;
 }
 
+// Whether the answering node reaches a datacenter, as `shoal status` says it.
+function reachCell(r) {
+  if (!r) return "-";
+  if (r.unreachable_secs !== null && r.unreachable_secs !== undefined) {
+    return `unreachable for ${Math.round(r.unreachable_secs)}s (${r.failures} failures, nothing heard for ${Math.round(r.heard_secs_ago)}s)`;
+  }
+  return `reached ${Math.round(r.heard_secs_ago)}s ago`;
+}
+
 async function status() {
   const s = await api.get("/v1/status");
+  const reach = s.reach || [];
   const row = (p, name) => [name, p.nodes, p.capacity ? p.capacity.cpus : p.cpus, p.capacity ? p.capacity.memory_mb : p.memory_mb, p.capacity ? p.capacity.gpus : p.gpus];
-  return `members: ${s.members.alive} alive, ${s.members.suspect} suspect, ${s.members.failed} failed, ${s.members.left} left\n` + columns(["DC", "NODES", "CPUS", "MEMORY_MB", "GPUS"], [row(s.total, "total"), ...s.by_dc.map((p) => row(p, p.dc))]);
+  // A datacenter with no alive node is still listed when this node has
+  // heard from it: "0 nodes, unreachable" answers "where did east go".
+  const dcs = [...new Set([...s.by_dc.map((p) => p.dc), ...reach.map((r) => r.dc)])].sort();
+  const rows = dcs.map((dc) => [...row(s.by_dc.find((p) => p.dc === dc) || { nodes: 0, cpus: 0, memory_mb: 0, gpus: 0 }, dc), reachCell(reach.find((r) => r.dc === dc))]);
+  return `members: ${s.members.alive} alive, ${s.members.suspect} suspect, ${s.members.failed} failed, ${s.members.left} left\n` + columns(["DC", "NODES", "CPUS", "MEMORY_MB", "GPUS", "FROM HERE"], [[...row(s.total, "total"), ""], ...rows]);
 }
 
 async function nodesCmd(a) {

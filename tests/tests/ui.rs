@@ -255,6 +255,10 @@ fn the_library_installs_by_drag_and_by_keyboard_and_errors_match_the_cli() {
     let (_, inst) = a.get_any("/v1/installations/redis-2").unwrap();
     assert_eq!(inst["options"]["replicas"], json!(1), "{inst}");
 
+    // The pool, per datacenter, with whether this node reaches it.
+    b.type_into("#cmd", "status\u{E007}").unwrap();
+    b.wait_text("#panel-out", "FROM HERE", WAIT).unwrap();
+
     // A mistyped command: the CLI's error, nothing run.
     b.type_into("#cmd", "scael web 3\u{E007}").unwrap();
     let out = b
