@@ -1347,3 +1347,36 @@ fn a_datacenter_cut_off_is_one_fact_on_each_side() {
         eprintln!("seed {seed}: all 20 saw the cut within {took:?}, the heal within {back:?}");
     }
 }
+
+#[test]
+fn a_member_that_alone_cannot_reach_a_datacenter_counts_its_members_unreachable() {
+    // Node 0 of east (6 members) cannot reach west (14); everyone else
+    // reaches everyone. Its probes of west members fail and it suspects
+    // them, they refute through east, and SWIM holds them up: node 0 would
+    // count them reachable. The one fact says otherwise: west is
+    // unreachable from node 0, and its members up count as such (the node
+    // core then finds node 0 cut off, 6 of 20, and it places nothing).
+    let mut net = twenty_formed_with(1, Config::lan(), |i| if i < 6 { "east" } else { "west" });
+    net.run_for(Duration::from_secs(6));
+    assert_eq!(net.node(0).unreachable_members(), 0, "before the cut");
+    net.cut_from_other_dc.insert(0);
+    let seen = net.run_until_cond(Duration::from_secs(120), |n| {
+        n.nodes[0]
+            .as_ref()
+            .is_some_and(|m| m.unreachable_members() >= 10)
+    });
+    let now = net.now;
+    let west = net.node(0).datacenters(now);
+    assert!(seen, "node 0 never counted west's members: {west:?}");
+    assert!(
+        net.all_others_see(NodeId(1000), MemberState::Alive),
+        "the others hold node 0 alive"
+    );
+    net.cut_from_other_dc.clear();
+    assert!(
+        net.run_until_cond(Duration::from_secs(60), |n| n.nodes[0]
+            .as_ref()
+            .is_some_and(|m| m.unreachable_members() == 0)),
+        "node 0 still counts west unreachable after the heal"
+    );
+}

@@ -81,9 +81,8 @@ impl Membership {
     pub(super) fn refresh_dc_peers(&mut self) {
         let me = self.identity.id;
         self.peers.clear();
-        if self.config.cross_dc_gossip >= 1.0 && self.config.cross_dc_probes >= 1.0 {
-            return;
-        }
+        // Built whatever the budgets: `reach.rs` counts the members of a
+        // datacenter unreachable from here from them.
         for (id, r) in self.metas.held.iter() {
             if *id == me || self.range_sync.up_life(*id).is_none() {
                 continue;

@@ -199,6 +199,23 @@ impl Membership {
         self.reach.unreachable()
     }
 
+    /// Members up and not suspect here in the datacenters unreachable from
+    /// here: members this node does not reach although SWIM has not said
+    /// so of each yet. Drawn from the last housekeeping pass's lists of
+    /// each datacenter's members, less those no longer up (so that none is
+    /// counted both here and as failed); in O(their number), and 0 at once
+    /// while every datacenter is reached.
+    pub fn unreachable_members(&self) -> usize {
+        self.reach
+            .by_dc
+            .iter()
+            .filter(|(_, seen)| seen.unreachable())
+            .filter_map(|(dc, _)| self.peers.get(dc))
+            .flatten()
+            .filter(|id| !self.suspects.contains(id) && self.range_sync.up_life(**id).is_some())
+            .count()
+    }
+
     /// An authentic datagram from `sender` arrived.
     pub(super) fn reach_heard(&mut self, now: Instant, sender: NodeId) {
         let Some(record) = self.metas.held.get(&sender) else {

@@ -473,7 +473,9 @@ impl NodeCore {
         // placer: a node on the small side of a partition auctions none of
         // their keys, not even for an instant.
         let up = self.membership.num_active() + 1;
-        let cut_off = self.reach.cut_off(up);
+        let cut_off = self
+            .reach
+            .cut_off(up, self.membership.unreachable_members());
         if cut_off.is_some() != self.placer.cut_off().is_some() {
             self.out.push_back(Output::CutOff(cut_off));
         }
@@ -523,9 +525,12 @@ impl NodeCore {
                     dirty = true;
                     self.changed.insert(*id);
                 }
-                // A suspicion moves no key, but it counts towards being
-                // cut off (see `publish`).
-                GossipEvent::SuspicionChanged { .. } => dirty = true,
+                // A suspicion moves no key, nor does a datacenter
+                // unreachable from here, but both count towards being cut
+                // off (see `publish`).
+                GossipEvent::SuspicionChanged { .. }
+                | GossipEvent::DatacenterUnreachable { .. }
+                | GossipEvent::DatacenterReachable { .. } => dirty = true,
                 _ => {}
             }
             match &e {

@@ -72,9 +72,13 @@ impl Reach {
     }
 
     /// Whether this node is cut off, with `up` members up (alive or
-    /// suspect, itself included).
-    pub fn cut_off(&self, up: usize) -> Option<CutOff> {
-        let reachable = up.saturating_sub(self.suspect.len());
+    /// suspect, itself included), `beyond` of them neither suspect nor
+    /// reached: members of the datacenters unreachable from here
+    /// (`Membership::unreachable_members`). A datacenter cut off is one
+    /// fact here long before SWIM has suspected each of its members: at
+    /// 100,000 members a datacenter, hours (docs/simulation.md, Limits).
+    pub fn cut_off(&self, up: usize, beyond: usize) -> Option<CutOff> {
+        let reachable = up.saturating_sub(self.suspect.len() + beyond);
         CutOff::of(reachable, up + self.failed.len() + self.unseen)
     }
 }
@@ -98,7 +102,7 @@ mod tests {
     fn most_members_failed_or_suspect_cut_a_node_off() {
         let mut r = Reach::default();
         // Five members up (itself included): nobody unreachable.
-        assert_eq!(r.cut_off(5), None);
+        assert_eq!(r.cut_off(5, 0), None);
         // Two failed: 3 of 5 reachable.
         for n in [1, 2] {
             r.on_event(&Event::MemberDown {
@@ -106,14 +110,14 @@ mod tests {
                 reason: DownReason::Failed,
             });
         }
-        assert_eq!(r.cut_off(3), None);
+        assert_eq!(r.cut_off(3, 0), None);
         // A third suspected: 2 of 5.
         r.on_event(&Event::SuspicionChanged {
             id: identity(3).id,
             suspect: true,
         });
         assert_eq!(
-            r.cut_off(3),
+            r.cut_off(3, 0),
             Some(CutOff {
                 reachable: 2,
                 known: 5
@@ -124,22 +128,31 @@ mod tests {
             id: identity(3).id,
             suspect: false,
         });
-        assert_eq!(r.cut_off(3), None);
+        assert_eq!(r.cut_off(3, 0), None);
+        // Two of the three up are in a datacenter unreachable from here:
+        // 1 of 5.
+        assert_eq!(
+            r.cut_off(3, 2),
+            Some(CutOff {
+                reachable: 1,
+                known: 5
+            })
+        );
     }
 
     #[test]
     fn a_node_starting_with_peers_it_cannot_reach_is_cut_off_until_one_answers() {
         let mut r = Reach::default();
         r.expect(3);
-        assert!(r.cut_off(1).is_some());
+        assert!(r.cut_off(1, 0).is_some());
         r.on_event(&Event::MemberUp {
             identity: identity(1),
         });
-        assert_eq!(r.cut_off(2), None);
+        assert_eq!(r.cut_off(2, 0), None);
         // One join address only: 1 of 2, half, not cut off.
         let mut r = Reach::default();
         r.expect(1);
-        assert_eq!(r.cut_off(1), None);
+        assert_eq!(r.cut_off(1, 0), None);
     }
 
     #[test]
@@ -152,30 +165,30 @@ mod tests {
             });
         }
         // 2 up of 5 known.
-        assert!(r.cut_off(2).is_some());
+        assert!(r.cut_off(2, 0).is_some());
         r.on_event(&Event::MemberDown {
             identity: identity(1),
             reason: DownReason::Left,
         });
         // 2 of 4: half, not most.
-        assert_eq!(r.cut_off(2), None);
+        assert_eq!(r.cut_off(2, 0), None);
         r.on_event(&Event::MemberDown {
             identity: identity(4),
             reason: DownReason::Failed,
         });
-        assert!(r.cut_off(2).is_some());
+        assert!(r.cut_off(2, 0).is_some());
         r.set_forgotten(&[identity(4).id].into());
-        assert_eq!(r.cut_off(2), None);
+        assert_eq!(r.cut_off(2, 0), None);
         // A forgotten node's lives are declared down again: not counted.
         r.on_event(&Event::MemberDown {
             identity: identity(4),
             reason: DownReason::Failed,
         });
-        assert_eq!(r.cut_off(2), None);
+        assert_eq!(r.cut_off(2, 0), None);
         // A member back up is reachable again.
         r.on_event(&Event::MemberUp {
             identity: identity(2),
         });
-        assert_eq!(r.cut_off(3), None);
+        assert_eq!(r.cut_off(3, 0), None);
     }
 }
