@@ -127,12 +127,15 @@ fn installations_side_by_side_upgrade_rollback_and_uninstall_their_own_jobs() {
         Ok(s["status"] == "healthy" && s["jobs"].as_array().map(Vec::len) == Some(2))
     });
 
-    // Uninstall demo-1: its jobs go, demo-2's and the user's stay.
+    // Uninstall demo-1 through agent 1: its jobs go, demo-2's and the
+    // user's stay. Agent 0 sees it once the deletion has replicated there.
     let (code, body) = c.agents[1].delete("/v1/installations/demo-1").unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "uninstalled");
+    wait_until("demo-1's jobs gone at agent 0", SETTLE, || {
+        Ok(!live_jobs(&c, 0).iter().any(|j| j.starts_with("demo-1")))
+    });
     let jobs = live_jobs(&c, 0);
-    assert!(!jobs.iter().any(|j| j.starts_with("demo-1")), "{jobs:?}");
     assert!(jobs.contains(&"demo-2/master".to_owned()) && jobs.contains(&"mine".to_owned()));
     assert_eq!(status(&c, 0, "demo-2").unwrap()["status"], "healthy");
     let list: Vec<Value> = c.agents[0].get("/v1/installations").unwrap();
