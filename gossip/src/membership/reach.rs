@@ -194,11 +194,6 @@ impl Membership {
         self.reach.view(now)
     }
 
-    /// Datacenters unreachable from here now.
-    pub fn datacenters_unreachable(&self) -> usize {
-        self.reach.unreachable()
-    }
-
     /// Members up and not suspect here in the datacenters unreachable from
     /// here: members this node does not reach although SWIM has not said
     /// so of each yet. Drawn from the last housekeeping pass's lists of
