@@ -61,23 +61,38 @@ const PENDING_PER_DC: usize = 4;
 /// Downs waiting to have lasted, at most, in all.
 const PENDING_DOWNS: usize = 256;
 
-/// What this node saw of one datacenter.
-#[derive(Clone, Debug, Default)]
+/// What this node saw of one datacenter (an entry exists once a datagram
+/// from one of its members arrived).
+#[derive(Clone, Debug)]
 pub(super) struct Seen {
     /// When a datagram from one of its members last arrived.
-    heard: Option<Instant>,
+    heard: Instant,
     /// Failures of its members counted since then.
     failures: u32,
     /// The member of the first, so that its probe failing and its down
-    /// count once toward [`UNREACHABLE_AFTER`].
-    first: Option<NodeId>,
-    /// When the first happened.
-    failing_since: Option<Instant>,
+    /// count once toward [`UNREACHABLE_AFTER`], and when it failed.
+    first: Option<(NodeId, Instant)>,
 }
 
 impl Seen {
+    fn heard_at(now: Instant) -> Seen {
+        Seen {
+            heard: now,
+            failures: 0,
+            first: None,
+        }
+    }
+
     fn unreachable(&self) -> bool {
         self.failures >= UNREACHABLE_AFTER
+    }
+
+    /// How long it has been unreachable, if it is.
+    fn unreachable_for(&self, now: Instant) -> Option<Duration> {
+        match self.first {
+            Some((_, since)) if self.unreachable() => Some(now.saturating_duration_since(since)),
+            _ => None,
+        }
     }
 }
 
@@ -111,18 +126,13 @@ impl Reach {
     /// A datagram from a member of `dc` arrived: `Some(how long it was
     /// unreachable)` when that ends an unreachable spell.
     fn heard(&mut self, dc: &str, now: Instant) -> Option<Duration> {
-        let seen = match self.by_dc.get_mut(dc) {
-            Some(seen) => seen,
-            None => self.by_dc.entry(dc.to_owned()).or_default(),
-        };
-        let ended = seen
-            .unreachable()
-            .then(|| now.saturating_duration_since(seen.failing_since.unwrap_or(now)));
-        *seen = Seen {
-            heard: Some(now),
-            ..Seen::default()
-        };
-        ended
+        match self.by_dc.get_mut(dc) {
+            Some(seen) => std::mem::replace(seen, Seen::heard_at(now)).unreachable_for(now),
+            None => {
+                self.by_dc.insert(dc.to_owned(), Seen::heard_at(now));
+                None
+            }
+        }
     }
 
     /// A member of `dc` failed at `at` as seen here: `true` when that makes
@@ -132,14 +142,11 @@ impl Reach {
         let Some(seen) = self.by_dc.get_mut(dc) else {
             return false;
         };
-        if seen.heard.is_some_and(|heard| heard > at)
-            || (seen.failures == 1 && seen.first == Some(member))
-        {
+        if seen.heard > at || (seen.failures == 1 && seen.first.is_some_and(|(m, _)| m == member)) {
             return false;
         }
         if seen.failures == 0 {
-            seen.first = Some(member);
-            seen.failing_since = Some(at);
+            seen.first = Some((member, at));
         }
         seen.failures = seen.failures.saturating_add(1);
         seen.failures == UNREACHABLE_AFTER
@@ -172,11 +179,9 @@ impl Reach {
             .iter()
             .map(|(dc, seen)| DcReach {
                 dc: dc.clone(),
-                heard_ago: now.saturating_duration_since(seen.heard.unwrap_or(now)),
+                heard_ago: now.saturating_duration_since(seen.heard),
                 failures: seen.failures,
-                unreachable_for: seen
-                    .unreachable()
-                    .then(|| now.saturating_duration_since(seen.failing_since.unwrap_or(now))),
+                unreachable_for: seen.unreachable_for(now),
             })
             .collect()
     }
