@@ -132,8 +132,9 @@ fn installations_side_by_side_upgrade_rollback_and_uninstall_their_own_jobs() {
     let (code, body) = c.agents[1].delete("/v1/installations/demo-1").unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "uninstalled");
-    wait_until("demo-1's jobs gone at agent 0", SETTLE, || {
-        Ok(!live_jobs(&c, 0).iter().any(|j| j.starts_with("demo-1")))
+    wait_until("demo-1 and its jobs gone at agent 0", SETTLE, || {
+        let list: Vec<Value> = c.agents[0].get("/v1/installations")?;
+        Ok(list.len() == 1 && !live_jobs(&c, 0).iter().any(|j| j.starts_with("demo-1")))
     });
     let jobs = live_jobs(&c, 0);
     assert!(jobs.contains(&"demo-2/master".to_owned()) && jobs.contains(&"mine".to_owned()));
