@@ -382,6 +382,17 @@ struct AgentArgs {
     #[arg(long, value_name = "X")]
     suspicion_mult: Option<f64>,
 
+    /// Treat a datacenter of at least N members (and at least half as large
+    /// as this node's) as one: this node's probes of its members only check
+    /// that it is reached, a cut of it is one fact ("unreachable from here",
+    /// `shoal status`) rather than a suspicion and a down per member, and
+    /// its members leave placement while it is unreachable. Its members are
+    /// declared failed from here only after 10 minutes unreachable. For
+    /// datacenters of thousands of nodes; 0 (the default) is off. Set the
+    /// same on every node. Kept in the data dir (see docs/gossip.md).
+    #[arg(long, value_name = "N")]
+    reach_only_dc_size: Option<usize>,
+
     /// A one-node cluster for trying shoal: temporary data dir, API on
     /// 127.0.0.1:5480, no authentication.
     #[arg(long)]
@@ -592,6 +603,7 @@ fn run_agent(args: &AgentArgs, token: Option<String>) -> anyhow::Result<()> {
         cpus: args.cpus,
         memory_mb: args.memory_mb,
         suspicion_mult: args.suspicion_mult,
+        reach_only_dc_size: args.reach_only_dc_size,
         gossip: args.gossip.map(|g| {
             match g {
                 GossipPreset::Lan => "lan",

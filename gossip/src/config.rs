@@ -64,6 +64,27 @@ pub struct Config {
     /// 1 keeps foca's choice. See docs/gossip.md, "Probes stay in the
     /// datacenter".
     pub cross_dc_probes: f64,
+    /// A probe from here of a member of another datacenter with at least
+    /// this many members up, and left to its own probes by the rule of
+    /// `cross_dc_probes`, only checks that the datacenter is reached: when
+    /// it fails (directly and indirectly) it suspects nobody and counts
+    /// towards "unreachable from here"; that datacenter's own members decide
+    /// whether one of them failed. A datacenter cut off is then one fact on
+    /// each side, not a suspicion and a down per member (at 100,000 members
+    /// a datacenter, hours of rumors), and the cut heals with no member
+    /// renewing its identity. A smaller datacenter is probed as any member.
+    /// 0 turns it off. See docs/gossip.md, "Datacenters unreachable from
+    /// here". Off (0) in the presets: a datacenter lost whole is then
+    /// one fact too, and its members are declared failed only after
+    /// `dc_lost_after`; meant for datacenters of thousands, where SWIM's
+    /// per-member rumors of a cut do not settle in minutes
+    /// (docs/simulation.md, Limits).
+    pub reach_only_dc_size: usize,
+    /// How long a datacenter stays unreachable from here before its
+    /// members are probed from here as any member again (suspected, then
+    /// declared failed) despite `reach_only_dc_size`: a datacenter lost
+    /// for good leaves the member lists.
+    pub dc_lost_after: Duration,
     /// Suspicion timeout = `suspicion_mult × max(1, log10 N) × probe_period`,
     /// at least `suspicion_min`. Higher means fewer false positives under
     /// loss or load, and slower detection.
@@ -145,6 +166,8 @@ impl Config {
             gossip_fanout: 3,
             cross_dc_gossip: 0.1,
             cross_dc_probes: 0.1,
+            reach_only_dc_size: 0,
+            dc_lost_after: Duration::from_secs(600),
             suspicion_mult: 3.0,
             suspicion_min: Duration::from_secs(2),
             suspicion_confirmed_mult: 1.0,

@@ -1349,6 +1349,60 @@ fn a_datacenter_cut_off_is_one_fact_on_each_side() {
 }
 
 #[test]
+fn a_large_datacenter_cut_off_is_one_fact_and_no_member_goes_down() {
+    // The same cut with each datacenter of ten counted as large
+    // (`reach_only_dc_size`, 64 by default): a probe from here of a member
+    // of the other one only checks that it is reached. The cut is then
+    // the one fact on each side, and no member is suspected or declared
+    // failed, on either side; after the heal nobody renews its identity.
+    // With `reach_only_dc_size = 0` every member of the other side goes
+    // down during the cut (the test above).
+    let config = Config {
+        reach_only_dc_size: 5,
+        ..Config::lan()
+    };
+    let mut net = twenty_formed_split(1, config, 2);
+    net.run_for(Duration::from_secs(6));
+    assert!(all_see_reach(&net, true), "before the cut");
+    let from = net.log.len();
+    net.cut_from_other_dc.extend((0..20).filter(|i| i % 2 == 1));
+    let cut_at = net.now;
+    // Only this node's own probes across say it, one in ten of them.
+    assert!(
+        net.run_until_cond(Duration::from_secs(150), |n| all_see_reach(n, false)),
+        "not every member saw the other datacenter unreachable"
+    );
+    let took = net.now.saturating_duration_since(cut_at);
+    net.cut_from_other_dc.clear();
+    let healed_at = net.now;
+    assert!(
+        net.run_until_cond(Duration::from_secs(90), |n| all_see_reach(n, true)),
+        "not reached again after the heal"
+    );
+    let back = net.now.saturating_duration_since(healed_at);
+    net.run_for(Duration::from_secs(10));
+    let told = |what: &str| net.log[from..].iter().filter(|l| l.contains(what)).count();
+    assert_eq!(told("DatacenterUnreachable"), 20, "once per member");
+    assert_eq!(told("DatacenterReachable"), 20, "once per member");
+    for what in [
+        "MemberDown",
+        "IdentityRenewed",
+        "MemberRenewed",
+        "suspect: true",
+    ] {
+        assert_eq!(told(what), 0, "{what} during or after the cut");
+    }
+    let failed: u64 = net
+        .running()
+        .map(|(_, m)| m.stats().reach_probes_failed)
+        .sum();
+    assert!(failed >= 40, "{failed} probes across failed");
+    eprintln!(
+        "all 20 saw the cut within {took:?}, the heal within {back:?}; {failed} probes failed"
+    );
+}
+
+#[test]
 fn a_member_that_alone_cannot_reach_a_datacenter_counts_its_members_unreachable() {
     // Node 0 of east (6 members) cannot reach west (14); everyone else
     // reaches everyone. Its probes of west members fail and it suspects

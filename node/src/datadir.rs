@@ -146,6 +146,9 @@ pub struct StoredSettings {
     /// `--suspicion-mult`.
     #[serde(default)]
     pub suspicion_mult: Option<f64>,
+    /// `--reach-only-dc-size`.
+    #[serde(default)]
+    pub reach_only_dc_size: Option<usize>,
     /// Drained by `shoal node drain` (kept across restarts).
     #[serde(default)]
     pub draining: Option<bool>,

@@ -12,6 +12,7 @@
 //! | `shoal_gossip_suspicions_shortened_total` | counter | down timers moved earlier by other members' confirmations |
 //! | `shoal_gossip_gossip_kept_in_dc_total` | counter | gossip datagrams sent within the datacenter instead of across (`cross_dc_gossip`) |
 //! | `shoal_gossip_probes_kept_in_dc_total` | counter | probes of another datacenter's members left to that datacenter (`cross_dc_probes`) |
+//! | `shoal_gossip_reach_probes_failed_total` | counter | probes of a member of a large datacenter elsewhere that failed and suspected nobody: counted towards that datacenter being unreachable from here (`reach_only_dc_size`) |
 //! | `shoal_gossip_indirect_probes_moved_total` | counter | asks to probe a silent member sent to a member of its datacenter instead of foca's helper |
 //! | `shoal_gossip_dcs_unreachable` | gauge | datacenters unreachable from this node: their members fail as it sees them and nothing arrives from them (docs/gossip.md) |
 //! | `shoal_gossip_local_health` | gauge | Lifeguard's score: probe timing stretched `1 + score` times |
@@ -198,6 +199,12 @@ pub fn render(
         "probes_kept_in_dc",
         "Probes of another datacenter's members taken back and left to that datacenter's own probes (cross_dc_probes)",
         stats.probes_kept_in_dc,
+    );
+    single(
+        registry,
+        "reach_probes_failed",
+        "Probes of a member of a large datacenter elsewhere that failed and suspected nobody, counted towards that datacenter being unreachable from here (reach_only_dc_size)",
+        stats.reach_probes_failed,
     );
     single(
         registry,

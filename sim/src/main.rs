@@ -100,6 +100,13 @@ struct Cli {
     /// choice).
     #[arg(long)]
     cross_dc_probes: Option<f64>,
+    /// Override the preset's `reach_only_dc_size` (0, off, in the
+    /// presets): probes of the members of another datacenter with at least
+    /// this many members only check that it is reached, so that a cut of
+    /// it is one fact on each side, not a suspicion and a down per member
+    /// (full mode; docs/gossip.md).
+    #[arg(long)]
+    reach_only_dc_size: Option<usize>,
     /// Datacenters (nodes are spread round-robin).
     #[arg(long, default_value_t = 2)]
     dcs: usize,
@@ -222,6 +229,7 @@ impl Cli {
         p.indirect_probes = self.indirect_probes;
         p.cross_dc_gossip = self.cross_dc_gossip;
         p.cross_dc_probes = self.cross_dc_probes;
+        p.reach_only_dc_size = self.reach_only_dc_size;
         p.dcs = self.dcs;
         p.zones = self.zones;
         if let Some(l) = self.loss {

@@ -172,6 +172,8 @@ pub struct Params {
     pub cross_dc_gossip: Option<f64>,
     /// Override of the preset's `cross_dc_probes`.
     pub cross_dc_probes: Option<f64>,
+    /// Override of the preset's `reach_only_dc_size`.
+    pub reach_only_dc_size: Option<usize>,
     /// Datacenters.
     pub dcs: usize,
     /// Zones per datacenter.
@@ -239,6 +241,7 @@ impl Params {
             indirect_probes: None,
             cross_dc_gossip: None,
             cross_dc_probes: None,
+            reach_only_dc_size: None,
             dcs: 2,
             zones: 3,
             latency: Latency::default(),
@@ -296,6 +299,9 @@ impl Params {
         }
         if let Some(x) = self.cross_dc_probes {
             c.cross_dc_probes = x;
+        }
+        if let Some(x) = self.reach_only_dc_size {
+            c.reach_only_dc_size = x;
         }
         c.validate()
             .map_err(|e| crate::SimError::Params(e.to_string()))?;
@@ -357,6 +363,9 @@ impl Params {
         }
         if let Some(x) = self.cross_dc_probes {
             c += &format!(" --cross-dc-probes {x}");
+        }
+        if let Some(x) = self.reach_only_dc_size {
+            c += &format!(" --reach-only-dc-size {x}");
         }
         if self.dcs != d.dcs {
             c += &format!(" --dcs {}", self.dcs);

@@ -905,6 +905,7 @@ pub fn validate(
         p.indirect_probes = base.indirect_probes;
         p.cross_dc_gossip = base.cross_dc_gossip;
         p.cross_dc_probes = base.cross_dc_probes;
+        p.reach_only_dc_size = base.reach_only_dc_size;
         // Formation too (`--warm`; the model starts formed either way).
         p.warm = base.warm;
         p.loss = Some(loss);

@@ -169,6 +169,45 @@ fn one_datacenter_of_five_cut_off_under_loss_heals_to_one_copy_and_one_view() {
 }
 
 #[test]
+fn a_large_datacenter_cut_off_is_one_fact_with_no_member_down() {
+    // The same cut with each datacenter of 30 counted as large
+    // (`--reach-only-dc-size 16`): probes across only check that a
+    // datacenter is reached. Nobody declares anyone on the other side
+    // down, each node still sees each datacenter on the other side
+    // unreachable, the larger side replaces the cut side's tasks (its
+    // members leave the placers' views with the fact: no down would come),
+    // and the heal leaves one copy of each task.
+    let mut p = params(Scenario::Partition, 150, 1);
+    p.dcs = 5;
+    p.partition_one = true;
+    p.loss = Some(0.01);
+    p.reach_only_dc_size = Some(16);
+    // Only a node's own probes across say it: give them time.
+    p.partition = Duration::from_secs(120);
+    p.duration = Duration::from_secs(150);
+    let r = run(p);
+    assert_all_ok(&r);
+    assert!(
+        r.command.contains("--reach-only-dc-size 16"),
+        "{}",
+        r.command
+    );
+    assert!(r.net.cut > 0);
+    assert_eq!(
+        r.partition_downs, 0,
+        "a member across the cut declared down"
+    );
+    assert_eq!(r.false_positives, 0);
+    assert!(r.duplicates > 0, "the cut side's tasks were not replaced");
+    assert_eq!(r.duplicates_after_convergence, 0);
+    let reach = r.reach.expect("reach is reported for runs with a cut");
+    assert_eq!(reach.pairs_cut, 120 + 30 * 4, "{reach:?}");
+    assert_eq!(reach.seen_unreachable, reach.pairs_cut, "{reach:?}");
+    assert_eq!(reach.wrong_unreachable, 0, "{reach:?}");
+    assert_eq!(reach.reached_again, reach.pairs_cut, "{reach:?}");
+}
+
+#[test]
 fn a_datacenter_lost_whole_is_seen_unreachable_by_every_survivor() {
     // The last of two datacenters crashes at once: every survivor's one
     // fact per datacenter says so, and says nothing of its own.

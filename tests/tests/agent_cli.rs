@@ -12,7 +12,12 @@ fn founding_prints_the_join_command_and_writes_its_files() {
     let mut c = Cluster::new();
     c.start(&Spec {
         name: "founder".into(),
-        args: vec!["--suspicion-mult".into(), "1.5".into()],
+        args: vec![
+            "--suspicion-mult".into(),
+            "1.5".into(),
+            "--reach-only-dc-size".into(),
+            "64".into(),
+        ],
         ..Default::default()
     });
     let a = &mut c.agents[0];
@@ -68,7 +73,10 @@ fn founding_prints_the_join_command_and_writes_its_files() {
     wait_until(
         "the restarted agent's timing",
         Duration::from_secs(10),
-        || Ok(a.log().matches("suspicion_mult=1.5").count() >= 2),
+        || {
+            Ok(a.log().matches("suspicion_mult=1.5").count() >= 2
+                && a.log().matches("reach_only_dc_size=64").count() >= 2)
+        },
     );
 }
 

@@ -51,6 +51,22 @@
 //! ask is readdressed too, so that the accusation of Lifeguard's
 //! confirmations goes to the member that pinged.
 //!
+//! ## Probes that only check reach
+//!
+//! With `reach_only_dc_size` set, a datacenter with at least that many
+//! members up (and at least half as large as this node's) is left to its
+//! own probes altogether: a probe from here of one of its members that the
+//! budget keeps only checks that the datacenter is reached. It goes out
+//! and is answered as any probe (directly, then through helpers near the
+//! target); if no answer came by the next probe period, the core counts
+//! it against the datacenter (`reach.rs`) and, before foca judges the
+//! probe, hands foca an ack from the target at incarnation 0, so that foca
+//! counts the probe answered and suspects nobody; what foca makes of that
+//! ack (its notice of it) is dropped. A cut of such a datacenter is then
+//! one fact on each side, with no per-member suspicion, until it has been
+//! unreachable from here for `dc_lost_after`, after which its members are
+//! probed as any (a datacenter lost for good leaves the lists).
+//!
 //! A member's datacenter is its metadata's `dc`; members whose metadata is
 //! not held yet count as another datacenter's and are left as foca chose.
 //! The lists of each datacenter's members up are rebuilt at each
@@ -60,12 +76,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use foca::{Message, OwnedNotification, ProbeNumber, Timer};
+use foca::{Header, Message, OwnedNotification, ProbeNumber, Timer};
 use rand::RngExt;
 
 use crate::kind::{SendKind, swim_header, swim_packet};
 use crate::wire::Body;
-use crate::{NodeId, NodeIdentity};
+use crate::{Instant, NodeId, NodeIdentity};
 
 use super::Membership;
 
@@ -112,8 +128,10 @@ impl Membership {
 
     /// Fires foca's probe timer: the probe it starts of a member of another
     /// datacenter is taken back, outside the `cross_dc_probes` budget, and
-    /// the timer fired again (see the module's notes).
-    pub(super) fn probe_round(&mut self, timer: Timer<NodeIdentity>) {
+    /// the timer fired again (see the module's notes). The probe that
+    /// ended first settles, if it only checked a datacenter's reach.
+    pub(super) fn probe_round(&mut self, now: Instant, timer: Timer<NodeIdentity>) {
+        self.settle_reach_probe(now);
         for pick in 1..=PROBE_PICKS {
             let (sends, timers, notes) = (
                 self.runtime.sends.len(),
@@ -121,16 +139,14 @@ impl Membership {
                 self.runtime.notes.len(),
             );
             let _ = self.swim.handle_timer(timer.clone(), &mut self.runtime);
-            if pick == PROBE_PICKS {
-                return;
-            }
             let Some(at) = (sends..self.runtime.sends.len())
                 .find(|&i| SendKind::of(&Body::Swim(&self.runtime.sends[i].1)) == SendKind::Ping)
             else {
                 return;
             };
-            if !self.leaves_probe_to_its_dc(&self.runtime.sends[at].0.clone()) {
-                return;
+            let to = self.runtime.sends[at].0.clone();
+            if pick == PROBE_PICKS || !self.leaves_probe_to_its_dc(&to) {
+                return self.watch_reach_probe(now, &to, at);
             }
             let Some((_, ping)) = self.runtime.sends.remove(at) else {
                 return;
@@ -153,21 +169,127 @@ impl Membership {
         }
     }
 
+    /// The size of `to`'s datacenter, if it is another one at least half
+    /// as large as this node's, which has members of its own up: one whose
+    /// members its own probes check (see the module's notes).
+    fn checked_by_its_dc(&self, to: &NodeIdentity) -> Option<usize> {
+        if !self.has_local_peers() {
+            return None;
+        }
+        let theirs = self.metas.held.get(&to.id)?;
+        if theirs.meta.dc == self.meta.dc {
+            return None;
+        }
+        let size = self.dc_size(&theirs.meta.dc);
+        (2 * size >= self.dc_size(&self.meta.dc)).then_some(size)
+    }
+
     /// Whether a probe of `to` is left to its datacenter's own members.
     fn leaves_probe_to_its_dc(&mut self, to: &NodeIdentity) -> bool {
-        if self.config.cross_dc_probes >= 1.0 || !self.has_local_peers() {
-            return false;
-        }
-        let Some(theirs) = self.metas.held.get(&to.id) else {
-            return false;
+        self.config.cross_dc_probes < 1.0
+            && self.checked_by_its_dc(to).is_some()
+            && self.rng.random::<f64>() >= self.config.cross_dc_probes
+    }
+
+    /// Remembers the probe foca sent to `to` (the ping at `at` in the
+    /// queue) if it only checks that `to`'s datacenter is reached: `to` is
+    /// in a datacenter of at least `reach_only_dc_size` members that its
+    /// own probes check.
+    fn watch_reach_probe(&mut self, now: Instant, to: &NodeIdentity, at: usize) {
+        let Some(dc) = self.metas.held.get(&to.id).map(|r| Arc::clone(&r.meta)) else {
+            return;
         };
-        if theirs.meta.dc == self.meta.dc {
-            return false;
+        if !self.reach_only(now, &dc.dc) || self.checked_by_its_dc(to).is_none() {
+            return;
         }
-        if 2 * self.dc_size(&theirs.meta.dc) < self.dc_size(&self.meta.dc) {
-            return false;
+        let Some((header, _)) = swim_header(&self.runtime.sends[at].1) else {
+            return;
+        };
+        if let Message::Ping(number) = header.message {
+            self.reach_probe = Some(ReachProbe {
+                target: to.clone(),
+                number,
+                answered: false,
+            });
         }
-        self.rng.random::<f64>() >= self.config.cross_dc_probes
+    }
+
+    /// Whether datacenter `dc`, another one, is large enough that this
+    /// node's probes of its members only check that it is reached (if it
+    /// is also at least half as large as this node's and this node has
+    /// members of its own up): it has at least `reach_only_dc_size`
+    /// members up. Its members are then declared failed only by others'
+    /// probes (while it is unreachable, by none seen from here) until it
+    /// has been unreachable for `dc_lost_after`.
+    pub fn reach_only_dc(&self, dc: &str) -> bool {
+        let min = self.config.reach_only_dc_size;
+        min > 0 && dc != self.meta.dc && self.dc_size(dc) >= min
+    }
+
+    /// [`reach_only_dc`](Self::reach_only_dc), unless `dc` has been
+    /// unreachable from here for `dc_lost_after`.
+    fn reach_only(&self, now: Instant, dc: &str) -> bool {
+        self.reach_only_dc(dc)
+            && self
+                .reach
+                .unreachable_since(dc, now)
+                .is_none_or(|d| d < self.config.dc_lost_after)
+    }
+
+    /// Notes an answer to the probe that checks a datacenter's reach: an
+    /// ack from its target, or forwarded by a helper.
+    pub(super) fn reach_probe_answered(&mut self, header: &Header<NodeIdentity>) {
+        let Some(probe) = &mut self.reach_probe else {
+            return;
+        };
+        match &header.message {
+            Message::Ack(n) if *n == probe.number && header.src == probe.target => {
+                probe.answered = true;
+            }
+            Message::ForwardedAck {
+                origin,
+                probe_number,
+            } if *probe_number == probe.number && *origin == probe.target => {
+                probe.answered = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Before foca judges the probe that ended: one that only checked a
+    /// datacenter's reach and got no answer, directly or through helpers,
+    /// counts against that datacenter, and foca is handed an ack from its
+    /// target (at incarnation 0, which tells foca nothing about the
+    /// member) so that it suspects nobody. What foca makes of the ack (its
+    /// notice of it) is dropped.
+    fn settle_reach_probe(&mut self, now: Instant) {
+        let Some(probe) = self.reach_probe.take() else {
+            return;
+        };
+        if probe.answered || !self.is_up(&probe.target) {
+            return;
+        }
+        let header = Header {
+            src: probe.target.clone(),
+            src_incarnation: 0,
+            dst: self.swim.identity().clone(),
+            message: Message::Ack(probe.number),
+        };
+        // No membership update follows the header.
+        let Some(ack) = swim_packet(&header, &[0, 0]) else {
+            return;
+        };
+        let (sends, timers, notes) = (
+            self.runtime.sends.len(),
+            self.runtime.timers.len(),
+            self.runtime.notes.len(),
+        );
+        let _ = self.swim.handle_data(&ack, &mut self.runtime);
+        self.runtime.sends.truncate(sends);
+        self.runtime.timers.truncate(timers);
+        self.runtime.notes.truncate(notes);
+        self.stats.reach_probes_failed += 1;
+        self.reach_probe_failed(now, probe.target.id);
     }
 
     /// The updates a taken-back ping carries, as a gossip datagram to a
@@ -345,6 +467,14 @@ fn retain_from<T>(queue: &mut VecDeque<T>, from: usize, keep: impl FnMut(&T) -> 
     let mut added = queue.split_off(from);
     added.retain(keep);
     queue.append(&mut added);
+}
+
+/// A probe of a member of a large datacenter elsewhere, which only checks
+/// that the datacenter is reached (`Config::reach_only_dc_size`).
+pub(super) struct ReachProbe {
+    target: NodeIdentity,
+    number: ProbeNumber,
+    answered: bool,
 }
 
 /// A member of the target's datacenter asked to probe in place of one of

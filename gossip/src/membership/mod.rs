@@ -172,6 +172,8 @@ pub struct Membership {
     peers: std::collections::BTreeMap<String, Vec<NodeId>>,
     /// Members asked to probe in place of foca's helpers (`locality.rs`).
     relays: Vec<locality::Relay>,
+    /// The probe in flight, if it only checks a datacenter's reach.
+    reach_probe: Option<locality::ReachProbe>,
     /// Which datacenters this node reaches (`reach.rs`).
     reach: reach::Reach,
     datagrams: Datagrams,
@@ -240,6 +242,7 @@ impl Membership {
             health: 0,
             peers: std::collections::BTreeMap::new(),
             relays: Vec::new(),
+            reach_probe: None,
             reach: reach::Reach::default(),
             datagrams: Datagrams::new(security),
             app_digest: AppDigest::default(),
@@ -536,7 +539,7 @@ impl Membership {
             return;
         };
         match kind {
-            TimerKind::Swim(timer) => self.fire_swim_timer(timer),
+            TimerKind::Swim(timer) => self.fire_swim_timer(now, timer),
             TimerKind::JoinRetry => self.join_retry(now),
             TimerKind::MemberSyncRetry(page) => self.member_sync_retry(now, page),
             TimerKind::MemberSyncFollowUp(previous) => self.member_sync_follow_up(now, previous),

@@ -22,7 +22,9 @@
 //! from here (`cross_dc_probes`; `locality.rs`), and in a small cluster the
 //! members of a datacenter cut off are all declared failed, by others'
 //! probes, within seconds, after which no one probes them; in a large one
-//! this node's own probes say it first. A down counts only once it has
+//! this node's own probes say it first (with `reach_only_dc_size`, the only
+//! sign for a large datacenter, whose members are not suspected from
+//! here: `locality.rs`). A down counts only once it has
 //! lasted, because after a partition heals the far side's downs of members
 //! on this side (decided while it could not reach them) arrive in a
 //! burst, and those members come back up, with a new life, within seconds.
@@ -189,6 +191,11 @@ impl Reach {
     fn unreachable(&self) -> usize {
         self.by_dc.values().filter(|s| s.unreachable()).count()
     }
+
+    /// How long datacenter `dc` has been unreachable, if it is.
+    pub(super) fn unreachable_since(&self, dc: &str, now: Instant) -> Option<Duration> {
+        self.by_dc.get(dc)?.unreachable_for(now)
+    }
 }
 
 impl Membership {
@@ -214,6 +221,17 @@ impl Membership {
             .flatten()
             .filter(|id| !self.suspects.contains(id) && self.range_sync.up_life(**id).is_some())
             .count()
+    }
+
+    /// Whether datacenter `dc` is unreachable from here.
+    pub fn dc_unreachable(&self, dc: &str) -> bool {
+        self.reach.by_dc.get(dc).is_some_and(Seen::unreachable)
+    }
+
+    /// The members of datacenter `dc` up at the last housekeeping pass
+    /// (this node excluded).
+    pub fn members_in_dc(&self, dc: &str) -> &[NodeId] {
+        self.peers.get(dc).map_or(&[], Vec::as_slice)
     }
 
     /// An authentic datagram from `sender` arrived.

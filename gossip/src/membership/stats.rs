@@ -95,6 +95,11 @@ pub struct Stats {
     /// core took back, leaving that member to its own datacenter's probes
     /// (`cross_dc_probes`; `membership/locality.rs`).
     pub probes_kept_in_dc: u64,
+    /// Probes of a member of a large datacenter elsewhere that failed and
+    /// suspected nobody: they counted towards that datacenter being
+    /// unreachable from here (`Config::reach_only_dc_size`;
+    /// `membership/locality.rs`).
+    pub reach_probes_failed: u64,
     /// Asks to probe a silent member indirectly sent to a member of its
     /// datacenter instead of foca's helper (`membership/locality.rs`).
     pub indirect_probes_moved: u64,

@@ -128,10 +128,10 @@ impl Membership {
 
     /// Hands foca one of its timers; a member it then removes for good is
     /// forgotten by every part.
-    pub(super) fn fire_swim_timer(&mut self, timer: Timer<NodeIdentity>) {
+    pub(super) fn fire_swim_timer(&mut self, now: Instant, timer: Timer<NodeIdentity>) {
         let removed = match &timer {
             Timer::RemoveDown(id) => Some(id.id),
-            Timer::ProbeRandomMember(_) => return self.probe_round(timer),
+            Timer::ProbeRandomMember(_) => return self.probe_round(now, timer),
             Timer::SendIndirectProbe { .. } => return self.indirect_round(timer),
             _ => None,
         };
@@ -258,6 +258,7 @@ impl Membership {
             },
             OwnedNotification::DataReceived(header) => {
                 self.suspicions.heard_from(header.src.id);
+                self.reach_probe_answered(&header);
                 if let Message::Ack(n) = header.message
                     && self.probes.answered(now, header.src.id, n, &mut self.stats)
                 {

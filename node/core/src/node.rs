@@ -450,15 +450,24 @@ impl NodeCore {
     /// Hands the placer the members that changed since the last publish:
     /// those up (alive or suspect, with a metadata record) as their
     /// current record, the others as gone. A suspect stays until it is
-    /// declared down, so that a false suspicion moves no key.
+    /// declared down, so that a false suspicion moves no key. The members
+    /// of a large datacenter unreachable from here, whose members SWIM
+    /// here does not suspect (`reach_only_dc_size`), are gone too, up or
+    /// not: the keys they coordinate need a coordinator on this side, and
+    /// their tasks are replaced as the jobs' `[disconnect]` says.
     fn publish(&mut self, now: Instant, wall_ms: u64) {
         self.published = Some(now);
         let changed = std::mem::take(&mut self.changed);
         let mut infos = Vec::new();
         let mut view = ViewChange::default();
+        let me = self.membership.identity().id;
         for id in changed {
             let had = self.placer.has_member(id);
-            match self.membership.up_meta(id) {
+            let meta = self
+                .membership
+                .up_meta(id)
+                .filter(|meta| id == me || !self.lost_with_dc(&meta.dc));
+            match meta {
                 Some(meta) => {
                     infos.push(self.infos.info(NodeInfo::from_meta(id, meta)));
                     if !had {
@@ -483,6 +492,13 @@ impl NodeCore {
         self.placer.update_members(now, wall_ms, infos, &view.left);
         self.out.push_back(Output::Published(view));
         self.after_place(now, wall_ms);
+    }
+
+    /// Whether the members of datacenter `dc` count as gone for the
+    /// placer: it is unreachable from here, and SWIM here does not
+    /// suspect its members (`reach_only_dc_size`), so no down would come.
+    fn lost_with_dc(&self, dc: &str) -> bool {
+        self.membership.dc_unreachable(dc) && self.membership.reach_only_dc(dc)
     }
 
     /// Puts the waiting free-capacity class into this node's metadata.
@@ -525,12 +541,17 @@ impl NodeCore {
                     dirty = true;
                     self.changed.insert(*id);
                 }
-                // A suspicion moves no key, nor does a datacenter
-                // unreachable from here, but both count towards being cut
+                // A suspicion moves no key, but counts towards being cut
                 // off (see `publish`).
-                GossipEvent::SuspicionChanged { .. }
-                | GossipEvent::DatacenterUnreachable { .. }
-                | GossipEvent::DatacenterReachable { .. } => dirty = true,
+                GossipEvent::SuspicionChanged { .. } => dirty = true,
+                // The members of a large datacenter unreachable from here
+                // leave the placer's view, and come back with it.
+                GossipEvent::DatacenterUnreachable { dc }
+                | GossipEvent::DatacenterReachable { dc, .. } => {
+                    dirty = true;
+                    self.changed
+                        .extend(self.membership.members_in_dc(dc).iter().copied());
+                }
                 _ => {}
             }
             match &e {

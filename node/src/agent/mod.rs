@@ -91,6 +91,9 @@ pub struct AgentOptions {
     /// Overrides the preset's suspicion multiplier (see
     /// `shoal_gossip::Config::suspicion_mult`).
     pub suspicion_mult: Option<f64>,
+    /// Overrides the preset's `reach_only_dc_size` (see
+    /// `shoal_gossip::Config::reach_only_dc_size`; 0 turns it off).
+    pub reach_only_dc_size: Option<usize>,
     /// One-node cluster in a temporary dir, API on 127.0.0.1:5480, no auth.
     pub dev: bool,
     /// Serve `POST /v1/debug/faults` to cut this node off from others (for

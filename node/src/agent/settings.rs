@@ -34,6 +34,7 @@ pub(super) fn resolve(
         api_insecure: opts.api_insecure.or(stored.api_insecure),
         gossip: opts.gossip.clone().or(stored.gossip),
         suspicion_mult: opts.suspicion_mult.or(stored.suspicion_mult),
+        reach_only_dc_size: opts.reach_only_dc_size.or(stored.reach_only_dc_size),
         draining: stored.draining,
     };
     if let Some(d) = &settings.dns
@@ -63,9 +64,13 @@ pub(super) fn resolve(
         }
         config.suspicion_mult = mult;
     }
+    if let Some(size) = settings.reach_only_dc_size {
+        config.reach_only_dc_size = size;
+    }
     info!(
         preset = %preset,
         suspicion_mult = config.suspicion_mult,
+        reach_only_dc_size = config.reach_only_dc_size,
         "membership timing"
     );
     data_dir.store_settings(&settings)?;
