@@ -62,7 +62,11 @@
 //! it against the datacenter (`reach.rs`) and, before foca judges the
 //! probe, hands foca an ack from the target at incarnation 0, so that foca
 //! counts the probe answered and suspects nobody; what foca makes of that
-//! ack (its notice of it) is dropped. A cut of such a datacenter is then
+//! ack (its notice of it) is dropped. While such a datacenter is in doubt
+//! (one failure counted and nothing heard since; silent since another
+//! became unreachable; silent for `reach::SILENT_CHECK_AFTER`), the probe
+//! round takes back foca's picks until one is of its members, so that the
+//! doubt is settled within a few periods. A cut of such a datacenter is then
 //! one fact on each side, with no per-member suspicion, until it has been
 //! unreachable from here for `dc_lost_after`, after which its members are
 //! probed as any (a datacenter lost for good leaves the lists).
@@ -116,13 +120,13 @@ impl Membership {
     }
 
     /// Members up in datacenter `dc`, this node included.
-    fn dc_size(&self, dc: &str) -> usize {
+    pub(super) fn dc_size(&self, dc: &str) -> usize {
         let others = self.peers.get(dc).map_or(0, Vec::len);
         others + usize::from(dc == self.meta.dc)
     }
 
     /// Whether this node's datacenter has another member up.
-    fn has_local_peers(&self) -> bool {
+    pub(super) fn has_local_peers(&self) -> bool {
         self.peers.contains_key(self.meta.dc.as_str())
     }
 
@@ -132,6 +136,7 @@ impl Membership {
     /// ended first settles, if it only checked a datacenter's reach.
     pub(super) fn probe_round(&mut self, now: Instant, timer: Timer<NodeIdentity>) {
         self.settle_reach_probe(now);
+        let doubt = self.reach_doubt(now);
         for pick in 1..=PROBE_PICKS {
             let (sends, timers, notes) = (
                 self.runtime.sends.len(),
@@ -145,7 +150,18 @@ impl Membership {
                 return;
             };
             let to = self.runtime.sends[at].0.clone();
-            if pick == PROBE_PICKS || !self.leaves_probe_to_its_dc(&to) {
+            // The last pick is kept wherever it goes (no draw for it).
+            let keep = pick == PROBE_PICKS
+                || match &doubt {
+                    Some(dc) => {
+                        let theirs = self.metas.held.get(&to.id).map(|r| r.meta.dc.as_str());
+                        let checks = theirs == Some(dc.as_str());
+                        self.stats.reach_checks += u64::from(checks);
+                        checks
+                    }
+                    None => !self.leaves_probe_to_its_dc(&to),
+                };
+            if keep {
                 return self.watch_reach_probe(now, &to, at);
             }
             let Some((_, ping)) = self.runtime.sends.remove(at) else {
@@ -228,7 +244,7 @@ impl Membership {
 
     /// [`reach_only_dc`](Self::reach_only_dc), unless `dc` has been
     /// unreachable from here for `dc_lost_after`.
-    fn reach_only(&self, now: Instant, dc: &str) -> bool {
+    pub(super) fn reach_only(&self, now: Instant, dc: &str) -> bool {
         self.reach_only_dc(dc)
             && self
                 .reach

@@ -55,6 +55,13 @@ pub const UNREACHABLE_AFTER: u32 = 2;
 /// (checked at each housekeeping pass, so 5 to 10 s after it went down).
 pub const DOWN_LASTS: Duration = Duration::from_secs(5);
 
+/// How long a datacenter probed for reach only may stay silent before
+/// this node's next probe goes to one of its members (from here, one probe
+/// period in about fourteen goes to each of four others by chance; what
+/// arrives from each, probes and acks, a datagram every 7 s or so at
+/// idle).
+pub const SILENT_CHECK_AFTER: Duration = Duration::from_secs(20);
+
 /// Downs of one datacenter's members waiting to have lasted, at most: a
 /// few are enough to decide, and a datacenter cut off makes one per
 /// member (a node cut off from four makes hundreds of thousands at once).
@@ -140,18 +147,63 @@ impl Reach {
     /// A member of `dc` failed at `at` as seen here: `true` when that makes
     /// `dc` unreachable from here. A failure from before the datacenter was
     /// last heard from, or of one never heard from, counts for nothing.
-    fn failed(&mut self, dc: &str, member: NodeId, at: Instant) -> bool {
+    /// With `same_cut` (a datacenter probed for reach only), a first
+    /// failure of a datacenter silent since the first failure of another
+    /// now unreachable counts as [`UNREACHABLE_AFTER`]: the same cut (this
+    /// node's side cut from several), decided at once.
+    fn failed(&mut self, dc: &str, member: NodeId, at: Instant, same_cut: bool) -> bool {
+        let cut_since = self.cut_since();
         let Some(seen) = self.by_dc.get_mut(dc) else {
             return false;
         };
         if seen.heard > at || (seen.failures == 1 && seen.first.is_some_and(|(m, _)| m == member)) {
             return false;
         }
+        let mut count = 1;
         if seen.failures == 0 {
             seen.first = Some((member, at));
+            if same_cut && cut_since.is_some_and(|since| seen.heard < since) {
+                count = UNREACHABLE_AFTER;
+            }
         }
-        seen.failures = seen.failures.saturating_add(1);
-        seen.failures == UNREACHABLE_AFTER
+        let was = seen.failures;
+        seen.failures = seen.failures.saturating_add(count);
+        was < UNREACHABLE_AFTER && seen.failures >= UNREACHABLE_AFTER
+    }
+
+    /// The first failure of the datacenter that became unreachable last,
+    /// if one is.
+    fn cut_since(&self) -> Option<Instant> {
+        self.by_dc
+            .values()
+            .filter(|seen| seen.unreachable())
+            .filter_map(|seen| seen.first.map(|(_, at)| at))
+            .max()
+    }
+
+    /// A datacenter in doubt at `now`, among those `eligible`: one with a
+    /// failure counted and nothing heard since (a second failure decides);
+    /// else one not heard from since the first failure of the datacenter
+    /// that became unreachable last (this node's side may be cut from
+    /// several); else one not heard from for [`SILENT_CHECK_AFTER`].
+    fn in_doubt(&self, now: Instant, eligible: impl Fn(&str) -> bool) -> Option<&str> {
+        let pick = |f: &dyn Fn(&Seen) -> bool| {
+            self.by_dc
+                .iter()
+                .find(|(dc, seen)| f(seen) && eligible(dc))
+                .map(|(dc, _)| dc.as_str())
+        };
+        if let Some(dc) = pick(&|seen| seen.failures == 1) {
+            return Some(dc);
+        }
+        if let Some(since) = self.cut_since()
+            && let Some(dc) = pick(&|seen| seen.failures == 0 && seen.heard < since)
+        {
+            return Some(dc);
+        }
+        pick(&|seen| {
+            seen.failures == 0 && now.saturating_duration_since(seen.heard) >= SILENT_CHECK_AFTER
+        })
     }
 
     /// `member` of `dc` went down here at `now`: it counts once it has
@@ -234,6 +286,23 @@ impl Membership {
         self.peers.get(dc).map_or(&[], Vec::as_slice)
     }
 
+    /// The datacenter whose members this node probes next, if one of those
+    /// probed for reach only is in doubt (see `Reach::in_doubt`): so that
+    /// a cut is decided in a few probe periods, not after foca's walk
+    /// happens to pick the datacenter's members again (one period in about
+    /// fourteen per datacenter between five).
+    pub(super) fn reach_doubt(&self, now: Instant) -> Option<String> {
+        if self.config.reach_only_dc_size == 0 || !self.has_local_peers() {
+            return None;
+        }
+        let own = self.dc_size(&self.meta.dc);
+        self.reach
+            .in_doubt(now, |dc| {
+                self.reach_only(now, dc) && 2 * self.dc_size(dc) >= own
+            })
+            .map(str::to_owned)
+    }
+
     /// An authentic datagram from `sender` arrived.
     pub(super) fn reach_heard(&mut self, now: Instant, sender: NodeId) {
         let Some(record) = self.metas.held.get(&sender) else {
@@ -276,7 +345,8 @@ impl Membership {
 
     /// Counts a failure of `member` of `dc` at `at`.
     fn reach_failed(&mut self, member: NodeId, dc: String, at: Instant) {
-        if self.reach.failed(&dc, member, at) {
+        let same_cut = self.reach_only_dc(&dc);
+        if self.reach.failed(&dc, member, at, same_cut) {
             self.stats.dcs_unreachable = self.reach.unreachable() as u64;
             self.events.push_back(Event::DatacenterUnreachable { dc });
         }
@@ -299,14 +369,14 @@ mod tests {
     fn failures_of_two_members_with_nothing_heard_make_a_datacenter_unreachable() {
         let mut r = Reach::default();
         assert_eq!(r.heard("east", at(1)), None);
-        assert!(!r.failed("east", A, at(10)));
+        assert!(!r.failed("east", A, at(10), false));
         assert!(
-            !r.failed("east", A, at(12)),
+            !r.failed("east", A, at(12), false),
             "A's probe failing, then its down"
         );
         assert_eq!(r.unreachable(), 0, "one member failing is not a cut");
-        assert!(r.failed("east", B, at(20)));
-        assert!(!r.failed("east", C, at(30)), "told once");
+        assert!(r.failed("east", B, at(20), false));
+        assert!(!r.failed("east", C, at(30), false), "told once");
         assert_eq!(
             r.view(at(40)),
             vec![DcReach {
@@ -321,26 +391,62 @@ mod tests {
         assert_eq!(r.view(at(50))[0].failures, 0);
         // A failure from before the last datagram counts for nothing (a
         // down that lasted is counted from when it went down).
-        assert!(!r.failed("east", A, at(45)));
-        assert!(!r.failed("east", B, at(49)));
+        assert!(!r.failed("east", A, at(45), false));
+        assert!(!r.failed("east", B, at(49), false));
         assert_eq!(r.view(at(50))[0].failures, 0);
+    }
+
+    #[test]
+    fn a_datacenter_in_doubt_is_checked_first_and_the_same_cut_decided_at_once() {
+        let mut r = Reach::default();
+        let any = |_: &str| true;
+        for dc in ["east", "north", "west"] {
+            assert_eq!(r.heard(dc, at(0)), None);
+        }
+        assert_eq!(r.in_doubt(at(5), any), None, "all heard from lately");
+        assert_eq!(
+            r.in_doubt(at(20), any),
+            Some("east"),
+            "silent for SILENT_CHECK_AFTER"
+        );
+        assert_eq!(r.heard("east", at(20)), None);
+        assert_eq!(r.heard("north", at(20)), None);
+        assert_eq!(r.heard("west", at(20)), None);
+        // One failure: that datacenter is checked again before any other.
+        assert!(!r.failed("west", A, at(21), true));
+        assert_eq!(r.in_doubt(at(22), any), Some("west"));
+        assert_eq!(r.in_doubt(at(22), |dc| dc != "west"), None);
+        assert!(r.failed("west", B, at(22), true));
+        // West is unreachable: those silent since its first failure are
+        // checked, and one failure of such a datacenter decides it.
+        assert_eq!(r.heard("north", at(23)), None);
+        assert_eq!(r.in_doubt(at(23), any), Some("east"));
+        assert!(r.failed("east", C, at(23), true), "the same cut");
+        assert_eq!(r.in_doubt(at(24), any), None, "north was heard since");
+        // Without `same_cut` (a datacenter whose members are suspected from
+        // here as any), one failure is one.
+        assert!(!r.failed("north", C, at(25), false));
+        assert_eq!(r.unreachable(), 2);
     }
 
     #[test]
     fn hearing_between_failures_starts_the_count_again() {
         let mut r = Reach::default();
-        assert!(!r.failed("west", A, at(0)), "never heard from: not counted");
+        assert!(
+            !r.failed("west", A, at(0), false),
+            "never heard from: not counted"
+        );
         assert!(r.view(at(0)).is_empty());
         assert_eq!(r.heard("west", at(0)), None);
         assert_eq!(r.heard("east", at(0)), None);
-        assert!(!r.failed("west", A, at(1)));
+        assert!(!r.failed("west", A, at(1), false));
         assert_eq!(r.heard("west", at(2)), None, "it was not unreachable");
-        assert!(!r.failed("west", B, at(3)));
+        assert!(!r.failed("west", B, at(3), false));
         assert_eq!(r.unreachable(), 0);
         // Other datacenters are counted apart.
-        assert!(!r.failed("east", C, at(4)));
+        assert!(!r.failed("east", C, at(4), false));
         assert_eq!(r.unreachable(), 0);
-        assert!(r.failed("west", C, at(5)));
+        assert!(r.failed("west", C, at(5), false));
         assert_eq!(r.view(at(5)).len(), 2);
         assert_eq!(
             r.view(at(5))[1].unreachable_for,
@@ -370,7 +476,7 @@ mod tests {
         assert_eq!(lasted.len(), PENDING_PER_DC + 1, "{lasted:?}");
         assert!(lasted.contains(&(C, "west".into(), at(31))));
         // None for a datacenter unreachable already.
-        assert!(r.failed("east", A, at(41)) || r.failed("east", B, at(41)));
+        assert!(r.failed("east", A, at(41), false) || r.failed("east", B, at(41), false));
         r.went_down(C, "east", at(42));
         assert!(r.pending.is_empty());
     }

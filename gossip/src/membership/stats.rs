@@ -100,6 +100,11 @@ pub struct Stats {
     /// unreachable from here (`Config::reach_only_dc_size`;
     /// `membership/locality.rs`).
     pub reach_probes_failed: u64,
+    /// Probes steered to a member of a large datacenter in doubt (one
+    /// failure counted against it and nothing heard since, or silent since
+    /// another became unreachable), so that its reach is decided soon
+    /// (`membership/locality.rs`).
+    pub reach_checks: u64,
     /// Asks to probe a silent member indirectly sent to a member of its
     /// datacenter instead of foca's helper (`membership/locality.rs`).
     pub indirect_probes_moved: u64,
