@@ -327,9 +327,15 @@ impl Membership {
 
     /// This node holds `member` failed from now on (its own suspicion
     /// timed out, or the news came by gossip): counted at the first
-    /// housekeeping pass after it has lasted [`DOWN_LASTS`].
+    /// housekeeping pass after it has lasted [`DOWN_LASTS`]. Not for a
+    /// datacenter probed for reach only (`reach_only_dc_size`): its members
+    /// are declared failed by its own probes, so their downs say that they
+    /// crashed, not that it is cut off (a cut makes none), and crashes
+    /// close together would otherwise look like a cut.
     pub(super) fn reach_member_failed(&mut self, now: Instant, member: NodeId) {
-        if let Some(record) = self.metas.held.get(&member) {
+        if let Some(record) = self.metas.held.get(&member)
+            && !self.reach_only_dc(&record.meta.dc)
+        {
             self.reach.went_down(member, &record.meta.dc, now);
         }
     }
