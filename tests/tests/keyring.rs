@@ -233,12 +233,12 @@ fn the_gossip_key_is_rotated_on_ten_agents_with_no_false_failure() {
 
     // No false failure: every member alive everywhere, none ever declared
     // failed; at most a few datagrams in flight at a switch dropped.
-    for i in 0..N {
-        let nodes: Vec<Value> = c.agents[i].get("/v1/nodes").unwrap();
+    for (i, (a, from)) in c.agents.iter().zip(&before_rotation).enumerate() {
+        let nodes: Vec<Value> = a.get("/v1/nodes").unwrap();
         let alive = nodes.iter().filter(|n| n["state"] == "alive").count();
         assert_eq!(alive, N, "agent {i} sees {alive} alive");
-        let log = c.agents[i].log();
-        let during = log.get(before_rotation[i]..).unwrap_or(&log);
+        let log = a.log();
+        let during = log.get(*from..).unwrap_or(&log);
         assert!(
             !during.contains("member failed"),
             "agent {i} declared a member failed during the rotation"
