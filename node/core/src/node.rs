@@ -71,6 +71,10 @@ pub struct NodeCore {
     infos: Arc<dyn InfoShare>,
     /// Members whose state or metadata changed since the last publish.
     changed: BTreeSet<NodeId>,
+    /// Members up kept out of the placer's view because their datacenter
+    /// is unreachable from here (see `publish`): published again when a
+    /// datacenter is reached again.
+    held_back: BTreeSet<NodeId>,
     /// When the armed publish timer fires.
     publish_at: Option<Instant>,
     /// When members were last handed to the placer.
@@ -127,6 +131,7 @@ impl NodeCore {
             wiring,
             infos: Arc::new(Unshared),
             changed: BTreeSet::new(),
+            held_back: BTreeSet::new(),
             publish_at: None,
             published: None,
             free_class: None,
@@ -463,10 +468,11 @@ impl NodeCore {
         let me = self.membership.identity().id;
         for id in changed {
             let had = self.placer.has_member(id);
-            let meta = self
-                .membership
-                .up_meta(id)
-                .filter(|meta| id == me || !self.lost_with_dc(&meta.dc));
+            let mut meta = self.membership.up_meta(id);
+            if meta.is_some_and(|meta| id != me && self.lost_with_dc(&meta.dc)) {
+                self.held_back.insert(id);
+                meta = None;
+            }
             match meta {
                 Some(meta) => {
                     infos.push(self.infos.info(NodeInfo::from_meta(id, meta)));
@@ -546,11 +552,14 @@ impl NodeCore {
                 GossipEvent::SuspicionChanged { .. } => dirty = true,
                 // The members of a large datacenter unreachable from here
                 // leave the placer's view, and come back with it.
-                GossipEvent::DatacenterUnreachable { dc }
-                | GossipEvent::DatacenterReachable { dc, .. } => {
+                GossipEvent::DatacenterUnreachable { dc } => {
                     dirty = true;
                     self.changed
                         .extend(self.membership.members_in_dc(dc).iter().copied());
+                }
+                GossipEvent::DatacenterReachable { .. } => {
+                    dirty = true;
+                    self.changed.append(&mut self.held_back);
                 }
                 _ => {}
             }
