@@ -154,8 +154,7 @@ impl Membership {
             let keep = pick == PROBE_PICKS
                 || match &doubt {
                     Some(dc) => {
-                        let theirs = self.metas.held.get(&to.id).map(|r| r.meta.dc.as_str());
-                        let checks = theirs == Some(dc.as_str());
+                        let checks = self.dc_of(&to.id) == Some(dc.as_str());
                         self.stats.reach_checks += u64::from(checks);
                         checks
                     }
@@ -185,25 +184,26 @@ impl Membership {
         }
     }
 
-    /// The size of `to`'s datacenter, if it is another one at least half
-    /// as large as this node's, which has members of its own up: one whose
-    /// members its own probes check (see the module's notes).
-    fn checked_by_its_dc(&self, to: &NodeIdentity) -> Option<usize> {
-        if !self.has_local_peers() {
-            return None;
-        }
-        let theirs = self.metas.held.get(&to.id)?;
-        if theirs.meta.dc == self.meta.dc {
-            return None;
-        }
-        let size = self.dc_size(&theirs.meta.dc);
-        (2 * size >= self.dc_size(&self.meta.dc)).then_some(size)
+    /// Whether `dc` is another datacenter at least half as large as this
+    /// node's, which has members of its own up: one whose members its own
+    /// probes check (see the module's notes).
+    pub(super) fn checked_by_its_dc(&self, dc: &str) -> bool {
+        self.has_local_peers()
+            && dc != self.meta.dc
+            && 2 * self.dc_size(dc) >= self.dc_size(&self.meta.dc)
+    }
+
+    /// The datacenter of member `id`, if its metadata is held.
+    fn dc_of(&self, id: &NodeId) -> Option<&str> {
+        self.metas.held.get(id).map(|r| r.meta.dc.as_str())
     }
 
     /// Whether a probe of `to` is left to its datacenter's own members.
     fn leaves_probe_to_its_dc(&mut self, to: &NodeIdentity) -> bool {
         self.config.cross_dc_probes < 1.0
-            && self.checked_by_its_dc(to).is_some()
+            && self
+                .dc_of(&to.id)
+                .is_some_and(|dc| self.checked_by_its_dc(dc))
             && self.rng.random::<f64>() >= self.config.cross_dc_probes
     }
 
@@ -212,10 +212,10 @@ impl Membership {
     /// in a datacenter of at least `reach_only_dc_size` members that its
     /// own probes check.
     fn watch_reach_probe(&mut self, now: Instant, to: &NodeIdentity, at: usize) {
-        let Some(dc) = self.metas.held.get(&to.id).map(|r| Arc::clone(&r.meta)) else {
+        let Some(dc) = self.dc_of(&to.id) else {
             return;
         };
-        if !self.reach_only(now, &dc.dc) || self.checked_by_its_dc(to).is_none() {
+        if !self.reach_only(now, dc) || !self.checked_by_its_dc(dc) {
             return;
         }
         let Some((header, _)) = swim_header(&self.runtime.sends[at].1) else {

@@ -295,10 +295,9 @@ impl Membership {
         if self.config.reach_only_dc_size == 0 || !self.has_local_peers() {
             return None;
         }
-        let own = self.dc_size(&self.meta.dc);
         self.reach
             .in_doubt(now, |dc| {
-                self.reach_only(now, dc) && 2 * self.dc_size(dc) >= own
+                self.reach_only(now, dc) && self.checked_by_its_dc(dc)
             })
             .map(str::to_owned)
     }
