@@ -554,8 +554,12 @@ impl NodeCore {
                 // leave the placer's view, and come back with it.
                 GossipEvent::DatacenterUnreachable { dc } => {
                     dirty = true;
-                    self.changed
-                        .extend(self.membership.members_in_dc(dc).iter().copied());
+                    // Only a datacenter probed for reach only has members
+                    // `publish` holds back; another's are left as they are.
+                    if self.membership.reach_only_dc(dc) {
+                        self.changed
+                            .extend(self.membership.members_in_dc(dc).iter().copied());
+                    }
                 }
                 GossipEvent::DatacenterReachable { .. } => {
                     dirty = true;
