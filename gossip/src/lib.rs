@@ -42,8 +42,8 @@ pub use identity::{NodeId, NodeIdentity, ParseNodeIdError};
 pub use kind::SendKind;
 pub use membership::{
     DOWN_LASTS, DcReach, DownReason, Event, LEAVE_QUERIES, MemberInfo, MemberState, Membership,
-    MetaTooLarge, NewError, NoteError, PROBE_PICKS, RttHistogram, Stats, TimerToken, Transmit,
-    UNREACHABLE_AFTER,
+    MetaTooLarge, NewError, NoteError, PROBE_PICKS, Reach, RttHistogram, SILENT_CHECK_AFTER, Stats,
+    TimerToken, Transmit, UNREACHABLE_AFTER,
 };
 pub use meta::{
     Capacity, FreeClass, MAX_META_BYTES, MemberMeta, MetaShare, MetaUpdate, RuntimeInfo,

@@ -19,7 +19,9 @@
 //!   real placer on every node of such a cluster (`jobs`, and `default`
 //!   with the model's crashes during the wave); [`scale_trigger`] runs the
 //!   real trigger state machine on the owners of each trigger's key on the
-//!   real ring under node churn (`triggers`).
+//!   real ring under node churn (`triggers`); [`scale_cut`] runs each
+//!   node's real fact per datacenter through a cut (`partition`, with
+//!   `--reach-only-dc-size`).
 //!
 //! Checkers named by when they hold: `always_*` after every event (no node
 //! overcommitted; no task with two holders once views are stable),
@@ -33,6 +35,7 @@ pub mod params;
 pub mod queue;
 pub mod report;
 pub mod scale;
+pub mod scale_cut;
 pub mod scale_place;
 pub mod scale_trigger;
 pub mod share;
@@ -91,6 +94,7 @@ pub fn run_with(params: Params, progress: &mut dyn FnMut(&Progress)) -> Result<R
         Mode::Scale if params.scenario == Scenario::Default => {
             scale_place::run_default(params, progress)
         }
+        Mode::Scale if params.scenario == Scenario::Partition => scale_cut::run(params, progress),
         Mode::Scale => scale::run(params),
     }
 }

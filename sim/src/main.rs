@@ -38,6 +38,8 @@ enum OnOff {
 ///
 ///   shoal-sim --mode scale --nodes 100000 --scenario jobs   # real placers, shared view
 ///
+///   shoal-sim --mode scale --nodes 500000 --dcs 5 --scenario partition --partition-one --partition 300 --duration 330 --loss 0.01 --reach-only-dc-size 64
+///
 ///   shoal-sim --mode scale --nodes 100000        # crashes (model) during a wave (real placers)
 ///
 ///   shoal-sim --nodes 5000 --warm                # real code on 5,000 nodes, started formed

@@ -171,7 +171,7 @@ impl TrafficGroup {
 }
 
 /// The report of one run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
     /// Nodes.
     pub nodes: usize,

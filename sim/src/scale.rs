@@ -128,7 +128,7 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn add_to(&self, t: &mut RumorTraffic) {
+    pub(crate) fn add_to(&self, t: &mut RumorTraffic) {
         t.sends += self.sends;
         t.sends_on_gossip += self.sends_on_gossip;
         t.gossip_datagrams += self.gossip_datagrams;
@@ -138,11 +138,11 @@ impl Spread {
 
 /// What rumors cost over a run.
 #[derive(Clone, Copy, Debug, Default)]
-struct RumorTraffic {
-    sends: u64,
-    sends_on_gossip: u64,
-    gossip_datagrams: u64,
-    moved_probes: u64,
+pub(crate) struct RumorTraffic {
+    pub(crate) sends: u64,
+    pub(crate) sends_on_gossip: u64,
+    pub(crate) gossip_datagrams: u64,
+    pub(crate) moved_probes: u64,
 }
 
 /// What a datagram a rumor rides on is.
@@ -157,10 +157,10 @@ enum Via {
 pub struct Model {
     n: usize,
     config: Config,
-    net: Network,
-    rng: ChaCha8Rng,
+    pub(crate) net: Network,
+    pub(crate) rng: ChaCha8Rng,
     gossip_phase: Vec<f32>,
-    probe_phase: Vec<f32>,
+    pub(crate) probe_phase: Vec<f32>,
     /// Per node, the gossip ticks already counted (sorted, 1 + the tick's
     /// index): a tick sends one set of datagrams whatever number of
     /// rumors ride on it, and rumors are not spread in time order (a
@@ -205,7 +205,7 @@ impl Model {
         &mut self.net
     }
 
-    fn random_other(&mut self, i: usize) -> usize {
+    pub(crate) fn random_other(&mut self, i: usize) -> usize {
         loop {
             let j = self.rng.random_range(0..self.n);
             if j != i {
@@ -248,7 +248,7 @@ impl Model {
     /// `gossip/src/membership/locality.rs`); with the number of picks
     /// taken back. By symmetry (datacenters of equal size), also who
     /// probes `i`.
-    fn probe_pick(&mut self, i: usize) -> (usize, usize) {
+    pub(crate) fn probe_pick(&mut self, i: usize) -> (usize, usize) {
         let mut moved = 0;
         loop {
             let j = self.random_other(i);
@@ -276,7 +276,7 @@ impl Model {
     /// A helper of an indirect probe of `target` past the first: foca's
     /// pick, replaced by a member of the target's datacenter when it is
     /// elsewhere (as the core does, `locality.rs`).
-    fn helper_near(&mut self, target: usize) -> usize {
+    pub(crate) fn helper_near(&mut self, target: usize) -> usize {
         let j = self.random_other(target);
         let topo = self.net.topology();
         let d = topo.dc(target);
@@ -417,6 +417,29 @@ impl Model {
         }
     }
 
+    /// `prober` suspects `target`, which is alive, at `t`: the suspicion
+    /// spreads and the target refutes it once it hears of it. Whether the
+    /// refutation missed the prober within `shortest` (the suspicion
+    /// timeout at its shortest): a false positive.
+    pub(crate) fn false_suspicion(
+        &mut self,
+        prober: usize,
+        target: usize,
+        t: f64,
+        shortest: f64,
+        rumors: &mut RumorTraffic,
+    ) -> bool {
+        let s = self.spread(&[(prober, t)]);
+        s.add_to(rumors);
+        let refuted_at = s.learned[target];
+        if !refuted_at.is_finite() {
+            return true;
+        }
+        let alive = self.spread(&[(target, refuted_at)]);
+        alive.add_to(rumors);
+        alive.learned[prober] > t + shortest
+    }
+
     /// Time from a crash until some node first probes the crashed member:
     /// the least of N−1 uniform offsets in a round of (N−1) probe periods.
     pub fn first_probe_delay(&mut self) -> f64 {
@@ -485,7 +508,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
         Scenario::Default | Scenario::Loss | Scenario::Churn
     ) {
         return Err(SimError::Params(format!(
-            "scenario {} is not modeled in scale mode (it models crashes, loss and churn, and runs the real placers for `jobs`; run the others in full mode)",
+            "scenario {} is not modeled in scale mode (it models crashes, loss and churn, runs the real placers for `jobs` and `default`, the trigger state machine for `triggers`, and a cut for `partition` with --reach-only-dc-size; run the others in full mode)",
             params.scenario
         )));
     }
@@ -558,16 +581,7 @@ pub fn model(params: &Params, keep: bool) -> Result<(Report, Vec<CrashPlan>), Si
                 continue;
             }
             let prober = model.probe_pick(target).0;
-            let s = model.spread(&[(prober, t)]);
-            s.add_to(&mut rumors);
-            let refuted_at = s.learned[target];
-            if refuted_at.is_finite() {
-                let alive = model.spread(&[(target, refuted_at)]);
-                alive.add_to(&mut rumors);
-                if alive.learned[prober] > t + shortest {
-                    false_positives += 1;
-                }
-            } else {
+            if model.false_suspicion(prober, target, t, shortest, &mut rumors) {
                 false_positives += 1;
             }
             continue;

@@ -67,7 +67,7 @@ mod timers;
 pub use leaves::LEAVE_QUERIES;
 pub use locality::PROBE_PICKS;
 pub use outputs::{DownReason, Event, MemberInfo, MemberState, Transmit};
-pub use reach::{DOWN_LASTS, DcReach, UNREACHABLE_AFTER};
+pub use reach::{DOWN_LASTS, DcReach, Reach, SILENT_CHECK_AFTER, UNREACHABLE_AFTER};
 pub use stats::{RttHistogram, Stats};
 pub use timers::TimerToken;
 

@@ -122,9 +122,12 @@ pub struct DcReach {
     pub unreachable_for: Option<Duration>,
 }
 
-/// Per datacenter, what this node saw.
+/// Per datacenter, what this node saw: the rules above, kept by each
+/// [`Membership`] and public so that the simulator's scale model
+/// (`sim/src/scale_cut.rs`) drives the same rules for nodes it does not
+/// hold a membership for.
 #[derive(Debug, Default)]
-pub(super) struct Reach {
+pub struct Reach {
     by_dc: BTreeMap<String, Seen>,
     /// Members that went down here, their datacenter and when, until
     /// they have lasted.
@@ -134,7 +137,7 @@ pub(super) struct Reach {
 impl Reach {
     /// A datagram from a member of `dc` arrived: `Some(how long it was
     /// unreachable)` when that ends an unreachable spell.
-    fn heard(&mut self, dc: &str, now: Instant) -> Option<Duration> {
+    pub fn heard(&mut self, dc: &str, now: Instant) -> Option<Duration> {
         match self.by_dc.get_mut(dc) {
             Some(seen) => std::mem::replace(seen, Seen::heard_at(now)).unreachable_for(now),
             None => {
@@ -151,7 +154,7 @@ impl Reach {
     /// failure of a datacenter silent since the first failure of another
     /// now unreachable counts as [`UNREACHABLE_AFTER`]: the same cut (this
     /// node's side cut from several), decided at once.
-    fn failed(&mut self, dc: &str, member: NodeId, at: Instant, same_cut: bool) -> bool {
+    pub fn failed(&mut self, dc: &str, member: NodeId, at: Instant, same_cut: bool) -> bool {
         let cut_since = self.cut_since();
         let Some(seen) = self.by_dc.get_mut(dc) else {
             return false;
@@ -186,7 +189,7 @@ impl Reach {
     /// else one not heard from since the first failure of the datacenter
     /// that became unreachable last (this node's side may be cut from
     /// several); else one not heard from for [`SILENT_CHECK_AFTER`].
-    fn in_doubt(&self, now: Instant, eligible: impl Fn(&str) -> bool) -> Option<&str> {
+    pub fn in_doubt(&self, now: Instant, eligible: impl Fn(&str) -> bool) -> Option<&str> {
         let pick = |f: &dyn Fn(&Seen) -> bool| {
             self.by_dc
                 .iter()
@@ -244,6 +247,17 @@ impl Reach {
         self.by_dc.values().filter(|s| s.unreachable()).count()
     }
 
+    /// Whether a datagram from a member of datacenter `dc` has arrived
+    /// (only then can it become unreachable from here).
+    pub fn has_heard(&self, dc: &str) -> bool {
+        self.by_dc.contains_key(dc)
+    }
+
+    /// Whether datacenter `dc` is unreachable from here.
+    pub fn is_unreachable(&self, dc: &str) -> bool {
+        self.by_dc.get(dc).is_some_and(Seen::unreachable)
+    }
+
     /// How long datacenter `dc` has been unreachable, if it is.
     pub(super) fn unreachable_since(&self, dc: &str, now: Instant) -> Option<Duration> {
         self.by_dc.get(dc)?.unreachable_for(now)
@@ -277,7 +291,7 @@ impl Membership {
 
     /// Whether datacenter `dc` is unreachable from here.
     pub fn dc_unreachable(&self, dc: &str) -> bool {
-        self.reach.by_dc.get(dc).is_some_and(Seen::unreachable)
+        self.reach.is_unreachable(dc)
     }
 
     /// The members of datacenter `dc` up at the last housekeeping pass

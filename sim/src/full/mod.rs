@@ -24,7 +24,7 @@
 mod checks;
 mod deploy;
 mod health;
-mod reach;
+pub(crate) mod reach;
 mod report;
 mod scenario;
 mod setup;

@@ -14,7 +14,7 @@ use super::secs;
 
 /// The log, filled as the nodes report.
 #[derive(Debug, Default)]
-pub(super) struct ReachLog {
+pub(crate) struct ReachLog {
     /// During a cut: when it began, and each datacenter's side.
     cut: Option<(Instant, Vec<u16>)>,
     healed_at: Option<Instant>,
@@ -34,7 +34,7 @@ pub(super) struct ReachLog {
 impl ReachLog {
     /// A cut began; `sides[d]` is datacenter `d`'s side and `live` the
     /// datacenter of each live node.
-    pub(super) fn cut(&mut self, now: Instant, sides: Vec<u16>, live: &[usize]) {
+    pub(crate) fn cut(&mut self, now: Instant, sides: Vec<u16>, live: &[usize]) {
         let mut with_live = vec![false; sides.len()];
         for &d in live {
             with_live[d] = true;
@@ -49,7 +49,7 @@ impl ReachLog {
         self.cut = Some((now, sides));
     }
 
-    pub(super) fn heal(&mut self, now: Instant) {
+    pub(crate) fn heal(&mut self, now: Instant) {
         if self.cut.take().is_some() {
             self.healed_at = Some(now);
         }
@@ -57,7 +57,7 @@ impl ReachLog {
 
     /// Node `node`, in datacenter `own`, saw datacenter `dc` unreachable;
     /// `live(d)` says whether datacenter `d` has a live node.
-    pub(super) fn unreachable(
+    pub(crate) fn unreachable(
         &mut self,
         now: Instant,
         node: u32,
@@ -81,7 +81,7 @@ impl ReachLog {
     }
 
     /// A node reached again a datacenter it saw unreachable.
-    pub(super) fn reachable(&mut self, now: Instant) {
+    pub(crate) fn reachable(&mut self, now: Instant) {
         if let (None, Some(at)) = (&self.cut, self.healed_at) {
             self.to_heal.push(secs(now - at));
         }
@@ -90,7 +90,7 @@ impl ReachLog {
     /// The figures, for a run with partitions or with a datacenter seen
     /// unreachable (absent otherwise, so that the recorded reports of
     /// other runs are unchanged).
-    pub(super) fn report(mut self) -> Option<ReachReport> {
+    pub(crate) fn report(mut self) -> Option<ReachReport> {
         if self.partitions == 0 && self.wrong == 0 && self.lost == 0 {
             return None;
         }
