@@ -38,7 +38,7 @@ enum OnOff {
 ///
 ///   shoal-sim --mode scale --nodes 100000 --scenario jobs   # real placers, shared view
 ///
-///   shoal-sim --mode scale --nodes 500000 --dcs 5 --scenario partition --partition-one --partition 300 --duration 330 --loss 0.01 --reach-only-dc-size 64
+///   shoal-sim --mode scale --nodes 500000 --dcs 5 --scenario partition --partition-one --partition 300 --duration 330 --loss 0.01 --reach-only-dc-size 64 --fill 0.1 --tasks-per-sec 1000000
 ///
 ///   shoal-sim --mode scale --nodes 100000        # crashes (model) during a wave (real placers)
 ///

@@ -37,15 +37,25 @@
 //! seen unreachable wrongly, through the same `ReachLog`), false
 //! positives, and the traffic by group, within and across datacenters.
 //!
-//! What it leaves out: placement (the placers' views losing the cut side
-//! at the moment each node sees its datacenter unreachable, and the tasks
-//! that run twice meanwhile, are measured in full mode); gossip of other
-//! news; range-digest answers; downs across the cut, of which the core
-//! makes none with this setting (its cluster test and full mode check
-//! that). A false suspicion's rumor bytes are counted within the
-//! datacenter. A datagram delivered to a node is applied to its fact when
-//! the sender's probe tick is handled, with the delivery's time, a few
-//! milliseconds ahead of the receiver's own ticks in between.
+//! With jobs (`--fill` above 0) the real placers of every node run
+//! through the cut too ([`crate::scale_place::CutWave`]): the wave is
+//! written before the cut, the placers' network is cut and healed with
+//! the model's, and each node's placer loses the members of the
+//! datacenters unreachable from it, and is cut off when they are most of
+//! the cluster, at the moments its modeled fact says, as the node core
+//! does (`publish`). Tasks that ran twice during the cut and after the
+//! heal are counted as in full mode.
+//!
+//! What it leaves out: gossip of other news (free-capacity classes ride
+//! on the datagrams of full mode's jobs: about 18 bytes more each);
+//! range-digest answers and a warm start's metadata pulls (so nodes hear
+//! from each other datacenter a little less in the 20 s before the cut);
+//! downs across the cut, of which the core makes none with this setting
+//! (its cluster test and full mode check that). A false suspicion's rumor
+//! bytes are counted within the datacenter. A datagram delivered to a
+//! node is applied to its fact when the sender's probe tick is handled,
+//! with the delivery's time, a few milliseconds ahead of the receiver's
+//! own ticks in between.
 
 use std::time::Duration;
 
@@ -60,6 +70,7 @@ use crate::scale::{
     BASE_DATAGRAM_BYTES, DIGEST_ITEM_BYTES, FEED_BYTES, INDIRECT_BYTES, Model, RumorTraffic,
     UPDATE_BYTES,
 };
+use crate::scale_place::{self, CutPlan};
 use crate::{Progress, SimError};
 
 /// Datagrams and bytes sent, per traffic group, in all and across
@@ -101,6 +112,16 @@ struct Cut {
     tally: Tally,
     rumors: RumorTraffic,
     false_positives: u64,
+    /// Per node, the datacenters unreachable from it (bit d: datacenter
+    /// d).
+    masks: Vec<u32>,
+    /// When each node's mask changed, for the placers.
+    changes: Vec<(f64, u32, u32)>,
+    /// Per node, when its mask last changed: a datagram is applied with
+    /// its arrival time when its sender's tick is handled, so two arrivals
+    /// can be applied out of their order by a few milliseconds; the
+    /// placers get the masks in the order the node's fact took them.
+    changed_at: Vec<f64>,
     /// (node, datacenter) pairs cut apart in which the node had heard
     /// from that datacenter when the cut began (the others cannot see it:
     /// a datacenter never heard from counts for nothing).
@@ -122,7 +143,16 @@ impl Cut {
     fn heard(&mut self, to: usize, dc: usize, t: f64) {
         if self.reach[to].heard(&self.names[dc], at(t)).is_some() {
             self.log.reachable(at(t));
+            self.masks[to] &= !(1 << dc);
+            self.mask_changed(to, t);
         }
+    }
+
+    /// Node `i`'s mask changed at `t`.
+    fn mask_changed(&mut self, i: usize, t: f64) {
+        let t = t.max(self.changed_at[i]);
+        self.changed_at[i] = t;
+        self.changes.push((t, i as u32, self.masks[i]));
     }
 
     /// Sends one datagram of `group`, `bytes` long, from `from` to `to` at
@@ -160,6 +190,8 @@ impl Cut {
             if self.reach[i].failed(&self.names[d], NodeId(u64::from(target)), at(t), same_cut) {
                 self.log
                     .unreachable(at(t), i as u32, own, &self.names[d], |_| true);
+                self.masks[i] |= 1 << d;
+                self.mask_changed(i, t);
             }
         }
         let own_name = &self.names[own];
@@ -234,8 +266,46 @@ impl Cut {
     }
 }
 
-/// Runs the `partition` scenario in scale mode (see the module's notes).
+/// Runs the `partition` scenario in scale mode (see the module's notes);
+/// with jobs (`--fill` above 0), the real placers of every node through
+/// the cut as well ([`crate::scale_place::CutWave`]), each losing the
+/// members of a datacenter when the model says its node saw it
+/// unreachable.
 pub fn run(params: Params, progress: &mut dyn FnMut(&Progress)) -> Result<Report, SimError> {
+    let (cut_at, _) = cut_times(&params);
+    let wave = (params.fill > 0.0)
+        .then(|| scale_place::prepare_cut(params.clone(), cut_at))
+        .transpose()?;
+    let (membership, plan) = model(&params, progress)?;
+    match wave {
+        None => Ok(membership),
+        Some(wave) => {
+            let reach = membership.reach.clone();
+            let locality = membership.locality.clone();
+            let mut r = scale_place::with_membership(wave.run(plan, progress)?, membership);
+            r.reach = reach;
+            r.locality = locality;
+            Ok(r)
+        }
+    }
+}
+
+/// When the cut begins and heals, in seconds (as full mode's scenario
+/// times them).
+fn cut_times(params: &Params) -> (f64, f64) {
+    let duration = params.duration.as_secs_f64();
+    let cut_at = 20f64.min(duration / 2.0);
+    (
+        cut_at,
+        (cut_at + params.partition.as_secs_f64()).min(duration),
+    )
+}
+
+/// The membership model of the cut, and when each node's fact changed.
+fn model(
+    params: &Params,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<(Report, CutPlan), SimError> {
     let config = params.gossip_config()?;
     let n = params.nodes;
     let topo = Topology::new(n, params.dcs, params.zones);
@@ -255,8 +325,7 @@ pub fn run(params: Params, progress: &mut dyn FnMut(&Progress)) -> Result<Report
         )));
     }
     let duration = params.duration.as_secs_f64();
-    let cut_at = 20f64.min(duration / 2.0);
-    let heal_at = (cut_at + params.partition.as_secs_f64()).min(duration);
+    let (cut_at, heal_at) = cut_times(params);
     if heal_at - cut_at >= config.dc_lost_after.as_secs_f64() {
         return Err(SimError::Params(format!(
             "--partition {} s reaches dc_lost_after ({} s), after which a datacenter's members \
@@ -304,6 +373,9 @@ pub fn run(params: Params, progress: &mut dyn FnMut(&Progress)) -> Result<Report
         rumors: RumorTraffic::default(),
         false_positives: 0,
         pairs_heard: 0,
+        masks: vec![0; n],
+        changes: Vec::new(),
+        changed_at: vec![0.0; n],
         shortest,
         probe_period: pp,
         indirect_probes: config.indirect_probes,
@@ -352,7 +424,13 @@ pub fn run(params: Params, progress: &mut dyn FnMut(&Progress)) -> Result<Report
             events: ticks,
         });
     }
-    Ok(report(run, &params, end, ticks))
+    let plan = CutPlan {
+        at: cut_at,
+        heal: heal_at,
+        sides,
+        changes: std::mem::take(&mut run.changes),
+    };
+    Ok((report(run, params, end, ticks), plan))
 }
 
 fn report(run: Cut, params: &Params, span: f64, ticks: u64) -> Report {

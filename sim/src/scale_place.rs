@@ -29,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use shoal_core::{Drained, drain_placer};
 use shoal_gossip::{Instant, NodeId};
 use shoal_placement::{
-    Command, Job, Msg, NodeInfo, PlacementConfig, Placer, Resources, TaskKey, View,
+    Command, CutOff, Job, Msg, NodeInfo, PlacementConfig, Placer, Resources, TaskKey, View,
 };
 
 use crate::SimError;
@@ -76,6 +76,32 @@ enum Ev {
         node: u32,
         plan: u32,
     },
+    /// The cut of the [`CutPlan`] begins.
+    Cut,
+    /// It heals.
+    Heal,
+    /// The datacenters unreachable from node `node` are now those of
+    /// `mask` (bit d: datacenter d).
+    Reach {
+        node: u32,
+        mask: u32,
+    },
+}
+
+/// A cut, for the placers ([`CutWave::run`]): when it begins and heals, each
+/// datacenter's side, and when each node's fact per datacenter changed
+/// (from the model of `crate::scale_cut`).
+#[derive(Clone, Debug, Default)]
+pub struct CutPlan {
+    /// When the cut begins, in seconds of simulated time.
+    pub at: f64,
+    /// When it heals.
+    pub heal: f64,
+    /// Each datacenter's side.
+    pub sides: Vec<u16>,
+    /// (when, node, the datacenters unreachable from it from then on as a
+    /// mask: bit d for datacenter d), in no particular order.
+    pub changes: Vec<(f64, u32, u32)>,
 }
 
 struct Task {
@@ -122,6 +148,11 @@ struct World {
     /// The crashes that happened so far.
     crashed: u64,
     replace_ms: Vec<f64>,
+    /// During a cut: each datacenter's side.
+    sides: Vec<u16>,
+    /// The view of a node that finds the datacenters of a mask
+    /// unreachable, shared by the nodes that find exactly those.
+    dc_views: BTreeMap<u32, Arc<View>>,
 }
 
 fn node_id(i: usize) -> NodeId {
@@ -140,6 +171,61 @@ pub fn run(
     plans: Vec<CrashPlan>,
     progress: &mut dyn FnMut(&crate::Progress),
 ) -> Result<Report, SimError> {
+    Ok(build(params, plans)?.drive(progress))
+}
+
+/// The placement wave of a cut, ready to run ([`prepare_cut`],
+/// [`CutWave::run`]).
+pub struct CutWave(World);
+
+/// The placement wave for a cut that begins at `cut_at` seconds: built
+/// before the membership model runs, so that a wave still being written
+/// at the cut is refused at once (jobs written during a cut would reach
+/// each side only after the heal, which is not modeled).
+pub fn prepare_cut(params: Params, cut_at: f64) -> Result<CutWave, SimError> {
+    let w = build(params, Vec::new())?;
+    let tasks = w.tasks.len();
+    let wave_s = tasks as f64 / w.p.effective_tasks_per_sec(tasks).max(1e-9);
+    if 1.0 + wave_s >= cut_at {
+        return Err(SimError::Params(format!(
+            "the wave of jobs would still be written when the cut begins at {cut_at:.0} s \
+             ({tasks} tasks over {wave_s:.0} s from 1 s): give --tasks-per-sec {} or more, \
+             or --fill 0 for no jobs",
+            (tasks as f64 / (cut_at - 2.0).max(1.0)).ceil()
+        )));
+    }
+    Ok(CutWave(w))
+}
+
+impl CutWave {
+    /// Runs the wave with the cut: the placers' network is cut at
+    /// `cut.at` and healed at `cut.heal`, and each node's placer loses the
+    /// members of the datacenters unreachable from it (and is cut off when
+    /// they are most of the cluster) when `cut.changes` says, as the node
+    /// core does with a datacenter probed for reach only.
+    pub fn run(
+        self,
+        cut: CutPlan,
+        progress: &mut dyn FnMut(&crate::Progress),
+    ) -> Result<Report, SimError> {
+        let mut w = self.0;
+        if cut.sides.len() > 32 {
+            return Err(SimError::Params(
+                "scale mode's placers follow a cut of at most 32 datacenters".into(),
+            ));
+        }
+        let at = |s: f64| Instant::ZERO + Duration::from_secs_f64(s);
+        w.q.push(at(cut.at), Ev::Cut);
+        w.q.push(at(cut.heal), Ev::Heal);
+        for &(t, node, mask) in &cut.changes {
+            w.q.push(at(t), Ev::Reach { node, mask });
+        }
+        w.sides = cut.sides;
+        Ok(w.drive(progress))
+    }
+}
+
+fn build(params: Params, plans: Vec<CrashPlan>) -> Result<World, SimError> {
     let n = params.nodes;
     if n < 2 {
         return Err(SimError::Params("at least 2 nodes".into()));
@@ -225,6 +311,8 @@ pub fn run(
         views: BTreeMap::new(),
         crashed: 0,
         replace_ms: Vec::new(),
+        sides: Vec::new(),
+        dc_views: BTreeMap::new(),
         plans,
         p: params,
     };
@@ -249,24 +337,32 @@ pub fn run(
         w.schedule_tick(i);
     }
     w.q.push(Instant::ZERO + Duration::from_secs(1), Ev::Submit);
-    let end = Instant::ZERO + w.p.duration + w.p.settle;
-    while let Some(at) = w.q.peek_time() {
-        if at > end {
-            break;
+    Ok(w)
+}
+
+impl World {
+    /// Runs the events to the end, and reports.
+    fn drive(mut self, progress: &mut dyn FnMut(&crate::Progress)) -> Report {
+        let n = self.placers.len();
+        let end = Instant::ZERO + self.p.duration + self.p.settle;
+        while let Some(at) = self.q.peek_time() {
+            if at > end {
+                break;
+            }
+            let Some((_, ev)) = self.q.pop() else { break };
+            self.events += 1;
+            self.handle(ev);
+            if self.events.is_multiple_of(crate::PROGRESS_EVERY) {
+                progress(&crate::Progress {
+                    nodes: n,
+                    simulated_s: (at - Instant::ZERO).as_secs_f64(),
+                    end_s: Some((end - Instant::ZERO).as_secs_f64()),
+                    events: self.events,
+                });
+            }
         }
-        let Some((_, ev)) = w.q.pop() else { break };
-        w.events += 1;
-        w.handle(ev);
-        if w.events.is_multiple_of(crate::PROGRESS_EVERY) {
-            progress(&crate::Progress {
-                nodes: n,
-                simulated_s: (at - Instant::ZERO).as_secs_f64(),
-                end_s: Some((end - Instant::ZERO).as_secs_f64()),
-                events: w.events,
-            });
-        }
+        self.report()
     }
-    Ok(w.report())
 }
 
 /// Scale mode's default scenario: the membership model's crashes under
@@ -278,7 +374,13 @@ pub fn run_default(
     progress: &mut dyn FnMut(&crate::Progress),
 ) -> Result<Report, SimError> {
     let (m, plans) = crate::scale::model(&params, true)?;
-    let mut r = run(params, plans, progress)?;
+    let r = run(params, plans, progress)?;
+    Ok(with_membership(r, m))
+}
+
+/// The placers' report `r` with the membership model's figures and
+/// checks from `m` (its checks first).
+pub(crate) fn with_membership(mut r: Report, m: Report) -> Report {
     r.detect_first_s = m.detect_first_s;
     r.detect_p50_s = m.detect_p50_s;
     r.detect_p999_s = m.detect_p999_s;
@@ -288,7 +390,7 @@ pub fn run_default(
     r.false_positives_per_node_hour = m.false_positives_per_node_hour;
     r.msgs_per_node_s = m.msgs_per_node_s;
     r.bytes_per_node_s = m.bytes_per_node_s;
-    r.traffic = m.traffic.clone();
+    r.traffic = m.traffic;
     r.events += m.events;
     r.net.lost += m.net.lost;
     r.detections = m.detections;
@@ -299,7 +401,7 @@ pub fn run_default(
     checks.extend(r.checks);
     r.ok = checks.iter().all(|c| c.ok);
     r.checks = checks;
-    Ok(r)
+    r
 }
 
 impl World {
@@ -318,6 +420,7 @@ impl World {
             Ev::Submit => self.submit(),
             Ev::Crash { plan } => self.crash(plan as usize),
             Ev::Learn { node, .. }
+            | Ev::Reach { node, .. }
             | Ev::Job { node, .. }
             | Ev::Tick { node }
             | Ev::Started { node, .. }
@@ -328,6 +431,25 @@ impl World {
                 let i = node as usize;
                 self.known[i] |= 1 << plan;
                 let view = self.view_of(self.known[i]);
+                self.placers[i].set_view(now, wall, view);
+                self.after(i);
+            }
+            Ev::Cut => {
+                let n = self.placers.len();
+                let topo = self.net.topology();
+                let side = (0..n).map(|i| self.sides[topo.dc(i)]).collect();
+                self.net.partition(side);
+                self.jobs_across_the_cut();
+            }
+            Ev::Heal => self.net.heal(),
+            Ev::Reach { node, mask } => {
+                // As the node core publishes: cut off or not first, then
+                // the view without the members it cannot reach.
+                let i = node as usize;
+                let n = self.placers.len();
+                let view = self.view_of_dcs(mask);
+                let cut_off = CutOff::of(n - self.members_in(mask), n);
+                self.placers[i].set_cut_off(now, cut_off);
                 self.placers[i].set_view(now, wall, view);
                 self.after(i);
             }
@@ -419,6 +541,96 @@ impl World {
         v
     }
 
+    /// The members of the datacenters of `mask`.
+    fn members_in(&self, mask: u32) -> usize {
+        let topo = self.net.topology();
+        (0..self.sides.len())
+            .filter(|d| mask & (1 << d) != 0)
+            .map(|d| topo.dc_size(d))
+            .sum()
+    }
+
+    /// The view of a node that finds the datacenters of `mask`
+    /// unreachable.
+    fn view_of_dcs(&mut self, mask: u32) -> Arc<View> {
+        if mask == 0 {
+            return self.view.clone();
+        }
+        if let Some(v) = self.dc_views.get(&mask) {
+            return v.clone();
+        }
+        let topo = self.net.topology();
+        let gone: Vec<NodeId> = (0..self.placers.len())
+            .filter(|&i| mask & (1 << topo.dc(i)) != 0)
+            .map(node_id)
+            .collect();
+        let v = Arc::new(self.view.without(&gone));
+        self.dc_views.insert(mask, v.clone());
+        v
+    }
+
+    /// At the cut, the keys coordinated across it get a coordinator on
+    /// each side that is not cut off; here a job reaches only its keys'
+    /// coordinators, so those get their jobs now (in the agent every node
+    /// holds every job).
+    fn jobs_across_the_cut(&mut self) {
+        let n = self.placers.len();
+        let dcs = self.sides.len();
+        let mut sides = self.sides.clone();
+        sides.sort_unstable();
+        sides.dedup();
+        let mut targets = BTreeSet::new();
+        for side in sides {
+            let mask = (0..dcs)
+                .filter(|&d| self.sides[d] != side)
+                .fold(0u32, |m, d| m | 1 << d);
+            if CutOff::of(n - self.members_in(mask), n).is_some() {
+                continue;
+            }
+            let view = self.view_of_dcs(mask);
+            let topo = self.net.topology();
+            targets.extend(self.jobs_moved(&view, |i| mask & (1 << topo.dc(i)) != 0));
+        }
+        self.hand_jobs(targets);
+    }
+
+    /// The keys whose coordinator in the whole view is a node for which
+    /// `moved` holds, as (their coordinator in `after`, their job).
+    fn jobs_moved(&self, after: &View, moved: impl Fn(usize) -> bool) -> BTreeSet<(usize, usize)> {
+        let mut targets = BTreeSet::new();
+        for j in 0..self.submitted_jobs {
+            let name = &self.jobs[j].spec.name;
+            for idx in 0..self.jobs[j].count {
+                let hash = TaskKey::index(name, idx).hash();
+                if self
+                    .view
+                    .ring()
+                    .owner(hash)
+                    .is_some_and(|o| moved(index_of(o)))
+                    && let Some(owner) = after.ring().owner(hash)
+                {
+                    targets.insert((index_of(owner), j));
+                }
+            }
+        }
+        targets
+    }
+
+    /// Hands each (node, job) its job now: here a job reaches only its
+    /// keys' coordinators (in the agent every node holds every job).
+    fn hand_jobs(&mut self, targets: BTreeSet<(usize, usize)>) {
+        let now = self.now();
+        for (node, j) in targets {
+            self.q.push(
+                now,
+                Ev::Job {
+                    node: node as u32,
+                    job: j as u32,
+                },
+            );
+        }
+    }
+
     /// Crash `k`: the victim stops, with its tasks. Every node has every
     /// job (replication), but here a job reaches only its keys'
     /// coordinators: the victim's keys' next coordinators get theirs now.
@@ -436,28 +648,8 @@ impl World {
         }
         self.used[victim] = Resources::default();
         let after = self.view_of(self.crashed);
-        let victim_id = node_id(victim);
-        let mut targets = BTreeSet::new();
-        for j in 0..self.submitted_jobs {
-            let name = &self.jobs[j].spec.name;
-            for idx in 0..self.jobs[j].count {
-                let hash = TaskKey::index(name, idx).hash();
-                if self.view.ring().owner(hash) == Some(victim_id)
-                    && let Some(owner) = after.ring().owner(hash)
-                {
-                    targets.insert((index_of(owner), j));
-                }
-            }
-        }
-        for (node, j) in targets {
-            self.q.push(
-                now,
-                Ev::Job {
-                    node: node as u32,
-                    job: j as u32,
-                },
-            );
-        }
+        let targets = self.jobs_moved(&after, |i| i == victim);
+        self.hand_jobs(targets);
     }
 
     /// Submits one second's worth of the wave; each job goes to the nodes

@@ -219,6 +219,8 @@ fn scale_cut(nodes: usize, seed: u64) -> Params {
     p.partition = Duration::from_secs(60);
     p.duration = Duration::from_secs(90);
     p.settle = Duration::from_secs(60);
+    // The membership model alone (no jobs).
+    p.fill = 0.0;
     p
 }
 
@@ -253,6 +255,30 @@ fn scale_mode_models_a_cut_with_each_node_s_own_fact() {
     // A seed replays exactly; another gives another run.
     assert_eq!(r, run(scale_cut(2_000, 1)));
     assert_ne!(r.reach, run(scale_cut(2_000, 2)).reach);
+}
+
+#[test]
+fn scale_mode_runs_the_real_placers_through_a_cut() {
+    // With jobs, every node's real placer loses the cut side's members
+    // when the model says its node saw their datacenter unreachable: the
+    // larger side replaces the cut side's tasks, the cut side (cut off)
+    // starts none of the others', and the heal leaves one copy of each.
+    let mut p = scale_cut(1_000, 1);
+    p.fill = 0.3;
+    p.tasks_per_sec = 100_000.0;
+    let r = run(p);
+    assert_all_ok(&r);
+    assert!(r.placed > 0);
+    assert!(r.duplicates > 0, "the cut side's tasks were not replaced");
+    assert_eq!(r.duplicates_after_convergence, 0);
+    let reach = r.reach.expect("reach is reported for a cut");
+    assert_eq!(reach.wrong_unreachable, 0, "{reach:?}");
+    // A wave still written when the cut begins is refused at once.
+    let mut p = scale_cut(1_000, 1);
+    p.fill = 0.3;
+    p.tasks_per_sec = 10.0;
+    let err = shoal_sim::run(p).expect_err("refused").to_string();
+    assert!(err.contains("--tasks-per-sec"), "{err}");
 }
 
 #[test]
