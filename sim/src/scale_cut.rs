@@ -282,9 +282,14 @@ pub fn run(params: Params, progress: &mut dyn FnMut(&Progress)) -> Result<Report
         Some(wave) => {
             let reach = membership.reach.clone();
             let locality = membership.locality.clone();
+            let net = membership.net;
             let mut r = scale_place::with_membership(wave.run(plan, progress)?, membership);
             r.reach = reach;
             r.locality = locality;
+            // The gossip datagrams sent and cut, besides the placers'
+            // messages cut (their loss is already summed).
+            r.net.datagrams += net.datagrams;
+            r.net.cut += net.cut;
             Ok(r)
         }
     }
