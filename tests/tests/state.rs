@@ -109,7 +109,13 @@ fn a_job_submitted_to_one_node_reaches_all_and_concurrent_changes_converge() {
     assert_eq!(ra.0, 200, "{}", ra.1);
     assert_eq!(rb.0, 200, "{}", rb.1);
     let merged = wait_same_everywhere(&c, &all, "web/frontend", |v| v["version"] == 3);
-    assert_eq!(merged["count"], 7, "{merged}");
+    // Concurrent, the update (which leaves the count at 2) keeps the scale.
+    // Under load, replication can bring the scale to node 2 before its
+    // update, which then sets the count back to 2 (version 3 at once):
+    // that is the later write winning, as it should.
+    let update_saw_scale = ra.1["job"]["version"] == 3;
+    let count = if update_saw_scale { 2 } else { 7 };
+    assert_eq!(merged["count"], count, "update: {} merged: {merged}", ra.1);
     assert_eq!(merged["spec"]["task"]["resources"]["cpus"], 1.5, "{merged}");
     let (_, history) = c.agents[0]
         .get_any(&format!("{}/versions", path("web/frontend")))
