@@ -325,6 +325,28 @@ impl Params {
         ))
     }
 
+    /// The `partition` scenario's cut: when it begins and when it heals,
+    /// from the start of the scenario (both modes time it so).
+    pub fn partition_window(&self) -> (Duration, Duration) {
+        let d = self.duration;
+        let at = Duration::from_secs(20).min(d / 2);
+        (at, (at + self.partition).min(d))
+    }
+
+    /// Each of `dcs` datacenters' side of the cut: the last alone
+    /// (`partition_one`), or each its own.
+    pub fn partition_sides(&self, dcs: usize) -> Vec<u16> {
+        (0..dcs)
+            .map(|d| {
+                if self.partition_one {
+                    u16::from(d + 1 == dcs)
+                } else {
+                    d as u16
+                }
+            })
+            .collect()
+    }
+
     /// Tasks per second while a wave lasts: the given rate, or enough to
     /// submit the whole fill in a fifth of the scenario.
     pub fn effective_tasks_per_sec(&self, total_tasks: usize) -> f64 {

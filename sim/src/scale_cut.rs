@@ -295,15 +295,10 @@ pub fn run(params: Params, progress: &mut dyn FnMut(&Progress)) -> Result<Report
     }
 }
 
-/// When the cut begins and heals, in seconds (as full mode's scenario
-/// times them).
+/// When the cut begins and heals, in seconds.
 fn cut_times(params: &Params) -> (f64, f64) {
-    let duration = params.duration.as_secs_f64();
-    let cut_at = 20f64.min(duration / 2.0);
-    (
-        cut_at,
-        (cut_at + params.partition.as_secs_f64()).min(duration),
-    )
+    let (at, heal) = params.partition_window();
+    (at.as_secs_f64(), heal.as_secs_f64())
 }
 
 /// The membership model of the cut, and when each node's fact changed.
@@ -358,16 +353,7 @@ fn model(
         .iter()
         .map(|&i| f64::from(model.probe_phase[i]))
         .collect();
-    let last = dcs - 1;
-    let sides: Vec<u16> = (0..dcs)
-        .map(|d| {
-            if params.partition_one {
-                u16::from(d == last)
-            } else {
-                d as u16
-            }
-        })
-        .collect();
+    let sides = params.partition_sides(dcs);
     let mut run = Cut {
         model,
         names: (0..dcs).map(|d| format!("dc{d}")).collect(),

@@ -110,11 +110,9 @@ impl World {
                 self.at(Duration::from_secs(20).min(d / 2), Action::Crash(victims));
             }
             Scenario::Partition => {
-                self.at(Duration::from_secs(20).min(d / 2), Action::Partition);
-                self.at(
-                    (Duration::from_secs(20).min(d / 2) + self.p.partition).min(d),
-                    Action::Heal,
-                );
+                let (cut, heal) = self.p.partition_window();
+                self.at(cut, Action::Partition);
+                self.at(heal, Action::Heal);
             }
             Scenario::DcLoss => {
                 let last = self.net.topology().dcs() - 1;
@@ -152,12 +150,7 @@ impl World {
                 }
             }
             Action::Partition => {
-                // Each datacenter's side: the last alone, or each its own.
-                let last = self.net.topology().dcs() - 1;
-                let one = self.p.partition_one;
-                let sides: Vec<u16> = (0..=last)
-                    .map(|d| if one { u16::from(d == last) } else { d as u16 })
-                    .collect();
+                let sides = self.p.partition_sides(self.net.topology().dcs());
                 let dc = |i: usize| self.net.topology().dc(i);
                 let side = (0..self.nodes.len()).map(|i| sides[dc(i)]).collect();
                 let live: Vec<usize> = (0..self.nodes.len())
